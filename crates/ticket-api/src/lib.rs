@@ -1,0 +1,24 @@
+//! The vocabulary ticketd's server and SDK share: which TOP methods exist, their typed
+//! parameters and responses, and the catalogue of business errors.
+//!
+//! Both sides use these types — the server to parse and refuse, the SDK to build requests and
+//! read answers — so the two cannot drift apart (STYLE.md §1, mini-redis's shared commands).
+//! Wire names keep TOP's spelling (`order_id`, `voucher_infos`, `used_quantity`).
+//!
+//! Not here: signing and envelopes (`top-protocol`), the rules that need the ledger
+//! (`ticket-ledger`), transport (`ticketd`, `top-client`).
+//!
+//! # Modules
+//! - [`method`]: the TOP methods ticketd answers.
+//! - [`verify`]: `taobao.travel.ticket.order.verify` parameters, with every shape rule that
+//!   needs no ledger (R3, R11, R12, R20, R21 and the 999-entry limit).
+//! - [`catalogue`]: business `sub_code`s with their Chinese `sub_msg`, meaning and retry advice;
+//!   `docs/ERRORS.md` is generated from it.
+
+pub mod catalogue;
+pub mod method;
+pub mod verify;
+
+pub use catalogue::BusinessError;
+pub use method::Method;
+pub use verify::{VerifyParams, VoucherInfo};

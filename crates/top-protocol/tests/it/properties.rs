@@ -1,0 +1,214 @@
+//! Properties (STYLE.md §7): order never matters, any one-byte change fails verification,
+//! render → parse round-trips.
+
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use top_protocol::envelope::{render_error, render_success, response_root};
+use top_protocol::params::parse_urlencoded;
+use top_protocol::sign::{sign, verify};
+use top_protocol::{EmptyValues, Field, Format, Params, SignMethod, TopError};
+
+fn sign_method() -> impl Strategy<Value = SignMethod> {
+    prop_oneof![
+        Just(SignMethod::Md5),
+        Just(SignMethod::HmacMd5),
+        Just(SignMethod::HmacSha256)
+    ]
+}
+
+/// Unique parameter names (never `sign`) with non-empty printable-ASCII values.
+fn ascii_params() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map("[a-z_]{1,12}", "[ -~]{1,24}", 1..12)
+        .prop_filter("sign is not a signed param", |m| !m.contains_key("sign"))
+}
+
+/// Arbitrary UTF-8 keys and values, empty ones included.
+fn utf8_params() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map(any::<String>(), any::<String>(), 0..10)
+}
+
+#[derive(Debug, Clone)]
+enum OwnedField {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl OwnedField {
+    fn as_field(&self) -> Field<'_> {
+        match self {
+            OwnedField::Bool(b) => Field::Bool(*b),
+            OwnedField::Int(i) => Field::Int(*i),
+            OwnedField::Str(s) => Field::Str(s),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            OwnedField::Bool(b) => serde_json::Value::from(*b),
+            OwnedField::Int(i) => serde_json::Value::from(*i),
+            OwnedField::Str(s) => serde_json::Value::from(s.as_str()),
+        }
+    }
+}
+
+fn field() -> impl Strategy<Value = OwnedField> {
+    prop_oneof![
+        any::<bool>().prop_map(OwnedField::Bool),
+        any::<i64>().prop_map(OwnedField::Int),
+        any::<String>().prop_map(OwnedField::Str),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn insertion_order_never_matters(
+        map in ascii_params(),
+        method in sign_method(),
+        shuffle_seed in any::<u64>(),
+    ) {
+        let pairs: Vec<(String, String)> = map.into_iter().collect();
+        let mut shuffled = pairs.clone();
+        // Deterministic Fisher–Yates from the seed.
+        let mut s = shuffle_seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let a = Params::from_pairs(pairs).unwrap();
+        let mut b = Params::new();
+        for (k, v) in shuffled.into_iter().rev() {
+            b.insert(k, v);
+        }
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(
+            sign(method, b"k", &a, EmptyValues::Skip),
+            sign(method, b"k", &b, EmptyValues::Skip)
+        );
+        prop_assert_eq!(
+            parse_urlencoded(a.to_form_urlencoded().as_bytes()).unwrap(),
+            parse_urlencoded(b.to_form_urlencoded().as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn any_one_byte_change_of_a_value_fails_verification(
+        map in ascii_params(),
+        method in sign_method(),
+        which in any::<prop::sample::Index>(),
+        pos in any::<prop::sample::Index>(),
+        delta in 1u8..95,
+    ) {
+        let p = Params::from_pairs(map.clone()).unwrap();
+        let good = sign(method, b"secret", &p, EmptyValues::Skip);
+        prop_assert!(verify(method, b"secret", &p, &good));
+
+        let key = which.get(&map.keys().collect::<Vec<_>>()).to_string();
+        let mut bytes = map[&key].clone().into_bytes();
+        let i = pos.index(bytes.len());
+        // Stay in printable ASCII (0x20..=0x7E, 95 values) and differ from the original.
+        bytes[i] = 0x20 + (bytes[i] - 0x20 + delta) % 95;
+        let mut changed = p.clone();
+        changed.insert(key, String::from_utf8(bytes).unwrap());
+        prop_assert!(!verify(method, b"secret", &changed, &good));
+    }
+
+    #[test]
+    fn any_one_byte_change_of_the_sign_fails_verification(
+        map in ascii_params(),
+        method in sign_method(),
+        pos in any::<prop::sample::Index>(),
+        delta in 1u8..16,
+    ) {
+        let p = Params::from_pairs(map).unwrap();
+        let good = sign(method, b"secret", &p, EmptyValues::Skip);
+        let mut bytes = good.clone().into_bytes();
+        let i = pos.index(bytes.len());
+        let digit = u8::try_from(char::from(bytes[i]).to_digit(16).unwrap()).unwrap();
+        bytes[i] = b"0123456789ABCDEF"[usize::from((digit + delta) % 16)];
+        let bad = String::from_utf8(bytes).unwrap();
+        prop_assert!(!verify(method, b"secret", &p, &bad));
+        prop_assert!(!verify(method, b"secret", &p, &bad.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn json_success_round_trips(
+        fields in prop::collection::btree_map("[a-z_]{1,10}", field(), 0..8),
+        request_id in "[0-9a-z]{3,13}",
+        method in "taobao\\.[a-z]{1,8}(\\.[a-z]{1,8}){0,3}",
+        simplified in any::<bool>(),
+    ) {
+        let fields: Vec<(String, OwnedField)> =
+            fields.into_iter().filter(|(k, _)| k != "request_id").collect();
+        let borrowed: Vec<(&str, Field<'_>)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_field())).collect();
+        let format = if simplified { Format::SimplifiedJson } else { Format::Json };
+        let body = render_success(format, &method, &borrowed, &request_id);
+        prop_assert!(body.len() >= 20);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let object = if simplified {
+            parsed
+        } else {
+            let root = parsed.as_object().unwrap();
+            prop_assert_eq!(root.len(), 1);
+            root[&response_root(&method)].clone()
+        };
+        let mut expected = serde_json::Map::new();
+        for (k, v) in &fields {
+            expected.insert(k.clone(), v.to_json());
+        }
+        expected.insert("request_id".to_owned(), request_id.clone().into());
+        prop_assert_eq!(object, serde_json::Value::Object(expected));
+    }
+
+    #[test]
+    fn json_error_round_trips(
+        code in 0u32..100_000,
+        msg in any::<String>(),
+        sub in proptest::option::of((any::<String>(), any::<String>())),
+        request_id in any::<String>(),
+        simplified in any::<bool>(),
+    ) {
+        let mut err = TopError { code, msg, sub_code: None, sub_msg: None };
+        if let Some((c, m)) = sub {
+            err = err.with_sub(c, m);
+        }
+        let format = if simplified { Format::SimplifiedJson } else { Format::Json };
+        let body = render_error(format, &err, &request_id);
+        let prefix: &[u8] = br#"{"error_response":"#;
+        prop_assert!(body.starts_with(prefix), "prefix");
+        prop_assert!(body.ends_with(b"}}"), "suffix");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let e = &v["error_response"];
+        prop_assert_eq!(&e["code"], &serde_json::Value::from(err.code));
+        prop_assert_eq!(e["msg"].as_str(), Some(err.msg.as_str()));
+        prop_assert_eq!(e.get("sub_code").and_then(|s| s.as_str()), err.sub_code.as_deref());
+        prop_assert_eq!(e.get("sub_msg").and_then(|s| s.as_str()), err.sub_msg.as_deref());
+        prop_assert_eq!(e["request_id"].as_str(), Some(request_id.as_str()));
+    }
+
+    #[test]
+    fn urlencoded_round_trips_arbitrary_utf8(map in utf8_params()) {
+        let p: Params = map.into_iter().collect();
+        let encoded = p.to_form_urlencoded();
+        prop_assert!(encoded.is_ascii());
+        let back = Params::from_pairs(parse_urlencoded(encoded.as_bytes()).unwrap()).unwrap();
+        prop_assert_eq!(back, p);
+    }
+
+    #[test]
+    fn urlencoded_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = parse_urlencoded(&bytes);
+        let _ = top_protocol::params::parse_body(Some("multipart/form-data; boundary=b"), &bytes);
+    }
+
+    #[test]
+    fn body_parser_never_panics_on_any_content_type(
+        ct in "[ -~]{0,60}",
+        bytes in prop::collection::vec(prop_oneof![Just(b'-'), Just(b'b'), Just(b'\r'), Just(b'\n'), any::<u8>()], 0..256),
+    ) {
+        let _ = top_protocol::params::parse_body(Some(&ct), &bytes);
+        let mp = format!("multipart/form-data; {ct}");
+        let _ = top_protocol::params::parse_body(Some(&mp), &bytes);
+    }
+}
