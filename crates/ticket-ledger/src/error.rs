@@ -1,0 +1,118 @@
+//! Every way a ledger operation can be refused or fail.
+//!
+//! Business refusals carry what the vendor needs to fix the report (which code, how much
+//! remains); the gateway maps each variant to a TOP `sub_code` in one exhaustive `match`.
+
+use crate::ids::ConfirmCode;
+
+/// A refused or failed ledger operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// R4/R6: no such order, or it belongs to another app (the two are indistinguishable on
+    /// purpose, so one vendor cannot probe another's orders).
+    #[error("order does not exist")]
+    OrderNotFound,
+    /// R5: `out_order_id` does not match the order named by `order_id`.
+    #[error("out_order_id does not match the order")]
+    OutOrderIdMismatch,
+    /// R7: the order has no issued codes yet.
+    #[error("order has not been issued")]
+    OrderNotIssued,
+    /// R10: the code was not issued for this order.
+    #[error("voucher {code} was not issued for this order")]
+    VoucherNotFound {
+        /// The unknown code.
+        code: ConfirmCode,
+    },
+    /// R1: a legacy `confirm_code` sent beside `voucher_infos` is not in the list.
+    #[error("confirm_code {code} is not in voucher_infos")]
+    LegacyCodeNotInList {
+        /// The stray legacy code.
+        code: ConfirmCode,
+    },
+    /// R13/R19: the request would use a code beyond its capacity. Nothing was applied.
+    #[error("voucher {code}: {requested} uses requested, {remaining} remain")]
+    CapacityExceeded {
+        /// The code that would overflow.
+        code: ConfirmCode,
+        /// Uses this request would add to it.
+        requested: i64,
+        /// Uses it has left.
+        remaining: i64,
+    },
+    /// R2/R13: an order-level legacy report asks for more uses than the order has left.
+    #[error("order: {requested} uses requested, {remaining} remain")]
+    OrderCapacityExceeded {
+        /// Uses requested.
+        requested: i64,
+        /// Uses left on the order.
+        remaining: i64,
+    },
+    /// R27: legacy `total_num` claims more uses than were sold.
+    #[error("total_num {reported} exceeds the {ledger} uses sold")]
+    TotalNumExceeds {
+        /// What the vendor sent.
+        reported: i64,
+        /// What the ledger has.
+        ledger: i64,
+    },
+    /// R23/R24/R25: the gate time is impossible for this order.
+    #[error("used_date {used_date} is invalid: {why}")]
+    UsedDateInvalid {
+        /// The instant checked, as TOP writes dates (UTC+8): the vendor's `used_date`, or the
+        /// receive time for reports that carry none.
+        used_date: String,
+        /// Which rule: in the future, before the order was paid, before it is valid.
+        why: UsedDateProblem,
+    },
+    /// The app key is already registered.
+    #[error("app already exists")]
+    AppExists,
+    /// The order id is already in the ledger.
+    #[error("order already exists")]
+    OrderExists,
+    /// Another order of the same app already has this `out_order_id`.
+    #[error("out_order_id is already used by another order of this app")]
+    OutOrderIdTaken,
+    /// The order names an app that is not registered.
+    #[error("unknown app")]
+    UnknownApp,
+    /// The order to create is inconsistent.
+    #[error("invalid order: {0}")]
+    InvalidOrder(String),
+    /// The store is temporarily unable to answer (locked, busy, unreachable). Nothing was
+    /// written; the same request may be retried.
+    #[error("ledger temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed in a way a retry will not fix by itself. Nothing was written.
+    #[error("ledger failure: {0}")]
+    Internal(String),
+}
+
+/// Why a `used_date` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsedDateProblem {
+    /// R23: later than now plus the tolerated clock skew.
+    InFuture,
+    /// R24: earlier than the order's payment.
+    BeforeOrder,
+    /// R25: earlier than the order's first valid day.
+    BeforeValidFrom,
+}
+
+impl std::fmt::Display for UsedDateProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::InFuture => "in the future",
+            Self::BeforeOrder => "before the order was paid",
+            Self::BeforeValidFrom => "before the tickets are valid",
+        })
+    }
+}
+
+impl LedgerError {
+    /// Whether the same request may succeed if simply sent again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

@@ -1,0 +1,58 @@
+//! The storage boundary. Every backend (SQLite, PostgreSQL, MySQL) implements [`LedgerStore`]
+//! and must pass the behaviour suite (`suite`, feature `suite`).
+//!
+//! The trait is object-safe (`Arc<dyn LedgerStore>`) so the server picks a backend at run time
+//! from the database URL without being generic over it.
+
+use async_trait::async_trait;
+
+use crate::ids::{AppKey, OrderId};
+use crate::model::{App, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView};
+use crate::verify::{VerifyCommand, VerifyOutcome};
+use crate::LedgerError;
+
+/// Durable storage of apps, orders, vouchers and the audit trail.
+///
+/// Guarantees every implementation gives (the suite checks them):
+/// - [`LedgerStore::verify`] loads the order, runs [`crate::plan_verify`] and applies the plan
+///   with its audit entry in **one** transaction, serialised per order, so concurrent verifies
+///   never use a voucher beyond its capacity and a retry is never counted twice.
+/// - When a method returns `Ok`, what it wrote is durable (it survives a crash or power loss).
+/// - A refused or failed method writes nothing (callers record rejections separately with
+///   [`LedgerStore::record`]).
+#[async_trait]
+pub trait LedgerStore: Send + Sync + std::fmt::Debug {
+    /// Registers an app. [`LedgerError::AppExists`] when the key is taken.
+    async fn create_app(&self, app: NewApp) -> Result<App, LedgerError>;
+
+    /// Looks an app up by key (the gateway does this for every request).
+    async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError>;
+
+    /// Creates an order (with its vouchers, if issued) and appends `audit` in one transaction.
+    /// Refuses [`LedgerError::OrderExists`], [`LedgerError::UnknownApp`],
+    /// [`LedgerError::OutOrderIdTaken`] and what [`NewOrder::validate`] refuses.
+    async fn create_order(
+        &self,
+        order: NewOrder,
+        audit: AuditEntry,
+    ) -> Result<OrderView, LedgerError>;
+
+    /// An order with its vouchers and its audit entries, whoever owns it (operator view).
+    async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError>;
+
+    /// Applies a verify report atomically; see the trait docs.
+    async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError>;
+
+    /// Appends one audit entry on its own (rejected attempts, protocol failures).
+    async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError>;
+
+    /// Lists audit entries, oldest first.
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError>;
+
+    /// Cheap round trip proving the store can answer (for readiness).
+    async fn ping(&self) -> Result<(), LedgerError>;
+
+    /// Stops taking work, lets what is queued commit and answer, and returns when nothing is
+    /// in flight (graceful shutdown). Later calls answer [`LedgerError::Unavailable`].
+    async fn close(&self) {}
+}

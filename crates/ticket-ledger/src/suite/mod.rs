@@ -1,0 +1,194 @@
+//! The behaviour suite every [`LedgerStore`](crate::LedgerStore) must pass (feature `suite`).
+//!
+//! Each case is a `pub async fn <behaviour sentence>(store: Arc<dyn LedgerStore>)` that talks
+//! to the store only through the trait and panics, saying what it expected, when the store
+//! disagrees. A case checks the answer (outcome or error), the counters read back with
+//! `order()`, and the audit trail. Cases create their own apps and orders under fresh names
+//! ([`Fresh`]), so they may share one database and run concurrently.
+//!
+//! A store crate runs the whole suite with one line in a test (tokio must be a dev-dependency):
+//!
+//! ```ignore
+//! ticket_ledger::behaviour_suite!(sqlite, async {
+//!     Arc::new(SqliteStore::open_in_memory().await) as Arc<dyn ticket_ledger::LedgerStore>
+//! });
+//! ```
+//!
+//! The store expression is evaluated once per case, inside that case's test, so each case may
+//! get its own store (a temporary SQLite file) or a handle to a shared database. The
+//! surrounding module's names are visible to it.
+//!
+//! | Module | Rules | Cases |
+//! |---|---|---|
+//! | `apps` | — | registration, lookup, ping |
+//! | `orders` | — | creation, its refusals, its audit entry |
+//! | `resolve` | R4–R7 | which order a request names, and who may see it |
+//! | `forms` | R1, R2, R10, R13–R15 | report forms and capacity |
+//! | `counts` | R16–R19, R22 | retries and count modes |
+//! | `dates` | R22–R27 | gate times, legacy `total_num`/`return_num` |
+//! | `audit` | — | the trail, refusals writing nothing, reads after writes |
+//! | `races` | R28 | racing gates |
+//!
+//! [`build`] has the public test-data builders (also for the server's tests).
+
+// The suite is test code compiled into the library behind a feature: it asserts and panics on
+// purpose, with messages saying what each case expected.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod apps;
+mod audit;
+pub mod build;
+mod check;
+mod counts;
+mod dates;
+mod forms;
+mod orders;
+mod races;
+mod resolve;
+
+pub use build::{
+    app, app_created_at, app_key, audit_entry, code, gate_time, gate_time_plus, order,
+    order_created_at, order_created_audit, order_id, out, received_at, record_of, request_id,
+    retry_of, verify_cmd, Fresh, VerifyCommandBuilder,
+};
+pub use check::{given_app, given_order};
+
+pub use apps::{
+    created_app_is_found_by_key, duplicate_app_key_is_refused_with_app_exists, store_answers_ping,
+};
+pub use audit::{
+    audit_filters_by_order_app_outcome_after_seq_and_limit,
+    audit_lists_oldest_first_with_increasing_seq, committed_counts_are_seen_by_later_reads,
+    order_events_are_its_audit_entries_oldest_first, recorded_entry_is_listed_by_audit,
+    refused_verify_writes_nothing, verify_audit_entry_is_the_plans_entry,
+};
+pub use counts::{
+    cumulative_order_level_report_raises_the_order_total_only,
+    cumulative_report_below_the_count_is_flagged_and_never_decreases,
+    cumulative_report_beyond_capacity_is_refused,
+    cumulative_report_equal_to_the_count_changes_nothing,
+    delta_report_without_used_date_is_never_a_replay,
+    delta_retry_mixing_old_and_new_entries_applies_only_the_new,
+    retried_delta_verify_is_replayed_not_recounted, same_code_at_another_used_date_is_a_new_use,
+};
+pub use dates::{
+    missing_used_date_uses_server_time_and_is_flagged, nonzero_return_num_is_accepted_and_flagged,
+    total_num_below_the_uses_sold_is_accepted_and_flagged,
+    total_num_beyond_the_uses_sold_is_refused,
+    used_date_after_valid_until_is_accepted_and_flagged_late,
+    used_date_before_the_order_is_refused, used_date_before_valid_from_is_refused_unless_allowed,
+    used_date_beyond_the_skew_tolerance_is_refused_as_future,
+};
+pub use forms::{
+    legacy_code_not_in_voucher_infos_is_refused, legacy_confirm_code_with_check_num_uses_that_code,
+    multi_use_code_is_used_up_to_its_capacity, order_level_check_num_beyond_remaining_is_refused,
+    order_level_check_num_draws_codes_in_issuance_order, over_capacity_refuses_the_whole_request,
+    partial_use_makes_the_order_partly_used_then_used, unknown_code_refuses_the_whole_request,
+    voucher_infos_win_over_legacy_fields,
+};
+pub use orders::{
+    duplicate_order_id_is_refused_with_order_exists, invalid_order_is_refused_and_not_stored,
+    order_creation_is_recorded_in_its_events, order_for_unknown_app_is_refused_with_unknown_app,
+    order_with_vouchers_is_issued_with_nothing_used, order_without_vouchers_awaits_issuance,
+    out_order_id_is_unique_per_app_not_across_apps,
+};
+pub use races::{
+    concurrent_identical_delta_retries_apply_exactly_once,
+    concurrent_verifies_never_exceed_capacity,
+};
+pub use resolve::{
+    another_apps_order_is_indistinguishable_from_an_unknown_one,
+    out_order_id_alone_resolves_within_the_calling_app,
+    out_order_id_contradicting_order_id_is_refused, unissued_order_cannot_be_verified,
+    verify_of_unknown_order_is_order_not_found,
+};
+
+/// Runs the whole behaviour suite against a store: one `#[tokio::test]` per case, in a module
+/// named `$name`.
+///
+/// ```ignore
+/// ticket_ledger::behaviour_suite!(sqlite, async { /* an */ Arc<dyn ticket_ledger::LedgerStore> });
+/// ```
+///
+/// `$store` (usually an `async` block) is awaited at the start of every case; it may evaluate
+/// to `Arc<dyn LedgerStore>` or to `Arc<ConcreteStore>`. The generated module imports the
+/// surrounding module's names (`use super::*`), so the block can name them. The tests run on a
+/// multi-thread runtime with 4 workers, so the race cases really race; the calling crate needs
+/// tokio (features `macros`, `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! behaviour_suite {
+    ($name:ident, $store:expr $(,)?) => {
+        $crate::behaviour_suite!(@cases $name, $store, [
+            // apps
+            created_app_is_found_by_key,
+            duplicate_app_key_is_refused_with_app_exists,
+            store_answers_ping,
+            // orders
+            order_without_vouchers_awaits_issuance,
+            order_with_vouchers_is_issued_with_nothing_used,
+            duplicate_order_id_is_refused_with_order_exists,
+            order_for_unknown_app_is_refused_with_unknown_app,
+            out_order_id_is_unique_per_app_not_across_apps,
+            invalid_order_is_refused_and_not_stored,
+            order_creation_is_recorded_in_its_events,
+            // resolve (R4-R7)
+            verify_of_unknown_order_is_order_not_found,
+            out_order_id_contradicting_order_id_is_refused,
+            out_order_id_alone_resolves_within_the_calling_app,
+            another_apps_order_is_indistinguishable_from_an_unknown_one,
+            unissued_order_cannot_be_verified,
+            // forms (R1, R2, R10, R13-R15)
+            voucher_infos_win_over_legacy_fields,
+            legacy_code_not_in_voucher_infos_is_refused,
+            order_level_check_num_draws_codes_in_issuance_order,
+            order_level_check_num_beyond_remaining_is_refused,
+            legacy_confirm_code_with_check_num_uses_that_code,
+            unknown_code_refuses_the_whole_request,
+            over_capacity_refuses_the_whole_request,
+            partial_use_makes_the_order_partly_used_then_used,
+            multi_use_code_is_used_up_to_its_capacity,
+            // counts (R16-R19)
+            retried_delta_verify_is_replayed_not_recounted,
+            delta_retry_mixing_old_and_new_entries_applies_only_the_new,
+            same_code_at_another_used_date_is_a_new_use,
+            delta_report_without_used_date_is_never_a_replay,
+            cumulative_report_equal_to_the_count_changes_nothing,
+            cumulative_report_below_the_count_is_flagged_and_never_decreases,
+            cumulative_report_beyond_capacity_is_refused,
+            cumulative_order_level_report_raises_the_order_total_only,
+            // dates and legacy totals (R22-R27)
+            missing_used_date_uses_server_time_and_is_flagged,
+            used_date_beyond_the_skew_tolerance_is_refused_as_future,
+            used_date_before_the_order_is_refused,
+            used_date_before_valid_from_is_refused_unless_allowed,
+            used_date_after_valid_until_is_accepted_and_flagged_late,
+            total_num_beyond_the_uses_sold_is_refused,
+            total_num_below_the_uses_sold_is_accepted_and_flagged,
+            nonzero_return_num_is_accepted_and_flagged,
+            // audit
+            recorded_entry_is_listed_by_audit,
+            audit_lists_oldest_first_with_increasing_seq,
+            audit_filters_by_order_app_outcome_after_seq_and_limit,
+            order_events_are_its_audit_entries_oldest_first,
+            verify_audit_entry_is_the_plans_entry,
+            refused_verify_writes_nothing,
+            committed_counts_are_seen_by_later_reads,
+            // races (R28)
+            concurrent_verifies_never_exceed_capacity,
+            concurrent_identical_delta_retries_apply_exactly_once,
+        ]);
+    };
+    (@cases $name:ident, $store:expr, [$($case:ident),* $(,)?]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store: ::std::sync::Arc<dyn $crate::LedgerStore> = $store.await;
+                    $crate::suite::$case(store).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,619 @@
+//! Verify (核销): the command a vendor's report becomes, and the rules that decide what it
+//! changes.
+//!
+//! [`plan_verify`] is a pure function of an [`OrderSnapshot`] (loaded by the store inside the
+//! transaction that will apply the result) and a [`VerifyCommand`]. It either refuses the whole
+//! request or returns a [`VerifyPlan`]: the counter increments, the fingerprints to remember,
+//! and the outcome to answer. The store applies the plan with conditional updates in the same
+//! transaction, so a plan computed from a stale snapshot can never over-use a voucher.
+//!
+//! Rules (DOMAIN.md §2.3) enforced here: R1, R2, R4–R7, R10, R13, R16–R19, R22–R27. R3, R11,
+//! R12, R20 and R21 are shape rules checked where wire parameters are parsed (`ticket-api`);
+//! R28 is the store's transaction; R29 is the gateway's authentication; R30 is the wire mapping.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::error::UsedDateProblem;
+use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
+use crate::model::{AuditEntry, AuditOutcome, OrderRecord, VoucherRecord};
+use crate::LedgerError;
+
+/// How the vendor counts (`write_off_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteOffType {
+    /// 0: the quantity is this redemption only (the default).
+    #[default]
+    Delta,
+    /// 1: the quantity is the total used so far, this time included.
+    Cumulative,
+}
+
+impl WriteOffType {
+    /// The wire number.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Self::Delta => 0,
+            Self::Cumulative => 1,
+        }
+    }
+}
+
+/// How the request names its order (R3 guarantees at least one key at the wire layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderRef {
+    /// By the platform's `order_id`.
+    Id(OrderId),
+    /// By the vendor's `out_order_id` alone, resolved within the calling app (R5).
+    Out(OutOrderId),
+    /// By both; they must name the same order (R5).
+    Both(OrderId, OutOrderId),
+}
+
+impl OrderRef {
+    /// The platform id, when the request gave one.
+    pub fn order_id(&self) -> Option<OrderId> {
+        match self {
+            Self::Id(id) | Self::Both(id, _) => Some(*id),
+            Self::Out(_) => None,
+        }
+    }
+}
+
+/// One `voucher_infos` entry, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoucherUse {
+    /// The code used.
+    pub code: ConfirmCode,
+    /// `used_quantity`: uses this time (delta) or so far (cumulative).
+    pub quantity: i64,
+    /// `used_date` as an instant; `None` when the vendor sent none (R22: server time is used).
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// What the request reports as used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyUses {
+    /// The `voucher_infos` form (R1: it wins over legacy fields).
+    Vouchers {
+        /// Entries with distinct codes (R11 is checked at the wire layer).
+        entries: Vec<VoucherUse>,
+        /// A legacy `confirm_code` sent beside the list, which must be in it (R1).
+        legacy_code: Option<ConfirmCode>,
+    },
+    /// The legacy form for one code: `confirm_code` + `check_num`.
+    Code {
+        /// The code.
+        code: ConfirmCode,
+        /// `check_num`.
+        check_num: i64,
+    },
+    /// R2: the legacy form with no code: `check_num` uses drawn from the order's codes in
+    /// issuance order.
+    Order {
+        /// `check_num`.
+        check_num: i64,
+    },
+}
+
+/// Settings that shape the date rules; copied from the server's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// R23: how far in the future a `used_date` may lie (clock skew between gate and server).
+    pub future_tolerance: chrono::Duration,
+    /// R25: whether uses before the order's `valid_from` are accepted.
+    pub allow_before_valid_from: bool,
+}
+
+impl Default for VerifyPolicy {
+    fn default() -> Self {
+        Self {
+            future_tolerance: chrono::Duration::seconds(600),
+            allow_before_valid_from: false,
+        }
+    }
+}
+
+/// Who asked, when, and what they sent, for the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMeta {
+    /// The TOP `request_id` answered to the caller.
+    pub request_id: String,
+    /// When the request arrived; also the gate time for reports without one (R22).
+    pub received_at: DateTime<Utc>,
+    /// The caller's address.
+    pub client_ip: Option<String>,
+    /// The request's business parameters, with confirm codes masked, for the audit trail.
+    pub summary: serde_json::Value,
+}
+
+/// A vendor's redemption report, validated in shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyCommand {
+    /// The calling app (authenticated by signature).
+    pub app_key: AppKey,
+    /// Which order.
+    pub order: OrderRef,
+    /// How quantities count.
+    pub mode: WriteOffType,
+    /// What was used.
+    pub uses: VerifyUses,
+    /// Legacy `total_num`: the vendor's view of total uses allowed (R27).
+    pub total_num: Option<i64>,
+    /// Legacy `return_num`: the vendor's view of tickets cancelled (R27).
+    pub return_num: Option<i64>,
+    /// Date rule settings.
+    pub policy: VerifyPolicy,
+    /// Request metadata.
+    pub meta: RequestMeta,
+}
+
+/// What identifies a delta report of one code so that its retry is recognised (R16): the
+/// code, the gate time and the quantity, within one order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// The code.
+    pub code: ConfirmCode,
+    /// `used_date` as UTC milliseconds.
+    pub used_at_ms: i64,
+    /// `used_quantity`.
+    pub quantity: i64,
+}
+
+impl VerifyCommand {
+    /// The fingerprints this request could replay: delta entries that carry their own gate
+    /// time. The store looks these up (and only these) to fill [`OrderSnapshot::seen`].
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        match (&self.uses, self.mode) {
+            (VerifyUses::Vouchers { entries, .. }, WriteOffType::Delta) => entries
+                .iter()
+                .filter_map(|e| {
+                    e.used_at.map(|t| Fingerprint {
+                        code: e.code.clone(),
+                        used_at_ms: t.timestamp_millis(),
+                        quantity: e.quantity,
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What the store read, inside the transaction, for [`plan_verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderSnapshot {
+    /// The order the request resolved to.
+    pub order: OrderRecord,
+    /// Its vouchers, in issuance order.
+    pub vouchers: Vec<VoucherRecord>,
+    /// Those of [`VerifyCommand::fingerprints`] already recorded for this order.
+    pub seen: HashSet<Fingerprint>,
+}
+
+/// Facts worth an operator's attention that do not refuse the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flag {
+    /// R18: a cumulative report below the recorded count; nothing was decreased.
+    CountRegressed {
+        /// The code.
+        code: ConfirmCode,
+        /// What the vendor reported.
+        reported: i64,
+        /// What the ledger has.
+        recorded: i64,
+    },
+    /// R18 at order level (legacy cumulative without a code).
+    OrderCountRegressed {
+        /// What the vendor reported.
+        reported: i64,
+        /// What the ledger has.
+        recorded: i64,
+    },
+    /// R26: used after the order's `valid_until`; accepted as a fact.
+    LateRedemption {
+        /// The code.
+        code: ConfirmCode,
+    },
+    /// R22: no `used_date`; the receive time stands in for it.
+    ServerTimeUsed {
+        /// The code.
+        code: ConfirmCode,
+    },
+    /// R27: legacy `total_num` below the uses sold.
+    TotalNumMismatch {
+        /// What the vendor reported.
+        reported: i64,
+        /// What the ledger has.
+        ledger: i64,
+    },
+    /// R27: legacy `return_num` differs from the tickets refunded in the ledger.
+    ReturnNumMismatch {
+        /// What the vendor reported.
+        reported: i64,
+        /// What the ledger has.
+        ledger: i64,
+    },
+}
+
+impl Flag {
+    /// The flag as JSON for the audit trail (codes masked).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::CountRegressed {
+                code,
+                reported,
+                recorded,
+            } => json!({"kind": "count_regressed", "confirm_code": code.masked(),
+                        "reported": reported, "recorded": recorded}),
+            Self::OrderCountRegressed { reported, recorded } => {
+                json!({"kind": "count_regressed", "reported": reported, "recorded": recorded})
+            }
+            Self::LateRedemption { code } => {
+                json!({"kind": "late_redemption", "confirm_code": code.masked()})
+            }
+            Self::ServerTimeUsed { code } => {
+                json!({"kind": "time_source_server", "confirm_code": code.masked()})
+            }
+            Self::TotalNumMismatch { reported, ledger } => {
+                json!({"kind": "total_num_mismatch", "reported": reported, "ledger": ledger})
+            }
+            Self::ReturnNumMismatch { reported, ledger } => {
+                json!({"kind": "return_num_mismatch", "reported": reported, "ledger": ledger})
+            }
+        }
+    }
+}
+
+/// How an accepted request is answered and recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// At least one use was recorded.
+    Applied,
+    /// Every entry had been recorded before (a retry): nothing changed.
+    Replayed,
+    /// Nothing to change by design (a cumulative report equal to, or below, the count).
+    NoChange,
+}
+
+/// The answer to an accepted verify; the caller sends `is_success` true for every kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOutcome {
+    /// The order it resolved to.
+    pub order_id: OrderId,
+    /// How it went.
+    pub kind: OutcomeKind,
+    /// Uses recorded by this request.
+    pub applied_uses: i64,
+    /// Entries recognised as retries and skipped.
+    pub replayed_entries: usize,
+    /// Facts for the operator.
+    pub flags: Vec<Flag>,
+}
+
+/// One voucher's counter change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoucherChange {
+    /// The code.
+    pub code: ConfirmCode,
+    /// Uses to add (always > 0).
+    pub delta: i64,
+    /// The count the plan was computed from; the store's conditional update checks capacity
+    /// again, so a stale snapshot fails instead of over-using.
+    pub used_before: i64,
+    /// Uses allowed.
+    pub capacity: i64,
+}
+
+/// What an accepted verify changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyPlan {
+    /// Counter increments, in issuance order.
+    pub changes: Vec<VoucherChange>,
+    /// Delta fingerprints to remember so retries are recognised.
+    pub new_fingerprints: Vec<Fingerprint>,
+    /// The answer.
+    pub outcome: VerifyOutcome,
+}
+
+impl VerifyPlan {
+    /// The audit entry that records this plan, written in the same transaction.
+    pub fn audit_entry(&self, cmd: &VerifyCommand, action: &str) -> AuditEntry {
+        let (outcome, reason) = match self.outcome.kind {
+            OutcomeKind::Applied => (AuditOutcome::Accepted, "applied"),
+            OutcomeKind::Replayed => (AuditOutcome::Replayed, "replayed"),
+            OutcomeKind::NoChange => (AuditOutcome::Replayed, "no_change"),
+        };
+        let changes: Vec<_> = self
+            .changes
+            .iter()
+            .map(|c| {
+                json!({"confirm_code": c.code.masked(), "delta": c.delta,
+                       "used": c.used_before + c.delta, "capacity": c.capacity})
+            })
+            .collect();
+        let flags: Vec<_> = self.outcome.flags.iter().map(Flag::to_json).collect();
+        AuditEntry {
+            seq: 0,
+            request_id: cmd.meta.request_id.clone(),
+            at: cmd.meta.received_at,
+            action: action.to_owned(),
+            app_key: Some(cmd.app_key.as_str().to_owned()),
+            order_id: Some(self.outcome.order_id.get()),
+            outcome,
+            reason: reason.to_owned(),
+            detail: json!({
+                "applied_uses": self.outcome.applied_uses,
+                "replayed_entries": self.outcome.replayed_entries,
+                "changes": changes,
+                "flags": flags,
+                "request": cmd.meta.summary,
+            }),
+            client_ip: cmd.meta.client_ip.clone(),
+        }
+    }
+}
+
+/// Decides what a verify request changes, or why it is refused as a whole.
+///
+/// `snapshot` must be the order the store resolved from `cmd.order` *without* filtering by
+/// app: ownership is checked here so that a foreign order is refused exactly like a missing
+/// one (R6).
+pub fn plan_verify(
+    snapshot: &OrderSnapshot,
+    cmd: &VerifyCommand,
+) -> Result<VerifyPlan, LedgerError> {
+    let order = &snapshot.order;
+    // R4/R6: another app's order does not exist for this caller.
+    if order.app_key != cmd.app_key {
+        return Err(LedgerError::OrderNotFound);
+    }
+    // R5: both keys must name the same order. An order whose vendor id is not yet known cannot
+    // contradict one.
+    if let OrderRef::Both(_, out) = &cmd.order {
+        if order
+            .out_order_id
+            .as_ref()
+            .is_some_and(|known| known != out)
+        {
+            return Err(LedgerError::OutOrderIdMismatch);
+        }
+    }
+    // R7: nothing to use before codes exist.
+    if snapshot.vouchers.is_empty() {
+        return Err(LedgerError::OrderNotIssued);
+    }
+
+    let mut flags = Vec::new();
+    let sold: i64 = snapshot.vouchers.iter().map(|v| v.capacity).sum();
+    // R27: the platform's records are authoritative for capacity.
+    if let Some(total) = cmd.total_num {
+        if total > sold {
+            return Err(LedgerError::TotalNumExceeds {
+                reported: total,
+                ledger: sold,
+            });
+        }
+        if total < sold {
+            flags.push(Flag::TotalNumMismatch {
+                reported: total,
+                ledger: sold,
+            });
+        }
+    }
+    if let Some(returned) = cmd.return_num {
+        // No refunds exist in the ledger yet, so any non-zero return_num disagrees.
+        if returned != 0 {
+            flags.push(Flag::ReturnNumMismatch {
+                reported: returned,
+                ledger: 0,
+            });
+        }
+    }
+
+    // Per-voucher increments, indexed like snapshot.vouchers.
+    let mut deltas = vec![0_i64; snapshot.vouchers.len()];
+    let mut new_fingerprints = Vec::new();
+    let mut replayed_entries = 0;
+    let find = |code: &ConfirmCode| -> Result<usize, LedgerError> {
+        snapshot
+            .vouchers
+            .iter()
+            .position(|v| &v.code == code)
+            .ok_or_else(|| LedgerError::VoucherNotFound { code: code.clone() })
+    };
+
+    match &cmd.uses {
+        VerifyUses::Vouchers {
+            entries,
+            legacy_code,
+        } => {
+            // R1: a legacy code beside the list must be one of its codes.
+            if let Some(code) = legacy_code {
+                if !entries.iter().any(|e| &e.code == code) {
+                    return Err(LedgerError::LegacyCodeNotInList { code: code.clone() });
+                }
+            }
+            // R10 first for the whole list: one unknown code refuses everything.
+            let indexes = entries
+                .iter()
+                .map(|e| find(&e.code))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (entry, &i) in entries.iter().zip(&indexes) {
+                if cmd.mode == WriteOffType::Delta {
+                    if let Some(t) = entry.used_at {
+                        let fp = Fingerprint {
+                            code: entry.code.clone(),
+                            used_at_ms: t.timestamp_millis(),
+                            quantity: entry.quantity,
+                        };
+                        // R16: a retried entry is skipped, not recounted.
+                        if snapshot.seen.contains(&fp) {
+                            replayed_entries += 1;
+                            continue;
+                        }
+                        new_fingerprints.push(fp);
+                    }
+                }
+                check_used_date(order, cmd, &entry.code, entry.used_at, &mut flags)?;
+                let voucher = &snapshot.vouchers[i];
+                match cmd.mode {
+                    WriteOffType::Delta => deltas[i] += entry.quantity,
+                    WriteOffType::Cumulative => {
+                        cumulative(voucher, entry.quantity, &mut deltas[i], &mut flags)
+                    }
+                }
+            }
+        }
+        VerifyUses::Code { code, check_num } => {
+            let i = find(code)?;
+            check_used_date(order, cmd, code, None, &mut flags)?;
+            match cmd.mode {
+                WriteOffType::Delta => deltas[i] += check_num,
+                WriteOffType::Cumulative => cumulative(
+                    &snapshot.vouchers[i],
+                    *check_num,
+                    &mut deltas[i],
+                    &mut flags,
+                ),
+            }
+        }
+        VerifyUses::Order { check_num } => {
+            let used: i64 = snapshot.vouchers.iter().map(|v| v.used).sum();
+            let wanted = match cmd.mode {
+                WriteOffType::Delta => *check_num,
+                WriteOffType::Cumulative if *check_num < used => {
+                    flags.push(Flag::OrderCountRegressed {
+                        reported: *check_num,
+                        recorded: used,
+                    });
+                    0
+                }
+                WriteOffType::Cumulative => check_num - used,
+            };
+            if wanted > 0 {
+                // R13 at order level: refuse rather than clamp.
+                if wanted > sold - used {
+                    return Err(LedgerError::OrderCapacityExceeded {
+                        requested: wanted,
+                        remaining: sold - used,
+                    });
+                }
+                // R2: draw down the codes in issuance order.
+                let mut left = wanted;
+                for (i, v) in snapshot.vouchers.iter().enumerate() {
+                    let take = left.min(v.capacity - v.used);
+                    if take > 0 {
+                        // The date rules, and any flag, concern the codes actually drawn.
+                        check_used_date(order, cmd, &v.code, None, &mut flags)?;
+                        deltas[i] += take;
+                        left -= take;
+                    }
+                }
+            }
+        }
+    }
+
+    // R13/R19: every code must fit, or nothing is applied.
+    let mut changes = Vec::new();
+    for (v, &delta) in snapshot.vouchers.iter().zip(&deltas) {
+        if delta == 0 {
+            continue;
+        }
+        let remaining = v.capacity - v.used;
+        if delta > remaining {
+            return Err(LedgerError::CapacityExceeded {
+                code: v.code.clone(),
+                requested: delta,
+                remaining: remaining.max(0),
+            });
+        }
+        changes.push(VoucherChange {
+            code: v.code.clone(),
+            delta,
+            used_before: v.used,
+            capacity: v.capacity,
+        });
+    }
+
+    let applied_uses: i64 = changes.iter().map(|c| c.delta).sum();
+    let kind = if applied_uses > 0 {
+        OutcomeKind::Applied
+    } else if replayed_entries > 0 {
+        OutcomeKind::Replayed
+    } else {
+        OutcomeKind::NoChange
+    };
+    Ok(VerifyPlan {
+        changes,
+        new_fingerprints,
+        outcome: VerifyOutcome {
+            order_id: order.order_id,
+            kind,
+            applied_uses,
+            replayed_entries,
+            flags,
+        },
+    })
+}
+
+/// R17/R18: a cumulative report raises the count to the reported total, never lowers it.
+fn cumulative(voucher: &VoucherRecord, reported: i64, delta: &mut i64, flags: &mut Vec<Flag>) {
+    if reported > voucher.used {
+        *delta += reported - voucher.used;
+    } else if reported < voucher.used {
+        flags.push(Flag::CountRegressed {
+            code: voucher.code.clone(),
+            reported,
+            recorded: voucher.used,
+        });
+    }
+}
+
+/// R22–R26 for one use. `used_at` is `None` when the vendor sent no gate time.
+fn check_used_date(
+    order: &OrderRecord,
+    cmd: &VerifyCommand,
+    code: &ConfirmCode,
+    used_at: Option<DateTime<Utc>>,
+    flags: &mut Vec<Flag>,
+) -> Result<(), LedgerError> {
+    let at = used_at.unwrap_or_else(|| {
+        // Legacy reports carry no gate time at all; flag only the voucher_infos entries that
+        // left it out, where it was the vendor's choice.
+        if matches!(cmd.uses, VerifyUses::Vouchers { .. }) {
+            flags.push(Flag::ServerTimeUsed { code: code.clone() });
+        }
+        cmd.meta.received_at
+    });
+    let refuse = |why| {
+        Err(LedgerError::UsedDateInvalid {
+            used_date: top_time(at),
+            why,
+        })
+    };
+    if at > cmd.meta.received_at + cmd.policy.future_tolerance {
+        return refuse(UsedDateProblem::InFuture);
+    }
+    if at < order.created_at {
+        return refuse(UsedDateProblem::BeforeOrder);
+    }
+    if !cmd.policy.allow_before_valid_from && order.valid_from.is_some_and(|from| at < from) {
+        return refuse(UsedDateProblem::BeforeValidFrom);
+    }
+    if order.valid_until.is_some_and(|until| at > until) {
+        flags.push(Flag::LateRedemption { code: code.clone() });
+    }
+    Ok(())
+}
+
+/// Renders an instant the way TOP writes dates (`yyyy-MM-dd HH:mm:ss`, UTC+8), for messages.
+fn top_time(at: DateTime<Utc>) -> String {
+    let beijing = chrono::FixedOffset::east_opt(8 * 3600).map(|tz| at.with_timezone(&tz));
+    match beijing {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => at.to_rfc3339(),
+    }
+}

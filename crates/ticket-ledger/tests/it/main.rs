@@ -1,0 +1,16 @@
+//! The crate's one integration-test binary (STYLE.md §7).
+//!
+//! - `rules`: pure tests of [`ticket_ledger::plan_verify`] — a table walking every verify rule,
+//!   and proptest properties over random report sequences.
+//! - `mem_store` + `suite_on_mem` (feature `suite`): the behaviour suite run against an
+//!   in-memory test double, which checks the suite itself; `suite_lists` checks that
+//!   `behaviour_suite!` runs every case the suite defines.
+
+mod rules;
+
+#[cfg(feature = "suite")]
+mod mem_store;
+#[cfg(feature = "suite")]
+mod suite_lists;
+#[cfg(feature = "suite")]
+mod suite_on_mem;

@@ -1,0 +1,64 @@
+//! `behaviour_suite!` must run every case: each `pub async fn ...(store: Arc<dyn LedgerStore>)`
+//! in `src/suite/` appears in the macro's list, and nothing else does.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Case names defined in the suite's sources.
+fn defined_cases() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/suite");
+    let mut cases = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("src/suite should be readable") {
+        let path = entry.expect("a directory entry").path();
+        let text = std::fs::read_to_string(&path).expect("a suite source file");
+        // Signatures may wrap after the opening parenthesis; join lines first.
+        let joined: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for part in joined.split("pub async fn ").skip(1) {
+            let Some((name, rest)) = part.split_once('(') else {
+                continue;
+            };
+            let name = name.trim();
+            let is_ident =
+                !name.is_empty() && name.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric());
+            let params = rest.split(')').next().unwrap_or("");
+            let params = params.trim().trim_end_matches(',').trim();
+            if is_ident && params == "store: Arc<dyn LedgerStore>" {
+                cases.insert(name.to_owned());
+            }
+        }
+    }
+    cases
+}
+
+/// Case names in the macro's list (between `@cases $name, $store, [` in the first rule).
+fn listed_cases() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/suite/mod.rs");
+    let text = std::fs::read_to_string(path).expect("src/suite/mod.rs");
+    let start = text
+        .find("@cases $name, $store, [")
+        .expect("the macro's case list");
+    let list = &text[start..];
+    let list = &list[list.find('[').expect("[") + 1..list.find(']').expect("]")];
+    list.lines()
+        .map(|l| {
+            l.split("//")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(',')
+        })
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn behaviour_suite_macro_lists_every_case() {
+    let defined = defined_cases();
+    let listed = listed_cases();
+    assert!(defined.len() >= 40, "the scan found only {defined:?}");
+    assert_eq!(
+        listed, defined,
+        "behaviour_suite! must list exactly the suite's cases"
+    );
+}

@@ -1,0 +1,170 @@
+//! Embedded, append-only schema migrations.
+//!
+//! Each file in `migrations/sqlite/` is compiled into the binary, so a server can never run
+//! against a schema it was not built for. Applied migrations are recorded in
+//! `schema_migrations` with a checksum of their text; `PRAGMA user_version` mirrors the newest
+//! version for tools such as the `sqlite3` shell.
+//!
+//! On open the store:
+//! 1. refuses a database migrated by a newer binary ([`StoreError::SchemaTooNew`]);
+//! 2. refuses one whose applied migrations differ from the embedded text
+//!    ([`StoreError::MigrationChanged`]): an applied migration is never edited, a new one is
+//!    added instead;
+//! 3. applies the missing ones, all in one `BEGIN IMMEDIATE` transaction, so two processes
+//!    opening the same file at once cannot both migrate, and a failure leaves the schema as it
+//!    was.
+//!
+//! To change the schema, add `NNNN_<what>.sql` and a line to [`MIGRATIONS`].
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// One embedded migration.
+#[derive(Debug)]
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first, versions 1, 2, 3, … without gaps.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// The schema version this binary expects.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// FNV-1a over the text with line endings normalised, so a checkout that turned `\n` into
+/// `\r\n` does not look like an edited migration, while any real edit does.
+fn checksum(sql: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sql.bytes().filter(|&b| b != b'\r') {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Brings the database to [`latest_version`]; see the module docs.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let db = StoreError::db;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| db("starting the migration transaction", e))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version       INTEGER PRIMARY KEY,
+             name          TEXT    NOT NULL,
+             checksum      INTEGER NOT NULL,
+             applied_at_ms INTEGER NOT NULL
+         ) STRICT",
+    )
+    .map_err(|e| db("creating schema_migrations", e))?;
+
+    let applied: Vec<(i64, String, i64)> = tx
+        .prepare("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+        .map_err(|e| db("reading schema_migrations", e))?;
+
+    let known = latest_version();
+    for (version, name, sum) in &applied {
+        let Some(embedded) = MIGRATIONS.iter().find(|m| m.version == *version) else {
+            return Err(StoreError::SchemaTooNew {
+                found: applied.iter().map(|a| a.0).max().unwrap_or(*version),
+                known,
+            });
+        };
+        if *sum != checksum(embedded.sql) {
+            return Err(StoreError::MigrationChanged {
+                version: *version,
+                name: name.clone(),
+            });
+        }
+    }
+
+    let mut ran = 0;
+    for migration in MIGRATIONS {
+        if applied.iter().any(|a| a.0 == migration.version) {
+            continue;
+        }
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying ledger migration"
+        );
+        tx.execute_batch(migration.sql)
+            .map_err(|e| db("applying a migration", e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                migration.version,
+                migration.name,
+                checksum(migration.sql),
+                chrono::Utc::now().timestamp_millis()
+            ],
+        )
+        .map_err(|e| db("recording a migration", e))?;
+        ran += 1;
+    }
+    if ran > 0 {
+        tx.pragma_update(None, "user_version", known)
+            .map_err(|e| db("setting user_version", e))?;
+    }
+    tx.commit().map_err(|e| db("committing migrations", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_versions_count_up_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn checksum_ignores_carriage_returns_but_not_edits() {
+        assert_eq!(checksum("a\nb\n"), checksum("a\r\nb\r\n"));
+        assert_ne!(checksum("a\nb\n"), checksum("a\nc\n"));
+    }
+
+    #[test]
+    fn an_edited_applied_migration_is_refused() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("first");
+        migrate(&mut conn).expect("again: nothing to do");
+        conn.execute("UPDATE schema_migrations SET checksum = checksum + 1", [])
+            .expect("tamper");
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::MigrationChanged { version: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_binary_is_refused() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("first");
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (999, 'future', 0, 0)",
+            [],
+        )
+        .expect("future");
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+}

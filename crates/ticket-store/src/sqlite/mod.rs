@@ -1,0 +1,602 @@
+//! [`SqliteStore`]: the ledger in one SQLite file, the default backend.
+//!
+//! How the pieces fit:
+//!
+//! - [`writer`]: one OS thread owns the only read-write connection; every write is a job it
+//!   runs in a group-committed transaction (one savepoint per job, one fsync per batch).
+//! - [`readers`]: a pool of read-only connections for `app`, `order`, `audit` and `ping`, so
+//!   reads never wait for writes (WAL gives each a consistent snapshot).
+//! - [`ops`]: the SQL of each operation; [`rows`]: row ↔ domain conversion and error mapping;
+//!   [`migrate`]: embedded migrations; [`url`]: `sqlite:` URLs.
+//! - The app cache: `app()` runs on every gateway request, so apps are kept in memory.
+
+mod migrate;
+mod ops;
+mod readers;
+mod rows;
+mod url;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use ticket_ledger::{
+    App, AppKey, AuditEntry, AuditFilter, LedgerError, LedgerStore, NewApp, NewOrder, OrderId,
+    OrderView, VerifyCommand, VerifyOutcome,
+};
+
+use self::readers::Readers;
+use self::rows::During;
+use self::writer::Writer;
+pub use self::writer::WriterStats;
+use crate::StoreError;
+
+/// How long a connection waits for a lock held by another connection (another process on the
+/// same file, a checkpoint) before the operation fails as `Unavailable`. Within one store the
+/// single writer never contends with itself, so this only matters across processes, such as an
+/// operator's CLI writing to the server's file.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements cached per connection: every fixed statement plus the 16 shapes of the
+/// audit query fit.
+pub(crate) const STATEMENT_CACHE: usize = 64;
+
+/// The durability-relevant settings of the write connection, as SQLite reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `PRAGMA journal_mode`: `wal`.
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 2 (`FULL`), so every commit is fsynced before it is acknowledged.
+    pub synchronous: i64,
+    /// `PRAGMA foreign_keys`: on.
+    pub foreign_keys: bool,
+    /// `PRAGMA busy_timeout` in milliseconds.
+    pub busy_timeout_ms: i64,
+}
+
+/// The ledger stored in one SQLite file (WAL mode, `synchronous=FULL`).
+///
+/// Open it with [`SqliteStore::open`] or [`SqliteStore::open_url`], share it as
+/// `Arc<dyn LedgerStore>`, and call [`SqliteStore::close`] on shutdown so that writes already
+/// queued are committed before the process exits.
+///
+/// Every write method returns `Ok` only after its transaction has committed and been fsynced.
+/// Reads see the last committed state. Methods that read use `spawn_blocking`, so they must be
+/// called from within a Tokio runtime.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Readers>,
+    /// Every app registered, by key. Apps are only ever added (never changed or removed) and
+    /// the gateway looks one up on every request, so a cache saves a database read per request.
+    /// A miss still reads the database (and fills the cache), so an app registered by another
+    /// process on the same file is found too. A `std` lock because it is held only to copy a
+    /// value in or out, never across an `.await`.
+    apps: RwLock<HashMap<AppKey, App>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("writer", &self.writer.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    ///
+    /// A missing parent directory is created with mode 0700 and a missing file with mode 0600
+    /// (on Unix), because the file holds app secrets and bearer codes; SQLite gives its `-wal`
+    /// and `-shm` files the database file's mode. An existing file keeps its mode.
+    ///
+    /// Fails if the file cannot be created or opened, if WAL mode or full synchronisation
+    /// cannot be enabled, or if the schema is newer than this binary or an applied migration
+    /// was edited (see `migrations/sqlite/`). Blocking: call it before serving.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        prepare_file(path)?;
+        // Not SQLITE_OPEN_CREATE: `prepare_file` created the file with the right mode, and a
+        // file that vanished since must not silently reappear with the default mode. Not
+        // SQLITE_OPEN_URI: the path is a path.
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::db("opening the database", e))?;
+        configure_writer(&conn)?;
+        migrate::migrate(&mut conn)?;
+        let apps = ops::all_apps(&conn)
+            .map_err(|e| StoreError::Database {
+                during: "loading apps",
+                source: Box::new(e),
+            })?
+            .into_iter()
+            .map(|app| (app.app_key.clone(), app))
+            .collect();
+        let readers =
+            Readers::new(path).map_err(|e| StoreError::db("opening a read connection", e))?;
+        let writer = Writer::spawn(conn).map_err(StoreError::Thread)?;
+        tracing::info!(path = %path.display(), "ledger opened");
+        Ok(Self {
+            path: path.to_owned(),
+            writer,
+            readers: Arc::new(readers),
+            apps: RwLock::new(apps),
+        })
+    }
+
+    /// Opens the ledger named by a `sqlite:` URL; see [`SqliteStore::open`].
+    ///
+    /// | URL | File |
+    /// |---|---|
+    /// | `sqlite:///var/lib/ticketd/ledger.db` | `/var/lib/ticketd/ledger.db` |
+    /// | `sqlite://data/ledger.db` | `data/ledger.db`, relative to the working directory |
+    /// | `sqlite:data/ledger.db` | `data/ledger.db` |
+    ///
+    /// The path is used literally (no percent-decoding). Query parameters and in-memory
+    /// databases are refused with [`StoreError::InvalidUrl`].
+    pub fn open_url(url: &str) -> Result<Self, StoreError> {
+        Self::open(&url::path_from_url(url)?)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Shuts the store down gracefully: refuses new reads and writes (they answer
+    /// [`LedgerError::Unavailable`]), lets every write already queued commit and answer, and
+    /// returns once the writer has closed its connection. The server calls it on SIGTERM after
+    /// it stopped taking requests. Idempotent.
+    ///
+    /// Dropping the store without calling this is safe too: the writer still finishes the
+    /// queued writes before it exits, but nobody waits for it.
+    pub async fn close(&self) {
+        self.readers.close();
+        self.writer.close().await;
+        tracing::info!(path = %self.path.display(), "ledger closed");
+    }
+
+    /// Counters of the writer's group commit (for metrics: `jobs / commits` is the mean batch).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// The write connection's durability settings, read from that connection (for a readiness
+    /// report, and for tests that check the promises are really in effect).
+    pub async fn write_settings(&self) -> Result<ConnectionSettings, LedgerError> {
+        self.writer
+            .submit(|conn| settings(conn).during("reading the write connection's settings"))
+            .await
+    }
+
+    /// Runs `f` on a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "a ledger read task failed");
+                LedgerError::Internal(format!("a read task failed: {e}"))
+            })?
+    }
+
+    fn cached_app(&self, key: &AppKey) -> Option<App> {
+        // A poisoned cache only means a panic elsewhere between two map operations; each
+        // entry is still a complete, committed app.
+        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
+        apps.get(key).cloned()
+    }
+
+    fn cache_app(&self, app: &App) {
+        let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
+        apps.insert(app.app_key.clone(), app.clone());
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn create_app(&self, app: NewApp) -> Result<App, LedgerError> {
+        let app = self
+            .writer
+            .submit(move |conn| ops::create_app(conn, &app))
+            .await?;
+        // After the commit: the cache only ever holds committed apps.
+        self.cache_app(&app);
+        Ok(app)
+    }
+
+    async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
+        if let Some(app) = self.cached_app(key) {
+            return Ok(Some(app));
+        }
+        let owned = key.clone();
+        let found = self.read(move |conn| ops::app(conn, &owned)).await?;
+        if let Some(app) = &found {
+            self.cache_app(app);
+        }
+        Ok(found)
+    }
+
+    async fn create_order(
+        &self,
+        order: NewOrder,
+        audit: AuditEntry,
+    ) -> Result<OrderView, LedgerError> {
+        // Refuse an inconsistent order before it takes a place in the write queue.
+        order.validate()?;
+        self.writer
+            .submit(move |conn| ops::create_order(conn, &order, &audit))
+            .await
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
+        self.read(move |conn| {
+            // One read transaction, so the order, its vouchers and its history are one snapshot.
+            let tx = conn.transaction().during("starting a read transaction")?;
+            ops::order_view(&tx, id)
+        })
+        .await
+    }
+
+    async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
+        self.writer
+            .submit(move |conn| ops::verify(conn, &cmd))
+            .await
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        self.writer
+            .submit(move |conn| ops::record(conn, &entry))
+            .await
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.read(move |conn| ops::audit(conn, &filter)).await
+    }
+
+    async fn close(&self) {
+        // The inherent method (it also serves callers holding the concrete type).
+        SqliteStore::close(self).await;
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        if !self.writer.is_running() {
+            return Err(LedgerError::Unavailable(
+                "the ledger writer is not running".into(),
+            ));
+        }
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .during("pinging the database")
+            .map(drop)
+        })
+        .await
+    }
+}
+
+/// Creates the parent directory (0700) and the file (0600) if they are missing.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(|e| StoreError::io(path, e))?;
+    Ok(())
+}
+
+/// Applies and verifies the write connection's settings. Each is checked after being set
+/// because SQLite ignores some silently (WAL on a file system without shared memory, a PRAGMA
+/// inside a transaction), and the store's promises depend on all of them.
+fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
+    let db = StoreError::db;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db("setting busy_timeout", e))?;
+    // WAL: readers never block the writer nor it them, and a commit is one sequential append.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| db("enabling WAL", e))?;
+    // FULL: in WAL mode NORMAL may lose the last commits on power loss; an acknowledged verify
+    // must not be forgotten, and group commit pays for the extra fsync.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| db("setting synchronous", e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| db("enabling foreign keys", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+
+    let actual = settings(conn).map_err(|e| db("reading settings", e))?;
+    let setting = |setting, found: String, expected| StoreError::Setting {
+        setting,
+        found,
+        expected,
+    };
+    if !actual.journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(setting("journal_mode", actual.journal_mode, "wal"));
+    }
+    if actual.synchronous != 2 {
+        return Err(setting("synchronous", actual.synchronous.to_string(), "2"));
+    }
+    if !actual.foreign_keys {
+        return Err(setting("foreign_keys", "0".into(), "1"));
+    }
+    Ok(())
+}
+
+fn settings(conn: &Connection) -> rusqlite::Result<ConnectionSettings> {
+    let pragma = |name: &str| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0));
+    Ok(ConnectionSettings {
+        journal_mode: conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?,
+        synchronous: pragma("synchronous")?,
+        foreign_keys: pragma("foreign_keys")? == 1,
+        busy_timeout_ms: pragma("busy_timeout")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Batches made deterministic: a gate job holds the writer while the test queues the jobs
+    //! it wants in the next batch, so these tests do not depend on timing.
+
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+    use ticket_ledger::{
+        AuditOutcome, ConfirmCode, NewVoucher, OrderRef, OutcomeKind, RequestMeta, VerifyPolicy,
+        VerifyUses, VoucherUse, WriteOffType,
+    };
+
+    use super::*;
+
+    fn at(s: u32) -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 15, 5, 0, s)
+            .single()
+            .expect("instant")
+    }
+
+    fn code(c: &str) -> ConfirmCode {
+        ConfirmCode::parse(c).expect("code")
+    }
+
+    async fn store_with_orders(dir: &Path, orders: &[(i64, &str, i64)]) -> Arc<SqliteStore> {
+        let store = Arc::new(SqliteStore::open(&dir.join("ledger.db")).expect("open"));
+        let app_key = AppKey::parse("app-a").expect("key");
+        store
+            .create_app(App {
+                app_key: app_key.clone(),
+                name: "a".into(),
+                secret: "s".into(),
+                created_at: at(0) - chrono::Duration::days(30),
+            })
+            .await
+            .expect("app");
+        for &(id, c, capacity) in orders {
+            let order = NewOrder {
+                order_id: OrderId::new(id).expect("id"),
+                app_key: app_key.clone(),
+                quantity: capacity,
+                out_order_id: None,
+                valid_from: None,
+                valid_until: None,
+                vouchers: vec![NewVoucher {
+                    code: code(c),
+                    capacity,
+                }],
+                created_at: at(0) - chrono::Duration::days(1),
+            };
+            let audit = AuditEntry {
+                seq: 0,
+                request_id: format!("create-{id}"),
+                at: order.created_at,
+                action: "admin.create_order".into(),
+                app_key: Some("app-a".into()),
+                order_id: Some(id),
+                outcome: AuditOutcome::Accepted,
+                reason: "created".into(),
+                detail: json!({}),
+                client_ip: None,
+            };
+            store.create_order(order, audit).await.expect("order");
+        }
+        store
+    }
+
+    fn verify(id: i64, c: &str, quantity: i64, second: u32) -> VerifyCommand {
+        VerifyCommand {
+            app_key: AppKey::parse("app-a").expect("key"),
+            order: OrderRef::Id(OrderId::new(id).expect("id")),
+            mode: WriteOffType::Delta,
+            uses: VerifyUses::Vouchers {
+                entries: vec![VoucherUse {
+                    code: code(c),
+                    quantity,
+                    used_at: Some(at(second)),
+                }],
+                legacy_code: None,
+            },
+            total_num: None,
+            return_num: None,
+            policy: VerifyPolicy::default(),
+            meta: RequestMeta {
+                request_id: format!("verify-{id}-{second}"),
+                received_at: at(59),
+                client_ip: None,
+                summary: json!({}),
+            },
+        }
+    }
+
+    /// Holds the writer inside a job until the returned sender is used.
+    async fn hold(
+        store: &Arc<SqliteStore>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), LedgerError>>,
+    ) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let s = Arc::clone(store);
+        let handle = tokio::spawn(async move {
+            s.writer
+                .submit(move |_| {
+                    let _ = entered_tx.send(());
+                    gate.recv()
+                        .map_err(|_| LedgerError::Internal("gate".into()))
+                })
+                .await
+        });
+        entered.await.expect("the writer took the gate job");
+        (release, handle)
+    }
+
+    /// Waits until every task has queued its job. The writer is held, so they will all be in
+    /// its next batch.
+    async fn until_queued(store: &SqliteStore, tasks: &[tokio::task::JoinHandle<()>]) {
+        while !store.writer.queued_at_least(tasks.len()) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn used(view: &OrderView) -> i64 {
+        view.vouchers.iter().map(|v| v.used).sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_verify_rolls_back_alone_and_its_batch_neighbours_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 1), (2, "CODE-B", 1)]).await;
+        let (release, gate) = hold(&store).await;
+        let before = store.writer_stats();
+
+        let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Two reports of the only use of CODE-A (different gate times, so not a retry): the
+        // second in the batch must see the first's uncommitted use and be refused.
+        for cmd in [
+            verify(1, "CODE-A", 1, 1),
+            verify(1, "CODE-A", 1, 2),
+            verify(2, "CODE-B", 1, 3),
+        ] {
+            let s = Arc::clone(&store);
+            let results = Arc::clone(&results);
+            tasks.push(tokio::spawn(async move {
+                let r = s.verify(cmd).await;
+                results.lock().expect("results").push(r);
+            }));
+        }
+        until_queued(&store, &tasks).await;
+        release.send(()).expect("release");
+        gate.await.expect("join").expect("gate");
+        for t in tasks {
+            t.await.expect("join");
+        }
+
+        let results = results.lock().expect("results").clone();
+        let applied = results
+            .iter()
+            .filter(|r| matches!(r, Ok(o) if o.kind == OutcomeKind::Applied))
+            .count();
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(applied, 2, "{results:?}");
+        assert_eq!(
+            refused,
+            vec![&LedgerError::CapacityExceeded {
+                code: code("CODE-A"),
+                requested: 1,
+                remaining: 0
+            }]
+        );
+        let after = store.writer_stats();
+        assert_eq!(
+            after.commits - before.commits,
+            2,
+            "the gate's, then one for all three"
+        );
+        assert_eq!(after.largest_batch, 3);
+
+        let one = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read");
+        let one = one.expect("order 1");
+        assert_eq!(used(&one), 1);
+        assert_eq!(one.events.len(), 2, "creation + the applied verify only");
+        let two = store
+            .order(OrderId::new(2).expect("id"))
+            .await
+            .expect("read");
+        assert_eq!(used(&two.expect("order 2")), 1);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_answers_every_verify_in_the_batch_with_an_error_and_keeps_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+        let (release, gate) = hold(&store).await;
+
+        let s = Arc::clone(&store);
+        let good = tokio::spawn(async move { s.verify(verify(1, "CODE-A", 2, 1)).await });
+        // A neighbour whose change is only refused at COMMIT: a voucher of an order that does
+        // not exist, with the foreign key check deferred to the end of the transaction.
+        let s = Arc::clone(&store);
+        let poison = tokio::spawn(async move {
+            s.writer
+                .submit(|conn| {
+                    conn.execute_batch(
+                        "PRAGMA defer_foreign_keys = ON;
+                         INSERT INTO vouchers (order_id, confirm_code, seq, capacity, used)
+                         VALUES (999, 'DANGLING', 0, 1, 0);",
+                    )
+                    .during("poisoning the batch")
+                })
+                .await
+        });
+        while !store.writer.queued_at_least(2) {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release");
+        gate.await.expect("join").expect("gate");
+
+        let good = good.await.expect("join");
+        let poison = poison.await.expect("join");
+        assert!(matches!(good, Err(LedgerError::Internal(_))), "{good:?}");
+        assert!(
+            matches!(poison, Err(LedgerError::Internal(_))),
+            "{poison:?}"
+        );
+        assert_eq!(store.writer_stats().failed_batches, 1);
+
+        let view = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(used(&view), 0, "the failed batch's verify was not kept");
+        assert_eq!(view.events.len(), 1, "nor its audit entry");
+        // The writer recovered: the same report now applies (its fingerprint was not kept).
+        let retry = store
+            .verify(verify(1, "CODE-A", 2, 1))
+            .await
+            .expect("retry");
+        assert_eq!(retry.kind, OutcomeKind::Applied);
+        store.close().await;
+    }
+}

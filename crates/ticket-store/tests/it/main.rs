@@ -1,0 +1,17 @@
+//! ticket-store's integration tests, one binary (STYLE §7: one link instead of one per file).
+//!
+//! - `suite`: the shared behaviour suite from `ticket-ledger`, run against [`SqliteStore`].
+//! - `durability`: settings really in effect, reopening, migrations, file modes, URLs, the
+//!   constraints that back the code up.
+//! - `group_commit`: racing writes through the single writer.
+//! - `store`: SQLite-specific behaviour of reads (app cache, audit limits, instants).
+//!
+//! [`SqliteStore`]: ticket_store::SqliteStore
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod durability;
+mod group_commit;
+mod store;
+mod suite;
+mod support;

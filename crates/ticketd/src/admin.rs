@@ -1,0 +1,456 @@
+//! The operator's JSON API (`/admin/...`, bearer token) and the health endpoints.
+//!
+//! Answers are JSON with conventional HTTP statuses — unlike the TOP gateway, whose callers are
+//! SDKs that need 200 for everything. Errors are `{"error": kind, "message": text}` plus
+//! `"field"` when a request body names a bad field.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use ticket_ledger::{
+    App, AppKey, AuditEntry, AuditFilter, AuditOutcome, ConfirmCode, LedgerError, NewOrder,
+    NewVoucher, OrderId, OrderView, OutOrderId,
+};
+use top_protocol::envelope::new_request_id;
+use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
+
+use crate::server::{random_token, AppState};
+
+/// Health endpoints (no token) and the admin API (bearer token).
+pub fn router(state: AppState) -> Router<AppState> {
+    let admin = Router::new()
+        .route("/admin/apps", post(create_app))
+        .route("/admin/apps/{app_key}", get(get_app))
+        .route("/admin/orders", post(create_order))
+        .route("/admin/orders/{order_id}", get(get_order))
+        .route("/admin/audit", get(list_audit))
+        .route_layer(middleware::from_fn_with_state(state, require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .merge(admin)
+}
+
+/// An admin API refusal.
+#[derive(Debug)]
+pub struct AdminError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.kind, "message": self.message});
+        if let Some(f) = self.field {
+            body["field"] = Value::from(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<LedgerError> for AdminError {
+    fn from(e: LedgerError) -> Self {
+        use StatusCode as S;
+        let (status, kind) = match &e {
+            LedgerError::AppExists => (S::CONFLICT, "app_exists"),
+            LedgerError::OrderExists => (S::CONFLICT, "order_exists"),
+            LedgerError::OutOrderIdTaken => (S::CONFLICT, "out_order_id_taken"),
+            LedgerError::UnknownApp => (S::UNPROCESSABLE_ENTITY, "unknown_app"),
+            LedgerError::InvalidOrder(_) => (S::UNPROCESSABLE_ENTITY, "invalid_order"),
+            LedgerError::OrderNotFound => (S::NOT_FOUND, "not_found"),
+            LedgerError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            LedgerError::Internal(msg) => {
+                tracing::error!(error = %msg, "ledger failure in the admin API");
+                return Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
+            }
+            LedgerError::OutOrderIdMismatch
+            | LedgerError::OrderNotIssued
+            | LedgerError::VoucherNotFound { .. }
+            | LedgerError::LegacyCodeNotInList { .. }
+            | LedgerError::CapacityExceeded { .. }
+            | LedgerError::OrderCapacityExceeded { .. }
+            | LedgerError::TotalNumExceeds { .. }
+            | LedgerError::UsedDateInvalid { .. } => (S::CONFLICT, "refused"),
+        };
+        Self::new(status, kind, e.to_string())
+    }
+}
+
+/// Compares the bearer token in constant time, so response timing leaks nothing about it.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let ok: bool = presented
+        .as_bytes()
+        .ct_eq(state.admin_token.as_bytes())
+        .into();
+    if !ok {
+        return AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unready", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Parses a JSON body, naming the offending field on failure.
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, AdminError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." {
+            // A missing field is reported by serde as the message, not the path.
+            inner
+                .to_string()
+                .split('`')
+                .nth(1)
+                .unwrap_or("body")
+                .to_owned()
+        } else {
+            path
+        };
+        AdminError::field(&field, format!("invalid JSON at {field}: {inner}"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    app_key: String,
+    #[serde(default)]
+    app_secret: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn app_json(app: &App, with_secret: bool) -> Value {
+    let mut v = json!({
+        "app_key": app.app_key.as_str(),
+        "name": app.name,
+        "created_at": format_beijing(app.created_at),
+    });
+    if with_secret {
+        v["app_secret"] = Value::from(app.secret.clone());
+    }
+    v
+}
+
+async fn create_app(State(state): State<AppState>, body: Bytes) -> Result<Response, AdminError> {
+    let req: CreateApp = parse_json(&body)?;
+    let app_key = AppKey::parse(&req.app_key)
+        .ok_or_else(|| AdminError::field("app_key", "1-64 visible ASCII characters"))?;
+    let secret = match req.app_secret {
+        Some(s) if s.is_empty() || s.len() > 256 => {
+            return Err(AdminError::field("app_secret", "1-256 bytes"))
+        }
+        Some(s) => s,
+        None => random_token(),
+    };
+    let now = state.clock.now();
+    let app = state
+        .store
+        .create_app(App {
+            name: req.name.unwrap_or_else(|| app_key.as_str().to_owned()),
+            app_key,
+            secret,
+            created_at: now,
+        })
+        .await?;
+    record_admin(
+        &state,
+        "admin.create_app",
+        Some(app.app_key.as_str()),
+        None,
+        json!({}),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(app_json(&app, true))).into_response())
+}
+
+async fn get_app(
+    State(state): State<AppState>,
+    Path(app_key): Path<String>,
+) -> Result<Response, AdminError> {
+    let not_found = || AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such app");
+    let key = AppKey::parse(&app_key).ok_or_else(not_found)?;
+    let app = state.store.app(&key).await?.ok_or_else(not_found)?;
+    Ok(Json(app_json(&app, false)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrder {
+    order_id: i64,
+    app_key: String,
+    quantity: i64,
+    #[serde(default)]
+    out_order_id: Option<String>,
+    #[serde(default)]
+    valid_from: Option<String>,
+    #[serde(default)]
+    valid_until: Option<String>,
+    /// When the order was paid; defaults to now. Lets operators import existing orders.
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    vouchers: Vec<CreateVoucher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVoucher {
+    confirm_code: String,
+    quantity: i64,
+}
+
+/// Parses an admin date (`yyyy-MM-dd` or `yyyy-MM-dd HH:mm:ss`, UTC+8). A bare date used as an
+/// end bound means the end of that day, which is what an operator typing it means.
+fn admin_date(field: &str, text: &str, end_of_day: bool) -> Result<DateTime<Utc>, AdminError> {
+    let t = parse_beijing_date_or_datetime(text).ok_or_else(|| {
+        AdminError::field(field, "expected yyyy-MM-dd or yyyy-MM-dd HH:mm:ss (UTC+8)")
+    })?;
+    Ok(if end_of_day && text.len() == 10 {
+        t + chrono::Duration::days(1) - chrono::Duration::milliseconds(1)
+    } else {
+        t
+    })
+}
+
+async fn create_order(State(state): State<AppState>, body: Bytes) -> Result<Response, AdminError> {
+    let req: CreateOrder = parse_json(&body)?;
+    let order_id = OrderId::new(req.order_id)
+        .ok_or_else(|| AdminError::field("order_id", "a positive int64"))?;
+    let app_key = AppKey::parse(&req.app_key)
+        .ok_or_else(|| AdminError::field("app_key", "1-64 visible ASCII characters"))?;
+    let out_order_id = req
+        .out_order_id
+        .as_deref()
+        .map(|s| {
+            OutOrderId::parse(s)
+                .ok_or_else(|| AdminError::field("out_order_id", "1-128 visible ASCII characters"))
+        })
+        .transpose()?;
+    let vouchers = req
+        .vouchers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let code = ConfirmCode::parse(&v.confirm_code).ok_or_else(|| {
+                AdminError::field(
+                    &format!("vouchers[{i}].confirm_code"),
+                    "1-128 visible ASCII characters",
+                )
+            })?;
+            Ok(NewVoucher {
+                code,
+                capacity: v.quantity,
+            })
+        })
+        .collect::<Result<Vec<_>, AdminError>>()?;
+    let now = state.clock.now();
+    let order = NewOrder {
+        order_id,
+        app_key,
+        quantity: req.quantity,
+        out_order_id,
+        valid_from: req
+            .valid_from
+            .as_deref()
+            .map(|t| admin_date("valid_from", t, false))
+            .transpose()?,
+        valid_until: req
+            .valid_until
+            .as_deref()
+            .map(|t| admin_date("valid_until", t, true))
+            .transpose()?,
+        vouchers,
+        created_at: req
+            .created_at
+            .as_deref()
+            .map(|t| admin_date("created_at", t, false))
+            .transpose()?
+            .unwrap_or(now),
+    };
+    let audit = AuditEntry {
+        seq: 0,
+        request_id: new_request_id(),
+        at: now,
+        action: "admin.create_order".to_owned(),
+        app_key: Some(order.app_key.as_str().to_owned()),
+        order_id: Some(order_id.get()),
+        outcome: AuditOutcome::Accepted,
+        reason: if order.vouchers.is_empty() {
+            "created_awaiting_issuance".to_owned()
+        } else {
+            "created_issued".to_owned()
+        },
+        detail: json!({
+            "quantity": order.quantity,
+            "vouchers": order.vouchers.iter().map(|v| json!({
+                "confirm_code": v.code.masked(), "capacity": v.capacity})).collect::<Vec<_>>(),
+        }),
+        client_ip: None,
+    };
+    let view = state.store.create_order(order, audit).await?;
+    Ok((StatusCode::CREATED, Json(order_json(&view))).into_response())
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Response, AdminError> {
+    let not_found = || AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order");
+    let id = OrderId::parse(&order_id).ok_or_else(not_found)?;
+    let view = state.store.order(id).await?.ok_or_else(not_found)?;
+    Ok(Json(order_json(&view)).into_response())
+}
+
+/// The operator's view of an order. Codes are shown whole: the operator owns them.
+pub fn order_json(view: &OrderView) -> Value {
+    let o = &view.order;
+    let capacity: i64 = view.vouchers.iter().map(|v| v.capacity).sum();
+    let used: i64 = view.vouchers.iter().map(|v| v.used).sum();
+    json!({
+        "order_id": o.order_id.get(),
+        "app_key": o.app_key.as_str(),
+        "out_order_id": o.out_order_id.as_ref().map(OutOrderId::as_str),
+        "status": view.status().as_str(),
+        "quantity": o.quantity,
+        "capacity": capacity,
+        "used": used,
+        "valid_from": o.valid_from.map(format_beijing),
+        "valid_until": o.valid_until.map(format_beijing),
+        "created_at": format_beijing(o.created_at),
+        "vouchers": view.vouchers.iter().map(|v| json!({
+            "confirm_code": v.code.as_str(),
+            "capacity": v.capacity,
+            "used": v.used,
+            "remaining": v.capacity - v.used,
+        })).collect::<Vec<_>>(),
+        "events": view.events.iter().map(audit_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One audit entry as JSON.
+pub fn audit_json(e: &AuditEntry) -> Value {
+    json!({
+        "seq": e.seq,
+        "at": format_beijing(e.at),
+        "request_id": e.request_id,
+        "action": e.action,
+        "app_key": e.app_key,
+        "order_id": e.order_id,
+        "outcome": e.outcome.as_str(),
+        "reason": e.reason,
+        "detail": e.detail,
+        "client_ip": e.client_ip,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    order_id: Option<i64>,
+    app_key: Option<String>,
+    outcome: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_audit(
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AdminError> {
+    let outcome = q
+        .outcome
+        .as_deref()
+        .map(|o| {
+            AuditOutcome::parse(o)
+                .ok_or_else(|| AdminError::field("outcome", "one of accepted, replayed, rejected"))
+        })
+        .transpose()?;
+    let entries = state
+        .store
+        .audit(AuditFilter {
+            order_id: q.order_id,
+            app_key: q.app_key,
+            outcome,
+            after_seq: q.after,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(
+        Json(json!({"entries": entries.iter().map(audit_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+/// Records an operator action; failures are logged (the action itself already succeeded).
+async fn record_admin(
+    state: &AppState,
+    action: &str,
+    app_key: Option<&str>,
+    order_id: Option<i64>,
+    detail: Value,
+) {
+    let entry = AuditEntry {
+        seq: 0,
+        request_id: new_request_id(),
+        at: state.clock.now(),
+        action: action.to_owned(),
+        app_key: app_key.map(str::to_owned),
+        order_id,
+        outcome: AuditOutcome::Accepted,
+        reason: "ok".to_owned(),
+        detail,
+        client_ip: None,
+    };
+    if let Err(e) = state.store.record(entry).await {
+        tracing::error!(error = %e, action, "could not record an admin action");
+    }
+}

@@ -1,0 +1,94 @@
+//! The `ticketd` command line. Each subcommand is a thin shell over the library.
+
+use clap::{Parser, Subcommand};
+
+use crate::server::Application;
+use crate::settings::Settings;
+
+/// ticketd: the platform side of Fliggy's ticket redemption API (门票核销).
+#[derive(Debug, Parser)]
+#[command(name = "ticketd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (`/router/rest`) and the admin API.
+    Serve(Box<Settings>),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => serve(*settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::telemetry::init(settings.log_format);
+    let app = Application::build(&settings).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, database = %redact_url(&settings.database_url()), "ticketd listening");
+    eprintln!("ticketd: listening on http://{addr}/router/rest (admin API under /admin)");
+    if settings.demo {
+        let hint = match settings.admin_token {
+            Some(_) => "<the token given with --admin-token>".to_owned(),
+            None => format!("$(cat {})", settings.data_dir.join("admin-token").display()),
+        };
+        crate::demo::seed(app.state(), addr, &hint).await?;
+    }
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("ticketd stopped");
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}://***{}", &url[..start], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+    }
+}

@@ -1,0 +1,69 @@
+//! The one place where ledger errors become TOP `error_response`s.
+//!
+//! The `match` is exhaustive with no catch-all arm, so a new [`LedgerError`] variant does not
+//! compile until someone decides what vendors see for it.
+
+use ticket_api::BusinessError;
+use ticket_ledger::LedgerError;
+use top_protocol::TopError;
+
+/// Maps a ledger refusal or failure to the answer a vendor receives.
+pub fn ledger_to_top(e: &LedgerError) -> TopError {
+    use BusinessError as B;
+    match e {
+        LedgerError::OrderNotFound => B::OrderNotExist.to_top_error(None),
+        LedgerError::OutOrderIdMismatch => B::OutOrderIdMismatch.to_top_error(None),
+        LedgerError::OrderNotIssued => B::OrderStatusInvalid.to_top_error(Some("订单尚未发码")),
+        LedgerError::VoucherNotFound { code } => {
+            B::VoucherNotExist.to_top_error(Some(&format!("核销码{}", code.masked())))
+        }
+        LedgerError::LegacyCodeNotInList { .. } => {
+            TopError::invalid_argument("confirm_code", "confirm_code不在voucher_infos中")
+        }
+        LedgerError::CapacityExceeded {
+            code,
+            requested,
+            remaining,
+        } => B::VerifyNumExceed.to_top_error(Some(&format!(
+            "核销码{}本次核销{}次, 剩余可核销{}次",
+            code.masked(),
+            requested,
+            remaining
+        ))),
+        LedgerError::OrderCapacityExceeded {
+            requested,
+            remaining,
+        } => B::VerifyNumExceed.to_top_error(Some(&format!(
+            "订单本次核销{requested}次, 剩余可核销{remaining}次"
+        ))),
+        LedgerError::TotalNumExceeds { reported, ledger } => B::VerifyNumExceed.to_top_error(Some(
+            &format!("total_num {reported} 超过订单可核销总数 {ledger}"),
+        )),
+        LedgerError::UsedDateInvalid { used_date, why } => {
+            let why = match why {
+                ticket_ledger::UsedDateProblem::InFuture => "晚于当前时间",
+                ticket_ledger::UsedDateProblem::BeforeOrder => "早于下单时间",
+                ticket_ledger::UsedDateProblem::BeforeValidFrom => "早于门票生效时间",
+            };
+            B::UsedDateInvalid.to_top_error(Some(&format!("{used_date} {why}")))
+        }
+        LedgerError::Unavailable(msg) => {
+            tracing::warn!(error = %msg, "ledger unavailable");
+            B::ServiceBusy.to_top_error(None)
+        }
+        LedgerError::Internal(msg) => {
+            tracing::error!(error = %msg, "ledger failure");
+            B::ServiceError.to_top_error(None)
+        }
+        // Operator-side refusals: a TOP call never creates apps or orders, so reaching these
+        // from the gateway is a bug; answer the generic fault and log it.
+        LedgerError::AppExists
+        | LedgerError::OrderExists
+        | LedgerError::OutOrderIdTaken
+        | LedgerError::UnknownApp
+        | LedgerError::InvalidOrder(_) => {
+            tracing::error!(error = %e, "admin-only ledger error reached the gateway");
+            B::ServiceError.to_top_error(None)
+        }
+    }
+}

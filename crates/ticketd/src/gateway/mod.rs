@@ -1,0 +1,304 @@
+//! The TOP gateway at `/router/rest`: parse → authenticate → dispatch → render.
+//!
+//! Every answer is HTTP 200 with a TOP envelope (PROTOCOL.md §5.3: real SDKs break on any other
+//! status), including refusals and internal faults. Checks run in the order PROTOCOL.md §5.1
+//! fixes, so a request with several faults always gets the same code. Every attempt leaves an
+//! audit entry: accepted and replayed ones are written by the store in the transaction that
+//! applies them, refusals by [`audit_rejection`] here.
+
+pub mod errors;
+pub mod verify;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use ticket_api::Method;
+use ticket_ledger::{AppKey, AuditEntry, AuditOutcome};
+use top_protocol::check::{authenticate, check_envelope};
+use top_protocol::envelope::{new_request_id, render_error, render_success};
+use top_protocol::params::{merge, parse_body, parse_urlencoded};
+use top_protocol::{Field, Format, Params, PlatformCode, TopError};
+
+use crate::server::AppState;
+
+/// Routes of the gateway. A trailing `/` is tolerated (PROTOCOL.md §1.1).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/router/rest", any(router_rest))
+        .route("/router/rest/", any(router_rest))
+}
+
+/// What one request is, once known, for the audit trail and the logs.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The id answered to the caller and recorded everywhere.
+    pub request_id: String,
+    /// Arrival instant.
+    pub received_at: DateTime<Utc>,
+    /// The peer address.
+    pub client_ip: Option<String>,
+}
+
+/// A finished TOP answer: the envelope format and either the success fields or the refusal.
+struct Answer {
+    format: Format,
+    method: String,
+    result: Result<Vec<(&'static str, bool)>, TopError>,
+}
+
+async fn router_rest(State(state): State<AppState>, request: Request) -> Response {
+    let ctx = CallContext {
+        request_id: new_request_id(),
+        received_at: state.clock.now(),
+        client_ip: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
+    let answer = process(&state, request, &ctx).await;
+    let body = match &answer.result {
+        Ok(fields) => {
+            let fields: Vec<(&str, Field<'_>)> =
+                fields.iter().map(|(k, v)| (*k, Field::Bool(*v))).collect();
+            render_success(answer.format, &answer.method, &fields, &ctx.request_id)
+        }
+        Err(e) => render_error(answer.format, e, &ctx.request_id),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(answer.format.content_type()),
+    );
+    response
+}
+
+/// Runs the pipeline; never fails — every outcome is an [`Answer`].
+async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answer {
+    let (parts, body) = request.into_parts();
+    let query = parse_urlencoded(parts.uri.query().unwrap_or_default().as_bytes());
+    // Until the parameters are known, errors render in the format the query asks for (XML
+    // when it cannot be told), which is where most SDKs put `format`.
+    let fallback_format = query
+        .as_ref()
+        .ok()
+        .and_then(|q| Params::from_pairs(q.iter().cloned()).ok())
+        .and_then(|p| Format::from_params(&p).ok())
+        .unwrap_or(Format::Xml);
+
+    let params = match read_params(state, &parts, body, query).await {
+        Ok(p) => p,
+        Err(error) => {
+            let answer = Answer {
+                format: fallback_format,
+                method: String::new(),
+                result: Err(error),
+            };
+            audit_rejection(state, ctx, &Params::new(), &answer).await;
+            return answer;
+        }
+    };
+
+    let envelope = match check_envelope(parts.method.as_str(), &params, |m| {
+        Method::parse(m).is_some()
+    }) {
+        Ok(env) => env,
+        Err(rejection) => {
+            let answer = Answer {
+                format: rejection.format,
+                method: params.get("method").unwrap_or_default().to_owned(),
+                result: Err(rejection.error),
+            };
+            audit_rejection(state, ctx, &params, &answer).await;
+            return answer;
+        }
+    };
+
+    let result = dispatch(state, &params, &envelope.app_key, &envelope.method, ctx).await;
+    let answer = Answer {
+        format: envelope.format,
+        method: envelope.method,
+        result,
+    };
+    if answer.result.is_err() {
+        audit_rejection(state, ctx, &params, &answer).await;
+    }
+    log_answer(ctx, &params, &answer);
+    answer
+}
+
+/// App lookup (29), authentication (24/25/30/31/32/34), then the method's handler.
+async fn dispatch(
+    state: &AppState,
+    params: &Params,
+    app_key: &str,
+    method: &str,
+    ctx: &CallContext,
+) -> Result<Vec<(&'static str, bool)>, TopError> {
+    let invalid_app = || TopError::platform(PlatformCode::InvalidAppKey);
+    let key = AppKey::parse(app_key).ok_or_else(invalid_app)?;
+    let app = state
+        .store
+        .app(&key)
+        .await
+        .map_err(|e| errors::ledger_to_top(&e))?
+        .ok_or_else(invalid_app)?;
+    authenticate(
+        params,
+        &[app.secret.as_bytes()],
+        ctx.received_at,
+        state.timestamp_window,
+    )?;
+    match Method::parse(method) {
+        Some(Method::Verify) => verify::handle(state, params, &app, ctx).await,
+        // check_envelope already refused unknown names; answering 22 keeps this total.
+        None => Err(TopError::platform(PlatformCode::InvalidMethod)),
+    }
+}
+
+/// Reads the body (refusing oversized ones before reading them whole), parses it by its
+/// content type and merges it with the query, refusing repeated keys.
+async fn read_params(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    query: Result<Vec<(String, String)>, top_protocol::params::ParamError>,
+) -> Result<Params, TopError> {
+    let too_large = || {
+        TopError::platform(PlatformCode::ParameterError).with_sub(
+            "isv.request-too-large",
+            format!("请求体超过{}字节上限", state.max_body_bytes),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let query = query.map_err(|e| e.to_top_error())?;
+    let body = parse_body(content_type, &bytes).map_err(|e| e.to_top_error())?;
+    merge(query, body).map_err(|e| e.to_top_error())
+}
+
+/// Records a refused attempt. A failure to record is logged, not answered: the caller's answer
+/// does not depend on it and nothing was applied.
+async fn audit_rejection(state: &AppState, ctx: &CallContext, params: &Params, answer: &Answer) {
+    let Err(error) = &answer.result else { return };
+    let reason = match &error.sub_code {
+        Some(sub) => sub.clone(),
+        None => format!("{} {}", error.code, error.msg),
+    };
+    let entry = AuditEntry {
+        seq: 0,
+        request_id: ctx.request_id.clone(),
+        at: ctx.received_at,
+        action: if answer.method.is_empty() {
+            "top.unknown".to_owned()
+        } else {
+            clip(&answer.method, 128)
+        },
+        app_key: params.get("app_key").map(|k| clip(k, 64)),
+        order_id: params.get("order_id").and_then(|v| v.parse::<i64>().ok()),
+        outcome: AuditOutcome::Rejected,
+        reason,
+        detail: json!({
+            "code": error.code,
+            "msg": error.msg,
+            "sub_code": error.sub_code,
+            "sub_msg": error.sub_msg,
+            "request": sanitized(params),
+        }),
+        client_ip: ctx.client_ip.clone(),
+    };
+    if let Err(e) = state.store.record(entry).await {
+        tracing::error!(request_id = %ctx.request_id, error = %e, "could not record a rejected attempt");
+    }
+}
+
+/// Cuts untrusted text to a length that is safe to store and show.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// The request's parameters for the audit trail: no `sign`, confirm codes masked, values
+/// clipped so a hostile request cannot bloat the trail.
+pub fn sanitized(params: &Params) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in params.iter() {
+        let value = match k {
+            "sign" => continue,
+            "confirm_code" => mask(v),
+            "voucher_infos" => mask_voucher_infos(v),
+            _ => serde_json::Value::from(clip(v, 256)),
+        };
+        map.insert(clip(k, 64), value);
+    }
+    serde_json::Value::Object(map)
+}
+
+fn mask(code: &str) -> serde_json::Value {
+    let n = code.chars().count();
+    let tail: String = code.chars().skip(n.saturating_sub(4)).collect();
+    serde_json::Value::from(if n <= 4 {
+        "*".repeat(n)
+    } else {
+        format!("****{tail}")
+    })
+}
+
+/// Masks the codes inside `voucher_infos`, keeping quantities and dates for the record.
+fn mask_voucher_infos(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(items)) => serde_json::Value::Array(
+            items
+                .into_iter()
+                .take(999)
+                .map(|mut item| {
+                    if let Some(code) = item.get("confirm_code").and_then(|c| c.as_str()) {
+                        let masked = mask(code);
+                        item["confirm_code"] = masked;
+                    }
+                    item
+                })
+                .collect(),
+        ),
+        _ => serde_json::Value::from(format!("<{} bytes, not a JSON list>", text.len())),
+    }
+}
+
+fn log_answer(ctx: &CallContext, params: &Params, answer: &Answer) {
+    match &answer.result {
+        Ok(_) => tracing::info!(
+            request_id = %ctx.request_id,
+            method = %answer.method,
+            app_key = params.get("app_key").unwrap_or_default(),
+            order_id = params.get("order_id").unwrap_or_default(),
+            "top call answered is_success"
+        ),
+        Err(e) => tracing::info!(
+            request_id = %ctx.request_id,
+            method = %answer.method,
+            app_key = params.get("app_key").unwrap_or_default(),
+            order_id = params.get("order_id").unwrap_or_default(),
+            code = e.code,
+            sub_code = e.sub_code.as_deref().unwrap_or_default(),
+            "top call refused"
+        ),
+    }
+}

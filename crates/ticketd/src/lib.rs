@@ -1,0 +1,28 @@
+//! ticketd: the platform side of Fliggy's ticket redemption API, as a server.
+//!
+//! Vendors' gate systems call `POST /router/rest` with signed TOP requests
+//! (`taobao.travel.ticket.order.verify`); ticketd authenticates them, applies them to the ledger
+//! and answers in the exact envelope bytes real TOP SDKs expect. Operators use the JSON admin
+//! API under `/admin` (apps, orders, the audit trail).
+//!
+//! Not here: the wire protocol's pure functions (`top-protocol`), the method vocabulary
+//! (`ticket-api`), the rules (`ticket-ledger`), storage (`ticket-store`).
+//!
+//! # Modules
+//! - [`settings`]: every setting, with its flag and `TICKETD_` environment twin.
+//! - [`server`]: [`server::Application`] — build (open the store, bind) and run until stopped.
+//! - [`gateway`]: the `/router/rest` pipeline and one module per TOP method.
+//! - [`admin`]: the operator's JSON API and health endpoints.
+//! - [`clock`]: the injectable source of "now".
+//! - [`demo`]: the `--demo` seed.
+//! - [`cli`]: the `ticketd` command line.
+//! - [`telemetry`]: structured logging.
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod demo;
+pub mod gateway;
+pub mod server;
+pub mod settings;
+pub mod telemetry;
