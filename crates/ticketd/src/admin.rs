@@ -5,6 +5,7 @@
 //! `"field"` when a request body names a bad field.
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -144,16 +145,18 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, AdminErro
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." {
-            // A missing field is reported by serde as the message, not the path.
-            inner
-                .to_string()
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_owned()
-        } else {
-            path
+        // serde reports a missing field in its message, with the path of the object that
+        // lacks it; join the two so the answer names the field itself.
+        let missing = inner
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name,
+            (_, Some(name)) => format!("{path}.{name}"),
+            (".", None) => "body".to_owned(),
+            (_, None) => path,
         };
         AdminError::field(&field, format!("invalid JSON at {field}: {inner}"))
     })
@@ -404,8 +407,19 @@ struct AuditQuery {
 
 async fn list_audit(
     State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| {
+        // axum names the field first: "Failed to deserialize query string: order_id: …".
+        let text = e.body_text();
+        let field = text
+            .split(": ")
+            .nth(1)
+            .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or("query")
+            .to_owned();
+        AdminError::field(&field, text)
+    })?;
     let outcome = q
         .outcome
         .as_deref()

@@ -82,17 +82,18 @@ async fn router_rest(State(state): State<AppState>, request: Request) -> Respons
 /// Runs the pipeline; never fails — every outcome is an [`Answer`].
 async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answer {
     let (parts, body) = request.into_parts();
-    let query = parse_urlencoded(parts.uri.query().unwrap_or_default().as_bytes());
-    // Until the parameters are known, errors render in the format the query asks for (XML
-    // when it cannot be told), which is where most SDKs put `format`.
-    let fallback_format = query
-        .as_ref()
-        .ok()
-        .and_then(|q| Params::from_pairs(q.iter().cloned()).ok())
-        .and_then(|p| Format::from_params(&p).ok())
-        .unwrap_or(Format::Xml);
-
-    let params = match read_params(state, &parts, body, query).await {
+    let query = parse_urlencoded(parts.uri.query().unwrap_or_default().as_bytes())
+        .map_err(|e| e.to_top_error());
+    let body = read_body_pairs(state, &parts, body).await;
+    // Until the parameters are known to be sound, errors render in the format the request
+    // asks for wherever it says so (XML when it cannot be told), so that an SDK that asked for
+    // JSON can still read why it was refused.
+    let fallback_format = requested_format(query.as_deref().ok(), body.as_deref().ok());
+    let params = match (query, body) {
+        (Ok(query), Ok(body)) => merge(query, body).map_err(|e| e.to_top_error()),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let params = match params {
         Ok(p) => p,
         Err(error) => {
             let answer = Answer {
@@ -162,14 +163,28 @@ async fn dispatch(
     }
 }
 
-/// Reads the body (refusing oversized ones before reading them whole), parses it by its
-/// content type and merges it with the query, refusing repeated keys.
-async fn read_params(
+/// The envelope format named by `format`/`simplify` in whichever part carries them (first
+/// occurrence), tolerating parts that are otherwise unsound; XML when none is valid.
+fn requested_format(
+    query: Option<&[(String, String)]>,
+    body: Option<&[(String, String)]>,
+) -> Format {
+    let mut wanted = Params::new();
+    for (k, v) in query.into_iter().chain(body).flatten() {
+        if (k == "format" || k == "simplify") && wanted.get(k).is_none() {
+            wanted.insert(k.clone(), v.clone());
+        }
+    }
+    Format::from_params(&wanted).unwrap_or(Format::Xml)
+}
+
+/// Reads the body (refusing oversized ones before reading them whole) and parses it by its
+/// content type.
+async fn read_body_pairs(
     state: &AppState,
     parts: &axum::http::request::Parts,
     body: Body,
-    query: Result<Vec<(String, String)>, top_protocol::params::ParamError>,
-) -> Result<Params, TopError> {
+) -> Result<Vec<(String, String)>, TopError> {
     let too_large = || {
         TopError::platform(PlatformCode::ParameterError).with_sub(
             "isv.request-too-large",
@@ -191,9 +206,7 @@ async fn read_params(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let query = query.map_err(|e| e.to_top_error())?;
-    let body = parse_body(content_type, &bytes).map_err(|e| e.to_top_error())?;
-    merge(query, body).map_err(|e| e.to_top_error())
+    parse_body(content_type, &bytes).map_err(|e| e.to_top_error())
 }
 
 /// Records a refused attempt. A failure to record is logged, not answered: the caller's answer

@@ -1,0 +1,13 @@
+//! ticketd's integration tests: one binary (STYLE.md §7), the real server on port 0, called as
+//! vendors and operators call it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod admin;
+mod durability;
+#[allow(dead_code)] // not every test module uses every helper
+mod helpers;
+mod interop;
+mod protocol;
+mod race;
+mod rules;
