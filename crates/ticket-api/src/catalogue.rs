@@ -22,6 +22,18 @@ pub enum BusinessError {
     VerifyNumExceed,
     /// R23–R25: the gate time is impossible.
     UsedDateInvalid,
+    /// R8/R9: the uses asked for belong to refunded (or refunding) tickets.
+    TicketRefunded,
+    /// An issuance report contradicts the one already recorded.
+    IssueConflict,
+    /// The `out_order_id` already names another order of the app.
+    OutOrderIdDuplicate,
+    /// A refund notification with no refund request to settle.
+    RefundNotRequested,
+    /// A refund notification contradicting how the request was already settled.
+    RefundConflict,
+    /// More tickets refunded than were asked for or remain unused.
+    RefundNumExceed,
     /// The ledger is busy or unreachable right now; nothing was recorded.
     ServiceBusy,
     /// An internal fault; nothing was recorded.
@@ -52,6 +64,12 @@ impl BusinessError {
         Self::VoucherNotExist,
         Self::VerifyNumExceed,
         Self::UsedDateInvalid,
+        Self::TicketRefunded,
+        Self::IssueConflict,
+        Self::OutOrderIdDuplicate,
+        Self::RefundNotRequested,
+        Self::RefundConflict,
+        Self::RefundNumExceed,
         Self::ServiceBusy,
         Self::ServiceError,
     ];
@@ -103,6 +121,55 @@ impl BusinessError {
                 meaning: "A used_date is impossible for this order.",
                 when: "used_date lies more than the allowed clock skew in the future, before the order was \
                        paid, or before the tickets' first valid day.",
+                retryable: false,
+            },
+            Self::TicketRefunded => Entry {
+                sub_code: "isv.ticket-refunded",
+                sub_msg: "门票已退票，不可核销",
+                meaning: "The uses asked for belong to refunded tickets, or to tickets a pending refund \
+                          holds. Nothing was applied; the attempt is recorded as an anomaly for the operator.",
+                when: "Every ticket of the order is refunded, or the order's uses left after refunds do not \
+                       cover the request, or a refund is pending and the uses are dated after it was requested.",
+                retryable: false,
+            },
+            Self::IssueConflict => Entry {
+                sub_code: "isv.issue-conflict",
+                sub_msg: "发码结果与已记录的不一致",
+                meaning: "The issuance report contradicts the one already recorded.",
+                when: "Codes or quantities differ from an earlier successful report, a code is listed twice, \
+                       or a failure is reported after a success.",
+                retryable: false,
+            },
+            Self::OutOrderIdDuplicate => Entry {
+                sub_code: "isv.out-order-id-duplicate",
+                sub_msg: "外部订单号已被其他订单使用",
+                meaning: "The out_order_id already names another order of the same vendor app.",
+                when: "An issuance report gives an order the out_order_id of another order.",
+                retryable: false,
+            },
+            Self::RefundNotRequested => Entry {
+                sub_code: "isv.refund-not-requested",
+                sub_msg: "没有对应的退票申请",
+                meaning: "No refund request matches the notification. Nothing was applied; it is recorded as \
+                          an anomaly.",
+                when: "fliggy_refund_flow_id names no request of the order, or none is given and no request \
+                       is pending.",
+                retryable: false,
+            },
+            Self::RefundConflict => Entry {
+                sub_code: "isv.refund-conflict",
+                sub_msg: "退票结果与已记录的不一致",
+                meaning: "The request (or refund_batch_no) was already settled with another result.",
+                when: "A second notification for the same flow id or batch number differs in refund_status \
+                       or refund_num.",
+                retryable: false,
+            },
+            Self::RefundNumExceed => Entry {
+                sub_code: "isv.refund-num-exceed",
+                sub_msg: "退票数量超过可退数量",
+                meaning: "More tickets than were requested, or than remain unused, would be refunded.",
+                when: "refund_num exceeds the request's quantity, or uses recorded meanwhile leave fewer \
+                       unused tickets (recorded as an anomaly).",
                 retryable: false,
             },
             Self::ServiceBusy => Entry {

@@ -12,13 +12,20 @@
 //! - [`method`]: the TOP methods ticketd answers.
 //! - [`verify`]: `taobao.travel.ticket.order.verify` parameters, with every shape rule that
 //!   needs no ledger (R3, R11, R12, R20, R21 and the 999-entry limit).
+//! - [`issue`]: `alitrip.travel.ticket.order.create` (成功发码回调) parameters.
+//! - [`refund`]: `taobao.travel.ticket.order.refund` (退票结果通知) parameters.
 //! - [`catalogue`]: business `sub_code`s with their Chinese `sub_msg`, meaning and retry advice;
 //!   `docs/ERRORS.md` is generated from it.
 
 pub mod catalogue;
+pub mod issue;
 pub mod method;
+pub mod refund;
 pub mod verify;
+mod wire;
 
 pub use catalogue::BusinessError;
+pub use issue::{IssueParams, IssueVoucher};
 pub use method::Method;
+pub use refund::RefundParams;
 pub use verify::{VerifyParams, VoucherInfo};

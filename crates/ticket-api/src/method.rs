@@ -5,16 +5,22 @@
 pub enum Method {
     /// `taobao.travel.ticket.order.verify` (门票核销通知).
     Verify,
+    /// `taobao.travel.ticket.order.refund` (退票结果通知).
+    Refund,
+    /// `alitrip.travel.ticket.order.create` (成功发码回调).
+    Issue,
 }
 
 impl Method {
     /// Every implemented method.
-    pub const ALL: &'static [Method] = &[Method::Verify];
+    pub const ALL: &'static [Method] = &[Method::Verify, Method::Refund, Method::Issue];
 
     /// The TOP method name sent as `method`.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Verify => "taobao.travel.ticket.order.verify",
+            Self::Verify => crate::verify::METHOD,
+            Self::Refund => crate::refund::METHOD,
+            Self::Issue => crate::issue::METHOD,
         }
     }
 

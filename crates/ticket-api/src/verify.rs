@@ -22,6 +22,11 @@ use serde_json::Value;
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
+use crate::wire::{opt, opt_int, parse_int};
+
+/// The TOP method name.
+pub const METHOD: &str = "taobao.travel.ticket.order.verify";
+
 /// The most entries one `voucher_infos` may carry (the API's maxListSize).
 pub const MAX_VOUCHER_INFOS: usize = 999;
 
@@ -56,30 +61,6 @@ pub struct VerifyParams {
     pub voucher_infos: Vec<VoucherInfo>,
     /// 0 (delta, the default) or 1 (cumulative).
     pub write_off_type: i64,
-}
-
-/// Reads an optional parameter, treating the empty string as absent.
-fn opt<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params.get(name).filter(|v| !v.is_empty())
-}
-
-/// Reads an optional integer parameter within `min..`.
-fn opt_int(params: &Params, name: &str, min: i64) -> Result<Option<i64>, TopError> {
-    opt(params, name)
-        .map(|v| parse_int(v).filter(|n| *n >= min))
-        .map(|n| {
-            n.ok_or_else(|| TopError::invalid_argument(name, &format!("必须为不小于{min}的整数")))
-        })
-        .transpose()
-}
-
-/// Decimal integer text without sign, spaces or leading `+` (what every SDK sends).
-fn parse_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 impl VerifyParams {
@@ -272,17 +253,10 @@ pub struct VerifyResponse {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::wire::test_support::{params, refusal};
 
     fn err(pairs: &[(&str, &str)]) -> (u32, String) {
-        let e = VerifyParams::from_params(&params(pairs)).unwrap_err();
-        (e.code, e.sub_code.unwrap_or_default())
+        refusal(VerifyParams::from_params, pairs)
     }
 
     #[test]

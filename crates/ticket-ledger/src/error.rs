@@ -65,6 +65,59 @@ pub enum LedgerError {
         /// Which rule: in the future, before the order was paid, before it is valid.
         why: UsedDateProblem,
     },
+    /// R8: every ticket of the order is refunded; nothing can be used.
+    #[error("every ticket of the order is refunded")]
+    OrderRefunded,
+    /// R9/R13: the codes have capacity left, but the order's remaining uses belong to refunded
+    /// tickets (or to tickets a pending refund reserved, for uses dated after its request).
+    #[error("{requested} uses requested, {remaining} remain that are not refunded")]
+    RefundedUsesExceeded {
+        /// Uses requested.
+        requested: i64,
+        /// Uses left that no refund holds.
+        remaining: i64,
+        /// Whether a pending refund holds some of the rest.
+        refund_pending: bool,
+    },
+    /// An issuance report contradicts what was already reported.
+    #[error("issuance conflict: {0}")]
+    IssueConflict(String),
+    /// A refund notification names no pending request (or none exists).
+    #[error("no matching refund request")]
+    RefundNotRequested,
+    /// A refund notification contradicts how its request (or batch) was already settled.
+    #[error("the refund was already settled differently")]
+    RefundConflict,
+    /// `refund_num` exceeds the tickets the request asked for.
+    #[error("refund_num {requested} exceeds the {pending} tickets requested")]
+    RefundNumExceeds {
+        /// Tickets in the notification.
+        requested: i64,
+        /// Tickets in the request.
+        pending: i64,
+    },
+    /// More tickets than remain unused (neither used, refunded nor reserved).
+    #[error("{requested} tickets requested, {refundable} can be refunded")]
+    RefundExceedsUnused {
+        /// Tickets asked.
+        requested: i64,
+        /// Tickets that can be.
+        refundable: i64,
+    },
+    /// A reversal asks for more uses than were recorded within the reversal window.
+    #[error("{requested} uses to reverse, {reversible} reversible within the window")]
+    ReversalNotAllowed {
+        /// Uses asked.
+        requested: i64,
+        /// Uses recorded within the window and not yet reversed.
+        reversible: i64,
+    },
+    /// No anomaly with that id.
+    #[error("no such anomaly")]
+    AnomalyNotFound,
+    /// The anomaly was already resolved.
+    #[error("the anomaly is already resolved")]
+    AnomalyResolved,
     /// The app key is already registered.
     #[error("app already exists")]
     AppExists,

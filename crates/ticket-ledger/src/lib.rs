@@ -26,12 +26,14 @@
 //! - [`ids`]: identifier newtypes parsed from untrusted text.
 //! - [`model`]: orders, vouchers, apps, audit records and the views the admin API shows.
 //! - [`verify`]: the verify command and the rule table R1–R30 as [`plan_verify`].
+//! - [`lifecycle`]: issuance, refunds, reversal, anomalies and reconciliation as planners.
 //! - [`store`]: the [`LedgerStore`] trait every backend implements.
 //! - [`error`]: [`LedgerError`], every way a ledger operation can be refused or fail.
 //! - `suite` (feature `suite`): the behaviour suite every store must pass.
 
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod model;
 pub mod store;
 #[cfg(feature = "suite")]
@@ -40,13 +42,20 @@ pub mod verify;
 
 pub use error::{LedgerError, UsedDateProblem};
 pub use ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
+pub use lifecycle::{
+    flag_anomalies, plan_issue, plan_refund, plan_refund_request, plan_reversal, reconcile_diff,
+    refusal_anomaly, Anomaly, AnomalyFilter, AnomalyKind, IssueCommand, IssuePlan, IssueResult,
+    IssuedVoucher, NewAnomaly, ReconcileLine, RefundCommand, RefundOutcomeStatus, RefundPlan,
+    RefundRequest, RefundRequestCommand, RefundRequestPlan, RefundState, Resolution,
+    ResolveAnomaly, ReversalCommand, ReversalPlan, StatusChange, UseRecord,
+};
 pub use model::{
-    App, AuditEntry, AuditFilter, AuditOutcome, NewApp, NewOrder, NewVoucher, OrderRecord,
-    OrderStatus, OrderView, VoucherRecord,
+    App, AuditEntry, AuditFilter, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher,
+    OrderRecord, OrderStatus, OrderView, VoucherRecord,
 };
 pub use store::LedgerStore;
 pub use verify::{
     plan_verify, Fingerprint, Flag, OrderRef, OrderSnapshot, OutcomeKind, RequestMeta,
-    VerifyCommand, VerifyOutcome, VerifyPlan, VerifyPolicy, VerifyUses, VoucherChange, VoucherUse,
-    WriteOffType,
+    VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPlan, VerifyPolicy, VerifyUses,
+    VoucherChange, VoucherUse, WriteOffType,
 };

@@ -105,6 +105,39 @@ impl NewOrder {
     }
 }
 
+/// Where the vendor's issuance (发码) of an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueState {
+    /// No report yet: the order waits for codes.
+    Awaiting,
+    /// Codes were issued; verify may draw them down.
+    Issued,
+    /// The vendor reported that issuing failed; a later success may still follow.
+    Failed,
+}
+
+impl IssueState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Awaiting => "awaiting",
+            Self::Issued => "issued",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "awaiting" => Some(Self::Awaiting),
+            "issued" => Some(Self::Issued),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// The order's own row, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRecord {
@@ -122,6 +155,34 @@ pub struct OrderRecord {
     pub valid_until: Option<DateTime<Utc>>,
     /// When it was paid (created).
     pub created_at: DateTime<Utc>,
+    /// Where issuance stands.
+    pub issue_state: IssueState,
+    /// The vendor's `describe` of a failed issuance.
+    pub issue_describe: Option<String>,
+    /// Tickets refunded (settled refunds only).
+    pub refunded_tickets: i64,
+}
+
+impl OrderRecord {
+    /// Uses that `tickets` refunded tickets take out of the order: each ticket carries
+    /// `capacity ÷ quantity` uses. Rounded down, so refunding every ticket takes exactly the
+    /// whole capacity and never more.
+    pub fn uses_of_tickets(&self, tickets: i64, capacity: i64) -> i64 {
+        if self.quantity <= 0 {
+            return 0;
+        }
+        tickets.saturating_mul(capacity) / self.quantity
+    }
+
+    /// Tickets that have at least one use recorded (rounded up: a ticket partly used can no
+    /// longer be refunded).
+    pub fn tickets_touched(&self, used: i64, capacity: i64) -> i64 {
+        if capacity <= 0 {
+            return 0;
+        }
+        let n = used.saturating_mul(self.quantity);
+        (n + capacity - 1) / capacity
+    }
 }
 
 /// A voucher's counters, as stored.
@@ -136,29 +197,60 @@ pub struct VoucherRecord {
 }
 
 /// Where an order is in its life, derived from its counters so it can never disagree with them.
+///
+/// When several apply, the first in this list wins: `awaiting_issuance`, `issue_failed`,
+/// `refunding` (a refund is pending: someone must act), `refunded` (every ticket refunded),
+/// `closed` (nothing left, some used and some refunded), `used` (every use recorded),
+/// `partly_refunded`, `partly_used`, `issued`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Paid; the vendor has not issued codes yet.
     AwaitingIssuance,
-    /// Codes issued, nothing used.
+    /// The vendor reported that issuing failed.
+    IssueFailed,
+    /// Codes issued, nothing used or refunded.
     Issued,
     /// Some uses recorded, some remain.
     PartlyUsed,
     /// Every use is recorded.
     Used,
+    /// A refund request is pending.
+    Refunding,
+    /// Some tickets refunded, some uses remain.
+    PartlyRefunded,
+    /// Every ticket refunded.
+    Refunded,
+    /// Nothing remains: every ticket is either used or refunded, and both happened.
+    Closed,
 }
 
 impl OrderStatus {
-    /// Derives the status from the vouchers' counters.
-    pub fn derive(vouchers: &[VoucherRecord]) -> Self {
+    /// Derives the status. `pending_refund` says whether a refund request is pending.
+    pub fn derive(order: &OrderRecord, vouchers: &[VoucherRecord], pending_refund: bool) -> Self {
         let capacity: i64 = vouchers.iter().map(|v| v.capacity).sum();
         let used: i64 = vouchers.iter().map(|v| v.used).sum();
-        match (vouchers.is_empty(), used) {
-            (true, _) => Self::AwaitingIssuance,
-            (false, 0) => Self::Issued,
-            (false, u) if u >= capacity => Self::Used,
-            (false, _) => Self::PartlyUsed,
+        let refunded = order.uses_of_tickets(order.refunded_tickets, capacity);
+        let remaining = capacity - used - refunded;
+        match order.issue_state {
+            IssueState::Awaiting => return Self::AwaitingIssuance,
+            IssueState::Failed => return Self::IssueFailed,
+            IssueState::Issued => {}
+        }
+        if pending_refund {
+            Self::Refunding
+        } else if order.refunded_tickets >= order.quantity && used == 0 {
+            Self::Refunded
+        } else if remaining <= 0 && order.refunded_tickets > 0 && used > 0 {
+            Self::Closed
+        } else if remaining <= 0 && order.refunded_tickets == 0 {
+            Self::Used
+        } else if order.refunded_tickets > 0 {
+            Self::PartlyRefunded
+        } else if used > 0 {
+            Self::PartlyUsed
+        } else {
+            Self::Issued
         }
     }
 
@@ -166,11 +258,29 @@ impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AwaitingIssuance => "awaiting_issuance",
+            Self::IssueFailed => "issue_failed",
             Self::Issued => "issued",
             Self::PartlyUsed => "partly_used",
             Self::Used => "used",
+            Self::Refunding => "refunding",
+            Self::PartlyRefunded => "partly_refunded",
+            Self::Refunded => "refunded",
+            Self::Closed => "closed",
         }
     }
+
+    /// Every status, in precedence order.
+    pub const ALL: &'static [OrderStatus] = &[
+        Self::AwaitingIssuance,
+        Self::IssueFailed,
+        Self::Refunding,
+        Self::Refunded,
+        Self::Closed,
+        Self::Used,
+        Self::PartlyRefunded,
+        Self::PartlyUsed,
+        Self::Issued,
+    ];
 }
 
 /// Everything the operator sees about one order.
@@ -182,12 +292,18 @@ pub struct OrderView {
     pub vouchers: Vec<VoucherRecord>,
     /// Its history, oldest first.
     pub events: Vec<AuditEntry>,
+    /// Its refund requests, oldest first.
+    pub refunds: Vec<crate::lifecycle::RefundRequest>,
 }
 
 impl OrderView {
     /// The derived status.
     pub fn status(&self) -> OrderStatus {
-        OrderStatus::derive(&self.vouchers)
+        let pending = self
+            .refunds
+            .iter()
+            .any(|r| r.state == crate::lifecycle::RefundState::Pending);
+        OrderStatus::derive(&self.order, &self.vouchers, pending)
     }
 }
 

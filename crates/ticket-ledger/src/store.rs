@@ -7,8 +7,12 @@
 use async_trait::async_trait;
 
 use crate::ids::{AppKey, OrderId};
+use crate::lifecycle::{
+    Anomaly, AnomalyFilter, IssueCommand, RefundCommand, RefundRequest, RefundRequestCommand,
+    ResolveAnomaly, ReversalCommand,
+};
 use crate::model::{App, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView};
-use crate::verify::{VerifyCommand, VerifyOutcome};
+use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
 use crate::LedgerError;
 
 /// Durable storage of apps, orders, vouchers and the audit trail.
@@ -19,7 +23,12 @@ use crate::LedgerError;
 ///   never use a voucher beyond its capacity and a retry is never counted twice.
 /// - When a method returns `Ok`, what it wrote is durable (it survives a crash or power loss).
 /// - A refused or failed method writes nothing (callers record rejections separately with
-///   [`LedgerStore::record`]).
+///   [`LedgerStore::record`]) — except the anomaly [`crate::refusal_anomaly`] names for a
+///   refusal that matters to money or trust, which is stored although the request changed
+///   nothing.
+/// - Every operation that moves an order's status also appends the transition as an event
+///   (the plans' `audit_entries`), and stores the anomalies its plan raises, in the same
+///   transaction.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Registers an app. [`LedgerError::AppExists`] when the key is taken.
@@ -42,6 +51,27 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
 
     /// Applies a verify report atomically; see the trait docs.
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError>;
+
+    /// Applies an issuance report ([`crate::plan_issue`]).
+    async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError>;
+
+    /// Opens a refund request ([`crate::plan_refund_request`]) and returns it.
+    async fn request_refund(&self, cmd: RefundRequestCommand)
+        -> Result<RefundRequest, LedgerError>;
+
+    /// Applies a refund notification ([`crate::plan_refund`]); returns the request it settled
+    /// and whether it changed anything.
+    async fn refund(&self, cmd: RefundCommand)
+        -> Result<(RefundRequest, OutcomeKind), LedgerError>;
+
+    /// Gives uses back ([`crate::plan_reversal`]); returns the code's count after.
+    async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError>;
+
+    /// Lists anomalies, newest first.
+    async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError>;
+
+    /// Resolves an open anomaly; [`LedgerError::AnomalyResolved`] when it was already.
+    async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError>;
 
     /// Appends one audit entry on its own (rejected attempts, protocol failures).
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError>;

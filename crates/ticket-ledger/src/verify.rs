@@ -18,7 +18,10 @@ use serde_json::json;
 
 use crate::error::UsedDateProblem;
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
-use crate::model::{AuditEntry, AuditOutcome, OrderRecord, VoucherRecord};
+use crate::lifecycle::{
+    flag_anomalies, status_after_uses, NewAnomaly, RefundRequest, RefundState, StatusChange,
+};
+use crate::model::{AuditEntry, AuditOutcome, IssueState, OrderRecord, VoucherRecord};
 use crate::LedgerError;
 
 /// How the vendor counts (`write_off_type`).
@@ -129,9 +132,31 @@ pub struct RequestMeta {
     pub summary: serde_json::Value,
 }
 
+/// Who reports the uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyOrigin {
+    /// The vendor, through `taobao.travel.ticket.order.verify`.
+    #[default]
+    Vendor,
+    /// The operator, applying a reconciliation with the vendor's own counts.
+    Reconciliation,
+}
+
+impl VerifyOrigin {
+    /// The audit action.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Vendor => "taobao.travel.ticket.order.verify",
+            Self::Reconciliation => "admin.reconcile",
+        }
+    }
+}
+
 /// A vendor's redemption report, validated in shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifyCommand {
+    /// Who reports it.
+    pub origin: VerifyOrigin,
     /// The calling app (authenticated by signature).
     pub app_key: AppKey,
     /// Which order.
@@ -191,6 +216,8 @@ pub struct OrderSnapshot {
     pub vouchers: Vec<VoucherRecord>,
     /// Those of [`VerifyCommand::fingerprints`] already recorded for this order.
     pub seen: HashSet<Fingerprint>,
+    /// Its refund requests, oldest first.
+    pub refunds: Vec<RefundRequest>,
 }
 
 /// Facts worth an operator's attention that do not refuse the request.
@@ -236,6 +263,12 @@ pub enum Flag {
         /// What the ledger has.
         ledger: i64,
     },
+    /// R9: uses dated before a pending refund was requested took tickets it had reserved; the
+    /// refund needs review before it is paid.
+    VerifyDuringRefund {
+        /// The pending requests concerned.
+        flow_ids: Vec<String>,
+    },
 }
 
 impl Flag {
@@ -262,6 +295,9 @@ impl Flag {
             }
             Self::ReturnNumMismatch { reported, ledger } => {
                 json!({"kind": "return_num_mismatch", "reported": reported, "ledger": ledger})
+            }
+            Self::VerifyDuringRefund { flow_ids } => {
+                json!({"kind": "verify_during_refund", "fliggy_refund_flow_ids": flow_ids})
             }
         }
     }
@@ -305,6 +341,8 @@ pub struct VoucherChange {
     pub used_before: i64,
     /// Uses allowed.
     pub capacity: i64,
+    /// The gate time of these uses (the receive time when none was reported).
+    pub used_at: DateTime<Utc>,
 }
 
 /// What an accepted verify changes.
@@ -316,11 +354,32 @@ pub struct VerifyPlan {
     pub new_fingerprints: Vec<Fingerprint>,
     /// The answer.
     pub outcome: VerifyOutcome,
+    /// Status transition.
+    pub status: StatusChange,
+    /// Pending refunds to mark as needing review (R9).
+    pub review_refunds: Vec<String>,
 }
 
 impl VerifyPlan {
-    /// The audit entry that records this plan, written in the same transaction.
-    pub fn audit_entry(&self, cmd: &VerifyCommand, action: &str) -> AuditEntry {
+    /// The audit entries that record this plan, written in the same transaction: the verify
+    /// itself, then the status transition it caused, if any.
+    pub fn audit_entries(&self, snapshot: &OrderSnapshot, cmd: &VerifyCommand) -> Vec<AuditEntry> {
+        cmd.meta
+            .with_status(self.audit_entry(cmd), &self.status, &snapshot.order)
+    }
+
+    /// The anomalies this plan raises, written in the same transaction.
+    pub fn anomalies(&self, cmd: &VerifyCommand) -> Vec<NewAnomaly> {
+        flag_anomalies(
+            &self.outcome.flags,
+            self.outcome.order_id,
+            &cmd.app_key,
+            &cmd.meta,
+        )
+    }
+
+    /// The audit entry of the verify itself.
+    pub fn audit_entry(&self, cmd: &VerifyCommand) -> AuditEntry {
         let (outcome, reason) = match self.outcome.kind {
             OutcomeKind::Applied => (AuditOutcome::Accepted, "applied"),
             OutcomeKind::Replayed => (AuditOutcome::Replayed, "replayed"),
@@ -339,7 +398,7 @@ impl VerifyPlan {
             seq: 0,
             request_id: cmd.meta.request_id.clone(),
             at: cmd.meta.received_at,
-            action: action.to_owned(),
+            action: cmd.origin.action().to_owned(),
             app_key: Some(cmd.app_key.as_str().to_owned()),
             order_id: Some(self.outcome.order_id.get()),
             outcome,
@@ -381,9 +440,13 @@ pub fn plan_verify(
             return Err(LedgerError::OutOrderIdMismatch);
         }
     }
-    // R7: nothing to use before codes exist.
-    if snapshot.vouchers.is_empty() {
+    // R7: nothing to use before codes exist (a failed issuance has none either).
+    if order.issue_state != IssueState::Issued || snapshot.vouchers.is_empty() {
         return Err(LedgerError::OrderNotIssued);
+    }
+    // R8: a fully refunded order has nothing left to use; the gate admitted a refunded ticket.
+    if order.refunded_tickets >= order.quantity {
+        return Err(LedgerError::OrderRefunded);
     }
 
     let mut flags = Vec::new();
@@ -404,17 +467,17 @@ pub fn plan_verify(
         }
     }
     if let Some(returned) = cmd.return_num {
-        // No refunds exist in the ledger yet, so any non-zero return_num disagrees.
-        if returned != 0 {
+        if returned != order.refunded_tickets {
             flags.push(Flag::ReturnNumMismatch {
                 reported: returned,
-                ledger: 0,
+                ledger: order.refunded_tickets,
             });
         }
     }
 
-    // Per-voucher increments, indexed like snapshot.vouchers.
+    // Per-voucher increments and their gate times, indexed like snapshot.vouchers.
     let mut deltas = vec![0_i64; snapshot.vouchers.len()];
+    let mut times = vec![cmd.meta.received_at; snapshot.vouchers.len()];
     let mut new_fingerprints = Vec::new();
     let mut replayed_entries = 0;
     let find = |code: &ConfirmCode| -> Result<usize, LedgerError> {
@@ -458,6 +521,7 @@ pub fn plan_verify(
                     }
                 }
                 check_used_date(order, cmd, &entry.code, entry.used_at, &mut flags)?;
+                times[i] = entry.used_at.unwrap_or(cmd.meta.received_at);
                 let voucher = &snapshot.vouchers[i];
                 match cmd.mode {
                     WriteOffType::Delta => deltas[i] += entry.quantity,
@@ -518,7 +582,7 @@ pub fn plan_verify(
 
     // R13/R19: every code must fit, or nothing is applied.
     let mut changes = Vec::new();
-    for (v, &delta) in snapshot.vouchers.iter().zip(&deltas) {
+    for (i, (v, &delta)) in snapshot.vouchers.iter().zip(&deltas).enumerate() {
         if delta == 0 {
             continue;
         }
@@ -535,6 +599,64 @@ pub fn plan_verify(
             delta,
             used_before: v.used,
             capacity: v.capacity,
+            used_at: times[i],
+        });
+    }
+
+    // R9/R13 at order level: refunded tickets take their uses out of what remains, and each
+    // pending refund holds its tickets' uses against the uses dated at or after its own
+    // request. The holds are nested in time, so checking every request time in turn is enough:
+    // the uses dated at or after request k may not touch what requests 1..=k hold.
+    let total: i64 = deltas.iter().sum();
+    let capacity = snapshot.capacity();
+    let available =
+        capacity - snapshot.used() - order.uses_of_tickets(order.refunded_tickets, capacity);
+    if total > available {
+        return Err(LedgerError::RefundedUsesExceeded {
+            requested: total,
+            remaining: available.max(0),
+            refund_pending: snapshot.refund_pending(),
+        });
+    }
+    let mut pending: Vec<&RefundRequest> = snapshot
+        .refunds
+        .iter()
+        .filter(|r| r.state == RefundState::Pending)
+        .collect();
+    pending.sort_by_key(|r| r.requested_at);
+    let dated_from = |since: DateTime<Utc>| -> i64 {
+        deltas
+            .iter()
+            .zip(&times)
+            .filter(|(_, t)| **t >= since)
+            .map(|(d, _)| d)
+            .sum()
+    };
+    let mut held_tickets = 0;
+    for request in &pending {
+        held_tickets += request.quantity;
+        let left = available - order.uses_of_tickets(held_tickets, capacity);
+        let late = dated_from(request.requested_at);
+        if late > left {
+            return Err(LedgerError::RefundedUsesExceeded {
+                requested: late,
+                remaining: left.max(0),
+                refund_pending: true,
+            });
+        }
+    }
+    // Uses that took held tickets put the refunds holding them under review: those requested
+    // after some of these uses happened.
+    let free = available - order.uses_of_tickets(held_tickets, capacity);
+    let mut review_refunds = Vec::new();
+    if total > free {
+        review_refunds = pending
+            .iter()
+            .filter(|r| total - dated_from(r.requested_at) > 0)
+            .map(|r| r.flow_id.clone())
+            .collect();
+        flags.push(Flag::VerifyDuringRefund {
+            flow_ids: review_refunds.clone(),
         });
     }
 
@@ -547,6 +669,8 @@ pub fn plan_verify(
         OutcomeKind::NoChange
     };
     Ok(VerifyPlan {
+        status: status_after_uses(snapshot, &deltas),
+        review_refunds,
         changes,
         new_fingerprints,
         outcome: VerifyOutcome {

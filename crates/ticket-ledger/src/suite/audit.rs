@@ -9,21 +9,9 @@ use crate::{LedgerError, LedgerStore};
 
 use super::build::{audit_entry, code, gate_time_plus, order, verify_cmd, Fresh};
 use super::check::{
-    applied, assert_used, audit, given_app, given_order, order_entries, refused, verify_expect,
-    verify_ok, view,
+    applied, assert_stored, assert_used, audit, given_app, given_order, order_entries, refused,
+    verify_expect, verify_ok, view,
 };
-
-/// Asserts `got` is `want` as stored: same fields, with a store-assigned positive `seq`.
-fn assert_stored(got: &AuditEntry, want: &AuditEntry, ctx: &str) {
-    assert!(
-        got.seq > 0,
-        "{ctx}: the store assigns a positive seq, got {}",
-        got.seq
-    );
-    let mut want = want.clone();
-    want.seq = got.seq;
-    assert_eq!(got, &want, "{ctx}: the entry as recorded");
-}
 
 /// `record` appends an entry that `audit` lists unchanged (with its assigned `seq`), by app
 /// and by the order it names — even an order the ledger does not have.
@@ -288,7 +276,8 @@ pub async fn audit_filters_by_order_app_outcome_after_seq_and_limit(store: Arc<d
 }
 
 /// An order's `events` are its audit entries, oldest first: its creation, then accepted and
-/// replayed verifies, then entries the gateway recorded for it.
+/// replayed verifies (an accepted one followed by the status transition it caused), then
+/// entries the gateway recorded for it.
 pub async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
@@ -318,8 +307,14 @@ pub async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn Ledg
     let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(
         reasons,
-        ["created", "applied", "replayed", "isv.verify-num-exceed"],
-        "order 1's events"
+        [
+            "created",
+            "applied",
+            "partly_used",
+            "replayed",
+            "isv.verify-num-exceed"
+        ],
+        "order 1's events (the first verify moves it issued -> partly_used)"
     );
     let listed = audit(
         &*store,
@@ -336,8 +331,9 @@ pub async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn Ledg
     );
 }
 
-/// A verify's audit entry is the plan's own (`VerifyPlan::audit_entry`): request id, receive
-/// time, app, order, outcome, reason and the detail with the changes and flags.
+/// A verify's audit entries are the plan's own (`VerifyPlan::audit_entries`): the verify itself
+/// (request id, receive time, app, order, outcome, reason and the detail with the changes and
+/// flags), then the status transition it caused (issued → partly_used), in that order.
 pub async fn verify_audit_entry_is_the_plans_entry(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
@@ -353,22 +349,33 @@ pub async fn verify_audit_entry_is_the_plans_entry(store: Arc<dyn LedgerStore>) 
         order: before.order.clone(),
         vouchers: before.vouchers.clone(),
         seen: HashSet::new(),
+        refunds: before.refunds.clone(),
     };
     let plan =
         plan_verify(&snapshot, &cmd).expect("the case's command should be accepted by the rules");
+    let want = plan.audit_entries(&snapshot, &cmd);
+    assert_eq!(
+        want.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["taobao.travel.ticket.order.verify", "order.status"],
+        "the plan's entries: the verify, then issued -> partly_used"
+    );
     let got = verify_ok(&*store, cmd.clone(), "verify").await;
     assert_eq!(got, plan.outcome, "the store answers the plan's outcome");
 
     let after = view(&*store, f.id(1), "after").await;
     assert_eq!(
         after.events.len(),
-        before.events.len() + 1,
-        "one entry per accepted verify"
+        before.events.len() + want.len(),
+        "the verify's entry and its status transition, nothing else"
     );
-    let stored = after.events.last().expect("the verify's entry");
-    assert!(!stored.action.is_empty(), "the entry names the action");
-    let want = plan.audit_entry(&cmd, &stored.action);
-    assert_stored(stored, &want, "the verify's entry");
+    let stored = &after.events[before.events.len()..];
+    for (n, (got, want)) in stored.iter().zip(&want).enumerate() {
+        assert_stored(got, want, &format!("the verify's entry {n}"));
+    }
+    assert!(
+        stored[0].seq < stored[1].seq,
+        "the verify's entry comes before its status transition"
+    );
 }
 
 /// A refused verify writes nothing — no counter, no fingerprint, no audit entry (the gateway

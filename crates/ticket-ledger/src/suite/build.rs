@@ -15,9 +15,16 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
-use crate::model::{AuditEntry, AuditOutcome, NewApp, NewOrder, NewVoucher, OrderRecord};
+use crate::lifecycle::{
+    IssueCommand, IssueResult, IssuedVoucher, RefundCommand, RefundOutcomeStatus,
+    RefundRequestCommand, Resolution, ResolveAnomaly, ReversalCommand,
+};
+use crate::model::{
+    AuditEntry, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher, OrderRecord,
+};
 use crate::verify::{
-    OrderRef, RequestMeta, VerifyCommand, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
+    OrderRef, RequestMeta, VerifyCommand, VerifyOrigin, VerifyPolicy, VerifyUses, VoucherUse,
+    WriteOffType,
 };
 
 /// A fixed UTC instant; panics only on a calendar mistake in this file.
@@ -178,6 +185,13 @@ pub fn record_of(order: &NewOrder) -> OrderRecord {
         valid_from: order.valid_from,
         valid_until: order.valid_until,
         created_at: order.created_at,
+        issue_state: if order.vouchers.is_empty() {
+            IssueState::Awaiting
+        } else {
+            IssueState::Issued
+        },
+        issue_describe: None,
+        refunded_tickets: 0,
     }
 }
 
@@ -241,6 +255,7 @@ impl VerifyCommandBuilder {
     pub fn new(app: &str, order: OrderRef) -> Self {
         Self {
             cmd: VerifyCommand {
+                origin: VerifyOrigin::Vendor,
                 app_key: app_key(app),
                 order,
                 mode: WriteOffType::Delta,
@@ -417,4 +432,247 @@ pub fn retry_of(cmd: &VerifyCommand, later_secs: i64) -> VerifyCommand {
     retry.meta.request_id = request_id();
     retry.meta.received_at = cmd.meta.received_at + Duration::seconds(later_secs);
     retry
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the order's life: issuance, refunds, reversal, anomalies
+
+/// Request metadata as the gateway (or the admin API) would pass it: a fresh [`request_id`],
+/// received at `at` from `192.0.2.7`, with `summary` as the sanitized request.
+pub fn meta_at(at: DateTime<Utc>, summary: serde_json::Value) -> RequestMeta {
+    RequestMeta {
+        request_id: request_id(),
+        received_at: at,
+        client_ip: Some("192.0.2.7".to_owned()),
+        summary,
+    }
+}
+
+/// Starts an issuance report (`alitrip.travel.ticket.order.create`) by `app` for `order_id`
+/// with the vendor's `out_order_id`; see [`IssueCommandBuilder`].
+pub fn issue_cmd(app: &str, order_id: i64, out_order_id: &str) -> IssueCommandBuilder {
+    IssueCommandBuilder {
+        cmd: IssueCommand {
+            app_key: app_key(app),
+            order_id: self::order_id(order_id),
+            out_order_id: out(out_order_id),
+            result: IssueResult::Issued(Vec::new()),
+            attributes: None,
+            meta: meta_at(order_created_at() + Duration::minutes(5), json!({})),
+        },
+    }
+}
+
+/// Builds an [`IssueCommand`]: by default a success with no codes yet (add them with
+/// [`IssueCommandBuilder::codes`]), received five minutes after [`order_created_at`].
+#[derive(Debug, Clone)]
+pub struct IssueCommandBuilder {
+    cmd: IssueCommand,
+}
+
+impl IssueCommandBuilder {
+    /// `issue_type` 1 with these `(code, quantity)` vouchers (`type` 2, no extras).
+    pub fn codes(mut self, codes: &[(&str, i64)]) -> Self {
+        self.cmd.result = IssueResult::Issued(
+            codes
+                .iter()
+                .map(|&(c, capacity)| IssuedVoucher {
+                    code: code(c),
+                    capacity,
+                    voucher_type: Some(2),
+                    extras: None,
+                })
+                .collect(),
+        );
+        self
+    }
+
+    /// `issue_type` 2 with the vendor's `describe`.
+    pub fn failed(mut self, describe: &str) -> Self {
+        self.cmd.result = IssueResult::Failed {
+            describe: describe.to_owned(),
+        };
+        self
+    }
+
+    /// When the report arrived.
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.cmd.meta.received_at = at;
+        self
+    }
+
+    /// The command, with a masked summary of its parameters.
+    pub fn build(mut self) -> IssueCommand {
+        let (issue_type, vouchers, describe) = match &self.cmd.result {
+            IssueResult::Issued(codes) => (
+                1,
+                codes
+                    .iter()
+                    .map(|v| json!({"confirm_code": v.code.masked(), "quantity": v.capacity}))
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            IssueResult::Failed { describe } => (2, Vec::new(), Some(describe.clone())),
+        };
+        self.cmd.meta.summary = json!({
+            "order_id": self.cmd.order_id.get(),
+            "out_order_id": self.cmd.out_order_id.as_str(),
+            "issue_type": issue_type,
+            "voucher_infos": vouchers,
+            "describe": describe,
+        });
+        self.cmd
+    }
+}
+
+/// A refund request for `quantity` tickets of `order_id`, asked at `at` (as the admin API's
+/// `POST /admin/orders/{id}/refunds` would pass it).
+pub fn refund_request(order_id: i64, quantity: i64, at: DateTime<Utc>) -> RefundRequestCommand {
+    RefundRequestCommand {
+        order_id: self::order_id(order_id),
+        quantity,
+        meta: meta_at(at, json!({"order_id": order_id, "quantity": quantity})),
+    }
+}
+
+/// Starts a refund notification (`taobao.travel.ticket.order.refund`) by `app` for
+/// `order_id`; see [`RefundCommandBuilder`].
+pub fn refund_cmd(app: &str, order_id: i64) -> RefundCommandBuilder {
+    RefundCommandBuilder {
+        cmd: RefundCommand {
+            app_key: app_key(app),
+            order_id: self::order_id(order_id),
+            status: RefundOutcomeStatus::Succeeded,
+            refund_num: None,
+            batch_no: None,
+            failure_reason: None,
+            partial: false,
+            flow_id: None,
+            meta: meta_at(received_at(), json!({})),
+        },
+    }
+}
+
+/// Builds a [`RefundCommand`]: by default `refund_status` 1 (refunded) for the whole request,
+/// without `refund_num`, `refund_batch_no` or `fliggy_refund_flow_id`, received at
+/// [`received_at`].
+#[derive(Debug, Clone)]
+pub struct RefundCommandBuilder {
+    cmd: RefundCommand,
+}
+
+impl RefundCommandBuilder {
+    /// `refund_status` 2 with the vendor's `refund_failure_reason`.
+    pub fn failed(mut self, reason: &str) -> Self {
+        self.cmd.status = RefundOutcomeStatus::Failed;
+        self.cmd.failure_reason = Some(reason.to_owned());
+        self
+    }
+
+    /// `refund_num`.
+    pub fn refund_num(mut self, n: i64) -> Self {
+        self.cmd.refund_num = Some(n);
+        self
+    }
+
+    /// `refund_batch_no`.
+    pub fn batch(mut self, batch_no: &str) -> Self {
+        self.cmd.batch_no = Some(batch_no.to_owned());
+        self
+    }
+
+    /// `fliggy_refund_flow_id`.
+    pub fn flow(mut self, flow_id: &str) -> Self {
+        self.cmd.flow_id = Some(flow_id.to_owned());
+        self
+    }
+
+    /// `refund_type` 3 (partial).
+    pub fn partial(mut self) -> Self {
+        self.cmd.partial = true;
+        self
+    }
+
+    /// When the notification arrived.
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.cmd.meta.received_at = at;
+        self
+    }
+
+    /// The command, with a summary of its parameters (which names `refund_status`, as the
+    /// gateway's does).
+    pub fn build(mut self) -> RefundCommand {
+        let c = &self.cmd;
+        self.cmd.meta.summary = json!({
+            "order_id": c.order_id.get(),
+            "refund_status": match c.status {
+                RefundOutcomeStatus::Succeeded => 1,
+                RefundOutcomeStatus::Failed => 2,
+            },
+            "refund_num": c.refund_num,
+            "refund_batch_no": c.batch_no,
+            "refund_failure_reason": c.failure_reason,
+            "refund_type": if c.partial { 3 } else { 1 },
+            "fliggy_refund_flow_id": c.flow_id,
+        });
+        self.cmd
+    }
+}
+
+/// An operator's reversal of `quantity` uses of `code` on `order_id`, at `at`, allowed for uses
+/// recorded within `window` before it.
+pub fn reversal(
+    order_id: i64,
+    code: &str,
+    quantity: i64,
+    window: Duration,
+    at: DateTime<Utc>,
+) -> ReversalCommand {
+    let reason = format!("suite reversal of {quantity}");
+    ReversalCommand {
+        order_id: self::order_id(order_id),
+        code: self::code(code),
+        quantity,
+        meta: meta_at(
+            at,
+            json!({"confirm_code": self::code(code).masked(), "quantity": quantity,
+                   "reason": reason}),
+        ),
+        reason,
+        window,
+    }
+}
+
+/// An operator's resolution of anomaly `id`, at [`received_at`] plus one day.
+pub fn resolve_cmd(id: i64, resolution: Resolution, note: &str) -> ResolveAnomaly {
+    ResolveAnomaly {
+        id,
+        resolution,
+        note: note.to_owned(),
+        meta: meta_at(
+            received_at() + Duration::days(1),
+            json!({"resolution": resolution.as_str(), "note": note}),
+        ),
+    }
+}
+
+/// A verify [`VerifyOrigin::Reconciliation`] would record for one code the vendor counts
+/// `vendor_used` uses of: a cumulative report without a gate time, as `POST
+/// /admin/orders/{id}/reconcile` with `"apply": true` sends it.
+pub fn reconcile_cmd(
+    app: &str,
+    order_id: i64,
+    code: &str,
+    vendor_used: i64,
+    at: DateTime<Utc>,
+) -> VerifyCommand {
+    let mut cmd = verify_cmd(app, order_id)
+        .cumulative()
+        .entry_at(code, vendor_used, None)
+        .received_at(at)
+        .allow_before_valid_from()
+        .build();
+    cmd.origin = VerifyOrigin::Reconciliation;
+    cmd.meta.summary = json!({"confirm_code": self::code(code).masked(), "used": vendor_used});
+    cmd
 }

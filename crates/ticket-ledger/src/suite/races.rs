@@ -85,8 +85,16 @@ pub async fn concurrent_verifies_never_exceed_capacity(store: Arc<dyn LedgerStor
     let events = view(&*store, f.id(1), "after the race").await.events;
     assert_eq!(
         events.len(),
-        11,
-        "creation + 10 applied verifies, no entry for refusals"
+        13,
+        "creation + 10 applied verifies + issued -> partly_used -> used, no entry for refusals"
+    );
+    assert_eq!(
+        super::check::transitions(&view(&*store, f.id(1), "after the race").await),
+        [
+            ("issued".to_owned(), "partly_used".to_owned()),
+            ("partly_used".to_owned(), "used".to_owned())
+        ],
+        "the race's status transitions"
     );
 }
 

@@ -283,3 +283,45 @@ pub async fn unissued_order_cannot_be_verified(store: Arc<dyn LedgerStore>) {
         .await;
     }
 }
+
+/// R5 + R8: a verify naming its order by `out_order_id` alone is refused like any other when
+/// every ticket is refunded, and the `verify_after_refund` anomaly it leaves names the order
+/// the request resolved to, so `anomalies` filtered by that order lists it.
+pub async fn refusal_anomaly_of_a_verify_by_out_order_id_names_the_order(
+    store: Arc<dyn LedgerStore>,
+) {
+    use crate::lifecycle::AnomalyKind;
+    use chrono::Duration;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&*store, &a).await;
+    let vendor = f.key("vendor");
+    let mut o = order(f.id(1), &a, &[("OUT-0001", 1)]);
+    o.out_order_id = Some(out(&vendor));
+    given_order(&*store, o).await;
+    let t = super::build::received_at() - Duration::hours(3);
+    store
+        .request_refund(super::build::refund_request(f.id(1), 1, t))
+        .await
+        .expect("refund request");
+    store
+        .refund(super::build::refund_cmd(&a, f.id(1)).received_at(t).build())
+        .await
+        .expect("refund");
+    let err = store
+        .verify(
+            verify_cmd(&a, f.id(1))
+                .by_out(&vendor)
+                .entry("OUT-0001", 1)
+                .build(),
+        )
+        .await
+        .expect_err("a refunded order");
+    assert_eq!(err, LedgerError::OrderRefunded, "R8 by out_order_id");
+    let listed = super::check::anomalies_of(&*store, f.id(1), "anomalies").await;
+    assert_eq!(
+        listed.iter().map(|x| x.anomaly.kind).collect::<Vec<_>>(),
+        [AnomalyKind::VerifyAfterRefund],
+        "the anomaly is listed under the order it concerns: {listed:?}"
+    );
+}

@@ -5,9 +5,13 @@
 //! - `mem_store` + `suite_on_mem` (feature `suite`): the behaviour suite run against an
 //!   in-memory test double, which checks the suite itself; `suite_lists` checks that
 //!   `behaviour_suite!` runs every case the suite defines.
+//! - `lifecycle` (feature `suite`): a proptest property over random lifecycle sequences (issue,
+//!   verify, refunds, reversals, races) on the in-memory store, with the suite's invariants.
 
 mod rules;
 
+#[cfg(feature = "suite")]
+mod lifecycle;
 #[cfg(feature = "suite")]
 mod mem_store;
 #[cfg(feature = "suite")]

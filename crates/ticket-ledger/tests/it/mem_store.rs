@@ -1,23 +1,45 @@
 //! A test double: the smallest honest [`LedgerStore`], kept in memory behind one mutex, used to
 //! check the behaviour suite itself before a real store exists. Not for production: nothing is
 //! durable, and one lock serialises everything.
+//!
+//! It is the reference the suite is checked against, so it does exactly what the trait asks of
+//! every store: each operation loads an [`OrderSnapshot`], runs the domain's planner, and applies
+//! the plan with its audit entries (the operation's own, then the status transition) and its
+//! anomalies all at once, under the lock. A refusal writes nothing but the anomaly
+//! [`refusal_anomaly`] names for it (verify and refund notifications, like the SQLite store).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use ticket_ledger::{
-    plan_verify, App, AppKey, AuditEntry, AuditFilter, Fingerprint, LedgerError, LedgerStore,
-    NewApp, NewOrder, OrderId, OrderRecord, OrderRef, OrderSnapshot, OrderView, VerifyCommand,
+    plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, AuditOutcome, Fingerprint,
+    IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
+    OrderRef, OrderSnapshot, OrderView, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand, UseRecord, VerifyCommand,
     VerifyOutcome, VoucherRecord,
 };
+
+/// One order and everything hanging off it.
+#[derive(Debug, Clone)]
+struct OrderData {
+    record: OrderRecord,
+    vouchers: Vec<VoucherRecord>,
+    /// Oldest first (by request time, then flow id, as the SQLite store lists them).
+    refunds: Vec<RefundRequest>,
+    /// Every applied use, for reversals.
+    uses: Vec<UseRecord>,
+}
 
 #[derive(Debug, Default)]
 struct State {
     apps: HashMap<AppKey, App>,
-    orders: HashMap<OrderId, (OrderRecord, Vec<VoucherRecord>)>,
+    orders: HashMap<OrderId, OrderData>,
     fingerprints: HashMap<OrderId, HashSet<Fingerprint>>,
     audit: Vec<AuditEntry>,
+    anomalies: Vec<Anomaly>,
+    next_use_id: i64,
 }
 
 impl State {
@@ -26,17 +48,29 @@ impl State {
         self.audit.push(entry);
     }
 
+    fn store_anomaly(&mut self, anomaly: NewAnomaly) {
+        let id = i64::try_from(self.anomalies.len()).expect("fewer than 2^63 anomalies") + 1;
+        self.anomalies.push(Anomaly {
+            id,
+            anomaly,
+            resolution: None,
+            note: None,
+            resolved_at: None,
+        });
+    }
+
     fn view(&self, id: OrderId) -> Option<OrderView> {
-        let (order, vouchers) = self.orders.get(&id)?;
+        let data = self.orders.get(&id)?;
         Some(OrderView {
-            order: order.clone(),
-            vouchers: vouchers.clone(),
+            order: data.record.clone(),
+            vouchers: data.vouchers.clone(),
             events: self
                 .audit
                 .iter()
                 .filter(|e| e.order_id == Some(id.get()))
                 .cloned()
                 .collect(),
+            refunds: data.refunds.clone(),
         })
     }
 
@@ -48,9 +82,242 @@ impl State {
             OrderRef::Out(out) => self
                 .orders
                 .values()
-                .find(|(o, _)| o.app_key == cmd.app_key && o.out_order_id.as_ref() == Some(out))
-                .map(|(o, _)| o.order_id),
+                .find(|d| {
+                    d.record.app_key == cmd.app_key && d.record.out_order_id.as_ref() == Some(out)
+                })
+                .map(|d| d.record.order_id),
         }
+    }
+
+    /// What a planner needs, without fingerprints.
+    fn snapshot(&self, id: OrderId) -> Result<OrderSnapshot, LedgerError> {
+        let data = self.orders.get(&id).ok_or(LedgerError::OrderNotFound)?;
+        Ok(OrderSnapshot {
+            order: data.record.clone(),
+            vouchers: data.vouchers.clone(),
+            seen: HashSet::new(),
+            refunds: data.refunds.clone(),
+        })
+    }
+
+    fn data(&mut self, id: OrderId) -> Result<&mut OrderData, LedgerError> {
+        self.orders
+            .get_mut(&id)
+            .ok_or_else(|| LedgerError::Internal("the order vanished under the lock".into()))
+    }
+
+    fn verify(&mut self, cmd: &VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
+        let id = self.resolve(cmd).ok_or(LedgerError::OrderNotFound)?;
+        let mut snapshot = self.snapshot(id)?;
+        let recorded = self.fingerprints.get(&id);
+        snapshot.seen = cmd
+            .fingerprints()
+            .into_iter()
+            .filter(|fp| recorded.is_some_and(|r| r.contains(fp)))
+            .collect();
+        let plan = plan_verify(&snapshot, cmd)?;
+
+        // Apply like a store's conditional update would: check everything, then write.
+        let mut vouchers = snapshot.vouchers.clone();
+        for change in &plan.changes {
+            let v = vouchers
+                .iter_mut()
+                .find(|v| v.code == change.code)
+                .ok_or_else(|| LedgerError::Internal("the plan names an unknown voucher".into()))?;
+            if v.used != change.used_before || v.used + change.delta > v.capacity {
+                return Err(LedgerError::Internal(
+                    "the plan does not fit the counters".into(),
+                ));
+            }
+            v.used += change.delta;
+        }
+        let first_use = self.next_use_id;
+        self.next_use_id += i64::try_from(plan.changes.len()).expect("few changes");
+        let data = self.data(id)?;
+        data.vouchers = vouchers;
+        for (n, change) in plan.changes.iter().enumerate() {
+            data.uses.push(UseRecord {
+                id: first_use + i64::try_from(n).expect("few changes") + 1,
+                code: change.code.clone(),
+                quantity: change.delta,
+                reversed: 0,
+                recorded_at: cmd.meta.received_at,
+            });
+        }
+        for r in &mut data.refunds {
+            if plan.review_refunds.contains(&r.flow_id) {
+                r.needs_review = true;
+            }
+        }
+        self.fingerprints
+            .entry(id)
+            .or_default()
+            .extend(plan.new_fingerprints.iter().cloned());
+        for entry in plan.audit_entries(&snapshot, cmd) {
+            self.append(entry);
+        }
+        for anomaly in plan.anomalies(cmd) {
+            self.store_anomaly(anomaly);
+        }
+        Ok(plan.outcome)
+    }
+
+    fn issue(&mut self, cmd: &IssueCommand) -> Result<OutcomeKind, LedgerError> {
+        let snapshot = self.snapshot(cmd.order_id)?;
+        let plan = plan_issue(&snapshot, cmd)?;
+        if let Some(out) = &plan.set_out_order_id {
+            let taken = self.orders.values().any(|d| {
+                d.record.order_id != cmd.order_id
+                    && d.record.app_key == snapshot.order.app_key
+                    && d.record.out_order_id.as_ref() == Some(out)
+            });
+            if taken {
+                return Err(LedgerError::OutOrderIdTaken);
+            }
+        }
+        let data = self.data(cmd.order_id)?;
+        if plan.kind == OutcomeKind::Applied || plan.set_out_order_id.is_some() {
+            data.record.issue_state = plan.state;
+            if let Some(describe) = &plan.describe {
+                data.record.issue_describe = Some(describe.clone());
+            }
+            if let Some(out) = &plan.set_out_order_id {
+                data.record.out_order_id = Some(out.clone());
+            }
+        }
+        data.vouchers
+            .extend(plan.vouchers.iter().map(|v| VoucherRecord {
+                code: v.code.clone(),
+                capacity: v.capacity,
+                used: 0,
+            }));
+        for entry in plan.audit_entries(&snapshot, cmd) {
+            self.append(entry);
+        }
+        Ok(plan.kind)
+    }
+
+    fn request_refund(&mut self, cmd: &RefundRequestCommand) -> Result<RefundRequest, LedgerError> {
+        let snapshot = self.snapshot(cmd.order_id)?;
+        let plan = plan_refund_request(&snapshot, cmd)?;
+        let data = self.data(cmd.order_id)?;
+        data.refunds.push(plan.request.clone());
+        data.refunds.sort_by(|a, b| {
+            a.requested_at
+                .cmp(&b.requested_at)
+                .then_with(|| a.flow_id.cmp(&b.flow_id))
+        });
+        for entry in plan.audit_entries(&snapshot, cmd) {
+            self.append(entry);
+        }
+        Ok(plan.request)
+    }
+
+    fn refund(&mut self, cmd: &RefundCommand) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+        let snapshot = self.snapshot(cmd.order_id)?;
+        let plan = plan_refund(&snapshot, cmd)?;
+        let data = self.data(cmd.order_id)?;
+        if plan.kind == OutcomeKind::Applied {
+            if plan.refunded_tickets + data.record.refunded_tickets > data.record.quantity {
+                return Err(LedgerError::Internal(
+                    "the plan refunds more tickets than were bought".into(),
+                ));
+            }
+            let request = data
+                .refunds
+                .iter_mut()
+                .find(|r| r.flow_id == plan.flow_id && r.state == RefundState::Pending)
+                .ok_or_else(|| {
+                    LedgerError::Internal("the plan settles no pending refund".into())
+                })?;
+            request.state = plan.state;
+            request.refunded_tickets = plan.refunded_tickets;
+            request.batch_no.clone_from(&cmd.batch_no);
+            request.failure_reason.clone_from(&cmd.failure_reason);
+            request.settled_at = Some(cmd.meta.received_at);
+            data.record.refunded_tickets += plan.refunded_tickets;
+        }
+        let settled = data
+            .refunds
+            .iter()
+            .find(|r| r.flow_id == plan.flow_id)
+            .cloned()
+            .ok_or_else(|| LedgerError::Internal("the settled refund is missing".into()))?;
+        for entry in plan.audit_entries(&snapshot, cmd) {
+            self.append(entry);
+        }
+        Ok((settled, plan.kind))
+    }
+
+    fn reverse(&mut self, cmd: &ReversalCommand) -> Result<i64, LedgerError> {
+        let snapshot = self.snapshot(cmd.order_id)?;
+        let since = cmd.meta.received_at - cmd.window;
+        let uses: Vec<UseRecord> = self.orders[&cmd.order_id]
+            .uses
+            .iter()
+            .filter(|u| u.code == cmd.code && u.recorded_at >= since && u.reversed < u.quantity)
+            .cloned()
+            .collect();
+        let plan = plan_reversal(&snapshot, &uses, cmd)?;
+        let data = self.data(cmd.order_id)?;
+        let voucher = data
+            .vouchers
+            .iter_mut()
+            .find(|v| v.code == plan.code)
+            .ok_or_else(|| LedgerError::Internal("the plan names an unknown voucher".into()))?;
+        if voucher.used - plan.quantity < 0 {
+            return Err(LedgerError::Internal(
+                "a reversal found the voucher changed under it".into(),
+            ));
+        }
+        voucher.used -= plan.quantity;
+        for (use_id, n) in &plan.takes {
+            let u = data
+                .uses
+                .iter_mut()
+                .find(|u| u.id == *use_id)
+                .ok_or_else(|| LedgerError::Internal("the plan names an unknown use".into()))?;
+            if u.reversed + n > u.quantity {
+                return Err(LedgerError::Internal(
+                    "the plan reverses more than was used".into(),
+                ));
+            }
+            u.reversed += n;
+        }
+        for entry in plan.audit_entries(&snapshot, cmd) {
+            self.append(entry);
+        }
+        Ok(plan.used_after)
+    }
+
+    fn resolve_anomaly(&mut self, cmd: &ResolveAnomaly) -> Result<Anomaly, LedgerError> {
+        let index = self
+            .anomalies
+            .iter()
+            .position(|a| a.id == cmd.id)
+            .ok_or(LedgerError::AnomalyNotFound)?;
+        if self.anomalies[index].resolution.is_some() {
+            return Err(LedgerError::AnomalyResolved);
+        }
+        let a = &mut self.anomalies[index];
+        a.resolution = Some(cmd.resolution);
+        a.note = Some(cmd.note.clone());
+        a.resolved_at = Some(cmd.meta.received_at);
+        let resolved = a.clone();
+        self.append(AuditEntry {
+            seq: 0,
+            request_id: cmd.meta.request_id.clone(),
+            at: cmd.meta.received_at,
+            action: "admin.resolve_anomaly".to_owned(),
+            app_key: resolved.anomaly.app_key.clone(),
+            order_id: resolved.anomaly.order_id,
+            outcome: AuditOutcome::Accepted,
+            reason: cmd.resolution.as_str().to_owned(),
+            detail: serde_json::json!({"anomaly_id": cmd.id,
+                "kind": resolved.anomaly.kind.as_str(), "note": cmd.note}),
+            client_ip: cmd.meta.client_ip.clone(),
+        });
+        Ok(resolved)
     }
 }
 
@@ -65,6 +332,25 @@ impl MemStore {
         self.state
             .lock()
             .map_err(|_| LedgerError::Internal("a test panicked while holding the lock".into()))
+    }
+}
+
+/// Keeps the anomaly a refusal raises: the refused request changed nothing (every operation
+/// above checks before it writes), but the fact must reach the operator.
+fn keeping_anomaly<T>(
+    state: &mut State,
+    result: Result<T, LedgerError>,
+    anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
+) -> Result<T, LedgerError> {
+    match result {
+        Err(e @ (LedgerError::Unavailable(_) | LedgerError::Internal(_))) => Err(e),
+        Err(refusal) => {
+            if let Some(anomaly) = anomaly_of(&refusal) {
+                state.store_anomaly(anomaly);
+            }
+            Err(refusal)
+        }
+        ok => ok,
     }
 }
 
@@ -97,10 +383,9 @@ impl LedgerStore for MemStore {
             return Err(LedgerError::UnknownApp);
         }
         if let Some(out) = &order.out_order_id {
-            let taken = s
-                .orders
-                .values()
-                .any(|(o, _)| o.app_key == order.app_key && o.out_order_id.as_ref() == Some(out));
+            let taken = s.orders.values().any(|d| {
+                d.record.app_key == order.app_key && d.record.out_order_id.as_ref() == Some(out)
+            });
             if taken {
                 return Err(LedgerError::OutOrderIdTaken);
             }
@@ -113,6 +398,13 @@ impl LedgerStore for MemStore {
             valid_from: order.valid_from,
             valid_until: order.valid_until,
             created_at: order.created_at,
+            issue_state: if order.vouchers.is_empty() {
+                ticket_ledger::IssueState::Awaiting
+            } else {
+                ticket_ledger::IssueState::Issued
+            },
+            issue_describe: None,
+            refunded_tickets: 0,
         };
         let vouchers = order
             .vouchers
@@ -123,7 +415,15 @@ impl LedgerStore for MemStore {
                 used: 0,
             })
             .collect();
-        s.orders.insert(order.order_id, (record, vouchers));
+        s.orders.insert(
+            order.order_id,
+            OrderData {
+                record,
+                vouchers,
+                refunds: Vec::new(),
+                uses: Vec::new(),
+            },
+        );
         s.append(audit);
         s.view(order.order_id)
             .ok_or_else(|| LedgerError::Internal("the order just inserted is missing".into()))
@@ -135,48 +435,65 @@ impl LedgerStore for MemStore {
 
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         let mut s = self.lock()?;
-        let id = s.resolve(&cmd).ok_or(LedgerError::OrderNotFound)?;
-        let (order, vouchers) = s
-            .orders
-            .get(&id)
-            .cloned()
-            .ok_or(LedgerError::OrderNotFound)?;
-        let recorded = s.fingerprints.get(&id);
-        let seen = cmd
-            .fingerprints()
-            .into_iter()
-            .filter(|fp| recorded.is_some_and(|r| r.contains(fp)))
-            .collect();
-        let snapshot = OrderSnapshot {
-            order,
-            vouchers,
-            seen,
-        };
-        let plan = plan_verify(&snapshot, &cmd)?;
+        // The anomaly names the order the request resolved to, however it named it.
+        let resolved = s.resolve(&cmd).or(cmd.order.order_id());
+        let result = s.verify(&cmd);
+        keeping_anomaly(&mut s, result, |e| {
+            refusal_anomaly(e, resolved, &cmd.app_key, &cmd.meta)
+        })
+    }
 
-        // Apply like a store's conditional update would: check, then write everything.
-        let mut vouchers = snapshot.vouchers;
-        for change in &plan.changes {
-            let v = vouchers
-                .iter_mut()
-                .find(|v| v.code == change.code)
-                .ok_or_else(|| LedgerError::Internal("the plan names an unknown voucher".into()))?;
-            if v.used != change.used_before || v.used + change.delta > v.capacity {
-                return Err(LedgerError::Internal(
-                    "the plan does not fit the counters".into(),
-                ));
-            }
-            v.used += change.delta;
-        }
-        if let Some(slot) = s.orders.get_mut(&id) {
-            slot.1 = vouchers;
-        }
-        s.fingerprints
-            .entry(id)
-            .or_default()
-            .extend(plan.new_fingerprints.iter().cloned());
-        s.append(plan.audit_entry(&cmd, "taobao.travel.ticket.order.verify"));
-        Ok(plan.outcome)
+    async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
+        self.lock()?.issue(&cmd)
+    }
+
+    async fn request_refund(
+        &self,
+        cmd: RefundRequestCommand,
+    ) -> Result<RefundRequest, LedgerError> {
+        self.lock()?.request_refund(&cmd)
+    }
+
+    async fn refund(
+        &self,
+        cmd: RefundCommand,
+    ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+        let mut s = self.lock()?;
+        let result = s.refund(&cmd);
+        keeping_anomaly(&mut s, result, |e| {
+            refusal_anomaly(e, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
+        })
+    }
+
+    async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
+        self.lock()?.reverse(&cmd)
+    }
+
+    async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
+        let limit = usize::try_from(filter.limit.unwrap_or(100).min(1000)).unwrap_or(1000);
+        Ok(self
+            .lock()?
+            .anomalies
+            .iter()
+            .rev()
+            .filter(|a| {
+                filter
+                    .open
+                    .is_none_or(|open| a.resolution.is_none() == open)
+            })
+            .filter(|a| {
+                filter
+                    .order_id
+                    .is_none_or(|id| a.anomaly.order_id == Some(id))
+            })
+            .filter(|a| filter.kind.is_none_or(|k| a.anomaly.kind == k))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
+        self.lock()?.resolve_anomaly(&cmd)
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
@@ -185,7 +502,7 @@ impl LedgerStore for MemStore {
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
-        let limit = usize::try_from(filter.limit.unwrap_or(1000).min(1000)).unwrap_or(1000);
+        let limit = usize::try_from(filter.limit.unwrap_or(100).min(1000)).unwrap_or(1000);
         Ok(self
             .lock()?
             .audit

@@ -10,17 +10,19 @@
 //!   (`verify_of_unknown_order_is_order_not_found`,
 //!   `out_order_id_alone_resolves_within_the_calling_app`). The R4 row below checks the part
 //!   the plan owns: a foreign order is refused exactly as an unknown one.
-//! - R8/R9 (refunds): not modelled yet. R28: the store's transaction (the suite's race cases).
-//!   R29: gateway authentication. R30: the wire mapping of outcomes and errors.
+//! - R28: the store's transaction (the suite's race cases). R29: gateway authentication. R30:
+//!   the wire mapping of outcomes and errors. R8/R9 are here as far as the plan decides them;
+//!   refund requests and notifications themselves are the behaviour suite's (`refunds`).
 
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use ticket_ledger::{
-    plan_verify, AppKey, ConfirmCode, Fingerprint, Flag, LedgerError, OrderId, OrderRecord,
-    OrderRef, OrderSnapshot, OutOrderId, OutcomeKind, RequestMeta, UsedDateProblem, VerifyCommand,
-    VerifyPlan, VerifyPolicy, VerifyUses, VoucherRecord, VoucherUse, WriteOffType,
+    plan_verify, AppKey, ConfirmCode, Fingerprint, Flag, IssueState, LedgerError, OrderId,
+    OrderRecord, OrderRef, OrderSnapshot, OutOrderId, OutcomeKind, RefundRequest, RefundState,
+    RequestMeta, UsedDateProblem, VerifyCommand, VerifyOrigin, VerifyPlan, VerifyPolicy,
+    VerifyUses, VoucherRecord, VoucherUse, WriteOffType,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -64,6 +66,9 @@ fn snap(vouchers: &[(&str, i64, i64)]) -> OrderSnapshot {
             valid_from: None,
             valid_until: None,
             created_at: created(),
+            issue_state: IssueState::Issued,
+            issue_describe: None,
+            refunded_tickets: 0,
         },
         vouchers: vouchers
             .iter()
@@ -74,6 +79,22 @@ fn snap(vouchers: &[(&str, i64, i64)]) -> OrderSnapshot {
             })
             .collect(),
         seen: HashSet::new(),
+        refunds: Vec::new(),
+    }
+}
+
+/// A pending refund request `flow` for `quantity` tickets, asked at `at`.
+fn pending(flow: &str, quantity: i64, at: DateTime<Utc>) -> RefundRequest {
+    RefundRequest {
+        flow_id: flow.into(),
+        quantity,
+        requested_at: at,
+        state: RefundState::Pending,
+        refunded_tickets: 0,
+        batch_no: None,
+        failure_reason: None,
+        settled_at: None,
+        needs_review: false,
     }
 }
 
@@ -92,6 +113,7 @@ fn fp(c: &str, at: DateTime<Utc>, quantity: i64) -> Fingerprint {
 
 fn cmd(mode: WriteOffType, uses: VerifyUses) -> VerifyCommand {
     VerifyCommand {
+        origin: VerifyOrigin::Vendor,
         app_key: AppKey::parse(APP).expect("valid key"),
         order: OrderRef::Id(OrderId::new(ORDER).expect("positive")),
         mode,
@@ -387,6 +409,95 @@ fn table() -> Vec<Row> {
             snap(&[]),
             cmd(WriteOffType::Delta, VerifyUses::Order { check_num: 1 }),
             Want::Err(LedgerError::OrderNotIssued),
+        ),
+        row(
+            "R7",
+            "issuance failed",
+            with(snap(&[]), |s| {
+                s.order.issue_state = IssueState::Failed;
+                s.order.issue_describe = Some("sold out".into());
+            }),
+            delta(&[("A", 1, g)]),
+            Want::Err(LedgerError::OrderNotIssued),
+        ),
+        row(
+            "R7",
+            "awaiting issuance",
+            with(snap(&[]), |s| s.order.issue_state = IssueState::Awaiting),
+            delta(&[("A", 1, g)]),
+            Want::Err(LedgerError::OrderNotIssued),
+        ),
+        // R8: every ticket refunded; nothing can be used.
+        row(
+            "R8",
+            "every ticket refunded",
+            with(two.clone(), |s| s.order.refunded_tickets = s.order.quantity),
+            delta(&[("A", 1, g)]),
+            Want::Err(LedgerError::OrderRefunded),
+        ),
+        // R9: refunded tickets take their uses; a pending refund reserves its tickets against
+        // uses dated after its request.
+        row(
+            "R9",
+            "uses held by refunded tickets",
+            with(snap(&[("A", 4, 0)]), |s| {
+                s.order.quantity = 2;
+                s.order.refunded_tickets = 1;
+            }),
+            delta(&[("A", 3, g)]),
+            Want::Err(LedgerError::RefundedUsesExceeded {
+                requested: 3,
+                remaining: 2,
+                refund_pending: false,
+            }),
+        ),
+        row(
+            "R9",
+            "use before a pending request takes its reserved uses",
+            with(snap(&[("A", 1, 0), ("B", 1, 0)]), |s| {
+                s.refunds.push(pending("RF-1", 1, gate(100)));
+            }),
+            delta(&[("A", 1, g), ("B", 1, g)]),
+            applied_flagged(
+                vec![("A", 1), ("B", 1)],
+                2,
+                vec![Flag::VerifyDuringRefund {
+                    flow_ids: vec!["RF-1".into()],
+                }],
+            ),
+        ),
+        row(
+            "R9",
+            "use before a pending request within the unreserved uses",
+            with(snap(&[("A", 1, 0), ("B", 1, 0)]), |s| {
+                s.refunds.push(pending("RF-1", 1, gate(100)));
+            }),
+            delta(&[("A", 1, g)]),
+            applied(vec![("A", 1)], 1),
+        ),
+        row(
+            "R9",
+            "use after a pending request",
+            with(snap(&[("A", 1, 0), ("B", 1, 0)]), |s| {
+                s.refunds.push(pending("RF-1", 1, gate(100)));
+            }),
+            delta(&[("A", 1, Some(gate(200))), ("B", 1, Some(gate(200)))]),
+            Want::Err(LedgerError::RefundedUsesExceeded {
+                requested: 2,
+                remaining: 1,
+                refund_pending: true,
+            }),
+        ),
+        row(
+            "R9",
+            "a settled refund reserves nothing",
+            with(snap(&[("A", 1, 0), ("B", 1, 0)]), |s| {
+                let mut failed = pending("RF-1", 1, gate(100));
+                failed.state = RefundState::Failed;
+                s.refunds.push(failed);
+            }),
+            delta(&[("A", 1, Some(gate(200))), ("B", 1, Some(gate(200)))]),
+            applied(vec![("A", 1), ("B", 1)], 2),
         ),
         // R10: one unknown code refuses the whole request.
         row(
@@ -758,8 +869,8 @@ fn every_verify_rule_holds_on_its_row() {
     }
     let covered: BTreeSet<&str> = rows.iter().map(|r| r.rule).collect();
     let rules = [
-        "R1", "R2", "R4", "R5", "R6", "R7", "R10", "R13", "R14", "R15", "R16", "R17", "R18", "R19",
-        "R22", "R23", "R24", "R25", "R26", "R27",
+        "R1", "R2", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R13", "R14", "R15", "R16", "R17",
+        "R18", "R19", "R22", "R23", "R24", "R25", "R26", "R27",
     ];
     for rule in rules {
         assert!(covered.contains(rule), "no row for {rule}");
@@ -771,7 +882,7 @@ fn plan_audit_entry_records_outcome_reason_and_request() {
     let s = snap(&[("A", 3, 0)]);
     let c = delta(&[("A", 1, Some(gate(0)))]);
     let plan = plan_verify(&s, &c).expect("accepted");
-    let e = plan.audit_entry(&c, "taobao.travel.ticket.order.verify");
+    let e = plan.audit_entry(&c);
     assert_eq!(
         (e.outcome.as_str(), e.reason.as_str()),
         ("accepted", "applied")
@@ -793,22 +904,21 @@ fn plan_audit_entry_records_outcome_reason_and_request() {
         &c,
     )
     .expect("replay");
-    let e = replay.audit_entry(&c, "x");
+    let e = replay.audit_entry(&c);
     assert_eq!(
         (e.outcome.as_str(), e.reason.as_str()),
         ("replayed", "replayed")
     );
     let equal = plan_verify(&snap(&[("A", 3, 1)]), &cumul(&[("A", 1, None)])).expect("no change");
-    let e = equal.audit_entry(&c, "x");
+    let e = equal.audit_entry(&c);
     assert_eq!(
         (e.outcome.as_str(), e.reason.as_str()),
         ("replayed", "no_change")
     );
 }
 
-/// R2 with R26: an order-level report drawn from a later code should flag that code as late,
-/// not the order's first (full, untouched) code. Fails today: `plan_verify` checks the date of
-/// order-level reports against `snapshot.vouchers.first()` only. Reported, not fixed here.
+/// R2 with R26: an order-level report drawn from a later code flags that code as late, not the
+/// order's first (full, untouched) code.
 #[test]
 fn order_level_late_redemption_names_the_code_drawn() {
     let s = with(snap(&[("A", 1, 1), ("B", 2, 0)]), |s| {
@@ -836,6 +946,34 @@ fn order_level_late_redemption_names_the_code_drawn() {
         ["B"],
         "the late use is B's; A was not used by this report"
     );
+}
+
+/// R9 with two pending refunds: each holds its tickets against uses dated after *its own*
+/// request (DOMAIN.md R9, `LedgerError::RefundedUsesExceeded`'s docs). Two uses dated between
+/// the first request (gate 0) and the second (gate 200), on three one-use tickets: one ticket
+/// is free, the second request's ticket may be taken (flagged for review), the first's may not.
+/// `plan_verify` instead compares every use dated after the *first* pending request with the
+/// uses left once *all* pending requests are held, and refuses.
+#[test]
+fn r9_each_pending_refund_holds_its_tickets_from_its_own_request() {
+    let s = with(snap(&[("A", 1, 0), ("B", 1, 0), ("C", 1, 0)]), |s| {
+        s.refunds.push(pending("RF-1", 1, gate(0)));
+        s.refunds.push(pending("RF-2", 1, gate(200)));
+    });
+    let c = delta(&[("A", 1, Some(gate(100))), ("B", 1, Some(gate(100)))]);
+    let plan = plan_verify(&s, &c);
+    assert!(
+        plan.is_ok(),
+        "uses dated before RF-2 may take RF-2's ticket, got {plan:?}"
+    );
+    if let Ok(plan) = plan {
+        assert_eq!(plan.outcome.applied_uses, 2);
+        assert_eq!(
+            plan.review_refunds,
+            ["RF-2"],
+            "only RF-2's ticket was taken (RF-1 was asked before these uses)"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,24 +30,32 @@ fn defined_cases() -> BTreeSet<String> {
     cases
 }
 
-/// Case names in the macro's list (between `@cases $name, $store, [` in the first rule).
+/// Case names in the macro's list (the lines after `@cases $name, $store, [` in the first rule,
+/// up to the line closing it), without comments and `#[...]` attributes (a case known to fail
+/// is listed with `#[ignore = "..."]` on the line before it).
 fn listed_cases() -> BTreeSet<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/suite/mod.rs");
     let text = std::fs::read_to_string(path).expect("src/suite/mod.rs");
     let start = text
         .find("@cases $name, $store, [")
         .expect("the macro's case list");
-    let list = &text[start..];
-    let list = &list[list.find('[').expect("[") + 1..list.find(']').expect("]")];
-    list.lines()
-        .map(|l| {
-            l.split("//")
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_end_matches(',')
-        })
-        .filter(|l| !l.is_empty())
+    text[start..]
+        .lines()
+        .skip(1)
+        .map(|l| l.split("//").next().unwrap_or("").trim())
+        .take_while(|l| !l.starts_with(']'))
+        .filter(|l| !l.is_empty() && !l.starts_with("#["))
+        .map(|l| l.trim_end_matches(',').to_owned())
+        .collect()
+}
+
+/// The reasons of the cases listed as ignored: each says which kind of bug it is.
+fn ignore_reasons() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/suite/mod.rs");
+    let text = std::fs::read_to_string(path).expect("src/suite/mod.rs");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("#[ignore"))
         .map(str::to_owned)
         .collect()
 }
@@ -61,4 +69,15 @@ fn behaviour_suite_macro_lists_every_case() {
         listed, defined,
         "behaviour_suite! must list exactly the suite's cases"
     );
+}
+
+#[test]
+fn ignored_cases_say_which_bug_they_show() {
+    for reason in ignore_reasons() {
+        assert!(
+            reason.starts_with("#[ignore = \"domain bug: ")
+                || reason.starts_with("#[ignore = \"store bug: "),
+            "an ignored case must name the bug it shows: {reason}"
+        );
+    }
 }

@@ -1,0 +1,312 @@
+//! `alitrip.travel.ticket.order.create` (成功发码回调): the vendor reports issuing the codes of
+//! a paid order (`issue_type` 1) or failing to (`issue_type` 2). PROTOCOL.md §4.4.
+
+use serde_json::Value;
+use top_protocol::{Params, TopError};
+
+use crate::wire::{opt, opt_choice, parse_int, req_int, required};
+
+/// The TOP method name.
+pub const METHOD: &str = "alitrip.travel.ticket.order.create";
+
+/// One issued code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueVoucher {
+    /// The code the buyer shows.
+    pub confirm_code: String,
+    /// `type`: 1 one code per ticket, 2 one code for many.
+    pub voucher_type: Option<i64>,
+    /// `quantity`: how many uses this code allows.
+    pub quantity: i64,
+    /// The optional extras (`assist_code`, `url`, `pdf_url`, `img`, and any other key), kept as
+    /// received, as a JSON object's text.
+    pub extras: Option<String>,
+}
+
+/// Validated parameters of an issuance report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueParams {
+    /// Platform order id.
+    pub order_id: i64,
+    /// Vendor order id.
+    pub out_order_id: String,
+    /// 1 issued, 2 failed.
+    pub issue_type: i64,
+    /// Why issuing failed (required with `issue_type` 2).
+    pub describe: Option<String>,
+    /// The codes (required, non-empty, with `issue_type` 1).
+    pub voucher_infos: Vec<IssueVoucher>,
+    /// `attribute_map` as received (a JSON object's text).
+    pub attribute_map: Option<String>,
+}
+
+impl IssueParams {
+    /// Parses and shape-checks the merged request parameters.
+    pub fn from_params(params: &Params) -> Result<Self, TopError> {
+        let order_id = req_int(params, "order_id", 1)?;
+        let out_order_id = required(params, "out_order_id")?.to_owned();
+        let issue_type = opt_choice(params, "issue_type", &[1, 2])?
+            .ok_or_else(|| TopError::missing_argument("issue_type"))?;
+        let describe = opt(params, "describe").map(str::to_owned);
+        if issue_type == 2 && describe.is_none() {
+            return Err(TopError::missing_argument("describe"));
+        }
+        let voucher_infos = match opt(params, "voucher_infos") {
+            Some(text) => parse_vouchers(text)?,
+            None => Vec::new(),
+        };
+        if issue_type == 1 && voucher_infos.is_empty() {
+            return Err(TopError::missing_argument("voucher_infos"));
+        }
+        let attribute_map = match opt(params, "attribute_map") {
+            Some(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(_)) => Some(text.to_owned()),
+                _ => {
+                    return Err(TopError::invalid_argument(
+                        "attribute_map",
+                        "必须为JSON对象",
+                    ))
+                }
+            },
+            None => None,
+        };
+        Ok(Self {
+            order_id,
+            out_order_id,
+            issue_type,
+            describe,
+            voucher_infos,
+            attribute_map,
+        })
+    }
+
+    /// The parameters as a client sends them.
+    pub fn to_params(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("order_id", self.order_id.to_string()),
+            ("out_order_id", self.out_order_id.clone()),
+            ("issue_type", self.issue_type.to_string()),
+        ];
+        if let Some(d) = &self.describe {
+            out.push(("describe", d.clone()));
+        }
+        if !self.voucher_infos.is_empty() {
+            out.push(("voucher_infos", vouchers_json(&self.voucher_infos)));
+        }
+        if let Some(a) = &self.attribute_map {
+            out.push(("attribute_map", a.clone()));
+        }
+        out
+    }
+}
+
+/// Renders issued codes as compact JSON (`confirm_code`, `type`, `quantity`, then extras).
+pub fn vouchers_json(entries: &[IssueVoucher]) -> String {
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"confirm_code\":");
+        out.push_str(&Value::from(e.confirm_code.as_str()).to_string());
+        if let Some(t) = e.voucher_type {
+            out.push_str(&format!(",\"type\":{t}"));
+        }
+        out.push_str(&format!(",\"quantity\":{}", e.quantity));
+        if let Some(Ok(Value::Object(extra))) =
+            e.extras.as_deref().map(serde_json::from_str::<Value>)
+        {
+            for (k, v) in extra {
+                out.push(',');
+                out.push_str(&Value::from(k).to_string());
+                out.push(':');
+                out.push_str(&v.to_string());
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+fn parse_vouchers(text: &str) -> Result<Vec<IssueVoucher>, TopError> {
+    let invalid = |detail: String| TopError::invalid_argument("voucher_infos", &detail);
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("不是合法的JSON: {e}")))?;
+    let Value::Array(items) = value else {
+        return Err(invalid("必须为JSON数组".into()));
+    };
+    if items.len() > crate::verify::MAX_VOUCHER_INFOS {
+        return Err(invalid(format!("最多999项, 实际{}项", items.len())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(mut obj) = item else {
+            return Err(invalid(format!("voucher_infos[{i}]必须为对象")));
+        };
+        let confirm_code = match obj.remove("confirm_code") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(invalid(format!("voucher_infos[{i}].confirm_code缺失"))),
+        };
+        let int = |v: Option<Value>| match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(()),
+            Some(Value::String(s)) => parse_int(&s).map(Some).ok_or(()),
+            Some(_) => Err(()),
+        };
+        let quantity = int(obj.remove("quantity"))
+            .ok()
+            .flatten()
+            .filter(|q| *q >= 1)
+            .ok_or_else(|| invalid(format!("voucher_infos[{i}].quantity必须为正整数")))?;
+        let voucher_type = int(obj.remove("type"))
+            .ok()
+            .and_then(|t| match t {
+                None => Some(None),
+                Some(t @ (1 | 2)) => Some(Some(t)),
+                Some(_) => None,
+            })
+            .ok_or_else(|| invalid(format!("voucher_infos[{i}].type只能为1或2")))?;
+        if !seen.insert(confirm_code.clone()) {
+            return Err(invalid(format!("voucher_infos[{i}].confirm_code重复")));
+        }
+        obj.retain(|_, v| !v.is_null());
+        out.push(IssueVoucher {
+            confirm_code,
+            voucher_type,
+            quantity,
+            extras: (!obj.is_empty()).then(|| Value::Object(obj).to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// The response: `is_success`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueResponse {
+    /// Whether the report was recorded (or recognised as already recorded).
+    pub is_success: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::wire::test_support::{params, refusal};
+
+    fn err(pairs: &[(&str, &str)]) -> (u32, String) {
+        refusal(IssueParams::from_params, pairs)
+    }
+
+    #[test]
+    fn success_report_keeps_extras_as_received() {
+        let p = IssueParams::from_params(&params(&[
+            ("order_id", "7"),
+            ("out_order_id", "OUT-7"),
+            ("issue_type", "1"),
+            (
+                "voucher_infos",
+                r#"[{"confirm_code":"C1","type":2,"quantity":"3","assist_code":"A9","url":null}]"#,
+            ),
+            ("attribute_map", r#"{"k":"v"}"#),
+        ]))
+        .unwrap();
+        assert_eq!(p.voucher_infos[0].quantity, 3);
+        assert_eq!(p.voucher_infos[0].voucher_type, Some(2));
+        assert_eq!(
+            p.voucher_infos[0].extras.as_deref(),
+            Some(r#"{"assist_code":"A9"}"#)
+        );
+        let back: Params = p
+            .to_params()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(IssueParams::from_params(&back).unwrap(), p);
+    }
+
+    #[test]
+    fn shape_rules_refuse_precisely() {
+        let one = r#"[{"confirm_code":"C1","quantity":1}]"#;
+        assert_eq!(
+            err(&[
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", one)
+            ]),
+            (40, "isv.missing-parameter:order_id".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("issue_type", "1"),
+                ("voucher_infos", one)
+            ]),
+            (40, "isv.missing-parameter:out_order_id".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("voucher_infos", one)
+            ]),
+            (40, "isv.missing-parameter:issue_type".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "3")
+            ]),
+            (41, "isv.invalid-parameter:issue_type".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "2")
+            ]),
+            (40, "isv.missing-parameter:describe".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1")
+            ]),
+            (40, "isv.missing-parameter:voucher_infos".into())
+        );
+        let zero = r#"[{"confirm_code":"C1","quantity":0}]"#;
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", zero)
+            ]),
+            (41, "isv.invalid-parameter:voucher_infos".into())
+        );
+        let dup = r#"[{"confirm_code":"C1","quantity":1},{"confirm_code":"C1","quantity":1}]"#;
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", dup)
+            ]),
+            (41, "isv.invalid-parameter:voucher_infos".into())
+        );
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", one),
+                ("attribute_map", "[1]")
+            ]),
+            (41, "isv.invalid-parameter:attribute_map".into())
+        );
+    }
+}
