@@ -45,7 +45,7 @@ pub enum StoreError {
     /// hold it). The store refuses to run with weaker guarantees than it promises.
     #[error("database setting {setting} is {found:?}, expected {expected:?}")]
     Setting {
-        /// The PRAGMA.
+        /// The PRAGMA or server variable.
         setting: &'static str,
         /// What the database reports.
         found: String,
@@ -60,6 +60,28 @@ pub enum StoreError {
         version: i64,
         /// Its name.
         name: String,
+    },
+    /// The database server could not be reached (wrong address, not running, refused the
+    /// credentials, no such database).
+    #[error("cannot connect to {engine} at {url}")]
+    Unreachable {
+        /// Which engine.
+        engine: &'static str,
+        /// The URL with any password hidden.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database server is older than the oldest version the store supports.
+    #[error("{engine} {found} is too old: ticketd needs {engine} {required} or later")]
+    ServerTooOld {
+        /// Which engine.
+        engine: &'static str,
+        /// The version the server reports.
+        found: String,
+        /// The oldest supported version.
+        required: &'static str,
     },
     /// The database was migrated by a newer binary.
     #[error("database schema version {found} is newer than this binary knows ({known})")]
@@ -85,4 +107,16 @@ impl StoreError {
             source,
         }
     }
+}
+
+/// The error and all its sources, `: `-separated, for logs and `Internal` messages.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -11,6 +11,16 @@
 //!
 //! - [`SqliteStore`] (default, embedded): one file, WAL mode, `synchronous=FULL`. Opened from a
 //!   path ([`SqliteStore::open`]) or a `sqlite:` URL ([`SqliteStore::open_url`]).
+//! - [`SqlStore`]: PostgreSQL 12+ (`postgres://`) or MySQL 8.0+ / MariaDB 10.5+ (`mysql://`),
+//!   for several ticketd processes sharing one database ([`SqlStore::connect`]). One
+//!   implementation over sqlx's `Any` driver; the differences between the two engines are a
+//!   `match` on [`Engine`]. Each operation is one transaction that locks its order's row
+//!   (`SELECT … FOR UPDATE`), plans with the domain, applies with conditional updates, and is
+//!   retried a bounded number of times when the engine reports a serialization failure,
+//!   deadlock or lock timeout. See the `sql` module docs and docs/OPERATIONS.md.
+//!
+//! Every store also implements [`Transfer`]: a whole-ledger export and import (JSON lines), so
+//! an operator can move from one backend to another without losing an event.
 //!
 //! # Design of the SQLite store
 //!
@@ -34,11 +44,27 @@
 //!
 //! - `sqlite`: [`SqliteStore`] and its writer thread, reader pool, SQL, migrations and URL
 //!   parsing.
+//! - `sql`: [`SqlStore`] for PostgreSQL and MySQL/MariaDB: [`Engine`] (what differs), the
+//!   shared SQL of each operation, migrations, retries.
+//! - [`transfer`]: [`Transfer`], the export format and its reader/writer.
+//! - `rows`: row → domain conversion and the pure helpers every backend shares;
+//!   `migrations`: the bookkeeping every backend's migrations share; `apps`: the app cache.
+//! - `scratch` (feature `test-support`): a database of its own per test run on the real
+//!   servers.
 //! - `error`: [`StoreError`], why a store could not be opened. Once open, a store answers with
 //!   [`ticket_ledger::LedgerError`] like every backend.
 
+mod apps;
 mod error;
+mod migrations;
+mod rows;
+#[cfg(feature = "test-support")]
+pub mod scratch;
+mod sql;
 mod sqlite;
+pub mod transfer;
 
 pub use error::StoreError;
+pub use sql::{Engine, PoolSettings, SqlStore};
 pub use sqlite::{ConnectionSettings, SqliteStore, WriterStats};
+pub use transfer::{Transfer, TransferError};

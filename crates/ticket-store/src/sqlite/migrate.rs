@@ -18,37 +18,26 @@
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use crate::migrations::{checksum, latest, pending, Migration};
 use crate::StoreError;
 
-/// One embedded migration.
-#[derive(Debug)]
-struct Migration {
-    version: i64,
-    name: &'static str,
-    sql: &'static str,
-}
-
 /// Every migration, oldest first, versions 1, 2, 3, … without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "lifecycle",
+        sql: include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
+    },
+];
 
 /// The schema version this binary expects.
 pub(crate) fn latest_version() -> i64 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
-}
-
-/// FNV-1a over the text with line endings normalised, so a checkout that turned `\n` into
-/// `\r\n` does not look like an edited migration, while any real edit does.
-fn checksum(sql: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sql.bytes().filter(|&b| b != b'\r') {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    latest(MIGRATIONS)
 }
 
 /// Brings the database to [`latest_version`]; see the module docs.
@@ -76,26 +65,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(|e| db("reading schema_migrations", e))?;
 
     let known = latest_version();
-    for (version, name, sum) in &applied {
-        let Some(embedded) = MIGRATIONS.iter().find(|m| m.version == *version) else {
-            return Err(StoreError::SchemaTooNew {
-                found: applied.iter().map(|a| a.0).max().unwrap_or(*version),
-                known,
-            });
-        };
-        if *sum != checksum(embedded.sql) {
-            return Err(StoreError::MigrationChanged {
-                version: *version,
-                name: name.clone(),
-            });
-        }
-    }
-
+    let missing = pending(MIGRATIONS, &applied)?;
     let mut ran = 0;
-    for migration in MIGRATIONS {
-        if applied.iter().any(|a| a.0 == migration.version) {
-            continue;
-        }
+    for migration in missing {
         tracing::info!(
             version = migration.version,
             name = migration.name,
@@ -132,12 +104,6 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-    }
-
-    #[test]
-    fn checksum_ignores_carriage_returns_but_not_edits() {
-        assert_eq!(checksum("a\nb\n"), checksum("a\r\nb\r\n"));
-        assert_ne!(checksum("a\nb\n"), checksum("a\nc\n"));
     }
 
     #[test]

@@ -8,31 +8,34 @@
 //!   reads never wait for writes (WAL gives each a consistent snapshot).
 //! - [`ops`]: the SQL of each operation; [`rows`]: row ↔ domain conversion and error mapping;
 //!   [`migrate`]: embedded migrations; [`url`]: `sqlite:` URLs.
-//! - The app cache: `app()` runs on every gateway request, so apps are kept in memory.
+//! - The app cache ([`crate::apps::AppCache`]): `app()` runs on every gateway request, so
+//!   apps are kept in memory.
 
 mod migrate;
 mod ops;
 mod readers;
 mod rows;
+mod transfer;
 mod url;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditFilter, LedgerError, LedgerStore, NewApp, NewOrder, OrderId,
-    OrderView, VerifyCommand, VerifyOutcome,
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, IssueCommand, LedgerError,
+    LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOutcome,
 };
 
 use self::readers::Readers;
 use self::rows::During;
 use self::writer::Writer;
 pub use self::writer::WriterStats;
+use crate::apps::AppCache;
 use crate::StoreError;
 
 /// How long a connection waits for a lock held by another connection (another process on the
@@ -71,12 +74,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
     readers: Arc<Readers>,
-    /// Every app registered, by key. Apps are only ever added (never changed or removed) and
-    /// the gateway looks one up on every request, so a cache saves a database read per request.
-    /// A miss still reads the database (and fills the cache), so an app registered by another
-    /// process on the same file is found too. A `std` lock because it is held only to copy a
-    /// value in or out, never across an `.await`.
-    apps: RwLock<HashMap<AppKey, App>>,
+    /// Every app registered ([`AppCache`]).
+    apps: AppCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -110,14 +109,10 @@ impl SqliteStore {
         .map_err(|e| StoreError::db("opening the database", e))?;
         configure_writer(&conn)?;
         migrate::migrate(&mut conn)?;
-        let apps = ops::all_apps(&conn)
-            .map_err(|e| StoreError::Database {
-                during: "loading apps",
-                source: Box::new(e),
-            })?
-            .into_iter()
-            .map(|app| (app.app_key.clone(), app))
-            .collect();
+        let apps = ops::all_apps(&conn).map_err(|e| StoreError::Database {
+            during: "loading apps",
+            source: Box::new(e),
+        })?;
         let readers =
             Readers::new(path).map_err(|e| StoreError::db("opening a read connection", e))?;
         let writer = Writer::spawn(conn).map_err(StoreError::Thread)?;
@@ -126,7 +121,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer,
             readers: Arc::new(readers),
-            apps: RwLock::new(apps),
+            apps: AppCache::new(apps),
         })
     }
 
@@ -142,6 +137,11 @@ impl SqliteStore {
     /// databases are refused with [`StoreError::InvalidUrl`].
     pub fn open_url(url: &str) -> Result<Self, StoreError> {
         Self::open(&url::path_from_url(url)?)
+    }
+
+    /// The schema version the file is at (every embedded migration is applied on open).
+    pub fn schema_version(&self) -> i64 {
+        migrate::latest_version()
     }
 
     /// The database file.
@@ -189,18 +189,6 @@ impl SqliteStore {
                 LedgerError::Internal(format!("a read task failed: {e}"))
             })?
     }
-
-    fn cached_app(&self, key: &AppKey) -> Option<App> {
-        // A poisoned cache only means a panic elsewhere between two map operations; each
-        // entry is still a complete, committed app.
-        let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
-        apps.get(key).cloned()
-    }
-
-    fn cache_app(&self, app: &App) {
-        let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
-        apps.insert(app.app_key.clone(), app.clone());
-    }
 }
 
 #[async_trait]
@@ -211,20 +199,15 @@ impl LedgerStore for SqliteStore {
             .submit(move |conn| ops::create_app(conn, &app))
             .await?;
         // After the commit: the cache only ever holds committed apps.
-        self.cache_app(&app);
+        self.apps.insert(&app);
         Ok(app)
     }
 
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
-        if let Some(app) = self.cached_app(key) {
-            return Ok(Some(app));
-        }
         let owned = key.clone();
-        let found = self.read(move |conn| ops::app(conn, &owned)).await?;
-        if let Some(app) = &found {
-            self.cache_app(app);
-        }
-        Ok(found)
+        self.apps
+            .get_or_load(key, || self.read(move |conn| ops::app(conn, &owned)))
+            .await
     }
 
     async fn create_order(
@@ -250,7 +233,45 @@ impl LedgerStore for SqliteStore {
 
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.writer
-            .submit(move |conn| ops::verify(conn, &cmd))
+            .submit(move |conn| ops::verify_keeping_anomaly(conn, &cmd))
+            .await?
+    }
+
+    async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
+        self.writer.submit(move |conn| ops::issue(conn, &cmd)).await
+    }
+
+    async fn request_refund(
+        &self,
+        cmd: RefundRequestCommand,
+    ) -> Result<RefundRequest, LedgerError> {
+        self.writer
+            .submit(move |conn| ops::request_refund(conn, &cmd))
+            .await
+    }
+
+    async fn refund(
+        &self,
+        cmd: RefundCommand,
+    ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+        self.writer
+            .submit(move |conn| ops::refund_keeping_anomaly(conn, &cmd))
+            .await?
+    }
+
+    async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
+        self.writer
+            .submit(move |conn| ops::reverse(conn, &cmd))
+            .await
+    }
+
+    async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
+        self.read(move |conn| ops::anomalies(conn, &filter)).await
+    }
+
+    async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
+        self.writer
+            .submit(move |conn| ops::resolve_anomaly(conn, &cmd))
             .await
     }
 
@@ -420,6 +441,7 @@ mod tests {
 
     fn verify(id: i64, c: &str, quantity: i64, second: u32) -> VerifyCommand {
         VerifyCommand {
+            origin: ticket_ledger::VerifyOrigin::Vendor,
             app_key: AppKey::parse("app-a").expect("key"),
             order: OrderRef::Id(OrderId::new(id).expect("id")),
             mode: WriteOffType::Delta,
@@ -537,7 +559,11 @@ mod tests {
             .expect("read");
         let one = one.expect("order 1");
         assert_eq!(used(&one), 1);
-        assert_eq!(one.events.len(), 2, "creation + the applied verify only");
+        assert_eq!(
+            one.events.len(),
+            3,
+            "creation + the applied verify + its issued -> used transition only"
+        );
         let two = store
             .order(OrderId::new(2).expect("id"))
             .await

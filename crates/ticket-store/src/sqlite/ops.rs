@@ -10,23 +10,19 @@ use std::collections::HashSet;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 use ticket_ledger::{
-    plan_verify, App, AppKey, AuditEntry, AuditFilter, LedgerError, NewApp, NewOrder, OrderId,
-    OrderRecord, OrderRef, OrderSnapshot, OrderView, OutOrderId, VerifyCommand, VerifyOutcome,
+    plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand,
+    IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef,
+    OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOutcome,
     VoucherRecord,
 };
 
-use super::rows::{
-    self, ledger_error, ms, violation, During, Violation, APP_COLUMNS, AUDIT_COLUMNS,
-    ORDER_COLUMNS, VOUCHER_COLUMNS,
+use super::rows::{self, ledger_error, ms, violation, During, Violation};
+use crate::rows::{
+    capacity_refusal, resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS,
+    AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
 };
-
-/// The audit `action` of a verify, the TOP method it answers.
-pub(crate) const VERIFY_ACTION: &str = "taobao.travel.ticket.order.verify";
-
-/// Entries [`audit`] returns when the filter names no limit.
-pub(crate) const DEFAULT_AUDIT_LIMIT: u32 = 100;
-/// Entries [`audit`] returns at most, whatever the filter asks.
-pub(crate) const MAX_AUDIT_LIMIT: u32 = 1000;
 
 // ---------------------------------------------------------------------------------------------
 // Writes (writer thread, inside a savepoint)
@@ -64,7 +60,7 @@ pub(crate) fn create_order(
     let id = order.order_id.get();
     conn.prepare_cached(
         "INSERT INTO orders (order_id, app_key, out_order_id, quantity, valid_from_ms, \
-         valid_until_ms, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         valid_until_ms, created_at_ms, issue_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .during("preparing the order insert")?
     .execute(params![
@@ -75,6 +71,11 @@ pub(crate) fn create_order(
         order.valid_from.map(ms),
         order.valid_until.map(ms),
         ms(order.created_at),
+        if order.vouchers.is_empty() {
+            "awaiting"
+        } else {
+            "issued"
+        },
     ])
     // The constraints decide, not a racy look-up first (STYLE §3.6). `orders` has one foreign
     // key (its app) and two unique keys, which SQLite names by their columns.
@@ -110,11 +111,7 @@ pub(crate) fn create_order(
 /// [`plan_verify`]'s decision (R6), so a foreign order is refused exactly like a missing one.
 /// Only a lookup by `out_order_id` is scoped to the app, because that id is only unique there.
 pub(crate) fn verify(conn: &Connection, cmd: &VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
-    let order = match &cmd.order {
-        OrderRef::Id(id) | OrderRef::Both(id, _) => order_by_id(conn, *id)?,
-        OrderRef::Out(out) => order_by_out(conn, &cmd.app_key, out)?,
-    }
-    .ok_or(LedgerError::OrderNotFound)?;
+    let order = resolve(conn, cmd)?.ok_or(LedgerError::OrderNotFound)?;
     let id = order.order_id.get();
     let vouchers = vouchers(conn, order.order_id)?;
 
@@ -139,6 +136,7 @@ pub(crate) fn verify(conn: &Connection, cmd: &VerifyCommand) -> Result<VerifyOut
     }
 
     let snapshot = OrderSnapshot {
+        refunds: refunds(conn, order.order_id)?,
         order,
         vouchers,
         seen,
@@ -154,66 +152,423 @@ pub(crate) fn verify(conn: &Connection, cmd: &VerifyCommand) -> Result<VerifyOut
                  WHERE order_id = ?2 AND confirm_code = ?3 AND used + ?1 <= capacity",
             )
             .during("preparing the voucher update")?;
+        let mut log = conn
+            .prepare_cached(
+                "INSERT INTO voucher_uses (order_id, confirm_code, quantity, used_at_ms, \
+                 recorded_at_ms, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .during("preparing the use log insert")?;
         for change in &plan.changes {
             let changed = add
                 .execute(params![change.delta, id, change.code.as_str()])
                 .during("counting uses")?;
             if changed != 1 {
-                return Err(capacity_refusal(conn, id, change)?);
+                return Err(capacity_refusal(change, voucher_now(conn, id, change)?));
             }
+            log.execute(params![
+                id,
+                change.code.as_str(),
+                change.delta,
+                ms(change.used_at),
+                ms(cmd.meta.received_at),
+                cmd.meta.request_id
+            ])
+            .during("logging a use")?;
         }
     }
+    remember_fingerprints(conn, id, &plan.new_fingerprints, &cmd.meta.request_id)?;
     {
-        let mut remember = conn
-            .prepare_cached(
-                "INSERT INTO verify_fingerprints \
-                 (order_id, confirm_code, used_at_ms, quantity, request_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .during("preparing the fingerprint insert")?;
-        for fp in &plan.new_fingerprints {
-            remember
-                .execute(params![
-                    id,
-                    fp.code.as_str(),
-                    fp.used_at_ms,
-                    fp.quantity,
-                    cmd.meta.request_id
-                ])
-                .during("remembering a fingerprint")?;
+        let mut review = conn
+            .prepare_cached("UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ?1")
+            .during("preparing the refund review mark")?;
+        for flow in &plan.review_refunds {
+            review
+                .execute([flow])
+                .during("marking a refund for review")?;
         }
     }
-    rows::insert_audit(conn, &plan.audit_entry(cmd, VERIFY_ACTION))?;
+    for entry in plan.audit_entries(&snapshot, cmd) {
+        rows::insert_audit(conn, &entry)?;
+    }
+    for anomaly in plan.anomalies(cmd) {
+        insert_anomaly(conn, &anomaly)?;
+    }
     Ok(plan.outcome)
 }
 
-/// The refusal for a conditional update that changed no row, computed from the row as it is
-/// now rather than from the (evidently stale) plan.
-fn capacity_refusal(
+fn remember_fingerprints(
+    conn: &Connection,
+    id: i64,
+    fingerprints: &[Fingerprint],
+    request_id: &str,
+) -> Result<(), LedgerError> {
+    let mut remember = conn
+        .prepare_cached(
+            "INSERT INTO verify_fingerprints \
+             (order_id, confirm_code, used_at_ms, quantity, request_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .during("preparing the fingerprint insert")?;
+    for fp in fingerprints {
+        remember
+            .execute(params![
+                id,
+                fp.code.as_str(),
+                fp.used_at_ms,
+                fp.quantity,
+                request_id
+            ])
+            .during("remembering a fingerprint")?;
+    }
+    Ok(())
+}
+
+/// Runs a refusable operation in its own savepoint. A business refusal undoes what it did but
+/// keeps the anomaly the refusal raises ([`refusal_anomaly`]), so the fact reaches the
+/// operator although the request changed nothing; the outer `Ok` lets the batch keep it.
+/// Infrastructure failures stay outer errors and undo the whole job.
+pub(crate) fn keeping_anomaly<T>(
+    conn: &Connection,
+    anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
+    op: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+) -> Result<Result<T, LedgerError>, LedgerError> {
+    conn.execute_batch("SAVEPOINT attempt")
+        .during("opening an attempt's savepoint")?;
+    match op(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE attempt")
+                .during("releasing an attempt's savepoint")?;
+            Ok(Ok(value))
+        }
+        Err(e @ (LedgerError::Unavailable(_) | LedgerError::Internal(_))) => Err(e),
+        Err(refusal) => {
+            conn.execute_batch("ROLLBACK TO attempt; RELEASE attempt")
+                .during("undoing a refused attempt")?;
+            if let Some(anomaly) = anomaly_of(&refusal) {
+                insert_anomaly(conn, &anomaly)?;
+            }
+            Ok(Err(refusal))
+        }
+    }
+}
+
+/// The order a verify names: by `order_id` *without* the caller's app as a filter (ownership is
+/// [`plan_verify`]'s decision, R6), or by `out_order_id` within the app (only unique there).
+fn resolve(conn: &Connection, cmd: &VerifyCommand) -> Result<Option<OrderRecord>, LedgerError> {
+    match &cmd.order {
+        OrderRef::Id(id) | OrderRef::Both(id, _) => order_by_id(conn, *id),
+        OrderRef::Out(out) => order_by_out(conn, &cmd.app_key, out),
+    }
+}
+
+/// [`verify`], keeping the anomaly a refusal raises. The anomaly names the order the request
+/// resolved to, also when the vendor named it by `out_order_id` alone.
+pub(crate) fn verify_keeping_anomaly(
+    conn: &Connection,
+    cmd: &VerifyCommand,
+) -> Result<Result<VerifyOutcome, LedgerError>, LedgerError> {
+    let named = match cmd.order.order_id() {
+        Some(id) => Some(id),
+        None => resolve(conn, cmd)?.map(|o| o.order_id),
+    };
+    keeping_anomaly(
+        conn,
+        |e| refusal_anomaly(e, named, &cmd.app_key, &cmd.meta),
+        |conn| verify(conn, cmd),
+    )
+}
+
+/// The order (by id) with everything a lifecycle planner needs, or `OrderNotFound`.
+fn snapshot_by_id(conn: &Connection, id: OrderId) -> Result<OrderSnapshot, LedgerError> {
+    let order = order_by_id(conn, id)?.ok_or(LedgerError::OrderNotFound)?;
+    Ok(OrderSnapshot {
+        vouchers: vouchers(conn, id)?,
+        refunds: refunds(conn, id)?,
+        seen: HashSet::new(),
+        order,
+    })
+}
+
+/// Applies an issuance report.
+pub(crate) fn issue(conn: &Connection, cmd: &IssueCommand) -> Result<OutcomeKind, LedgerError> {
+    let snapshot = snapshot_by_id(conn, cmd.order_id)?;
+    let plan = plan_issue(&snapshot, cmd)?;
+    let id = cmd.order_id.get();
+    if plan.kind == OutcomeKind::Applied || plan.set_out_order_id.is_some() {
+        conn.prepare_cached(
+            "UPDATE orders SET issue_state = ?2, issue_describe = coalesce(?3, issue_describe), \
+             issue_attributes = coalesce(?4, issue_attributes), \
+             out_order_id = coalesce(?5, out_order_id) WHERE order_id = ?1",
+        )
+        .during("preparing the issuance update")?
+        .execute(params![
+            id,
+            plan.state.as_str(),
+            plan.describe,
+            match &cmd.result {
+                IssueResult::Issued(_) => cmd.attributes.as_deref(),
+                IssueResult::Failed { .. } => None,
+            },
+            plan.set_out_order_id.as_ref().map(OutOrderId::as_str),
+        ])
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique(_)) => LedgerError::OutOrderIdTaken,
+            _ => ledger_error("recording an issuance", &e),
+        })?;
+    }
+    {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO vouchers (order_id, confirm_code, seq, capacity, used, voucher_type, \
+                 extras) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+            )
+            .during("preparing the voucher insert")?;
+        let first = snapshot.vouchers.len();
+        for (i, v) in plan.vouchers.iter().enumerate() {
+            insert
+                .execute(params![
+                    id,
+                    v.code.as_str(),
+                    first + i,
+                    v.capacity,
+                    v.voucher_type,
+                    v.extras
+                ])
+                .during("issuing a voucher")?;
+        }
+    }
+    for entry in plan.audit_entries(&snapshot, cmd) {
+        rows::insert_audit(conn, &entry)?;
+    }
+    Ok(plan.kind)
+}
+
+/// Opens a refund request.
+pub(crate) fn request_refund(
+    conn: &Connection,
+    cmd: &RefundRequestCommand,
+) -> Result<RefundRequest, LedgerError> {
+    let snapshot = snapshot_by_id(conn, cmd.order_id)?;
+    let plan = plan_refund_request(&snapshot, cmd)?;
+    let r = &plan.request;
+    conn.prepare_cached(
+        "INSERT INTO refund_requests (flow_id, order_id, quantity, requested_at_ms, request_id, \
+         state) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+    )
+    .during("preparing the refund request insert")?
+    .execute(params![
+        r.flow_id,
+        cmd.order_id.get(),
+        r.quantity,
+        ms(r.requested_at),
+        cmd.meta.request_id
+    ])
+    .during("opening a refund request")?;
+    for entry in plan.audit_entries(&snapshot, cmd) {
+        rows::insert_audit(conn, &entry)?;
+    }
+    Ok(plan.request)
+}
+
+/// Applies a refund notification.
+pub(crate) fn refund(
+    conn: &Connection,
+    cmd: &RefundCommand,
+) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+    let snapshot = snapshot_by_id(conn, cmd.order_id)?;
+    let plan = plan_refund(&snapshot, cmd)?;
+    if plan.kind == OutcomeKind::Applied {
+        conn.prepare_cached(
+            "UPDATE refund_requests SET state = ?2, refunded_tickets = ?3, batch_no = ?4, \
+             failure_reason = ?5, settled_at_ms = ?6, settled_by = ?7 \
+             WHERE flow_id = ?1 AND state = 'pending'",
+        )
+        .during("preparing the refund settlement")?
+        .execute(params![
+            plan.flow_id,
+            plan.state.as_str(),
+            plan.refunded_tickets,
+            cmd.batch_no,
+            cmd.failure_reason,
+            ms(cmd.meta.received_at),
+            cmd.meta.request_id
+        ])
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique(_)) => LedgerError::RefundConflict,
+            _ => ledger_error("settling a refund", &e),
+        })?;
+        conn.prepare_cached(
+            "UPDATE orders SET refunded_tickets = refunded_tickets + ?2 \
+             WHERE order_id = ?1 AND refunded_tickets + ?2 <= quantity",
+        )
+        .during("preparing the refund count")?
+        .execute(params![cmd.order_id.get(), plan.refunded_tickets])
+        .during("counting refunded tickets")?;
+    }
+    for entry in plan.audit_entries(&snapshot, cmd) {
+        rows::insert_audit(conn, &entry)?;
+    }
+    let settled = refunds(conn, cmd.order_id)?
+        .into_iter()
+        .find(|r| r.flow_id == plan.flow_id)
+        .ok_or_else(|| LedgerError::Internal("a settled refund could not be read back".into()))?;
+    Ok((settled, plan.kind))
+}
+
+/// [`refund`], keeping the anomaly a refusal raises.
+pub(crate) fn refund_keeping_anomaly(
+    conn: &Connection,
+    cmd: &RefundCommand,
+) -> Result<Result<(RefundRequest, OutcomeKind), LedgerError>, LedgerError> {
+    keeping_anomaly(
+        conn,
+        |e| refusal_anomaly(e, Some(cmd.order_id), &cmd.app_key, &cmd.meta),
+        |conn| refund(conn, cmd),
+    )
+}
+
+/// Gives uses back; returns the code's count after.
+pub(crate) fn reverse(conn: &Connection, cmd: &ReversalCommand) -> Result<i64, LedgerError> {
+    let snapshot = snapshot_by_id(conn, cmd.order_id)?;
+    let id = cmd.order_id.get();
+    let uses = conn
+        .prepare_cached(&format!(
+            "SELECT {USE_COLUMNS} FROM voucher_uses WHERE order_id = ?1 AND confirm_code = ?2 \
+             AND recorded_at_ms >= ?3 AND reversed < quantity"
+        ))
+        .during("preparing the use log query")?
+        .query_map(
+            params![id, cmd.code.as_str(), ms(cmd.meta.received_at - cmd.window)],
+            rows::voucher_use,
+        )
+        .during("reading the use log")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .during("reading the use log")?;
+    let plan = plan_reversal(&snapshot, &uses, cmd)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE vouchers SET used = used - ?3 \
+             WHERE order_id = ?1 AND confirm_code = ?2 AND used - ?3 >= 0",
+        )
+        .during("preparing the reversal")?
+        .execute(params![id, plan.code.as_str(), plan.quantity])
+        .during("reversing uses")?;
+    if changed != 1 {
+        return Err(LedgerError::Internal(
+            "a reversal found the voucher changed under it".into(),
+        ));
+    }
+    {
+        let mut take = conn
+            .prepare_cached(
+                "UPDATE voucher_uses SET reversed = reversed + ?2 \
+                 WHERE id = ?1 AND reversed + ?2 <= quantity",
+            )
+            .during("preparing the use log update")?;
+        for (use_id, n) in &plan.takes {
+            take.execute(params![use_id, n])
+                .during("marking uses reversed")?;
+        }
+    }
+    for entry in plan.audit_entries(&snapshot, cmd) {
+        rows::insert_audit(conn, &entry)?;
+    }
+    Ok(plan.used_after)
+}
+
+/// Stores an anomaly.
+pub(crate) fn insert_anomaly(conn: &Connection, a: &NewAnomaly) -> Result<i64, LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO anomalies (kind, order_id, app_key, request_id, at_ms, detail, request) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .during("preparing the anomaly insert")?
+    .execute(params![
+        a.kind.as_str(),
+        a.order_id,
+        a.app_key,
+        a.request_id,
+        ms(a.at),
+        a.detail.to_string(),
+        a.request.to_string()
+    ])
+    .during("recording an anomaly")?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Resolves an open anomaly.
+pub(crate) fn resolve_anomaly(
+    conn: &Connection,
+    cmd: &ResolveAnomaly,
+) -> Result<Anomaly, LedgerError> {
+    let current = anomaly(conn, cmd.id)?.ok_or(LedgerError::AnomalyNotFound)?;
+    if current.resolution.is_some() {
+        return Err(LedgerError::AnomalyResolved);
+    }
+    conn.prepare_cached(
+        "UPDATE anomalies SET resolution = ?2, note = ?3, resolved_at_ms = ?4, resolved_by = ?5 \
+         WHERE id = ?1 AND resolution IS NULL",
+    )
+    .during("preparing the anomaly resolution")?
+    .execute(params![
+        cmd.id,
+        cmd.resolution.as_str(),
+        cmd.note,
+        ms(cmd.meta.received_at),
+        cmd.meta.request_id
+    ])
+    .during("resolving an anomaly")?;
+    rows::insert_audit(conn, &resolution_entry(&current, cmd))?;
+    anomaly(conn, cmd.id)?
+        .ok_or_else(|| LedgerError::Internal("a resolved anomaly could not be read back".into()))
+}
+
+fn anomaly(conn: &Connection, id: i64) -> Result<Option<Anomaly>, LedgerError> {
+    conn.prepare_cached(&format!(
+        "SELECT {ANOMALY_COLUMNS} FROM anomalies WHERE id = ?1"
+    ))
+    .during("preparing the anomaly lookup")?
+    .query_row([id], rows::anomaly)
+    .optional()
+    .during("reading an anomaly")
+}
+
+/// Anomalies matching the filter, newest first.
+pub(crate) fn anomalies(
+    conn: &Connection,
+    filter: &AnomalyFilter,
+) -> Result<Vec<Anomaly>, LedgerError> {
+    filtered(conn, &ListQuery::anomalies(filter), rows::anomaly)
+}
+
+/// An order's refund requests, oldest first.
+fn refunds(conn: &Connection, id: OrderId) -> Result<Vec<RefundRequest>, LedgerError> {
+    conn.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refund_requests WHERE order_id = ?1 \
+         ORDER BY requested_at_ms, flow_id"
+    ))
+    .during("preparing the refund list")?
+    .query_map([id.get()], rows::refund)
+    .during("listing refunds")?
+    .collect::<rusqlite::Result<_>>()
+    .during("reading refunds")
+}
+
+/// The voucher's `(capacity, used)` as it is now, for [`capacity_refusal`].
+fn voucher_now(
     conn: &Connection,
     order_id: i64,
     change: &ticket_ledger::VoucherChange,
-) -> Result<LedgerError, LedgerError> {
-    let current = conn
-        .prepare_cached(
-            "SELECT capacity, used FROM vouchers WHERE order_id = ?1 AND confirm_code = ?2",
-        )
-        .during("preparing the voucher lookup")?
-        .query_row(params![order_id, change.code.as_str()], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-        })
-        .optional()
-        .during("reading a voucher")?;
-    Ok(match current {
-        Some((capacity, used)) => LedgerError::CapacityExceeded {
-            code: change.code.clone(),
-            requested: change.delta,
-            remaining: (capacity - used).max(0),
-        },
-        None => LedgerError::VoucherNotFound {
-            code: change.code.clone(),
-        },
+) -> Result<Option<(i64, i64)>, LedgerError> {
+    conn.prepare_cached(
+        "SELECT capacity, used FROM vouchers WHERE order_id = ?1 AND confirm_code = ?2",
+    )
+    .during("preparing the voucher lookup")?
+    .query_row(params![order_id, change.code.as_str()], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
     })
+    .optional()
+    .during("reading a voucher")
 }
 
 /// Appends one audit entry on its own.
@@ -299,54 +654,39 @@ pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderV
         .collect::<rusqlite::Result<_>>()
         .during("reading the order history")?;
     Ok(Some(OrderView {
+        refunds: refunds(conn, id)?,
         order,
         vouchers,
         events,
     }))
 }
 
-/// Audit entries matching every field of `filter`, oldest first.
-///
-/// The SQL names only the filters that are set (at most 16 distinct texts, each prepared once
-/// per connection), so each query can use the index that fits instead of `? IS NULL OR ...`.
+/// Audit entries matching every field of `filter`, oldest first (see [`filtered`]).
 pub(crate) fn audit(
     conn: &Connection,
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEntry>, LedgerError> {
-    let mut clauses = Vec::new();
-    let mut values = Vec::new();
-    if let Some(order_id) = filter.order_id {
-        clauses.push("order_id = ?");
-        values.push(Value::Integer(order_id));
-    }
-    if let Some(app_key) = &filter.app_key {
-        clauses.push("app_key = ?");
-        values.push(Value::Text(app_key.clone()));
-    }
-    if let Some(outcome) = filter.outcome {
-        clauses.push("outcome = ?");
-        values.push(Value::Text(outcome.as_str().to_owned()));
-    }
-    if let Some(after) = filter.after_seq {
-        clauses.push("seq > ?");
-        values.push(Value::Integer(after));
-    }
-    let limit = filter
-        .limit
-        .unwrap_or(DEFAULT_AUDIT_LIMIT)
-        .min(MAX_AUDIT_LIMIT);
-    values.push(Value::Integer(i64::from(limit)));
-    let filter_sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
-    conn.prepare_cached(&format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit_log{filter_sql} ORDER BY seq LIMIT ?"
-    ))
-    .during("preparing the audit query")?
-    .query_map(rusqlite::params_from_iter(values), rows::audit)
-    .during("querying the audit trail")?
-    .collect::<rusqlite::Result<_>>()
-    .during("reading the audit trail")
+    filtered(conn, &ListQuery::audit(filter), rows::audit)
+}
+
+/// Runs a list query (see [`ListQuery`]).
+fn filtered<T>(
+    conn: &Connection,
+    query: &ListQuery,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, LedgerError> {
+    let values = query
+        .values
+        .iter()
+        .map(|v| match v {
+            SqlValue::Int(i) => i.map_or(Value::Null, Value::Integer),
+            SqlValue::Text(t) => t.clone().map_or(Value::Null, Value::Text),
+        })
+        .chain([Value::Integer(query.limit)]);
+    conn.prepare_cached(&query.sql())
+        .during("preparing a filtered query")?
+        .query_map(rusqlite::params_from_iter(values), read)
+        .during("running a filtered query")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading a filtered query")
 }

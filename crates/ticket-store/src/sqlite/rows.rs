@@ -1,121 +1,81 @@
-//! Rows ↔ domain values, and SQLite errors → [`LedgerError`].
+//! rusqlite rows → domain values, and SQLite errors → [`LedgerError`].
 //!
-//! Everything that crosses the store boundary is converted here: instants become UTC
-//! milliseconds (`*_ms` INTEGER columns) and come back as `DateTime<Utc>`, identifiers are
-//! re-parsed with the domain's own `parse` so a corrupted row surfaces as an error instead of
-//! an invalid value, and driver errors become the domain's `Unavailable`/`Internal`.
+//! The conversion itself is shared with the other backends ([`crate::rows`]); this module gives
+//! it rusqlite's rows, appends audit entries, and turns driver errors into the domain's
+//! `Unavailable`/`Internal`.
 
-use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{ErrorCode, Row};
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, LedgerError, OrderId, OrderRecord,
-    OutOrderId, VoucherRecord,
+    Anomaly, App, AuditEntry, LedgerError, OrderRecord, RefundRequest, UseRecord, VoucherRecord,
 };
 
-/// `apps` columns in the order [`app`] reads them.
-pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms";
-/// `orders` columns in the order [`order`] reads them.
-pub(crate) const ORDER_COLUMNS: &str =
-    "order_id, app_key, out_order_id, quantity, valid_from_ms, valid_until_ms, created_at_ms";
-/// `vouchers` columns in the order [`voucher`] reads them.
-pub(crate) const VOUCHER_COLUMNS: &str = "confirm_code, capacity, used";
-/// `audit_log` columns in the order [`audit`] reads them.
-pub(crate) const AUDIT_COLUMNS: &str =
-    "seq, request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip";
+pub(crate) use crate::rows::ms;
+use crate::rows::{self as shared, ReadRow};
 
-/// An instant as stored.
-pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
+/// rusqlite's rows for the shared readers. A stored value that the domain does not accept (the
+/// row was written by something other than this store, or the disk lies) is reported as a
+/// conversion failure, so it ends up `Internal`.
+impl ReadRow for Row<'_> {
+    type Error = rusqlite::Error;
 
-/// A stored value that the domain does not accept: the row was written by something other than
-/// this store, or the disk lies. Reported as a conversion failure so it ends up `Internal`.
-fn corrupt(column: usize, ty: Type, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, ty, what.into())
-}
+    fn int(&self, column: usize) -> rusqlite::Result<i64> {
+        self.get(column)
+    }
 
-fn instant(row: &Row<'_>, column: usize) -> rusqlite::Result<DateTime<Utc>> {
-    let ms: i64 = row.get(column)?;
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
-        corrupt(
-            column,
-            Type::Integer,
-            format!("instant {ms} ms out of range"),
-        )
-    })
-}
+    fn opt_int(&self, column: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(column)
+    }
 
-fn opt_instant(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    match row.get::<_, Option<i64>>(column)? {
-        None => Ok(None),
-        Some(_) => instant(row, column).map(Some),
+    fn text(&self, column: usize) -> rusqlite::Result<String> {
+        self.get(column)
+    }
+
+    fn opt_text(&self, column: usize) -> rusqlite::Result<Option<String>> {
+        self.get(column)
+    }
+
+    fn corrupt(&self, column: usize, what: String) -> rusqlite::Error {
+        let ty = self
+            .get_ref(column)
+            .map_or(Type::Null, |value| value.data_type());
+        rusqlite::Error::FromSqlConversionFailure(column, ty, what.into())
     }
 }
 
-fn parsed<T>(row: &Row<'_>, column: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-    let text: String = row.get(column)?;
-    parse(&text).ok_or_else(|| corrupt(column, Type::Text, "invalid identifier".to_owned()))
-}
-
-fn order_id(row: &Row<'_>, column: usize) -> rusqlite::Result<OrderId> {
-    let id: i64 = row.get(column)?;
-    OrderId::new(id).ok_or_else(|| corrupt(column, Type::Integer, format!("order id {id}")))
-}
-
-/// Reads [`APP_COLUMNS`].
+/// Reads [`APP_COLUMNS`](crate::rows::APP_COLUMNS) (rusqlite wants a function of `&Row<'_>`).
 pub(crate) fn app(row: &Row<'_>) -> rusqlite::Result<App> {
-    Ok(App {
-        app_key: parsed(row, 0, AppKey::parse)?,
-        name: row.get(1)?,
-        secret: row.get(2)?,
-        created_at: instant(row, 3)?,
-    })
+    shared::app(row)
 }
 
-/// Reads [`ORDER_COLUMNS`].
+/// Reads [`ORDER_COLUMNS`](crate::rows::ORDER_COLUMNS).
 pub(crate) fn order(row: &Row<'_>) -> rusqlite::Result<OrderRecord> {
-    Ok(OrderRecord {
-        order_id: order_id(row, 0)?,
-        app_key: parsed(row, 1, AppKey::parse)?,
-        out_order_id: match row.get::<_, Option<String>>(2)? {
-            None => None,
-            Some(_) => Some(parsed(row, 2, OutOrderId::parse)?),
-        },
-        quantity: row.get(3)?,
-        valid_from: opt_instant(row, 4)?,
-        valid_until: opt_instant(row, 5)?,
-        created_at: instant(row, 6)?,
-    })
+    shared::order(row)
 }
 
-/// Reads [`VOUCHER_COLUMNS`].
+/// Reads [`REFUND_COLUMNS`](crate::rows::REFUND_COLUMNS).
+pub(crate) fn refund(row: &Row<'_>) -> rusqlite::Result<RefundRequest> {
+    shared::refund(row)
+}
+
+/// Reads [`USE_COLUMNS`](crate::rows::USE_COLUMNS).
+pub(crate) fn voucher_use(row: &Row<'_>) -> rusqlite::Result<UseRecord> {
+    shared::voucher_use(row)
+}
+
+/// Reads [`ANOMALY_COLUMNS`](crate::rows::ANOMALY_COLUMNS).
+pub(crate) fn anomaly(row: &Row<'_>) -> rusqlite::Result<Anomaly> {
+    shared::anomaly(row)
+}
+
+/// Reads [`VOUCHER_COLUMNS`](crate::rows::VOUCHER_COLUMNS).
 pub(crate) fn voucher(row: &Row<'_>) -> rusqlite::Result<VoucherRecord> {
-    Ok(VoucherRecord {
-        code: parsed(row, 0, ConfirmCode::parse)?,
-        capacity: row.get(1)?,
-        used: row.get(2)?,
-    })
+    shared::voucher(row)
 }
 
-/// Reads [`AUDIT_COLUMNS`].
+/// Reads [`AUDIT_COLUMNS`](crate::rows::AUDIT_COLUMNS).
 pub(crate) fn audit(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
-    let outcome: String = row.get(6)?;
-    let detail: String = row.get(8)?;
-    Ok(AuditEntry {
-        seq: row.get(0)?,
-        request_id: row.get(1)?,
-        at: instant(row, 2)?,
-        action: row.get(3)?,
-        app_key: row.get(4)?,
-        order_id: row.get(5)?,
-        outcome: AuditOutcome::parse(&outcome)
-            .ok_or_else(|| corrupt(6, Type::Text, format!("outcome {outcome:?}")))?,
-        reason: row.get(7)?,
-        detail: serde_json::from_str(&detail)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Text, Box::new(e)))?,
-        client_ip: row.get(9)?,
-    })
+    shared::audit(row)
 }
 
 /// Appends one audit entry; returns its `seq`. Shared by every write that leaves a trace.
@@ -183,17 +143,7 @@ pub(crate) fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// The error and all its sources, `: `-separated, for logs and `Internal` messages.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub(crate) use crate::error::chain;
 
 /// Maps a driver error to the domain: busy/locked is [`LedgerError::Unavailable`] (a retry may
 /// succeed), anything else [`LedgerError::Internal`], logged here with its whole source chain so

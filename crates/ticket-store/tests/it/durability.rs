@@ -94,11 +94,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
-    assert_eq!(applied, vec![(1, "init".to_owned())]);
+    assert_eq!(
+        applied,
+        vec![(1, "init".to_owned()), (2, "lifecycle".to_owned())]
+    );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

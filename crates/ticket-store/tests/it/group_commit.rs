@@ -76,7 +76,11 @@ async fn sixty_four_racing_verifies_of_a_ten_use_code_apply_exactly_ten() {
         10,
         "one accepted entry per applied verify, none for refusals"
     );
-    assert_eq!(accepted.len(), 11, "plus the creation entry");
+    assert_eq!(
+        accepted.len(),
+        13,
+        "plus the creation entry and the issued -> partly_used -> used transitions"
+    );
 
     let after = store.store.writer_stats();
     assert_eq!(after.jobs - before.jobs, 64);

@@ -3,6 +3,9 @@
 //! - `suite`: the shared behaviour suite from `ticket-ledger`, run against [`SqliteStore`].
 //! - `durability`: settings really in effect, reopening, migrations, file modes, URLs, the
 //!   constraints that back the code up.
+//! - `engines`: the suite and engine-specific cases on the real PostgreSQL and MariaDB/MySQL
+//!   servers (a scratch database per run; skipped with a note when no server runs, unless
+//!   `CI` is set).
 //! - `group_commit`: racing writes through the single writer.
 //! - `store`: SQLite-specific behaviour of reads (app cache, audit limits, instants).
 //!
@@ -11,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod durability;
+mod engines;
 mod group_commit;
 mod store;
 mod suite;

@@ -8,9 +8,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditFilter, AuditOutcome, ConfirmCode, LedgerError, LedgerStore,
-    NewApp, NewOrder, NewVoucher, OrderId, OrderRef, OrderView, OutOrderId, RequestMeta,
-    VerifyCommand, VerifyOutcome, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, AuditOutcome, ConfirmCode,
+    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, NewVoucher, OrderId, OrderRef,
+    OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand,
+    RequestMeta, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOrigin, VerifyOutcome,
+    VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
 };
 use ticket_store::SqliteStore;
 
@@ -53,6 +55,33 @@ impl LedgerStore for TempStore {
     }
     async fn ping(&self) -> Result<(), LedgerError> {
         self.store.ping().await
+    }
+    async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
+        self.store.issue(cmd).await
+    }
+    async fn request_refund(
+        &self,
+        cmd: RefundRequestCommand,
+    ) -> Result<RefundRequest, LedgerError> {
+        self.store.request_refund(cmd).await
+    }
+    async fn refund(
+        &self,
+        cmd: RefundCommand,
+    ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+        self.store.refund(cmd).await
+    }
+    async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
+        self.store.reverse(cmd).await
+    }
+    async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
+        self.store.anomalies(filter).await
+    }
+    async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
+        self.store.resolve_anomaly(cmd).await
+    }
+    async fn close(&self) {
+        LedgerStore::close(&self.store).await;
     }
 }
 
@@ -202,6 +231,7 @@ impl Verify {
 
     fn naming(app: &str, order: OrderRef) -> Self {
         Self(VerifyCommand {
+            origin: VerifyOrigin::Vendor,
             app_key: key(app),
             order,
             mode: WriteOffType::Delta,

@@ -1,0 +1,375 @@
+//! Rows → domain values, once for every backend.
+//!
+//! SQLite (rusqlite), PostgreSQL and MySQL (sqlx) hand back rows of different types, but the
+//! ledger stores the same columns everywhere: instants as UTC milliseconds in integer columns,
+//! identifiers and states as text, JSON as text. Each driver implements the four accessors of
+//! [`ReadRow`]; the readers below turn a row into a domain value the same way for all of them,
+//! re-parsing identifiers with the domain's own `parse` so that a corrupted row surfaces as an
+//! error instead of an invalid value. The `*_COLUMNS` lists are the `SELECT` lists the readers
+//! expect, so every backend selects the same columns in the same order.
+//!
+//! Also here: the few pure helpers that both the SQLite and the SQL operations need (the
+//! refusal of a conditional update that matched no row, the audit entry of an anomaly's
+//! resolution, and the filters of the list queries), so the two stay one piece of logic.
+
+use chrono::{DateTime, Utc};
+use ticket_ledger::{
+    Anomaly, AnomalyFilter, AnomalyKind, App, AppKey, AuditEntry, AuditFilter, AuditOutcome,
+    ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord, OutOrderId,
+    RefundRequest, RefundState, Resolution, ResolveAnomaly, UseRecord, VoucherChange,
+    VoucherRecord,
+};
+
+/// `apps` columns in the order [`app`] reads them.
+pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms";
+/// `orders` columns in the order [`order`] reads them.
+pub(crate) const ORDER_COLUMNS: &str =
+    "order_id, app_key, out_order_id, quantity, valid_from_ms, valid_until_ms, created_at_ms, \
+     issue_state, issue_describe, refunded_tickets";
+/// `refund_requests` columns in the order [`refund`] reads them.
+pub(crate) const REFUND_COLUMNS: &str = "flow_id, quantity, requested_at_ms, state, \
+     refunded_tickets, batch_no, failure_reason, settled_at_ms, needs_review";
+/// `voucher_uses` columns in the order [`voucher_use`] reads them.
+pub(crate) const USE_COLUMNS: &str = "id, confirm_code, quantity, reversed, recorded_at_ms";
+/// `anomalies` columns in the order [`anomaly`] reads them.
+pub(crate) const ANOMALY_COLUMNS: &str = "id, kind, order_id, app_key, request_id, at_ms, \
+     detail, request, resolution, note, resolved_at_ms";
+/// `vouchers` columns in the order [`voucher`] reads them.
+pub(crate) const VOUCHER_COLUMNS: &str = "confirm_code, capacity, used";
+/// `audit_log` columns in the order [`audit`] reads them.
+pub(crate) const AUDIT_COLUMNS: &str =
+    "seq, request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip";
+
+/// Entries a list query returns when the filter names no limit.
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
+/// Entries a list query returns at most, whatever the filter asks.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// An instant as stored.
+pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// Typed access to one column of a driver's row. `corrupt` builds the driver's own error for a
+/// value the domain refuses, so it travels the same road as any other read failure.
+pub(crate) trait ReadRow {
+    /// The driver's error.
+    type Error;
+    /// A non-null integer column.
+    fn int(&self, column: usize) -> Result<i64, Self::Error>;
+    /// A nullable integer column.
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, Self::Error>;
+    /// A non-null text column.
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
+    /// A nullable text column.
+    fn opt_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
+    /// The error for a stored value the domain does not accept.
+    fn corrupt(&self, column: usize, what: String) -> Self::Error;
+}
+
+fn instant<R: ReadRow>(row: &R, column: usize) -> Result<DateTime<Utc>, R::Error> {
+    let ms = row.int(column)?;
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| row.corrupt(column, format!("instant {ms} ms out of range")))
+}
+
+fn opt_instant<R: ReadRow>(row: &R, column: usize) -> Result<Option<DateTime<Utc>>, R::Error> {
+    match row.opt_int(column)? {
+        None => Ok(None),
+        Some(_) => instant(row, column).map(Some),
+    }
+}
+
+fn parsed<R: ReadRow, T>(
+    row: &R,
+    column: usize,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, R::Error> {
+    let text = row.text(column)?;
+    parse(&text).ok_or_else(|| row.corrupt(column, format!("invalid value {text:?}")))
+}
+
+fn opt_parsed<R: ReadRow, T>(
+    row: &R,
+    column: usize,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, R::Error> {
+    match row.opt_text(column)? {
+        None => Ok(None),
+        Some(_) => parsed(row, column, parse).map(Some),
+    }
+}
+
+fn json<R: ReadRow>(row: &R, column: usize) -> Result<serde_json::Value, R::Error> {
+    let text = row.text(column)?;
+    serde_json::from_str(&text).map_err(|e| row.corrupt(column, format!("invalid JSON: {e}")))
+}
+
+/// Reads [`APP_COLUMNS`].
+pub(crate) fn app<R: ReadRow>(row: &R) -> Result<App, R::Error> {
+    Ok(App {
+        app_key: parsed(row, 0, AppKey::parse)?,
+        name: row.text(1)?,
+        secret: row.text(2)?,
+        created_at: instant(row, 3)?,
+    })
+}
+
+/// Reads [`ORDER_COLUMNS`].
+pub(crate) fn order<R: ReadRow>(row: &R) -> Result<OrderRecord, R::Error> {
+    let id = row.int(0)?;
+    Ok(OrderRecord {
+        order_id: OrderId::new(id).ok_or_else(|| row.corrupt(0, format!("order id {id}")))?,
+        app_key: parsed(row, 1, AppKey::parse)?,
+        out_order_id: opt_parsed(row, 2, OutOrderId::parse)?,
+        quantity: row.int(3)?,
+        valid_from: opt_instant(row, 4)?,
+        valid_until: opt_instant(row, 5)?,
+        created_at: instant(row, 6)?,
+        issue_state: parsed(row, 7, IssueState::parse)?,
+        issue_describe: row.opt_text(8)?,
+        refunded_tickets: row.int(9)?,
+    })
+}
+
+/// Reads [`REFUND_COLUMNS`].
+pub(crate) fn refund<R: ReadRow>(row: &R) -> Result<RefundRequest, R::Error> {
+    Ok(RefundRequest {
+        flow_id: row.text(0)?,
+        quantity: row.int(1)?,
+        requested_at: instant(row, 2)?,
+        state: parsed(row, 3, RefundState::parse)?,
+        refunded_tickets: row.int(4)?,
+        batch_no: row.opt_text(5)?,
+        failure_reason: row.opt_text(6)?,
+        settled_at: opt_instant(row, 7)?,
+        needs_review: row.int(8)? != 0,
+    })
+}
+
+/// Reads [`USE_COLUMNS`].
+pub(crate) fn voucher_use<R: ReadRow>(row: &R) -> Result<UseRecord, R::Error> {
+    Ok(UseRecord {
+        id: row.int(0)?,
+        code: parsed(row, 1, ConfirmCode::parse)?,
+        quantity: row.int(2)?,
+        reversed: row.int(3)?,
+        recorded_at: instant(row, 4)?,
+    })
+}
+
+/// Reads [`ANOMALY_COLUMNS`].
+pub(crate) fn anomaly<R: ReadRow>(row: &R) -> Result<Anomaly, R::Error> {
+    Ok(Anomaly {
+        id: row.int(0)?,
+        anomaly: NewAnomaly {
+            kind: parsed(row, 1, AnomalyKind::parse)?,
+            order_id: row.opt_int(2)?,
+            app_key: row.opt_text(3)?,
+            request_id: row.text(4)?,
+            at: instant(row, 5)?,
+            detail: json(row, 6)?,
+            request: json(row, 7)?,
+        },
+        resolution: opt_parsed(row, 8, Resolution::parse)?,
+        note: row.opt_text(9)?,
+        resolved_at: opt_instant(row, 10)?,
+    })
+}
+
+/// Reads [`VOUCHER_COLUMNS`].
+pub(crate) fn voucher<R: ReadRow>(row: &R) -> Result<VoucherRecord, R::Error> {
+    Ok(VoucherRecord {
+        code: parsed(row, 0, ConfirmCode::parse)?,
+        capacity: row.int(1)?,
+        used: row.int(2)?,
+    })
+}
+
+/// Reads [`AUDIT_COLUMNS`].
+pub(crate) fn audit<R: ReadRow>(row: &R) -> Result<AuditEntry, R::Error> {
+    Ok(AuditEntry {
+        seq: row.int(0)?,
+        request_id: row.text(1)?,
+        at: instant(row, 2)?,
+        action: row.text(3)?,
+        app_key: row.opt_text(4)?,
+        order_id: row.opt_int(5)?,
+        outcome: parsed(row, 6, AuditOutcome::parse)?,
+        reason: row.text(7)?,
+        detail: json(row, 8)?,
+        client_ip: row.opt_text(9)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers shared by the operations of every backend
+// ---------------------------------------------------------------------------------------------
+
+/// The refusal for a conditional voucher update that matched no row, computed from the row as
+/// it is now (`(capacity, used)`, or `None` when the voucher is gone) rather than from the
+/// evidently stale plan.
+pub(crate) fn capacity_refusal(change: &VoucherChange, now: Option<(i64, i64)>) -> LedgerError {
+    match now {
+        Some((capacity, used)) => LedgerError::CapacityExceeded {
+            code: change.code.clone(),
+            requested: change.delta,
+            remaining: (capacity - used).max(0),
+        },
+        None => LedgerError::VoucherNotFound {
+            code: change.code.clone(),
+        },
+    }
+}
+
+/// The audit entry recording an operator's resolution of `current`.
+pub(crate) fn resolution_entry(current: &Anomaly, cmd: &ResolveAnomaly) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        request_id: cmd.meta.request_id.clone(),
+        at: cmd.meta.received_at,
+        action: "admin.resolve_anomaly".to_owned(),
+        app_key: current.anomaly.app_key.clone(),
+        order_id: current.anomaly.order_id,
+        outcome: AuditOutcome::Accepted,
+        reason: cmd.resolution.as_str().to_owned(),
+        detail: serde_json::json!({"anomaly_id": cmd.id,
+            "kind": current.anomaly.kind.as_str(), "note": cmd.note}),
+        client_ip: cmd.meta.client_ip.clone(),
+    }
+}
+
+/// A value to bind, typed even when null (PostgreSQL wants a NULL's type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SqlValue {
+    /// An integer column's value.
+    Int(Option<i64>),
+    /// A text column's value.
+    Text(Option<String>),
+}
+
+/// The `WHERE` clauses (each with one `?`) and their values of a list query, its order and its
+/// capped limit. Only the filters in use are named, so each query can use the index that fits
+/// instead of `? IS NULL OR ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListQuery {
+    /// `SELECT <columns> FROM <table>`.
+    pub(crate) select: String,
+    /// Clauses joined with `AND`.
+    pub(crate) clauses: Vec<&'static str>,
+    /// One value per `?` in `clauses`.
+    pub(crate) values: Vec<SqlValue>,
+    /// The `ORDER BY` list.
+    pub(crate) order_by: &'static str,
+    /// The limit, already capped.
+    pub(crate) limit: i64,
+}
+
+impl ListQuery {
+    fn new(select: String, order_by: &'static str, limit: Option<u32>) -> Self {
+        Self {
+            select,
+            clauses: Vec::new(),
+            values: Vec::new(),
+            order_by,
+            limit: i64::from(limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)),
+        }
+    }
+
+    fn and(&mut self, clause: &'static str, value: Option<SqlValue>) {
+        self.clauses.push(clause);
+        self.values.extend(value);
+    }
+
+    /// The whole statement with `?` placeholders; the limit is the last one.
+    pub(crate) fn sql(&self) -> String {
+        let filter = if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        };
+        format!("{}{filter} ORDER BY {} LIMIT ?", self.select, self.order_by)
+    }
+
+    /// Audit entries matching every field of `filter`, oldest first.
+    pub(crate) fn audit(filter: &AuditFilter) -> Self {
+        let mut q = Self::new(
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log"),
+            "seq",
+            filter.limit,
+        );
+        if let Some(order_id) = filter.order_id {
+            q.and("order_id = ?", Some(SqlValue::Int(Some(order_id))));
+        }
+        if let Some(app_key) = &filter.app_key {
+            q.and("app_key = ?", Some(SqlValue::Text(Some(app_key.clone()))));
+        }
+        if let Some(outcome) = filter.outcome {
+            q.and(
+                "outcome = ?",
+                Some(SqlValue::Text(Some(outcome.as_str().to_owned()))),
+            );
+        }
+        if let Some(after) = filter.after_seq {
+            q.and("seq > ?", Some(SqlValue::Int(Some(after))));
+        }
+        q
+    }
+
+    /// Anomalies matching the filter, newest first.
+    pub(crate) fn anomalies(filter: &AnomalyFilter) -> Self {
+        let mut q = Self::new(
+            format!("SELECT {ANOMALY_COLUMNS} FROM anomalies"),
+            "id DESC",
+            filter.limit,
+        );
+        match filter.open {
+            Some(true) => q.and("resolution IS NULL", None),
+            Some(false) => q.and("resolution IS NOT NULL", None),
+            None => {}
+        }
+        if let Some(order_id) = filter.order_id {
+            q.and("order_id = ?", Some(SqlValue::Int(Some(order_id))));
+        }
+        if let Some(kind) = filter.kind {
+            q.and(
+                "kind = ?",
+                Some(SqlValue::Text(Some(kind.as_str().to_owned()))),
+            );
+        }
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_queries_name_only_the_filters_in_use_and_cap_the_limit() {
+        let q = ListQuery::audit(&AuditFilter {
+            order_id: Some(7),
+            after_seq: Some(3),
+            limit: Some(5000),
+            ..AuditFilter::default()
+        });
+        assert_eq!(
+            q.sql(),
+            format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? AND seq > ? \
+                 ORDER BY seq LIMIT ?"
+            )
+        );
+        assert_eq!(q.values, [SqlValue::Int(Some(7)), SqlValue::Int(Some(3))]);
+        assert_eq!(q.limit, 1000);
+        let q = ListQuery::anomalies(&AnomalyFilter {
+            open: Some(true),
+            ..AnomalyFilter::default()
+        });
+        assert!(q
+            .sql()
+            .ends_with("WHERE resolution IS NULL ORDER BY id DESC LIMIT ?"));
+        assert!(q.values.is_empty());
+        assert_eq!(q.limit, 100);
+    }
+}

@@ -1,0 +1,364 @@
+//! [`Engine`]: everything that differs between PostgreSQL and MySQL/MariaDB, in one place.
+//!
+//! The ledger's SQL is written once (in [`super::ops`]) with `?` placeholders and only the
+//! syntax both engines share: `SELECT … FOR UPDATE`, conditional `UPDATE`s, plain `INSERT`s.
+//! What remains is small and lives here, as a `match` per difference, like vaultwarden's
+//! `DbConnType` (STYLE §1 A6):
+//!
+//! - placeholders: `?` (MySQL) or `$1, $2, …` (PostgreSQL) — [`Engine::sql`];
+//! - which errors mean "try again" (serialization failures, deadlocks, lock timeouts) or "the
+//!   server is not there", and which constraint a violation names — [`Engine::classify`];
+//! - the session settings each connection starts with, the oldest server version supported,
+//!   the durability settings checked at start-up, and how a consistent read-only snapshot is
+//!   opened (for `order`, `export`).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::error::ErrorKind;
+use sqlx::AnyConnection;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::StoreError;
+
+/// A server-side SQL engine the ledger runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// PostgreSQL 12 or later (`postgres://`, `postgresql://`).
+    Postgres,
+    /// MySQL 8.0 or later, or MariaDB 10.5 or later (`mysql://`, `mariadb://`).
+    MySql,
+}
+
+/// What an error from the driver means for the operation that got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// A serialization failure, deadlock or lock wait timeout: the transaction was rolled back
+    /// and running it again may succeed.
+    Retry,
+    /// The server cannot be reached or refuses connections: nothing was written.
+    Unavailable,
+    /// A unique or primary key violation, with the constraint's name when the engine says it.
+    Unique(Option<String>),
+    /// A foreign key violation.
+    ForeignKey,
+    /// Anything else.
+    Other,
+}
+
+impl Engine {
+    /// The engine a database URL names by its scheme, or `None` for any other scheme.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            _ => None,
+        }
+    }
+
+    /// A human name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::MySql => "MySQL/MariaDB",
+        }
+    }
+
+    /// `sql` (written with `?` placeholders) in this engine's placeholder syntax.
+    ///
+    /// The ledger's statements contain no `?` other than placeholders (no string literals with
+    /// one), so a plain scan is exact.
+    pub(crate) fn sql(self, sql: impl Into<Cow<'static, str>>) -> AssertSqlSafe<Cow<'static, str>> {
+        let sql = sql.into();
+        AssertSqlSafe(match self {
+            Self::MySql => sql,
+            Self::Postgres if !sql.contains('?') => sql,
+            Self::Postgres => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        })
+    }
+
+    /// Classifies a driver error (see [`ErrorClass`]).
+    pub(crate) fn classify(self, err: &sqlx::Error) -> ErrorClass {
+        let db = match err {
+            sqlx::Error::Database(db) => db,
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => return ErrorClass::Unavailable,
+            _ => return ErrorClass::Other,
+        };
+        match db.kind() {
+            ErrorKind::UniqueViolation => {
+                let name = match self {
+                    Self::Postgres => db.constraint().map(str::to_owned),
+                    Self::MySql => mysql_duplicate_key(db.message()),
+                };
+                return ErrorClass::Unique(name);
+            }
+            ErrorKind::ForeignKeyViolation => return ErrorClass::ForeignKey,
+            _ => {}
+        }
+        match self {
+            Self::Postgres => {
+                let code = db.code().unwrap_or_default();
+                match code.as_ref() {
+                    // serialization_failure, deadlock_detected, lock_not_available (the
+                    // session's lock_timeout).
+                    "40001" | "40P01" | "55P03" => ErrorClass::Retry,
+                    // too_many_connections, admin/crash shutdown, cannot_connect_now.
+                    "53300" | "57P01" | "57P02" | "57P03" => ErrorClass::Unavailable,
+                    c if c.starts_with("08") => ErrorClass::Unavailable,
+                    _ => ErrorClass::Other,
+                }
+            }
+            Self::MySql => {
+                let number = db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map_or(0, sqlx::mysql::MySqlDatabaseError::number);
+                match number {
+                    // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (MariaDB: record
+                    // changed since last read). 9007 (write conflict) and 8002 (retry a
+                    // SELECT FOR UPDATE) are TiDB's documented retryable errors; untested.
+                    1213 | 1205 | 1020 | 9007 | 8002 => ErrorClass::Retry,
+                    // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN.
+                    1040 | 1053 => ErrorClass::Unavailable,
+                    _ => ErrorClass::Other,
+                }
+            }
+        }
+    }
+
+    /// Statements every new connection runs before it is used.
+    ///
+    /// - PostgreSQL: `synchronous_commit = on` per session, so an `Ok` means the commit is on
+    ///   disk whatever the server's default; `lock_timeout`, so a row lock that is not granted
+    ///   in time fails (and is retried) instead of holding a pool connection indefinitely.
+    /// - MySQL/MariaDB: READ COMMITTED (every statement after the order's row lock reads the
+    ///   latest committed rows, and InnoDB takes no gap locks, so fewer deadlocks), strict SQL
+    ///   mode (a value that does not fit fails instead of being cut), and the lock wait timeout.
+    pub(crate) fn session_setup(self, lock_timeout: Duration) -> Vec<String> {
+        match self {
+            Self::Postgres => vec![
+                "SET synchronous_commit = on".to_owned(),
+                // `CREATE TABLE IF NOT EXISTS` and friends would log NOTICEs at every start.
+                "SET client_min_messages = warning".to_owned(),
+                format!("SET lock_timeout = {}", lock_timeout.as_millis().max(1)),
+            ],
+            Self::MySql => vec![
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')".to_owned(),
+                // Whole seconds, at least one: the variable takes no fractions.
+                format!(
+                    "SET SESSION innodb_lock_wait_timeout = {}",
+                    lock_timeout.as_secs().max(1)
+                ),
+            ],
+        }
+    }
+
+    /// Opens a read-only transaction that sees one consistent snapshot for all its statements
+    /// (the default READ COMMITTED gives each statement its own).
+    pub(crate) async fn begin_snapshot(
+        self,
+        conn: &mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        use sqlx::Connection;
+        match self {
+            Self::Postgres => {
+                conn.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+            }
+            Self::MySql => {
+                // SET TRANSACTION (without SESSION) applies to the next transaction only.
+                sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *conn)
+                    .await?;
+                conn.begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    .await
+            }
+        }
+    }
+
+    /// Checks the server: reachable, recent enough, and durable as the store promises. Returns
+    /// the server's version text.
+    pub(crate) async fn check_server(self, conn: &mut AnyConnection) -> Result<String, StoreError> {
+        let db = |during: &'static str| {
+            move |e: sqlx::Error| StoreError::Database {
+                during,
+                source: Box::new(e),
+            }
+        };
+        match self {
+            Self::Postgres => {
+                let row = sqlx::query(
+                    "SELECT current_setting('server_version'), \
+                     current_setting('server_version_num'), current_setting('fsync'), \
+                     current_setting('synchronous_commit')",
+                )
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("reading the server's version and settings"))?;
+                let text = |i: usize| row.try_get::<String, _>(i).unwrap_or_default();
+                let (version, num, fsync, sync) = (text(0), text(1), text(2), text(3));
+                let num: i64 = num.trim().parse().unwrap_or(0);
+                if num < 120_000 {
+                    return Err(StoreError::ServerTooOld {
+                        engine: "PostgreSQL",
+                        found: version,
+                        required: "12",
+                    });
+                }
+                // fsync is server-wide: with it off no commit is durable, whatever we set.
+                if fsync != "on" {
+                    return Err(StoreError::Setting {
+                        setting: "fsync",
+                        found: fsync,
+                        expected: "on",
+                    });
+                }
+                // Set per session in `session_setup`; checked so a pooler or a role default
+                // that overrides it is caught.
+                if sync == "off" {
+                    return Err(StoreError::Setting {
+                        setting: "synchronous_commit",
+                        found: sync,
+                        expected: "on",
+                    });
+                }
+                Ok(version)
+            }
+            Self::MySql => {
+                let row = sqlx::query(
+                    "SELECT VERSION(), CAST(@@GLOBAL.innodb_flush_log_at_trx_commit AS CHAR)",
+                )
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("reading the server's version and settings"))?;
+                let version: String = row.try_get(0).unwrap_or_default();
+                let flush: String = row.try_get(1).unwrap_or_default();
+                if let Some(required) = mysql_too_old(&version) {
+                    return Err(StoreError::ServerTooOld {
+                        engine: if is_mariadb(&version) {
+                            "MariaDB"
+                        } else {
+                            "MySQL"
+                        },
+                        found: version,
+                        required,
+                    });
+                }
+                // 0 and 2 acknowledge a commit before the redo log is flushed to disk: a
+                // crash can forget verifies the gateway already answered.
+                if flush.trim() != "1" {
+                    return Err(StoreError::Setting {
+                        setting: "innodb_flush_log_at_trx_commit",
+                        found: flush,
+                        expected: "1",
+                    });
+                }
+                Ok(version)
+            }
+        }
+    }
+}
+
+/// The key a MySQL duplicate-entry message names: `Duplicate entry 'x' for key 'name'` (MySQL
+/// 8 writes `table.name`).
+fn mysql_duplicate_key(message: &str) -> Option<String> {
+    let (_, rest) = message.rsplit_once("for key '")?;
+    let key = rest.strip_suffix('\'').unwrap_or(rest);
+    Some(key.rsplit('.').next().unwrap_or(key).to_owned())
+}
+
+fn is_mariadb(version: &str) -> bool {
+    version.to_ascii_lowercase().contains("mariadb")
+}
+
+/// The oldest supported version when `version` (as `SELECT VERSION()` prints it) is older:
+/// MySQL 8.0 (CHECK constraints, `SKIP LOCKED`-era InnoDB), MariaDB 10.5.
+fn mysql_too_old(version: &str) -> Option<&'static str> {
+    // MariaDB 10.x once printed a `5.5.5-` prefix for old clients.
+    let text = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    if is_mariadb(version) {
+        ((major, minor) < (10, 5)).then_some("10.5")
+    } else {
+        (major < 8).then_some("8.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_the_engine() {
+        assert_eq!(
+            Engine::from_url("postgres://u@h/db"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(
+            Engine::from_url("postgresql://h/db"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(Engine::from_url("mysql://root@h/db"), Some(Engine::MySql));
+        assert_eq!(Engine::from_url("MariaDB://root@h/db"), Some(Engine::MySql));
+        assert_eq!(Engine::from_url("sqlite://x.db"), None);
+        assert_eq!(Engine::from_url("postgres:x"), None);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        let sql = "UPDATE v SET used = used + ? WHERE id = ? AND used + ? <= capacity";
+        assert_eq!(Engine::MySql.sql(sql).0, sql);
+        assert_eq!(
+            Engine::Postgres.sql(sql).0,
+            "UPDATE v SET used = used + $1 WHERE id = $2 AND used + $3 <= capacity"
+        );
+    }
+
+    #[test]
+    fn mysql_duplicate_messages_name_the_key() {
+        assert_eq!(
+            mysql_duplicate_key("Duplicate entry 'a-x' for key 'orders_out_order_id'").as_deref(),
+            Some("orders_out_order_id")
+        );
+        assert_eq!(
+            mysql_duplicate_key("Duplicate entry '5' for key 'orders.PRIMARY'").as_deref(),
+            Some("PRIMARY")
+        );
+        assert_eq!(mysql_duplicate_key("something else"), None);
+    }
+
+    #[test]
+    fn old_servers_are_named_with_the_version_required() {
+        assert_eq!(mysql_too_old("10.11.19-MariaDB-0+deb12u1"), None);
+        assert_eq!(mysql_too_old("5.5.5-10.4.2-MariaDB"), Some("10.5"));
+        assert_eq!(mysql_too_old("10.4.32-MariaDB"), Some("10.5"));
+        assert_eq!(mysql_too_old("11.4.2-MariaDB"), None);
+        assert_eq!(mysql_too_old("8.0.36"), None);
+        assert_eq!(mysql_too_old("8.0.11-TiDB-v7.5.0"), None);
+        assert_eq!(mysql_too_old("5.7.44-log"), Some("8.0"));
+    }
+}

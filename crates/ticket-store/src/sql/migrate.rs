@@ -1,0 +1,179 @@
+//! Embedded migrations for PostgreSQL and MySQL/MariaDB, applied when the store connects.
+//!
+//! Each engine has its own files (`migrations/postgres/`, `migrations/mysql/`, STYLE §6) and
+//! the same bookkeeping as SQLite ([`crate::migrations`]): a `schema_migrations` table with a
+//! checksum per applied file; a database migrated by a newer binary, or whose applied files
+//! were edited, is refused.
+//!
+//! Several ticketd processes may start at once against one database, so migrating is
+//! serialised by a lock the database holds:
+//! - PostgreSQL: `pg_advisory_xact_lock` inside one transaction. DDL is transactional there, so
+//!   a failed migration leaves the schema as it was.
+//! - MySQL/MariaDB: `GET_LOCK` on the connection. DDL commits implicitly there, so a migration
+//!   that fails half-way leaves the tables it created; remove them by hand before retrying
+//!   (docs/OPERATIONS.md says how).
+
+use sqlx::AnyConnection;
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use super::engine::Engine;
+use crate::migrations::{checksum, latest, pending, Migration};
+use crate::StoreError;
+
+/// PostgreSQL's migrations, oldest first.
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+/// MySQL/MariaDB's migrations, oldest first.
+const MYSQL: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/mysql/0001_init.sql"),
+}];
+
+/// The advisory lock's key: any constant no other application on the database uses.
+const LOCK_KEY: i64 = 0x0074_6963_6b65_7464; // "ticketd" in ASCII
+
+fn embedded(engine: Engine) -> &'static [Migration] {
+    match engine {
+        Engine::Postgres => POSTGRES,
+        Engine::MySql => MYSQL,
+    }
+}
+
+/// The schema version this binary brings an `engine` database to.
+pub(crate) fn latest_version(engine: Engine) -> i64 {
+    latest(embedded(engine))
+}
+
+fn db(during: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Database {
+        during,
+        source: Box::new(e),
+    }
+}
+
+/// Brings the database to [`latest_version`]; see the module docs.
+pub(crate) async fn migrate(engine: Engine, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    match engine {
+        Engine::Postgres => {
+            let mut tx = conn
+                .begin()
+                .await
+                .map_err(db("starting the migration transaction"))?;
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+                .bind(LOCK_KEY)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("taking the migration lock"))?;
+            apply(engine, &mut tx).await?;
+            tx.commit().await.map_err(db("committing migrations"))
+        }
+        Engine::MySql => {
+            let locked: Option<i64> = sqlx::query("SELECT GET_LOCK('ticketd.migrate', 60)")
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(db("taking the migration lock"))?;
+            if locked != Some(1) {
+                return Err(StoreError::Database {
+                    during: "taking the migration lock",
+                    source: "another process held ticketd.migrate for 60 s".into(),
+                });
+            }
+            let result = apply(engine, conn).await;
+            // Released either way; the lock also ends with the session.
+            let released = sqlx::query("SELECT RELEASE_LOCK('ticketd.migrate')")
+                .execute(&mut *conn)
+                .await;
+            result?;
+            released
+                .map(drop)
+                .map_err(db("releasing the migration lock"))
+        }
+    }
+}
+
+async fn apply(engine: Engine, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    let create = match engine {
+        Engine::Postgres => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version       BIGINT NOT NULL PRIMARY KEY,
+                 name          TEXT   NOT NULL,
+                 checksum      BIGINT NOT NULL,
+                 applied_at_ms BIGINT NOT NULL
+             )"
+        }
+        Engine::MySql => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version       BIGINT       NOT NULL PRIMARY KEY,
+                 name          VARCHAR(255) NOT NULL,
+                 checksum      BIGINT       NOT NULL,
+                 applied_at_ms BIGINT       NOT NULL
+             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"
+        }
+    };
+    sqlx::raw_sql(create)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("creating schema_migrations"))?;
+    let applied: Vec<(i64, String, i64)> =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                    .collect()
+            })
+            .map_err(db("reading schema_migrations"))?;
+    for migration in pending(embedded(engine), &applied)? {
+        tracing::info!(
+            engine = engine.name(),
+            version = migration.version,
+            name = migration.name,
+            "applying ledger migration"
+        );
+        sqlx::raw_sql(AssertSqlSafe(migration.sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("applying a migration"))?;
+        sqlx::query(engine.sql(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) \
+             VALUES (?, ?, ?, ?)",
+        ))
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(checksum(migration.sql))
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(db("recording a migration"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_versions_count_up_from_one_without_gaps() {
+        for set in [POSTGRES, MYSQL] {
+            for (i, m) in set.iter().enumerate() {
+                assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn both_engines_reach_the_same_version() {
+        assert_eq!(
+            latest_version(Engine::Postgres),
+            latest_version(Engine::MySql)
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! [`SqlStore`]: the ledger on a PostgreSQL or MySQL/MariaDB server, shared by several ticketd
+//! processes.
+//!
+//! One implementation serves both engines: the statements are written once ([`ops`]) over
+//! sqlx's `Any` driver, and what differs — placeholders, error codes, session settings,
+//! version and durability checks, migrations — is a `match` on [`Engine`] ([`engine`],
+//! [`migrate`]).
+//!
+//! How a write runs ([`SqlStore::write`]):
+//! 1. take a pooled connection and `BEGIN` (READ COMMITTED);
+//! 2. run the operation: lock the order row (`SELECT … FOR UPDATE`), load the snapshot, call
+//!    the domain's planner, apply the plan with conditional updates;
+//! 3. `COMMIT`. An `Ok` is returned only after the commit, which the engine has made durable
+//!    (PostgreSQL `synchronous_commit=on`, InnoDB `innodb_flush_log_at_trx_commit=1`, both
+//!    checked at start-up);
+//! 4. if the engine aborted the transaction as a serialization failure, deadlock or lock wait
+//!    timeout, it is run again from the start, at most [`PoolSettings::max_attempts`] times
+//!    with a short jittered backoff, then answered [`LedgerError::Unavailable`] (the gateway's
+//!    retryable `isp.service-busy`). A lost connection is `Unavailable` too, except during
+//!    `COMMIT`, where the outcome is unknown and the answer is `Internal`.
+//!
+//! Reads that must see one state (`order`) run in a REPEATABLE READ read-only transaction;
+//! list reads (`audit`, `anomalies`) are single statements. Apps are cached in memory like on
+//! SQLite: they are only ever added, and a miss still reads the database, so an app
+//! registered through another process is found.
+
+mod engine;
+mod migrate;
+pub(crate) mod ops;
+mod transfer;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{AssertSqlSafe, Connection};
+use ticket_ledger::{
+    refusal_anomaly, Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, IssueCommand,
+    LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef, OrderView,
+    OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
+    ReversalCommand, VerifyCommand, VerifyOutcome,
+};
+
+pub use self::engine::Engine;
+use self::engine::ErrorClass;
+use self::ops::{During, Failure};
+use crate::apps::AppCache;
+use crate::StoreError;
+
+/// How a [`SqlStore`] uses its server: pool size and the bounds on waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections open at once (each serves one transaction at a time).
+    pub max_connections: u32,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// How long an operation waits for a free connection before it is answered
+    /// [`LedgerError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// How long a statement waits for a row lock held by another transaction before the
+    /// attempt fails and is retried (PostgreSQL `lock_timeout`, InnoDB
+    /// `innodb_lock_wait_timeout`, whole seconds there).
+    pub lock_timeout: Duration,
+    /// Attempts at one operation when the engine asks for a retry (at least 1).
+    pub max_attempts: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(5),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// An operation: one attempt inside an open transaction (see [`ops`]).
+type Op<C, T> =
+    for<'a> fn(&'a mut AnyConnection, Engine, &'a C) -> BoxFuture<'a, Result<T, Failure>>;
+
+/// The ledger on a PostgreSQL or MySQL/MariaDB server.
+///
+/// Open it with [`SqlStore::connect`]; it is cheap to share (`Arc<dyn LedgerStore>`). Any
+/// number of stores, in any number of processes, may use one database at once.
+pub struct SqlStore {
+    engine: Engine,
+    pool: AnyPool,
+    /// The URL with any password hidden, for messages.
+    url: String,
+    server_version: String,
+    max_attempts: u32,
+    /// Every app registered ([`AppCache`]).
+    apps: AppCache,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("engine", &self.engine)
+            .field("url", &self.url)
+            .field("server_version", &self.server_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to the database `url` names (`postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://`), checks the server, and brings the schema up to date.
+    ///
+    /// Fails with a message that says what to fix when the server cannot be reached
+    /// ([`StoreError::Unreachable`]), is too old ([`StoreError::ServerTooOld`]: PostgreSQL < 12,
+    /// MySQL < 8.0, MariaDB < 10.5), is not durable ([`StoreError::Setting`]: PostgreSQL
+    /// `fsync` off, InnoDB `innodb_flush_log_at_trx_commit` ≠ 1), or when the schema is newer
+    /// than this binary or an applied migration was edited.
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let engine = Engine::from_url(url).ok_or_else(|| StoreError::InvalidUrl {
+            url: redact(url),
+            why: "the scheme must be postgres, postgresql, mysql or mariadb",
+        })?;
+        sqlx::any::install_default_drivers();
+        let unreachable =
+            |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Unreachable {
+                engine: engine.name(),
+                url: redact(url),
+                source,
+            };
+        // One plain connection first: a pool that cannot connect only says it timed out,
+        // while the operator needs the reason (refused, unknown host, bad password, no such
+        // database).
+        let setup = engine.session_setup(settings.lock_timeout);
+        let mut conn = tokio::time::timeout(settings.acquire_timeout, AnyConnection::connect(url))
+            .await
+            .map_err(|_| {
+                unreachable(format!("no answer within {:?}", settings.acquire_timeout).into())
+            })?
+            .map_err(|e| unreachable(Box::new(e)))?;
+        for statement in &setup {
+            sqlx::raw_sql(AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| unreachable(Box::new(e)))?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(settings.min_connections.min(settings.max_connections))
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                let setup = setup.clone();
+                Box::pin(async move {
+                    for statement in setup {
+                        sqlx::raw_sql(AssertSqlSafe(statement))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)
+            .map_err(|e| unreachable(Box::new(e)))?;
+        let server_version = engine.check_server(&mut conn).await?;
+        migrate::migrate(engine, &mut conn).await?;
+        let apps = ops::all_apps(&mut conn, engine)
+            .await
+            .map_err(|f| StoreError::Database {
+                during: "loading apps",
+                source: failure_text(&f).into(),
+            })?;
+        let _ = conn.close().await;
+        tracing::info!(engine = engine.name(), url = %redact(url), %server_version, "ledger opened");
+        Ok(Self {
+            engine,
+            pool,
+            url: redact(url),
+            server_version,
+            max_attempts: settings.max_attempts.max(1),
+            apps: AppCache::new(apps),
+        })
+    }
+
+    /// Which engine the store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The server's version, as it reports it.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// The schema version the database is at (every embedded migration is applied on connect).
+    pub fn schema_version(&self) -> i64 {
+        migrate::latest_version(self.engine)
+    }
+
+    /// Closes the pool: waits for connections in use to be returned, closes them, and answers
+    /// every later call [`LedgerError::Unavailable`]. Idempotent.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        tracing::info!(engine = self.engine.name(), url = %self.url, "ledger closed");
+    }
+
+    /// Runs `op` in its own transaction, again when the engine asks for a retry; see the
+    /// module docs.
+    async fn write<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let mut attempt = 1;
+        loop {
+            let failure = match self.attempt(ctx, op).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Refused(refusal)) => return Err(refusal),
+                Err(failure) => failure,
+            };
+            let class = match &failure {
+                Failure::Db { error, .. } => self.engine.classify(error),
+                Failure::Conflict(_) | Failure::Refused(_) => ErrorClass::Retry,
+            };
+            if class == ErrorClass::Retry && attempt < self.max_attempts {
+                tracing::debug!(attempt, failure = %failure_text(&failure), "retrying a ledger write");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(self.ledger_error(&failure, &class, attempt));
+        }
+    }
+
+    async fn attempt<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, Failure> {
+        let mut tx = self.pool.begin().await.during("starting a transaction")?;
+        match op(&mut tx, self.engine, ctx).await {
+            Ok(value) => {
+                tx.commit().await.during(COMMITTING)?;
+                Ok(value)
+            }
+            Err(failure) => {
+                // A rollback that fails leaves the connection unusable; the pool drops it.
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %e, "rolling back a ledger write failed");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Runs `op` on a pooled connection, outside any explicit transaction (single statements).
+    async fn read<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let result = match self.pool.acquire().await.during("taking a connection") {
+            Ok(mut conn) => op(&mut conn, self.engine, ctx).await,
+            Err(failure) => Err(failure),
+        };
+        result.map_err(|failure| self.final_error(failure))
+    }
+
+    /// Runs `op` in a read-only transaction that sees one snapshot.
+    async fn read_snapshot<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let result = async {
+            let mut conn = self.pool.acquire().await.during("taking a connection")?;
+            let mut tx = self
+                .engine
+                .begin_snapshot(&mut conn)
+                .await
+                .during("starting a read transaction")?;
+            let value = op(&mut tx, self.engine, ctx).await?;
+            tx.commit().await.during("ending a read transaction")?;
+            Ok(value)
+        }
+        .await;
+        result.map_err(|failure| self.final_error(failure))
+    }
+
+    fn final_error(&self, failure: Failure) -> LedgerError {
+        match failure {
+            Failure::Refused(refusal) => refusal,
+            Failure::Db { ref error, .. } => {
+                let class = self.engine.classify(error);
+                self.ledger_error(&failure, &class, 1)
+            }
+            Failure::Conflict(_) => self.ledger_error(&failure, &ErrorClass::Retry, 1),
+        }
+    }
+
+    /// Maps a final failure to the domain, logged here with its whole source chain so callers
+    /// answer with the generic system error alone (STYLE §3.5).
+    fn ledger_error(&self, failure: &Failure, class: &ErrorClass, attempts: u32) -> LedgerError {
+        let text = failure_text(failure);
+        let during = match failure {
+            Failure::Db { during, .. } => *during,
+            Failure::Conflict(_) | Failure::Refused(_) => "",
+        };
+        match class {
+            // A connection lost while committing: the commit may or may not have happened, so
+            // "nothing was written" (Unavailable) cannot be promised.
+            ErrorClass::Unavailable if during == COMMITTING => {
+                tracing::error!(error = %text, "ledger commit outcome unknown");
+                LedgerError::Internal(format!("commit outcome unknown: {text}"))
+            }
+            ErrorClass::Unavailable => {
+                tracing::warn!(error = %text, "ledger database unavailable");
+                LedgerError::Unavailable(text)
+            }
+            ErrorClass::Retry => {
+                tracing::warn!(attempts, error = %text, "ledger write kept conflicting");
+                LedgerError::Unavailable(format!("busy after {attempts} attempts: {text}"))
+            }
+            _ => {
+                tracing::error!(error = %text, "ledger database failure");
+                LedgerError::Internal(text)
+            }
+        }
+    }
+
+    /// Stores the anomaly a refusal raises, in its own transaction (the refused operation's
+    /// was rolled back), then returns the refusal.
+    async fn keeping_anomaly<T>(
+        &self,
+        result: Result<T, LedgerError>,
+        anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
+    ) -> Result<T, LedgerError> {
+        let Err(refusal) = result else {
+            return result;
+        };
+        if refusal.is_retryable() || matches!(refusal, LedgerError::Internal(_)) {
+            return Err(refusal);
+        }
+        if let Some(anomaly) = anomaly_of(&refusal) {
+            self.write(&anomaly, |c, e, a| Box::pin(ops::insert_anomaly(c, e, a)))
+                .await?;
+        }
+        Err(refusal)
+    }
+}
+
+/// The `during` of a commit, to tell an unknown outcome from a clean failure.
+const COMMITTING: &str = "committing";
+
+/// The wait before attempt `attempt + 1`: 5 ms doubling, plus up to as much again at random so
+/// that the transactions that collided do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let base = 5_u64 << attempt.min(6).saturating_sub(1);
+    let jitter = rand::random_range(0..=base);
+    Duration::from_millis(base + jitter)
+}
+
+fn failure_text(failure: &Failure) -> String {
+    match failure {
+        Failure::Refused(e) => e.to_string(),
+        Failure::Conflict(why) => format!("conflict: {why}"),
+        Failure::Db { during, error } => format!("{during}: {}", crate::error::chain(error)),
+    }
+}
+
+/// `url` with the password (if any) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let userinfo = &url[start + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..start], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqlStore {
+    async fn create_app(&self, app: NewApp) -> Result<App, LedgerError> {
+        let app = self
+            .write(&app, |c, e, a| Box::pin(ops::create_app(c, e, a)))
+            .await?;
+        self.apps.insert(&app);
+        Ok(app)
+    }
+
+    async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
+        self.apps
+            .get_or_load(key, || {
+                self.read(key, |c, e, k| Box::pin(ops::app(c, e, k)))
+            })
+            .await
+    }
+
+    async fn create_order(
+        &self,
+        order: NewOrder,
+        audit: AuditEntry,
+    ) -> Result<OrderView, LedgerError> {
+        order.validate()?;
+        self.write(&(order, audit), |c, e, oa| {
+            Box::pin(ops::create_order(c, e, oa))
+        })
+        .await
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
+        self.read_snapshot(&id, |c, e, id| Box::pin(ops::order_view(c, e, *id)))
+            .await
+    }
+
+    async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
+        let result = self
+            .write(&cmd, |c, e, cmd| Box::pin(ops::verify(c, e, cmd)))
+            .await;
+        // The anomaly names the order the request resolved to, also when the vendor named it
+        // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
+        let mut named = cmd.order.order_id();
+        if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
+            if refusal_anomaly(refusal, None, &cmd.app_key, &cmd.meta).is_some() {
+                named = self
+                    .read(&cmd, |c, e, cmd| Box::pin(ops::resolve_order_id(c, e, cmd)))
+                    .await?;
+            }
+        }
+        self.keeping_anomaly(result, |err| {
+            refusal_anomaly(err, named, &cmd.app_key, &cmd.meta)
+        })
+        .await
+    }
+
+    async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
+        self.write(&cmd, |c, e, cmd| Box::pin(ops::issue(c, e, cmd)))
+            .await
+    }
+
+    async fn request_refund(
+        &self,
+        cmd: RefundRequestCommand,
+    ) -> Result<RefundRequest, LedgerError> {
+        self.write(&cmd, |c, e, cmd| Box::pin(ops::request_refund(c, e, cmd)))
+            .await
+    }
+
+    async fn refund(
+        &self,
+        cmd: RefundCommand,
+    ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
+        let result = self
+            .write(&cmd, |c, e, cmd| Box::pin(ops::refund(c, e, cmd)))
+            .await;
+        self.keeping_anomaly(result, |err| {
+            refusal_anomaly(err, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
+        })
+        .await
+    }
+
+    async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
+        self.write(&cmd, |c, e, cmd| Box::pin(ops::reverse(c, e, cmd)))
+            .await
+    }
+
+    async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
+        self.read(&filter, |c, e, f| Box::pin(ops::anomalies(c, e, f)))
+            .await
+    }
+
+    async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
+        self.write(&cmd, |c, e, cmd| Box::pin(ops::resolve_anomaly(c, e, cmd)))
+            .await
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        self.write(&entry, |c, e, entry| {
+            Box::pin(ops::insert_audit(c, e, entry))
+        })
+        .await
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        self.read(&(), |c, _, ()| {
+            Box::pin(async move {
+                sqlx::raw_sql("SELECT 1")
+                    .execute(c)
+                    .await
+                    .during("pinging the database")
+                    .map(drop)
+            })
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        SqlStore::close(self).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact("mysql://root@h/test"), "mysql://root@h/test");
+        assert_eq!(redact("mysql://h/test"), "mysql://h/test");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_small() {
+        for attempt in 1..10 {
+            let wait = backoff(attempt);
+            let base = 5_u64 << attempt.min(6).saturating_sub(1);
+            assert!(wait >= Duration::from_millis(base), "{attempt}: {wait:?}");
+            assert!(
+                wait <= Duration::from_millis(2 * base),
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! [`SqlStore`] on the real PostgreSQL and MariaDB/MySQL servers: the whole behaviour suite,
+//! then what only a shared server can show — racing pools, lock waits and retries, the schema's
+//! own guards, and moving a ledger between backends.
+//!
+//! Every test run creates its own databases (`ticket_store::scratch`); without a server the
+//! tests print how to start it and pass, unless `CI` is set (then they fail).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as Days;
+use sqlx::Connection;
+use ticket_ledger::suite::{
+    app, audit_entry, gate_time_plus, given_app, given_order, issue_cmd, order, received_at,
+    refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh,
+};
+use ticket_ledger::{
+    AnomalyFilter, AuditOutcome, LedgerError, LedgerStore, OrderId, OutcomeKind, Resolution,
+};
+use ticket_store::scratch::ScratchDatabase;
+use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
+
+/// Pool settings for tests: small pools (many cases run at once against one server).
+fn settings() -> PoolSettings {
+    PoolSettings {
+        max_connections: 8,
+        ..PoolSettings::default()
+    }
+}
+
+async fn open(db: &ScratchDatabase, settings: &PoolSettings) -> SqlStore {
+    SqlStore::connect(db.url(), settings)
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", db.name()))
+}
+
+ticket_ledger::behaviour_suite!(postgres_suite, {
+    // `return` ends the test early (a skip) when there is no server; see the module docs.
+    let Some(db) = ScratchDatabase::shared(Engine::Postgres) else {
+        return;
+    };
+    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+});
+
+ticket_ledger::behaviour_suite!(mysql_suite, {
+    let Some(db) = ScratchDatabase::shared(Engine::MySql) else {
+        return;
+    };
+    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+});
+
+/// Generates one `#[tokio::test]` per engine for each engine-generic test below.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(ticket_store::Engine::Postgres).await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(ticket_store::Engine::MySql).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    racing_verifies_through_two_pools_apply_exactly_the_capacity,
+    a_lock_released_during_the_retries_lets_the_verify_apply,
+    a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_written,
+    the_audit_trail_refuses_updates_and_deletes_in_the_database,
+    an_edited_migration_is_refused_at_start_up,
+    an_export_imported_into_this_engine_exports_the_same_rows,
+    import_refuses_a_target_that_holds_rows,
+);
+
+/// 64 gates verify one code of capacity 10 at once, half through one pool and half through
+/// another (two "processes"): exactly 10 uses are applied, 54 are refused, and the trail holds
+/// one accepted entry per applied use.
+async fn racing_verifies_through_two_pools_apply_exactly_the_capacity(engine: Engine) {
+    let Some(db) = ScratchDatabase::shared(engine) else {
+        return;
+    };
+    let stores: Vec<Arc<dyn LedgerStore>> = vec![
+        Arc::new(open(db, &settings()).await),
+        Arc::new(open(db, &settings()).await),
+    ];
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&*stores[0], &a).await;
+    given_order(&*stores[0], order(f.id(1), &a, &[("HOT", 10)])).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let store = Arc::clone(&stores[n % 2]);
+            let barrier = Arc::clone(&barrier);
+            let cmd = verify_cmd(&a, f.id(1))
+                .entry_at("HOT", 1, Some(gate_time_plus(n as i64)))
+                .build();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.verify(cmd).await
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(o) if o.kind == OutcomeKind::Applied => applied += 1,
+            Err(LedgerError::CapacityExceeded { remaining: 0, .. }) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((applied, refused), (10, 54));
+    let view = stores[1]
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(view.vouchers[0].used, 10);
+    let accepted = view.events.iter().filter(|e| e.reason == "applied").count();
+    assert_eq!(accepted, 10);
+}
+
+/// Holds the order's row lock from another connection, as a long transaction elsewhere would.
+async fn hold_order_lock(db: &ScratchDatabase, id: i64) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    let lock = format!("SELECT order_id FROM orders WHERE order_id = {id} FOR UPDATE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+        .execute(&mut conn)
+        .await
+        .expect("lock");
+    conn
+}
+
+/// The shortest lock wait each engine takes (InnoDB counts whole seconds).
+fn short_lock_wait(engine: Engine) -> Duration {
+    match engine {
+        Engine::Postgres => Duration::from_millis(200),
+        Engine::MySql => Duration::from_secs(1),
+    }
+}
+
+/// A store that waits `lock_wait` for a row lock and makes `attempts` attempts, with an app and
+/// its order `f.id(1)` of one code `C` allowing 2 uses.
+async fn locked_order(
+    db: &ScratchDatabase,
+    lock_wait: Duration,
+    attempts: u32,
+) -> (SqlStore, Fresh, String) {
+    let store = open(
+        db,
+        &PoolSettings {
+            lock_timeout: lock_wait,
+            max_attempts: attempts,
+            ..settings()
+        },
+    )
+    .await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 2)])).await;
+    (store, f, a)
+}
+
+/// A verify that waits for a row lock past the lock timeout is retried; once the other
+/// transaction ends, the retry applies it (once).
+async fn a_lock_released_during_the_retries_lets_the_verify_apply(engine: Engine) {
+    let Some(db) = ScratchDatabase::shared(engine) else {
+        return;
+    };
+    let wait = short_lock_wait(engine);
+    let (store, f, a) = locked_order(db, wait, 5).await;
+    let holder = hold_order_lock(db, f.id(1)).await;
+    let release = tokio::spawn(async move {
+        // Longer than one lock wait, shorter than all the retries.
+        tokio::time::sleep(wait + wait / 2).await;
+        let mut holder = holder;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("release");
+    });
+    let outcome = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await
+        .expect("applied after a retry");
+    assert_eq!(outcome.kind, OutcomeKind::Applied);
+    release.await.expect("join");
+    let view = store
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(view.vouchers[0].used, 1);
+}
+
+/// When the lock outlasts every attempt the answer is `Unavailable` (retryable, the gateway's
+/// `isp.service-busy`) and nothing was written.
+async fn a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_written(
+    engine: Engine,
+) {
+    let Some(db) = ScratchDatabase::shared(engine) else {
+        return;
+    };
+    let (store, f, a) = locked_order(db, short_lock_wait(engine), 2).await;
+    let mut holder = hold_order_lock(db, f.id(1)).await;
+    let answer = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    match answer {
+        Err(e @ LedgerError::Unavailable(_)) => assert!(e.is_retryable()),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let view = store
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(view.vouchers[0].used, 0);
+    assert_eq!(view.events.len(), 1, "only the creation entry");
+}
+
+/// Append-only is the database's rule too, not only the code's.
+async fn the_audit_trail_refuses_updates_and_deletes_in_the_database(engine: Engine) {
+    let Some(db) = ScratchDatabase::shared(engine) else {
+        return;
+    };
+    let store = open(db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 1)])).await;
+    let mut conn = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    for statement in [
+        format!(
+            "UPDATE audit_log SET reason = 'x' WHERE order_id = {}",
+            f.id(1)
+        ),
+        format!("DELETE FROM audit_log WHERE order_id = {}", f.id(1)),
+    ] {
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut conn)
+            .await;
+        let err = result.expect_err(&statement);
+        assert!(
+            err.to_string().contains("append-only"),
+            "{statement}: {err}"
+        );
+    }
+}
+
+/// A database whose applied migration differs from the binary's is refused, with a message
+/// naming the migration.
+async fn an_edited_migration_is_refused_at_start_up(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    open(&db, &settings()).await.close().await;
+    let mut conn = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("UPDATE schema_migrations SET checksum = checksum + 1 WHERE version = 1")
+        .execute(&mut conn)
+        .await
+        .expect("tamper");
+    let err = SqlStore::connect(db.url(), &settings())
+        .await
+        .expect_err("an edited migration must be refused");
+    assert!(
+        matches!(err, StoreError::MigrationChanged { version: 1, .. }),
+        "{err}"
+    );
+}
+
+/// A busy SQLite ledger (made by the behaviour suite's own builders) exported, imported into
+/// an empty database of this engine and exported again gives the same rows, line for line.
+async fn an_export_imported_into_this_engine_exports_the_same_rows(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteStore::open(&dir.path().join("ledger.db")).expect("open");
+    busy_ledger(&sqlite).await;
+    let mut exported = Vec::new();
+    let counts = sqlite.export(&mut exported).await.expect("export");
+    assert!(counts["audit_log"] > 10, "{counts:?}");
+
+    let target = open(&db, &settings()).await;
+    let imported = target
+        .import(&mut std::io::Cursor::new(exported.clone()))
+        .await
+        .expect("import");
+    assert_eq!(imported, counts);
+    let mut again = Vec::new();
+    target.export(&mut again).await.expect("export again");
+    let lines = |bytes: &[u8]| -> Vec<String> {
+        String::from_utf8(bytes.to_vec())
+            .expect("utf-8")
+            .lines()
+            .skip(1) // the header names the source backend
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(lines(&again), lines(&exported));
+
+    // New rows continue the imported numbering instead of colliding with it.
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&target, &a).await;
+    let view = given_order(&target, order(f.id(1), &a, &[("C", 1)])).await;
+    let last_imported = counts["audit_log"] as i64;
+    assert!(view.events[0].seq > last_imported, "{:?}", view.events[0]);
+}
+
+/// An import never mixes two ledgers.
+async fn import_refuses_a_target_that_holds_rows(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let target = open(&db, &settings()).await;
+    target.create_app(app("already-here")).await.expect("app");
+    let mut export = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    SqliteStore::open(&dir.path().join("empty.db"))
+        .expect("open")
+        .export(&mut export)
+        .await
+        .expect("export");
+    let err = target
+        .import(&mut std::io::Cursor::new(export))
+        .await
+        .expect_err("a non-empty target must be refused");
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+/// Start-up names the server it could not reach.
+#[tokio::test]
+async fn an_unreachable_server_fails_start_up_with_a_clear_message() {
+    let err = SqlStore::connect(
+        "postgres://ticketd:secret@127.0.0.1:1/ledger",
+        &PoolSettings {
+            acquire_timeout: Duration::from_secs(2),
+            ..PoolSettings::default()
+        },
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "cannot connect to PostgreSQL at postgres://ticketd:***@127.0.0.1:1/ledger"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+}
+
+/// Fills a store with some of everything the export must carry: two apps, issued and
+/// awaiting orders, applied, replayed and refused verifies, a refund request settled twice (a
+/// replay), a reversal, anomalies open and resolved, and rejected attempts.
+async fn busy_ledger(store: &dyn LedgerStore) {
+    let f = Fresh::new();
+    let a = f.key("app");
+    let b = f.key("other");
+    given_app(store, &a).await;
+    given_app(store, &b).await;
+    given_order(store, order(f.id(1), &a, &[("A1", 2), ("A2", 3)])).await;
+    given_order(store, order(f.id(2), &a, &[])).await;
+    given_order(store, order(f.id(3), &b, &[("B1", 4)])).await;
+    store
+        .issue(issue_cmd(&a, f.id(2), "OUT-2").codes(&[("I1", 2)]).build())
+        .await
+        .expect("issue");
+    let first = verify_cmd(&a, f.id(1))
+        .entry("A1", 1)
+        .entry("A2", 2)
+        .build();
+    store.verify(first.clone()).await.expect("verify");
+    store
+        .verify(ticket_ledger::suite::retry_of(&first, 5))
+        .await
+        .expect("replay");
+    store
+        .verify(
+            verify_cmd(&a, f.id(1))
+                .entry_at("A1", 5, Some(gate_time_plus(9)))
+                .build(),
+        )
+        .await
+        .expect_err("over capacity");
+    store
+        .record(audit_entry(
+            Some(&a),
+            Some(f.id(1)),
+            AuditOutcome::Rejected,
+            "isv.verify-num-exceed",
+        ))
+        .await
+        .expect("record");
+    store
+        .record(audit_entry(
+            None,
+            None,
+            AuditOutcome::Rejected,
+            "25 Invalid signature",
+        ))
+        .await
+        .expect("record");
+    store
+        .request_refund(refund_request(f.id(3), 2, received_at()))
+        .await
+        .expect("refund request");
+    let refund = refund_cmd(&b, f.id(3)).batch("RB-1").build();
+    store.refund(refund.clone()).await.expect("refund");
+    store.refund(refund).await.expect("refund replay");
+    store
+        .refund(refund_cmd(&b, f.id(3)).batch("RB-2").build())
+        .await
+        .expect_err("nothing pending: an anomaly");
+    store
+        .verify(
+            verify_cmd(&a, f.id(2))
+                .entry("I1", 1)
+                .received_at(received_at() + Days::minutes(1))
+                .total_num(1)
+                .build(),
+        )
+        .await
+        .expect("verify with a total_num anomaly");
+    store
+        .reverse(reversal(
+            f.id(1),
+            "A2",
+            1,
+            Days::days(7),
+            received_at() + Days::hours(1),
+        ))
+        .await
+        .expect("reversal");
+    let open = store
+        .anomalies(AnomalyFilter::default())
+        .await
+        .expect("anomalies");
+    assert!(open.len() >= 2, "{open:?}");
+    store
+        .resolve_anomaly(resolve_cmd(open[0].id, Resolution::Dismissed, "checked"))
+        .await
+        .expect("resolve");
+}
