@@ -17,8 +17,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditFilter, AuditOutcome, ConfirmCode, LedgerError, NewOrder,
-    NewVoucher, OrderId, OrderView, OutOrderId,
+    reconcile_diff, Anomaly, AnomalyFilter, AnomalyKind, App, AppKey, AuditEntry, AuditFilter,
+    AuditOutcome, ConfirmCode, LedgerError, NewOrder, NewVoucher, OrderId, OrderRef, OrderView,
+    OutOrderId, RefundRequest, RefundRequestCommand, RequestMeta, Resolution, ResolveAnomaly,
+    ReversalCommand, VerifyCommand, VerifyOrigin, VerifyUses, VoucherUse, WriteOffType,
 };
 use top_protocol::envelope::new_request_id;
 use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
@@ -32,11 +34,17 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/apps/{app_key}", get(get_app))
         .route("/admin/orders", post(create_order))
         .route("/admin/orders/{order_id}", get(get_order))
+        .route("/admin/orders/{order_id}/refunds", post(request_refund))
+        .route("/admin/orders/{order_id}/reversals", post(reverse))
+        .route("/admin/orders/{order_id}/reconcile", post(reconcile))
+        .route("/admin/anomalies", get(list_anomalies))
+        .route("/admin/anomalies/{id}/resolve", post(resolve_anomaly))
         .route("/admin/audit", get(list_audit))
         .route_layer(middleware::from_fn_with_state(state, require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(admin)
 }
 
@@ -92,7 +100,17 @@ impl From<LedgerError> for AdminError {
                 tracing::error!(error = %msg, "ledger failure in the admin API");
                 return Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
-            LedgerError::OutOrderIdMismatch
+            LedgerError::AnomalyNotFound => (S::NOT_FOUND, "not_found"),
+            LedgerError::AnomalyResolved => (S::CONFLICT, "already_resolved"),
+            LedgerError::RefundExceedsUnused { .. } => (S::CONFLICT, "refund_exceeds_unused"),
+            LedgerError::ReversalNotAllowed { .. } => (S::CONFLICT, "reversal_not_allowed"),
+            LedgerError::OrderRefunded
+            | LedgerError::RefundedUsesExceeded { .. }
+            | LedgerError::IssueConflict(_)
+            | LedgerError::RefundNotRequested
+            | LedgerError::RefundConflict
+            | LedgerError::RefundNumExceeds { .. }
+            | LedgerError::OutOrderIdMismatch
             | LedgerError::OrderNotIssued
             | LedgerError::VoucherNotFound { .. }
             | LedgerError::LegacyCodeNotInList { .. }
@@ -137,6 +155,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Prometheus text exposition. Unauthenticated like the health endpoints (scrapers rarely send
+/// tokens); move it off the public listener with `--admin-listen` where that matters.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&[]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Parses a JSON body, naming the offending field on failure.
@@ -376,8 +408,348 @@ pub fn order_json(view: &OrderView) -> Value {
             "used": v.used,
             "remaining": v.capacity - v.used,
         })).collect::<Vec<_>>(),
+        "refunded_tickets": o.refunded_tickets,
+        "refundable_tickets": refundable_tickets(view),
+        "issue_describe": o.issue_describe,
+        "refunds": view.refunds.iter().map(refund_json).collect::<Vec<_>>(),
         "events": view.events.iter().map(audit_json).collect::<Vec<_>>(),
     })
+}
+
+/// Tickets that can still be asked to be refunded.
+fn refundable_tickets(view: &OrderView) -> i64 {
+    ticket_ledger::OrderSnapshot {
+        order: view.order.clone(),
+        vouchers: view.vouchers.clone(),
+        seen: Default::default(),
+        refunds: view.refunds.clone(),
+    }
+    .refundable_tickets()
+}
+
+/// One refund request as JSON.
+pub fn refund_json(r: &RefundRequest) -> Value {
+    json!({
+        "fliggy_refund_flow_id": r.flow_id,
+        "quantity": r.quantity,
+        "state": r.state.as_str(),
+        "refunded_tickets": r.refunded_tickets,
+        "requested_at": format_beijing(r.requested_at),
+        "settled_at": r.settled_at.map(format_beijing),
+        "refund_batch_no": r.batch_no,
+        "refund_failure_reason": r.failure_reason,
+        "needs_review": r.needs_review,
+    })
+}
+
+/// The metadata of an operator's request, as the ledger records it.
+fn admin_meta(state: &AppState, body: Value) -> RequestMeta {
+    RequestMeta {
+        request_id: new_request_id(),
+        received_at: state.clock.now(),
+        client_ip: None,
+        summary: body,
+    }
+}
+
+fn path_order(order_id: &str) -> Result<OrderId, AdminError> {
+    OrderId::parse(order_id)
+        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRefund {
+    quantity: i64,
+}
+
+async fn request_refund(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: CreateRefund = parse_json(&body)?;
+    let order_id = path_order(&order_id)?;
+    if req.quantity < 1 {
+        return Err(AdminError::field("quantity", "at least 1 ticket"));
+    }
+    let refund = state
+        .store
+        .request_refund(RefundRequestCommand {
+            order_id,
+            quantity: req.quantity,
+            meta: admin_meta(&state, json!({"quantity": req.quantity})),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(refund_json(&refund))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateReversal {
+    confirm_code: String,
+    quantity: i64,
+    reason: String,
+}
+
+async fn reverse(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: CreateReversal = parse_json(&body)?;
+    let order_id = path_order(&order_id)?;
+    let code = ConfirmCode::parse(&req.confirm_code)
+        .ok_or_else(|| AdminError::field("confirm_code", "1-128 visible ASCII characters"))?;
+    if req.quantity < 1 {
+        return Err(AdminError::field("quantity", "at least 1 use"));
+    }
+    if req.reason.trim().is_empty() {
+        return Err(AdminError::field(
+            "reason",
+            "say why the uses are given back",
+        ));
+    }
+    let used = state
+        .store
+        .reverse(ReversalCommand {
+            order_id,
+            code: code.clone(),
+            quantity: req.quantity,
+            reason: req.reason.clone(),
+            window: state.reversal_window,
+            meta: admin_meta(
+                &state,
+                json!({"confirm_code": code.masked(), "quantity": req.quantity, "reason": req.reason}),
+            ),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"order_id": order_id.get(), "confirm_code": code.as_str(),
+                    "reversed": req.quantity, "used": used, "reason": req.reason}),
+        ),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reconcile {
+    vouchers: Vec<VendorCount>,
+    #[serde(default)]
+    apply: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VendorCount {
+    confirm_code: String,
+    used: i64,
+}
+
+/// Compares the vendor's per-code counts with the ledger and, with `apply`, records the
+/// missing uses as a cumulative report would (never decreasing a count).
+async fn reconcile(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: Reconcile = parse_json(&body)?;
+    let order_id = path_order(&order_id)?;
+    let vendor = req
+        .vouchers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let code = ConfirmCode::parse(&v.confirm_code).ok_or_else(|| {
+                AdminError::field(&format!("vouchers[{i}].confirm_code"), "unknown code")
+            })?;
+            Ok((code, v.used))
+        })
+        .collect::<Result<Vec<_>, AdminError>>()?;
+    let view = state
+        .store
+        .order(order_id)
+        .await?
+        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order"))?;
+    let lines = reconcile_diff(&view.vouchers, &vendor).map_err(|e| match e {
+        LedgerError::VoucherNotFound { code } => AdminError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_code",
+            format!("voucher {} is not a code of this order", code.as_str()),
+        ),
+        other => AdminError::from(other),
+    })?;
+    let missing: Vec<_> = lines.iter().filter(|l| l.missing() > 0).collect();
+    let mut applied = 0;
+    if req.apply {
+        // Refuse the whole reconciliation before recording anything if a count is impossible.
+        for line in &missing {
+            let capacity = view
+                .vouchers
+                .iter()
+                .find(|v| v.code == line.code)
+                .map_or(0, |v| v.capacity);
+            if line.vendor_used > capacity {
+                return Err(AdminError::new(
+                    StatusCode::CONFLICT,
+                    "refused",
+                    format!(
+                        "voucher {} allows {capacity} uses; the vendor reports {}",
+                        line.code.as_str(),
+                        line.vendor_used
+                    ),
+                ));
+            }
+        }
+        // One cumulative report per code, so each healed code is its own event.
+        for line in missing {
+            let outcome = state
+                .store
+                .verify(VerifyCommand {
+                    origin: VerifyOrigin::Reconciliation,
+                    app_key: view.order.app_key.clone(),
+                    order: OrderRef::Id(order_id),
+                    mode: WriteOffType::Cumulative,
+                    uses: VerifyUses::Vouchers {
+                        entries: vec![VoucherUse {
+                            code: line.code.clone(),
+                            quantity: line.vendor_used,
+                            used_at: None,
+                        }],
+                        legacy_code: None,
+                    },
+                    total_num: None,
+                    return_num: None,
+                    // The vendor's counts are facts already admitted at the gate.
+                    policy: ticket_ledger::VerifyPolicy {
+                        allow_before_valid_from: true,
+                        ..state.verify_policy
+                    },
+                    meta: admin_meta(
+                        &state,
+                        json!({"confirm_code": line.code.masked(), "used": line.vendor_used}),
+                    ),
+                })
+                .await?;
+            applied += outcome.applied_uses;
+        }
+    }
+    Ok(Json(json!({
+        "order_id": order_id.get(),
+        "apply": req.apply,
+        "applied_uses": applied,
+        "lines": lines.iter().map(|l| json!({
+            "confirm_code": l.code.as_str(),
+            "ledger_used": l.ledger_used,
+            "vendor_used": l.vendor_used,
+            "missing": l.missing(),
+            "excess": l.excess(),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// One anomaly as JSON.
+pub fn anomaly_json(a: &Anomaly) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.anomaly.kind.as_str(),
+        "order_id": a.anomaly.order_id,
+        "app_key": a.anomaly.app_key,
+        "status": if a.resolution.is_some() { "resolved" } else { "open" },
+        "request_id": a.anomaly.request_id,
+        "at": format_beijing(a.anomaly.at),
+        "detail": a.anomaly.detail,
+        "request": a.anomaly.request,
+        "resolution": a.resolution.map(Resolution::as_str),
+        "note": a.note,
+        "resolved_at": a.resolved_at.map(format_beijing),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct AnomalyQuery {
+    status: Option<String>,
+    order_id: Option<i64>,
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_anomalies(
+    State(state): State<AppState>,
+    query: Result<Query<AnomalyQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(query_error)?;
+    let open = match q.status.as_deref() {
+        None => None,
+        Some("open") => Some(true),
+        Some("resolved") => Some(false),
+        Some(_) => return Err(AdminError::field("status", "open or resolved")),
+    };
+    let kind = q
+        .kind
+        .as_deref()
+        .map(|k| {
+            AnomalyKind::parse(k).ok_or_else(|| {
+                let all: Vec<_> = AnomalyKind::ALL.iter().map(|k| k.as_str()).collect();
+                AdminError::field("kind", format!("one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let list = state
+        .store
+        .anomalies(AnomalyFilter {
+            open,
+            order_id: q.order_id,
+            kind,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(
+        Json(json!({"anomalies": list.iter().map(anomaly_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolve {
+    resolution: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn resolve_anomaly(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: Resolve = parse_json(&body)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such anomaly"))?;
+    let resolution = Resolution::parse(&req.resolution).ok_or_else(|| {
+        AdminError::field(
+            "resolution",
+            "one of accepted, reversed, refund_adjusted, dismissed",
+        )
+    })?;
+    let anomaly = state
+        .store
+        .resolve_anomaly(ResolveAnomaly {
+            id,
+            resolution,
+            note: req.note.clone(),
+            meta: admin_meta(
+                &state,
+                json!({"resolution": req.resolution, "note": req.note}),
+            ),
+        })
+        .await?;
+    Ok(Json(anomaly_json(&anomaly)).into_response())
 }
 
 /// One audit entry as JSON.
@@ -409,17 +781,7 @@ async fn list_audit(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, AdminError> {
-    let Query(q) = query.map_err(|e| {
-        // axum names the field first: "Failed to deserialize query string: order_id: …".
-        let text = e.body_text();
-        let field = text
-            .split(": ")
-            .nth(1)
-            .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or("query")
-            .to_owned();
-        AdminError::field(&field, text)
-    })?;
+    let Query(q) = query.map_err(query_error)?;
     let outcome = q
         .outcome
         .as_deref()
@@ -442,6 +804,19 @@ async fn list_audit(
         Json(json!({"entries": entries.iter().map(audit_json).collect::<Vec<_>>()}))
             .into_response(),
     )
+}
+
+/// A malformed query string as a JSON 400 naming the field. axum names it first:
+/// "Failed to deserialize query string: order_id: …".
+fn query_error(e: QueryRejection) -> AdminError {
+    let text = e.body_text();
+    let field = text
+        .split(": ")
+        .nth(1)
+        .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or("query")
+        .to_owned();
+    AdminError::field(&field, text)
 }
 
 /// Records an operator action; failures are logged (the action itself already succeeded).

@@ -1,9 +1,13 @@
-//! The `ticketd` command line. Each subcommand is a thin shell over the library.
+//! The `ticketd` command line. Each subcommand is a thin shell over the library: `serve` over
+//! [`crate::server`], `verify` / `refund` / `issue` over [`crate::client_cli`] (the `top-client`
+//! SDK), `migrate` / `export` / `import` over [`crate::transfer`].
 
 use clap::{Parser, Subcommand};
 
+use crate::client_cli::{IssueArgs, RefundArgs, VerifyArgs};
 use crate::server::Application;
 use crate::settings::Settings;
+use crate::transfer::DatabaseArgs;
 
 /// ticketd: the platform side of Fliggy's ticket redemption API (门票核销).
 #[derive(Debug, Parser)]
@@ -19,12 +23,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (`/router/rest`) and the admin API.
     Serve(Box<Settings>),
+    /// Report a redemption (taobao.travel.ticket.order.verify, 核销) as a vendor would.
+    Verify(Box<VerifyArgs>),
+    /// Report a refund's result (taobao.travel.ticket.order.refund, 退票) as a vendor would.
+    Refund(Box<RefundArgs>),
+    /// Report issued codes (alitrip.travel.ticket.order.create, 发码) as a vendor would.
+    Issue(Box<IssueArgs>),
+    /// Apply the database's migrations, print its schema version and exit.
+    Migrate(Box<DatabaseArgs>),
+    /// Write the whole ledger (apps with secrets, orders, history) as JSON lines to stdout.
+    Export(Box<DatabaseArgs>),
+    /// Read an export from stdin into an empty ledger (e.g. SQLite → PostgreSQL).
+    Import(Box<DatabaseArgs>),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => serve(*settings).await,
+        Command::Verify(args) => crate::client_cli::verify(*args).await,
+        Command::Refund(args) => crate::client_cli::refund(*args).await,
+        Command::Issue(args) => crate::client_cli::issue(*args).await,
+        Command::Migrate(args) => crate::transfer::migrate(*args).await,
+        Command::Export(args) => crate::transfer::export(*args).await,
+        Command::Import(args) => crate::transfer::import(*args).await,
     }
 }
 

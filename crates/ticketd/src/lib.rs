@@ -13,16 +13,27 @@
 //! - [`server`]: [`server::Application`] — build (open the store, bind) and run until stopped.
 //! - [`gateway`]: the `/router/rest` pipeline and one module per TOP method.
 //! - [`admin`]: the operator's JSON API and health endpoints.
+//! - [`bench`]: `ticketd bench`, the load generator for signed verify traffic and its report.
+//! - [`lifecycle_doc`]: the order lifecycle as data; `docs/LIFECYCLE.md` is rendered from it.
+//! - [`metrics`]: Prometheus counters and histograms served at `/metrics`.
 //! - [`clock`]: the injectable source of "now".
 //! - [`demo`]: the `--demo` seed.
 //! - [`cli`]: the `ticketd` command line.
+//! - [`client_cli`]: `ticketd verify|refund|issue`, a vendor's calls over `top-client`.
 //! - [`telemetry`]: structured logging.
+//! - [`transfer`]: `ticketd migrate|export|import`, a ledger's schema and its move between
+//!   backends.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
+pub mod client_cli;
 pub mod clock;
 pub mod demo;
 pub mod gateway;
+pub mod lifecycle_doc;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
+pub mod transfer;

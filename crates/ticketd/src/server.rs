@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use ticket_ledger::{LedgerStore, VerifyPolicy};
-use ticket_store::SqliteStore;
+use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, Transfer};
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
@@ -30,6 +30,10 @@ pub struct AppState {
     pub verify_policy: VerifyPolicy,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long after a use it may be reversed.
+    pub reversal_window: chrono::Duration,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A built, bound, not yet running server.
@@ -51,7 +55,9 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let url = settings.database_url();
-        let store = open_store(&url)?;
+        let store = open_store(&url, &settings.db_pool.pool_settings())
+            .await?
+            .ledger;
         let admin_token = resolve_admin_token(settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -67,6 +73,8 @@ impl Application {
                 allow_before_valid_from: settings.allow_early_use,
             },
             max_body_bytes: settings.max_body_bytes,
+            reversal_window: settings.reversal_window,
+            metrics: Arc::default(),
         };
         Ok(Self { listener, state })
     }
@@ -108,19 +116,54 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Picks the store from the URL scheme (STYLE.md §1: one binary, several backends).
-fn open_store(url: &str) -> anyhow::Result<Arc<dyn LedgerStore>> {
-    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
-    match scheme {
-        "sqlite" => {
-            let store = SqliteStore::open_url(url)
-                .with_context(|| format!("cannot open the SQLite ledger at {url}"))?;
-            Ok(Arc::new(store))
-        }
-        other => anyhow::bail!(
-            "unsupported database URL scheme {other:?} in {url:?}: this build supports sqlite://"
-        ),
+/// The ledger behind a database URL: as the domain uses it, and as `ticketd export`/`import`
+/// copy it (the same store, two views).
+#[derive(Debug, Clone)]
+pub struct OpenedStore {
+    /// The ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Bulk export and import of the same store.
+    pub transfer: Arc<dyn Transfer>,
+    /// The schema version the database is at.
+    pub schema_version: i64,
+}
+
+/// Opens the store the URL's scheme picks (STYLE.md §1: one binary, several backends, like
+/// vaultwarden's `DbConnType::from_url`): `sqlite:`, `postgres://` / `postgresql://`,
+/// `mysql://` / `mariadb://`. Opening applies the embedded migrations; `pool` sizes the
+/// PostgreSQL and MySQL/MariaDB connection pools.
+pub async fn open_store(url: &str, pool: &PoolSettings) -> anyhow::Result<OpenedStore> {
+    let scheme = url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if scheme == "sqlite" {
+        let store = Arc::new(
+            SqliteStore::open_url(url)
+                .with_context(|| format!("cannot open the SQLite ledger at {url}"))?,
+        );
+        return Ok(OpenedStore {
+            schema_version: store.schema_version(),
+            ledger: store.clone(),
+            transfer: store,
+        });
     }
+    let Some(engine) = Engine::from_url(url) else {
+        anyhow::bail!(
+            "unsupported database URL scheme {scheme:?}: use sqlite://, postgres://, \
+             postgresql://, mysql:// or mariadb://"
+        );
+    };
+    let store = Arc::new(
+        SqlStore::connect(url, pool)
+            .await
+            .with_context(|| format!("cannot open the {} ledger", engine.name()))?,
+    );
+    Ok(OpenedStore {
+        schema_version: store.schema_version(),
+        ledger: store.clone(),
+        transfer: store,
+    })
 }
 
 /// The token from the settings, or the one kept in the data directory, or a new one written

@@ -24,9 +24,15 @@ pub struct Settings {
     pub listen: SocketAddr,
 
     /// Where the ledger lives. The scheme picks the store: `sqlite://path/to.db` (relative to
-    /// the working directory) or `sqlite:///absolute/path.db`. Default: `sqlite://<data-dir>/ticketd.db`.
+    /// the working directory) or `sqlite:///absolute/path.db`; `postgres://user:pass@host/db`
+    /// (or `postgresql://`); `mysql://user:pass@host/db` (or `mariadb://`) for MySQL 8.0+ and
+    /// MariaDB 10.5+. Default: `sqlite://<data-dir>/ticketd.db`.
     #[arg(long, env = "TICKETD_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Connection pool of a PostgreSQL or MySQL/MariaDB ledger.
+    #[command(flatten)]
+    pub db_pool: PoolArgs,
 
     /// Directory for the default SQLite file and the generated admin token.
     #[arg(long, env = "TICKETD_DATA_DIR", default_value = "data")]
@@ -47,6 +53,11 @@ pub struct Settings {
     #[arg(long, env = "TICKETD_ALLOW_EARLY_USE")]
     pub allow_early_use: bool,
 
+    /// How long after a use an operator may reverse it (`POST /admin/orders/{id}/reversals`):
+    /// a number with a unit, `s`, `m`, `h` or `d` (e.g. `90m`, `24h`).
+    #[arg(long, env = "TICKETD_REVERSAL_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub reversal_window: chrono::Duration,
+
     /// Largest request body accepted, in bytes (999 vouchers take about 100 KB).
     #[arg(long, env = "TICKETD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -66,10 +77,12 @@ impl Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
+            db_pool: PoolArgs::default(),
             data_dir,
             admin_token: None,
             timestamp_window: 600,
             allow_early_use: false,
+            reversal_window: chrono::Duration::hours(24),
             max_body_bytes: 1024 * 1024,
             demo: false,
             log_format: LogFormat::Text,
@@ -82,5 +95,97 @@ impl Settings {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("ticketd.db").display()),
         }
+    }
+}
+
+/// The connection pool of a PostgreSQL or MySQL/MariaDB ledger (SQLite ignores it: it has one
+/// writer and its own readers). See docs/OPERATIONS.md for sizing.
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// Most database connections this process opens (PostgreSQL, MySQL/MariaDB). Each serves
+    /// one transaction at a time; all processes together must stay below the server's
+    /// `max_connections`.
+    #[arg(long, env = "TICKETD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Database connections kept open while idle.
+    #[arg(long, env = "TICKETD_DB_MIN_CONNECTIONS", default_value_t = 0)]
+    pub db_min_connections: u32,
+
+    /// How long a request waits for a free database connection before it is answered with the
+    /// retryable `isp.service-busy` (e.g. `5s`).
+    #[arg(long, env = "TICKETD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_acquire_timeout: chrono::Duration,
+
+    /// How long a statement waits for a row lock another transaction holds before the
+    /// transaction is retried (at most 5 attempts, then `isp.service-busy`). MySQL/MariaDB
+    /// count whole seconds.
+    #[arg(long, env = "TICKETD_DB_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_lock_timeout: chrono::Duration,
+}
+
+impl Default for PoolArgs {
+    fn default() -> Self {
+        let defaults = ticket_store::PoolSettings::default();
+        let secs = |d: std::time::Duration| {
+            chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(5))
+        };
+        Self {
+            db_max_connections: defaults.max_connections,
+            db_min_connections: defaults.min_connections,
+            db_acquire_timeout: secs(defaults.acquire_timeout),
+            db_lock_timeout: secs(defaults.lock_timeout),
+        }
+    }
+}
+
+impl PoolArgs {
+    /// The store's pool settings.
+    pub fn pool_settings(&self) -> ticket_store::PoolSettings {
+        let std = |d: chrono::Duration| d.to_std().unwrap_or_default();
+        ticket_store::PoolSettings {
+            max_connections: self.db_max_connections,
+            min_connections: self.db_min_connections,
+            acquire_timeout: std(self.db_acquire_timeout),
+            lock_timeout: std(self.db_lock_timeout),
+            ..ticket_store::PoolSettings::default()
+        }
+    }
+}
+
+/// Parses `90s`, `15m`, `24h`, `2d` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d"))?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    };
+    seconds
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| format!("{text:?}: expected a number with s, m, h or d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("24h"), Ok(chrono::Duration::hours(24)));
+        assert_eq!(parse_duration("90m"), Ok(chrono::Duration::minutes(90)));
+        assert_eq!(parse_duration("3600"), Ok(chrono::Duration::hours(1)));
+        assert_eq!(parse_duration("2d"), Ok(chrono::Duration::days(2)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 }

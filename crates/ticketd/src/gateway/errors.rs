@@ -47,6 +47,31 @@ pub fn ledger_to_top(e: &LedgerError) -> TopError {
             };
             B::UsedDateInvalid.to_top_error(Some(&format!("{used_date} {why}")))
         }
+        LedgerError::OrderRefunded => B::TicketRefunded.to_top_error(Some("订单门票已全部退票")),
+        LedgerError::RefundedUsesExceeded {
+            requested,
+            remaining,
+            refund_pending,
+        } => B::TicketRefunded.to_top_error(Some(&format!(
+            "本次核销{requested}次, 未退票的剩余可核销{remaining}次{}",
+            if *refund_pending {
+                " (有退票处理中)"
+            } else {
+                ""
+            }
+        ))),
+        LedgerError::IssueConflict(why) => B::IssueConflict.to_top_error(Some(why)),
+        LedgerError::OutOrderIdTaken => B::OutOrderIdDuplicate.to_top_error(None),
+        LedgerError::RefundNotRequested => B::RefundNotRequested.to_top_error(None),
+        LedgerError::RefundConflict => B::RefundConflict.to_top_error(None),
+        LedgerError::RefundNumExceeds { requested, pending } => B::RefundNumExceed
+            .to_top_error(Some(&format!("退票{requested}张, 申请退票{pending}张"))),
+        LedgerError::RefundExceedsUnused {
+            requested,
+            refundable,
+        } => B::RefundNumExceed.to_top_error(Some(&format!(
+            "退票{requested}张, 未使用可退{refundable}张"
+        ))),
         LedgerError::Unavailable(msg) => {
             tracing::warn!(error = %msg, "ledger unavailable");
             B::ServiceBusy.to_top_error(None)
@@ -59,9 +84,11 @@ pub fn ledger_to_top(e: &LedgerError) -> TopError {
         // from the gateway is a bug; answer the generic fault and log it.
         LedgerError::AppExists
         | LedgerError::OrderExists
-        | LedgerError::OutOrderIdTaken
         | LedgerError::UnknownApp
-        | LedgerError::InvalidOrder(_) => {
+        | LedgerError::InvalidOrder(_)
+        | LedgerError::ReversalNotAllowed { .. }
+        | LedgerError::AnomalyNotFound
+        | LedgerError::AnomalyResolved => {
             tracing::error!(error = %e, "admin-only ledger error reached the gateway");
             B::ServiceError.to_top_error(None)
         }

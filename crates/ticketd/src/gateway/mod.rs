@@ -7,6 +7,8 @@
 //! applies them, refusals by [`audit_rejection`] here.
 
 pub mod errors;
+pub mod issue;
+pub mod refund;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -20,7 +22,9 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use ticket_api::Method;
-use ticket_ledger::{AppKey, AuditEntry, AuditOutcome};
+use ticket_ledger::{
+    AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RequestMeta,
+};
 use top_protocol::check::{authenticate, check_envelope};
 use top_protocol::envelope::{new_request_id, render_error, render_success};
 use top_protocol::params::{merge, parse_body, parse_urlencoded};
@@ -46,6 +50,44 @@ pub struct CallContext {
     pub client_ip: Option<String>,
 }
 
+impl CallContext {
+    /// The request's metadata as the ledger records it.
+    pub fn meta(&self, params: &Params) -> RequestMeta {
+        RequestMeta {
+            request_id: self.request_id.clone(),
+            received_at: self.received_at,
+            client_ip: self.client_ip.clone(),
+            summary: sanitized(params),
+        }
+    }
+}
+
+/// The answer to an accepted call: `is_success` true, replays included (R30).
+pub fn is_success<T>(
+    result: Result<T, ticket_ledger::LedgerError>,
+) -> Result<Vec<(&'static str, bool)>, TopError> {
+    result
+        .map(|_| vec![("is_success", true)])
+        .map_err(|e| errors::ledger_to_top(&e))
+}
+
+/// Parses a platform order id from a validated wire integer.
+pub fn order_id(id: i64) -> Result<OrderId, TopError> {
+    OrderId::new(id).ok_or_else(|| TopError::invalid_argument("order_id", "必须为正整数"))
+}
+
+/// Parses a confirm code named by parameter `name`.
+pub fn confirm_code(code: &str, name: &str) -> Result<ConfirmCode, TopError> {
+    ConfirmCode::parse(code)
+        .ok_or_else(|| TopError::invalid_argument(name, "核销码必须为1-128个可见ASCII字符"))
+}
+
+/// Parses a vendor order id.
+pub fn out_order_id(id: &str) -> Result<OutOrderId, TopError> {
+    OutOrderId::parse(id)
+        .ok_or_else(|| TopError::invalid_argument("out_order_id", "必须为1-128个可见ASCII字符"))
+}
+
 /// A finished TOP answer: the envelope format and either the success fields or the refusal.
 struct Answer {
     format: Format,
@@ -62,7 +104,21 @@ async fn router_rest(State(state): State<AppState>, request: Request) -> Respons
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string()),
     };
+    let started = std::time::Instant::now();
     let answer = process(&state, request, &ctx).await;
+    let (code, sub_code) = match &answer.result {
+        Ok(_) => (0, ""),
+        Err(e) => (e.code, e.sub_code.as_deref().unwrap_or_default()),
+    };
+    if sub_code.starts_with("isp.") {
+        state.metrics.store_error();
+    }
+    // Unknown method names are not echoed into label values: a caller could otherwise grow
+    // the metrics without bound.
+    let method = Method::parse(&answer.method).map_or("unknown", Method::name);
+    state
+        .metrics
+        .observe_call(method, code, sub_code, started.elapsed());
     let body = match &answer.result {
         Ok(fields) => {
             let fields: Vec<(&str, Field<'_>)> =
@@ -158,6 +214,8 @@ async fn dispatch(
     )?;
     match Method::parse(method) {
         Some(Method::Verify) => verify::handle(state, params, &app, ctx).await,
+        Some(Method::Refund) => refund::handle(state, params, &app, ctx).await,
+        Some(Method::Issue) => issue::handle(state, params, &app, ctx).await,
         // check_envelope already refused unknown names; answering 22 keeps this total.
         None => Err(TopError::platform(PlatformCode::InvalidMethod)),
     }

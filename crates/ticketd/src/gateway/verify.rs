@@ -3,13 +3,12 @@
 
 use ticket_api::verify::VerifyParams;
 use ticket_ledger::{
-    App, ConfirmCode, OrderId, OrderRef, OutOrderId, RequestMeta, VerifyCommand, VerifyUses,
-    VoucherUse, WriteOffType,
+    App, OrderRef, VerifyCommand, VerifyOrigin, VerifyUses, VoucherUse, WriteOffType,
 };
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
-use super::{errors, sanitized, CallContext};
+use super::{is_success, CallContext};
 use crate::server::AppState;
 
 /// Handles one authenticated verify request.
@@ -21,12 +20,7 @@ pub async fn handle(
 ) -> Result<Vec<(&'static str, bool)>, TopError> {
     let wire = VerifyParams::from_params(params)?;
     let cmd = command(wire, app, state, ctx, params)?;
-    state
-        .store
-        .verify(cmd)
-        .await
-        .map_err(|e| errors::ledger_to_top(&e))?;
-    Ok(vec![("is_success", true)])
+    is_success(state.store.verify(cmd).await)
 }
 
 /// Builds the domain command: identifiers through their `parse`, dates from UTC+8 to UTC.
@@ -37,20 +31,11 @@ fn command(
     ctx: &CallContext,
     params: &Params,
 ) -> Result<VerifyCommand, TopError> {
-    let order_id = wire
-        .order_id
-        .map(|id| {
-            OrderId::new(id).ok_or_else(|| TopError::invalid_argument("order_id", "必须为正整数"))
-        })
-        .transpose()?;
+    let order_id = wire.order_id.map(super::order_id).transpose()?;
     let out_order_id = wire
         .out_order_id
         .as_deref()
-        .map(|s| {
-            OutOrderId::parse(s).ok_or_else(|| {
-                TopError::invalid_argument("out_order_id", "必须为1-128个可见ASCII字符")
-            })
-        })
+        .map(super::out_order_id)
         .transpose()?;
     let order = match (order_id, out_order_id) {
         (Some(id), Some(out)) => OrderRef::Both(id, out),
@@ -58,10 +43,7 @@ fn command(
         (None, Some(out)) => OrderRef::Out(out),
         (None, None) => return Err(TopError::missing_argument("order_id")),
     };
-    let code = |s: &str, name: &str| {
-        ConfirmCode::parse(s)
-            .ok_or_else(|| TopError::invalid_argument(name, "核销码必须为1-128个可见ASCII字符"))
-    };
+    let code = super::confirm_code;
     let uses = if wire.voucher_infos.is_empty() {
         match (&wire.confirm_code, wire.check_num) {
             (Some(c), Some(n)) => VerifyUses::Code {
@@ -109,11 +91,7 @@ fn command(
         total_num: wire.total_num,
         return_num: wire.return_num,
         policy: state.verify_policy,
-        meta: RequestMeta {
-            request_id: ctx.request_id.clone(),
-            received_at: ctx.received_at,
-            client_ip: ctx.client_ip.clone(),
-            summary: sanitized(params),
-        },
+        meta: ctx.meta(params),
+        origin: VerifyOrigin::Vendor,
     })
 }

@@ -174,10 +174,21 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         assert_eq!(v["capacity"], cap);
         assert_eq!(v["used"], 0);
     }
+    // The lifecycle fields: counters, refunds and nothing refunded yet.
+    assert_eq!(created["quantity"], 3);
+    assert_eq!(created["capacity"], 3);
+    assert_eq!(created["used"], 0);
+    assert_eq!(created["refunded_tickets"], 0);
+    assert_eq!(created["refundable_tickets"], 3);
+    assert_eq!(created["issue_describe"], Value::Null);
+    assert_eq!(created["refunds"], json!([]));
+    // Created with its codes, the order starts issued: its creation is its only event (no
+    // `order.status` entry, there is no status before it).
     let events = created["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{created}");
     assert_eq!(events[0]["action"], "admin.create_order");
     assert_eq!(events[0]["outcome"], "accepted");
+    assert_eq!(events[0]["reason"], "created_issued");
     assert_eq!(events[0]["order_id"].as_i64(), Some(big));
 
     // GET shows the same order.
@@ -213,6 +224,14 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
     assert_eq!(status, 201, "{o}");
     assert_eq!(o["status"], "awaiting_issuance");
     assert_eq!(o["vouchers"], json!([]));
+    assert_eq!(
+        (o["capacity"].as_i64(), o["used"].as_i64()),
+        (Some(0), Some(0))
+    );
+    let events = o["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{o}");
+    assert_eq!(events[0]["action"], "admin.create_order");
+    assert_eq!(events[0]["reason"], "created_awaiting_issuance");
 
     // Duplicate order id: 409, the first order untouched.
     let dup = raw(
@@ -266,10 +285,27 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
     let o = app.order(2).await;
     assert_eq!(o["status"], "used");
     assert_eq!(o["vouchers"][0]["used"], 1);
-    let last = o["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["request_id"], rid.as_str());
-    assert_eq!(last["action"], "taobao.travel.ticket.order.verify");
-    assert_eq!(last["outcome"], "accepted");
+    assert_eq!(o["used"], 1);
+    // The verify, then the transition it caused, both under the verify's request_id.
+    let events = o["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{o}");
+    let verify = &events[1];
+    assert_eq!(verify["request_id"], rid.as_str());
+    assert_eq!(verify["action"], "taobao.travel.ticket.order.verify");
+    assert_eq!(verify["outcome"], "accepted");
+    assert_eq!(verify["reason"], "applied");
+    let status = &events[2];
+    assert_eq!(status["request_id"], rid.as_str());
+    assert_eq!(status["action"], "order.status");
+    assert_eq!(status["outcome"], "accepted");
+    assert_eq!(status["reason"], "used");
+    assert_eq!(status["order_id"], 2);
+    assert_eq!(status["app_key"], KEY);
+    assert_eq!(
+        status["detail"],
+        json!({"from": "issued", "to": "used", "cause": "taobao.travel.ticket.order.verify"})
+    );
+    assert!(status["seq"].as_i64() > verify["seq"].as_i64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +313,7 @@ async fn every_admin_route_needs_the_token_and_health_does_not() {
     let app = spawn_app().await;
     app.create_app(KEY, SECRET).await;
     app.create_order(11, KEY, &[("TOK-CODE-1", 1)]).await;
-    let routes: [(reqwest::Method, &str, Option<Value>); 5] = [
+    let routes: [(reqwest::Method, &str, Option<Value>); 10] = [
         (
             reqwest::Method::POST,
             "/admin/apps",
@@ -290,6 +326,27 @@ async fn every_admin_route_needs_the_token_and_health_does_not() {
             Some(json!({"order_id": 12, "app_key": KEY, "quantity": 1})),
         ),
         (reqwest::Method::GET, "/admin/orders/11", None),
+        (
+            reqwest::Method::POST,
+            "/admin/orders/11/refunds",
+            Some(json!({"quantity": 1})),
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/orders/11/reversals",
+            Some(json!({"confirm_code": "TOK-CODE-1", "quantity": 1, "reason": "x"})),
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/orders/11/reconcile",
+            Some(json!({"vouchers": [{"confirm_code": "TOK-CODE-1", "used": 1}], "apply": true})),
+        ),
+        (reqwest::Method::GET, "/admin/anomalies", None),
+        (
+            reqwest::Method::POST,
+            "/admin/anomalies/1/resolve",
+            Some(json!({"resolution": "dismissed"})),
+        ),
         (reqwest::Method::GET, "/admin/audit", None),
     ];
     let wrong = [
@@ -319,6 +376,10 @@ async fn every_admin_route_needs_the_token_and_health_does_not() {
     assert_eq!(status, 404);
     let (status, _) = app.admin_get("/admin/orders/12").await;
     assert_eq!(status, 404);
+    let o = app.order(11).await;
+    assert_eq!(o["refunds"], json!([]), "{o}");
+    assert_eq!(o["used"], 0, "{o}");
+    assert_eq!(o["events"].as_array().unwrap().len(), 1, "{o}");
 
     for (path, want) in [
         ("/healthz", json!({"status": "ok"})),
@@ -490,7 +551,25 @@ async fn audit_lists_every_attempt_and_filters() {
         "{actions:?}"
     );
 
-    let e = &crate::helpers::entry_for(&all, &accepted);
+    // The accepted verify left two entries: the verify, then the transition it caused.
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["request_id"] == accepted.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let status = mine[1];
+    assert_eq!(status["action"], "order.status");
+    assert_eq!(
+        (status["outcome"].as_str(), status["reason"].as_str()),
+        (Some("accepted"), Some("partly_used"))
+    );
+    assert_eq!(
+        status["detail"],
+        json!({"from": "issued", "to": "partly_used", "cause": "taobao.travel.ticket.order.verify"})
+    );
+    assert_eq!(status["order_id"], 31);
+    let e = mine[0];
+    assert_eq!(e["action"], "taobao.travel.ticket.order.verify");
     assert_eq!(
         (e["outcome"].as_str(), e["reason"].as_str()),
         (Some("accepted"), Some("applied"))
@@ -513,14 +592,32 @@ async fn audit_lists_every_attempt_and_filters() {
     assert_eq!(e["order_id"], 32);
 
     let by_order = audit_entries(&app, "order_id=31").await;
-    let outcomes: Vec<&str> = by_order
+    let outcomes: Vec<(&str, &str)> = by_order
         .iter()
-        .map(|e| e["outcome"].as_str().unwrap())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
-        ["accepted", "accepted", "replayed"],
+        [
+            ("admin.create_order", "accepted"),
+            ("taobao.travel.ticket.order.verify", "accepted"),
+            ("order.status", "accepted"),
+            ("taobao.travel.ticket.order.verify", "replayed"),
+        ],
         "{by_order:?}"
+    );
+    let ids: Vec<&str> = by_order[1..]
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [accepted.as_str(), accepted.as_str(), replayed.as_str()]
     );
     assert!(by_order.iter().all(|e| e["order_id"] == 31));
 

@@ -265,13 +265,78 @@ impl TopCall {
     }
 
     /// The parameters with `sign` added (unless a test already set one).
+    ///
+    /// Every call a vendor's SDK could make is signed by our SDK, `top-client` (STYLE.md §7),
+    /// and checked against `top-protocol`'s signer, so each test also proves the two agree.
+    /// Calls no SDK would send (missing system parameters, empty values signed in the
+    /// keep-empty form, foreign system parameters) are signed by `top-protocol` alone.
     pub fn signed(&self) -> Params {
         let mut p = self.params.clone();
-        if p.get("sign").is_none() {
-            let s = sign(self.sign_method, self.secret.as_bytes(), &p, self.empty);
-            p.insert("sign", s);
+        if p.get("sign").is_some() {
+            return p;
         }
+        let raw = sign(self.sign_method, self.secret.as_bytes(), &p, self.empty);
+        if let Some(by_sdk) = self.signed_by_sdk() {
+            assert_eq!(
+                by_sdk.get("sign"),
+                Some(raw.as_str()),
+                "top-client and top-protocol sign {:?} differently",
+                self.params
+            );
+            return by_sdk;
+        }
+        p.insert("sign", raw);
         p
+    }
+
+    /// The same call as `top-client` builds it, when it is one the SDK can express.
+    fn signed_by_sdk(&self) -> Option<Params> {
+        let get = |k: &str| self.params.get(k);
+        let format = match get("format")? {
+            "json" => top_client::Format::Json,
+            "xml" => top_client::Format::Xml,
+            _ => return None,
+        };
+        let simplify = match get("simplify") {
+            None => false,
+            Some("true") if format == top_client::Format::Json => true,
+            Some(_) => return None,
+        };
+        if get("v") != Some("2.0") || get("sign_method") != Some(self.sign_method.as_str()) {
+            return None;
+        }
+        const SYSTEM: &[&str] = &[
+            "method",
+            "app_key",
+            "sign_method",
+            "timestamp",
+            "v",
+            "format",
+            "simplify",
+        ];
+        let mut business = Vec::new();
+        for (k, v) in self.params.iter() {
+            if SYSTEM.contains(&k) {
+                continue;
+            }
+            if v.is_empty() || matches!(k, "sign" | "session" | "partner_id") {
+                return None;
+            }
+            business.push((k, v.to_owned()));
+        }
+        let client = top_client::TopClient::builder(
+            "http://127.0.0.1:9/router/rest",
+            get("app_key")?,
+            &self.secret,
+        )
+        .sign_method(self.sign_method)
+        .format(format)
+        .simplify(simplify)
+        .build()
+        .ok()?;
+        client
+            .signed_params(get("method")?, &business, get("timestamp")?)
+            .ok()
     }
 }
 
@@ -534,7 +599,13 @@ pub async fn ledger_snapshot(app: &TestApp, order_id: i64) -> Value {
         .filter(|e| e["outcome"] != "rejected")
         .cloned()
         .collect();
-    json!({"vouchers": order["vouchers"], "status": order["status"], "used": order["used"], "events": kept})
+    json!({
+        "vouchers": order["vouchers"], "status": order["status"], "used": order["used"],
+        "events": kept, "out_order_id": order["out_order_id"],
+        "refunded_tickets": order["refunded_tickets"],
+        "refundable_tickets": order["refundable_tickets"], "refunds": order["refunds"],
+        "issue_describe": order["issue_describe"],
+    })
 }
 
 /// `GET /admin/audit?<query>` entries.
@@ -590,4 +661,88 @@ pub async fn create_order_with(
     let (status, resp) = app.admin_post("/admin/orders", body).await;
     assert_eq!(status, 201, "{resp}");
     resp
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the order lifecycle (lifecycle.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// The issuance method name.
+pub const ISSUE: &str = "alitrip.travel.ticket.order.create";
+/// The refund notification method name.
+pub const REFUND: &str = "taobao.travel.ticket.order.refund";
+
+/// A clock the test moves by hand (never sleep to let time pass).
+#[derive(Debug)]
+pub struct StepClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl StepClock {
+    /// A clock standing at `start`.
+    pub fn at(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(start)))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for StepClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// The key a wrapped JSON success of `method` sits under (PROTOCOL.md §5.3).
+pub fn success_root(method: &str) -> String {
+    match method {
+        VERIFY => "travel_ticket_order_verify_response",
+        REFUND => "travel_ticket_order_refund_response",
+        ISSUE => "alitrip_travel_ticket_order_create_response",
+        other => panic!("no response root known for {other}"),
+    }
+    .to_owned()
+}
+
+/// The exact wrapped JSON success body of `method` (`is_success` true).
+pub fn success_json_for(method: &str, request_id: &str) -> String {
+    let root = success_root(method);
+    format!(
+        "{{\"{root}\":{{\"is_success\":true,\"request_id\":{}}}}}",
+        json_str(request_id)
+    )
+}
+
+/// Asserts the answer is exactly `method`'s wrapped JSON success; returns its `request_id`.
+pub fn assert_success_for(reply: &TopReply, method: &str) -> String {
+    let id = assert_top_envelope(reply);
+    assert_eq!(reply.text(), success_json_for(method, &id));
+    id
+}
+
+/// The `order.status` entries of an order's `events`, as (request_id, from, to, cause).
+pub fn status_events(order: &Value) -> Vec<(String, String, String, String)> {
+    order["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "order.status")
+        .map(|e| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                s(&e["request_id"]),
+                s(&e["detail"]["from"]),
+                s(&e["detail"]["to"]),
+                s(&e["detail"]["cause"]),
+            )
+        })
+        .collect()
+}
+
+/// `GET /admin/anomalies?<query>` entries.
+pub async fn anomalies(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, body) = app.admin_get(&format!("/admin/anomalies?{query}")).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["anomalies"].as_array().unwrap().clone()
 }

@@ -134,9 +134,24 @@ async fn python_sdk_voucher_infos_retry_is_counted_once() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["outcome"].as_str().unwrap().to_owned())
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert_eq!(outcomes, ["accepted", "accepted", "replayed"], "{events}");
+    assert_eq!(
+        outcomes,
+        [
+            "admin.create_order accepted",
+            "taobao.travel.ticket.order.verify accepted",
+            "order.status accepted",
+            "taobao.travel.ticket.order.verify replayed"
+        ],
+        "{events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,4 +242,308 @@ async fn node_sdk_sees_error_response() {
     assert_eq!(e["code"], json!(50), "{out}");
     assert_eq!(e["sub_code"], json!("isv.voucher-not-exist"), "{out}");
     assert_eq!(app.used(5001, "CODE-001").await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole order story (issue 3) through each real SDK: order (admin) → issue (SDK) → partial
+// verify (SDK) → refund request (admin) → refund notification (SDK) → verify of a refunded
+// ticket refused (SDK) → reversal (admin) → reconcile (admin), checking the ledger and the
+// status after every step.
+// ---------------------------------------------------------------------------------------------
+
+/// Which real SDK calls the vendor's methods.
+#[derive(Clone, Copy, Debug)]
+enum Sdk {
+    Python,
+    Node,
+}
+
+/// What an SDK call came to: the inner success object, or the `sub_code` it raised.
+#[derive(Debug)]
+enum SdkAnswer {
+    Success(Value),
+    Refused(String),
+}
+
+impl Sdk {
+    async fn call(self, app: &TestApp, method: &str, params: Value) -> SdkAnswer {
+        let root = crate::helpers::success_root(method);
+        match self {
+            Self::Python => {
+                let (code, out) = py(app, SECRET, method, params).await;
+                match code {
+                    0 => SdkAnswer::Success(out["response"][root.as_str()].clone()),
+                    1 => SdkAnswer::Refused(out["response"]["subcode"].as_str().unwrap().into()),
+                    _ => panic!("py-taobao-open failed: {out}"),
+                }
+            }
+            Self::Node => {
+                let (code, out) = node(app, "POST", method, params).await;
+                match code {
+                    0 => SdkAnswer::Success(out["response"].clone()),
+                    1 => SdkAnswer::Refused(
+                        out["response"]["error_response"]["sub_code"]
+                            .as_str()
+                            .unwrap()
+                            .into(),
+                    ),
+                    _ => panic!("node-taobao-topclient failed: {out}"),
+                }
+            }
+        }
+    }
+
+    /// Calls and expects `is_success` true; returns the request_id the SDK was given.
+    async fn ok(self, app: &TestApp, method: &str, params: Value) -> String {
+        match self.call(app, method, params.clone()).await {
+            SdkAnswer::Success(v) => {
+                assert_eq!(
+                    v["is_success"],
+                    json!(true),
+                    "{self:?} {method} {params}: {v}"
+                );
+                v["request_id"].as_str().unwrap().to_owned()
+            }
+            other => panic!("{self:?} {method} {params}: {other:?}"),
+        }
+    }
+}
+
+/// The order's (status, used per code, refunded tickets).
+async fn ledger_of(app: &TestApp, order_id: i64) -> (String, Vec<i64>, i64) {
+    let o = app.order(order_id).await;
+    (
+        o["status"].as_str().unwrap().to_owned(),
+        o["vouchers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["used"].as_i64().unwrap())
+            .collect(),
+        o["refunded_tickets"].as_i64().unwrap(),
+    )
+}
+
+/// The last `order.status` event of the order, as (request_id, from, to).
+async fn last_transition(app: &TestApp, order_id: i64) -> (String, String, String) {
+    let o = app.order(order_id).await;
+    let (rid, from, to, _) = crate::helpers::status_events(&o).pop().unwrap();
+    (rid, from, to)
+}
+
+/// The request_id of the order's last event of `action`.
+async fn last_request(app: &TestApp, order_id: i64, action: &str) -> String {
+    let o = app.order(order_id).await;
+    o["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["action"] == action)
+        .unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn whole_story(sdk: Sdk, order_id: i64) {
+    const ISSUE: &str = "alitrip.travel.ticket.order.create";
+    const VERIFY: &str = "taobao.travel.ticket.order.verify";
+    const REFUND: &str = "taobao.travel.ticket.order.refund";
+    let app = spawn_app().await;
+    app.create_app(KEY, SECRET).await;
+    let t = |s: &str, from: &str, to: &str| (s.to_owned(), from.to_owned(), to.to_owned());
+    let st =
+        |status: &str, used: &[i64], refunded: i64| (status.to_owned(), used.to_vec(), refunded);
+
+    // 1. The platform records the paid order: three tickets, no codes yet.
+    let (status, body) = app
+        .admin_post(
+            "/admin/orders",
+            json!({"order_id": order_id, "app_key": KEY, "quantity": 3,
+                   "created_at": minutes_ago(24 * 60)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "awaiting_issuance");
+
+    // 2. The vendor issues one code per ticket (voucher_infos as a list), with extras.
+    let out = format!("OUT-{order_id}");
+    let rid = sdk
+        .ok(
+            &app,
+            ISSUE,
+            json!({"order_id": order_id, "out_order_id": out, "issue_type": 1,
+            "voucher_infos": [
+                {"confirm_code": "STORY-1", "type": 1, "quantity": 1, "assist_code": "AC-1"},
+                {"confirm_code": "STORY-2", "type": 1, "quantity": 1, "url": "https://v.example/2"},
+                {"confirm_code": "STORY-3", "type": 1, "quantity": 1},
+            ]}),
+        )
+        .await;
+    let o = app.order(order_id).await;
+    assert_eq!(o["out_order_id"], out.as_str());
+    assert_eq!(o["capacity"], 3);
+    assert_eq!(ledger_of(&app, order_id).await, st("issued", &[0, 0, 0], 0));
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "awaiting_issuance", "issued")
+    );
+
+    // 3. A visitor uses one ticket.
+    let rid = sdk
+        .ok(
+            &app,
+            VERIFY,
+            json!({"order_id": order_id, "voucher_infos": [
+                {"confirm_code": "STORY-1", "used_quantity": 1, "used_date": minutes_ago(30)}]}),
+        )
+        .await;
+    assert_eq!(
+        ledger_of(&app, order_id).await,
+        st("partly_used", &[1, 0, 0], 0)
+    );
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "issued", "partly_used")
+    );
+
+    // 4. The buyer asks for the two unused tickets back.
+    let (status, refund) = app
+        .admin_post(
+            &format!("/admin/orders/{order_id}/refunds"),
+            json!({"quantity": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    let flow = refund["fliggy_refund_flow_id"].as_str().unwrap().to_owned();
+    assert_eq!(refund["state"], "pending");
+    assert_eq!(
+        ledger_of(&app, order_id).await,
+        st("refunding", &[1, 0, 0], 0)
+    );
+    let rid = last_request(&app, order_id, "admin.request_refund").await;
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "partly_used", "refunding")
+    );
+
+    // 5. The vendor reports the refund done (and retries the report: nothing changes).
+    let notification = json!({"order_id": order_id, "refund_status": 1, "refund_num": 2,
+                              "refund_type": 1, "refund_batch_no": format!("RB-{order_id}-1"),
+                              "fliggy_refund_flow_id": flow});
+    let rid = sdk.ok(&app, REFUND, notification.clone()).await;
+    assert_eq!(ledger_of(&app, order_id).await, st("closed", &[1, 0, 0], 2));
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "refunding", "closed")
+    );
+    let o = app.order(order_id).await;
+    assert_eq!(o["refunds"][0]["state"], "succeeded");
+    assert_eq!(o["refunds"][0]["refunded_tickets"], 2);
+    sdk.ok(&app, REFUND, notification).await;
+    assert_eq!(ledger_of(&app, order_id).await, st("closed", &[1, 0, 0], 2));
+    assert_eq!(app.order(order_id).await["refunded_tickets"], 2);
+
+    // 6. The gate admits a refunded ticket: the SDK sees isv.ticket-refunded, nothing is
+    //    recorded but the anomaly.
+    match sdk
+        .call(
+            &app,
+            VERIFY,
+            json!({"order_id": order_id, "voucher_infos": [
+                {"confirm_code": "STORY-2", "used_quantity": 1, "used_date": minutes_ago(5)}]}),
+        )
+        .await
+    {
+        SdkAnswer::Refused(sub) => assert_eq!(sub, "isv.ticket-refunded"),
+        other => panic!("{sdk:?}: a refunded ticket was verified: {other:?}"),
+    }
+    assert_eq!(ledger_of(&app, order_id).await, st("closed", &[1, 0, 0], 2));
+    let (status, found) = app
+        .admin_get(&format!(
+            "/admin/anomalies?order_id={order_id}&kind=verify_after_refund"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["anomalies"].as_array().unwrap().len(), 1, "{found}");
+
+    // 7. The operator reverses the first use (the gate scanned it by mistake).
+    let (status, body) = app
+        .admin_post(
+            &format!("/admin/orders/{order_id}/reversals"),
+            json!({"confirm_code": "STORY-1", "quantity": 1, "reason": "scanned by mistake"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["used"], 0);
+    assert_eq!(
+        ledger_of(&app, order_id).await,
+        st("partly_refunded", &[0, 0, 0], 2)
+    );
+    let rid = last_request(&app, order_id, "admin.reverse").await;
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "closed", "partly_refunded")
+    );
+
+    // 8. The vendor's own counts say the use did happen: the diff shows it, apply records it.
+    let counts = json!({"vouchers": [{"confirm_code": "STORY-1", "used": 1}], "apply": false});
+    let (status, diff) = app
+        .admin_post(&format!("/admin/orders/{order_id}/reconcile"), counts)
+        .await;
+    assert_eq!(status, 200, "{diff}");
+    assert_eq!(diff["lines"][0]["missing"], 1);
+    assert_eq!(diff["applied_uses"], 0);
+    assert_eq!(
+        ledger_of(&app, order_id).await,
+        st("partly_refunded", &[0, 0, 0], 2)
+    );
+    let counts = json!({"vouchers": [{"confirm_code": "STORY-1", "used": 1}], "apply": true});
+    let (status, applied) = app
+        .admin_post(&format!("/admin/orders/{order_id}/reconcile"), counts)
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["applied_uses"], 1);
+    assert_eq!(ledger_of(&app, order_id).await, st("closed", &[1, 0, 0], 2));
+    let rid = last_request(&app, order_id, "admin.reconcile").await;
+    assert_eq!(
+        last_transition(&app, order_id).await,
+        t(&rid, "partly_refunded", "closed")
+    );
+
+    // The whole history is there, in order: nothing was rewritten.
+    let o = app.order(order_id).await;
+    let actions: Vec<&str> = o["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] != "order.status")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "admin.create_order",
+            ISSUE,
+            VERIFY,
+            "admin.request_refund",
+            REFUND,
+            REFUND,
+            VERIFY,
+            "admin.reverse",
+            "admin.reconcile",
+        ],
+        "{o}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_runs_the_whole_order_story() {
+    whole_story(Sdk::Python, 6101).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_runs_the_whole_order_story() {
+    whole_story(Sdk::Node, 6102).await;
 }

@@ -4,10 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod admin;
+mod bench;
+mod cli;
 mod durability;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;
 mod interop;
+mod lifecycle;
+mod multiprocess;
 mod protocol;
 mod race;
 mod rules;
+mod transfer;

@@ -86,8 +86,10 @@ async fn sixty_four_gates_race_for_ten_uses() {
     assert_eq!(app.order(ORDER).await["status"], "used");
 
     // One audit entry per attempt, matching what each caller was told.
+    // Plus the two status transitions: issued → partly_used by the request that recorded the
+    // first use, partly_used → used by the one that recorded the tenth.
     let entries = audit_entries(&app, &format!("order_id={ORDER}&limit=1000")).await;
-    assert_eq!(entries.len(), 1 + 64, "{entries:#?}");
+    assert_eq!(entries.len(), 1 + 64 + 2, "{entries:#?}");
     assert_eq!(entries[0]["action"], "admin.create_order");
     let verify: Vec<_> = entries
         .iter()
@@ -114,6 +116,44 @@ async fn sixty_four_gates_race_for_ten_uses() {
         .collect();
     counts.sort_unstable();
     assert_eq!(counts, (1..=10).collect::<Vec<_>>());
+    let causing = |used: i64| -> String {
+        verify
+            .iter()
+            .find(|e| e["outcome"] == "accepted" && e["detail"]["changes"][0]["used"] == used)
+            .unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let transitions: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "order.status")
+        .map(|e| {
+            (
+                e["request_id"].as_str().unwrap().to_owned(),
+                e["detail"]["from"].as_str().unwrap().to_owned(),
+                e["detail"]["to"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            (
+                causing(1),
+                "issued".into(),
+                "partly_used".into(),
+                "partly_used".into()
+            ),
+            (
+                causing(10),
+                "partly_used".into(),
+                "used".into(),
+                "used".into()
+            ),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

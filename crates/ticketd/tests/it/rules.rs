@@ -4,8 +4,8 @@
 //! request left (outcome and reason, flags), and — for every refusal — that nothing changed.
 //!
 //! Rules not walked here:
-//! * R8 (closed / refunded orders) and R9 (refund in progress): there is no refund yet; both
-//!   arrive with `taobao.travel.ticket.order.refund` in a later issue.
+//! * R8 (closed / refunded orders) and R9 (refund in progress): they need refunds, so they are
+//!   walked in `lifecycle.rs` with the refund calls.
 //! * R28 (concurrent notifications for one order): `race.rs`.
 //! * R29 (app not authorized / bad credentials): platform codes 29 and 25, `protocol.rs`.
 //! * R14/R15 (partial use, multi-use codes) are rows below; R30 (duplicates and no-ops answer
@@ -910,14 +910,40 @@ async fn run_row(
                 reply.text()
             );
             let events = order["events"].as_array().unwrap();
-            let mine: Vec<&Value> = events
+            let (transitions, mine): (Vec<&Value>, Vec<&Value>) = events
                 .iter()
                 .filter(|e| e["request_id"] == id.as_str())
-                .collect();
+                .partition(|e| e["action"] == "order.status");
             check!(
                 mine.len() == 1,
-                "expected one audit entry for {id}, got {mine:?}"
+                "expected one verify audit entry for {id}, got {mine:?}"
             );
+            // A request that moves the order's status leaves exactly one `order.status` entry
+            // with the same request_id, naming both statuses; one that does not, none.
+            let (from, to) = (&before["status"], &order["status"]);
+            if from == to {
+                check!(
+                    transitions.is_empty(),
+                    "status stayed {to} but got transitions {transitions:?}"
+                );
+            } else {
+                let want = json!({
+                    "outcome": "accepted", "reason": to, "order_id": order_id, "app_key": KEY,
+                    "detail": {"from": from, "to": to, "cause": "taobao.travel.ticket.order.verify"},
+                });
+                let got: Vec<Value> = transitions
+                    .iter()
+                    .map(|e| {
+                        json!({"outcome": e["outcome"], "reason": e["reason"],
+                               "order_id": e["order_id"], "app_key": e["app_key"],
+                               "detail": e["detail"]})
+                    })
+                    .collect();
+                check!(
+                    got == vec![want.clone()],
+                    "status {from} -> {to}: expected one transition entry {want}, got {got:?}"
+                );
+            }
             if let Some(e) = mine.first() {
                 check!(
                     e["outcome"] == outcome && e["reason"] == reason,

@@ -1,0 +1,248 @@
+//! Two real `ticketd serve` processes on one PostgreSQL database (and on one MariaDB/MySQL
+//! database): racing verifies of the same vouchers, sent through our Rust SDK (`top-client`)
+//! and split across both processes, are counted exactly — every voucher used up to its capacity
+//! and no further, every retry recognised by whichever process it reaches.
+//!
+//! Each run uses a scratch database of its own (`ticket_store::scratch`); without a server the
+//! test prints how to start it and passes, unless `CI` is set.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use ticket_store::scratch::ScratchDatabase;
+use ticket_store::Engine;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use top_client::{TopClient, VerifyParams, VoucherInfo};
+use top_protocol::timestamp::format_beijing;
+
+const TOKEN: &str = "multiprocess-admin-token";
+const KEY: &str = "mp-vendor";
+const SECRET: &str = "mp-secret-0123456789";
+
+/// A `ticketd serve` child process on port 0.
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    /// Killed when the test ends (`kill_on_drop`).
+    _child: Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `ticketd serve` on `url` and waits for its "listening on" line.
+    async fn start(url: &str) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .args(["--admin-token", TOKEN, "--db-max-connections", "6"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("TICKETD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ticketd serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    return rest.split("/router/rest").next().unwrap().to_owned();
+                }
+                seen.push(line);
+            }
+            panic!("ticketd exited before listening: {seen:?}");
+        })
+        .await
+        .expect("ticketd did not start within 30 s");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            _child: child,
+            _data_dir: data_dir,
+        }
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{path}");
+        r.json().await.unwrap()
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    fn client(&self) -> TopClient {
+        TopClient::builder(format!("{}/router/rest", self.base), KEY, SECRET)
+            .build()
+            .unwrap()
+    }
+}
+
+/// (order id, [(code, capacity)]).
+const ORDERS: &[(i64, &[(&str, i64)])] = &[
+    (7001, &[("MP-A", 5)]),
+    (7002, &[("MP-B", 3)]),
+    (7003, &[("MP-C1", 4), ("MP-C2", 2)]),
+];
+
+/// Distinct uses sent per voucher beyond its capacity.
+const EXTRA: i64 = 6;
+
+async fn racing_verifies_through_two_processes_are_counted_exactly(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (a, b) = tokio::join!(Server::start(db.url()), Server::start(db.url()));
+    a.admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    let paid = format_beijing(Utc::now() - chrono::Duration::days(1));
+    for (order_id, vouchers) in ORDERS {
+        let quantity: i64 = vouchers.iter().map(|(_, q)| q).sum();
+        a.admin_post(
+            "/admin/orders",
+            json!({"order_id": order_id, "app_key": KEY, "quantity": quantity,
+                   "created_at": paid,
+                   "vouchers": vouchers.iter().map(|(c, q)| json!({"confirm_code": c, "quantity": q}))
+                       .collect::<Vec<_>>()}),
+        )
+        .await;
+    }
+
+    // Every distinct use (code, gate time) is sent twice, once to each process: the second
+    // copy is a vendor's retry and must never count again.
+    let clients = [a.client(), b.client()];
+    let gate = Utc::now() - chrono::Duration::minutes(30);
+    let mut calls = Vec::new();
+    for (order_id, vouchers) in ORDERS {
+        for (code, capacity) in *vouchers {
+            for n in 0..capacity + EXTRA {
+                let params = VerifyParams {
+                    order_id: Some(*order_id),
+                    voucher_infos: vec![VoucherInfo {
+                        confirm_code: (*code).to_owned(),
+                        used_quantity: 1,
+                        used_date: Some(format_beijing(gate + chrono::Duration::seconds(n))),
+                    }],
+                    ..VerifyParams::default()
+                };
+                for copy in 0..2 {
+                    calls.push(((*code, n), (n as usize + copy) % 2, params.clone()));
+                }
+            }
+        }
+    }
+    let barrier = tokio::sync::Barrier::new(calls.len());
+    let answers = futures::future::join_all(calls.iter().map(|(use_id, server, params)| {
+        let client = &clients[*server];
+        let barrier = &barrier;
+        async move {
+            barrier.wait().await;
+            (*use_id, client.verify(params).await)
+        }
+    }))
+    .await;
+
+    // Both copies of a use get the same answer: applied-then-replayed, or refused twice.
+    let mut by_use: std::collections::BTreeMap<(&str, i64), Vec<bool>> = Default::default();
+    for (use_id, answer) in &answers {
+        let ok = match answer {
+            Ok(r) => {
+                assert!(r.is_success);
+                true
+            }
+            Err(e) => {
+                let api = e.api().unwrap_or_else(|| panic!("{use_id:?}: {e}"));
+                assert_eq!(
+                    api.sub_code.as_deref(),
+                    Some("isv.verify-num-exceed"),
+                    "{use_id:?}: {api:?}"
+                );
+                false
+            }
+        };
+        by_use.entry(*use_id).or_default().push(ok);
+    }
+    for (use_id, oks) in &by_use {
+        assert!(
+            oks == &[true, true] || oks == &[false, false],
+            "{use_id:?}: the two copies were answered {oks:?}"
+        );
+    }
+
+    for (order_id, vouchers) in ORDERS {
+        // Read through the other process than the one that created the order.
+        let order = b.admin_get(&format!("/admin/orders/{order_id}")).await;
+        for (code, capacity) in *vouchers {
+            let used = order["vouchers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["confirm_code"] == *code)
+                .unwrap()["used"]
+                .as_i64()
+                .unwrap();
+            assert_eq!(used, *capacity, "{code} on {}", engine.name());
+            let accepted_uses = by_use
+                .iter()
+                .filter(|((c, _), oks)| c == code && oks[0])
+                .count() as i64;
+            assert_eq!(accepted_uses, *capacity, "{code}: uses answered success");
+        }
+        let events = order["events"].as_array().unwrap();
+        let count = |outcome: &str, reason: &str| {
+            events
+                .iter()
+                .filter(|e| {
+                    e["action"] == "taobao.travel.ticket.order.verify"
+                        && e["outcome"] == outcome
+                        && e["reason"] == reason
+                })
+                .count() as i64
+        };
+        let capacity: i64 = vouchers.iter().map(|(_, q)| q).sum();
+        assert_eq!(
+            count("accepted", "applied"),
+            capacity,
+            "applied on {order_id}"
+        );
+        assert_eq!(
+            count("replayed", "replayed"),
+            capacity,
+            "replays on {order_id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_database_count_racing_verifies_exactly() {
+    racing_verifies_through_two_processes_are_counted_exactly(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_mariadb_database_count_racing_verifies_exactly() {
+    racing_verifies_through_two_processes_are_counted_exactly(Engine::MySql).await;
+}
