@@ -50,8 +50,9 @@ pub use lifecycle::{
     ResolveAnomaly, ReversalCommand, ReversalPlan, StatusChange, UseRecord,
 };
 pub use model::{
-    App, AuditEntry, AuditFilter, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher,
-    OrderRecord, OrderStatus, OrderView, VoucherRecord,
+    App, AppAccess, AuditEntry, AuditFilter, AuditOutcome, BatchStats, IpRange, IssueState, NewApp,
+    NewOrder, NewVoucher, OrderRecord, OrderStatus, OrderView, PreviousSecret, RateLimit,
+    RatePeriod, SecretRotation, StoreMetrics, VoucherRecord,
 };
 pub use store::LedgerStore;
 pub use verify::{

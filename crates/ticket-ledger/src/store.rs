@@ -11,7 +11,9 @@ use crate::lifecycle::{
     Anomaly, AnomalyFilter, IssueCommand, RefundCommand, RefundRequest, RefundRequestCommand,
     ResolveAnomaly, ReversalCommand,
 };
-use crate::model::{App, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView};
+use crate::model::{
+    App, AppAccess, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView, SecretRotation,
+};
 use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
 use crate::LedgerError;
 
@@ -35,7 +37,24 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     async fn create_app(&self, app: NewApp) -> Result<App, LedgerError>;
 
     /// Looks an app up by key (the gateway does this for every request).
+    ///
+    /// A store may answer from a cache; a change made through this store is seen at once, one
+    /// made through another process on the same database within a few seconds.
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError>;
+
+    /// Replaces an app's access settings (rate limit, IP allow-list) and returns the app as
+    /// stored. [`LedgerError::UnknownApp`] when the key is not registered.
+    async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError>;
+
+    /// Rotates an app's secret in one write: the current secret becomes the previous one
+    /// (accepted until `rotation.previous_expires_at`, replacing any earlier previous secret)
+    /// and `rotation.new_secret` the current one. Returns the app as stored;
+    /// [`LedgerError::UnknownApp`] when the key is not registered.
+    async fn rotate_app_secret(
+        &self,
+        key: &AppKey,
+        rotation: SecretRotation,
+    ) -> Result<App, LedgerError>;
 
     /// Creates an order (with its vouchers, if issued) and appends `audit` in one transaction.
     /// Refuses [`LedgerError::OrderExists`], [`LedgerError::UnknownApp`],
@@ -78,6 +97,10 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
 
     /// Lists audit entries, oldest first.
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError>;
+
+    /// Ledger totals and batching counters for `/metrics`. The totals scan the ledger, so
+    /// call it at scrape frequency, not per request.
+    async fn metrics(&self) -> Result<crate::model::StoreMetrics, LedgerError>;
 
     /// Cheap round trip proving the store can answer (for readiness).
     async fn ping(&self) -> Result<(), LedgerError>;

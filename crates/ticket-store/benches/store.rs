@@ -56,12 +56,12 @@ async fn fixture() -> Fixture {
     let store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
     let app_key = AppKey::parse(APP).unwrap();
     store
-        .create_app(NewApp {
-            app_key: app_key.clone(),
-            name: APP.into(),
-            secret: "secret".into(),
-            created_at: paid_at(),
-        })
+        .create_app(NewApp::new(
+            app_key.clone(),
+            APP.into(),
+            "secret".into(),
+            paid_at(),
+        ))
         .await
         .unwrap();
     let mut orders: Vec<(i64, usize)> = (1..=ORDERS).map(|id| (id, CODES)).collect();

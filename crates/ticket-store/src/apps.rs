@@ -1,44 +1,63 @@
 //! [`AppCache`]: the apps every store keeps in memory.
 //!
-//! The gateway looks an app up on every request, and apps are only ever added (never changed
-//! or removed), so each store keeps them in memory and saves a database read per request. A miss
-//! still reads the database (and fills the cache), so an app registered by another process on the
-//! same database is found too; the cache only ever holds committed apps.
+//! The gateway looks an app up on every request, so each store keeps apps in memory and saves a
+//! database read per request. Apps do change — an operator sets a rate limit or an allow-list,
+//! or rotates the secret — and the store that makes a change puts the committed app in the
+//! cache at once. Another process on the same database learns of it when its cached copy is
+//! older than [`MAX_AGE`] and is read again, so every process applies a change within a few
+//! seconds without a database read per request. A miss reads the database (and fills the
+//! cache), so an app registered by another process is found at once; the cache only ever holds
+//! committed apps.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use ticket_ledger::{App, AppKey, LedgerError};
 
-/// Apps by key. A `std` lock because it is held only to copy a value in or out, never across an
-/// `.await`.
-#[derive(Debug, Default)]
+/// How long a cached app is used before it is read again: how late a change made by another
+/// process may take effect here.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Apps by key, each with the instant it was read. A `std` lock because it is held only to
+/// copy a value in or out, never across an `.await`.
+#[derive(Debug)]
 pub(crate) struct AppCache {
-    apps: RwLock<HashMap<AppKey, App>>,
+    apps: RwLock<HashMap<AppKey, (App, Instant)>>,
+    max_age: Duration,
 }
 
 impl AppCache {
     /// A cache holding `apps` (read when the store opens).
     pub(crate) fn new(apps: impl IntoIterator<Item = App>) -> Self {
+        Self::with_max_age(apps, MAX_AGE)
+    }
+
+    fn with_max_age(apps: impl IntoIterator<Item = App>, max_age: Duration) -> Self {
+        let now = Instant::now();
         Self {
             apps: RwLock::new(
                 apps.into_iter()
-                    .map(|app| (app.app_key.clone(), app))
+                    .map(|app| (app.app_key.clone(), (app, now)))
                     .collect(),
             ),
+            max_age,
         }
     }
 
-    /// Remembers a committed app.
+    /// Remembers a committed app (new or changed).
     pub(crate) fn insert(&self, app: &App) {
         // A poisoned lock only means a panic elsewhere between two map operations; each entry
         // is still a complete, committed app.
         let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
-        apps.insert(app.app_key.clone(), app.clone());
+        apps.insert(app.app_key.clone(), (app.clone(), Instant::now()));
     }
 
-    /// The cached app, or the one `load` reads from the database (then cached).
+    /// The cached app while it is fresh, or the one `load` reads from the database (then
+    /// cached). When reading an app already cached fails, the cached copy is answered: the
+    /// database being briefly unreachable should not turn away callers it already knew
+    /// (every write they cause still needs the database and fails on its own).
     pub(crate) async fn get_or_load<F, Fut>(
         &self,
         key: &AppKey,
@@ -52,13 +71,89 @@ impl AppCache {
             let apps = self.apps.read().unwrap_or_else(PoisonError::into_inner);
             apps.get(key).cloned()
         };
-        if cached.is_some() {
-            return Ok(cached);
+        let stale = match cached {
+            Some((app, read_at)) if read_at.elapsed() < self.max_age => return Ok(Some(app)),
+            Some((app, _)) => Some(app),
+            None => None,
+        };
+        match (load().await, stale) {
+            (Ok(Some(app)), _) => {
+                self.insert(&app);
+                Ok(Some(app))
+            }
+            // Apps are never removed, so a cached app that reads as missing can only be a
+            // database that was replaced underneath; believe the database.
+            (Ok(None), _) => {
+                let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
+                apps.remove(key);
+                Ok(None)
+            }
+            (Err(e), Some(app)) => {
+                tracing::debug!(error = %e, "re-reading a cached app failed; using the cached copy");
+                Ok(Some(app))
+            }
+            (Err(e), None) => Err(e),
         }
-        let found = load().await?;
-        if let Some(app) = &found {
-            self.insert(app);
-        }
-        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::DateTime;
+
+    use super::*;
+
+    fn app(secret: &str) -> App {
+        App::new(
+            AppKey::parse("k").expect("key"),
+            "n".into(),
+            secret.into(),
+            DateTime::UNIX_EPOCH,
+        )
+    }
+
+    #[tokio::test]
+    async fn fresh_entries_are_answered_from_memory_and_stale_ones_read_again() {
+        let key = AppKey::parse("k").expect("key");
+        let loads = AtomicUsize::new(0);
+        let load = |secret: &'static str| {
+            let loads = &loads;
+            move || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(Some(app(secret)))
+            }
+        };
+
+        let fresh = AppCache::with_max_age([app("one")], Duration::from_secs(3600));
+        let got = fresh.get_or_load(&key, load("two")).await.expect("ok");
+        assert_eq!(got.map(|a| a.secret), Some("one".to_owned()));
+        assert_eq!(loads.load(Ordering::SeqCst), 0, "a fresh entry is not read");
+
+        let stale = AppCache::with_max_age([app("one")], Duration::ZERO);
+        let got = stale.get_or_load(&key, load("two")).await.expect("ok");
+        assert_eq!(
+            got.map(|a| a.secret),
+            Some("two".to_owned()),
+            "a stale entry is read again (a change made by another process)"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_re_read_answers_the_cached_copy_and_a_miss_the_error() {
+        let key = AppKey::parse("k").expect("key");
+        let failing = || async { Err(LedgerError::Unavailable("down".into())) };
+        let stale = AppCache::with_max_age([app("one")], Duration::ZERO);
+        let got = stale.get_or_load(&key, failing).await.expect("cached copy");
+        assert_eq!(got.map(|a| a.secret), Some("one".to_owned()));
+
+        let empty = AppCache::with_max_age([], Duration::ZERO);
+        let err = empty
+            .get_or_load(&key, failing)
+            .await
+            .expect_err("nothing cached");
+        assert_eq!(err, LedgerError::Unavailable("down".into()));
     }
 }

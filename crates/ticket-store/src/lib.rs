@@ -66,5 +66,5 @@ pub mod transfer;
 
 pub use error::StoreError;
 pub use sql::{Engine, PoolSettings, SqlStore};
-pub use sqlite::{ConnectionSettings, SqliteStore, WriterStats};
+pub use sqlite::{ConnectionSettings, SqliteOptions, SqliteStore, WriterStats};
 pub use transfer::{Transfer, TransferError};

@@ -14,14 +14,41 @@
 
 use chrono::{DateTime, Utc};
 use ticket_ledger::{
-    Anomaly, AnomalyFilter, AnomalyKind, App, AppKey, AuditEntry, AuditFilter, AuditOutcome,
-    ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord, OutOrderId,
-    RefundRequest, RefundState, Resolution, ResolveAnomaly, UseRecord, VoucherChange,
-    VoucherRecord,
+    Anomaly, AnomalyFilter, AnomalyKind, App, AppAccess, AppKey, AuditEntry, AuditFilter,
+    AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord,
+    OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, Resolution, ResolveAnomaly,
+    UseRecord, VoucherChange, VoucherRecord,
 };
 
 /// `apps` columns in the order [`app`] reads them.
-pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms";
+pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms, rate_limit, \
+     rate_burst, ip_allowlist, previous_secret, previous_secret_expires_at_ms";
+/// Ledger totals for `/metrics`, the same SQL on every engine but for the name of its 64-bit
+/// integer type in `CAST` (`sum` is NUMERIC on PostgreSQL and DECIMAL on MySQL); read by
+/// [`totals`].
+pub(crate) fn totals_sql(integer: &str) -> String {
+    format!(
+        "SELECT \
+         (SELECT count(*) FROM orders), \
+         (SELECT CAST(coalesce(sum(capacity), 0) AS {integer}) FROM vouchers), \
+         (SELECT CAST(coalesce(sum(used), 0) AS {integer}) FROM vouchers), \
+         (SELECT CAST(coalesce(sum(refunded_tickets), 0) AS {integer}) FROM orders), \
+         (SELECT count(*) FROM anomalies WHERE resolution IS NULL)"
+    )
+}
+
+/// Reads [`totals_sql`]'s row.
+pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics, R::Error> {
+    Ok(ticket_ledger::StoreMetrics {
+        orders: row.int(0)?,
+        capacity: row.int(1)?,
+        used: row.int(2)?,
+        refunded_tickets: row.int(3)?,
+        open_anomalies: row.int(4)?,
+        batches: None,
+    })
+}
+
 /// `orders` columns in the order [`order`] reads them.
 pub(crate) const ORDER_COLUMNS: &str =
     "order_id, app_key, out_order_id, quantity, valid_from_ms, valid_until_ms, created_at_ms, \
@@ -107,12 +134,61 @@ fn json<R: ReadRow>(row: &R, column: usize) -> Result<serde_json::Value, R::Erro
 
 /// Reads [`APP_COLUMNS`].
 pub(crate) fn app<R: ReadRow>(row: &R) -> Result<App, R::Error> {
+    let rate_limit = match row.opt_text(4)? {
+        None => None,
+        Some(rate) => {
+            let burst = row
+                .opt_int(5)?
+                .map(|b| u32::try_from(b).map_err(|_| row.corrupt(5, format!("burst {b}"))))
+                .transpose()?;
+            Some(RateLimit::parse(&rate, burst).map_err(|why| row.corrupt(4, why))?)
+        }
+    };
+    let ip_allowlist = match row.opt_text(6)? {
+        None => Vec::new(),
+        Some(text) => AppAccess::parse_allowlist(&text).map_err(|why| row.corrupt(6, why))?,
+    };
+    let previous_secret = match (row.opt_text(7)?, opt_instant(row, 8)?) {
+        (Some(secret), Some(expires_at)) => Some(PreviousSecret { secret, expires_at }),
+        (None, None) => None,
+        _ => {
+            return Err(row.corrupt(
+                7,
+                "previous_secret and its expiry must be set together".to_owned(),
+            ))
+        }
+    };
     Ok(App {
         app_key: parsed(row, 0, AppKey::parse)?,
         name: row.text(1)?,
         secret: row.text(2)?,
         created_at: instant(row, 3)?,
+        access: AppAccess {
+            rate_limit,
+            ip_allowlist,
+        },
+        previous_secret,
     })
+}
+
+/// The values of an app's access columns (`rate_limit, rate_burst, ip_allowlist`), as every
+/// backend writes them.
+pub(crate) fn access_values(access: &AppAccess) -> [SqlValue; 3] {
+    [
+        SqlValue::Text(access.rate_limit.map(|r| r.rate_text())),
+        SqlValue::Int(access.rate_limit.and_then(|r| r.burst()).map(i64::from)),
+        SqlValue::Text(access.allowlist_text()),
+    ]
+}
+
+/// The values of an app's previous-secret columns (`previous_secret,
+/// previous_secret_expires_at_ms`).
+pub(crate) fn previous_secret_values(app: &App) -> [SqlValue; 2] {
+    let previous = app.previous_secret.as_ref();
+    [
+        SqlValue::Text(previous.map(|p| p.secret.clone())),
+        SqlValue::Int(previous.map(|p| ms(p.expires_at))),
+    ]
 }
 
 /// Reads [`ORDER_COLUMNS`].

@@ -21,7 +21,9 @@
 //! ```
 //!
 //! Each row names its columns; instants stay UTC milliseconds; JSON columns (audit `detail`,
-//! anomaly `detail` and `request`) are embedded as JSON. The `end` line counts the rows of each
+//! anomaly `detail` and `request`) are embedded as JSON. A nullable column missing from a row
+//! reads as NULL, so an export written before a column was added (such as the apps' access
+//! settings and previous secret, schema 3 on SQLite) still imports. The `end` line counts the rows of each
 //! table, so a truncated file is refused instead of half imported. An import runs in one
 //! transaction (all or nothing) and refuses a store that already holds any row.
 //!
@@ -120,6 +122,11 @@ pub(crate) const TABLES: &[Table] = &[
             ("name", Text),
             ("secret", Text),
             ("created_at_ms", Int),
+            ("rate_limit", OptText),
+            ("rate_burst", OptInt),
+            ("ip_allowlist", OptText),
+            ("previous_secret", OptText),
+            ("previous_secret_expires_at_ms", OptInt),
         ],
         order_by: "app_key",
     },
@@ -543,8 +550,14 @@ mod tests {
                 SqlValue::Text(Some("k".into())),
                 SqlValue::Text(Some("n".into())),
                 SqlValue::Text(Some("s".into())),
-                SqlValue::Int(Some(5))
-            ]
+                SqlValue::Int(Some(5)),
+                SqlValue::Text(None),
+                SqlValue::Int(None),
+                SqlValue::Text(None),
+                SqlValue::Text(None),
+                SqlValue::Int(None),
+            ],
+            "columns an older export lacks (rate limit, allow-list, previous secret) are NULL"
         );
     }
 

@@ -144,12 +144,12 @@ pub fn order_id(id: i64) -> OrderId {
 /// An app to register: the key, a name and secret derived from it, created at
 /// [`app_created_at`].
 pub fn app(key: &str) -> NewApp {
-    NewApp {
-        app_key: app_key(key),
-        name: format!("suite app {key}"),
-        secret: format!("secret-of-{key}"),
-        created_at: app_created_at(),
-    }
+    NewApp::new(
+        app_key(key),
+        format!("suite app {key}"),
+        format!("secret-of-{key}"),
+        app_created_at(),
+    )
 }
 
 /// An order of `app` with the given `(code, capacity)` vouchers in issuance order (none: the

@@ -20,7 +20,7 @@
 //!
 //! | Module | Rules | Cases |
 //! |---|---|---|
-//! | `apps` | — | registration, lookup, ping |
+//! | `apps` | — | registration, lookup, ping, access settings, secret rotation |
 //! | `orders` | — | creation, its refusals, its audit entry |
 //! | `resolve` | R4–R7 | which order a request names, and who may see it |
 //! | `forms` | R1, R2, R10, R13–R15 | report forms and capacity |
@@ -73,7 +73,10 @@ pub use anomalies::{
     resolving_an_anomaly_records_resolution_note_and_time,
 };
 pub use apps::{
-    created_app_is_found_by_key, duplicate_app_key_is_refused_with_app_exists, store_answers_ping,
+    access_changes_of_an_unknown_app_are_refused_with_unknown_app,
+    app_access_settings_are_stored_and_replaced_whole, created_app_is_found_by_key,
+    duplicate_app_key_is_refused_with_app_exists, metrics_totals_count_orders_capacity_and_uses,
+    secret_rotation_keeps_the_replaced_secret_until_it_expires, store_answers_ping,
 };
 pub use audit::{
     audit_filters_by_order_app_outcome_after_seq_and_limit,
@@ -176,6 +179,10 @@ macro_rules! behaviour_suite {
             created_app_is_found_by_key,
             duplicate_app_key_is_refused_with_app_exists,
             store_answers_ping,
+            metrics_totals_count_orders_capacity_and_uses,
+            app_access_settings_are_stored_and_replaced_whole,
+            secret_rotation_keeps_the_replaced_secret_until_it_expires,
+            access_changes_of_an_unknown_app_are_refused_with_unknown_app,
             // orders
             order_without_vouchers_awaits_issuance,
             order_with_vouchers_is_issued_with_nothing_used,

@@ -14,11 +14,11 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
-    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, AuditOutcome, Fingerprint,
-    IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
-    OrderRef, OrderSnapshot, OrderView, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand, UseRecord, VerifyCommand,
-    VerifyOutcome, VoucherRecord,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
+    Fingerprint, IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId,
+    OrderRecord, OrderRef, OrderSnapshot, OrderView, OutcomeKind, PreviousSecret, RefundCommand,
+    RefundRequest, RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand,
+    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
 };
 
 /// One order and everything hanging off it.
@@ -369,6 +369,28 @@ impl LedgerStore for MemStore {
         Ok(self.lock()?.apps.get(key).cloned())
     }
 
+    async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError> {
+        let mut s = self.lock()?;
+        let app = s.apps.get_mut(key).ok_or(LedgerError::UnknownApp)?;
+        app.access = access;
+        Ok(app.clone())
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        key: &AppKey,
+        rotation: SecretRotation,
+    ) -> Result<App, LedgerError> {
+        let mut s = self.lock()?;
+        let app = s.apps.get_mut(key).ok_or(LedgerError::UnknownApp)?;
+        let old = std::mem::replace(&mut app.secret, rotation.new_secret);
+        app.previous_secret = Some(PreviousSecret {
+            secret: old,
+            expires_at: rotation.previous_expires_at,
+        });
+        Ok(app.clone())
+    }
+
     async fn create_order(
         &self,
         order: NewOrder,
@@ -523,5 +545,27 @@ impl LedgerStore for MemStore {
 
     async fn ping(&self) -> Result<(), LedgerError> {
         self.lock().map(|_| ())
+    }
+
+    async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
+        let state = self.lock()?;
+        let vouchers = state.orders.values().flat_map(|o| &o.vouchers);
+        let (capacity, used) = vouchers.fold((0, 0), |(c, u), v| (c + v.capacity, u + v.used));
+        Ok(ticket_ledger::StoreMetrics {
+            orders: state.orders.len() as i64,
+            capacity,
+            used,
+            refunded_tickets: state
+                .orders
+                .values()
+                .map(|o| o.record.refunded_tickets)
+                .sum(),
+            open_anomalies: state
+                .anomalies
+                .iter()
+                .filter(|a| a.resolution.is_none())
+                .count() as i64,
+            batches: None,
+        })
     }
 }

@@ -21,18 +21,32 @@ use crate::migrations::{checksum, latest, pending, Migration};
 use crate::StoreError;
 
 /// PostgreSQL's migrations, oldest first.
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "app_access",
+        sql: include_str!("../../migrations/postgres/0002_app_access.sql"),
+    },
+];
 
 /// MySQL/MariaDB's migrations, oldest first.
-const MYSQL: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/mysql/0001_init.sql"),
-}];
+const MYSQL: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/mysql/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "app_access",
+        sql: include_str!("../../migrations/mysql/0002_app_access.sql"),
+    },
+];
 
 /// The advisory lock's key: any constant no other application on the database uses.
 const LOCK_KEY: i64 = 0x0074_6963_6b65_7464; // "ticketd" in ASCII

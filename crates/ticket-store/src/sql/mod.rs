@@ -21,8 +21,9 @@
 //!
 //! Reads that must see one state (`order`) run in a REPEATABLE READ read-only transaction;
 //! list reads (`audit`, `anomalies`) are single statements. Apps are cached in memory like on
-//! SQLite: they are only ever added, and a miss still reads the database, so an app
-//! registered through another process is found.
+//! SQLite ([`AppCache`]): a change made through this store updates the cache when it commits,
+//! and a cached app is read again after a few seconds, so a change made through another
+//! process is seen soon too.
 
 mod engine;
 mod migrate;
@@ -37,10 +38,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool};
 use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
-    refusal_anomaly, Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, IssueCommand,
-    LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef, OrderView,
-    OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
-    ReversalCommand, VerifyCommand, VerifyOutcome,
+    refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
+    IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef,
+    OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
+    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
 };
 
 pub use self::engine::Engine;
@@ -400,6 +401,30 @@ impl LedgerStore for SqlStore {
             .await
     }
 
+    async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError> {
+        let app = self
+            .write(&(key.clone(), access), |c, e, ka| {
+                Box::pin(ops::set_app_access(c, e, ka))
+            })
+            .await?;
+        self.apps.insert(&app);
+        Ok(app)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        key: &AppKey,
+        rotation: SecretRotation,
+    ) -> Result<App, LedgerError> {
+        let app = self
+            .write(&(key.clone(), rotation), |c, e, kr| {
+                Box::pin(ops::rotate_app_secret(c, e, kr))
+            })
+            .await?;
+        self.apps.insert(&app);
+        Ok(app)
+    }
+
     async fn create_order(
         &self,
         order: NewOrder,
@@ -488,6 +513,23 @@ impl LedgerStore for SqlStore {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
             .await
+    }
+
+    async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
+        self.read(&(), |c, engine, ()| {
+            Box::pin(async move {
+                let integer = match engine {
+                    Engine::Postgres => "BIGINT",
+                    Engine::MySql => "SIGNED",
+                };
+                let row = sqlx::query(engine.sql(crate::rows::totals_sql(integer)))
+                    .fetch_one(c)
+                    .await
+                    .during("reading the ledger totals")?;
+                crate::rows::totals(&row).during("reading the ledger totals")
+            })
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

@@ -25,16 +25,18 @@ use sqlx::AnyConnection;
 use sqlx::{Any, Row};
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, Anomaly,
-    AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand, IssueResult,
-    LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef, OrderSnapshot,
-    OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand,
-    ResolveAnomaly, ReversalCommand, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
+    AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand,
+    IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef,
+    OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, UseRecord,
+    VerifyCommand, VerifyOutcome, VoucherRecord,
 };
 
 use super::engine::{Engine, ErrorClass};
 use crate::rows::{
-    self, capacity_refusal, ms, resolution_entry, ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS,
-    APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    self, access_values, capacity_refusal, ms, previous_secret_values, resolution_entry, ListQuery,
+    ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS,
+    USE_COLUMNS, VOUCHER_COLUMNS,
 };
 
 /// Why one attempt at an operation did not commit.
@@ -174,23 +176,85 @@ pub(crate) async fn create_app(
     e: Engine,
     app: &NewApp,
 ) -> Result<App, Failure> {
-    q(
+    let mut insert = q_owned(
         e,
-        "INSERT INTO apps (app_key, name, secret, created_at_ms) VALUES (?, ?, ?, ?)",
+        format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     )
-    .bind(app.app_key.as_str())
-    .bind(app.name.as_str())
-    .bind(app.secret.as_str())
-    .bind(ms(app.created_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(|err| {
+    .bind(app.app_key.as_str().to_owned())
+    .bind(app.name.clone())
+    .bind(app.secret.clone())
+    .bind(ms(app.created_at));
+    for value in access_values(&app.access)
+        .iter()
+        .chain(&previous_secret_values(app))
+    {
+        insert = bind(insert, value);
+    }
+    insert.execute(&mut *conn).await.map_err(|err| {
         on_violation(e, "registering an app", err, |v| {
             matches!(v, ErrorClass::Unique(_)).then_some(LedgerError::AppExists)
         })
     })?;
-    self::app(conn, e, &app.app_key).await?.ok_or_else(|| {
-        LedgerError::Internal("a registered app could not be read back".into()).into()
+    read_back_app(conn, e, &app.app_key).await
+}
+
+/// Replaces an app's access settings; `UnknownApp` when no row matched.
+pub(crate) async fn set_app_access(
+    conn: &mut AnyConnection,
+    e: Engine,
+    (key, access): &(AppKey, AppAccess),
+) -> Result<App, Failure> {
+    let mut update = q(
+        e,
+        "UPDATE apps SET rate_limit = ?, rate_burst = ?, ip_allowlist = ? WHERE app_key = ?",
+    );
+    for value in &access_values(access) {
+        update = bind(update, value);
+    }
+    let done = update
+        .bind(key.as_str().to_owned())
+        .execute(&mut *conn)
+        .await
+        .during("updating an app's access settings")?;
+    // MySQL counts rows *changed*, so an update that sets the values already stored matches
+    // nothing there; only a missing row is unknown.
+    if done.rows_affected() == 0 && self::app(conn, e, key).await?.is_none() {
+        return Err(LedgerError::UnknownApp.into());
+    }
+    read_back_app(conn, e, key).await
+}
+
+/// Rotates an app's secret in one statement; `UnknownApp` when no row matched.
+///
+/// `previous_secret = secret` comes first: MySQL evaluates the assignments of an `UPDATE` left
+/// to right with the values already assigned, PostgreSQL with the old row, and this order means
+/// the same on both.
+pub(crate) async fn rotate_app_secret(
+    conn: &mut AnyConnection,
+    e: Engine,
+    (key, rotation): &(AppKey, SecretRotation),
+) -> Result<App, Failure> {
+    let done = q(
+        e,
+        "UPDATE apps SET previous_secret = secret, previous_secret_expires_at_ms = ?, \
+         secret = ? WHERE app_key = ?",
+    )
+    .bind(ms(rotation.previous_expires_at))
+    .bind(rotation.new_secret.clone())
+    .bind(key.as_str().to_owned())
+    .execute(&mut *conn)
+    .await
+    .during("rotating an app's secret")?;
+    if done.rows_affected() == 0 && self::app(conn, e, key).await?.is_none() {
+        return Err(LedgerError::UnknownApp.into());
+    }
+    read_back_app(conn, e, key).await
+}
+
+/// The app just written, read back in the same transaction.
+async fn read_back_app(conn: &mut AnyConnection, e: Engine, key: &AppKey) -> Result<App, Failure> {
+    self::app(conn, e, key).await?.ok_or_else(|| {
+        LedgerError::Internal("an app just written could not be read back".into()).into()
     })
 }
 

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "lifecycle",
         sql: include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
     },
+    Migration {
+        version: 3,
+        name: "app_access",
+        sql: include_str!("../../migrations/sqlite/0003_app_access.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -26,9 +26,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
-    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, IssueCommand, LedgerError,
-    LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOutcome,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats,
+    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
+    RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly, ReversalCommand,
+    SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
 use self::readers::Readers;
@@ -39,10 +40,30 @@ use crate::apps::AppCache;
 use crate::StoreError;
 
 /// How long a connection waits for a lock held by another connection (another process on the
-/// same file, a checkpoint) before the operation fails as `Unavailable`. Within one store the
-/// single writer never contends with itself, so this only matters across processes, such as an
-/// operator's CLI writing to the server's file.
+/// same file, a checkpoint) before the operation fails as `Unavailable`, unless
+/// [`SqliteOptions::busy_timeout`] says otherwise. Within one store the single writer never
+/// contends with itself, so this only matters across processes, such as an operator's CLI
+/// writing to the server's file.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a [`SqliteStore`] uses its file: [`SqliteStore::open_with`], or the query of a
+/// `sqlite:` URL (`?busy_timeout=<ms>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// How long a write (or a read during a checkpoint) waits for a lock another connection
+    /// holds before it is answered [`LedgerError::Unavailable`] (the gateway's retryable
+    /// `isp.service-busy`). Default 5 s. A caller waits up to this long per write, and
+    /// `/readyz` as long, so keep it below the callers' and the probe's timeouts.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: BUSY_TIMEOUT,
+        }
+    }
+}
 
 /// Prepared statements cached per connection: every fixed statement plus the 16 shapes of the
 /// audit query fit.
@@ -98,6 +119,11 @@ impl SqliteStore {
     /// cannot be enabled, or if the schema is newer than this binary or an applied migration
     /// was edited (see `migrations/sqlite/`). Blocking: call it before serving.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit [`SqliteOptions`].
+    pub fn open_with(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
         prepare_file(path)?;
         // Not SQLITE_OPEN_CREATE: `prepare_file` created the file with the right mode, and a
         // file that vanished since must not silently reappear with the default mode. Not
@@ -107,14 +133,14 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| StoreError::db("opening the database", e))?;
-        configure_writer(&conn)?;
+        configure_writer(&conn, options.busy_timeout)?;
         migrate::migrate(&mut conn)?;
         let apps = ops::all_apps(&conn).map_err(|e| StoreError::Database {
             during: "loading apps",
             source: Box::new(e),
         })?;
-        let readers =
-            Readers::new(path).map_err(|e| StoreError::db("opening a read connection", e))?;
+        let readers = Readers::new(path, options.busy_timeout)
+            .map_err(|e| StoreError::db("opening a read connection", e))?;
         let writer = Writer::spawn(conn).map_err(StoreError::Thread)?;
         tracing::info!(path = %path.display(), "ledger opened");
         Ok(Self {
@@ -133,10 +159,12 @@ impl SqliteStore {
     /// | `sqlite://data/ledger.db` | `data/ledger.db`, relative to the working directory |
     /// | `sqlite:data/ledger.db` | `data/ledger.db` |
     ///
-    /// The path is used literally (no percent-decoding). Query parameters and in-memory
-    /// databases are refused with [`StoreError::InvalidUrl`].
+    /// The path is used literally (no percent-decoding). The one query parameter understood
+    /// is `busy_timeout=<milliseconds>` ([`SqliteOptions`]); any other, and in-memory
+    /// databases, are refused with [`StoreError::InvalidUrl`].
     pub fn open_url(url: &str) -> Result<Self, StoreError> {
-        Self::open(&url::path_from_url(url)?)
+        let (path, options) = url::parse_url(url)?;
+        Self::open_with(&path, &options)
     }
 
     /// The schema version the file is at (every embedded migration is applied on open).
@@ -208,6 +236,30 @@ impl LedgerStore for SqliteStore {
         self.apps
             .get_or_load(key, || self.read(move |conn| ops::app(conn, &owned)))
             .await
+    }
+
+    async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError> {
+        let owned = key.clone();
+        let app = self
+            .writer
+            .submit(move |conn| ops::set_app_access(conn, &owned, &access))
+            .await?;
+        self.apps.insert(&app);
+        Ok(app)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        key: &AppKey,
+        rotation: SecretRotation,
+    ) -> Result<App, LedgerError> {
+        let owned = key.clone();
+        let app = self
+            .writer
+            .submit(move |conn| ops::rotate_app_secret(conn, &owned, &rotation))
+            .await?;
+        self.apps.insert(&app);
+        Ok(app)
     }
 
     async fn create_order(
@@ -290,6 +342,35 @@ impl LedgerStore for SqliteStore {
         SqliteStore::close(self).await;
     }
 
+    /// Readiness: the writer runs, a read answers, and a write commits.
+    ///
+    /// A read alone would stay green through the faults that matter most: in WAL mode a reader
+    /// needs neither the write lock (held by another process, e.g. a stuck `sqlite3` shell) nor
+    /// free disk space. So every ping also sends a probe job through the writer's queue
+    /// ([`probe_write`]); its batch must take the write lock, append to the WAL and fsync, like
+    /// any verify. Readiness therefore follows the write path: unready from the first probe
+    /// that fails (after at most the busy timeout), ready again from the first that commits,
+    /// without a restart. The cost is one small commit per probe; under load the probe rides
+    /// in a batch that commits anyway.
+    async fn metrics(&self) -> Result<StoreMetrics, LedgerError> {
+        let mut totals = self
+            .read(|conn| {
+                conn.query_row(&crate::rows::totals_sql("INTEGER"), [], |row| {
+                    crate::rows::totals(row)
+                })
+                .during("reading the ledger totals")
+            })
+            .await?;
+        let w = self.writer_stats();
+        totals.batches = Some(BatchStats {
+            commits: w.commits,
+            failed_batches: w.failed_batches,
+            jobs: w.jobs,
+            largest_batch: w.largest_batch,
+        });
+        Ok(totals)
+    }
+
     async fn ping(&self) -> Result<(), LedgerError> {
         if !self.writer.is_running() {
             return Err(LedgerError::Unavailable(
@@ -303,8 +384,21 @@ impl LedgerStore for SqliteStore {
             .during("pinging the database")
             .map(drop)
         })
-        .await
+        .await?;
+        self.writer.submit(probe_write).await
     }
+}
+
+/// The write [`SqliteStore::ping`] commits: `PRAGMA user_version` set to the value it already
+/// has. It changes nothing a reader can see, needs no table of its own, and still dirties the
+/// database header page, so the commit really writes and fsyncs a WAL frame (SQLite skips
+/// writing pages whose content did not change only for row overwrites, not for header fields).
+fn probe_write(conn: &Connection) -> Result<(), LedgerError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .during("reading user_version for the write probe")?;
+    conn.pragma_update(None, "user_version", version)
+        .during("the write probe")
 }
 
 /// Creates the parent directory (0700) and the file (0600) if they are missing.
@@ -329,9 +423,9 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 /// Applies and verifies the write connection's settings. Each is checked after being set
 /// because SQLite ignores some silently (WAL on a file system without shared memory, a PRAGMA
 /// inside a transaction), and the store's promises depend on all of them.
-fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
+fn configure_writer(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
     let db = StoreError::db;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(|e| db("setting busy_timeout", e))?;
     // WAL: readers never block the writer nor it them, and a commit is one sequential append.
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -400,12 +494,12 @@ mod tests {
         let store = Arc::new(SqliteStore::open(&dir.join("ledger.db")).expect("open"));
         let app_key = AppKey::parse("app-a").expect("key");
         store
-            .create_app(App {
-                app_key: app_key.clone(),
-                name: "a".into(),
-                secret: "s".into(),
-                created_at: at(0) - chrono::Duration::days(30),
-            })
+            .create_app(App::new(
+                app_key.clone(),
+                "a".into(),
+                "s".into(),
+                at(0) - chrono::Duration::days(30),
+            ))
             .await
             .expect("app");
         for &(id, c, capacity) in orders {

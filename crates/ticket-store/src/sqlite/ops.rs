@@ -11,17 +11,18 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
-    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand,
-    IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef,
-    OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOutcome,
-    VoucherRecord,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint,
+    IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
+    OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
+    VerifyOutcome, VoucherRecord,
 };
 
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
 use crate::rows::{
-    capacity_refusal, resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS,
-    AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    access_values, capacity_refusal, previous_secret_values, resolution_entry, ListQuery, SqlValue,
+    ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS,
+    VOUCHER_COLUMNS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -31,22 +32,97 @@ use crate::rows::{
 /// Inserts an app and reads it back, so the caller (and the app cache) holds exactly what a
 /// later read returns (instants are stored to the millisecond).
 pub(crate) fn create_app(conn: &Connection, app: &NewApp) -> Result<App, LedgerError> {
-    conn.prepare_cached(
-        "INSERT INTO apps (app_key, name, secret, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    let values = [
+        Value::Text(app.app_key.as_str().to_owned()),
+        Value::Text(app.name.clone()),
+        Value::Text(app.secret.clone()),
+        Value::Integer(ms(app.created_at)),
+    ]
+    .into_iter()
+    .chain(
+        access_values(&app.access)
+            .into_iter()
+            .map(|v| sql_value(&v)),
     )
+    .chain(
+        previous_secret_values(app)
+            .into_iter()
+            .map(|v| sql_value(&v)),
+    );
+    conn.prepare_cached(&format!(
+        "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))
     .during("preparing the app insert")?
-    .execute(params![
-        app.app_key.as_str(),
-        app.name,
-        app.secret,
-        ms(app.created_at)
-    ])
+    .execute(rusqlite::params_from_iter(values))
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique(_)) => LedgerError::AppExists,
         _ => ledger_error("registering an app", &e),
     })?;
-    self::app(conn, &app.app_key)?
-        .ok_or_else(|| LedgerError::Internal("a registered app could not be read back".into()))
+    read_back_app(conn, &app.app_key)
+}
+
+/// Replaces an app's access settings; `UnknownApp` when no row matched.
+pub(crate) fn set_app_access(
+    conn: &Connection,
+    key: &AppKey,
+    access: &AppAccess,
+) -> Result<App, LedgerError> {
+    let values = access_values(access)
+        .into_iter()
+        .map(|v| sql_value(&v))
+        .chain([Value::Text(key.as_str().to_owned())]);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE apps SET rate_limit = ?1, rate_burst = ?2, ip_allowlist = ?3 \
+             WHERE app_key = ?4",
+        )
+        .during("preparing the app access update")?
+        .execute(rusqlite::params_from_iter(values))
+        .during("updating an app's access settings")?;
+    if changed == 0 {
+        return Err(LedgerError::UnknownApp);
+    }
+    read_back_app(conn, key)
+}
+
+/// Rotates an app's secret in one statement (the old secret moves to `previous_secret`);
+/// `UnknownApp` when no row matched.
+pub(crate) fn rotate_app_secret(
+    conn: &Connection,
+    key: &AppKey,
+    rotation: &SecretRotation,
+) -> Result<App, LedgerError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE apps SET previous_secret = secret, previous_secret_expires_at_ms = ?1, \
+             secret = ?2 WHERE app_key = ?3",
+        )
+        .during("preparing the secret rotation")?
+        .execute(params![
+            ms(rotation.previous_expires_at),
+            rotation.new_secret,
+            key.as_str()
+        ])
+        .during("rotating an app's secret")?;
+    if changed == 0 {
+        return Err(LedgerError::UnknownApp);
+    }
+    read_back_app(conn, key)
+}
+
+/// The app just written, read back so the caller (and the app cache) holds exactly what a
+/// later read returns (instants are stored to the millisecond).
+fn read_back_app(conn: &Connection, key: &AppKey) -> Result<App, LedgerError> {
+    self::app(conn, key)?
+        .ok_or_else(|| LedgerError::Internal("an app just written could not be read back".into()))
+}
+
+/// A shared value as rusqlite binds it.
+fn sql_value(value: &SqlValue) -> Value {
+    match value {
+        SqlValue::Int(i) => i.map_or(Value::Null, Value::Integer),
+        SqlValue::Text(t) => t.clone().map_or(Value::Null, Value::Text),
+    }
 }
 
 /// Inserts an order, its vouchers (in list order) and its audit entry, then reads the order
@@ -678,10 +754,7 @@ fn filtered<T>(
     let values = query
         .values
         .iter()
-        .map(|v| match v {
-            SqlValue::Int(i) => i.map_or(Value::Null, Value::Integer),
-            SqlValue::Text(t) => t.clone().map_or(Value::Null, Value::Text),
-        })
+        .map(sql_value)
         .chain([Value::Integer(query.limit)]);
     conn.prepare_cached(&query.sql())
         .during("preparing a filtered query")?

@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::LedgerError;
 
 use super::rows::During;
-use super::{BUSY_TIMEOUT, STATEMENT_CACHE};
+use super::STATEMENT_CACHE;
 
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 8;
@@ -24,6 +25,8 @@ const MAX_IDLE: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Readers {
     path: PathBuf,
+    /// How long a read waits for a lock (see `SqliteOptions::busy_timeout`).
+    busy_timeout: Duration,
     /// Idle connections; see the module docs for why a plain mutex.
     idle: Mutex<Vec<Connection>>,
     /// Set by [`Readers::close`]: later reads are refused and returned connections dropped.
@@ -33,10 +36,11 @@ pub(crate) struct Readers {
 impl Readers {
     /// A pool for `path`, opening one connection now so that a file readers cannot open fails
     /// the store's `open` rather than its first read.
-    pub(crate) fn new(path: &Path) -> rusqlite::Result<Self> {
-        let first = open(path)?;
+    pub(crate) fn new(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Self> {
+        let first = open(path, busy_timeout)?;
         Ok(Self {
             path: path.to_owned(),
+            busy_timeout,
             idle: Mutex::new(vec![first]),
             closed: AtomicBool::new(false),
         })
@@ -53,7 +57,7 @@ impl Readers {
         let pooled = self.lock().pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => open(&self.path).during("opening a read connection")?,
+            None => open(&self.path, self.busy_timeout).during("opening a read connection")?,
         };
         let result = f(&mut conn);
         if !self.closed.load(Ordering::Acquire) {
@@ -80,13 +84,13 @@ impl Readers {
 
 /// Opens one read-only connection. Without `SQLITE_OPEN_CREATE`, so a missing file is an error
 /// rather than a new empty database, and without URI parsing, so the path is taken literally.
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // A reader waits briefly while a checkpoint or WAL recovery holds the lock.
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }

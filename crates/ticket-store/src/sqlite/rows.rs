@@ -143,16 +143,28 @@ pub(crate) fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// Whether the disk (or file system quota) is full. SQLite rolls the statement or the whole
+/// transaction back, so nothing was written; the same request succeeds once space is freed,
+/// with no restart, so it is retryable like busy — but an operator must act, hence `error`.
+pub(crate) fn is_disk_full(err: &rusqlite::Error) -> bool {
+    matches!(err.sqlite_error_code(), Some(ErrorCode::DiskFull))
+}
+
 pub(crate) use crate::error::chain;
 
-/// Maps a driver error to the domain: busy/locked is [`LedgerError::Unavailable`] (a retry may
-/// succeed), anything else [`LedgerError::Internal`], logged here with its whole source chain so
-/// the caller can answer with the generic system error alone (STYLE §3.5).
+/// Maps a driver error to the domain: busy/locked and disk full are
+/// [`LedgerError::Unavailable`] (a retry may succeed once the fault clears; the gateway answers
+/// the retryable `isp.service-busy`), anything else [`LedgerError::Internal`], logged here with
+/// its whole source chain so the caller can answer with the generic system error alone
+/// (STYLE §3.5).
 pub(crate) fn ledger_error(during: &'static str, err: &rusqlite::Error) -> LedgerError {
     let detail = chain(err);
     if is_busy(err) {
         tracing::warn!(during, error = %detail, "ledger database busy");
         LedgerError::Unavailable(format!("{during}: {detail}"))
+    } else if is_disk_full(err) {
+        tracing::error!(during, error = %detail, "ledger disk full: free space to recover");
+        LedgerError::Unavailable(format!("{during}: disk full: {detail}"))
     } else {
         tracing::error!(during, error = %detail, "ledger database failure");
         LedgerError::Internal(format!("{during}: {detail}"))

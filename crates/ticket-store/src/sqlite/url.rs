@@ -10,13 +10,47 @@
 //! | `sqlite:data/ledger.db` | `data/ledger.db` |
 //! | `sqlite:/var/lib/ticketd/ledger.db` | `/var/lib/ticketd/ledger.db` |
 //!
-//! The path is taken literally (no percent-decoding). Query parameters (`?mode=rwc`) and
+//! The path is taken literally (no percent-decoding). One query parameter is understood:
+//! `busy_timeout=<milliseconds>` ([`SqliteOptions::busy_timeout`], e.g.
+//! `sqlite:///var/lib/ticketd/ledger.db?busy_timeout=1000`). Any other (`?mode=rwc`) and
 //! in-memory databases (`sqlite::memory:`) are refused rather than ignored: the store always
 //! creates the file itself, and an in-memory ledger would forget every voucher it counted.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use super::SqliteOptions;
 use crate::StoreError;
+
+/// The file and the options a `sqlite:` URL names (see the module docs).
+pub(crate) fn parse_url(url: &str) -> Result<(PathBuf, SqliteOptions), StoreError> {
+    let invalid = |why| StoreError::InvalidUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let (location, query) = match url.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (url, None),
+    };
+    let path = path_from_url(location)?;
+    let mut options = SqliteOptions::default();
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        match pair.split_once('=') {
+            Some(("busy_timeout", ms)) => {
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| invalid("busy_timeout must be a number of milliseconds"))?;
+                options.busy_timeout = Duration::from_millis(ms);
+            }
+            _ => {
+                return Err(invalid(
+                    "the only query parameter supported is busy_timeout",
+                ))
+            }
+        }
+    }
+    Ok((path, options))
+}
 
 /// Extracts the database file path from a `sqlite:` URL (see the module docs for the forms).
 pub(crate) fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
@@ -63,6 +97,26 @@ mod tests {
             ("SQLITE://ledger.db", "ledger.db"),
         ] {
             assert_eq!(path_from_url(url).expect(url), PathBuf::from(path), "{url}");
+        }
+    }
+
+    #[test]
+    fn busy_timeout_is_the_one_query_parameter() {
+        let (path, options) = parse_url("sqlite:///d/ledger.db?busy_timeout=250").expect("url");
+        assert_eq!(path, PathBuf::from("/d/ledger.db"));
+        assert_eq!(options.busy_timeout, Duration::from_millis(250));
+        let (_, default) = parse_url("sqlite://ledger.db").expect("url");
+        assert_eq!(default, SqliteOptions::default());
+        for url in [
+            "sqlite://ledger.db?busy_timeout=",
+            "sqlite://ledger.db?busy_timeout=1s",
+            "sqlite://ledger.db?busy_timeout=5&mode=rwc",
+            "sqlite://ledger.db?mode=rwc",
+        ] {
+            assert!(
+                matches!(parse_url(url), Err(StoreError::InvalidUrl { .. })),
+                "{url}"
+            );
         }
     }
 

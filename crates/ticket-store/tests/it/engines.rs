@@ -15,7 +15,8 @@ use ticket_ledger::suite::{
     refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh,
 };
 use ticket_ledger::{
-    AnomalyFilter, AuditOutcome, LedgerError, LedgerStore, OrderId, OutcomeKind, Resolution,
+    AnomalyFilter, AppAccess, AuditOutcome, IpRange, LedgerError, LedgerStore, OrderId,
+    OutcomeKind, RateLimit, Resolution, SecretRotation,
 };
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
@@ -307,6 +308,17 @@ async fn an_export_imported_into_this_engine_exports_the_same_rows(engine: Engin
     let mut exported = Vec::new();
     let counts = sqlite.export(&mut exported).await.expect("export");
     assert!(counts["audit_log"] > 10, "{counts:?}");
+    let text = String::from_utf8_lossy(&exported);
+    for column in [
+        r#""ip_allowlist":"198.51.100.0/24,2001:db8::1""#,
+        r#""previous_secret":"secret-of-app-"#,
+        r#""rate_burst":7,"rate_limit":"30/m","secret":"rotated-secret""#,
+    ] {
+        assert!(
+            text.contains(column),
+            "the export carries the apps' access settings and previous secret ({column}): {text}"
+        );
+    }
 
     let target = open(&db, &settings()).await;
     let imported = target
@@ -387,6 +399,31 @@ async fn busy_ledger(store: &dyn LedgerStore) {
     let b = f.key("other");
     given_app(store, &a).await;
     given_app(store, &b).await;
+    // Access settings and a rotated secret travel with the app.
+    let a_key = ticket_ledger::suite::app_key(&a);
+    store
+        .set_app_access(
+            &a_key,
+            AppAccess {
+                rate_limit: Some(RateLimit::parse("30/m", Some(7)).expect("rate")),
+                ip_allowlist: vec![
+                    IpRange::parse("198.51.100.0/24").expect("range"),
+                    IpRange::parse("2001:db8::1").expect("address"),
+                ],
+            },
+        )
+        .await
+        .expect("set_app_access");
+    store
+        .rotate_app_secret(
+            &a_key,
+            SecretRotation {
+                new_secret: "rotated-secret".to_owned(),
+                previous_expires_at: received_at() + Days::hours(24),
+            },
+        )
+        .await
+        .expect("rotate_app_secret");
     given_order(store, order(f.id(1), &a, &[("A1", 2), ("A2", 3)])).await;
     given_order(store, order(f.id(2), &a, &[])).await;
     given_order(store, order(f.id(3), &b, &[("B1", 4)])).await;

@@ -8,11 +8,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;
 use ticket_ledger::{
-    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, AuditOutcome, ConfirmCode,
-    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, NewVoucher, OrderId, OrderRef,
-    OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand,
-    RequestMeta, ResolveAnomaly, ReversalCommand, VerifyCommand, VerifyOrigin, VerifyOutcome,
-    VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
+    ConfirmCode, IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, NewVoucher, OrderId,
+    OrderRef, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
+    RefundRequestCommand, RequestMeta, ResolveAnomaly, ReversalCommand, SecretRotation,
+    VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
 };
 use ticket_store::SqliteStore;
 
@@ -38,6 +38,16 @@ impl LedgerStore for TempStore {
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
         self.store.app(key).await
     }
+    async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError> {
+        self.store.set_app_access(key, access).await
+    }
+    async fn rotate_app_secret(
+        &self,
+        key: &AppKey,
+        rotation: SecretRotation,
+    ) -> Result<App, LedgerError> {
+        self.store.rotate_app_secret(key, rotation).await
+    }
     async fn create_order(&self, o: NewOrder, a: AuditEntry) -> Result<OrderView, LedgerError> {
         self.store.create_order(o, a).await
     }
@@ -55,6 +65,9 @@ impl LedgerStore for TempStore {
     }
     async fn ping(&self) -> Result<(), LedgerError> {
         self.store.ping().await
+    }
+    async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
+        self.store.metrics().await
     }
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
         self.store.issue(cmd).await
@@ -133,12 +146,12 @@ pub(crate) fn oid(n: i64) -> OrderId {
 }
 
 pub(crate) fn new_app(k: &str) -> NewApp {
-    NewApp {
-        app_key: key(k),
-        name: format!("app {k}"),
-        secret: format!("secret-{k}"),
-        created_at: utc(2025, 1, 1, 0, 0, 0),
-    }
+    NewApp::new(
+        key(k),
+        format!("app {k}"),
+        format!("secret-{k}"),
+        utc(2025, 1, 1, 0, 0, 0),
+    )
 }
 
 pub(crate) fn new_order(id: i64, app: &str, vouchers: &[(&str, i64)]) -> NewOrder {
