@@ -35,6 +35,8 @@ pub enum Command {
     Export(Box<DatabaseArgs>),
     /// Read an export from stdin into an empty ledger (e.g. SQLite → PostgreSQL).
     Import(Box<DatabaseArgs>),
+    /// Load-test a server with signed verify traffic and report throughput and latency.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Runs the parsed command line.
@@ -47,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => crate::transfer::migrate(*args).await,
         Command::Export(args) => crate::transfer::export(*args).await,
         Command::Import(args) => crate::transfer::import(*args).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
     }
 }
 
@@ -54,14 +57,33 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init(settings.log_format);
     let app = Application::build(&settings).await?;
     let addr = app.local_addr()?;
-    tracing::info!(%addr, database = %redact_url(&settings.database_url()), "ticketd listening");
-    eprintln!("ticketd: listening on http://{addr}/router/rest (admin API under /admin)");
+    let scheme = if app.uses_tls() { "https" } else { "http" };
+    let database = redact_url(&settings.database_url());
+    tracing::info!(%addr, tls = app.uses_tls(), %database, "ticketd listening");
+    // Tests and scripts read these lines: keep their form.
+    if app.has_admin_listener() {
+        let admin = app.admin_addr()?;
+        tracing::info!(%admin, "admin API listening");
+        eprintln!("ticketd: listening on {scheme}://{addr}/router/rest");
+        eprintln!("ticketd: admin API on {scheme}://{admin}/admin");
+    } else {
+        eprintln!("ticketd: listening on {scheme}://{addr}/router/rest (admin API under /admin)");
+    }
     if settings.demo {
         let hint = match settings.admin_token {
             Some(_) => "<the token given with --admin-token>".to_owned(),
             None => format!("$(cat {})", settings.data_dir.join("admin-token").display()),
         };
-        crate::demo::seed(app.state(), addr, &hint).await?;
+        let admin_url = format!(
+            "{}://{}",
+            if app.uses_tls() { "https" } else { "http" },
+            app.admin_addr()?
+        );
+        let gateway_url = format!(
+            "{}://{addr}/router/rest",
+            if app.uses_tls() { "https" } else { "http" }
+        );
+        crate::demo::seed(app.state(), &gateway_url, &admin_url, &hint).await?;
     }
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("ticketd stopped");

@@ -4,8 +4,6 @@
 //! Seeding is idempotent: a second `--demo` start finds the app and orders and only prints a
 //! fresh `curl` (its `timestamp` is only valid for the timestamp window, 10 minutes by default).
 
-use std::net::SocketAddr;
-
 use serde_json::json;
 use ticket_ledger::{
     App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, LedgerError, NewOrder, NewVoucher, OrderId,
@@ -28,7 +26,12 @@ const DEMO_ORDERS: &[(i64, &[(&str, i64)])] = &[
 ];
 
 /// Creates what is missing of the demo data and prints how to call it.
-pub async fn seed(state: &AppState, addr: SocketAddr, token_hint: &str) -> anyhow::Result<()> {
+pub async fn seed(
+    state: &AppState,
+    gateway_url: &str,
+    admin_url: &str,
+    token_hint: &str,
+) -> anyhow::Result<()> {
     let key = AppKey::parse(DEMO_APP_KEY).ok_or_else(|| anyhow::anyhow!("bad demo key"))?;
     let now = state.clock.now();
     let app = match state.store.app(&key).await? {
@@ -36,12 +39,12 @@ pub async fn seed(state: &AppState, addr: SocketAddr, token_hint: &str) -> anyho
         None => {
             state
                 .store
-                .create_app(App {
-                    app_key: key.clone(),
-                    name: "Demo scenic-area vendor".to_owned(),
-                    secret: random_token(),
-                    created_at: now,
-                })
+                .create_app(App::new(
+                    key.clone(),
+                    "Demo scenic-area vendor".to_owned(),
+                    random_token(),
+                    now,
+                ))
                 .await?
         }
     };
@@ -88,7 +91,7 @@ pub async fn seed(state: &AppState, addr: SocketAddr, token_hint: &str) -> anyho
     }
     eprintln!(
         "{}",
-        instructions(&app, addr, state.clock.now(), token_hint)
+        instructions(&app, gateway_url, admin_url, state.clock.now(), token_hint)
     );
     Ok(())
 }
@@ -96,7 +99,8 @@ pub async fn seed(state: &AppState, addr: SocketAddr, token_hint: &str) -> anyho
 /// The text printed after seeding: credentials, a signed curl, and how to read the order back.
 fn instructions(
     app: &App,
-    addr: SocketAddr,
+    gateway_url: &str,
+    admin_url: &str,
     now: chrono::DateTime<chrono::Utc>,
     token_hint: &str,
 ) -> String {
@@ -123,7 +127,7 @@ fn instructions(
         &params,
         EmptyValues::Skip,
     );
-    let mut curl = format!("curl -s http://{addr}/router/rest");
+    let mut curl = format!("curl -s {gateway_url}");
     for (k, v) in params.iter() {
         curl.push_str(&format!(" \\\n  --data-urlencode '{k}={v}'"));
     }
@@ -135,7 +139,7 @@ fn instructions(
          {curl}\n\n\
          Then read the order back:\n\n\
          TOKEN={token_hint}\n\
-         curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/admin/orders/9002\n",
+         curl -s -H \"Authorization: Bearer $TOKEN\" {admin_url}/admin/orders/9002\n",
         key = app.app_key.as_str(),
         secret = app.secret,
     )

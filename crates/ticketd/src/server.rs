@@ -1,19 +1,48 @@
 //! Building and running the server: open the store chosen by the database URL, settle the
 //! admin token, bind, serve until the shutdown future completes, then drain.
+//!
+//! The accept loop is ours rather than `axum::serve`'s, because a server on the internet needs
+//! what that one does not offer (README.md, "Running it", lists the flags):
+//!
+//! - **TLS** (`--tls-cert`, `--tls-key`): rustls with the ring provider, handshaken inside each
+//!   connection's task (so a slow handshake never holds up `accept`) within `--header-timeout`.
+//! - **Slow clients**: hyper closes a connection that has not sent a whole request head within
+//!   `--header-timeout` of connecting or of its previous answer (so the same bound is the
+//!   keep-alive idle timeout); the gateway answers a body that has not arrived within
+//!   `--body-timeout` with code 43 `isv.request-timeout` ([`read_body_in_time`]).
+//! - **A connection cap** (`--max-connections`, per listener): the loop takes a permit before it
+//!   accepts, so past the cap clients wait in the kernel's backlog until a connection closes.
+//! - **Two listeners** when `--admin-listen` is set: the gateway alone on `--listen`, the admin
+//!   API and the health endpoints alone on the admin address.
+//! - **Graceful shutdown**: on the shutdown future, stop accepting, let every connection answer
+//!   the request it is in (closing it afterwards), wait at most `--shutdown-timeout` for them,
+//!   then close the store, which commits its last batch.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::header;
 use axum::Router;
+use http_body_util::BodyExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ticket_ledger::{LedgerStore, VerifyPolicy};
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, Transfer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use top_protocol::{PlatformCode, TopError};
+use tower::ServiceExt;
 
 use crate::clock::{Clock, SystemClock};
-use crate::settings::Settings;
+use crate::settings::{ConnectionArgs, Settings};
 
 /// What every handler shares. Cheap to clone (all `Arc`s).
 #[derive(Debug, Clone)]
@@ -30,21 +59,44 @@ pub struct AppState {
     pub verify_policy: VerifyPolicy,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a gateway request's body may take to arrive ([`read_body_in_time`]).
+    pub body_timeout: Duration,
     /// How long after a use it may be reversed.
     pub reversal_window: chrono::Duration,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Per-app token buckets (in this process's memory) and the default rate limit.
+    pub rate_limiter: Arc<crate::gateway::access::RateLimiter>,
 }
 
 /// A built, bound, not yet running server.
-#[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    /// The gateway's listener, and the admin API's too unless `admin` is set.
+    gateway: TcpListener,
+    /// The admin API's own listener (`--admin-listen`).
+    admin: Option<TcpListener>,
+    /// HTTPS on every listener when set (`--tls-cert`, `--tls-key`).
+    tls: Option<TlsAcceptor>,
+    /// Timeouts and the connection cap.
+    connections: ConnectionArgs,
     state: AppState,
 }
 
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("gateway", &self.gateway)
+            .field("admin", &self.admin)
+            .field("tls", &self.tls.is_some())
+            .field("connections", &self.connections)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
 impl Application {
-    /// Opens the store, resolves the admin token and binds the listener.
+    /// Opens the store, resolves the admin token, loads the TLS certificate and binds the
+    /// listeners.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
@@ -54,14 +106,22 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // The certificate first: a typo in its path should not cost a migration.
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
         let url = settings.database_url();
         let store = open_store(&url, &settings.db_pool.pool_settings())
             .await?
             .ledger;
         let admin_token = resolve_admin_token(settings)?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let gateway = bind(settings.listen).await?;
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let window = chrono::Duration::seconds(i64::from(settings.timestamp_window));
         let state = AppState {
             store,
@@ -73,15 +133,41 @@ impl Application {
                 allow_before_valid_from: settings.allow_early_use,
             },
             max_body_bytes: settings.max_body_bytes,
+            body_timeout: settings.connections.body_timeout,
             reversal_window: settings.reversal_window,
             metrics: Arc::default(),
+            rate_limiter: Arc::new(crate::gateway::access::RateLimiter::new(
+                settings.default_rate_limit,
+            )),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            gateway,
+            admin,
+            tls,
+            connections: settings.connections.clone(),
+            state,
+        })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The gateway's address actually bound (useful with port 0).
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        Ok(self.gateway.local_addr()?)
+    }
+
+    /// Where the admin API and the health endpoints are served: the `--admin-listen` address
+    /// actually bound, or the gateway's when they share it.
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.admin.as_ref().unwrap_or(&self.gateway).local_addr()?)
+    }
+
+    /// Whether the admin API has a listener of its own (`--admin-listen`).
+    pub fn has_admin_listener(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// Whether the listeners speak HTTPS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The shared state (tests and the demo seed use its store directly).
@@ -89,31 +175,304 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, finishes in-flight requests and
-    /// waits for the store to flush its last batch.
+    /// Serves until `shutdown` completes, then stops accepting, finishes in-flight requests
+    /// (for at most `--shutdown-timeout`) and waits for the store to flush its last batch.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = router(self.state.clone());
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")?;
-        self.state.store.close().await;
-        Ok(())
+        let Self {
+            gateway,
+            admin,
+            tls,
+            connections,
+            state,
+        } = self;
+        let served = match admin {
+            None => vec![(gateway, router(state.clone()))],
+            Some(admin) => vec![
+                (gateway, gateway_router(state.clone())),
+                (admin, admin_router(state.clone())),
+            ],
+        };
+        // `true` once shutdown began; every accept loop and connection watches it.
+        let (stop, stopping) = watch::channel(false);
+        let mut listeners = JoinSet::new();
+        for (listener, app) in served {
+            listeners.spawn(serve(
+                listener,
+                app,
+                tls.clone(),
+                connections.clone(),
+                stopping.clone(),
+            ));
+        }
+        tokio::select! {
+            () = shutdown => {}
+            // The loops end only when told to, so this is a panic: stop the others too.
+            Some(ended) = listeners.join_next() => {
+                tracing::error!(?ended, "a listener stopped unexpectedly; shutting down");
+            }
+        }
+        let _ = stop.send(true);
+        let mut failure = None;
+        while let Some(ended) = listeners.join_next().await {
+            if let Err(e) = ended {
+                failure = Some(e);
+            }
+        }
+        // After the last answer, so every acknowledged write is in the batch it flushes.
+        state.store.close().await;
+        match failure {
+            Some(e) => Err(anyhow::Error::new(e).context("server failed")),
+            None => Ok(()),
+        }
     }
 }
 
-/// The whole HTTP surface: the TOP gateway and the admin API.
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The whole HTTP surface on one listener: the TOP gateway and the admin API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::gateway::router())
         .merge(crate::admin::router(state.clone()))
         .with_state(state)
+}
+
+/// The gateway's listener when the admin API has its own: `/router/rest`, 404 elsewhere.
+pub fn gateway_router(state: AppState) -> Router {
+    crate::gateway::router().with_state(state)
+}
+
+/// The `--admin-listen` listener: the admin API and `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(state: AppState) -> Router {
+    crate::admin::router(state.clone()).with_state(state)
+}
+
+/// The acceptor for `--tls-cert` and `--tls-key`: TLS 1.2 and 1.3 with rustls's safe defaults
+/// on the ring provider (named here, not installed process-wide, so no other crate's choice of
+/// provider can change it), HTTP/1.1 by ALPN.
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read PEM certificates from {}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("no certificate in {}", cert.display());
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .with_context(|| {
+            format!(
+                "the certificate in {} and the key in {} cannot serve TLS together",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections on `listener` until shutdown begins, at most `max_connections` open at
+/// once; then waits up to `shutdown_timeout` for those open to finish their requests.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionArgs,
+    mut stop: watch::Receiver<bool>,
+) {
+    // One permit per open connection, taken *before* accepting: at the cap the loop stops
+    // calling accept, so further clients queue in the kernel's backlog (it refuses them only
+    // when that fills) and are served in turn, instead of being accepted and dropped.
+    let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
+    // Every connection's task, so shutdown can wait for them (and cut them at the deadline).
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error, &mut stop).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            tls.clone(),
+            limits.clone(),
+            stop.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown timeout reached: closing connections with requests still in flight"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Completes once shutdown began (or once nothing can announce it any more).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// A client that gave up before it was accepted is skipped; anything else (out of file
+/// descriptors, say) is logged and retried after a pause, so the loop does not spin.
+async fn accept_failed(error: std::io::Error, stop: &mut watch::Receiver<bool>) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = stopped(stop) => {}
+    }
+}
+
+/// One connection, holding one permit of the cap until it closes.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionArgs,
+    stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    // Answers are small and written whole: no reason to let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return http(TokioIo::new(stream), peer, app, &limits, stop).await;
+    };
+    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => http(TokioIo::new(stream), peer, app, &limits, stop).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 requests on one connection until either side closes it, or, once shutdown
+/// began, until the request in flight is answered.
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    limits: &ConnectionArgs,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+        let mut request = request.map(Body::new);
+        // What axum's `into_make_service_with_connect_info` adds: handlers find the peer with
+        // the `ConnectInfo<SocketAddr>` extractor or in the request's extensions.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = stopped(&mut stop) => {
+            // Closes an idle connection now, a busy one once its answer is written.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = ended {
+        // Header timeouts, resets, malformed requests: the client's doing, not ours.
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// A gateway request whose body had not arrived by `--body-timeout`.
+#[derive(Debug)]
+pub struct BodyTimedOut {
+    /// The request's head: its query may still say which format to answer in.
+    pub parts: axum::http::request::Parts,
+}
+
+impl BodyTimedOut {
+    /// Code 43 with `isv.request-timeout`: nothing was read or applied, the call may be sent
+    /// again.
+    pub fn to_top_error(&self) -> TopError {
+        TopError::platform(PlatformCode::ParameterError)
+            .with_sub("isv.request-timeout", "请求体接收超时")
+    }
+}
+
+/// Reads a gateway request's body into memory within `--body-timeout` of its headers, so a
+/// client that stalls mid-body, or trickles it, holds a connection for a bounded time.
+///
+/// Reads at most `max_body_bytes + 1` bytes and leaves a body declared larger unread: either
+/// way the gateway's own read then refuses it as too large, exactly as before.
+pub async fn read_body_in_time(
+    request: Request,
+    state: &AppState,
+) -> Result<Request, BodyTimedOut> {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Ok(Request::from_parts(parts, body));
+    }
+    let limited = http_body_util::Limited::new(body, state.max_body_bytes);
+    match tokio::time::timeout(state.body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+        // Over the limit, or the connection failed: hand the gateway a body that fails the
+        // same way, so it answers as it always has.
+        Ok(Err(error)) => {
+            let failing = futures::stream::once(async move { Err::<bytes::Bytes, _>(error) });
+            Ok(Request::from_parts(parts, Body::from_stream(failing)))
+        }
+        Err(_) => Err(BodyTimedOut { parts }),
+    }
 }
 
 /// The ledger behind a database URL: as the domain uses it, and as `ticketd export`/`import`

@@ -62,6 +62,32 @@ pub struct Settings {
     #[arg(long, env = "TICKETD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Rate limit of apps that set none of their own (`PATCH /admin/apps/{app_key}`): `50/s`,
+    /// `600/m` or `10000/h` (bursts of one period's calls), or `0` for none. Over it a call is
+    /// refused with TOP code 7. Each process counts on its own: N processes on one database
+    /// let an app make up to N times the rate.
+    #[arg(long, env = "TICKETD_DEFAULT_RATE_LIMIT", default_value = "0",
+          value_parser = |s: &str| ticket_ledger::RateLimit::parse(s, None))]
+    pub default_rate_limit: ticket_ledger::RateLimit,
+
+    /// Serve the admin API and `/healthz`, `/readyz`, `/metrics` on this address only, and
+    /// nothing but `/router/rest` on `--listen`. Unset: `--listen` serves both.
+    #[arg(long, env = "TICKETD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain (leaf first) to serve HTTPS with, on `--listen` and on
+    /// `--admin-listen` alike. Needs `--tls-key`. Read once at start.
+    #[arg(long, env = "TICKETD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TICKETD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Connection timeouts and caps (slow and greedy clients).
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
     /// Seed a demo vendor app and a few issued orders, and print a ready-to-paste `curl`.
     #[arg(long)]
     pub demo: bool,
@@ -84,6 +110,11 @@ impl Settings {
             allow_early_use: false,
             reversal_window: chrono::Duration::hours(24),
             max_body_bytes: 1024 * 1024,
+            default_rate_limit: ticket_ledger::RateLimit::Unlimited,
+            admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            connections: ConnectionArgs::default(),
             demo: false,
             log_format: LogFormat::Text,
         }
@@ -153,17 +184,60 @@ impl PoolArgs {
     }
 }
 
-/// Parses `90s`, `15m`, `24h`, `2d` (a bare number means seconds).
+/// How the server treats connections: how long a client may take, how many it may hold.
+/// One set for each listener; see `server.rs` for how they are enforced.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// How long a client may take to send a request's line and headers, counted from when it
+    /// connected or got its previous answer (so also how long an idle keep-alive connection
+    /// stays open) and bounding the TLS handshake. Past it the connection is closed unanswered.
+    #[arg(long, env = "TICKETD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_std_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// How long a gateway request's whole body may take to arrive once its headers did. Past
+    /// it the call is answered with code 43 and `isv.request-timeout` and nothing is applied.
+    #[arg(long, env = "TICKETD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_std_duration)]
+    pub body_timeout: std::time::Duration,
+
+    /// Most connections open at once on each listener. Further clients are not refused: they
+    /// wait in the kernel's accept queue until a connection closes.
+    #[arg(long, env = "TICKETD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish before their
+    /// connections are cut; the last batch is flushed to the ledger either way.
+    #[arg(long, env = "TICKETD_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_std_duration)]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        Self {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// [`parse_duration`] for timeouts: also `ms`, and never negative.
+pub fn parse_std_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text)?
+        .to_std()
+        .map_err(|_| format!("{text:?}: must not be negative"))
+}
+
+/// Parses `250ms`, `90s`, `15m`, `24h`, `2d` (a bare number means seconds).
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d"))?;
+    let n: i64 = number.parse().map_err(|_| bad(text))?;
     let seconds = match unit {
+        "ms" => return chrono::Duration::try_milliseconds(n).ok_or_else(|| bad(text)),
         "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
@@ -172,7 +246,11 @@ pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     };
     seconds
         .and_then(chrono::Duration::try_seconds)
-        .ok_or_else(|| format!("{text:?}: expected a number with s, m, h or d"))
+        .ok_or_else(|| bad(text))
+}
+
+fn bad(text: &str) -> String {
+    format!("{text:?}: expected a number with ms, s, m, h or d")
 }
 
 #[cfg(test)]
@@ -187,5 +265,10 @@ mod tests {
         assert_eq!(parse_duration("2d"), Ok(chrono::Duration::days(2)));
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+        assert_eq!(
+            parse_std_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(parse_std_duration("-1s").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! audit entry: accepted and replayed ones are written by the store in the transaction that
 //! applies them, refusals by [`audit_rejection`] here.
 
+pub mod access;
 pub mod errors;
 pub mod issue;
 pub mod refund;
@@ -104,8 +105,29 @@ async fn router_rest(State(state): State<AppState>, request: Request) -> Respons
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string()),
     };
+    // Every line logged while the call runs, down to the store, carries its request_id (the
+    // JSON log format writes span fields into each line: telemetry.rs).
+    let span = tracing::info_span!("top_call", request_id = %ctx.request_id);
+    tracing::Instrument::instrument(answer_call(state, request, ctx), span).await
+}
+
+async fn answer_call(state: AppState, request: Request, ctx: CallContext) -> Response {
     let started = std::time::Instant::now();
-    let answer = process(&state, request, &ctx).await;
+    // A body still incomplete after --body-timeout is refused here (server.rs).
+    let answer = match crate::server::read_body_in_time(request, &state).await {
+        Ok(request) => process(&state, request, &ctx).await,
+        Err(timed_out) => {
+            let query = timed_out.parts.uri.query().unwrap_or_default();
+            let answer = Answer {
+                format: requested_format(parse_urlencoded(query.as_bytes()).ok().as_deref(), None),
+                method: String::new(),
+                result: Err(timed_out.to_top_error()),
+            };
+            tracing::info!("request body not received in time");
+            audit_rejection(&state, &ctx, &Params::new(), &answer).await;
+            answer
+        }
+    };
     let (code, sub_code) = match &answer.result {
         Ok(_) => (0, ""),
         Err(e) => (e.code, e.sub_code.as_deref().unwrap_or_default()),
@@ -190,7 +212,8 @@ async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answe
     answer
 }
 
-/// App lookup (29), authentication (24/25/30/31/32/34), then the method's handler.
+/// App lookup (29), authentication (24/25/30/31/32/34), permissions and rate (11/7), then the
+/// method's handler.
 async fn dispatch(
     state: &AppState,
     params: &Params,
@@ -206,12 +229,14 @@ async fn dispatch(
         .await
         .map_err(|e| errors::ledger_to_top(&e))?
         .ok_or_else(invalid_app)?;
-    authenticate(
-        params,
-        &[app.secret.as_bytes()],
-        ctx.received_at,
-        state.timestamp_window,
-    )?;
+    // The current secret, and the one a rotation replaced while its overlap lasts.
+    let secrets: Vec<&[u8]> = app
+        .secrets_at(ctx.received_at)
+        .into_iter()
+        .map(str::as_bytes)
+        .collect();
+    authenticate(params, &secrets, ctx.received_at, state.timestamp_window)?;
+    access::check(&state.rate_limiter, &app, ctx)?;
     match Method::parse(method) {
         Some(Method::Verify) => verify::handle(state, params, &app, ctx).await,
         Some(Method::Refund) => refund::handle(state, params, &app, ctx).await,

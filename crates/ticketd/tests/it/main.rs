@@ -3,14 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod access;
 mod admin;
 mod bench;
 mod cli;
 mod durability;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;
+mod hostile;
 mod interop;
 mod lifecycle;
+mod listeners;
+mod metrics;
 mod multiprocess;
 mod protocol;
 mod race;
