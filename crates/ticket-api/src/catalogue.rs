@@ -176,7 +176,7 @@ impl BusinessError {
                 sub_code: "isp.service-busy",
                 sub_msg: "服务繁忙，请稍后重试",
                 meaning: "The ledger could not take the request right now. Nothing was recorded.",
-                when: "The database is locked, timed out, or unreachable.",
+                when: "The database is locked, timed out or unreachable, or its disk is full.",
                 retryable: true,
             },
             Self::ServiceError => Entry {

@@ -5,7 +5,7 @@
 //! wire parameters into a [`VerifyCommand`], a [`LedgerStore`] loads an [`OrderSnapshot`], and
 //! [`plan_verify`] decides — as a pure function — what changes. Keeping the decision pure is what
 //! lets one rule set serve SQLite, PostgreSQL and MySQL alike, and lets the behaviour suite
-//! ([`suite`], feature `suite`) hold every store to the same answers.
+//! (`suite`, behind the feature of that name) hold every store to the same answers.
 //!
 //! # Glossary
 //!

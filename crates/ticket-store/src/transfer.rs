@@ -54,7 +54,7 @@ pub trait Transfer: Send + Sync + std::fmt::Debug {
     async fn import(&self, input: &mut (dyn BufRead + Send)) -> Result<Counts, TransferError>;
 }
 
-/// Rows per table, in the order of [`TABLES`].
+/// Rows per table, in the order the export writes them (parents first).
 pub type Counts = BTreeMap<String, u64>;
 
 /// Why a transfer failed. Nothing was imported when an import fails.

@@ -13,7 +13,7 @@
 //! - [`server`]: [`server::Application`] — build (open the store, bind) and run until stopped.
 //! - [`gateway`]: the `/router/rest` pipeline and one module per TOP method.
 //! - [`admin`]: the operator's JSON API and health endpoints.
-//! - [`bench`]: `ticketd bench`, the load generator for signed verify traffic and its report.
+//! - [`bench`](mod@bench): `ticketd bench`, the load generator for signed verify traffic and its report.
 //! - [`lifecycle_doc`]: the order lifecycle as data; `docs/LIFECYCLE.md` is rendered from it.
 //! - [`metrics`]: Prometheus counters and histograms served at `/metrics`.
 //! - [`clock`]: the injectable source of "now".

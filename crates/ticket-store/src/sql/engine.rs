@@ -121,8 +121,10 @@ impl Engine {
                     // serialization_failure, deadlock_detected, lock_not_available (the
                     // session's lock_timeout).
                     "40001" | "40P01" | "55P03" => ErrorClass::Retry,
-                    // too_many_connections, admin/crash shutdown, cannot_connect_now.
-                    "53300" | "57P01" | "57P02" | "57P03" => ErrorClass::Unavailable,
+                    // too_many_connections, admin/crash shutdown, cannot_connect_now;
+                    // disk_full (the statement failed and wrote nothing; retrying helps once
+                    // space is freed, as on SQLite).
+                    "53300" | "57P01" | "57P02" | "57P03" | "53100" => ErrorClass::Unavailable,
                     c if c.starts_with("08") => ErrorClass::Unavailable,
                     _ => ErrorClass::Other,
                 }
@@ -136,8 +138,9 @@ impl Engine {
                     // changed since last read). 9007 (write conflict) and 8002 (retry a
                     // SELECT FOR UPDATE) are TiDB's documented retryable errors; untested.
                     1213 | 1205 | 1020 | 9007 | 8002 => ErrorClass::Retry,
-                    // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN.
-                    1040 | 1053 => ErrorClass::Unavailable,
+                    // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN; ER_DISK_FULL and
+                    // ER_RECORD_FILE_FULL (the table space is full).
+                    1040 | 1053 | 1021 | 1114 => ErrorClass::Unavailable,
                     _ => ErrorClass::Other,
                 }
             }

@@ -532,6 +532,12 @@ impl LedgerStore for SqlStore {
         .await
     }
 
+    /// Readiness: a pooled connection answers `SELECT 1` within the acquire timeout, so an
+    /// unreachable or saturated server makes ticketd unready and its return makes it ready
+    /// again (faults.rs cuts a proxy in front of PostgreSQL to prove it). Unlike SQLite's
+    /// ping, no probe write: the server's disk and WAL are the server's to monitor, and a
+    /// write it refuses for lack of space is answered `isp.service-busy` anyway
+    /// (`Engine::classify`).
     async fn ping(&self) -> Result<(), LedgerError> {
         self.read(&(), |c, _, ()| {
             Box::pin(async move {

@@ -342,16 +342,6 @@ impl LedgerStore for SqliteStore {
         SqliteStore::close(self).await;
     }
 
-    /// Readiness: the writer runs, a read answers, and a write commits.
-    ///
-    /// A read alone would stay green through the faults that matter most: in WAL mode a reader
-    /// needs neither the write lock (held by another process, e.g. a stuck `sqlite3` shell) nor
-    /// free disk space. So every ping also sends a probe job through the writer's queue
-    /// ([`probe_write`]); its batch must take the write lock, append to the WAL and fsync, like
-    /// any verify. Readiness therefore follows the write path: unready from the first probe
-    /// that fails (after at most the busy timeout), ready again from the first that commits,
-    /// without a restart. The cost is one small commit per probe; under load the probe rides
-    /// in a batch that commits anyway.
     async fn metrics(&self) -> Result<StoreMetrics, LedgerError> {
         let mut totals = self
             .read(|conn| {
@@ -371,6 +361,16 @@ impl LedgerStore for SqliteStore {
         Ok(totals)
     }
 
+    /// Readiness: the writer runs, a read answers, and a write commits.
+    ///
+    /// A read alone would stay green through the faults that matter most: in WAL mode a reader
+    /// needs neither the write lock (held by another process, e.g. a stuck `sqlite3` shell) nor
+    /// free disk space. So every ping also sends a probe job through the writer's queue
+    /// (`probe_write`); its batch must take the write lock, append to the WAL and fsync, like
+    /// any verify. Readiness therefore follows the write path: unready from the first probe
+    /// that fails (after at most the busy timeout), ready again from the first that commits,
+    /// without a restart. The cost is one small commit per probe; under load the probe rides
+    /// in a batch that commits anyway.
     async fn ping(&self) -> Result<(), LedgerError> {
         if !self.writer.is_running() {
             return Err(LedgerError::Unavailable(

@@ -4,7 +4,7 @@
 //! status), including refusals and internal faults. Checks run in the order PROTOCOL.md §5.1
 //! fixes, so a request with several faults always gets the same code. Every attempt leaves an
 //! audit entry: accepted and replayed ones are written by the store in the transaction that
-//! applies them, refusals by [`audit_rejection`] here.
+//! applies them, refusals by `audit_rejection` here.
 
 pub mod access;
 pub mod errors;

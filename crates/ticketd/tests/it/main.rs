@@ -7,7 +7,9 @@ mod access;
 mod admin;
 mod bench;
 mod cli;
+mod crash;
 mod durability;
+mod faults;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;
 mod hostile;
