@@ -115,12 +115,20 @@ impl ConfirmCode {
     /// The code with all but its last four characters masked (`****C3D4`), for logs and
     /// messages that may be shown to people other than the buyer.
     pub fn masked(&self) -> String {
-        let n = self.0.len();
-        if n <= 4 {
-            "*".repeat(n)
-        } else {
-            format!("****{}", &self.0[n - 4..])
-        }
+        mask_code(&self.0)
+    }
+}
+
+/// Masks any text the way confirm codes are shown (`****C3D4`), counting characters, so it
+/// also serves unparsed codes from hostile requests (audit summaries) without splitting a
+/// multi-byte character.
+pub fn mask_code(text: &str) -> String {
+    let n = text.chars().count();
+    if n <= 4 {
+        "*".repeat(n)
+    } else {
+        let tail: String = text.chars().skip(n - 4).collect();
+        format!("****{tail}")
     }
 }
 
@@ -166,6 +174,7 @@ mod tests {
         assert_eq!(code.to_string(), "****C3D4");
         assert_eq!(format!("{code:?}"), "ConfirmCode(****C3D4)");
         assert_eq!(ConfirmCode::parse("ABC").expect("valid").masked(), "***");
+        assert_eq!(mask_code("核销码一二三四五"), "****二三四五");
         assert!(ConfirmCode::parse("A B").is_none());
         assert!(ConfirmCode::parse("码").is_none());
     }

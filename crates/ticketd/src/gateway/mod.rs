@@ -339,23 +339,13 @@ pub fn sanitized(params: &Params) -> serde_json::Value {
     for (k, v) in params.iter() {
         let value = match k {
             "sign" => continue,
-            "confirm_code" => mask(v),
+            "confirm_code" => serde_json::Value::from(ticket_ledger::mask_code(v)),
             "voucher_infos" => mask_voucher_infos(v),
             _ => serde_json::Value::from(clip(v, 256)),
         };
         map.insert(clip(k, 64), value);
     }
     serde_json::Value::Object(map)
-}
-
-fn mask(code: &str) -> serde_json::Value {
-    let n = code.chars().count();
-    let tail: String = code.chars().skip(n.saturating_sub(4)).collect();
-    serde_json::Value::from(if n <= 4 {
-        "*".repeat(n)
-    } else {
-        format!("****{tail}")
-    })
 }
 
 /// Masks the codes inside `voucher_infos`, keeping quantities and dates for the record.
@@ -367,7 +357,7 @@ fn mask_voucher_infos(text: &str) -> serde_json::Value {
                 .take(999)
                 .map(|mut item| {
                     if let Some(code) = item.get("confirm_code").and_then(|c| c.as_str()) {
-                        let masked = mask(code);
+                        let masked = serde_json::Value::from(ticket_ledger::mask_code(code));
                         item["confirm_code"] = masked;
                     }
                     item
