@@ -845,4 +845,6 @@ pub struct BatchStats {
     pub jobs: u64,
     /// The most jobs one transaction carried.
     pub largest_batch: u64,
+    /// fsyncs that made committed transactions durable (several transactions may share one).
+    pub syncs: u64,
 }

@@ -1,4 +1,4 @@
-//! The SQLite store's verify path on a real file (WAL, `synchronous=FULL`):
+//! The SQLite store's verify path on a real file (WAL, fsynced before every answer):
 //! `cargo bench -p ticket-store`.
 //!
 //! - `verify/one_at_a_time`: each verify waits for the previous one, so each pays its own

@@ -9,7 +9,8 @@
 //!
 //! # Backends
 //!
-//! - [`SqliteStore`] (default, embedded): one file, WAL mode, `synchronous=FULL`. Opened from a
+//! - [`SqliteStore`] (default, embedded): one file, WAL mode, the WAL fsynced before any write
+//!   is answered. Opened from a
 //!   path ([`SqliteStore::open`]) or a `sqlite:` URL ([`SqliteStore::open_url`]).
 //! - [`SqlStore`]: PostgreSQL 12+ (`postgres://`) or MySQL 8.0+ / MariaDB 10.5+ (`mysql://`),
 //!   for several ticketd processes sharing one database ([`SqlStore::connect`]). One
@@ -24,15 +25,17 @@
 //!
 //! # Design of the SQLite store
 //!
-//! - **Durability.** An `Ok` from any write means the transaction committed and SQLite fsynced
-//!   the WAL. A refused or failed write leaves nothing behind.
+//! - **Durability.** An `Ok` from any write means the transaction committed and the WAL holding
+//!   it was fsynced. A refused or failed write leaves nothing behind.
 //! - **One writer, group commit.** A dedicated OS thread owns the only write connection; every
 //!   write is a job queued to it. It runs all the jobs already waiting in one `BEGIN IMMEDIATE`
-//!   transaction, each in its own savepoint (a refused job rolls back only itself), commits
-//!   once, and answers the jobs only after the commit succeeded. One fsync then serves many
-//!   requests, which is how the store is fast without weakening durability. Serialising writes
-//!   also serialises verifies of one order, so capacity can never be overrun; a conditional
-//!   `UPDATE … WHERE used + n <= capacity` and a `CHECK` constraint back that up.
+//!   transaction, each in its own savepoint (a refused job rolls back only itself), and commits
+//!   once. A syncer thread fsyncs the WAL and only then answers the batch's jobs, while the
+//!   writer already runs the next batch; a checkpointer thread copies the WAL into the database
+//!   file. One fsync then serves many requests, which is how the store is fast without
+//!   weakening durability. Serialising writes also serialises verifies of one order, so
+//!   capacity can never be overrun; a conditional `UPDATE … WHERE used + n <= capacity` and a
+//!   `CHECK` constraint back that up.
 //! - **Reads beside writes.** `app`, `order`, `audit` and `ping` use a small pool of read-only
 //!   connections on blocking threads and see the last committed snapshot without queueing
 //!   behind writes. Apps, read on every gateway request, are also cached in memory.

@@ -215,6 +215,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     "The most writes one transaction carried.",
                     b.largest_batch as f64,
                 ));
+                extra.push(gauge(
+                    "ticketd_store_syncs_total",
+                    "fsyncs that made committed transactions durable.",
+                    b.syncs as f64,
+                ));
             }
             extra.push(gauge(
                 "ticketd_ledger_up",

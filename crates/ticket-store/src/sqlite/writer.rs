@@ -8,20 +8,23 @@
 //! 2. runs `BEGIN IMMEDIATE`, then each job inside its own `SAVEPOINT`: a job that is refused or
 //!    fails does `ROLLBACK TO` + `RELEASE`, so it leaves no trace and does not fail its
 //!    neighbours;
-//! 3. `COMMIT`s once — with `synchronous=FULL` that is one fsync of the WAL for the whole batch;
-//! 4. only then answers each job. If the commit fails, every job in the batch gets the commit's
-//!    error: an `Ok` always means committed and fsynced, and a refusal computed against a
-//!    neighbour's uncommitted change is never reported as final.
+//! 3. `COMMIT`s once (one append to the WAL for the whole batch) and hands the batch,
+//!    unanswered, to the syncer thread, which fsyncs the WAL and only then answers every job
+//!    of the batch ([`super::durable`]). Meanwhile this thread already runs the next batch;
+//! 4. if the commit fails, answers every job of the batch with the commit's error at once: an
+//!    `Ok` always means committed and fsynced, and a refusal computed against a neighbour's
+//!    uncommitted change is never reported as final.
 //!
-//! Batching is what makes durable writes fast (STYLE §6): under load the fsync is shared by up
-//! to [`MAX_BATCH`] requests, and a lone request pays no added latency because the writer never
-//! waits for more work to arrive. It is a plain thread, not a task, so the transaction can never
-//! be held open across an `.await`.
+//! Batching is what makes durable writes fast (STYLE §6): under load the fsync is shared by
+//! the jobs of every batch committed while the previous fsync ran, and a lone request pays no
+//! added latency because the writer never waits for more work to arrive. It is a plain thread,
+//! not a task, so the transaction can never be held open across an `.await`.
 //!
 //! Shutdown: [`Writer::close`] stops the queue from taking new jobs, lets the thread finish the
-//! ones already queued, and waits until it has closed its connection. Dropping the [`Writer`]
-//! does the same without waiting.
+//! ones already queued (and the syncer answer them), and waits until every connection is
+//! closed. Dropping the [`Writer`] does the same without waiting.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use rusqlite::Connection;
 use ticket_ledger::LedgerError;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::durable::{self, Broken, Nudge, WalSync, RESTART_PAGES, SYNC_QUEUE};
 use super::rows::ledger_error;
 
 /// Most jobs committed together. Bounds the latency a job at the end of a batch waits for the
@@ -51,23 +55,29 @@ pub struct WriterStats {
     pub jobs: u64,
     /// The most jobs one transaction carried.
     pub largest_batch: u64,
+    /// fsyncs of the WAL by the syncer (each makes one or more committed batches durable).
+    pub syncs: u64,
+    /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
+    pub checkpoints: u64,
 }
 
-/// Shared between the writer thread (which updates it) and the store (which reads it).
+/// Shared between the writer's threads (which update it) and the store (which reads it).
 #[derive(Debug, Default)]
-struct Stats {
+pub(crate) struct Stats {
     commits: AtomicU64,
     failed_batches: AtomicU64,
     jobs: AtomicU64,
     largest_batch: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 /// One write, type-erased so jobs of every result type share one queue.
-trait Job: Send {
+pub(crate) trait Job: Send {
     /// Runs the work (the caller has opened its savepoint). `Err` carries a copy of the job's
     /// own error so the batch can report it if the whole transaction is lost.
     fn run(&mut self, conn: &Connection) -> Result<(), LedgerError>;
-    /// Answers the caller once the batch's fate is known.
+    /// Answers the caller once the batch's fate is known (committed and durable, or not).
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>);
 }
 
@@ -111,37 +121,82 @@ enum Message {
     Close,
 }
 
+/// How the writer makes its commits durable: the WAL the syncer fsyncs, and the connection
+/// the checkpointer copies pages with (`None` for an in-memory database, which has no file to
+/// copy into).
+pub(crate) struct Durability {
+    pub(crate) wal: Box<dyn WalSync>,
+    pub(crate) checkpointer: Option<Connection>,
+    /// New WAL pages that wake the checkpointer ([`durable::CHECKPOINT_PAGES`]).
+    pub(crate) checkpoint_pages: i32,
+    /// WAL pages past which the writer completes a checkpoint itself ([`RESTART_PAGES`]).
+    pub(crate) restart_pages: i32,
+}
+
+impl Durability {
+    /// A file database: its WAL, and a connection for the checkpointer.
+    pub(crate) fn of_file(wal: Box<dyn WalSync>, checkpointer: Connection) -> Self {
+        Self {
+            wal,
+            checkpointer: Some(checkpointer),
+            checkpoint_pages: durable::CHECKPOINT_PAGES,
+            restart_pages: RESTART_PAGES,
+        }
+    }
+}
+
 /// The handle the store keeps: the queue's sending side.
 #[derive(Debug)]
 pub(crate) struct Writer {
     queue: mpsc::Sender<Message>,
-    /// Closed (its sender dropped) when the thread has finished and closed its connection.
+    /// Closed (its sender dropped) when every thread has finished and closed its connection.
     stopped: watch::Receiver<()>,
     stats: Arc<Stats>,
+    /// Set when an fsync failed; see [`super::durable`].
+    broken: Arc<Broken>,
+}
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread, reported by SQLite's WAL hook
+    /// (a plain `fn`, hence a thread-local rather than captured state). Only the writer thread
+    /// installs the hook.
+    static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
+}
+
+fn remember_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|p| p.set(pages));
+    Ok(())
 }
 
 impl Writer {
-    /// Starts the writer thread, which owns `conn` from now on.
-    pub(crate) fn spawn(conn: Connection) -> std::io::Result<Self> {
+    /// Starts the writer thread, which owns `conn` from now on, and with it the syncer and
+    /// the checkpointer. `conn` must be configured for [`super::durable`]: WAL mode,
+    /// `synchronous=NORMAL`, no automatic checkpoints.
+    pub(crate) fn spawn(conn: Connection, durability: Durability) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let (stopped_tx, stopped) = watch::channel(());
         let stats = Arc::new(Stats::default());
-        let thread_stats = Arc::clone(&stats);
+        let broken = Arc::new(Broken::default());
+        let (thread_stats, thread_broken) = (Arc::clone(&stats), Arc::clone(&broken));
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                run(conn, jobs, &thread_stats);
-                // Dropped last: whoever waits in `close` wakes once the connection is closed.
+                if let Err(e) = run(conn, jobs, durability, &thread_stats, &thread_broken) {
+                    tracing::error!(error = %e, "the ledger writer could not start its threads");
+                }
+                // Dropped last: whoever waits in `close` wakes once every connection is closed.
                 drop(stopped_tx);
             })?;
         Ok(Self {
             queue,
             stopped,
             stats,
+            broken,
         })
     }
 
-    /// Runs `work` in the next batch and returns its result once that batch has committed.
+    /// Runs `work` in the next batch and returns its result once that batch has committed and
+    /// been made durable.
     ///
     /// If the calling future is dropped after the job was queued, the job still runs and may
     /// commit; only the answer is lost. Retries are safe because verifies are idempotent by
@@ -167,8 +222,8 @@ impl Writer {
         })?
     }
 
-    /// Lets the queued jobs finish, refuses new ones, and waits until the thread has closed the
-    /// connection. Idempotent; every concurrent caller waits for the same end.
+    /// Lets the queued jobs finish, refuses new ones, and waits until the threads have closed
+    /// their connections. Idempotent; every concurrent caller waits for the same end.
     pub(crate) async fn close(&self) {
         // If the queue is already closed, the thread is stopping anyway.
         let _ = self.queue.send(Message::Close).await;
@@ -177,9 +232,9 @@ impl Writer {
         while stopped.changed().await.is_ok() {}
     }
 
-    /// Whether the thread still takes jobs.
+    /// Whether the writer still takes jobs and can make them durable.
     pub(crate) fn is_running(&self) -> bool {
-        !self.queue.is_closed()
+        !self.queue.is_closed() && !self.broken.is_set()
     }
 
     /// Whether at least `n` messages wait in the queue (tests hold the writer, queue jobs,
@@ -190,17 +245,51 @@ impl Writer {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
+        let s = &self.stats;
         WriterStats {
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            failed_batches: self.stats.failed_batches.load(Ordering::Relaxed),
-            jobs: self.stats.jobs.load(Ordering::Relaxed),
-            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+            commits: s.commits.load(Ordering::Relaxed),
+            failed_batches: s.failed_batches.load(Ordering::Relaxed),
+            jobs: s.jobs.load(Ordering::Relaxed),
+            largest_batch: s.largest_batch.load(Ordering::Relaxed),
+            syncs: s.syncs.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
         }
     }
 }
 
-/// The thread's loop: batch, run, answer, until the queue is closed and drained.
-fn run(conn: Connection, mut queue: mpsc::Receiver<Message>, stats: &Stats) {
+/// The writer thread: starts the syncer and the checkpointer, runs batches until the queue is
+/// closed and drained, then stops both and closes its connection.
+fn run(
+    conn: Connection,
+    mut queue: mpsc::Receiver<Message>,
+    durability: Durability,
+    stats: &Arc<Stats>,
+    broken: &Arc<Broken>,
+) -> std::io::Result<()> {
+    let (committed, to_sync) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+    let syncer = {
+        let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
+        let wal = durability.wal;
+        std::thread::Builder::new()
+            .name("ledger-sync".into())
+            .spawn(move || durable::sync_loop(to_sync, wal, &stats, &broken))?
+    };
+    let (wake, woken) = std::sync::mpsc::sync_channel(1);
+    let checkpointer = match durability.checkpointer {
+        Some(ckpt) => {
+            let stats = Arc::clone(stats);
+            Some(
+                std::thread::Builder::new()
+                    .name("ledger-checkpoint".into())
+                    .spawn(move || durable::checkpoint_loop(ckpt, woken, &stats.checkpoints))?,
+            )
+        }
+        None => None,
+    };
+    let mut nudge = Nudge::new(wake, durability.checkpoint_pages);
+    let restart_pages = durability.restart_pages;
+    conn.wal_hook(Some(remember_wal_pages));
+
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // `blocking_recv` returns `None` once every sender is gone or `close` was called, and in
     // both cases only after the messages already queued have been taken.
@@ -218,20 +307,61 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Message>, stats: &Stats) {
         if batch.is_empty() {
             continue;
         }
-        let outcome = run_batch(&conn, &mut batch);
+        let outcome = if broken.is_set() {
+            Err(Broken::error())
+        } else {
+            run_batch(&conn, &mut batch)
+        };
         let size = batch.len() as u64;
         stats.jobs.fetch_add(size, Ordering::Relaxed);
         stats.largest_batch.fetch_max(size, Ordering::Relaxed);
-        match &outcome {
-            Ok(()) => stats.commits.fetch_add(1, Ordering::Relaxed),
-            Err(_) => stats.failed_batches.fetch_add(1, Ordering::Relaxed),
-        };
-        for job in batch.drain(..) {
-            job.finish(outcome.clone());
+        match outcome {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                let jobs = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                if let Err(unsent) = committed.send(jobs) {
+                    // The syncer is gone (it only stops when this thread lets it), so nobody
+                    // can vouch for these commits.
+                    for job in unsent.0 {
+                        job.finish(Err(LedgerError::Internal(
+                            "the ledger's syncer stopped".into(),
+                        )));
+                    }
+                }
+                maintain_wal(&conn, &mut nudge, restart_pages);
+            }
+            Err(e) => {
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                for job in batch.drain(..) {
+                    job.finish(Err(e.clone()));
+                }
+            }
         }
+    }
+    // The syncer answers what it holds, then stops; the checkpointer stops at its next wait.
+    drop(committed);
+    drop(nudge);
+    let _ = syncer.join();
+    if let Some(checkpointer) = checkpointer {
+        let _ = checkpointer.join();
     }
     if let Err((_, e)) = conn.close() {
         tracing::error!(error = %super::rows::chain(&e), "closing the ledger write connection");
+    }
+    Ok(())
+}
+
+/// After a commit: wake the checkpointer every [`durable::CHECKPOINT_PAGES`] new pages, and
+/// once the log is longer than `restart_pages` ([`RESTART_PAGES`]), finish the checkpoint here
+/// so that the next transaction restarts the log (the checkpointer alone may never catch up
+/// with a busy writer). A failure is only logged: the log grows until a later attempt succeeds.
+fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) {
+    let pages = WAL_PAGES.with(Cell::get);
+    nudge.after_commit(pages);
+    if pages >= restart_pages {
+        if let Err(e) = durable::passive_checkpoint(conn) {
+            tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
+        }
     }
 }
 
@@ -292,7 +422,16 @@ mod tests {
     use super::*;
 
     fn writer_over(conn: Connection) -> Writer {
-        Writer::spawn(conn).expect("spawn")
+        Writer::spawn(
+            conn,
+            Durability {
+                wal: Box::new(durable::NoSync),
+                checkpointer: None,
+                checkpoint_pages: durable::CHECKPOINT_PAGES,
+                restart_pages: RESTART_PAGES,
+            },
+        )
+        .expect("spawn")
     }
 
     fn scratch() -> Connection {
@@ -484,5 +623,158 @@ mod tests {
             Err(LedgerError::Unavailable(_))
         ));
         writer.close().await; // again: returns at once
+    }
+
+    /// A WAL "fsync" the test controls: each call counts itself, then waits for the test to
+    /// hand it an outcome.
+    struct GatedSync {
+        outcomes: std::sync::mpsc::Receiver<std::io::Result<()>>,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl WalSync for GatedSync {
+        fn sync(&mut self) -> std::io::Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.outcomes.recv().unwrap_or(Ok(()))
+        }
+    }
+
+    fn gated_writer() -> (
+        Arc<Writer>,
+        std::sync::mpsc::Sender<std::io::Result<()>>,
+        Arc<AtomicU64>,
+    ) {
+        let (outcomes_tx, outcomes) = std::sync::mpsc::channel();
+        let calls = Arc::new(AtomicU64::new(0));
+        let writer = Writer::spawn(
+            scratch(),
+            Durability {
+                wal: Box::new(GatedSync {
+                    outcomes,
+                    calls: Arc::clone(&calls),
+                }),
+                checkpointer: None,
+                checkpoint_pages: durable::CHECKPOINT_PAGES,
+                restart_pages: RESTART_PAGES,
+            },
+        )
+        .expect("spawn");
+        (Arc::new(writer), outcomes_tx, calls)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<usize, LedgerError> {
+        move |conn| {
+            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                .map_err(|e| ledger_error("insert", &e))
+        }
+    }
+
+    async fn until(mut condition: impl FnMut() -> bool) {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_job_is_answered_before_its_batch_is_synced_and_the_next_batch_commits_meanwhile() {
+        let (writer, outcomes, calls) = gated_writer();
+        let w = Arc::clone(&writer);
+        let first = tokio::spawn(async move { w.submit(insert(1)).await });
+        // The first batch is committed and its fsync has started (and is held).
+        until(|| calls.load(Ordering::SeqCst) == 1).await;
+        assert!(!first.is_finished(), "answered before its fsync returned");
+
+        // The writer is not held up by the pending fsync: a second batch commits meanwhile.
+        let w = Arc::clone(&writer);
+        let second = tokio::spawn(async move { w.submit(insert(2)).await });
+        until(|| writer.stats().commits == 2).await;
+        assert!(!second.is_finished());
+        assert!(!first.is_finished());
+
+        outcomes.send(Ok(())).expect("release the first fsync");
+        assert_eq!(first.await.expect("join"), Ok(1));
+        outcomes.send(Ok(())).expect("release the second fsync");
+        assert_eq!(second.await.expect("join"), Ok(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(writer.stats().syncs, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_answers_unavailable_and_refuses_every_later_write() {
+        let (writer, outcomes, calls) = gated_writer();
+        outcomes
+            .send(Err(std::io::Error::other("EIO")))
+            .expect("queue the failure");
+        let failed = writer.submit(insert(1)).await;
+        assert!(
+            matches!(failed, Err(LedgerError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert!(!writer.is_running(), "a broken ledger is not ready");
+
+        // Later writes are refused without being run or synced: their durability could not
+        // be vouched for any more.
+        let later = writer.submit(insert(2)).await;
+        assert!(
+            matches!(later, Err(LedgerError::Unavailable(_))),
+            "{later:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        writer.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_restarts_from_its_start_instead_of_growing_under_sustained_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        super::super::prepare_file(&path).expect("file");
+        let conn = Connection::open(&path).expect("open");
+        super::super::configure_writer(&conn, std::time::Duration::from_secs(5)).expect("settings");
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL, pad BLOB NOT NULL)")
+            .expect("schema");
+        let wal = durable::WalFile::open(&path).expect("wal");
+        let checkpointer =
+            super::super::open_checkpointer(&path, std::time::Duration::from_secs(5))
+                .expect("checkpointer");
+        let writer = Writer::spawn(
+            conn,
+            Durability {
+                wal: Box::new(wal),
+                checkpointer: Some(checkpointer),
+                checkpoint_pages: 20,
+                restart_pages: 100,
+            },
+        )
+        .expect("spawn");
+
+        // 600 commits of about two pages each: 1,200 pages of log in all, twelve times the
+        // restart threshold.
+        for x in 0..600_i64 {
+            writer
+                .submit(move |conn| {
+                    conn.execute("INSERT INTO t (x, pad) VALUES (?1, zeroblob(6000))", [x])
+                        .map_err(|e| ledger_error("insert", &e))
+                })
+                .await
+                .expect("insert");
+        }
+        let stats = writer.stats();
+        writer.close().await;
+        assert!(stats.checkpoints >= 1, "the checkpointer ran: {stats:?}");
+        assert_eq!(
+            stats.syncs, 600,
+            "one fsync per batch committed one at a time"
+        );
+        let reopened = Connection::open(&path).expect("reopen");
+        let rows: i64 = reopened
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 600);
+        // The log never held much more than the threshold: it restarted instead of growing
+        // (1,200 pages would be about 5 MB).
+        let wal_bytes = std::fs::metadata(dir.path().join("wal.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(wal_bytes < 200 * 4200, "WAL of {wal_bytes} bytes");
     }
 }

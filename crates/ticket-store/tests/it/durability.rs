@@ -12,12 +12,17 @@ fn raw(path: &std::path::Path) -> Connection {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_connection_is_wal_with_full_sync_foreign_keys_and_a_busy_timeout() {
+async fn write_connection_is_wal_synced_by_the_store_with_foreign_keys_and_a_busy_timeout() {
     let (_dir, path) = temp_path();
     let store = SqliteStore::open(&path).expect("open");
     let settings = store.write_settings().await.expect("settings");
     assert_eq!(settings.journal_mode, "wal");
-    assert_eq!(settings.synchronous, 2, "FULL");
+    // NORMAL: the store's syncer fsyncs the WAL before answering, not COMMIT itself.
+    assert_eq!(settings.synchronous, 1, "NORMAL");
+    assert_eq!(
+        settings.wal_autocheckpoint, 0,
+        "checkpoints on their own thread"
+    );
     assert!(settings.foreign_keys);
     assert_eq!(settings.busy_timeout_ms, 5000);
     // WAL is a property of the file, so any other connection sees it too.
