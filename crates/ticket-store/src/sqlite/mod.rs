@@ -19,6 +19,7 @@ mod migrate;
 mod ops;
 mod readers;
 mod rows;
+mod snapshots;
 mod transfer;
 mod url;
 mod writer;
@@ -217,7 +218,7 @@ impl SqliteStore {
     /// report, and for tests that check the promises are really in effect).
     pub async fn write_settings(&self) -> Result<ConnectionSettings, LedgerError> {
         self.writer
-            .submit(|conn| settings(conn).during("reading the write connection's settings"))
+            .submit(|tx| settings(tx.conn).during("reading the write connection's settings"))
             .await
     }
 
@@ -242,7 +243,7 @@ impl LedgerStore for SqliteStore {
     async fn create_app(&self, app: NewApp) -> Result<App, LedgerError> {
         let app = self
             .writer
-            .submit(move |conn| ops::create_app(conn, &app))
+            .submit(move |tx| ops::create_app(tx.conn, &app))
             .await?;
         // After the commit: the cache only ever holds committed apps.
         self.apps.insert(&app);
@@ -260,7 +261,7 @@ impl LedgerStore for SqliteStore {
         let owned = key.clone();
         let app = self
             .writer
-            .submit(move |conn| ops::set_app_access(conn, &owned, &access))
+            .submit(move |tx| ops::set_app_access(tx.conn, &owned, &access))
             .await?;
         self.apps.insert(&app);
         Ok(app)
@@ -274,7 +275,7 @@ impl LedgerStore for SqliteStore {
         let owned = key.clone();
         let app = self
             .writer
-            .submit(move |conn| ops::rotate_app_secret(conn, &owned, &rotation))
+            .submit(move |tx| ops::rotate_app_secret(tx.conn, &owned, &rotation))
             .await?;
         self.apps.insert(&app);
         Ok(app)
@@ -288,7 +289,10 @@ impl LedgerStore for SqliteStore {
         // Refuse an inconsistent order before it takes a place in the write queue.
         order.validate()?;
         self.writer
-            .submit(move |conn| ops::create_order(conn, &order, &audit))
+            .submit(move |tx| {
+                tx.snapshots.forget(order.order_id);
+                ops::create_order(tx.conn, &order, &audit)
+            })
             .await
     }
 
@@ -303,12 +307,17 @@ impl LedgerStore for SqliteStore {
 
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.writer
-            .submit(move |conn| ops::verify_keeping_anomaly(conn, &cmd))
+            .submit(move |tx| ops::verify_keeping_anomaly(tx, &cmd))
             .await?
     }
 
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
-        self.writer.submit(move |conn| ops::issue(conn, &cmd)).await
+        self.writer
+            .submit(move |tx| {
+                tx.snapshots.forget(cmd.order_id);
+                ops::issue(tx.conn, &cmd)
+            })
+            .await
     }
 
     async fn request_refund(
@@ -316,7 +325,10 @@ impl LedgerStore for SqliteStore {
         cmd: RefundRequestCommand,
     ) -> Result<RefundRequest, LedgerError> {
         self.writer
-            .submit(move |conn| ops::request_refund(conn, &cmd))
+            .submit(move |tx| {
+                tx.snapshots.forget(cmd.order_id);
+                ops::request_refund(tx.conn, &cmd)
+            })
             .await
     }
 
@@ -325,13 +337,19 @@ impl LedgerStore for SqliteStore {
         cmd: RefundCommand,
     ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
         self.writer
-            .submit(move |conn| ops::refund_keeping_anomaly(conn, &cmd))
+            .submit(move |tx| {
+                tx.snapshots.forget(cmd.order_id);
+                ops::refund_keeping_anomaly(tx.conn, &cmd)
+            })
             .await?
     }
 
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
         self.writer
-            .submit(move |conn| ops::reverse(conn, &cmd))
+            .submit(move |tx| {
+                tx.snapshots.forget(cmd.order_id);
+                ops::reverse(tx.conn, &cmd)
+            })
             .await
     }
 
@@ -341,13 +359,13 @@ impl LedgerStore for SqliteStore {
 
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
         self.writer
-            .submit(move |conn| ops::resolve_anomaly(conn, &cmd))
+            .submit(move |tx| ops::resolve_anomaly(tx.conn, &cmd))
             .await
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
         self.writer
-            .submit(move |conn| ops::record(conn, &entry))
+            .submit(move |tx| ops::record(tx.conn, &entry))
             .await
     }
 
@@ -404,7 +422,7 @@ impl LedgerStore for SqliteStore {
             .map(drop)
         })
         .await?;
-        self.writer.submit(probe_write).await
+        self.writer.submit(|tx| probe_write(tx.conn)).await
     }
 }
 
@@ -634,7 +652,7 @@ mod tests {
         let s = Arc::clone(store);
         let handle = tokio::spawn(async move {
             s.writer
-                .submit(move |_| {
+                .submit(move |_: &mut writer::Tx<'_>| {
                     let _ = entered_tx.send(());
                     gate.recv()
                         .map_err(|_| LedgerError::Internal("gate".into()))
@@ -742,13 +760,14 @@ mod tests {
         let s = Arc::clone(&store);
         let poison = tokio::spawn(async move {
             s.writer
-                .submit(|conn| {
-                    conn.execute_batch(
-                        "PRAGMA defer_foreign_keys = ON;
+                .submit(|tx| {
+                    tx.conn
+                        .execute_batch(
+                            "PRAGMA defer_foreign_keys = ON;
                          INSERT INTO vouchers (order_id, confirm_code, seq, capacity, used)
                          VALUES (999, 'DANGLING', 0, 1, 0);",
-                    )
-                    .during("poisoning the batch")
+                        )
+                        .during("poisoning the batch")
                 })
                 .await
         });
@@ -780,6 +799,95 @@ mod tests {
             .await
             .expect("retry");
         assert_eq!(retry.kind, OutcomeKind::Applied);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifies_of_a_known_order_are_planned_from_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+        let before = store.writer_stats();
+        for second in 1..=3 {
+            let outcome = store
+                .verify(verify(1, "CODE-A", 1, second))
+                .await
+                .expect("verify");
+            assert_eq!(outcome.kind, OutcomeKind::Applied);
+        }
+        let after = store.writer_stats();
+        assert_eq!(
+            after.snapshot_misses - before.snapshot_misses,
+            1,
+            "{after:?}"
+        );
+        assert_eq!(after.snapshot_hits - before.snapshot_hits, 2, "{after:?}");
+        let view = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(used(&view), 3);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_committed_by_another_connection_is_seen_by_the_next_verify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 2)]).await;
+        store
+            .verify(verify(1, "CODE-A", 2, 1))
+            .await
+            .expect("both uses");
+        // Held in memory now: the code is used up.
+        let full = store.verify(verify(1, "CODE-A", 1, 2)).await;
+        assert!(
+            matches!(full, Err(LedgerError::CapacityExceeded { .. })),
+            "{full:?}"
+        );
+
+        // An operator's shell gives both uses back, behind the store's back.
+        let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
+        shell
+            .execute("UPDATE vouchers SET used = 0 WHERE order_id = 1", [])
+            .expect("external write");
+        drop(shell);
+
+        let after = store
+            .verify(verify(1, "CODE-A", 1, 3))
+            .await
+            .expect("the next verify sees the external change");
+        assert_eq!(after.kind, OutcomeKind::Applied);
+        let view = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(used(&view), 1);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_by_another_connection_keeps_the_snapshots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+        store
+            .verify(verify(1, "CODE-A", 1, 1))
+            .await
+            .expect("verify");
+        let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
+        let _: (i64, i64, i64) = shell
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("checkpoint");
+        drop(shell);
+        let before = store.writer_stats();
+        store
+            .verify(verify(1, "CODE-A", 1, 2))
+            .await
+            .expect("verify");
+        let after = store.writer_stats();
+        assert_eq!(after.snapshot_hits - before.snapshot_hits, 1, "{after:?}");
         store.close().await;
     }
 }

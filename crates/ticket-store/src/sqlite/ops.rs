@@ -15,10 +15,12 @@ use ticket_ledger::{
     IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
     OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
     RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
-    VerifyOutcome, VoucherRecord,
+    VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
+use super::snapshots;
+use super::writer::Tx;
 use crate::rows::{
     access_values, capacity_refusal, previous_secret_values, resolution_entry, ListQuery, SqlValue,
     ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS,
@@ -181,44 +183,105 @@ pub(crate) fn create_order(
         .ok_or_else(|| LedgerError::Internal("a created order could not be read back".into()))
 }
 
-/// Resolves the order, runs the domain's rules on what is stored, and applies the plan.
+/// Resolves the order, runs the domain's rules on its snapshot, and applies the plan; a
+/// refusal changes nothing but the anomaly it raises ([`refusal_anomaly`]). The outer `Err` is
+/// a failure that must undo the whole job (the writer rolls its savepoint back); the inner
+/// result is the answer.
 ///
 /// The order is looked up by `order_id` *without* the caller's app as a filter: ownership is
 /// [`plan_verify`]'s decision (R6), so a foreign order is refused exactly like a missing one.
 /// Only a lookup by `out_order_id` is scoped to the app, because that id is only unique there.
-pub(crate) fn verify(conn: &Connection, cmd: &VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
-    let order = resolve(conn, cmd)?.ok_or(LedgerError::OrderNotFound)?;
-    let id = order.order_id.get();
-    let vouchers = vouchers(conn, order.order_id)?;
+///
+/// The snapshot comes from the writer's memory when it holds the order ([`Snapshots`]), and is
+/// put back, with this verify's changes, once they are written. Nothing is written before the
+/// plan is complete, so a refusal needs no savepoint of its own.
+pub(crate) fn verify_keeping_anomaly(
+    tx: &mut Tx<'_>,
+    cmd: &VerifyCommand,
+) -> Result<Result<VerifyOutcome, LedgerError>, LedgerError> {
+    let conn = tx.conn;
+    let id = match &cmd.order {
+        OrderRef::Id(id) | OrderRef::Both(id, _) => Some(*id),
+        OrderRef::Out(out) => order_by_out(conn, &cmd.app_key, out)?.map(|o| o.order_id),
+    };
+    let refuse = |refusal: LedgerError| -> Result<Result<VerifyOutcome, LedgerError>, LedgerError> {
+        // The anomaly names the order the request resolved to, also when the vendor named it
+        // by `out_order_id` alone.
+        if let Some(anomaly) = refusal_anomaly(&refusal, id, &cmd.app_key, &cmd.meta) {
+            insert_anomaly(conn, &anomaly)?;
+        }
+        Ok(Err(refusal))
+    };
+    let Some(id) = id else {
+        return refuse(LedgerError::OrderNotFound);
+    };
+    let mut snapshot = match tx.snapshots.take(id) {
+        Some(snapshot) => snapshot,
+        None => match snapshot_of(conn, id)? {
+            Some(snapshot) => snapshot,
+            None => return refuse(LedgerError::OrderNotFound),
+        },
+    };
+    snapshot.seen = seen_fingerprints(conn, id, cmd)?;
+    let plan = match plan_verify(&snapshot, cmd) {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            tx.snapshots.put(snapshot);
+            return refuse(refusal);
+        }
+    };
+    apply_verify(conn, &snapshot, &plan, cmd)?;
+    if snapshots::apply(&mut snapshot, &plan) {
+        tx.snapshots.put(snapshot);
+    }
+    Ok(Ok(plan.outcome))
+}
 
-    // Only the fingerprints this request could replay are looked up, never the order's whole
-    // history, so the cost of a verify does not grow with the order's age.
+/// Those of the request's fingerprints already recorded for the order. Only these are looked
+/// up, never the order's whole history, so the cost of a verify does not grow with its age.
+fn seen_fingerprints(
+    conn: &Connection,
+    id: OrderId,
+    cmd: &VerifyCommand,
+) -> Result<HashSet<Fingerprint>, LedgerError> {
     let mut seen = HashSet::new();
-    {
-        let mut known = conn
-            .prepare_cached(
-                "SELECT 1 FROM verify_fingerprints WHERE order_id = ?1 AND confirm_code = ?2 \
-                 AND used_at_ms = ?3 AND quantity = ?4",
-            )
-            .during("preparing the fingerprint lookup")?;
-        for fp in cmd.fingerprints() {
-            if known
-                .exists(params![id, fp.code.as_str(), fp.used_at_ms, fp.quantity])
-                .during("looking up a fingerprint")?
-            {
-                seen.insert(fp);
-            }
+    let fingerprints = cmd.fingerprints();
+    if fingerprints.is_empty() {
+        return Ok(seen);
+    }
+    let mut known = conn
+        .prepare_cached(
+            "SELECT 1 FROM verify_fingerprints WHERE order_id = ?1 AND confirm_code = ?2 \
+             AND used_at_ms = ?3 AND quantity = ?4",
+        )
+        .during("preparing the fingerprint lookup")?;
+    for fp in fingerprints {
+        if known
+            .exists(params![
+                id.get(),
+                fp.code.as_str(),
+                fp.used_at_ms,
+                fp.quantity
+            ])
+            .during("looking up a fingerprint")?
+        {
+            seen.insert(fp);
         }
     }
+    Ok(seen)
+}
 
-    let snapshot = OrderSnapshot {
-        refunds: refunds(conn, order.order_id)?,
-        order,
-        vouchers,
-        seen,
-    };
-    let plan = plan_verify(&snapshot, cmd)?;
-
+/// Writes an accepted plan: counters, the use log, fingerprints, refund review marks, the
+/// audit entries and anomalies. An `Err` undoes the job; a conditional update that matches no
+/// row (the snapshot was stale, which the single writer rules out) is answered as the refusal
+/// it stands for, with nothing kept.
+fn apply_verify(
+    conn: &Connection,
+    snapshot: &OrderSnapshot,
+    plan: &VerifyPlan,
+    cmd: &VerifyCommand,
+) -> Result<(), LedgerError> {
+    let id = snapshot.order.order_id.get();
     {
         // The single writer already serialises verifies, so the plan's snapshot is current;
         // the condition is defence in depth (STYLE §6) should that ever stop being true.
@@ -263,13 +326,13 @@ pub(crate) fn verify(conn: &Connection, cmd: &VerifyCommand) -> Result<VerifyOut
                 .during("marking a refund for review")?;
         }
     }
-    for entry in plan.audit_entries(&snapshot, cmd) {
+    for entry in plan.audit_entries(snapshot, cmd) {
         rows::insert_audit(conn, &entry)?;
     }
     for anomaly in plan.anomalies(cmd) {
         insert_anomaly(conn, &anomaly)?;
     }
-    Ok(plan.outcome)
+    Ok(())
 }
 
 fn remember_fingerprints(
@@ -328,41 +391,22 @@ pub(crate) fn keeping_anomaly<T>(
     }
 }
 
-/// The order a verify names: by `order_id` *without* the caller's app as a filter (ownership is
-/// [`plan_verify`]'s decision, R6), or by `out_order_id` within the app (only unique there).
-fn resolve(conn: &Connection, cmd: &VerifyCommand) -> Result<Option<OrderRecord>, LedgerError> {
-    match &cmd.order {
-        OrderRef::Id(id) | OrderRef::Both(id, _) => order_by_id(conn, *id),
-        OrderRef::Out(out) => order_by_out(conn, &cmd.app_key, out),
-    }
-}
-
-/// [`verify`], keeping the anomaly a refusal raises. The anomaly names the order the request
-/// resolved to, also when the vendor named it by `out_order_id` alone.
-pub(crate) fn verify_keeping_anomaly(
-    conn: &Connection,
-    cmd: &VerifyCommand,
-) -> Result<Result<VerifyOutcome, LedgerError>, LedgerError> {
-    let named = match cmd.order.order_id() {
-        Some(id) => Some(id),
-        None => resolve(conn, cmd)?.map(|o| o.order_id),
+/// The order with everything a planner needs, read from the database, or `None`.
+fn snapshot_of(conn: &Connection, id: OrderId) -> Result<Option<OrderSnapshot>, LedgerError> {
+    let Some(order) = order_by_id(conn, id)? else {
+        return Ok(None);
     };
-    keeping_anomaly(
-        conn,
-        |e| refusal_anomaly(e, named, &cmd.app_key, &cmd.meta),
-        |conn| verify(conn, cmd),
-    )
-}
-
-/// The order (by id) with everything a lifecycle planner needs, or `OrderNotFound`.
-fn snapshot_by_id(conn: &Connection, id: OrderId) -> Result<OrderSnapshot, LedgerError> {
-    let order = order_by_id(conn, id)?.ok_or(LedgerError::OrderNotFound)?;
-    Ok(OrderSnapshot {
+    Ok(Some(OrderSnapshot {
         vouchers: vouchers(conn, id)?,
         refunds: refunds(conn, id)?,
         seen: HashSet::new(),
         order,
-    })
+    }))
+}
+
+/// The order (by id) with everything a lifecycle planner needs, or `OrderNotFound`.
+fn snapshot_by_id(conn: &Connection, id: OrderId) -> Result<OrderSnapshot, LedgerError> {
+    snapshot_of(conn, id)?.ok_or(LedgerError::OrderNotFound)
 }
 
 /// Applies an issuance report.

@@ -19,7 +19,12 @@ use super::rows::During;
 use super::STATEMENT_CACHE;
 
 /// Idle connections kept for reuse.
-const MAX_IDLE: usize = 8;
+const MAX_IDLE: usize = 4;
+
+/// Page cache of each read connection (1 MiB). Reads are admin and readiness queries whose
+/// pages the OS caches anyway; a small bound keeps the pool's memory flat (4 MiB at most)
+/// however large the ledger and its histories grow.
+const READER_CACHE_KIB: i64 = 1024;
 
 /// Read-only connections to one database file.
 #[derive(Debug)]
@@ -91,6 +96,7 @@ fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     )?;
     // A reader waits briefly while a checkpoint or WAL recovery holds the lock.
     conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }

@@ -63,7 +63,10 @@ impl Transfer for SqliteStore {
         }
         let counts = reader.counts().clone();
         self.writer
-            .submit(move |conn| {
+            .submit(move |tx| {
+                // Every order may change: the writer's snapshots start afresh.
+                tx.snapshots.clear();
+                let conn = tx.conn;
                 for table in TABLES {
                     let n: i64 = conn
                         .query_row(&table.count(), [], |row| row.get(0))

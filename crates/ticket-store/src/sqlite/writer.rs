@@ -35,6 +35,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::{self, Broken, Nudge, WalSync, RESTART_PAGES, SYNC_QUEUE};
 use super::rows::ledger_error;
+use super::snapshots::Snapshots;
+
+/// What a write job works with: the write connection, inside its batch's transaction and its
+/// own savepoint, and the writer's [`Snapshots`] of orders.
+pub(crate) struct Tx<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) snapshots: &'a mut Snapshots,
+}
 
 /// Most jobs committed together. Bounds the latency a job at the end of a batch waits for the
 /// ones before it, and the work lost to a failed commit.
@@ -59,6 +67,10 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
     pub checkpoints: u64,
+    /// Verifies that found their order in the writer's memory, and that read it
+    /// ([`super::snapshots`]).
+    pub snapshot_hits: u64,
+    pub snapshot_misses: u64,
 }
 
 /// Shared between the writer's threads (which update it) and the store (which reads it).
@@ -70,13 +82,15 @@ pub(crate) struct Stats {
     largest_batch: AtomicU64,
     pub(crate) syncs: AtomicU64,
     checkpoints: AtomicU64,
+    snapshot_hits: AtomicU64,
+    snapshot_misses: AtomicU64,
 }
 
 /// One write, type-erased so jobs of every result type share one queue.
 pub(crate) trait Job: Send {
     /// Runs the work (the caller has opened its savepoint). `Err` carries a copy of the job's
     /// own error so the batch can report it if the whole transaction is lost.
-    fn run(&mut self, conn: &Connection) -> Result<(), LedgerError>;
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError>;
     /// Answers the caller once the batch's fate is known (committed and durable, or not).
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>);
 }
@@ -91,11 +105,11 @@ struct Pending<T, F> {
 impl<T, F> Job for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, LedgerError> + Send,
+    F: FnOnce(&mut Tx<'_>) -> Result<T, LedgerError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> Result<(), LedgerError> {
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError> {
         let result = match self.work.take() {
-            Some(work) => work(conn),
+            Some(work) => work(tx),
             None => Err(LedgerError::Internal("a write job ran twice".into())),
         };
         let status = result.as_ref().map(drop).map_err(Clone::clone);
@@ -204,7 +218,7 @@ impl Writer {
     pub(crate) async fn submit<T, F>(&self, work: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, LedgerError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
@@ -253,6 +267,8 @@ impl Writer {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
+            snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
         }
     }
 }
@@ -290,6 +306,7 @@ fn run(
     let restart_pages = durability.restart_pages;
     conn.wal_hook(Some(remember_wal_pages));
 
+    let mut snapshots = Snapshots::default();
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // `blocking_recv` returns `None` once every sender is gone or `close` was called, and in
     // both cases only after the messages already queued have been taken.
@@ -310,10 +327,14 @@ fn run(
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
-            run_batch(&conn, &mut batch)
+            run_batch(&conn, &mut snapshots, &mut batch)
         };
         let size = batch.len() as u64;
         stats.jobs.fetch_add(size, Ordering::Relaxed);
+        stats.snapshot_hits.store(snapshots.hits, Ordering::Relaxed);
+        stats
+            .snapshot_misses
+            .store(snapshots.misses, Ordering::Relaxed);
         stats.largest_batch.fetch_max(size, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
@@ -332,6 +353,8 @@ fn run(
             }
             Err(e) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                // Snapshots put back by the batch's jobs describe writes that were undone.
+                snapshots.clear();
                 for job in batch.drain(..) {
                     job.finish(Err(e.clone()));
                 }
@@ -366,9 +389,17 @@ fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) {
 }
 
 /// Runs one transaction holding every job of `batch`; the result is the transaction's fate.
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), LedgerError> {
+fn run_batch(
+    conn: &Connection,
+    snapshots: &mut Snapshots,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), LedgerError> {
     exec(conn, "BEGIN IMMEDIATE", "starting a write transaction")?;
-    let result = run_jobs(conn, batch).and_then(|()| exec(conn, "COMMIT", "committing"));
+    let result = snapshots
+        .begin_batch(conn)
+        .map_err(|e| ledger_error("checking for other writers", &e))
+        .and_then(|()| run_jobs(conn, snapshots, batch))
+        .and_then(|()| exec(conn, "COMMIT", "committing"));
     if result.is_err() && !conn.is_autocommit() {
         // COMMIT (or a control statement) failed with the transaction still open: undo it all,
         // so nothing of a batch whose jobs are told "failed" can be committed later.
@@ -379,10 +410,18 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Ledger
     result
 }
 
-fn run_jobs(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), LedgerError> {
+fn run_jobs(
+    conn: &Connection,
+    snapshots: &mut Snapshots,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), LedgerError> {
     for job in batch.iter_mut() {
         exec(conn, "SAVEPOINT job", "opening a job's savepoint")?;
-        let ran = catch_unwind(AssertUnwindSafe(|| job.run(conn))).unwrap_or_else(|_| {
+        let mut tx = Tx {
+            conn,
+            snapshots: &mut *snapshots,
+        };
+        let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
             tracing::error!("a ledger write job panicked; its changes are rolled back");
             Err(LedgerError::Internal("a write job panicked".into()))
         });
@@ -457,7 +496,7 @@ mod tests {
         let (entered_tx, entered) = oneshot::channel();
         let w = Arc::clone(writer);
         let handle = tokio::spawn(async move {
-            w.submit(move |_| {
+            w.submit(move |_: &mut Tx<'_>| {
                 let _ = entered_tx.send(());
                 gate.recv()
                     .map_err(|_| LedgerError::Internal("gate".into()))
@@ -478,8 +517,9 @@ mod tests {
         for x in [1, 2, 2, 3] {
             let w = Arc::clone(&writer);
             tasks.push(tokio::spawn(async move {
-                w.submit(move |conn| {
-                    conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                w.submit(move |tx| {
+                    tx.conn
+                        .execute("INSERT INTO t (x) VALUES (?1)", [x])
                         .map_err(|_| LedgerError::OrderExists)
                 })
                 .await
@@ -515,7 +555,7 @@ mod tests {
             "the gate's batch, then one for all four"
         );
         assert_eq!(after.largest_batch, 4);
-        assert_eq!(writer.submit(count).await, Ok(3));
+        assert_eq!(writer.submit(|tx| count(tx.conn)).await, Ok(3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,16 +575,18 @@ mod tests {
 
         let w = Arc::clone(&writer);
         let good = tokio::spawn(async move {
-            w.submit(|conn| {
-                conn.execute("INSERT INTO t (x) VALUES (1)", [])
+            w.submit(|tx| {
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (1)", [])
                     .map_err(|e| ledger_error("insert", &e))
             })
             .await
         });
         let w = Arc::clone(&writer);
         let doomed = tokio::spawn(async move {
-            w.submit(|conn| {
-                conn.execute("INSERT INTO c (pid) VALUES (42)", [])
+            w.submit(|tx| {
+                tx.conn
+                    .execute("INSERT INTO c (pid) VALUES (42)", [])
                     .map_err(|e| ledger_error("insert", &e))
             })
             .await
@@ -563,7 +605,7 @@ mod tests {
             "{doomed:?}"
         );
         assert_eq!(
-            writer.submit(count).await,
+            writer.submit(|tx| count(tx.conn)).await,
             Ok(0),
             "nothing of the batch was kept"
         );
@@ -574,21 +616,23 @@ mod tests {
     async fn a_panicking_job_is_an_error_leaves_nothing_and_the_writer_goes_on() {
         let writer = Arc::new(writer_over(scratch()));
         let boom = writer
-            .submit(|conn| -> Result<(), LedgerError> {
-                conn.execute("INSERT INTO t (x) VALUES (7)", [])
+            .submit(|tx| -> Result<(), LedgerError> {
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (7)", [])
                     .map_err(|e| ledger_error("insert", &e))?;
                 panic!("job bug")
             })
             .await;
         assert!(matches!(boom, Err(LedgerError::Internal(_))), "{boom:?}");
         assert_eq!(
-            writer.submit(count).await,
+            writer.submit(|tx| count(tx.conn)).await,
             Ok(0),
             "the panicking job left nothing"
         );
         let next = writer
-            .submit(|conn| {
-                conn.execute("INSERT INTO t (x) VALUES (8)", [])
+            .submit(|tx| {
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (8)", [])
                     .map_err(|e| ledger_error("insert", &e))
             })
             .await;
@@ -601,8 +645,9 @@ mod tests {
         let (release, gate) = hold(&writer).await;
         let w = Arc::clone(&writer);
         let queued = tokio::spawn(async move {
-            w.submit(|conn| {
-                conn.execute("INSERT INTO t (x) VALUES (1)", [])
+            w.submit(|tx| {
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (1)", [])
                     .map(drop)
                     .map_err(|e| ledger_error("insert", &e))
             })
@@ -619,7 +664,7 @@ mod tests {
         assert_eq!(queued.await.expect("join"), Ok(()));
         assert!(!writer.is_running());
         assert!(matches!(
-            writer.submit(count).await,
+            writer.submit(|tx| count(tx.conn)).await,
             Err(LedgerError::Unavailable(_))
         ));
         writer.close().await; // again: returns at once
@@ -662,9 +707,10 @@ mod tests {
         (Arc::new(writer), outcomes_tx, calls)
     }
 
-    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<usize, LedgerError> {
-        move |conn| {
-            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+    fn insert(x: i64) -> impl FnOnce(&mut Tx<'_>) -> Result<usize, LedgerError> {
+        move |tx| {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (?1)", [x])
                 .map_err(|e| ledger_error("insert", &e))
         }
     }
@@ -751,8 +797,9 @@ mod tests {
         // restart threshold.
         for x in 0..600_i64 {
             writer
-                .submit(move |conn| {
-                    conn.execute("INSERT INTO t (x, pad) VALUES (?1, zeroblob(6000))", [x])
+                .submit(move |tx| {
+                    tx.conn
+                        .execute("INSERT INTO t (x, pad) VALUES (?1, zeroblob(6000))", [x])
                         .map_err(|e| ledger_error("insert", &e))
                 })
                 .await
