@@ -839,7 +839,8 @@ pub struct StoreMetrics {
 pub struct BatchStats {
     /// Transactions committed.
     pub commits: u64,
-    /// Transactions that failed (every job in them was answered with an error).
+    /// Transactions that failed as a whole (their jobs were answered with an error, or run
+    /// again one by one).
     pub failed_batches: u64,
     /// Jobs run.
     pub jobs: u64,
@@ -847,4 +848,6 @@ pub struct BatchStats {
     pub largest_batch: u64,
     /// fsyncs that made committed transactions durable (several transactions may share one).
     pub syncs: u64,
+    /// Writes waiting for a batch right now.
+    pub queued: u64,
 }

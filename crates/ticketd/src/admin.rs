@@ -220,6 +220,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     "fsyncs that made committed transactions durable.",
                     b.syncs as f64,
                 ));
+                extra.push(gauge(
+                    "ticketd_store_queued_writes",
+                    "Writes waiting for a batch.",
+                    b.queued as f64,
+                ));
             }
             extra.push(gauge(
                 "ticketd_ledger_up",

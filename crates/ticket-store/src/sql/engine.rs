@@ -8,6 +8,9 @@
 //! - placeholders: `?` (MySQL) or `$1, $2, …` (PostgreSQL) — [`Engine::sql`];
 //! - which errors mean "try again" (serialization failures, deadlocks, lock timeouts) or "the
 //!   server is not there", and which constraint a violation names — [`Engine::classify`];
+//! - how a batch's rows travel as one JSON parameter and are read back as a table
+//!   (`jsonb_to_recordset` or `JSON_TABLE`), and how an `UPDATE` joins such a table —
+//!   [`Engine::json_rows`], [`Engine::update_from`];
 //! - the session settings each connection starts with, the oldest server version supported,
 //!   the durability settings checked at start-up, and how a consistent read-only snapshot is
 //!   opened (for `order`, `export`).
@@ -28,6 +31,17 @@ pub enum Engine {
     Postgres,
     /// MySQL 8.0 or later, or MariaDB 10.5 or later (`mysql://`, `mariadb://`).
     MySql,
+}
+
+/// The SQL type a key of a [`Engine::json_rows`] table is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonType {
+    /// A 64-bit integer.
+    Int,
+    /// Short text compared with the ledger's key columns (codes, ids).
+    Key,
+    /// Any text (audit details, requests).
+    Text,
 }
 
 /// What an error from the driver means for the operation that got it.
@@ -89,6 +103,100 @@ impl Engine {
                 Cow::Owned(out)
             }
         })
+    }
+
+    /// A table `d` over the objects of one JSON array parameter (`[{"o":1,"c":"A"},…]`), one
+    /// column per key (a missing key reads as NULL). One statement with one parameter can then
+    /// carry the rows of a whole batch, and its text — so its prepared statement — stays the
+    /// same whatever the batch's size.
+    pub(crate) fn json_rows(self, columns: &[(&str, JsonType)]) -> String {
+        let list = |column: fn(&str, JsonType) -> String| {
+            columns
+                .iter()
+                .map(|(name, ty)| column(name, *ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Self::Postgres => format!(
+                "jsonb_to_recordset(CAST(? AS jsonb)) AS d({})",
+                list(|name, ty| match ty {
+                    JsonType::Int => format!("{name} bigint"),
+                    JsonType::Key | JsonType::Text => format!("{name} text"),
+                })
+            ),
+            // Keys compared with the ledger's columns take their collation (utf8mb4_bin), or
+            // MySQL refuses to compare them.
+            Self::MySql => format!(
+                "JSON_TABLE(?, '$[*]' COLUMNS ({})) AS d",
+                list(|name, ty| match ty {
+                    JsonType::Int => format!("{name} BIGINT PATH '$.{name}'"),
+                    JsonType::Key => format!(
+                        "{name} VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin \
+                         PATH '$.{name}'"
+                    ),
+                    JsonType::Text => format!("{name} LONGTEXT PATH '$.{name}'"),
+                })
+            ),
+        }
+    }
+
+    /// `SELECT columns FROM table` for the rows whose `order_id` is one of the integers of one
+    /// JSON array parameter (`[1,2,3]`), in `order_by` order, locked `FOR UPDATE` if `lock`.
+    /// `index` is the table's index that leads with `order_id`.
+    ///
+    /// Written so that each id is looked up in that index whatever the engine's statistics
+    /// say: PostgreSQL would hash-join a set-returning function against a whole table it
+    /// thinks small, and InnoDB would scan a small table through a join buffer — locking every
+    /// row on the way, so a batch would wait for a lock on an order it never named. Hence
+    /// `= ANY (ARRAY(…))` there, and `STRAIGHT_JOIN` from the ids with `FORCE INDEX` here.
+    pub(crate) fn select_by_ids(
+        self,
+        table: &str,
+        index: &str,
+        columns: &str,
+        order_by: &str,
+        lock: bool,
+    ) -> String {
+        let lock = if lock { " FOR UPDATE" } else { "" };
+        match self {
+            Self::Postgres => format!(
+                "SELECT {columns} FROM {table} WHERE order_id = ANY (ARRAY(\
+                 SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS bigint))) \
+                 ORDER BY {order_by}{lock}"
+            ),
+            Self::MySql => format!(
+                "SELECT STRAIGHT_JOIN {columns} \
+                 FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS ids \
+                 JOIN {table} FORCE INDEX ({index}) ON {table}.order_id = ids.id \
+                 ORDER BY {order_by}{lock}"
+            ),
+        }
+    }
+
+    /// `UPDATE table AS t SET assignments` for the rows of `source` (a [`json_rows`] table
+    /// `d`) that match `on`, and `and_where`: `UPDATE … FROM` on PostgreSQL, and on MySQL
+    /// `UPDATE source STRAIGHT_JOIN table FORCE INDEX (index)`, so that InnoDB looks the rows
+    /// up by key from the source rather than scanning (and locking) the table.
+    ///
+    /// [`json_rows`]: Engine::json_rows
+    pub(crate) fn update_from(
+        self,
+        (table, index): (&str, &str),
+        set: &str,
+        source: &str,
+        on: &str,
+        and_where: &str,
+    ) -> String {
+        match self {
+            Self::Postgres => {
+                format!("UPDATE {table} SET {set} FROM {source} WHERE {on} AND {and_where}")
+            }
+            Self::MySql => format!(
+                "UPDATE {source} STRAIGHT_JOIN {table} FORCE INDEX ({index}) ON {on} \
+                 SET {set} WHERE {and_where}"
+            ),
+        }
     }
 
     /// Classifies a driver error (see [`ErrorClass`]).

@@ -25,6 +25,7 @@
 //! and a cached app is read again after a few seconds, so a change made through another
 //! process is seen soon too.
 
+mod batch;
 mod engine;
 mod migrate;
 pub(crate) mod ops;
@@ -66,6 +67,10 @@ pub struct PoolSettings {
     pub lock_timeout: Duration,
     /// Attempts at one operation when the engine asks for a retry (at least 1).
     pub max_attempts: u32,
+    /// Batches of verifies that may run at once, each on its own connection (at least 1, at
+    /// most `max_connections`). See the `batch` module: more overlap round trips, fewer
+    /// make bigger batches.
+    pub batch_workers: usize,
 }
 
 impl Default for PoolSettings {
@@ -76,6 +81,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(5),
             max_attempts: 5,
+            batch_workers: 4,
         }
     }
 }
@@ -89,24 +95,32 @@ type Op<C, T> =
 /// Open it with [`SqlStore::connect`]; it is cheap to share (`Arc<dyn LedgerStore>`). Any
 /// number of stores, in any number of processes, may use one database at once.
 pub struct SqlStore {
-    engine: Engine,
-    pool: AnyPool,
+    db: Db,
     /// The URL with any password hidden, for messages.
     url: String,
     server_version: String,
-    max_attempts: u32,
     /// Every app registered ([`AppCache`]).
     apps: AppCache,
+    /// Verifies by `order_id`, applied many to a transaction ([`batch`]).
+    batcher: batch::Batcher,
 }
 
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlStore")
-            .field("engine", &self.engine)
+            .field("engine", &self.db.engine)
             .field("url", &self.url)
             .field("server_version", &self.server_version)
             .finish_non_exhaustive()
     }
+}
+
+/// The pool and how to run operations on it: shared by the store and its batcher.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pub(crate) engine: Engine,
+    pub(crate) pool: AnyPool,
+    pub(crate) max_attempts: u32,
 }
 
 impl SqlStore {
@@ -173,19 +187,28 @@ impl SqlStore {
             })?;
         let _ = conn.close().await;
         tracing::info!(engine = engine.name(), url = %redact(url), %server_version, "ledger opened");
-        Ok(Self {
+        let db = Db {
             engine,
             pool,
+            max_attempts: settings.max_attempts.max(1),
+        };
+        Ok(Self {
+            batcher: batch::Batcher::start(
+                db.clone(),
+                settings
+                    .batch_workers
+                    .clamp(1, settings.max_connections.max(1) as usize),
+            ),
+            db,
             url: redact(url),
             server_version,
-            max_attempts: settings.max_attempts.max(1),
             apps: AppCache::new(apps),
         })
     }
 
     /// Which engine the store runs on.
     pub fn engine(&self) -> Engine {
-        self.engine
+        self.db.engine
     }
 
     /// The server's version, as it reports it.
@@ -195,19 +218,22 @@ impl SqlStore {
 
     /// The schema version the database is at (every embedded migration is applied on connect).
     pub fn schema_version(&self) -> i64 {
-        migrate::latest_version(self.engine)
+        migrate::latest_version(self.db.engine)
     }
 
     /// Closes the pool: waits for connections in use to be returned, closes them, and answers
     /// every later call [`LedgerError::Unavailable`]. Idempotent.
     pub async fn close(&self) {
-        self.pool.close().await;
-        tracing::info!(engine = self.engine.name(), url = %self.url, "ledger closed");
+        self.batcher.close();
+        self.db.pool.close().await;
+        tracing::info!(engine = self.db.engine.name(), url = %self.url, "ledger closed");
     }
+}
 
+impl Db {
     /// Runs `op` in its own transaction, again when the engine asks for a retry; see the
     /// module docs.
-    async fn write<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn write<C: Sync + ?Sized, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -233,7 +259,7 @@ impl SqlStore {
         }
     }
 
-    async fn attempt<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn attempt<C: Sync + ?Sized, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -255,7 +281,7 @@ impl SqlStore {
     }
 
     /// Runs `op` on a pooled connection, outside any explicit transaction (single statements).
-    async fn read<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn read<C: Sync + ?Sized, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -268,7 +294,7 @@ impl SqlStore {
     }
 
     /// Runs `op` in a read-only transaction that sees one snapshot.
-    async fn read_snapshot<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn read_snapshot<C: Sync + ?Sized, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -288,7 +314,7 @@ impl SqlStore {
         result.map_err(|failure| self.final_error(failure))
     }
 
-    fn final_error(&self, failure: Failure) -> LedgerError {
+    pub(crate) fn final_error(&self, failure: Failure) -> LedgerError {
         match failure {
             Failure::Refused(refusal) => refusal,
             Failure::Db { ref error, .. } => {
@@ -301,7 +327,12 @@ impl SqlStore {
 
     /// Maps a final failure to the domain, logged here with its whole source chain so callers
     /// answer with the generic system error alone (STYLE §3.5).
-    fn ledger_error(&self, failure: &Failure, class: &ErrorClass, attempts: u32) -> LedgerError {
+    pub(crate) fn ledger_error(
+        &self,
+        failure: &Failure,
+        class: &ErrorClass,
+        attempts: u32,
+    ) -> LedgerError {
         let text = failure_text(failure);
         let during = match failure {
             Failure::Db { during, .. } => *during,
@@ -329,9 +360,35 @@ impl SqlStore {
         }
     }
 
+    /// One verify in a transaction of its own: the path for verifies named by `out_order_id`
+    /// alone, and for the verifies of a batch that failed as a whole, each then run alone so
+    /// that no request fails for a neighbour.
+    pub(crate) async fn verify_alone(
+        &self,
+        cmd: &VerifyCommand,
+    ) -> Result<VerifyOutcome, LedgerError> {
+        let result = self
+            .write(cmd, |c, e, cmd| Box::pin(ops::verify(c, e, cmd)))
+            .await;
+        // The anomaly names the order the request resolved to, also when the vendor named it
+        // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
+        let mut named = cmd.order.order_id();
+        if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
+            if refusal_anomaly(refusal, None, &cmd.app_key, &cmd.meta).is_some() {
+                named = self
+                    .read(cmd, |c, e, cmd| Box::pin(ops::resolve_order_id(c, e, cmd)))
+                    .await?;
+            }
+        }
+        self.keeping_anomaly(result, |err| {
+            refusal_anomaly(err, named, &cmd.app_key, &cmd.meta)
+        })
+        .await
+    }
+
     /// Stores the anomaly a refusal raises, in its own transaction (the refused operation's
     /// was rolled back), then returns the refusal.
-    async fn keeping_anomaly<T>(
+    pub(crate) async fn keeping_anomaly<T>(
         &self,
         result: Result<T, LedgerError>,
         anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
@@ -387,6 +444,7 @@ pub(crate) fn redact(url: &str) -> String {
 impl LedgerStore for SqlStore {
     async fn create_app(&self, app: NewApp) -> Result<App, LedgerError> {
         let app = self
+            .db
             .write(&app, |c, e, a| Box::pin(ops::create_app(c, e, a)))
             .await?;
         self.apps.insert(&app);
@@ -396,13 +454,14 @@ impl LedgerStore for SqlStore {
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
         self.apps
             .get_or_load(key, || {
-                self.read(key, |c, e, k| Box::pin(ops::app(c, e, k)))
+                self.db.read(key, |c, e, k| Box::pin(ops::app(c, e, k)))
             })
             .await
     }
 
     async fn set_app_access(&self, key: &AppKey, access: AppAccess) -> Result<App, LedgerError> {
         let app = self
+            .db
             .write(&(key.clone(), access), |c, e, ka| {
                 Box::pin(ops::set_app_access(c, e, ka))
             })
@@ -417,6 +476,7 @@ impl LedgerStore for SqlStore {
         rotation: SecretRotation,
     ) -> Result<App, LedgerError> {
         let app = self
+            .db
             .write(&(key.clone(), rotation), |c, e, kr| {
                 Box::pin(ops::rotate_app_secret(c, e, kr))
             })
@@ -431,39 +491,31 @@ impl LedgerStore for SqlStore {
         audit: AuditEntry,
     ) -> Result<OrderView, LedgerError> {
         order.validate()?;
-        self.write(&(order, audit), |c, e, oa| {
-            Box::pin(ops::create_order(c, e, oa))
-        })
-        .await
+        self.db
+            .write(&(order, audit), |c, e, oa| {
+                Box::pin(ops::create_order(c, e, oa))
+            })
+            .await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
-        self.read_snapshot(&id, |c, e, id| Box::pin(ops::order_view(c, e, *id)))
+        self.db
+            .read_snapshot(&id, |c, e, id| Box::pin(ops::order_view(c, e, *id)))
             .await
     }
 
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
-        let result = self
-            .write(&cmd, |c, e, cmd| Box::pin(ops::verify(c, e, cmd)))
-            .await;
-        // The anomaly names the order the request resolved to, also when the vendor named it
-        // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
-        let mut named = cmd.order.order_id();
-        if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
-            if refusal_anomaly(refusal, None, &cmd.app_key, &cmd.meta).is_some() {
-                named = self
-                    .read(&cmd, |c, e, cmd| Box::pin(ops::resolve_order_id(c, e, cmd)))
-                    .await?;
-            }
+        match cmd.order {
+            // Named by `order_id`: batched with the verifies queued at the same time.
+            OrderRef::Id(_) | OrderRef::Both(..) => self.batcher.verify(cmd).await,
+            // By `out_order_id` alone (rare: the id must first be resolved within the app).
+            OrderRef::Out(_) => self.db.verify_alone(&cmd).await,
         }
-        self.keeping_anomaly(result, |err| {
-            refusal_anomaly(err, named, &cmd.app_key, &cmd.meta)
-        })
-        .await
     }
 
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
-        self.write(&cmd, |c, e, cmd| Box::pin(ops::issue(c, e, cmd)))
+        self.db
+            .write(&cmd, |c, e, cmd| Box::pin(ops::issue(c, e, cmd)))
             .await
     }
 
@@ -471,7 +523,8 @@ impl LedgerStore for SqlStore {
         &self,
         cmd: RefundRequestCommand,
     ) -> Result<RefundRequest, LedgerError> {
-        self.write(&cmd, |c, e, cmd| Box::pin(ops::request_refund(c, e, cmd)))
+        self.db
+            .write(&cmd, |c, e, cmd| Box::pin(ops::request_refund(c, e, cmd)))
             .await
     }
 
@@ -480,56 +533,68 @@ impl LedgerStore for SqlStore {
         cmd: RefundCommand,
     ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
         let result = self
+            .db
             .write(&cmd, |c, e, cmd| Box::pin(ops::refund(c, e, cmd)))
             .await;
-        self.keeping_anomaly(result, |err| {
-            refusal_anomaly(err, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
-        })
-        .await
+        self.db
+            .keeping_anomaly(result, |err| {
+                refusal_anomaly(err, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
+            })
+            .await
     }
 
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
-        self.write(&cmd, |c, e, cmd| Box::pin(ops::reverse(c, e, cmd)))
+        self.db
+            .write(&cmd, |c, e, cmd| Box::pin(ops::reverse(c, e, cmd)))
             .await
     }
 
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
-        self.read(&filter, |c, e, f| Box::pin(ops::anomalies(c, e, f)))
+        self.db
+            .read(&filter, |c, e, f| Box::pin(ops::anomalies(c, e, f)))
             .await
     }
 
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
-        self.write(&cmd, |c, e, cmd| Box::pin(ops::resolve_anomaly(c, e, cmd)))
+        self.db
+            .write(&cmd, |c, e, cmd| Box::pin(ops::resolve_anomaly(c, e, cmd)))
             .await
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
-        self.write(&entry, |c, e, entry| {
-            Box::pin(ops::insert_audit(c, e, entry))
-        })
-        .await
+        self.db
+            .write(&entry, |c, e, entry| {
+                Box::pin(ops::insert_audit(c, e, entry))
+            })
+            .await
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
-        self.read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
+        self.db
+            .read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
             .await
     }
 
     async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
-        self.read(&(), |c, engine, ()| {
-            Box::pin(async move {
-                let integer = match engine {
-                    Engine::Postgres => "BIGINT",
-                    Engine::MySql => "SIGNED",
-                };
-                let row = sqlx::query(engine.sql(crate::rows::totals_sql(integer)))
-                    .fetch_one(c)
-                    .await
-                    .during("reading the ledger totals")?;
-                crate::rows::totals(&row).during("reading the ledger totals")
+        self.db
+            .read(&(), |c, engine, ()| {
+                Box::pin(async move {
+                    let integer = match engine {
+                        Engine::Postgres => "BIGINT",
+                        Engine::MySql => "SIGNED",
+                    };
+                    let row = sqlx::query(engine.sql(crate::rows::totals_sql(integer)))
+                        .fetch_one(c)
+                        .await
+                        .during("reading the ledger totals")?;
+                    crate::rows::totals(&row).during("reading the ledger totals")
+                })
             })
-        })
-        .await
+            .await
+            .map(|mut totals| {
+                totals.batches = Some(self.batcher.stats());
+                totals
+            })
     }
 
     /// Readiness: a pooled connection answers `SELECT 1` within the acquire timeout, so an
@@ -539,16 +604,17 @@ impl LedgerStore for SqlStore {
     /// write it refuses for lack of space is answered `isp.service-busy` anyway
     /// (`Engine::classify`).
     async fn ping(&self) -> Result<(), LedgerError> {
-        self.read(&(), |c, _, ()| {
-            Box::pin(async move {
-                sqlx::raw_sql("SELECT 1")
-                    .execute(c)
-                    .await
-                    .during("pinging the database")
-                    .map(drop)
+        self.db
+            .read(&(), |c, _, ()| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SELECT 1")
+                        .execute(c)
+                        .await
+                        .during("pinging the database")
+                        .map(drop)
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn close(&self) {

@@ -14,7 +14,7 @@ use crate::transfer::{Counts, ExportWriter, ImportReader, Transfer, TransferErro
 
 impl SqlStore {
     fn transfer_error(&self, failure: Failure) -> TransferError {
-        TransferError::Store(self.final_error(failure))
+        TransferError::Store(self.db.final_error(failure))
     }
 }
 
@@ -37,23 +37,25 @@ fn after_import(engine: Engine) -> &'static [&'static str] {
 #[async_trait]
 impl Transfer for SqlStore {
     async fn export(&self, out: &mut (dyn Write + Send)) -> Result<Counts, TransferError> {
-        let source = match self.engine {
+        let source = match self.db.engine {
             Engine::Postgres => "postgres",
             Engine::MySql => "mysql",
         };
         let mut conn = self
+            .db
             .pool
             .acquire()
             .await
             .during("taking a connection")
             .map_err(|f| self.transfer_error(f))?;
         let mut tx = self
+            .db
             .engine
             .begin_snapshot(&mut conn)
             .await
             .during("starting the export's snapshot")
             .map_err(|f| self.transfer_error(f))?;
-        let mut writer = ExportWriter::start(out, source, migrate::latest_version(self.engine))?;
+        let mut writer = ExportWriter::start(out, source, migrate::latest_version(self.db.engine))?;
         for table in TABLES {
             let mut rows = sqlx::query(AssertSqlSafe(table.select())).fetch(&mut *tx);
             while let Some(row) = rows
@@ -77,9 +79,10 @@ impl Transfer for SqlStore {
     }
 
     async fn import(&self, input: &mut (dyn BufRead + Send)) -> Result<Counts, TransferError> {
-        let e = self.engine;
+        let e = self.db.engine;
         let fail = |f: Failure| self.transfer_error(f);
         let mut tx = self
+            .db
             .pool
             .begin()
             .await

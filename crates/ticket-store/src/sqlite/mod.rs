@@ -394,6 +394,7 @@ impl LedgerStore for SqliteStore {
             jobs: w.jobs,
             largest_batch: w.largest_batch,
             syncs: w.syncs,
+            queued: self.writer.queued() as u64,
         });
         Ok(totals)
     }

@@ -166,13 +166,22 @@ mod tests {
         let orders = MAX_VOUCHERS / per_order + 50;
         for id in 1..=orders {
             cache.put(snapshot(id as i64, per_order));
-            assert!(cache.vouchers <= MAX_VOUCHERS, "{} vouchers", cache.vouchers);
+            assert!(
+                cache.vouchers <= MAX_VOUCHERS,
+                "{} vouchers",
+                cache.vouchers
+            );
         }
         let held: usize = cache.orders.values().map(|s| s.vouchers.len()).sum();
         assert_eq!(held, cache.vouchers, "the count matches what is held");
-        assert!(held > MAX_VOUCHERS - per_order, "evicts only what it must: {held}");
+        assert!(
+            held > MAX_VOUCHERS - per_order,
+            "evicts only what it must: {held}"
+        );
         // The last order put is always held.
-        assert!(cache.take(OrderId::new(orders as i64).expect("id")).is_some());
+        assert!(cache
+            .take(OrderId::new(orders as i64).expect("id"))
+            .is_some());
     }
 
     #[test]

@@ -251,11 +251,16 @@ impl Writer {
         !self.queue.is_closed() && !self.broken.is_set()
     }
 
+    /// Messages waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        QUEUE_DEPTH - self.queue.capacity()
+    }
+
     /// Whether at least `n` messages wait in the queue (tests hold the writer, queue jobs,
     /// and wait for this before releasing it, so the batch's content is deterministic).
     #[cfg(test)]
     pub(crate) fn queued_at_least(&self, n: usize) -> bool {
-        QUEUE_DEPTH - self.queue.capacity() >= n
+        self.queued() >= n
     }
 
     pub(crate) fn stats(&self) -> WriterStats {

@@ -80,6 +80,9 @@ on_both_engines!(
     an_edited_migration_is_refused_at_start_up,
     an_export_imported_into_this_engine_exports_the_same_rows,
     import_refuses_a_target_that_holds_rows,
+    verifies_queued_behind_a_batch_are_committed_together,
+    a_batch_that_fails_runs_its_verifies_one_by_one,
+    a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name,
 );
 
 /// 64 gates verify one code of capacity 10 at once, half through one pool and half through
@@ -506,4 +509,218 @@ async fn busy_ledger(store: &dyn LedgerStore) {
         .resolve_anomaly(resolve_cmd(open[0].id, Resolution::Dismissed, "checked"))
         .await
         .expect("resolve");
+}
+
+/// The order a test blocks the batch worker on.
+const BLOCKER: i64 = 999;
+
+/// A store whose verifies all go through one batch worker, in a database of its own, with an
+/// app, an order `f.id(BLOCKER)` to block the worker on, and orders `f.id(1..=n)` of one code
+/// `C`.
+async fn one_worker(db: &ScratchDatabase, n: i64) -> (SqlStore, Fresh, String) {
+    let store = open(
+        db,
+        &PoolSettings {
+            batch_workers: 1,
+            ..settings()
+        },
+    )
+    .await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    for i in (1..=n).chain([BLOCKER]) {
+        given_order(&store, order(f.id(i), &a, &[("C", 5)])).await;
+    }
+    (store, f, a)
+}
+
+/// Waits until the batch workers have taken `n` verifies out of the queue in all.
+async fn until_taken(store: &SqlStore, n: u64) {
+    loop {
+        let metrics = store.metrics().await.expect("metrics");
+        if metrics.batches.expect("batch counters").jobs >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits until `n` verifies wait for a batch.
+async fn until_queued(store: &SqlStore, n: u64) {
+    loop {
+        let metrics = store.metrics().await.expect("metrics");
+        if metrics.batches.expect("batch counters").queued >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// While a batch waits (here: for a lock another transaction holds), the verifies arriving
+/// meanwhile queue up, and the next batch takes them all: one transaction for 32 verifies,
+/// each answered as if it had run alone.
+async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 32).await;
+    let store = Arc::new(store);
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+
+    let holder = hold_order_lock(&db, f.id(BLOCKER)).await;
+    let blocked = {
+        let store = Arc::clone(&store);
+        let cmd = verify_cmd(&a, f.id(BLOCKER)).entry("C", 1).build();
+        tokio::spawn(async move { store.verify(cmd).await })
+    };
+    // The one worker holds the blocked verify's batch (and waits for the lock): whatever
+    // arrives now queues up behind it.
+    until_taken(&store, before.jobs + 1).await;
+    let queued: Vec<_> = (1..=32)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let cmd = verify_cmd(&a, f.id(i))
+                .entry_at("C", 1 + i % 3, Some(gate_time_plus(i)))
+                .build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        })
+        .collect();
+    until_queued(&store, 32).await;
+    let mut holder = holder;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+
+    let first = blocked.await.expect("join").expect("the blocked verify");
+    assert_eq!(first.applied_uses, 1);
+    for (i, task) in (1..=32).zip(queued) {
+        let outcome = task.await.expect("join").expect("a queued verify");
+        assert_eq!(outcome.kind, OutcomeKind::Applied);
+        assert_eq!(outcome.applied_uses, 1 + i % 3);
+        assert_eq!(outcome.order_id.get(), f.id(i));
+    }
+    let after = store.metrics().await.expect("metrics").batches.expect("b");
+    assert_eq!(after.jobs - before.jobs, 33);
+    assert_eq!(after.commits - before.commits, 2, "{before:?} -> {after:?}");
+    assert_eq!(after.largest_batch, 32);
+    assert_eq!(after.failed_batches, 0);
+    for i in 1..=32 {
+        let view = store
+            .order(OrderId::new(f.id(i)).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(view.vouchers[0].used, 1 + i % 3, "order {i}");
+        assert_eq!(
+            view.events.iter().filter(|e| e.reason == "applied").count(),
+            1,
+            "one accepted audit entry for order {i}"
+        );
+    }
+}
+
+/// A batch that fails for one of its verifies (here a trigger refuses that verify's use log
+/// row) is not answered with the failure: each verify runs again alone, the sound ones apply,
+/// and only the poisoned one fails.
+async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 6).await;
+    let store = Arc::new(store);
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let poison = match engine {
+        Engine::Postgres => vec![
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.request_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON voucher_uses \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ],
+        Engine::MySql => vec![
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON voucher_uses FOR EACH ROW \
+             BEGIN IF NEW.request_id = 'poison' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned'; END IF; END",
+        ],
+    };
+    for statement in poison {
+        sqlx::raw_sql(statement)
+            .execute(&mut admin)
+            .await
+            .expect("trigger");
+    }
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+
+    let holder = hold_order_lock(&db, f.id(BLOCKER)).await;
+    let blocked = {
+        let store = Arc::clone(&store);
+        let cmd = verify_cmd(&a, f.id(BLOCKER)).entry("C", 1).build();
+        tokio::spawn(async move { store.verify(cmd).await })
+    };
+    until_taken(&store, before.jobs + 1).await;
+    let queued: Vec<_> = (1..=6)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut cmd = verify_cmd(&a, f.id(i)).entry("C", 1);
+            if i == 3 {
+                cmd = cmd.request_id("poison");
+            }
+            let cmd = cmd.build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        })
+        .collect();
+    until_queued(&store, 6).await;
+    let mut holder = holder;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+
+    blocked.await.expect("join").expect("the blocked verify");
+    for (i, task) in (1..=6).zip(queued) {
+        let answer = task.await.expect("join");
+        if i == 3 {
+            assert!(
+                matches!(answer, Err(LedgerError::Internal(_))),
+                "{answer:?}"
+            );
+        } else {
+            assert_eq!(answer.expect("a sound verify").applied_uses, 1, "order {i}");
+        }
+    }
+    let after = store.metrics().await.expect("metrics").batches.expect("b");
+    assert_eq!(after.failed_batches - before.failed_batches, 1, "{after:?}");
+    for i in 1..=6 {
+        let view = store
+            .order(OrderId::new(f.id(i)).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(view.vouchers[0].used, i64::from(i != 3), "order {i}");
+    }
+}
+
+/// A batch locks only the orders it names: with another order locked elsewhere (a long
+/// transaction), a verify of a different order is answered at once — on a table small enough
+/// that the engine would rather scan it, which on InnoDB would lock every row on the way.
+async fn a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 3).await;
+    let holder = hold_order_lock(&db, f.id(BLOCKER)).await;
+    for i in 1..=3 {
+        let verify = store.verify(verify_cmd(&a, f.id(i)).entry("C", 1).build());
+        // The lock wait alone would be 5 s (`PoolSettings::lock_timeout`).
+        let outcome = tokio::time::timeout(Duration::from_secs(3), verify)
+            .await
+            .unwrap_or_else(|_| panic!("order {i} waited for a lock it does not need"))
+            .expect("verify");
+        assert_eq!(outcome.applied_uses, 1);
+    }
+    drop(holder);
 }
