@@ -17,11 +17,12 @@
 //!   state that is only final once it is durable; only a batch whose commit failed is answered
 //!   at once (its callers are told to retry, which is always safe).
 //! - The **checkpointer**, with a connection of its own, copies WAL pages into the database
-//!   file (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer) whenever the writer
-//!   reports [`CHECKPOINT_PAGES`] new pages. A checkpoint with `synchronous=NORMAL` fsyncs the
-//!   WAL before it copies and the database file after, as with `FULL`. When the log has grown
-//!   past [`RESTART_PAGES`], the writer itself finishes the checkpoint between two batches
-//!   (usually only the last few pages are left), so that its next transaction starts the log
+//!   file (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer), woken whenever the
+//!   writer reports [`CHECKPOINT_PAGES`] new pages, and keeps copying until it is less than
+//!   that behind. A checkpoint with `synchronous=NORMAL` fsyncs the WAL before it copies and
+//!   the database file after, as with `FULL`. When the log has grown past [`RESTART_PAGES`],
+//!   the writer itself finishes the checkpoint between two batches (only what the
+//!   checkpointer has not copied yet is left), so that its next transaction starts the log
 //!   over from its beginning and the WAL file stops growing.
 //!
 //! If an fsync of the WAL fails, the kernel may already have dropped the pages it could not
@@ -42,13 +43,18 @@ use ticket_ledger::LedgerError;
 
 use super::writer::{Job, Stats};
 
-/// New WAL pages after which the checkpointer is woken (4 MiB of 4 KiB pages; SQLite's own
-/// automatic checkpoint uses 1,000).
+/// New WAL pages after which the checkpointer is woken, and how far behind the writer it may
+/// stay before it sleeps again (1 MiB of 4 KiB pages; SQLite's own automatic checkpoint waits
+/// for 1,000).
 pub(crate) const CHECKPOINT_PAGES: i32 = 1000;
 
 /// WAL pages past which the writer finishes a checkpoint itself between batches, so that the
-/// log restarts from its beginning (about 32 MiB of WAL at most in normal operation).
-pub(crate) const RESTART_PAGES: i32 = 8000;
+/// log restarts from its beginning (about 128 MiB of WAL at most in normal operation). Each
+/// restart holds the writer while it copies what the checkpointer has not yet and fsyncs
+/// twice (several milliseconds, felt by every request in flight); a longer log makes that
+/// rarer. Measured in docs/PERFORMANCE.md: 8,000 pages put p99 at 30 ms under saturation,
+/// 32,000 at 14–15 ms.
+pub(crate) const RESTART_PAGES: i32 = 32_000;
 
 /// Committed batches that may wait for the syncer before the writer waits too.
 pub(crate) const SYNC_QUEUE: usize = 8;
@@ -191,16 +197,27 @@ impl Nudge {
     }
 }
 
-/// The checkpointer thread's loop: one passive checkpoint per wake-up, until the writer drops
-/// its sender. A failed checkpoint is logged and tried again at the next wake-up; meanwhile
-/// the log only grows.
+/// The checkpointer thread's loop: on each wake-up, passive checkpoints until the log is
+/// copied but for less than [`CHECKPOINT_PAGES`] (the writer appends meanwhile, so "all" is a
+/// moving target), then sleep until the next wake-up; until the writer drops its sender.
+/// Keeping close behind the writer is what makes the writer's own checkpoint, which restarts
+/// the log, cheap: it only copies the last few batches. A failed checkpoint is logged and
+/// tried again at the next wake-up; meanwhile the log only grows.
 pub(crate) fn checkpoint_loop(conn: Connection, wake: Receiver<()>, checkpoints: &AtomicU64) {
     while wake.recv().is_ok() {
-        match passive_checkpoint(&conn) {
-            Ok(_) => {
-                checkpoints.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match passive_checkpoint(&conn) {
+                Ok(progress) => {
+                    checkpoints.fetch_add(1, Ordering::Relaxed);
+                    if progress.behind() < i64::from(CHECKPOINT_PAGES) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint failed");
+                    break;
+                }
             }
-            Err(e) => tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint failed"),
         }
     }
     if let Err((_, e)) = conn.close() {
@@ -208,13 +225,35 @@ pub(crate) fn checkpoint_loop(conn: Connection, wake: Receiver<()>, checkpoints:
     }
 }
 
-/// `PRAGMA wal_checkpoint(PASSIVE)`: copies what it can without waiting for anyone. Returns
-/// whether every frame of the log is now in the database file (so the next write transaction
-/// restarts the log).
-pub(crate) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<bool> {
-    let (busy, log, copied): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-    Ok(busy == 0 && log == copied)
+/// Where a checkpoint left the log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
+    /// Another connection was checkpointing (nothing was done).
+    busy: bool,
+    /// Frames in the log.
+    log: i64,
+    /// Frames of it now in the database file.
+    copied: i64,
+}
+
+impl Progress {
+    /// Frames still to copy.
+    pub(crate) fn behind(self) -> i64 {
+        if self.busy {
+            self.log
+        } else {
+            self.log - self.copied
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: copies what it can without waiting for anyone.
+pub(crate) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Progress> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Progress {
+            busy: row.get::<_, i64>(0)? != 0,
+            log: row.get(1)?,
+            copied: row.get(2)?,
+        })
+    })
 }

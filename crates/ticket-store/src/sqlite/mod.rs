@@ -463,9 +463,10 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 /// once it is full.
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
-/// Largest size the WAL file is truncated back to when the log restarts (64 MiB), so a burst
-/// that outran the checkpoints does not leave a huge file behind.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Largest size the WAL file is truncated back to when the log restarts (144 MiB, a little
+/// above the log's usual longest: `durable::RESTART_PAGES`), so a burst that outran the
+/// checkpoints does not leave a huge file behind.
+const WAL_SIZE_LIMIT: i64 = 144 * 1024 * 1024;
 
 /// Applies and verifies the write connection's settings. Each is checked after being set
 /// because SQLite ignores some silently (WAL on a file system without shared memory, a PRAGMA
