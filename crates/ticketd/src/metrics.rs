@@ -39,29 +39,38 @@ impl Histogram {
     }
 }
 
+/// TOP calls by method, then code (0 is success), then sub_code: nested so that counting a
+/// call already seen looks its labels up by reference and allocates nothing.
+type Calls = BTreeMap<&'static str, BTreeMap<u32, BTreeMap<String, u64>>>;
+
 /// Everything ticketd counts.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// TOP calls by (method, code, sub_code); code 0 is success.
-    calls: Mutex<BTreeMap<(String, u32, String), u64>>,
+    /// TOP calls by (method, code, sub_code).
+    calls: Mutex<Calls>,
     /// TOP call latency by method.
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
     /// Store failures (unavailable or internal) seen by any caller.
     store_errors: AtomicU64,
 }
 
 impl Metrics {
-    /// Counts one answered TOP call. `method` is clipped to known shapes by the caller.
-    pub fn observe_call(&self, method: &str, code: u32, sub_code: &str, elapsed: Duration) {
+    /// Counts one answered TOP call. `method` is one of the known names (or `unknown`): a
+    /// caller could otherwise grow the label set without bound.
+    pub fn observe_call(&self, method: &'static str, code: u32, sub_code: &str, elapsed: Duration) {
         let method = if method.is_empty() { "unknown" } else { method };
         if let Ok(mut calls) = self.calls.lock() {
-            *calls
-                .entry((method.to_owned(), code, sub_code.to_owned()))
-                .or_default() += 1;
+            let by_sub = calls.entry(method).or_default().entry(code).or_default();
+            match by_sub.get_mut(sub_code) {
+                Some(n) => *n += 1,
+                None => {
+                    by_sub.insert(sub_code.to_owned(), 1);
+                }
+            }
         }
         if let Ok(mut latency) = self.latency.lock() {
             latency
-                .entry(method.to_owned())
+                .entry(method)
                 .or_default()
                 .observe(elapsed.as_secs_f64());
         }
@@ -78,7 +87,12 @@ impl Metrics {
         out.push_str("# HELP ticketd_top_calls_total TOP calls answered, by method, code (0 = success) and sub_code.\n");
         out.push_str("# TYPE ticketd_top_calls_total counter\n");
         if let Ok(calls) = self.calls.lock() {
-            for ((method, code, sub), n) in calls.iter() {
+            let rows = calls.iter().flat_map(|(method, by_code)| {
+                by_code.iter().flat_map(move |(code, by_sub)| {
+                    by_sub.iter().map(move |(sub, n)| (method, code, sub, n))
+                })
+            });
+            for (method, code, sub, n) in rows {
                 let _ = writeln!(
                     out,
                     "ticketd_top_calls_total{{method=\"{}\",code=\"{code}\",sub_code=\"{}\"}} {n}",

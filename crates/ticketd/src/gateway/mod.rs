@@ -54,11 +54,16 @@ pub struct CallContext {
 impl CallContext {
     /// The request's metadata as the ledger records it.
     pub fn meta(&self, params: &Params) -> RequestMeta {
+        self.meta_with_summary(sanitized(params))
+    }
+
+    /// [`CallContext::meta`] with the summary already built ([`sanitized_verify`]).
+    pub fn meta_with_summary(&self, summary: serde_json::Value) -> RequestMeta {
         RequestMeta {
             request_id: self.request_id.clone(),
             received_at: self.received_at,
             client_ip: self.client_ip.clone(),
-            summary: sanitized(params),
+            summary,
         }
     }
 }
@@ -335,12 +340,46 @@ fn clip(s: &str, max: usize) -> String {
 /// The request's parameters for the audit trail: no `sign`, confirm codes masked, values
 /// clipped so a hostile request cannot bloat the trail.
 pub fn sanitized(params: &Params) -> serde_json::Value {
+    sanitized_with(params, mask_voucher_infos)
+}
+
+/// [`sanitized`] for a verify whose `voucher_infos` were already parsed and checked: the
+/// list is written from those entries (codes masked) rather than parsed a second time.
+pub fn sanitized_verify(
+    params: &Params,
+    entries: &[ticket_api::verify::VoucherInfo],
+) -> serde_json::Value {
+    sanitized_with(params, |_| {
+        serde_json::Value::Array(
+            entries
+                .iter()
+                .map(|e| {
+                    let mut item = serde_json::Map::new();
+                    item.insert(
+                        "confirm_code".into(),
+                        ticket_ledger::mask_code(&e.confirm_code).into(),
+                    );
+                    item.insert("used_quantity".into(), e.used_quantity.into());
+                    if let Some(date) = &e.used_date {
+                        item.insert("used_date".into(), date.as_str().into());
+                    }
+                    serde_json::Value::Object(item)
+                })
+                .collect(),
+        )
+    })
+}
+
+fn sanitized_with(
+    params: &Params,
+    voucher_infos: impl Fn(&str) -> serde_json::Value,
+) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (k, v) in params.iter() {
         let value = match k {
             "sign" => continue,
             "confirm_code" => serde_json::Value::from(ticket_ledger::mask_code(v)),
-            "voucher_infos" => mask_voucher_infos(v),
+            "voucher_infos" => voucher_infos(v),
             _ => serde_json::Value::from(clip(v, 256)),
         };
         map.insert(clip(k, 64), value);
@@ -386,5 +425,33 @@ fn log_answer(ctx: &CallContext, params: &Params, answer: &Answer) {
             sub_code = e.sub_code.as_deref().unwrap_or_default(),
             "top call refused"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_verify_summary_from_parsed_entries_matches_the_summary_parsed_again() {
+        let mut params = Params::new();
+        params.insert("method", "taobao.travel.ticket.order.verify");
+        params.insert("order_id", "2983749123412345");
+        params.insert("sign", "0123456789ABCDEF");
+        params.insert(
+            "voucher_infos",
+            r#"[{"used_date":"2026-11-26 10:00:00","confirm_code":"A1B2C3D4","used_quantity":2},
+                {"confirm_code":"GROUP-01","used_quantity":1}]"#,
+        );
+        let wire = ticket_api::verify::VerifyParams::from_params(&params).unwrap();
+        let from_entries = sanitized_verify(&params, &wire.voucher_infos);
+        assert_eq!(from_entries, sanitized(&params));
+        assert_eq!(
+            from_entries["voucher_infos"][0]["confirm_code"], "****C3D4",
+            "{from_entries}"
+        );
+        assert!(from_entries.get("sign").is_none());
     }
 }

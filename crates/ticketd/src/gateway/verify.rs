@@ -91,7 +91,7 @@ fn command(
         total_num: wire.total_num,
         return_num: wire.return_num,
         policy: state.verify_policy,
-        meta: ctx.meta(params),
+        meta: ctx.meta_with_summary(super::sanitized_verify(params, &wire.voucher_infos)),
         origin: VerifyOrigin::Vendor,
     })
 }
