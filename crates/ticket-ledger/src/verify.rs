@@ -361,6 +361,30 @@ pub struct VerifyPlan {
 }
 
 impl VerifyPlan {
+    /// Applies the plan to the snapshot it was planned on, exactly as a store applies it to
+    /// its rows: counters raised, refunds marked for review. A store that keeps snapshots in
+    /// memory, or plans several verifies of one order in one transaction, plans the next one
+    /// on the result. `false` (and the snapshot partly changed) when the plan does not fit the
+    /// snapshot, i.e. it was planned on another: the caller must then drop the snapshot.
+    #[must_use]
+    pub fn apply_to(&self, snapshot: &mut OrderSnapshot) -> bool {
+        // The changes are in issuance order, the snapshot's order: one pass finds them all,
+        // also in a 999-voucher order.
+        let mut vouchers = snapshot.vouchers.iter_mut();
+        for change in &self.changes {
+            match vouchers.by_ref().find(|v| v.code == change.code) {
+                Some(v) if v.used == change.used_before => v.used += change.delta,
+                _ => return false,
+            }
+        }
+        for flow in &self.review_refunds {
+            if let Some(r) = snapshot.refunds.iter_mut().find(|r| &r.flow_id == flow) {
+                r.needs_review = true;
+            }
+        }
+        true
+    }
+
     /// The audit entries that record this plan, written in the same transaction: the verify
     /// itself, then the status transition it caused, if any.
     pub fn audit_entries(&self, snapshot: &OrderSnapshot, cmd: &VerifyCommand) -> Vec<AuditEntry> {

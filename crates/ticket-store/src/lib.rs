@@ -12,7 +12,7 @@
 //! - [`SqliteStore`] (default, embedded): one file, WAL mode, the WAL fsynced before any write
 //!   is answered. Opened from a
 //!   path ([`SqliteStore::open`]) or a `sqlite:` URL ([`SqliteStore::open_url`]).
-//! - [`SqlStore`]: PostgreSQL 12+ (`postgres://`) or MySQL 8.0+ / MariaDB 10.5+ (`mysql://`),
+//! - [`SqlStore`]: PostgreSQL 12+ (`postgres://`) or MySQL 8.0+ / MariaDB 10.6+ (`mysql://`),
 //!   for several ticketd processes sharing one database ([`SqlStore::connect`]). One
 //!   implementation over sqlx's `Any` driver; the differences between the two engines are a
 //!   `match` on [`Engine`]. Each operation is one transaction that locks its order's row

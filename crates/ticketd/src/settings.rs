@@ -26,7 +26,7 @@ pub struct Settings {
     /// Where the ledger lives. The scheme picks the store: `sqlite://path/to.db` (relative to
     /// the working directory) or `sqlite:///absolute/path.db`; `postgres://user:pass@host/db`
     /// (or `postgresql://`); `mysql://user:pass@host/db` (or `mariadb://`) for MySQL 8.0+ and
-    /// MariaDB 10.5+. Default: `sqlite://<data-dir>/ticketd.db`.
+    /// MariaDB 10.6+. Default: `sqlite://<data-dir>/ticketd.db`.
     #[arg(long, env = "TICKETD_DATABASE_URL")]
     pub database_url: Option<String>,
 

@@ -1161,7 +1161,11 @@ proptest! {
             let before = model.used();
             let planned = model.plan(&c);
             if let Ok(plan) = &planned {
+                // What a store applies to the snapshot it keeps is what the model applies.
+                let mut kept = model.snap.clone();
+                prop_assert!(plan.apply_to(&mut kept), "a plan fits its own snapshot");
                 model.apply(plan)?;
+                prop_assert_eq!(&kept.vouchers, &model.snap.vouchers);
                 prop_assert_eq!(plan.outcome.applied_uses, plan.changes.iter().map(|c| c.delta).sum::<i64>());
                 prop_assert_eq!(plan.outcome.kind == OutcomeKind::Applied, plan.outcome.applied_uses > 0);
             }
@@ -1225,4 +1229,23 @@ proptest! {
             Err(e) => prop_assert_eq!(e, LedgerError::OrderCapacityExceeded { requested: wanted, remaining: sold - recorded }),
         }
     }
+}
+
+#[test]
+fn a_plan_applies_to_its_own_snapshot_and_not_to_another() {
+    let s = snap(&[("CODE0001", 3, 1), ("CODE0002", 2, 0)]);
+    let plan = plan_verify(
+        &s,
+        &delta(&[
+            ("CODE0002", 2, Some(gate(1))),
+            ("CODE0001", 1, Some(gate(2))),
+        ]),
+    )
+    .expect("accepted");
+    let mut kept = s.clone();
+    assert!(plan.apply_to(&mut kept));
+    let used: Vec<i64> = kept.vouchers.iter().map(|v| v.used).collect();
+    assert_eq!(used, vec![2, 2]);
+    // Applied once more, the counts it was planned on no longer match: refused.
+    assert!(!plan.apply_to(&mut kept));
 }

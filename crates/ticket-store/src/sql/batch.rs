@@ -5,7 +5,8 @@
 //! vouchers, refunds and fingerprints, update, log, remember, audit, commit), each a statement
 //! the server parses, plans and runs, and a commit the server makes durable. Under load most
 //! of that is repeated work, so verifies named by `order_id` go through a queue instead, and a
-//! worker takes everything queued (up to [`MAX_BATCH`]) into one transaction:
+//! worker takes everything queued (up to [`MAX_BATCH`] verifies, or [`MAX_BATCH_ENTRIES`]
+//! reported uses) into one transaction:
 //!
 //! 1. lock every order of the batch, in `order_id` order (`SELECT … FOR UPDATE`; the same order
 //!    in every process, so two batches can wait for each other but never deadlock), and read
@@ -41,7 +42,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 use ticket_ledger::{
     plan_verify, refusal_anomaly, AuditEntry, Fingerprint, LedgerError, NewAnomaly, OrderId,
-    OrderRecord, OrderSnapshot, VerifyCommand, VerifyOutcome, VerifyPlan,
+    OrderRecord, OrderSnapshot, VerifyCommand, VerifyOutcome, VerifyPlan, VerifyUses,
 };
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -52,6 +53,11 @@ use crate::rows::{self, ms, ReadRow, ORDER_COLUMNS, REFUND_COLUMNS, VOUCHER_COLU
 
 /// Most verifies in one transaction.
 pub(crate) const MAX_BATCH: usize = 128;
+
+/// Most `voucher_infos` entries in one transaction (a batch takes one more verify only while
+/// it holds fewer): batches of 999-entry reports stay a few megabytes of parameters, well
+/// within MariaDB's default 16 MiB `max_allowed_packet`.
+pub(crate) const MAX_BATCH_ENTRIES: usize = 2048;
 
 /// Verifies that may wait for a batch before callers are made to wait.
 const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
@@ -133,6 +139,14 @@ impl Batcher {
     }
 }
 
+/// How many uses a verify reports (a legacy report counts as one).
+fn entries_of(cmd: &VerifyCommand) -> usize {
+    match &cmd.uses {
+        VerifyUses::Vouchers { entries, .. } => entries.len().max(1),
+        VerifyUses::Code { .. } | VerifyUses::Order { .. } => 1,
+    }
+}
+
 fn closed() -> LedgerError {
     LedgerError::Unavailable("the ledger is closed".into())
 }
@@ -148,9 +162,13 @@ async fn work(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, db: Db, counters: Arc<Count
                 Some(job) => batch.push(job),
                 None => return,
             }
-            while batch.len() < MAX_BATCH {
+            let mut entries = batch.iter().map(|j| entries_of(&j.cmd)).sum::<usize>();
+            while batch.len() < MAX_BATCH && entries < MAX_BATCH_ENTRIES {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        entries += entries_of(&job.cmd);
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
@@ -315,7 +333,11 @@ async fn plan_batch(
             Ok(plan) => {
                 writes.add(snapshot, &plan, cmd);
                 known.extend(plan.new_fingerprints.iter().map(|fp| (order, fp.clone())));
-                apply(snapshot, &plan);
+                // The next verify of this order in the batch is planned on the result. A plan
+                // always fits the snapshot it was made from.
+                if !plan.apply_to(snapshot) {
+                    return Err(Failure::Conflict("a plan did not fit its own snapshot"));
+                }
                 answers.push(Ok(plan.outcome));
             }
             Err(refusal) => {
@@ -425,11 +447,13 @@ async fn known_fingerprints(
         conn,
         q(
             e,
-            format!(
-                "SELECT f.order_id, f.confirm_code, f.used_at_ms, f.quantity \
-                 FROM verify_fingerprints f JOIN {keys} \
-                 ON f.order_id = d.o AND f.confirm_code = d.c AND f.used_at_ms = d.t \
-                 AND f.quantity = d.q"
+            e.select_join(
+                ("verify_fingerprints AS f", "PRIMARY"),
+                "f.order_id, f.confirm_code, f.used_at_ms, f.quantity",
+                &keys,
+                ("f.order_id", "o"),
+                "f.order_id = d.o AND f.confirm_code = d.c AND f.used_at_ms = d.t \
+                 AND f.quantity = d.q",
             ),
         )
         .bind(to_json(wanted)?),
@@ -449,26 +473,14 @@ async fn known_fingerprints(
         .collect())
 }
 
-/// Applies an accepted plan to the snapshot later verifies of the batch are planned on.
-fn apply(snapshot: &mut OrderSnapshot, plan: &VerifyPlan) {
-    for change in &plan.changes {
-        if let Some(v) = snapshot.vouchers.iter_mut().find(|v| v.code == change.code) {
-            v.used += change.delta;
-        }
-    }
-    for flow in &plan.review_refunds {
-        if let Some(r) = snapshot.refunds.iter_mut().find(|r| &r.flow_id == flow) {
-            r.needs_review = true;
-        }
-    }
-}
-
 /// Everything the batch's accepted verifies (and refused ones' anomalies) write, gathered so
 /// that each table is written by one statement.
 #[derive(Debug, Default)]
 struct Writes {
     /// Uses added per voucher, summed over the batch.
     counters: Vec<CounterRow>,
+    /// Where each voucher's row is in `counters`.
+    counter_of: HashMap<(i64, String), usize>,
     uses: Vec<UseRow>,
     fingerprints: Vec<FingerprintRow>,
     reviews: Vec<ReviewRow>,
@@ -483,17 +495,17 @@ impl Writes {
         let order = snapshot.order.order_id.get();
         for change in &plan.changes {
             let code = change.code.as_str();
-            match self
-                .counters
-                .iter_mut()
-                .find(|c| c.o == order && c.c == code)
-            {
-                Some(counter) => counter.n += change.delta,
-                None => self.counters.push(CounterRow {
-                    o: order,
-                    c: code.to_owned(),
-                    n: change.delta,
-                }),
+            match self.counter_of.get(&(order, code.to_owned())) {
+                Some(&i) => self.counters[i].n += change.delta,
+                None => {
+                    self.counter_of
+                        .insert((order, code.to_owned()), self.counters.len());
+                    self.counters.push(CounterRow {
+                        o: order,
+                        c: code.to_owned(),
+                        n: change.delta,
+                    });
+                }
             }
             self.uses.push(UseRow {
                 i: self.uses.len(),
@@ -538,6 +550,7 @@ impl Writes {
                     ("vouchers AS v", "PRIMARY"),
                     "used = v.used + d.n",
                     &source,
+                    ("v.order_id", "o"),
                     "v.order_id = d.o AND v.confirm_code = d.c",
                     "v.used + d.n <= v.capacity",
                 ),
@@ -601,6 +614,7 @@ impl Writes {
                     ("refund_requests AS r", "PRIMARY"),
                     "needs_review = 1",
                     &flows,
+                    ("r.flow_id", "f"),
                     "r.flow_id = d.f",
                     "r.needs_review = 0",
                 ),

@@ -29,7 +29,7 @@ use crate::StoreError;
 pub enum Engine {
     /// PostgreSQL 12 or later (`postgres://`, `postgresql://`).
     Postgres,
-    /// MySQL 8.0 or later, or MariaDB 10.5 or later (`mysql://`, `mariadb://`).
+    /// MySQL 8.0 or later, or MariaDB 10.6 or later (`mysql://`, `mariadb://`).
     MySql,
 }
 
@@ -174,24 +174,61 @@ impl Engine {
         }
     }
 
-    /// `UPDATE table AS t SET assignments` for the rows of `source` (a [`json_rows`] table
-    /// `d`) that match `on`, and `and_where`: `UPDATE … FROM` on PostgreSQL, and on MySQL
-    /// `UPDATE source STRAIGHT_JOIN table FORCE INDEX (index)`, so that InnoDB looks the rows
-    /// up by key from the source rather than scanning (and locking) the table.
+    /// `SELECT columns FROM table` joined `on` the rows of `source` (a [`json_rows`] table
+    /// `d`), each row of `table` found through its index as in [`update_from`].
     ///
     /// [`json_rows`]: Engine::json_rows
+    /// [`update_from`]: Engine::update_from
+    pub(crate) fn select_join(
+        self,
+        (table, index): (&str, &str),
+        columns: &str,
+        source: &str,
+        (column, source_column): (&str, &str),
+        on: &str,
+    ) -> String {
+        match self {
+            Self::Postgres => format!(
+                "WITH d AS MATERIALIZED (SELECT * FROM {source}) \
+                 SELECT {columns} FROM {table} JOIN d ON {on} \
+                 WHERE {column} = ANY (ARRAY(SELECT {source_column} FROM d))"
+            ),
+            Self::MySql => format!(
+                "SELECT STRAIGHT_JOIN {columns} FROM {source} \
+                 JOIN {table} FORCE INDEX ({index}) ON {on}"
+            ),
+        }
+    }
+
+    /// `UPDATE table AS t SET assignments` for the rows of `source` (a [`json_rows`] table
+    /// `d`) that match `on`, and `and_where`. `lookup` names the table's indexed column and
+    /// the column of `d` it equals (`("v.order_id", "o")`); `index` is that index's name.
+    ///
+    /// Written, like [`select_by_ids`], so that the table's rows are found through that index
+    /// whatever the statistics say. PostgreSQL assumes a set-returning function yields 100
+    /// rows and then prefers to scan a table of a few thousand rows whole for a hash join, so
+    /// the rows go into a CTE whose `lookup` values also feed `= ANY (…)`, an index condition
+    /// it estimates well. MySQL gets `UPDATE source STRAIGHT_JOIN table FORCE INDEX (index)`,
+    /// so that InnoDB looks the rows up by key rather than scanning (and locking) the table.
+    ///
+    /// [`json_rows`]: Engine::json_rows
+    /// [`select_by_ids`]: Engine::select_by_ids
     pub(crate) fn update_from(
         self,
         (table, index): (&str, &str),
         set: &str,
         source: &str,
+        (column, source_column): (&str, &str),
         on: &str,
         and_where: &str,
     ) -> String {
         match self {
-            Self::Postgres => {
-                format!("UPDATE {table} SET {set} FROM {source} WHERE {on} AND {and_where}")
-            }
+            Self::Postgres => format!(
+                "WITH d AS MATERIALIZED (SELECT * FROM {source}) \
+                 UPDATE {table} SET {set} FROM d \
+                 WHERE {column} = ANY (ARRAY(SELECT {source_column} FROM d)) \
+                 AND {on} AND {and_where}"
+            ),
             Self::MySql => format!(
                 "UPDATE {source} STRAIGHT_JOIN {table} FORCE INDEX ({index}) ON {on} \
                  SET {set} WHERE {and_where}"
@@ -402,7 +439,8 @@ fn is_mariadb(version: &str) -> bool {
 }
 
 /// The oldest supported version when `version` (as `SELECT VERSION()` prints it) is older:
-/// MySQL 8.0 (CHECK constraints, `SKIP LOCKED`-era InnoDB), MariaDB 10.5.
+/// MySQL 8.0 (CHECK constraints, `JSON_TABLE` for batched verifies), MariaDB 10.6
+/// (`JSON_TABLE`).
 fn mysql_too_old(version: &str) -> Option<&'static str> {
     // MariaDB 10.x once printed a `5.5.5-` prefix for old clients.
     let text = version.strip_prefix("5.5.5-").unwrap_or(version);
@@ -413,7 +451,7 @@ fn mysql_too_old(version: &str) -> Option<&'static str> {
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     if is_mariadb(version) {
-        ((major, minor) < (10, 5)).then_some("10.5")
+        ((major, minor) < (10, 6)).then_some("10.6")
     } else {
         (major < 8).then_some("8.0")
     }
@@ -465,8 +503,9 @@ mod tests {
     #[test]
     fn old_servers_are_named_with_the_version_required() {
         assert_eq!(mysql_too_old("10.11.19-MariaDB-0+deb12u1"), None);
-        assert_eq!(mysql_too_old("5.5.5-10.4.2-MariaDB"), Some("10.5"));
-        assert_eq!(mysql_too_old("10.4.32-MariaDB"), Some("10.5"));
+        assert_eq!(mysql_too_old("5.5.5-10.4.2-MariaDB"), Some("10.6"));
+        assert_eq!(mysql_too_old("10.5.27-MariaDB"), Some("10.6"));
+        assert_eq!(mysql_too_old("10.6.0-MariaDB"), None);
         assert_eq!(mysql_too_old("11.4.2-MariaDB"), None);
         assert_eq!(mysql_too_old("8.0.36"), None);
         assert_eq!(mysql_too_old("8.0.11-TiDB-v7.5.0"), None);

@@ -129,7 +129,7 @@ impl SqlStore {
     ///
     /// Fails with a message that says what to fix when the server cannot be reached
     /// ([`StoreError::Unreachable`]), is too old ([`StoreError::ServerTooOld`]: PostgreSQL < 12,
-    /// MySQL < 8.0, MariaDB < 10.5), is not durable ([`StoreError::Setting`]: PostgreSQL
+    /// MySQL < 8.0, MariaDB < 10.6), is not durable ([`StoreError::Setting`]: PostgreSQL
     /// `fsync` off, InnoDB `innodb_flush_log_at_trx_commit` ≠ 1), or when the schema is newer
     /// than this binary or an applied migration was edited.
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {

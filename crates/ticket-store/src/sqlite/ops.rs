@@ -19,7 +19,6 @@ use ticket_ledger::{
 };
 
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
-use super::snapshots;
 use super::writer::Tx;
 use crate::rows::{
     access_values, capacity_refusal, previous_secret_values, resolution_entry, ListQuery, SqlValue,
@@ -231,7 +230,7 @@ pub(crate) fn verify_keeping_anomaly(
         }
     };
     apply_verify(conn, &snapshot, &plan, cmd)?;
-    if snapshots::apply(&mut snapshot, &plan) {
+    if plan.apply_to(&mut snapshot) {
         tx.snapshots.put(snapshot);
     }
     Ok(Ok(plan.outcome))

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 
 use rusqlite::Connection;
-use ticket_ledger::{OrderId, OrderSnapshot, VerifyPlan};
+use ticket_ledger::{OrderId, OrderSnapshot};
 
 /// Vouchers held at most (≈ 100 bytes each with their order's share): about 10 MB.
 pub(crate) const MAX_VOUCHERS: usize = 100_000;
@@ -99,29 +99,6 @@ impl Snapshots {
         self.orders.clear();
         self.vouchers = 0;
     }
-}
-
-/// Applies an accepted plan to the snapshot it was planned on, exactly as the store's
-/// statements applied it to the rows: counters raised, refunds marked for review. `false` when
-/// the plan does not fit the snapshot (it was planned on another), which the caller answers by
-/// not keeping the snapshot.
-#[must_use]
-pub(crate) fn apply(snapshot: &mut OrderSnapshot, plan: &VerifyPlan) -> bool {
-    // The plan lists its changes in issuance order, the snapshot's order: one pass finds them
-    // all, also for a 999-voucher order.
-    let mut vouchers = snapshot.vouchers.iter_mut();
-    for change in &plan.changes {
-        match vouchers.by_ref().find(|v| v.code == change.code) {
-            Some(v) if v.used == change.used_before => v.used += change.delta,
-            _ => return false,
-        }
-    }
-    for flow in &plan.review_refunds {
-        if let Some(r) = snapshot.refunds.iter_mut().find(|r| &r.flow_id == flow) {
-            r.needs_review = true;
-        }
-    }
-    true
 }
 
 #[cfg(test)]
