@@ -67,9 +67,9 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
     pub checkpoints: u64,
-    /// Verifies that found their order in the writer's memory, and that read it
-    /// ([`super::snapshots`]).
+    /// Verifies that found their order's vouchers in the writer's memory, so read nothing.
     pub snapshot_hits: u64,
+    /// Verifies that had to read their order's vouchers from the database first.
     pub snapshot_misses: u64,
 }
 
