@@ -20,10 +20,12 @@
 //!   file (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer), woken whenever the
 //!   writer reports [`CHECKPOINT_PAGES`] new pages, and keeps copying until it is less than
 //!   that behind. A checkpoint with `synchronous=NORMAL` fsyncs the WAL before it copies and
-//!   the database file after, as with `FULL`. When the log has grown past [`RESTART_PAGES`],
-//!   the writer itself finishes the checkpoint between two batches (only what the
-//!   checkpointer has not copied yet is left), so that its next transaction starts the log
-//!   over from its beginning and the WAL file stops growing.
+//!   the database file after, as with `FULL`. Past half of [`RESTART_PAGES`] it copies the
+//!   whole log, which lets the writer's next transaction start the log over from its beginning
+//!   at no cost. Only if the log reaches [`RESTART_PAGES`] all the same (a writer saturated
+//!   for long) does the writer finish the checkpoint itself between two batches, holding the
+//!   requests in flight while it copies what the checkpointer has not, so that the WAL file
+//!   stops growing.
 //!
 //! If an fsync of the WAL fails, the kernel may already have dropped the pages it could not
 //! write and marked them clean, so a later fsync could report success for data that is gone.
@@ -44,8 +46,8 @@ use ticket_ledger::LedgerError;
 use super::writer::{Job, Stats};
 
 /// New WAL pages after which the checkpointer is woken, and how far behind the writer it may
-/// stay before it sleeps again (1 MiB of 4 KiB pages; SQLite's own automatic checkpoint waits
-/// for 1,000).
+/// stay before it sleeps again in a short log (4 MiB of 4 KiB pages; SQLite's own automatic
+/// checkpoint waits for 1,000).
 pub(crate) const CHECKPOINT_PAGES: i32 = 1000;
 
 /// WAL pages past which the writer finishes a checkpoint itself between batches, so that the
@@ -197,19 +199,72 @@ impl Nudge {
     }
 }
 
+/// How closely the checkpointer follows the writer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Pages it may stay behind in a log shorter than `drain_from` ([`CHECKPOINT_PAGES`]).
+    pub(crate) slack: i64,
+    /// Log length (pages) from which it copies everything instead: half of
+    /// [`RESTART_PAGES`].
+    pub(crate) drain_from: i64,
+}
+
+impl Pace {
+    pub(crate) fn new(checkpoint_pages: i32, restart_pages: i32) -> Self {
+        Self {
+            slack: i64::from(checkpoint_pages),
+            drain_from: i64::from(restart_pages / 2),
+        }
+    }
+
+    /// Whether a wake-up's work is done after `passes` checkpoints, the last of which left
+    /// `progress` (the one before had copied up to frame `copied_before`).
+    fn done(self, progress: Progress, passes: u32, copied_before: i64) -> bool {
+        if progress.log < self.drain_from {
+            return progress.behind() < self.slack;
+        }
+        // Stuck (a reader holds a snapshot the copy may not overtake) or outrun: the writer
+        // finishes the job when the log reaches its limit.
+        let stuck = progress.copied <= copied_before;
+        progress.behind() == 0 || stuck || passes >= DRAIN_PASSES
+    }
+}
+
+/// Passes one wake-up may spend trying to copy the whole log. Each pass copies what the
+/// writer appended during the previous one, so a writer that is not saturated is caught within
+/// a few; a saturated one is left to the writer's own checkpoint, and the bound keeps the
+/// fsyncs of the passes (two each) from competing with the syncer's for long.
+const DRAIN_PASSES: u32 = 16;
+
 /// The checkpointer thread's loop: on each wake-up, passive checkpoints until the log is
-/// copied but for less than [`CHECKPOINT_PAGES`] (the writer appends meanwhile, so "all" is a
+/// copied but for less than [`Pace::slack`] (the writer appends meanwhile, so "all" is a
 /// moving target), then sleep until the next wake-up; until the writer drops its sender.
 /// Keeping close behind the writer is what makes the writer's own checkpoint, which restarts
-/// the log, cheap: it only copies the last few batches. A failed checkpoint is logged and
-/// tried again at the next wake-up; meanwhile the log only grows.
-pub(crate) fn checkpoint_loop(conn: Connection, wake: Receiver<()>, checkpoints: &AtomicU64) {
+/// the log, cheap: it only copies the last few batches.
+///
+/// Once the log is longer than [`Pace::drain_from`] it copies everything instead (up to
+/// [`DRAIN_PASSES`] passes, while each pass still makes progress). When the copy is complete
+/// the writer's next transaction restarts the log by itself, for free, and the writer's own
+/// checkpoint — which holds every request in flight for several milliseconds — is only needed
+/// when the writer outruns this thread. A failed checkpoint is logged and tried again at the
+/// next wake-up; meanwhile the log only grows.
+pub(crate) fn checkpoint_loop(
+    conn: Connection,
+    wake: Receiver<()>,
+    pace: Pace,
+    checkpoints: &AtomicU64,
+) {
     while wake.recv().is_ok() {
+        let mut passes = 0;
+        let mut copied = -1;
         loop {
             match passive_checkpoint(&conn) {
                 Ok(progress) => {
                     checkpoints.fetch_add(1, Ordering::Relaxed);
-                    if progress.behind() < i64::from(CHECKPOINT_PAGES) {
+                    passes += 1;
+                    let done = pace.done(progress, passes, copied);
+                    copied = progress.copied;
+                    if done {
                         break;
                     }
                 }
@@ -256,4 +311,146 @@ pub(crate) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Progress
             copied: row.get(2)?,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A file database whose WAL holds `pages` uncopied pages, written by a connection with
+    /// the writer's settings (no automatic checkpoint), plus a checkpointer connection.
+    fn log_of(dir: &Path, pages: usize) -> (Connection, Connection) {
+        let path = dir.join("ckpt.db");
+        super::super::prepare_file(&path).expect("file");
+        let conn = Connection::open(&path).expect("open");
+        super::super::configure_writer(&conn, Duration::from_secs(5)).expect("settings");
+        conn.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY, pad BLOB NOT NULL)")
+            .expect("schema");
+        // One row of about one page per commit, each its own transaction.
+        for x in 0..pages {
+            conn.execute(
+                "INSERT INTO t (x, pad) VALUES (?1, zeroblob(3000))",
+                [i64::try_from(x).expect("small")],
+            )
+            .expect("insert");
+        }
+        let ckpt = super::super::open_checkpointer(&path, Duration::from_secs(5)).expect("ckpt");
+        (conn, ckpt)
+    }
+
+    /// Runs the checkpointer for exactly one wake-up and returns where it left the log and
+    /// how many passes it made.
+    fn one_wake_up(ckpt: Connection, pace: Pace, writer: &Connection) -> (i64, i64, u64) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(()).expect("wake");
+        drop(tx);
+        let checkpoints = AtomicU64::new(0);
+        checkpoint_loop(ckpt, rx, pace, &checkpoints);
+        // A PASSIVE checkpoint with nothing left to copy reports the state without changing it.
+        let left = passive_checkpoint(writer).expect("state");
+        (left.log, left.copied, checkpoints.load(Ordering::Relaxed))
+    }
+
+    fn wal_bytes(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("ckpt.db-wal"))
+            .map(|m| m.len())
+            .expect("wal")
+    }
+
+    fn at(log: i64, copied: i64) -> Progress {
+        Progress {
+            busy: false,
+            log,
+            copied,
+        }
+    }
+
+    #[test]
+    fn a_short_log_may_stay_behind_by_the_slack_and_a_long_one_is_copied_whole() {
+        let pace = Pace::new(1000, 32_000);
+        assert_eq!(pace.drain_from, 16_000);
+        // Short log: within the slack is enough.
+        assert!(pace.done(at(10_000, 9_001), 1, -1));
+        assert!(!pace.done(at(10_000, 9_000), 1, -1));
+        // Long log: only a complete copy ends the wake-up while passes make progress ...
+        assert!(!pace.done(at(20_000, 19_999), 1, -1));
+        assert!(!pace.done(at(20_100, 20_050), 2, 19_999));
+        assert!(pace.done(at(20_100, 20_100), 3, 20_050));
+        // ... unless a pass copied nothing new (a reader holds the copy back) ...
+        assert!(pace.done(at(20_200, 20_050), 4, 20_050));
+        // ... or the writer outruns it for DRAIN_PASSES passes.
+        assert!(!pace.done(at(30_000, 29_000), DRAIN_PASSES - 1, 28_000));
+        assert!(pace.done(at(30_000, 29_000), DRAIN_PASSES, 28_000));
+        // Busy (another connection checkpointing) reports log -1: nothing to do now.
+        let busy = Progress {
+            busy: true,
+            log: -1,
+            copied: -1,
+        };
+        assert!(pace.done(busy, 1, -1));
+    }
+
+    #[test]
+    fn a_wake_up_on_a_quiet_short_log_copies_all_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, ckpt) = log_of(dir.path(), 300);
+        // The log is far below `drain_from`: one pass copies all there is; the writer is not
+        // appending, so nothing is left behind.
+        let (log, copied, passes) = one_wake_up(ckpt, Pace::new(100, 10_000), &writer);
+        assert!(log >= 300, "{log}");
+        assert_eq!(log, copied);
+        assert_eq!(passes, 1);
+    }
+
+    #[test]
+    fn past_the_drain_length_a_complete_copy_lets_the_next_write_restart_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, ckpt) = log_of(dir.path(), 400);
+        let before = wal_bytes(dir.path());
+        let (log, copied, _) = one_wake_up(ckpt, Pace::new(100, 400), &writer);
+        assert_eq!(log, copied, "everything copied");
+        // The next transaction starts the log over: the file does not grow, and the log's
+        // frame count starts again from the few pages this commit wrote.
+        writer
+            .execute("INSERT INTO t (x, pad) VALUES (-1, zeroblob(10))", [])
+            .expect("insert after the drain");
+        let after = passive_checkpoint(&writer).expect("state");
+        assert!(after.log < 10, "restarted log holds {} frames", after.log);
+        assert_eq!(wal_bytes(dir.path()), before);
+    }
+
+    #[test]
+    fn a_drain_held_back_by_a_reader_stops_instead_of_spinning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, ckpt) = log_of(dir.path(), 50);
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let path = dir.path().join("ckpt.db");
+        let holder = std::thread::spawn(move || {
+            let conn = Connection::open(&path).expect("open");
+            // A read transaction on an old snapshot: the copy cannot pass it.
+            conn.execute_batch("BEGIN; SELECT count(*) FROM t;")
+                .expect("read snapshot");
+            held_tx.send(()).expect("held");
+            hold_rx.recv().ok();
+            conn.execute_batch("COMMIT").expect("end read");
+        });
+        held_rx.recv().expect("holder ready");
+        for x in 1000..1200_i64 {
+            writer
+                .execute("INSERT INTO t (x, pad) VALUES (?1, zeroblob(3000))", [x])
+                .expect("insert past the reader's snapshot");
+        }
+        let (log, copied, passes) = one_wake_up(ckpt, Pace::new(10, 100), &writer);
+        assert!(
+            copied < log,
+            "the reader's snapshot kept {} frames",
+            log - copied
+        );
+        // One pass copies up to the reader's snapshot, the second finds nothing new.
+        assert_eq!(passes, 2);
+        hold_tx.send(()).expect("release");
+        holder.join().expect("holder");
+    }
 }

@@ -67,6 +67,9 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
     pub checkpoints: u64,
+    /// Checkpoints the writer ran itself because the log had grown past 32,000 pages (each
+    /// holds the requests in flight, so the checkpointer tries to make them unneeded).
+    pub writer_checkpoints: u64,
     /// Verifies that found their order's vouchers in the writer's memory, so read nothing.
     pub snapshot_hits: u64,
     /// Verifies that had to read their order's vouchers from the database first.
@@ -82,6 +85,7 @@ pub(crate) struct Stats {
     largest_batch: AtomicU64,
     pub(crate) syncs: AtomicU64,
     checkpoints: AtomicU64,
+    writer_checkpoints: AtomicU64,
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
 }
@@ -272,6 +276,7 @@ impl Writer {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            writer_checkpoints: s.writer_checkpoints.load(Ordering::Relaxed),
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
         }
@@ -296,13 +301,16 @@ fn run(
             .spawn(move || durable::sync_loop(to_sync, wal, &stats, &broken))?
     };
     let (wake, woken) = std::sync::mpsc::sync_channel(1);
+    let pace = durable::Pace::new(durability.checkpoint_pages, durability.restart_pages);
     let checkpointer = match durability.checkpointer {
         Some(ckpt) => {
             let stats = Arc::clone(stats);
             Some(
                 std::thread::Builder::new()
                     .name("ledger-checkpoint".into())
-                    .spawn(move || durable::checkpoint_loop(ckpt, woken, &stats.checkpoints))?,
+                    .spawn(move || {
+                        durable::checkpoint_loop(ckpt, woken, pace, &stats.checkpoints)
+                    })?,
             )
         }
         None => None,
@@ -354,7 +362,9 @@ fn run(
                         )));
                     }
                 }
-                maintain_wal(&conn, &mut nudge, restart_pages);
+                if maintain_wal(&conn, &mut nudge, restart_pages) {
+                    stats.writer_checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
@@ -383,14 +393,17 @@ fn run(
 /// once the log is longer than `restart_pages` ([`RESTART_PAGES`]), finish the checkpoint here
 /// so that the next transaction restarts the log (the checkpointer alone may never catch up
 /// with a busy writer). A failure is only logged: the log grows until a later attempt succeeds.
-fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) {
+/// Returns whether the writer checkpointed.
+fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) -> bool {
     let pages = WAL_PAGES.with(Cell::get);
     nudge.after_commit(pages);
-    if pages >= restart_pages {
-        if let Err(e) = durable::passive_checkpoint(conn) {
-            tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
-        }
+    if pages < restart_pages {
+        return false;
     }
+    if let Err(e) = durable::passive_checkpoint(conn) {
+        tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
+    }
+    true
 }
 
 /// Runs one transaction holding every job of `batch`; the result is the transaction's fate.
