@@ -37,7 +37,7 @@ use ticket_ledger::{
     SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
-use self::durable::WalFile;
+use self::durable::SyncedFile;
 use self::readers::Readers;
 use self::rows::During;
 pub use self::writer::WriterStats;
@@ -148,17 +148,20 @@ impl SqliteStore {
         migrate::migrate(&mut conn)?;
         // The write connection opened the database in WAL mode, so the log exists; it stays
         // open (and the file in place) as long as that connection lives.
-        let mut wal = WalFile::open(path).map_err(|e| StoreError::io(path, e))?;
+        let mut wal = SyncedFile::wal(path).map_err(|e| StoreError::io(path, e))?;
         // The migration committed without an fsync (`synchronous=NORMAL`): make it durable
         // before anything is served on top of it.
-        durable::WalSync::sync(&mut wal).map_err(|e| StoreError::io(path, e))?;
+        durable::Fsync::sync(&mut wal).map_err(|e| StoreError::io(path, e))?;
         let apps = ops::all_apps(&conn).map_err(|e| StoreError::Database {
             during: "loading apps",
             source: Box::new(e),
         })?;
         let readers = Readers::new(path, options.busy_timeout)
             .map_err(|e| StoreError::db("opening a read connection", e))?;
-        let checkpointer = open_checkpointer(path, options.busy_timeout)?;
+        let checkpointer = durable::Checkpointer {
+            conn: open_checkpointer(path, options.busy_timeout)?,
+            database: Box::new(SyncedFile::database(path).map_err(|e| StoreError::io(path, e))?),
+        };
         let writer = Writer::spawn(conn, Durability::of_file(Box::new(wal), checkpointer))
             .map_err(StoreError::Thread)?;
         tracing::info!(path = %path.display(), "ledger opened");

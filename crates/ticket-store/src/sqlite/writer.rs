@@ -33,7 +33,7 @@ use rusqlite::Connection;
 use ticket_ledger::LedgerError;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::durable::{self, Broken, Nudge, WalSync, RESTART_PAGES, SYNC_QUEUE};
+use super::durable::{self, Broken, Fsync, Nudge, RESTART_PAGES, SYNC_QUEUE};
 use super::rows::ledger_error;
 use super::snapshots::Snapshots;
 
@@ -143,8 +143,8 @@ enum Message {
 /// the checkpointer copies pages with (`None` for an in-memory database, which has no file to
 /// copy into).
 pub(crate) struct Durability {
-    pub(crate) wal: Box<dyn WalSync>,
-    pub(crate) checkpointer: Option<Connection>,
+    pub(crate) wal: Box<dyn Fsync>,
+    pub(crate) checkpointer: Option<durable::Checkpointer>,
     /// New WAL pages that wake the checkpointer ([`durable::CHECKPOINT_PAGES`]).
     pub(crate) checkpoint_pages: i32,
     /// WAL pages past which the writer completes a checkpoint itself ([`RESTART_PAGES`]).
@@ -153,7 +153,7 @@ pub(crate) struct Durability {
 
 impl Durability {
     /// A file database: its WAL, and a connection for the checkpointer.
-    pub(crate) fn of_file(wal: Box<dyn WalSync>, checkpointer: Connection) -> Self {
+    pub(crate) fn of_file(wal: Box<dyn Fsync>, checkpointer: durable::Checkpointer) -> Self {
         Self {
             wal,
             checkpointer: Some(checkpointer),
@@ -304,12 +304,12 @@ fn run(
     let pace = durable::Pace::new(durability.checkpoint_pages, durability.restart_pages);
     let checkpointer = match durability.checkpointer {
         Some(ckpt) => {
-            let stats = Arc::clone(stats);
+            let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
             Some(
                 std::thread::Builder::new()
                     .name("ledger-checkpoint".into())
                     .spawn(move || {
-                        durable::checkpoint_loop(ckpt, woken, pace, &stats.checkpoints)
+                        durable::checkpoint_loop(ckpt, woken, pace, &stats.checkpoints, &broken)
                     })?,
             )
         }
@@ -695,7 +695,7 @@ mod tests {
         calls: Arc<AtomicU64>,
     }
 
-    impl WalSync for GatedSync {
+    impl Fsync for GatedSync {
         fn sync(&mut self) -> std::io::Result<()> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.outcomes.recv().unwrap_or(Ok(()))
@@ -796,10 +796,12 @@ mod tests {
         super::super::configure_writer(&conn, std::time::Duration::from_secs(5)).expect("settings");
         conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL, pad BLOB NOT NULL)")
             .expect("schema");
-        let wal = durable::WalFile::open(&path).expect("wal");
-        let checkpointer =
-            super::super::open_checkpointer(&path, std::time::Duration::from_secs(5))
-                .expect("checkpointer");
+        let wal = durable::SyncedFile::wal(&path).expect("wal");
+        let checkpointer = durable::Checkpointer {
+            conn: super::super::open_checkpointer(&path, std::time::Duration::from_secs(5))
+                .expect("checkpointer"),
+            database: Box::new(durable::SyncedFile::database(&path).expect("database file")),
+        };
         let writer = Writer::spawn(
             conn,
             Durability {
