@@ -733,10 +733,16 @@ mod tests {
         }
     }
 
+    /// Waits for `condition`; a test whose condition never comes fails instead of hanging.
     async fn until(mut condition: impl FnMut() -> bool) {
-        while !condition() {
-            tokio::task::yield_now().await;
-        }
+        let wait = async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .expect("the condition did not come within 10 s");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
