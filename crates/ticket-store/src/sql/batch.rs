@@ -35,7 +35,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
@@ -47,7 +46,7 @@ use ticket_ledger::{
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::engine::{Engine, ErrorClass, JsonType};
-use super::ops::{During, Failure};
+use super::ops::{all, During, Failure};
 use super::{backoff, Db, COMMITTING};
 use crate::rows::{self, ms, ReadRow, ORDER_COLUMNS, REFUND_COLUMNS, VOUCHER_COLUMNS};
 
@@ -707,21 +706,6 @@ async fn insert(
 /// A statement built here, in the engine's placeholder syntax.
 fn q(e: Engine, sql: String) -> Query<'static, Any, AnyArguments> {
     sqlx::query(e.sql(sql))
-}
-
-/// Reads every row with `read`.
-async fn all<T>(
-    conn: &mut AnyConnection,
-    query: Query<'static, Any, AnyArguments>,
-    read: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
-    during: &'static str,
-) -> Result<Vec<T>, Failure> {
-    query
-        .fetch(conn)
-        .and_then(|row| std::future::ready(read(&row)))
-        .try_collect()
-        .await
-        .during(during)
 }
 
 fn to_json<T: Serialize + ?Sized>(rows: &T) -> Result<String, Failure> {

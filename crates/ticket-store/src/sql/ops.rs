@@ -139,10 +139,10 @@ pub(crate) fn bind(
 }
 
 /// Reads every row with `read`.
-async fn all<T>(
+pub(super) async fn all<T>(
     conn: &mut AnyConnection,
     query: Query<'static, Any, AnyArguments>,
-    read: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    read: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
     during: &'static str,
 ) -> Result<Vec<T>, Failure> {
     query

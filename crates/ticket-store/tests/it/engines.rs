@@ -536,6 +536,43 @@ async fn one_worker(db: &ScratchDatabase, n: i64) -> (SqlStore, Fresh, String) {
 }
 
 /// Waits until the batch workers have taken `n` verifies out of the queue in all.
+/// The one batch worker, held: another connection holds the lock on order [`BLOCKER`] and a
+/// verify of that order waits for it inside a batch, so whatever arrives meanwhile queues up
+/// behind it.
+struct HeldWorker {
+    holder: sqlx::AnyConnection,
+    blocked: tokio::task::JoinHandle<Result<ticket_ledger::VerifyOutcome, LedgerError>>,
+}
+
+impl HeldWorker {
+    /// `jobs_before`: the store's job counter before, to know when the batch has taken it.
+    async fn hold(
+        db: &ScratchDatabase,
+        store: &Arc<SqlStore>,
+        f: &Fresh,
+        a: &str,
+        jobs_before: u64,
+    ) -> Self {
+        let holder = hold_order_lock(db, f.id(BLOCKER)).await;
+        let blocked = {
+            let store = Arc::clone(store);
+            let cmd = verify_cmd(a, f.id(BLOCKER)).entry("C", 1).build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        };
+        until_taken(store, jobs_before + 1).await;
+        Self { holder, blocked }
+    }
+
+    /// Releases the lock and returns the blocked verify's answer.
+    async fn release(mut self) -> Result<ticket_ledger::VerifyOutcome, LedgerError> {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.holder)
+            .await
+            .expect("release");
+        self.blocked.await.expect("join")
+    }
+}
+
 async fn until_taken(store: &SqlStore, n: u64) {
     loop {
         let metrics = store.metrics().await.expect("metrics");
@@ -568,15 +605,7 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
     let store = Arc::new(store);
     let before = store.metrics().await.expect("metrics").batches.expect("b");
 
-    let holder = hold_order_lock(&db, f.id(BLOCKER)).await;
-    let blocked = {
-        let store = Arc::clone(&store);
-        let cmd = verify_cmd(&a, f.id(BLOCKER)).entry("C", 1).build();
-        tokio::spawn(async move { store.verify(cmd).await })
-    };
-    // The one worker holds the blocked verify's batch (and waits for the lock): whatever
-    // arrives now queues up behind it.
-    until_taken(&store, before.jobs + 1).await;
+    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
     let queued: Vec<_> = (1..=32)
         .map(|i| {
             let store = Arc::clone(&store);
@@ -587,13 +616,8 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
         })
         .collect();
     until_queued(&store, 32).await;
-    let mut holder = holder;
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("release");
 
-    let first = blocked.await.expect("join").expect("the blocked verify");
+    let first = held.release().await.expect("the blocked verify");
     assert_eq!(first.applied_uses, 1);
     for (i, task) in (1..=32).zip(queued) {
         let outcome = task.await.expect("join").expect("a queued verify");
@@ -655,13 +679,7 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
     }
     let before = store.metrics().await.expect("metrics").batches.expect("b");
 
-    let holder = hold_order_lock(&db, f.id(BLOCKER)).await;
-    let blocked = {
-        let store = Arc::clone(&store);
-        let cmd = verify_cmd(&a, f.id(BLOCKER)).entry("C", 1).build();
-        tokio::spawn(async move { store.verify(cmd).await })
-    };
-    until_taken(&store, before.jobs + 1).await;
+    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
     let queued: Vec<_> = (1..=6)
         .map(|i| {
             let store = Arc::clone(&store);
@@ -674,13 +692,8 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
         })
         .collect();
     until_queued(&store, 6).await;
-    let mut holder = holder;
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("release");
 
-    blocked.await.expect("join").expect("the blocked verify");
+    held.release().await.expect("the blocked verify");
     for (i, task) in (1..=6).zip(queued) {
         let answer = task.await.expect("join");
         if i == 3 {
