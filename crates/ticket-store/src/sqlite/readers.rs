@@ -65,6 +65,13 @@ impl Readers {
             None => open(&self.path, self.busy_timeout).during("opening a read connection")?,
         };
         let result = f(&mut conn);
+        // Hand the connection's cached pages back to the allocator. Reads are rare (admin
+        // views, the app refresh every few seconds) and the OS caches the file anyway; kept,
+        // the pages of every refresh added up — 3 pages each time, 0.3 MB a minute in the
+        // soak test (docs/PERFORMANCE.md) — instead of being reused.
+        if let Err(e) = conn.release_memory() {
+            tracing::debug!(error = %e, "releasing a read connection's cache");
+        }
         if !self.closed.load(Ordering::Acquire) {
             let mut idle = self.lock();
             if idle.len() < MAX_IDLE {
