@@ -27,11 +27,12 @@
 //!   requests in flight while it copies what the checkpointer has not, so that the WAL file
 //!   stops growing.
 //!
-//! If an fsync of the WAL or of the database file fails, the kernel may already have dropped the pages it could not
-//! write and marked them clean, so a later fsync could report success for data that is gone.
-//! Nothing can be acknowledged after that: the store turns **broken** (every later write is
-//! refused as unavailable, readiness fails) and the process must restart, which recovers from
-//! what is really on disk — the stance PostgreSQL took for the same reason.
+//! If an fsync of the WAL or of the database file fails, the kernel may already have dropped
+//! the pages it could not write and marked them clean, so a later fsync could report success
+//! for data that is gone. Nothing can be acknowledged after that: the store turns **broken**
+//! (every later write is refused as unavailable, readiness fails, checkpoints stop) and the
+//! process must restart, which recovers from what is really on disk — the stance PostgreSQL
+//! took for the same reason.
 
 use std::fs::File;
 use std::io;

@@ -66,9 +66,10 @@ impl Readers {
         };
         let result = f(&mut conn);
         // Hand the connection's cached pages back to the allocator. Reads are rare (admin
-        // views, the app refresh every few seconds) and the OS caches the file anyway; kept,
-        // the pages of every refresh added up — 3 pages each time, 0.3 MB a minute in the
-        // soak test (docs/PERFORMANCE.md) — instead of being reused.
+        // views, the app refresh every few seconds) and the OS caches the file anyway. Kept,
+        // they added up: the refresh allocated three pages each time and freed none (perf
+        // probes on malloc and free), 0.3 MB a minute in the soak test until about 3 MB
+        // (docs/PERFORMANCE.md).
         if let Err(e) = conn.release_memory() {
             tracing::debug!(error = %e, "releasing a read connection's cache");
         }
