@@ -67,9 +67,6 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
     pub checkpoints: u64,
-    /// Checkpoints the writer ran itself because the log had grown past 32,000 pages (each
-    /// holds the requests in flight, so the checkpointer tries to make them unneeded).
-    pub writer_checkpoints: u64,
     /// Verifies that found their order's vouchers in the writer's memory, so read nothing.
     pub snapshot_hits: u64,
     /// Verifies that had to read their order's vouchers from the database first.
@@ -85,7 +82,6 @@ pub(crate) struct Stats {
     largest_batch: AtomicU64,
     pub(crate) syncs: AtomicU64,
     checkpoints: AtomicU64,
-    writer_checkpoints: AtomicU64,
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
 }
@@ -276,7 +272,6 @@ impl Writer {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
-            writer_checkpoints: s.writer_checkpoints.load(Ordering::Relaxed),
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
         }
@@ -362,9 +357,7 @@ fn run(
                         )));
                     }
                 }
-                if maintain_wal(&conn, &mut nudge, restart_pages) {
-                    stats.writer_checkpoints.fetch_add(1, Ordering::Relaxed);
-                }
+                maintain_wal(&conn, &mut nudge, restart_pages);
             }
             Err(e) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
@@ -393,17 +386,14 @@ fn run(
 /// once the log is longer than `restart_pages` ([`RESTART_PAGES`]), finish the checkpoint here
 /// so that the next transaction restarts the log (the checkpointer alone may never catch up
 /// with a busy writer). A failure is only logged: the log grows until a later attempt succeeds.
-/// Returns whether the writer checkpointed.
-fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) -> bool {
+fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) {
     let pages = WAL_PAGES.with(Cell::get);
     nudge.after_commit(pages);
-    if pages < restart_pages {
-        return false;
+    if pages >= restart_pages {
+        if let Err(e) = durable::passive_checkpoint(conn) {
+            tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
+        }
     }
-    if let Err(e) = durable::passive_checkpoint(conn) {
-        tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
-    }
-    true
 }
 
 /// Runs one transaction holding every job of `batch`; the result is the transaction's fate.
