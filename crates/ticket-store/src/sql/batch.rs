@@ -31,6 +31,7 @@
 //! Several batches may run at once (`PoolSettings::batch_workers`), each on its own pooled
 //! connection: while one waits for its round trips, the next is gathered.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -494,11 +495,10 @@ impl Writes {
         let order = snapshot.order.order_id.get();
         for change in &plan.changes {
             let code = change.code.as_str();
-            match self.counter_of.get(&(order, code.to_owned())) {
-                Some(&i) => self.counters[i].n += change.delta,
-                None => {
-                    self.counter_of
-                        .insert((order, code.to_owned()), self.counters.len());
+            match self.counter_of.entry((order, code.to_owned())) {
+                Entry::Occupied(row) => self.counters[*row.get()].n += change.delta,
+                Entry::Vacant(row) => {
+                    row.insert(self.counters.len());
                     self.counters.push(CounterRow {
                         o: order,
                         c: code.to_owned(),
