@@ -27,6 +27,7 @@
 //! - [`model`]: orders, vouchers, apps, audit records and the views the admin API shows.
 //! - [`verify`]: the verify command and the rule table R1–R30 as [`plan_verify`].
 //! - [`lifecycle`]: issuance, refunds, reversal, anomalies and reconciliation as planners.
+//! - [`rejected`]: calls refused before the caller was authenticated, kept apart and bounded.
 //! - [`store`]: the [`LedgerStore`] trait every backend implements.
 //! - [`error`]: [`LedgerError`], every way a ledger operation can be refused or fail.
 //! - `suite` (feature `suite`): the behaviour suite every store must pass.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
+pub mod rejected;
 pub mod store;
 #[cfg(feature = "suite")]
 pub mod suite;
@@ -54,6 +56,7 @@ pub use model::{
     NewOrder, NewVoucher, OrderRecord, OrderStatus, OrderView, PreviousSecret, RateLimit,
     RatePeriod, SecretRotation, StoreMetrics, VoucherRecord,
 };
+pub use rejected::{clip_bytes, RejectedCall, RejectedCallFilter};
 pub use store::LedgerStore;
 pub use verify::{
     plan_verify, Fingerprint, Flag, OrderRef, OrderSnapshot, OutcomeKind, RequestMeta,

@@ -14,6 +14,7 @@ use crate::lifecycle::{
 use crate::model::{
     App, AppAccess, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView, SecretRotation,
 };
+use crate::rejected::{RejectedCall, RejectedCallFilter};
 use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
 use crate::LedgerError;
 
@@ -97,6 +98,17 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
 
     /// Lists audit entries, oldest first.
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError>;
+
+    /// Keeps a call refused before its caller was authenticated, then drops the oldest such
+    /// records past the newest `keep` (0 keeps none). Unlike the audit trail this record is
+    /// pruned: an anonymous caller must not be able to grow what the ledger keeps.
+    async fn record_rejected_call(&self, call: RejectedCall, keep: u64) -> Result<(), LedgerError>;
+
+    /// Lists kept refused calls, newest first ([`RejectedCallFilter`]).
+    async fn rejected_calls(
+        &self,
+        filter: RejectedCallFilter,
+    ) -> Result<Vec<RejectedCall>, LedgerError>;
 
     /// Ledger totals and batching counters for `/metrics`. The totals scan the ledger, so
     /// call it at scrape frequency, not per request.

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, AnomalyKind, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord,
-    OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, Resolution, ResolveAnomaly,
-    UseRecord, VoucherChange, VoucherRecord,
+    OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, RejectedCall, Resolution,
+    ResolveAnomaly, UseRecord, VoucherChange, VoucherRecord,
 };
 
 /// `apps` columns in the order [`app`] reads them.
@@ -66,6 +66,33 @@ pub(crate) const VOUCHER_COLUMNS: &str = "confirm_code, capacity, used";
 /// `audit_log` columns in the order [`audit`] reads them.
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip";
+
+/// Keeps one refused anonymous call (every engine takes `?` placeholders here).
+pub(crate) const INSERT_REJECTED_CALL: &str = "INSERT INTO rejected_calls \
+     (request_id, at_ms, client_ip, app_key, method, code, sub_code) VALUES (?, ?, ?, ?, ?, ?, ?)";
+/// Drops the refused calls at or below a `seq` ([`rejected_calls_prune_through`]). An index
+/// range on the primary key, so its cost follows the rows dropped, not the rows kept.
+pub(crate) const PRUNE_REJECTED_CALLS: &str = "DELETE FROM rejected_calls WHERE seq <= ?";
+/// The newest refused calls below a `seq`, newest first (bind the cursor, then the limit), in
+/// the columns [`rejected_call`] reads.
+pub(crate) const LIST_REJECTED_CALLS: &str = "SELECT seq, request_id, at_ms, client_ip, app_key, \
+     method, code, sub_code FROM rejected_calls WHERE seq < ? ORDER BY seq DESC LIMIT ?";
+
+/// After storing the refused call numbered `newest`, the `seq` through which older ones are
+/// dropped so that at most `keep` remain; `None` when nothing need go.
+pub(crate) fn rejected_calls_prune_through(newest: i64, keep: u64) -> Option<i64> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    newest.checked_sub(keep).filter(|through| *through > 0)
+}
+
+/// The `?` values of [`LIST_REJECTED_CALLS`]: the cursor (everything when absent) and the
+/// limit, capped like every other list.
+pub(crate) fn rejected_calls_page(filter: &ticket_ledger::RejectedCallFilter) -> (i64, i64) {
+    (
+        filter.before_seq.unwrap_or(i64::MAX),
+        i64::from(filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)),
+    )
+}
 
 /// Entries a list query returns when the filter names no limit.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
@@ -278,6 +305,20 @@ pub(crate) fn audit<R: ReadRow>(row: &R) -> Result<AuditEntry, R::Error> {
     })
 }
 
+/// Reads a row of [`LIST_REJECTED_CALLS`].
+pub(crate) fn rejected_call<R: ReadRow>(row: &R) -> Result<RejectedCall, R::Error> {
+    Ok(RejectedCall {
+        seq: row.int(0)?,
+        request_id: row.text(1)?,
+        at: instant(row, 2)?,
+        client_ip: row.opt_text(3)?,
+        app_key: row.opt_text(4)?,
+        method: row.opt_text(5)?,
+        code: row.int(6)?,
+        sub_code: row.opt_text(7)?,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pure helpers shared by the operations of every backend
 // ---------------------------------------------------------------------------------------------
@@ -419,6 +460,16 @@ impl ListQuery {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pruning_keeps_the_newest_rows_and_never_a_negative_bound() {
+        use super::rejected_calls_prune_through as through;
+        assert_eq!(through(10, 3), Some(7));
+        assert_eq!(through(3, 3), None);
+        assert_eq!(through(1, 100_000), None);
+        assert_eq!(through(5, 0), Some(5));
+        assert_eq!(through(i64::MAX, u64::MAX), None);
+    }
+
     use super::*;
 
     #[test]

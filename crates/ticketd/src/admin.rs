@@ -28,6 +28,8 @@ use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
 
 use crate::server::{random_token, AppState};
 
+mod rejected;
+
 /// Health endpoints (no token) and the admin API (bearer token).
 pub fn router(state: AppState) -> Router<AppState> {
     let admin = Router::new()
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/anomalies", get(list_anomalies))
         .route("/admin/anomalies/{id}/resolve", post(resolve_anomaly))
         .route("/admin/audit", get(list_audit))
+        .merge(rejected::router())
         .route_layer(middleware::from_fn_with_state(state, require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -63,6 +63,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// How long after a use it may be reversed.
     pub reversal_window: chrono::Duration,
+    /// How many refused anonymous calls the ledger keeps (`--rejected-calls-keep`).
+    pub rejected_calls_keep: u64,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Per-app token buckets (in this process's memory) and the default rate limit.
@@ -135,6 +137,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             body_timeout: settings.connections.body_timeout,
             reversal_window: settings.reversal_window,
+            rejected_calls_keep: settings.rejected_calls_keep,
             metrics: Arc::default(),
             rate_limiter: Arc::new(crate::gateway::access::RateLimiter::new(
                 settings.default_rate_limit,

@@ -62,6 +62,12 @@ pub struct Settings {
     #[arg(long, env = "TICKETD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// How many calls refused before authentication (bad signature, unknown app key, malformed
+    /// request) are kept for `GET /admin/rejected-calls`; older ones are dropped. They never
+    /// enter the audit trail, which anyone could otherwise fill. `0` keeps none.
+    #[arg(long, env = "TICKETD_REJECTED_CALLS_KEEP", default_value_t = 100_000)]
+    pub rejected_calls_keep: u64,
+
     /// Rate limit of apps that set none of their own (`PATCH /admin/apps/{app_key}`): `50/s`,
     /// `600/m` or `10000/h` (bursts of one period's calls), or `0` for none. Over it a call is
     /// refused with TOP code 7. Each process counts on its own: N processes on one database
@@ -110,6 +116,7 @@ impl Settings {
             allow_early_use: false,
             reversal_window: chrono::Duration::hours(24),
             max_body_bytes: 1024 * 1024,
+            rejected_calls_keep: 100_000,
             default_rate_limit: ticket_ledger::RateLimit::Unlimited,
             admin_listen: None,
             tls_cert: None,

@@ -17,6 +17,21 @@ use crate::params::Params;
 use crate::sign::{verify, SignMethod};
 use crate::timestamp::{parse_timestamp, within_window};
 
+/// TOP's system parameters besides `sign`: the names the platform itself reads on every call
+/// (§2). With a method's own parameters they are everything a server has reason to keep.
+pub const SYSTEM_PARAMS: &[&str] = &[
+    "method",
+    "app_key",
+    "timestamp",
+    "format",
+    "v",
+    "sign_method",
+    "simplify",
+    "partner_id",
+    "session",
+    "target_app_key",
+];
+
 /// Default timestamp window: 600 s (\[DOC\]: "a maximum client time error of 10 minutes").
 pub const DEFAULT_TIMESTAMP_WINDOW_SECS: i64 = 600;
 
@@ -103,6 +118,14 @@ pub fn authenticate(
     now: DateTime<Utc>,
     window: chrono::Duration,
 ) -> Result<(), TopError> {
+    check_signature(params, secrets)?;
+    check_freshness(params, now, window)
+}
+
+/// The first half of [`authenticate`]: `sign` present (24), `sign_method` supported and the
+/// signature verifies against any of `secrets` (25). A call refused here came from a caller
+/// who has not shown the secret, so the server must not keep it as the app's act.
+pub fn check_signature(params: &Params, secrets: &[&[u8]]) -> Result<(), TopError> {
     let provided = required(params, "sign")
         .ok_or_else(|| TopError::platform(PlatformCode::MissingSignature))?;
     let method =
@@ -113,6 +136,17 @@ pub fn authenticate(
     {
         return Err(TopError::platform(PlatformCode::InvalidSignature));
     }
+    Ok(())
+}
+
+/// The second half of [`authenticate`], for a call whose signature verified: `timestamp`
+/// present (30), parsable and within ±`window` of `now` (31) → `v` present (32) and == "2.0"
+/// (34).
+pub fn check_freshness(
+    params: &Params,
+    now: DateTime<Utc>,
+    window: chrono::Duration,
+) -> Result<(), TopError> {
     let raw_ts = required(params, "timestamp")
         .ok_or_else(|| TopError::platform(PlatformCode::MissingTimestamp))?;
     if !parse_timestamp(raw_ts).is_some_and(|ts| within_window(ts, now, window)) {

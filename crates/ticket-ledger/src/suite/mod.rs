@@ -27,6 +27,7 @@
 //! | `counts` | R16–R19, R22 | retries and count modes |
 //! | `dates` | R22–R27 | gate times, legacy `total_num`/`return_num` |
 //! | `audit` | — | the trail, refusals writing nothing, reads after writes |
+//! | `rejected` | — | the pruned record of calls refused before authentication |
 //! | `races` | R28 | racing gates |
 //! | `issuance` | R7 | issuance reports: first, replayed, conflicting, failed |
 //! | `refunds` | R8, R9 | refund requests and notifications, and what they do to verify |
@@ -55,6 +56,7 @@ mod orders;
 mod races;
 mod reconcile;
 mod refunds;
+mod rejected;
 mod resolve;
 mod reversal;
 pub mod sequences;
@@ -142,6 +144,7 @@ pub use refunds::{
     verify_needing_uses_held_by_refunded_tickets_is_refused_and_stored_as_an_anomaly,
     verify_of_a_fully_refunded_order_is_refused_and_stored_as_an_anomaly,
 };
+pub use rejected::rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept;
 pub use resolve::{
     another_apps_order_is_indistinguishable_from_an_unknown_one,
     out_order_id_alone_resolves_within_the_calling_app,
@@ -233,6 +236,8 @@ macro_rules! behaviour_suite {
             verify_audit_entry_is_the_plans_entry,
             refused_verify_writes_nothing,
             committed_counts_are_seen_by_later_reads,
+            // rejected anonymous calls
+            rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept,
             // races (R28)
             concurrent_verifies_never_exceed_capacity,
             concurrent_identical_delta_retries_apply_exactly_once,

@@ -40,6 +40,8 @@ struct State {
     audit: Vec<AuditEntry>,
     anomalies: Vec<Anomaly>,
     next_use_id: i64,
+    rejected_calls: std::collections::VecDeque<ticket_ledger::RejectedCall>,
+    next_rejected_seq: i64,
 }
 
 impl State {
@@ -521,6 +523,41 @@ impl LedgerStore for MemStore {
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
         self.lock()?.append(entry);
         Ok(())
+    }
+
+    async fn record_rejected_call(
+        &self,
+        mut call: ticket_ledger::RejectedCall,
+        keep: u64,
+    ) -> Result<(), LedgerError> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let mut state = self.lock()?;
+        state.next_rejected_seq += 1;
+        call.seq = state.next_rejected_seq;
+        state.rejected_calls.push_back(call);
+        while state.rejected_calls.len() as u64 > keep {
+            state.rejected_calls.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn rejected_calls(
+        &self,
+        filter: ticket_ledger::RejectedCallFilter,
+    ) -> Result<Vec<ticket_ledger::RejectedCall>, LedgerError> {
+        let limit = usize::try_from(filter.limit.unwrap_or(100).clamp(1, 1000)).unwrap_or(1000);
+        let before = filter.before_seq.unwrap_or(i64::MAX);
+        Ok(self
+            .lock()?
+            .rejected_calls
+            .iter()
+            .rev()
+            .filter(|c| c.seq < before)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {

@@ -32,6 +32,11 @@ const POSTGRES: &[Migration] = &[
         name: "app_access",
         sql: include_str!("../../migrations/postgres/0002_app_access.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rejected_calls",
+        sql: include_str!("../../migrations/postgres/0003_rejected_calls.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -45,6 +50,11 @@ const MYSQL: &[Migration] = &[
         version: 2,
         name: "app_access",
         sql: include_str!("../../migrations/mysql/0002_app_access.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "rejected_calls",
+        sql: include_str!("../../migrations/mysql/0003_rejected_calls.sql"),
     },
 ];
 

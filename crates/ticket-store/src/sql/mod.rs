@@ -41,8 +41,9 @@ use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef,
-    OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
-    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
+    OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall,
+    RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
+    VerifyOutcome,
 };
 
 pub use self::engine::Engine;
@@ -572,6 +573,23 @@ impl LedgerStore for SqlStore {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.db
             .read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
+            .await
+    }
+
+    async fn record_rejected_call(&self, call: RejectedCall, keep: u64) -> Result<(), LedgerError> {
+        self.db
+            .write(&(call, keep), |c, e, (call, keep)| {
+                Box::pin(ops::record_rejected_call(c, e, call, *keep))
+            })
+            .await
+    }
+
+    async fn rejected_calls(
+        &self,
+        filter: RejectedCallFilter,
+    ) -> Result<Vec<RejectedCall>, LedgerError> {
+        self.db
+            .read(&filter, |c, e, f| Box::pin(ops::rejected_calls(c, e, f)))
             .await
     }
 

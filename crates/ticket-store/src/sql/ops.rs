@@ -28,8 +28,8 @@ use ticket_ledger::{
     AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand,
     IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef,
     OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, UseRecord,
-    VerifyCommand, VerifyOutcome, VoucherRecord,
+    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
+    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
 };
 
 use super::engine::{Engine, ErrorClass};
@@ -805,9 +805,68 @@ pub(crate) async fn insert_audit(
     .map(drop)
 }
 
+/// Keeps a refused anonymous call and prunes the record to the newest `keep`.
+///
+/// The newest `seq` is read back rather than taken from the insert's result because the
+/// engines disagree on how to return it (`RETURNING` or `LAST_INSERT_ID()`); a concurrent
+/// insert between the two statements only makes the pruning keep one row fewer.
+pub(crate) async fn record_rejected_call(
+    conn: &mut AnyConnection,
+    e: Engine,
+    call: &RejectedCall,
+    keep: u64,
+) -> Result<(), Failure> {
+    if keep == 0 {
+        return Ok(());
+    }
+    q(e, rows::INSERT_REJECTED_CALL)
+        .bind(call.request_id.clone())
+        .bind(ms(call.at))
+        .bind(call.client_ip.clone())
+        .bind(call.app_key.clone())
+        .bind(call.method.clone())
+        .bind(call.code)
+        .bind(call.sub_code.clone())
+        .execute(&mut *conn)
+        .await
+        .during("recording a rejected call")?;
+    let newest = one(
+        conn,
+        q(e, "SELECT max(seq) FROM rejected_calls"),
+        |row| row.opt_int(0),
+        "reading the newest rejected call",
+    )
+    .await?
+    .flatten();
+    if let Some(through) = newest.and_then(|n| rows::rejected_calls_prune_through(n, keep)) {
+        q(e, rows::PRUNE_REJECTED_CALLS)
+            .bind(through)
+            .execute(conn)
+            .await
+            .during("pruning rejected calls")?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reads
 // ---------------------------------------------------------------------------------------------
+
+/// Kept refused calls, newest first.
+pub(crate) async fn rejected_calls(
+    conn: &mut AnyConnection,
+    e: Engine,
+    filter: &RejectedCallFilter,
+) -> Result<Vec<RejectedCall>, Failure> {
+    let (before, limit) = rows::rejected_calls_page(filter);
+    all(
+        conn,
+        q(e, rows::LIST_REJECTED_CALLS).bind(before).bind(limit),
+        rows::rejected_call,
+        "listing rejected calls",
+    )
+    .await
+}
 
 /// One app by key.
 pub(crate) async fn app(

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "app_access",
         sql: include_str!("../../migrations/sqlite/0003_app_access.sql"),
     },
+    Migration {
+        version: 4,
+        name: "rejected_calls",
+        sql: include_str!("../../migrations/sqlite/0004_rejected_calls.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -33,8 +33,8 @@ use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats,
     IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
-    RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly, ReversalCommand,
-    SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
+    RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall, RejectedCallFilter,
+    ResolveAnomaly, ReversalCommand, SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
 use self::durable::SyncedFile;
@@ -374,6 +374,20 @@ impl LedgerStore for SqliteStore {
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.read(move |conn| ops::audit(conn, &filter)).await
+    }
+
+    async fn record_rejected_call(&self, call: RejectedCall, keep: u64) -> Result<(), LedgerError> {
+        self.writer
+            .submit(move |tx| ops::record_rejected_call(tx.conn, &call, keep))
+            .await
+    }
+
+    async fn rejected_calls(
+        &self,
+        filter: RejectedCallFilter,
+    ) -> Result<Vec<RejectedCall>, LedgerError> {
+        self.read(move |conn| ops::rejected_calls(conn, &filter))
+            .await
     }
 
     async fn close(&self) {

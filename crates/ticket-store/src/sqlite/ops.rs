@@ -14,16 +14,16 @@ use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint,
     IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
     OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
-    VerifyOutcome, VerifyPlan, VoucherRecord,
+    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
+    SecretRotation, VerifyCommand, VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
 use super::writer::Tx;
 use crate::rows::{
-    access_values, capacity_refusal, previous_secret_values, resolution_entry, ListQuery, SqlValue,
-    ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS,
-    VOUCHER_COLUMNS,
+    self as shared, access_values, capacity_refusal, previous_secret_values, resolution_entry,
+    ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS,
+    REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -693,6 +693,50 @@ fn voucher_now(
 /// Appends one audit entry on its own.
 pub(crate) fn record(conn: &Connection, entry: &AuditEntry) -> Result<(), LedgerError> {
     rows::insert_audit(conn, entry).map(drop)
+}
+
+/// Keeps a refused anonymous call and prunes the record to the newest `keep`.
+pub(crate) fn record_rejected_call(
+    conn: &Connection,
+    call: &RejectedCall,
+    keep: u64,
+) -> Result<(), LedgerError> {
+    if keep == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(shared::INSERT_REJECTED_CALL)
+        .during("preparing the rejected call insert")?
+        .execute(params![
+            call.request_id,
+            ms(call.at),
+            call.client_ip,
+            call.app_key,
+            call.method,
+            call.code,
+            call.sub_code
+        ])
+        .during("recording a rejected call")?;
+    if let Some(through) = shared::rejected_calls_prune_through(conn.last_insert_rowid(), keep) {
+        conn.prepare_cached(shared::PRUNE_REJECTED_CALLS)
+            .during("preparing the rejected call pruning")?
+            .execute([through])
+            .during("pruning rejected calls")?;
+    }
+    Ok(())
+}
+
+/// Kept refused calls, newest first.
+pub(crate) fn rejected_calls(
+    conn: &Connection,
+    filter: &RejectedCallFilter,
+) -> Result<Vec<RejectedCall>, LedgerError> {
+    let (before, limit) = shared::rejected_calls_page(filter);
+    conn.prepare_cached(shared::LIST_REJECTED_CALLS)
+        .during("preparing the rejected call list")?
+        .query_map(params![before, limit], |row| shared::rejected_call(row))
+        .during("listing rejected calls")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading rejected calls")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -104,13 +104,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
         vec![
             (1, "init".to_owned()),
             (2, "lifecycle".to_owned()),
-            (3, "app_access".to_owned())
+            (3, "app_access".to_owned()),
+            (4, "rejected_calls".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,19 @@ impl LedgerStore for TempStore {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.store.audit(filter).await
     }
+    async fn record_rejected_call(
+        &self,
+        call: ticket_ledger::RejectedCall,
+        keep: u64,
+    ) -> Result<(), LedgerError> {
+        self.store.record_rejected_call(call, keep).await
+    }
+    async fn rejected_calls(
+        &self,
+        filter: ticket_ledger::RejectedCallFilter,
+    ) -> Result<Vec<ticket_ledger::RejectedCall>, LedgerError> {
+        self.store.rejected_calls(filter).await
+    }
     async fn ping(&self) -> Result<(), LedgerError> {
         self.store.ping().await
     }

@@ -2,14 +2,18 @@
 //!
 //! Every answer is HTTP 200 with a TOP envelope (PROTOCOL.md §5.3: real SDKs break on any other
 //! status), including refusals and internal faults. Checks run in the order PROTOCOL.md §5.1
-//! fixes, so a request with several faults always gets the same code. Every attempt leaves an
-//! audit entry: accepted and replayed ones are written by the store in the transaction that
-//! applies them, refusals by `audit_rejection` here.
+//! fixes, so a request with several faults always gets the same code. Every attempt leaves a
+//! record: accepted and replayed ones an audit entry the store writes in the transaction that
+//! applies them; refusals of an authenticated caller an audit entry written by
+//! `record_refusal` here; refusals met before the caller was authenticated (a bad signature,
+//! an unknown app key, a malformed request) a clipped row in the pruned record of rejected
+//! calls, never the permanent trail, which anyone could otherwise fill in anyone's name.
 
 pub mod access;
 pub mod errors;
 pub mod issue;
 pub mod refund;
+pub mod summary;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -24,9 +28,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use ticket_api::Method;
 use ticket_ledger::{
-    AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RequestMeta,
+    App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RejectedCall,
+    RequestMeta,
 };
-use top_protocol::check::{authenticate, check_envelope};
+use top_protocol::check::{check_envelope, check_freshness, check_signature};
 use top_protocol::envelope::{new_request_id, render_error, render_success};
 use top_protocol::params::{merge, parse_body, parse_urlencoded};
 use top_protocol::{Field, Format, Params, PlatformCode, TopError};
@@ -54,10 +59,10 @@ pub struct CallContext {
 impl CallContext {
     /// The request's metadata as the ledger records it.
     pub fn meta(&self, params: &Params) -> RequestMeta {
-        self.meta_with_summary(sanitized(params))
+        self.meta_with_summary(summary::of_params(params, summary::Entries::All))
     }
 
-    /// [`CallContext::meta`] with the summary already built ([`sanitized_verify`]).
+    /// [`CallContext::meta`] with the summary already built ([`summary::of_verify`]).
     pub fn meta_with_summary(&self, summary: serde_json::Value) -> RequestMeta {
         RequestMeta {
             request_id: self.request_id.clone(),
@@ -99,6 +104,21 @@ struct Answer {
     format: Format,
     method: String,
     result: Result<Vec<(&'static str, bool)>, TopError>,
+    /// Whether the caller had shown the app's secret when the answer was decided: where a
+    /// refusal is kept depends on it (module doc).
+    authenticated: bool,
+}
+
+impl Answer {
+    /// A refusal decided before the caller was authenticated.
+    fn anonymous(format: Format, method: String, error: TopError) -> Self {
+        Self {
+            format,
+            method,
+            result: Err(error),
+            authenticated: false,
+        }
+    }
 }
 
 async fn router_rest(State(state): State<AppState>, request: Request) -> Response {
@@ -123,13 +143,13 @@ async fn answer_call(state: AppState, request: Request, ctx: CallContext) -> Res
         Ok(request) => process(&state, request, &ctx).await,
         Err(timed_out) => {
             let query = timed_out.parts.uri.query().unwrap_or_default();
-            let answer = Answer {
-                format: requested_format(parse_urlencoded(query.as_bytes()).ok().as_deref(), None),
-                method: String::new(),
-                result: Err(timed_out.to_top_error()),
-            };
+            let answer = Answer::anonymous(
+                requested_format(parse_urlencoded(query.as_bytes()).ok().as_deref(), None),
+                String::new(),
+                timed_out.to_top_error(),
+            );
             tracing::info!("request body not received in time");
-            audit_rejection(&state, &ctx, &Params::new(), &answer).await;
+            record_refusal(&state, &ctx, &Params::new(), &answer).await;
             answer
         }
     };
@@ -179,12 +199,8 @@ async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answe
     let params = match params {
         Ok(p) => p,
         Err(error) => {
-            let answer = Answer {
-                format: fallback_format,
-                method: String::new(),
-                result: Err(error),
-            };
-            audit_rejection(state, ctx, &Params::new(), &answer).await;
+            let answer = Answer::anonymous(fallback_format, String::new(), error);
+            record_refusal(state, ctx, &Params::new(), &answer).await;
             return answer;
         }
     };
@@ -194,38 +210,36 @@ async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answe
     }) {
         Ok(env) => env,
         Err(rejection) => {
-            let answer = Answer {
-                format: rejection.format,
-                method: params.get("method").unwrap_or_default().to_owned(),
-                result: Err(rejection.error),
-            };
-            audit_rejection(state, ctx, &params, &answer).await;
+            let method = params.get("method").unwrap_or_default().to_owned();
+            let answer = Answer::anonymous(rejection.format, method, rejection.error);
+            record_refusal(state, ctx, &params, &answer).await;
             return answer;
         }
     };
 
-    let result = dispatch(state, &params, &envelope.app_key, &envelope.method, ctx).await;
-    let answer = Answer {
-        format: envelope.format,
-        method: envelope.method,
-        result,
+    let answer = match identify(state, &params, &envelope.app_key, ctx).await {
+        Ok(app) => Answer {
+            result: dispatch(state, &params, &app, &envelope.method, ctx).await,
+            format: envelope.format,
+            method: envelope.method,
+            authenticated: true,
+        },
+        Err(error) => Answer::anonymous(envelope.format, envelope.method, error),
     };
     if answer.result.is_err() {
-        audit_rejection(state, ctx, &params, &answer).await;
+        record_refusal(state, ctx, &params, &answer).await;
     }
     log_answer(ctx, &params, &answer);
     answer
 }
 
-/// App lookup (29), authentication (24/25/30/31/32/34), permissions and rate (11/7), then the
-/// method's handler.
-async fn dispatch(
+/// App lookup (29) and the signature (24/25): until both pass, the caller is anyone.
+async fn identify(
     state: &AppState,
     params: &Params,
     app_key: &str,
-    method: &str,
     ctx: &CallContext,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<App, TopError> {
     let invalid_app = || TopError::platform(PlatformCode::InvalidAppKey);
     let key = AppKey::parse(app_key).ok_or_else(invalid_app)?;
     let app = state
@@ -240,12 +254,25 @@ async fn dispatch(
         .into_iter()
         .map(str::as_bytes)
         .collect();
-    authenticate(params, &secrets, ctx.received_at, state.timestamp_window)?;
-    access::check(&state.rate_limiter, &app, ctx)?;
+    check_signature(params, &secrets)?;
+    Ok(app)
+}
+
+/// For a caller who showed the app's secret: freshness (30/31/32/34), permissions and rate
+/// (11/7), then the method's handler.
+async fn dispatch(
+    state: &AppState,
+    params: &Params,
+    app: &App,
+    method: &str,
+    ctx: &CallContext,
+) -> Result<Vec<(&'static str, bool)>, TopError> {
+    check_freshness(params, ctx.received_at, state.timestamp_window)?;
+    access::check(&state.rate_limiter, app, ctx)?;
     match Method::parse(method) {
-        Some(Method::Verify) => verify::handle(state, params, &app, ctx).await,
-        Some(Method::Refund) => refund::handle(state, params, &app, ctx).await,
-        Some(Method::Issue) => issue::handle(state, params, &app, ctx).await,
+        Some(Method::Verify) => verify::handle(state, params, app, ctx).await,
+        Some(Method::Refund) => refund::handle(state, params, app, ctx).await,
+        Some(Method::Issue) => issue::handle(state, params, app, ctx).await,
         // check_envelope already refused unknown names; answering 22 keeps this total.
         None => Err(TopError::platform(PlatformCode::InvalidMethod)),
     }
@@ -297,113 +324,68 @@ async fn read_body_pairs(
     parse_body(content_type, &bytes).map_err(|e| e.to_top_error())
 }
 
-/// Records a refused attempt. A failure to record is logged, not answered: the caller's answer
-/// does not depend on it and nothing was applied.
-async fn audit_rejection(state: &AppState, ctx: &CallContext, params: &Params, answer: &Answer) {
+/// Keeps a refusal where it belongs (module doc). A failure to keep it is logged, not
+/// answered: the caller's answer does not depend on it and nothing was applied.
+async fn record_refusal(state: &AppState, ctx: &CallContext, params: &Params, answer: &Answer) {
     let Err(error) = &answer.result else { return };
-    let reason = match &error.sub_code {
-        Some(sub) => sub.clone(),
-        None => format!("{} {}", error.code, error.msg),
+    let kept = if answer.authenticated {
+        state
+            .store
+            .record(refusal_entry(ctx, params, answer, error))
+            .await
+    } else {
+        let call = RejectedCall::new(
+            &ctx.request_id,
+            ctx.received_at,
+            ctx.client_ip.as_deref(),
+            params.get("app_key"),
+            Some(answer.method.as_str())
+                .filter(|m| !m.is_empty())
+                .or(params.get("method")),
+            i64::from(error.code),
+            error.sub_code.as_deref(),
+        );
+        state
+            .store
+            .record_rejected_call(call, state.rejected_calls_keep)
+            .await
     };
-    let entry = AuditEntry {
+    if let Err(e) = kept {
+        tracing::error!(request_id = %ctx.request_id, error = %e, "could not record a refused call");
+    }
+}
+
+/// The audit entry of an authenticated caller's refused call: known fields only, every text
+/// clipped ([`summary`]), at most [`summary::REFUSED_ENTRIES`] of its vouchers.
+fn refusal_entry(
+    ctx: &CallContext,
+    params: &Params,
+    answer: &Answer,
+    error: &TopError,
+) -> AuditEntry {
+    let clip = |s: &str| -> String { s.chars().take(summary::MAX_TEXT).collect() };
+    let reason = match &error.sub_code {
+        Some(sub) => clip(sub),
+        None => format!("{} {}", error.code, clip(&error.msg)),
+    };
+    AuditEntry {
         seq: 0,
         request_id: ctx.request_id.clone(),
         at: ctx.received_at,
-        action: if answer.method.is_empty() {
-            "top.unknown".to_owned()
-        } else {
-            clip(&answer.method, 128)
-        },
-        app_key: params.get("app_key").map(|k| clip(k, 64)),
+        // check_envelope accepted the name, so it is one of ours.
+        action: clip(&answer.method),
+        app_key: params.get("app_key").map(clip),
         order_id: params.get("order_id").and_then(|v| v.parse::<i64>().ok()),
         outcome: AuditOutcome::Rejected,
         reason,
         detail: json!({
             "code": error.code,
-            "msg": error.msg,
-            "sub_code": error.sub_code,
-            "sub_msg": error.sub_msg,
-            "request": sanitized(params),
+            "msg": clip(&error.msg),
+            "sub_code": error.sub_code.as_deref().map(clip),
+            "sub_msg": error.sub_msg.as_deref().map(clip),
+            "request": summary::of_params(params, summary::Entries::Refused),
         }),
         client_ip: ctx.client_ip.clone(),
-    };
-    if let Err(e) = state.store.record(entry).await {
-        tracing::error!(request_id = %ctx.request_id, error = %e, "could not record a rejected attempt");
-    }
-}
-
-/// Cuts untrusted text to a length that is safe to store and show.
-fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// The request's parameters for the audit trail: no `sign`, confirm codes masked, values
-/// clipped so a hostile request cannot bloat the trail.
-pub fn sanitized(params: &Params) -> serde_json::Value {
-    sanitized_with(params, mask_voucher_infos)
-}
-
-/// [`sanitized`] for a verify whose `voucher_infos` were already parsed and checked: the
-/// list is written from those entries (codes masked) rather than parsed a second time.
-pub fn sanitized_verify(
-    params: &Params,
-    entries: &[ticket_api::verify::VoucherInfo],
-) -> serde_json::Value {
-    sanitized_with(params, |_| {
-        serde_json::Value::Array(
-            entries
-                .iter()
-                .map(|e| {
-                    let mut item = serde_json::Map::new();
-                    item.insert(
-                        "confirm_code".into(),
-                        ticket_ledger::mask_code(&e.confirm_code).into(),
-                    );
-                    item.insert("used_quantity".into(), e.used_quantity.into());
-                    if let Some(date) = &e.used_date {
-                        item.insert("used_date".into(), date.as_str().into());
-                    }
-                    serde_json::Value::Object(item)
-                })
-                .collect(),
-        )
-    })
-}
-
-fn sanitized_with(
-    params: &Params,
-    voucher_infos: impl Fn(&str) -> serde_json::Value,
-) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for (k, v) in params.iter() {
-        let value = match k {
-            "sign" => continue,
-            "confirm_code" => serde_json::Value::from(ticket_ledger::mask_code(v)),
-            "voucher_infos" => voucher_infos(v),
-            _ => serde_json::Value::from(clip(v, 256)),
-        };
-        map.insert(clip(k, 64), value);
-    }
-    serde_json::Value::Object(map)
-}
-
-/// Masks the codes inside `voucher_infos`, keeping quantities and dates for the record.
-fn mask_voucher_infos(text: &str) -> serde_json::Value {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Array(items)) => serde_json::Value::Array(
-            items
-                .into_iter()
-                .take(999)
-                .map(|mut item| {
-                    if let Some(code) = item.get("confirm_code").and_then(|c| c.as_str()) {
-                        let masked = serde_json::Value::from(ticket_ledger::mask_code(code));
-                        item["confirm_code"] = masked;
-                    }
-                    item
-                })
-                .collect(),
-        ),
-        _ => serde_json::Value::from(format!("<{} bytes, not a JSON list>", text.len())),
     }
 }
 
@@ -425,33 +407,5 @@ fn log_answer(ctx: &CallContext, params: &Params, answer: &Answer) {
             sub_code = e.sub_code.as_deref().unwrap_or_default(),
             "top call refused"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn a_verify_summary_from_parsed_entries_matches_the_summary_parsed_again() {
-        let mut params = Params::new();
-        params.insert("method", "taobao.travel.ticket.order.verify");
-        params.insert("order_id", "2983749123412345");
-        params.insert("sign", "0123456789ABCDEF");
-        params.insert(
-            "voucher_infos",
-            r#"[{"used_date":"2026-11-26 10:00:00","confirm_code":"A1B2C3D4","used_quantity":2},
-                {"confirm_code":"GROUP-01","used_quantity":1}]"#,
-        );
-        let wire = ticket_api::verify::VerifyParams::from_params(&params).unwrap();
-        let from_entries = sanitized_verify(&params, &wire.voucher_infos);
-        assert_eq!(from_entries, sanitized(&params));
-        assert_eq!(
-            from_entries["voucher_infos"][0]["confirm_code"], "****C3D4",
-            "{from_entries}"
-        );
-        assert!(from_entries.get("sign").is_none());
     }
 }

@@ -91,7 +91,11 @@ fn command(
         total_num: wire.total_num,
         return_num: wire.return_num,
         policy: state.verify_policy,
-        meta: ctx.meta_with_summary(super::sanitized_verify(params, &wire.voucher_infos)),
+        meta: ctx.meta_with_summary(super::summary::of_verify(
+            params,
+            &wire.voucher_infos,
+            super::summary::Entries::All,
+        )),
         origin: VerifyOrigin::Vendor,
     })
 }

@@ -615,6 +615,53 @@ pub async fn audit_entries(app: &TestApp, query: &str) -> Vec<Value> {
     body["entries"].as_array().unwrap().clone()
 }
 
+/// Where a refused call was kept, read back through the admin API.
+#[derive(Debug)]
+pub enum KeptRefusal {
+    /// In the audit trail (the caller was authenticated): the entry.
+    Audited(Value),
+    /// In the pruned record of calls refused before authentication: the row.
+    Anonymous(Value),
+}
+
+impl KeptRefusal {
+    /// `(code, sub_code)` as kept.
+    pub fn code(&self) -> (i64, Option<String>) {
+        let (code, sub) = match self {
+            Self::Audited(e) => (&e["detail"]["code"], &e["detail"]["sub_code"]),
+            Self::Anonymous(c) => (&c["code"], &c["sub_code"]),
+        };
+        (code.as_i64().unwrap(), sub.as_str().map(str::to_owned))
+    }
+}
+
+/// The one record of the refused call answered with `request_id`: its audit entry, or else its
+/// row among the calls refused before authentication. Panics unless exactly one exists.
+pub async fn kept_refusal(app: &TestApp, request_id: &str) -> KeptRefusal {
+    let audited: Vec<Value> = audit_entries(app, "outcome=rejected&limit=1000")
+        .await
+        .into_iter()
+        .filter(|e| e["request_id"] == request_id)
+        .collect();
+    let (status, body) = app.admin_get("/admin/rejected-calls?limit=1000").await;
+    assert_eq!(status, 200, "{body}");
+    let anonymous: Vec<Value> = body["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["request_id"] == request_id)
+        .cloned()
+        .collect();
+    match (audited.as_slice(), anonymous.as_slice()) {
+        ([entry], []) => KeptRefusal::Audited(entry.clone()),
+        ([], [call]) => KeptRefusal::Anonymous(call.clone()),
+        _ => panic!(
+            "expected one record of {request_id}, got audit {audited:?} and rejected calls \
+             {anonymous:?}"
+        ),
+    }
+}
+
 /// The one audit entry written for `request_id` among `entries`.
 pub fn entry_for<'a>(entries: &'a [Value], request_id: &str) -> &'a Value {
     let found: Vec<&Value> = entries

@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    assert_error_body, audit_entries, entry_for, ledger_snapshot, minutes_ago, spawn_app_with,
-    spawn_in, voucher_infos, TestApp, TopCall, TopReply,
+    assert_error_body, kept_refusal, ledger_snapshot, minutes_ago, spawn_app_with, spawn_in,
+    voucher_infos, KeptRefusal, TestApp, TopCall, TopReply,
 };
 
 const KEY: &str = "hostile-vendor";
@@ -198,8 +198,9 @@ async fn a_body_that_stalls_is_answered_with_a_request_timeout_and_nothing_appli
         Some(("isv.request-timeout", "请求体接收超时")),
     );
     assert_eq!(ledger_snapshot(&app, ORDER).await, before);
-    let rejected = audit_entries(&app, "outcome=rejected").await;
-    assert_eq!(entry_for(&rejected, &id)["reason"], "isv.request-timeout");
+    let kept = kept_refusal(&app, &id).await;
+    assert!(matches!(kept, KeptRefusal::Anonymous(_)), "{kept:?}");
+    assert_eq!(kept.code(), (43, Some("isv.request-timeout".into())));
 
     // Trickled a byte at a time, faster than any per-read timeout would notice: the deadline
     // is for the whole body, so the answer is the same.

@@ -14,6 +14,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod interop;
+mod kept;
 mod lifecycle;
 mod listeners;
 mod metrics;

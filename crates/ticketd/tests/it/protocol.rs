@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use ticketd::clock::SystemClock;
 use top_protocol::sign::sign;
 use top_protocol::timestamp::{format_beijing, parse_beijing};
 use top_protocol::{EmptyValues, Params, SignMethod};
 
 use crate::helpers::{
-    assert_error_body, assert_error_xml, assert_success_body, assert_top_envelope, audit_entries,
-    create_order_with, entry_for, error_json, json_str, ledger_snapshot, post_params, spawn_app,
-    spawn_app_at, spawn_app_with, success_json, success_simplified, success_xml, TestApp, TopCall,
-    TopReply,
+    assert_error_body, assert_error_xml, assert_success_body, assert_top_envelope,
+    create_order_with, error_json, json_str, kept_refusal, ledger_snapshot, post_params, spawn_app,
+    spawn_app_at, spawn_app_with, success_json, success_simplified, success_xml, KeptRefusal,
+    TestApp, TopCall, TopReply,
 };
 
 const KEY: &str = "proto-vendor";
@@ -591,16 +591,32 @@ async fn every_bad_input_gets_its_code_and_changes_nothing() {
             bad.name
         );
     }
-    // Every refusal left exactly one `rejected` entry naming why.
-    let rejected = audit_entries(&app, "outcome=rejected&limit=1000").await;
+    // Every refusal left exactly one record naming why: an audit entry when the caller had
+    // shown the secret, else a row among the calls refused before authentication (codes 9 and
+    // 21-29 always are).
     for (name, id, want) in &answered {
-        let entry = entry_for(&rejected, id);
-        assert_eq!(entry["reason"], reason(want).as_str(), "{name}: {entry}");
-        assert_eq!(entry["detail"]["code"], want.code, "{name}: {entry}");
-        assert!(
-            entry["detail"]["request"].get("sign").is_none(),
-            "{name}: sign stored: {entry}"
+        let kept = kept_refusal(&app, id).await;
+        assert_eq!(
+            kept.code(),
+            (want.code, want.sub.as_ref().map(|(c, _)| c.clone())),
+            "{name}: {kept:?}"
         );
+        match kept {
+            KeptRefusal::Audited(entry) => {
+                assert!(
+                    !matches!(want.code, 9 | 21..=29),
+                    "{name}: refused before authentication but audited: {entry}"
+                );
+                assert_eq!(entry["reason"], reason(want).as_str(), "{name}: {entry}");
+                assert!(
+                    entry["detail"]["request"].get("sign").is_none(),
+                    "{name}: sign stored: {entry}"
+                );
+            }
+            KeptRefusal::Anonymous(call) => {
+                assert_eq!(call["order_id"], Value::Null, "{name}: {call}");
+            }
+        }
     }
     assert!(
         failures.is_empty(),
@@ -651,13 +667,10 @@ async fn repeated_key_inside_one_part_is_41_in_the_requested_format() {
             bad.name
         );
         assert_eq!(ledger_snapshot(&app, ORDER).await, before, "{}", bad.name);
-        let rejected = audit_entries(&app, "outcome=rejected").await;
-        assert_eq!(
-            entry_for(&rejected, &id)["reason"],
-            sub_code.as_str(),
-            "{}",
-            bad.name
-        );
+        // Refused while parsing, before the signature was checked: kept apart from the trail.
+        let kept = kept_refusal(&app, &id).await;
+        assert!(matches!(kept, KeptRefusal::Anonymous(_)), "{}", bad.name);
+        assert_eq!(kept.code(), (41, Some(sub_code.clone())), "{}", bad.name);
         if text != error_json(41, &bad.want.msg, Some((&sub_code, &sub_msg)), &id) {
             wrong_format.push(format!("{}: {text}", bad.name));
         }
@@ -727,8 +740,9 @@ async fn oversized_bodies_get_43() {
     assert_success_body(&reply);
     assert_eq!(app.used(ORDER, CODE).await, 1);
 
-    let rejected = audit_entries(&app, "outcome=rejected").await;
-    assert_eq!(entry_for(&rejected, &id)["reason"], "isv.request-too-large");
+    let kept = kept_refusal(&app, &id).await;
+    assert!(matches!(kept, KeptRefusal::Anonymous(_)), "{kept:?}");
+    assert_eq!(kept.code(), (43, Some("isv.request-too-large".into())));
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` on a raw socket; returns the raw response.
