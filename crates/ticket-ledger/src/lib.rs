@@ -28,6 +28,7 @@
 //! - [`verify`]: the verify command and the rule table R1–R30 as [`plan_verify`].
 //! - [`lifecycle`]: issuance, refunds, reversal, anomalies and reconciliation as planners.
 //! - [`rejected`]: calls refused before the caller was authenticated, kept apart and bounded.
+//! - [`text`]: the bounds on untrusted text the ledger keeps.
 //! - [`store`]: the [`LedgerStore`] trait every backend implements.
 //! - [`error`]: [`LedgerError`], every way a ledger operation can be refused or fail.
 //! - `suite` (feature `suite`): the behaviour suite every store must pass.
@@ -40,6 +41,7 @@ pub mod rejected;
 pub mod store;
 #[cfg(feature = "suite")]
 pub mod suite;
+pub mod text;
 pub mod verify;
 
 pub use error::{LedgerError, UsedDateProblem};
@@ -56,7 +58,7 @@ pub use model::{
     NewOrder, NewVoucher, OrderRecord, OrderStatus, OrderView, PreviousSecret, RateLimit,
     RatePeriod, SecretRotation, StoreMetrics, VoucherRecord,
 };
-pub use rejected::{clip_bytes, RejectedCall, RejectedCallFilter};
+pub use rejected::{RejectedCall, RejectedCallFilter};
 pub use store::LedgerStore;
 pub use verify::{
     plan_verify, Fingerprint, Flag, OrderRef, OrderSnapshot, OutcomeKind, RequestMeta,

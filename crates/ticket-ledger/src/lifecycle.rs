@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
 use crate::model::{AuditEntry, AuditOutcome, IssueState, OrderRecord, OrderStatus, VoucherRecord};
+use crate::text::{clip_chars, MAX_KEPT_TEXT};
 use crate::verify::{Flag, OrderSnapshot, OutcomeKind, RequestMeta};
 use crate::LedgerError;
 
@@ -326,7 +327,7 @@ impl IssuePlan {
             "vouchers": self.vouchers.iter().map(|v| json!({
                 "confirm_code": v.code.masked(), "capacity": v.capacity,
                 "type": v.voucher_type})).collect::<Vec<_>>(),
-            "describe": self.describe,
+            "describe": self.describe.as_deref().map(|d| clip_chars(d, MAX_KEPT_TEXT)),
             "request": cmd.meta.summary,
         });
         let entry = cmd

@@ -8,6 +8,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::text::clip_bytes;
+
 /// One refused anonymous call, as kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedCall {
@@ -82,20 +84,6 @@ pub struct RejectedCallFilter {
     pub limit: Option<u32>,
 }
 
-/// The longest prefix of `text` of at most `max` bytes, cut at a character boundary.
-///
-/// Bytes, not characters: the bound is on what is stored, and a character may take 4 bytes.
-pub fn clip_bytes(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,13 +124,5 @@ mod tests {
             None,
         );
         assert_eq!(call.app_key, None);
-    }
-
-    #[test]
-    fn clipping_never_splits_a_character() {
-        assert_eq!(clip_bytes("核销码", 7), "核销");
-        assert_eq!(clip_bytes("核销码", 6), "核销");
-        assert_eq!(clip_bytes("ab", 5), "ab");
-        assert_eq!(clip_bytes("", 0), "");
     }
 }

@@ -363,7 +363,7 @@ fn refusal_entry(
     answer: &Answer,
     error: &TopError,
 ) -> AuditEntry {
-    let clip = |s: &str| -> String { s.chars().take(summary::MAX_TEXT).collect() };
+    let clip = |s: &str| ticket_ledger::text::clip_chars(s, summary::MAX_TEXT);
     let reason = match &error.sub_code {
         Some(sub) => clip(sub),
         None => format!("{} {}", error.code, clip(&error.msg)),

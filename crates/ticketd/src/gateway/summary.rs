@@ -16,7 +16,7 @@ use top_protocol::check::SYSTEM_PARAMS;
 use top_protocol::Params;
 
 /// The longest text value kept, in characters.
-pub const MAX_TEXT: usize = 256;
+pub const MAX_TEXT: usize = ticket_ledger::text::MAX_KEPT_TEXT;
 
 /// The most `voucher_infos` entries a refused call's summary lists.
 pub const REFUSED_ENTRIES: usize = 20;
@@ -169,7 +169,7 @@ fn scalar(value: Value) -> Value {
 
 /// Text cut to [`MAX_TEXT`] characters.
 fn clip(text: &str) -> String {
-    text.chars().take(MAX_TEXT).collect()
+    ticket_ledger::text::clip_chars(text, MAX_TEXT)
 }
 
 #[cfg(test)]
