@@ -23,12 +23,15 @@ const XML_PROLOG: &str = r#"<?xml version="1.0" encoding="utf-8" ?>"#;
 /// refusals are under 400 bytes.
 pub const MAX_ERROR_BODY_BYTES: usize = 4096;
 
-/// Characters of each `error_response` field that [`render_error`] keeps (cut with [`clip`],
-/// which adds one mark character). Every message ticketd writes fits well within them.
-const MSG_CHARS: usize = 128;
-const SUB_CODE_CHARS: usize = 128;
-const SUB_MSG_CHARS: usize = 256;
-const REQUEST_ID_CHARS: usize = 64;
+/// Characters of `msg` that [`render_error`] keeps; longer text is cut with [`clip`], which adds
+/// one mark character. Every message ticketd writes fits well within these limits.
+pub const ERROR_MSG_CHARS: usize = 128;
+/// Characters of `sub_code` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_SUB_CODE_CHARS: usize = 128;
+/// Characters of `sub_msg` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_SUB_MSG_CHARS: usize = 256;
+/// Characters of `request_id` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_REQUEST_ID_CHARS: usize = 64;
 
 /// The most bytes one character takes once escaped: `\u001f` in JSON, `&quot;` in XML.
 const MAX_ESCAPED_CHAR_BYTES: usize = 6;
@@ -48,7 +51,11 @@ const XML_ERROR_FRAME_BYTES: usize = XML_PROLOG.len()
 // character escapes to more than MAX_ESCAPED_CHAR_BYTES.
 const _: () = assert!(
     XML_ERROR_FRAME_BYTES
-        + (MSG_CHARS + SUB_CODE_CHARS + SUB_MSG_CHARS + REQUEST_ID_CHARS + 4)
+        + (ERROR_MSG_CHARS
+            + ERROR_SUB_CODE_CHARS
+            + ERROR_SUB_MSG_CHARS
+            + ERROR_REQUEST_ID_CHARS
+            + 4)
             * MAX_ESCAPED_CHAR_BYTES
         <= MAX_ERROR_BODY_BYTES
 );
@@ -176,10 +183,13 @@ pub fn render_success(
 /// to a fixed number of characters (`msg` and `sub_code` 128, `sub_msg` 256, `request_id` 64), so
 /// a `TopError` built anywhere, however carelessly, cannot make a large answer.
 pub fn render_error(format: Format, err: &TopError, request_id: &str) -> Vec<u8> {
-    let msg = clip(&err.msg, MSG_CHARS);
-    let sub_code = err.sub_code.as_deref().map(|s| clip(s, SUB_CODE_CHARS));
-    let sub_msg = err.sub_msg.as_deref().map(|s| clip(s, SUB_MSG_CHARS));
-    let request_id = clip(request_id, REQUEST_ID_CHARS);
+    let msg = clip(&err.msg, ERROR_MSG_CHARS);
+    let sub_code = err
+        .sub_code
+        .as_deref()
+        .map(|s| clip(s, ERROR_SUB_CODE_CHARS));
+    let sub_msg = err.sub_msg.as_deref().map(|s| clip(s, ERROR_SUB_MSG_CHARS));
+    let request_id = clip(request_id, ERROR_REQUEST_ID_CHARS);
     let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(4);
     fields.push(("code", Field::Int(i64::from(err.code))));
     fields.push(("msg", Field::Str(&msg)));
@@ -405,7 +415,11 @@ mod tests {
                     let v: serde_json::Value =
                         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
                     let sub_msg = v["error_response"]["sub_msg"].as_str().unwrap_or_default();
-                    assert_eq!(sub_msg.chars().count(), SUB_MSG_CHARS + 1, "{sub_msg}");
+                    assert_eq!(
+                        sub_msg.chars().count(),
+                        ERROR_SUB_MSG_CHARS + 1,
+                        "{sub_msg}"
+                    );
                     assert!(sub_msg.ends_with('…'), "{sub_msg}");
                 }
             }
