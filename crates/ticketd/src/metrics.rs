@@ -14,8 +14,8 @@
 //!   of the business catalogue ([`BusinessError`]), else `other`.
 //!
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms with cumulative
-//! `le` buckets). Counting a call takes a read lock and, for a label set already seen, allocates
-//! nothing.
+//! `le` buckets). Counting a call takes two short locks and, for a label set already seen,
+//! allocates nothing.
 
 use std::time::Duration;
 
