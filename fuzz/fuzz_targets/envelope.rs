@@ -9,7 +9,8 @@
 //! - XML bodies are well-formed (quick-xml, plus XML 1.0's legal-character rule, which
 //!   quick-xml leaves to the caller) and every value reads back, with the characters XML
 //!   cannot carry replaced by U+FFFD;
-//! - the byte-exact layout real SDKs rely on: no BOM, no whitespace around, ≥ 20 bytes.
+//! - the byte-exact layout real SDKs rely on: no BOM, no whitespace around, ≥ 20 bytes;
+//! - an error body is at most `MAX_ERROR_BODY_BYTES`, its fields clipped to their limits.
 
 #![no_main]
 
@@ -17,7 +18,11 @@ use libfuzzer_sys::fuzz_target;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use serde_json::Value;
-use top_protocol::envelope::{render_error, render_success, response_root};
+use top_protocol::envelope::{
+    render_error, render_success, response_root, ERROR_MSG_CHARS, ERROR_REQUEST_ID_CHARS,
+    ERROR_SUB_CODE_CHARS, ERROR_SUB_MSG_CHARS, MAX_ERROR_BODY_BYTES,
+};
+use top_protocol::error::clip;
 use top_protocol::{Field, Format, TopError};
 
 const METHODS: &[&str] = &[
@@ -59,15 +64,20 @@ fuzz_target!(|data: &[u8]| {
         err = err.with_sub(c, m);
     }
     let body = render_error(format, &err, &request_id);
+    assert!(body.len() <= MAX_ERROR_BODY_BYTES, "{} bytes", body.len());
+    let clipped = |s: &str, max: usize| clip(s, max).into_owned();
     let mut expected = vec![
         ("code".to_owned(), code.to_string()),
-        ("msg".to_owned(), err.msg.clone()),
+        ("msg".to_owned(), clipped(&err.msg, ERROR_MSG_CHARS)),
     ];
     if let (Some(c), Some(m)) = (&err.sub_code, &err.sub_msg) {
-        expected.push(("sub_code".to_owned(), c.clone()));
-        expected.push(("sub_msg".to_owned(), m.clone()));
+        expected.push(("sub_code".to_owned(), clipped(c, ERROR_SUB_CODE_CHARS)));
+        expected.push(("sub_msg".to_owned(), clipped(m, ERROR_SUB_MSG_CHARS)));
     }
-    expected.push(("request_id".to_owned(), request_id.clone()));
+    expected.push((
+        "request_id".to_owned(),
+        clipped(&request_id, ERROR_REQUEST_ID_CHARS),
+    ));
     check(format, &body, "error_response", true, &expected);
 
     // Success bodies: string fields with the fuzzed values, plus a bool and an int.

@@ -442,8 +442,10 @@ impl BodyTimedOut {
     /// Code 43 with `isv.request-timeout`: nothing was read or applied, the call may be sent
     /// again.
     pub fn to_top_error(&self) -> TopError {
-        TopError::platform(PlatformCode::ParameterError)
-            .with_sub("isv.request-timeout", "请求体接收超时")
+        TopError::platform(PlatformCode::ParameterError).with_sub(
+            top_protocol::error::sub_code::REQUEST_TIMEOUT,
+            "请求体接收超时",
+        )
     }
 }
 

@@ -10,11 +10,55 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::TopError;
+use crate::error::{clip, TopError};
 use crate::params::Params;
 
 /// The exact XML prolog TOP sends (note the space before `?>`).
 const XML_PROLOG: &str = r#"<?xml version="1.0" encoding="utf-8" ?>"#;
+
+/// The most bytes an `error_response` body has, in any format, whatever the [`TopError`] holds.
+///
+/// Why a bound: refusals are answered to anyone, before authentication, and often name what the
+/// caller sent; an answer that grows with the request makes the server amplify an attack. Real
+/// refusals are under 400 bytes.
+pub const MAX_ERROR_BODY_BYTES: usize = 4096;
+
+/// Characters of `msg` that [`render_error`] keeps; longer text is cut with [`clip`], which adds
+/// one mark character. Every message ticketd writes fits well within these limits.
+pub const ERROR_MSG_CHARS: usize = 128;
+/// Characters of `sub_code` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_SUB_CODE_CHARS: usize = 128;
+/// Characters of `sub_msg` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_SUB_MSG_CHARS: usize = 256;
+/// Characters of `request_id` that [`render_error`] keeps (see [`ERROR_MSG_CHARS`]).
+pub const ERROR_REQUEST_ID_CHARS: usize = 64;
+
+/// The most bytes one character takes once escaped: `\u001f` in JSON, `&quot;` in XML.
+const MAX_ESCAPED_CHAR_BYTES: usize = 6;
+
+/// Everything in an error body besides the field texts, for the longer form (XML; JSON's frame is
+/// 90 bytes), with the code at its widest (`u32::MAX`, 10 digits).
+const XML_ERROR_FRAME_BYTES: usize = XML_PROLOG.len()
+    + "<error_response></error_response>".len()
+    + "<code></code>".len()
+    + 10
+    + "<msg></msg>".len()
+    + "<sub_code></sub_code>".len()
+    + "<sub_msg></sub_msg>".len()
+    + "<request_id></request_id>".len();
+
+// The bound holds by construction: each field is at most its limit plus the clip mark, and no
+// character escapes to more than MAX_ESCAPED_CHAR_BYTES.
+const _: () = assert!(
+    XML_ERROR_FRAME_BYTES
+        + (ERROR_MSG_CHARS
+            + ERROR_SUB_CODE_CHARS
+            + ERROR_SUB_MSG_CHARS
+            + ERROR_REQUEST_ID_CHARS
+            + 4)
+            * MAX_ESCAPED_CHAR_BYTES
+        <= MAX_ERROR_BODY_BYTES
+);
 
 /// The response shape a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,18 +178,30 @@ pub fn render_success(
 /// Error body: `{"error_response":{"code":N,"msg":"…","sub_code":"…","sub_msg":"…","request_id":"…"}}`
 /// (sub_* omitted when None), the same in simplified mode (every SDK looks for `error_response`);
 /// XML `<?xml version="1.0" encoding="utf-8" ?><error_response><code>N</code><msg>…</msg>…<request_id>…</request_id></error_response>`.
+///
+/// The body is at most [`MAX_ERROR_BODY_BYTES`], whatever `err` holds: each field is [`clip`]ped
+/// to a fixed number of characters (`msg` and `sub_code` 128, `sub_msg` 256, `request_id` 64), so
+/// a `TopError` built anywhere, however carelessly, cannot make a large answer.
 pub fn render_error(format: Format, err: &TopError, request_id: &str) -> Vec<u8> {
+    let msg = clip(&err.msg, ERROR_MSG_CHARS);
+    let sub_code = err
+        .sub_code
+        .as_deref()
+        .map(|s| clip(s, ERROR_SUB_CODE_CHARS));
+    let sub_msg = err.sub_msg.as_deref().map(|s| clip(s, ERROR_SUB_MSG_CHARS));
+    let request_id = clip(request_id, ERROR_REQUEST_ID_CHARS);
     let mut fields: Vec<(&str, Field<'_>)> = Vec::with_capacity(4);
     fields.push(("code", Field::Int(i64::from(err.code))));
-    fields.push(("msg", Field::Str(&err.msg)));
-    if let Some(sub_code) = &err.sub_code {
+    fields.push(("msg", Field::Str(&msg)));
+    if let Some(sub_code) = &sub_code {
         fields.push(("sub_code", Field::Str(sub_code)));
     }
-    if let Some(sub_msg) = &err.sub_msg {
+    if let Some(sub_msg) = &sub_msg {
         fields.push(("sub_msg", Field::Str(sub_msg)));
     }
     let fields = fields.as_slice();
-    let mut out = String::with_capacity(96 + err.msg.len() + request_id.len());
+    let request_id: &str = &request_id;
+    let mut out = String::with_capacity(96 + msg.len() + request_id.len());
     match format {
         Format::Json | Format::SimplifiedJson => {
             out.push_str("{\"error_response\":");
@@ -162,6 +218,7 @@ pub fn render_error(format: Format, err: &TopError, request_id: &str) -> Vec<u8>
             out.push_str("</error_response>");
         }
     }
+    debug_assert!(out.len() <= MAX_ERROR_BODY_BYTES, "{} bytes", out.len());
     out.into_bytes()
 }
 
@@ -325,6 +382,86 @@ mod tests {
     #[test]
     fn splitmix_differs_for_neighbours() {
         assert_ne!(splitmix64(0), splitmix64(1));
+    }
+
+    /// The costliest text to escape in each format: 6 bytes per character.
+    fn worst_case_text(chars: usize) -> String {
+        ["\"", "\u{1}", "'", "🎫"].concat().repeat(chars / 4 + 1)
+    }
+
+    #[test]
+    fn error_bodies_never_exceed_4_kib() {
+        let huge = worst_case_text(400_000);
+        let err = TopError {
+            code: u32::MAX,
+            msg: huge.clone(),
+            sub_code: Some(huge.clone()),
+            sub_msg: Some(huge.clone()),
+        };
+        for format in [Format::Xml, Format::Json, Format::SimplifiedJson] {
+            let body = render_error(format, &err, &huge);
+            assert!(
+                body.len() <= MAX_ERROR_BODY_BYTES,
+                "{format:?}: {} bytes",
+                body.len()
+            );
+            let text = String::from_utf8(body).unwrap_or_default();
+            match format {
+                Format::Xml => {
+                    assert!(text.starts_with(XML_PROLOG), "{text}");
+                    assert!(text.ends_with("</request_id></error_response>"), "{text}");
+                }
+                Format::Json | Format::SimplifiedJson => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+                    let sub_msg = v["error_response"]["sub_msg"].as_str().unwrap_or_default();
+                    assert_eq!(
+                        sub_msg.chars().count(),
+                        ERROR_SUB_MSG_CHARS + 1,
+                        "{sub_msg}"
+                    );
+                    assert!(sub_msg.ends_with('…'), "{sub_msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_fields_that_fit_are_rendered_whole() {
+        let err = TopError::invalid_argument("voucher_infos", &"说明".repeat(100));
+        let body = render_error(Format::Json, &err, "utk0hpy90yyq0");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(
+            v["error_response"]["sub_msg"].as_str(),
+            err.sub_msg.as_deref()
+        );
+    }
+
+    /// Arbitrary text of up to `max` characters, any code point.
+    fn any_text(max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(any::<char>(), 0..max).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_renders_within_4_kib(
+            msg in any_text(1000),
+            sub in any_text(1000),
+            request_id in any_text(300),
+            code in proptest::prelude::any::<u32>(),
+        ) {
+            let err = TopError {
+                code,
+                msg,
+                sub_code: Some(sub.clone()),
+                sub_msg: Some(sub),
+            };
+            for format in [Format::Xml, Format::Json, Format::SimplifiedJson] {
+                let len = render_error(format, &err, &request_id).len();
+                proptest::prop_assert!(len <= MAX_ERROR_BODY_BYTES, "{} bytes", len);
+            }
+        }
     }
 
     #[test]

@@ -2,9 +2,82 @@
 //!
 //! Every refusal the gateway sends is a [`TopError`]. The numeric codes below 100 and their
 //! `msg` strings live in one table, [`PlatformCode`], so that no other crate spells a platform
-//! message by hand (STYLE.md §3.4).
+//! message by hand (STYLE.md §3.4). The platform `sub_code`s sit beside them in [`sub_code`].
+//!
+//! A refusal often names what the caller sent wrong, and the caller chose that text: a
+//! 400,000-character parameter name, repeated, once came back three times in a 1.2 MB answer.
+//! [`clip`] is the one place such text is cut, and the constructors that echo a name
+//! ([`TopError::missing_argument`], [`TopError::invalid_argument`]) call it themselves, so no
+//! caller can forget it.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// Most characters of a caller-supplied name or value that an error answer repeats.
+///
+/// Why 64: every parameter name TOP defines is shorter than 30 characters, so a real caller always
+/// sees its whole name; anything longer is noise or an attack, and 64 characters still say which
+/// parameter was meant.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// What [`clip`] appends to text it cut, so that a reader sees the text was longer.
+pub const CLIP_MARK: char = '…';
+
+/// `text` cut to its first `max_chars` characters, followed by [`CLIP_MARK`] when anything was
+/// cut; borrowed unchanged when it fits.
+///
+/// Counts characters, not bytes, so a cut never splits a UTF-8 sequence (a Chinese name is cut
+/// after 64 characters like an ASCII one).
+pub fn clip(text: &str, max_chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => {
+            let mut clipped = String::with_capacity(cut + CLIP_MARK.len_utf8());
+            clipped.push_str(&text[..cut]);
+            clipped.push(CLIP_MARK);
+            Cow::Owned(clipped)
+        }
+    }
+}
+
+/// The platform `sub_code`s (PROTOCOL.md §5.1, §5.2), without any `:<name>` suffix.
+///
+/// Why a table: a `sub_code` may carry a caller's parameter name after a colon
+/// (`isv.invalid-parameter:order_id`), so whoever groups answers by `sub_code` — the server's
+/// metrics — needs the closed set of bases to tell a real one from text a caller made up. The
+/// business `sub_code`s are in `ticket-api`'s catalogue.
+pub mod sub_code {
+    /// With 40: a required business parameter is missing (`isv.missing-parameter:<name>`).
+    pub const MISSING_PARAMETER: &str = "isv.missing-parameter";
+    /// With 41: a business parameter is malformed or a key is repeated
+    /// (`isv.invalid-parameter:<name>`).
+    pub const INVALID_PARAMETER: &str = "isv.invalid-parameter";
+    /// With 11: the caller's address is not on the app's IP allow-list.
+    pub const IP_NOT_ALLOWED: &str = "isv.permission-ip-whitelist-limit";
+    /// With 7: the app is over its rate. The exact text \[TBPY\] retries on after a second (§5.2).
+    pub const RATE_LIMITED: &str = "accesscontrol.limited-by-api-access-count";
+    /// With 43: the body is larger than the server accepts.
+    pub const REQUEST_TOO_LARGE: &str = "isv.request-too-large";
+    /// With 43: the body did not arrive within the server's body timeout.
+    pub const REQUEST_TIMEOUT: &str = "isv.request-timeout";
+
+    /// Every platform `sub_code` base above.
+    pub const ALL: &[&str] = &[
+        MISSING_PARAMETER,
+        INVALID_PARAMETER,
+        IP_NOT_ALLOWED,
+        RATE_LIMITED,
+        REQUEST_TOO_LARGE,
+        REQUEST_TIMEOUT,
+    ];
+
+    /// The part of a `sub_code` before its first `:` (the whole code when it has none):
+    /// `isv.invalid-parameter:order_id` → `isv.invalid-parameter`. What follows the colon is
+    /// free-form (§5.2), often a name the caller chose.
+    pub fn base(sub_code: &str) -> &str {
+        sub_code.split_once(':').map_or(sub_code, |(base, _)| base)
+    }
+}
 
 /// Platform error codes of PROTOCOL.md §5.1 (code < 100), with the exact `msg` to send.
 ///
@@ -191,20 +264,29 @@ impl TopError {
 
     /// Code 40 for a missing required business parameter, spelled like real TOP bodies
     /// (`Missing required arguments:<name>`, `isv.missing-parameter:<name>`).
+    ///
+    /// `name` is echoed three times, so it is [`clip`]ped to [`MAX_ECHO_CHARS`] here: the name
+    /// may be one the caller chose.
     pub fn missing_argument(name: &str) -> Self {
         let code = PlatformCode::MissingRequiredArguments;
+        let name = clip(name, MAX_ECHO_CHARS);
         TopError {
             code: code.code(),
             msg: format!("{}:{name}", code.msg()),
-            sub_code: Some(format!("isv.missing-parameter:{name}")),
+            sub_code: Some(format!("{}:{name}", sub_code::MISSING_PARAMETER)),
             sub_msg: Some(format!("缺少必选参数:{name}")),
         }
     }
 
     /// Code 41 for a malformed (or repeated) parameter; `detail`, when non-empty, tells the
     /// caller what was wrong in the Chinese `sub_msg`.
+    ///
+    /// `name` may be one the caller chose (a repeated key is any key), so it is [`clip`]ped to
+    /// [`MAX_ECHO_CHARS`] here. `detail` is the server's own explanation; the renderer bounds it
+    /// with every other field ([`crate::envelope::render_error`]).
     pub fn invalid_argument(name: &str, detail: &str) -> Self {
         let code = PlatformCode::InvalidArguments;
+        let name = clip(name, MAX_ECHO_CHARS);
         let sub_msg = if detail.is_empty() {
             format!("非法参数:{name}")
         } else {
@@ -213,7 +295,7 @@ impl TopError {
         TopError {
             code: code.code(),
             msg: format!("{}:{name}", code.msg()),
-            sub_code: Some(format!("isv.invalid-parameter:{name}")),
+            sub_code: Some(format!("{}:{name}", sub_code::INVALID_PARAMETER)),
             sub_msg: Some(sub_msg),
         }
     }
@@ -276,6 +358,69 @@ mod tests {
             assert_eq!(PlatformCode::from_code(c.code()), Some(c));
         }
         assert_eq!(PlatformCode::from_code(15), None);
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_marks_a_cut() {
+        assert!(matches!(clip("order_id", 64), Cow::Borrowed("order_id")));
+        let exactly = "k".repeat(64);
+        assert_eq!(clip(&exactly, 64), exactly.as_str());
+        let long = "k".repeat(400_000);
+        assert_eq!(clip(&long, 64), format!("{}…", "k".repeat(64)));
+        assert_eq!(clip("abc", 0), "…");
+        assert_eq!(clip("", 0), "");
+    }
+
+    #[test]
+    fn clip_counts_characters_and_never_splits_one() {
+        // 3-byte and 4-byte UTF-8 sequences: a byte cut at 64 would land inside one.
+        let chinese = "参数".repeat(100);
+        let clipped = clip(&chinese, 64);
+        assert_eq!(clipped.chars().count(), 65);
+        assert_eq!(clipped, format!("{}…", "参数".repeat(32)));
+        let emoji = "🎫".repeat(65);
+        assert_eq!(clip(&emoji, 64), format!("{}…", "🎫".repeat(64)));
+    }
+
+    #[test]
+    fn argument_errors_echo_at_most_64_characters_of_the_name() {
+        let name = "K".repeat(400_000);
+        for e in [
+            TopError::missing_argument(&name),
+            TopError::invalid_argument(&name, "参数重复"),
+        ] {
+            let echoed = format!("{e:?}");
+            assert!(!echoed.contains(&"K".repeat(65)), "{echoed}");
+            let clipped = format!("{}…", "K".repeat(64));
+            assert!(e.msg.ends_with(&format!(":{clipped}")), "{}", e.msg);
+            let sub_code = e.sub_code.as_deref().unwrap_or_default();
+            assert!(sub_code.ends_with(&format!(":{clipped}")), "{sub_code}");
+            assert!(e.sub_msg.as_deref().unwrap_or_default().contains(&clipped));
+        }
+        // Real names are untouched.
+        assert_eq!(
+            TopError::invalid_argument("order_id", "")
+                .sub_code
+                .as_deref(),
+            Some("isv.invalid-parameter:order_id")
+        );
+    }
+
+    #[test]
+    fn sub_code_base_is_the_part_before_the_first_colon() {
+        assert_eq!(
+            sub_code::base("isv.invalid-parameter:order_id"),
+            sub_code::INVALID_PARAMETER
+        );
+        assert_eq!(
+            sub_code::base("isv.invalid-parameter:a:b"),
+            "isv.invalid-parameter"
+        );
+        assert_eq!(sub_code::base("isp.service-error"), "isp.service-error");
+        assert_eq!(sub_code::base(""), "");
+        for base in sub_code::ALL {
+            assert!(!base.contains(':'), "{base}");
+        }
     }
 
     #[test]

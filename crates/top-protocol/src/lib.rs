@@ -20,7 +20,7 @@
 //! | [`timestamp`] | §2.1 | `yyyy-MM-dd HH:mm:ss` at UTC+8 and epoch milliseconds ↔ `DateTime<Utc>`, the skew window |
 //! | [`envelope`] | §4.2, §5.3 | success and `error_response` bodies in XML, JSON and simplified JSON; request ids |
 //! | [`check`] | §5.1 | the platform checks (9 → 21/22 → 23 → 28 → 24 → 25 → 30/31 → 32/34), split around the app lookup |
-//! | [`error`] | §5 | the platform code table ([`PlatformCode`]) and [`TopError`] |
+//! | [`error`] | §5 | the platform code table ([`PlatformCode`]), the platform `sub_code`s, [`TopError`], and [`clip`](error::clip) for echoed caller text |
 //!
 //! # Signing, worked (golden vector GV1)
 //!

@@ -575,6 +575,23 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_repeated_key_is_named_clipped_in_the_refusal() {
+        let key = "K".repeat(400_000);
+        let body = format!("{key}=1&{key}=2");
+        let pairs = parse_urlencoded(body.as_bytes()).unwrap();
+        let refusal = merge(Vec::new(), pairs).unwrap_err().to_top_error();
+        let clipped = format!("{}…", "K".repeat(crate::error::MAX_ECHO_CHARS));
+        assert_eq!(
+            refusal.sub_code,
+            Some(format!("isv.invalid-parameter:{clipped}"))
+        );
+        assert_eq!(
+            refusal.sub_msg,
+            Some(format!("非法参数:{clipped} (参数重复)"))
+        );
+    }
+
+    #[test]
     fn too_many_pairs_are_refused() {
         let body: Vec<u8> = (0..=MAX_PARAMS)
             .map(|i| format!("k{i}=v"))

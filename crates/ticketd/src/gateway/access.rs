@@ -25,10 +25,10 @@ use top_protocol::{PlatformCode, TopError};
 use super::CallContext;
 
 /// The sub_code of a caller outside the app's allow-list (PROTOCOL.md §5.1, code 11).
-pub const IP_NOT_ALLOWED: &str = "isv.permission-ip-whitelist-limit";
+pub const IP_NOT_ALLOWED: &str = top_protocol::error::sub_code::IP_NOT_ALLOWED;
 /// The sub_code of a call over the app's rate (PROTOCOL.md §5.1, code 7). taobaopy retries it
 /// after a second (§5.2).
-pub const RATE_LIMITED: &str = "accesscontrol.limited-by-api-access-count";
+pub const RATE_LIMITED: &str = top_protocol::error::sub_code::RATE_LIMITED;
 
 /// Refuses a caller the app's allow-list does not name (11), then a call over the app's rate
 /// (7). A refused address does not spend a token.

@@ -160,12 +160,12 @@ async fn answer_call(state: AppState, request: Request, ctx: CallContext) -> Res
     if sub_code.starts_with("isp.") {
         state.metrics.store_error();
     }
-    // Unknown method names are not echoed into label values: a caller could otherwise grow
-    // the metrics without bound.
-    let method = Method::parse(&answer.method).map_or("unknown", Method::name);
-    state
-        .metrics
-        .observe_call(method, code, sub_code, started.elapsed());
+    state.metrics.observe_call(
+        Method::parse(&answer.method),
+        code,
+        sub_code,
+        started.elapsed(),
+    );
     let body = match &answer.result {
         Ok(fields) => {
             let fields: Vec<(&str, Field<'_>)> =
@@ -302,7 +302,7 @@ async fn read_body_pairs(
 ) -> Result<Vec<(String, String)>, TopError> {
     let too_large = || {
         TopError::platform(PlatformCode::ParameterError).with_sub(
-            "isv.request-too-large",
+            top_protocol::error::sub_code::REQUEST_TOO_LARGE,
             format!("请求体超过{}字节上限", state.max_body_bytes),
         )
     };
