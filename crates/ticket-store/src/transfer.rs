@@ -6,6 +6,9 @@
 //! (audit `seq`, anomaly and use ids) so nothing that refers to one changes meaning. It is how
 //! an operator moves from SQLite to PostgreSQL without losing an event.
 //!
+//! The record of calls refused before authentication (`rejected_calls`) is not ledger data
+//! — anyone can add to it and it is pruned — so it is neither exported nor imported.
+//!
 //! This is deliberately not part of [`ticket_ledger::LedgerStore`]: it copies rows, not
 //! domain operations, and only the stores of this crate know their rows.
 //!
