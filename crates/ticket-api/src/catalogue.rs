@@ -38,6 +38,10 @@ pub enum BusinessError {
     ServiceBusy,
     /// An internal fault; nothing was recorded.
     ServiceError,
+    /// The database connection failed while committing and ticketd could not find out in time
+    /// whether the request was recorded. Deliberately not `isp.*`: SDKs retry those by
+    /// themselves, and a retried legacy report would count its use twice had the commit landed.
+    CommitOutcomeUnknown,
 }
 
 /// How an entry is documented.
@@ -72,6 +76,7 @@ impl BusinessError {
         Self::RefundNumExceed,
         Self::ServiceBusy,
         Self::ServiceError,
+        Self::CommitOutcomeUnknown,
     ];
 
     /// The documented entry.
@@ -186,6 +191,20 @@ impl BusinessError {
                 when: "An unexpected storage failure.",
                 retryable: true,
             },
+            Self::CommitOutcomeUnknown => Entry {
+                sub_code: "isv.commit-outcome-unknown",
+                sub_msg: "处理结果未知，请勿自动重试，请联系平台核对",
+                meaning: "The ledger's database connection failed while the request was being committed, and \
+                          ticketd could not find out within a few seconds whether it was recorded: it may or may \
+                          not have been. An anomaly naming the request_id is opened for the operator, who \
+                          reconciles it. Not an isp. code, so SDKs do not retry it by themselves.",
+                when: "PostgreSQL or MySQL/MariaDB only: the connection dropped between COMMIT and its \
+                       answer, and the database stayed unreachable (or the request's rows locked) past the \
+                       resolution bound. A report with used_date (or write_off_type 1) may be sent again \
+                       safely; a legacy confirm_code + check_num report must not be, until the operator has \
+                       checked.",
+                retryable: false,
+            },
         }
     }
 
@@ -218,7 +237,9 @@ pub fn errors_markdown() -> String {
          status). Its `code` says which layer refused; business refusals are `code` 50 with a \
          `sub_code`. A `sub_code` starting with `isv.` is the caller's to fix: sending the same \
          request again gives the same answer. One starting with `isp.` is ticketd's: nothing was \
-         recorded and the same request may be retried after a pause.\n\n\
+         recorded and the same request may be retried after a pause. One answer is neither: \
+         `isv.commit-outcome-unknown` means ticketd cannot tell whether the request was recorded, \
+         so it must not be retried blindly (see its row).\n\n\
          ## Platform codes\n\n\
          Checked in this order: HTTP verb → method → format → app_key → sign → signature → \
          timestamp → version → business parameters → ledger.\n\n\
@@ -311,6 +332,31 @@ mod tests {
             assert_eq!((top.code, top.msg.as_str()), (50, "Remote service error"));
             assert_eq!(top.is_retryable(), e.retryable);
         }
+    }
+
+    /// PROTOCOL.md §5.2: taobaopy retries, by itself, exactly these sub codes (its
+    /// `RETRY_SUB_CODES`, plus the rate limit ones). An unknown commit outcome must be none of
+    /// them, nor any `isp.*` code, or a legacy report would be sent — and counted — again.
+    #[test]
+    fn an_unknown_commit_outcome_is_not_retried_by_the_sdks() {
+        const RETRY_SUB_CODES: &[&str] = &[
+            "isp.top-remote-connection-timeout",
+            "isp.top-remote-service-unavailable",
+            "isp.top-remote-connection-control-error",
+            "isp.top-remote-unknown-error",
+            "isp.remote-connection-error",
+            "isp.service-error",
+            "isp.unknown-error",
+            "isp.call-limited",
+            "accesscontrol.limited-by-api-access-count",
+        ];
+        let e = BusinessError::CommitOutcomeUnknown.entry();
+        assert!(!RETRY_SUB_CODES.contains(&e.sub_code));
+        assert!(!e.sub_code.starts_with("isp."));
+        assert!(!e.retryable);
+        assert!(!BusinessError::CommitOutcomeUnknown
+            .to_top_error(None)
+            .is_retryable());
     }
 
     /// docs/ERRORS.md is generated; `UPDATE_DOCS=1 cargo test -p ticket-api` rewrites it.

@@ -140,6 +140,18 @@ pub enum LedgerError {
     /// The store failed in a way a retry will not fix by itself. Nothing was written.
     #[error("ledger failure: {0}")]
     Internal(String),
+    /// The connection to the database failed after `COMMIT` was sent, and the store could not
+    /// find out in time whether the commit happened: the request may or may not be recorded.
+    ///
+    /// Not retryable, on purpose: a retry of a report that carries no gate time (legacy
+    /// `confirm_code` + `check_num`) would count its use twice if the first commit did land.
+    /// The store opens a `commit_outcome_unknown` anomaly naming the request, recorded as
+    /// soon as the database answers again, so an operator can reconcile it.
+    #[error("the outcome of request {request_id} is unknown: the database connection failed while committing")]
+    OutcomeUnknown {
+        /// The request whose write may or may not have been committed.
+        request_id: String,
+    },
 }
 
 /// Why a `used_date` was refused.

@@ -789,6 +789,10 @@ pub enum AnomalyKind {
     RefundNotRequested,
     /// A refund notification for more tickets than remain unused.
     RefundExceedsUnused,
+    /// A write whose `COMMIT` got no answer (the database connection failed) and whose outcome
+    /// the store could not find out in time: its caller was told the outcome is unknown. The
+    /// detail's `landed` says what the store found once the database answered again.
+    CommitOutcomeUnknown,
 }
 
 impl AnomalyKind {
@@ -802,6 +806,7 @@ impl AnomalyKind {
         Self::ReturnNumMismatch,
         Self::RefundNotRequested,
         Self::RefundExceedsUnused,
+        Self::CommitOutcomeUnknown,
     ];
 
     /// The stored and wire name.
@@ -815,6 +820,7 @@ impl AnomalyKind {
             Self::ReturnNumMismatch => "return_num_mismatch",
             Self::RefundNotRequested => "refund_not_requested",
             Self::RefundExceedsUnused => "refund_exceeds_unused",
+            Self::CommitOutcomeUnknown => "commit_outcome_unknown",
         }
     }
 

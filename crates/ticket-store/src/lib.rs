@@ -18,7 +18,9 @@
 //!   `match` on [`Engine`]. Each operation is one transaction that locks its order's row
 //!   (`SELECT … FOR UPDATE`), plans with the domain, applies with conditional updates, and is
 //!   retried a bounded number of times when the engine reports a serialization failure,
-//!   deadlock or lock timeout. See the `sql` module docs and docs/OPERATIONS.md.
+//!   deadlock or lock timeout. A commit whose answer the connection lost is looked up, not
+//!   guessed (the `sql::outcome` module docs). See the `sql` module docs and
+//!   docs/OPERATIONS.md.
 //!
 //! Every store also implements [`Transfer`]: a whole-ledger export and import (JSON lines), so
 //! an operator can move from one backend to another without losing an event.
@@ -48,7 +50,8 @@
 //! - `sqlite`: [`SqliteStore`] and its writer thread, reader pool, SQL, migrations and URL
 //!   parsing.
 //! - `sql`: [`SqlStore`] for PostgreSQL and MySQL/MariaDB: [`Engine`] (what differs), the
-//!   shared SQL of each operation, migrations, retries.
+//!   shared SQL of each operation, migrations, retries, and the lookup of a commit whose
+//!   answer was lost (`outcome`).
 //! - [`transfer`]: [`Transfer`], the export format and its reader/writer.
 //! - `rows`: row → domain conversion and the pure helpers every backend shares;
 //!   `migrations`: the bookkeeping every backend's migrations share; `apps`: the app cache.

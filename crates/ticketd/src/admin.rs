@@ -108,6 +108,9 @@ impl From<LedgerError> for AdminError {
                 tracing::error!(error = %msg, "ledger failure in the admin API");
                 return Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
+            // Neither "done" nor "nothing written": the operator must look (the anomaly the
+            // store opened names the request) before trying again.
+            LedgerError::OutcomeUnknown { .. } => (S::INTERNAL_SERVER_ERROR, "outcome_unknown"),
             LedgerError::AnomalyNotFound => (S::NOT_FOUND, "not_found"),
             LedgerError::AnomalyResolved => (S::CONFLICT, "already_resolved"),
             LedgerError::RefundExceedsUnused { .. } => (S::CONFLICT, "refund_exceeds_unused"),

@@ -352,6 +352,15 @@ the raw request (sanitized): `GET /admin/anomalies?status=open&order_id=&kind=`,
 `refund_adjusted` or `dismissed`). Resolving records the operator's decision; reversing a use or
 adjusting a refund is done with its own call.
 
+One kind is about the ledger rather than the vendor: `commit_outcome_unknown` (PostgreSQL and
+MySQL/MariaDB only). The database connection failed while a call was being committed and ticketd
+could not find out within a few seconds whether it was; the caller was answered
+`isv.commit-outcome-unknown`, which no SDK resends by itself. The anomaly is recorded as soon as
+the database answers again, and its `detail.landed` says what was then found: `true`, the call
+is recorded exactly as if it had been answered (tell the vendor it succeeded; resolve
+`accepted`); `false`, nothing of it is (the vendor should send it again; resolve `dismissed`).
+See `docs/OPERATIONS.md`.
+
 `POST /admin/orders/{id}/reconcile` `{\"vouchers\":[{\"confirm_code\",\"used\"}],\"apply\":false}`
 compares the vendor's per-code counts with the ledger (`missing` = vendor − ledger, `excess` =
 ledger − vendor). With `\"apply\": true` the missing uses are recorded as cumulative reports

@@ -28,6 +28,12 @@
 //! with its failure: each of its verifies runs again alone ([`Db::verify_alone`]), so a
 //! request never fails because of a neighbour.
 //!
+//! A batch whose `COMMIT` got no answer (the connection failed) is looked up like any write
+//! ([`super::outcome`]): found, every verify gets its planned answer; not found, it failed
+//! like any other batch; still unknown, each accepted verify is answered
+//! `LedgerError::OutcomeUnknown` with its own `request_id` and gets its own anomaly (a refused
+//! one keeps its refusal: nothing of it depended on the commit).
+//!
 //! Several batches may run at once (`PoolSettings::batch_workers`), each on its own pooled
 //! connection: while one waits for its round trips, the next is gathered.
 
@@ -48,7 +54,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::engine::{Engine, ErrorClass, JsonType};
 use super::ops::{all, During, Failure};
-use super::{backoff, Db, COMMITTING};
+use super::outcome::{unknown_anomaly, Fence, Mark, Trace};
+use super::{backoff, Db};
 use crate::rows::{self, ms, ReadRow, ORDER_COLUMNS, REFUND_COLUMNS, VOUCHER_COLUMNS};
 
 /// Most verifies in one transaction.
@@ -194,13 +201,13 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
     let mut attempt = 1;
     let outcome = loop {
         let failure = match attempt_batch(db, &cmds).await {
-            Ok(answers) => break Ok(answers),
+            Ok(answered) => break Ok(answered),
             Err(failure) => failure,
         };
         let class = match &failure {
             Failure::Db { error, .. } => db.engine.classify(error),
             Failure::Conflict(_) => ErrorClass::Retry,
-            Failure::Refused(_) => ErrorClass::Other,
+            Failure::Refused(_) | Failure::OutcomeUnknown { .. } => ErrorClass::Other,
         };
         if class == ErrorClass::Retry && attempt < db.max_attempts {
             tracing::debug!(attempt, size = cmds.len(), "retrying a verify batch");
@@ -211,17 +218,18 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
         break Err((failure, class, attempt));
     };
     match outcome {
-        Ok(answers) => {
+        Ok((answers, committed)) => {
             tracing::debug!(
                 size = batch.len(),
                 attempts = attempt,
                 elapsed_us = started.elapsed().as_micros() as u64,
-                "verify batch committed"
+                committed,
+                "verify batch answered"
             );
             for (job, answer) in batch.into_iter().zip(answers) {
                 let _ = job.reply.send(answer);
             }
-            return true;
+            return committed;
         }
         // A lone verify's failure is its own answer.
         Err((failure, class, attempts)) if batch.len() == 1 => {
@@ -233,15 +241,8 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
                 let _ = job.reply.send(answer.clone());
             }
         }
-        // A commit whose outcome is unknown must not be run again as if nothing happened.
-        Err((ref failure @ Failure::Db { during, .. }, ref class, attempts))
-            if during == COMMITTING =>
-        {
-            let answer = Err(db.ledger_error(failure, class, attempts));
-            for job in batch {
-                let _ = job.reply.send(answer.clone());
-            }
-        }
+        // Every failure left here wrote nothing, the commit's included: the server answered
+        // it with an error (a rollback), or the lookup found it had not happened.
         Err((failure, _, _)) => {
             tracing::warn!(
                 size = batch.len(),
@@ -257,12 +258,13 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
     false
 }
 
+/// The answers of a batch, in its order.
+type Answers = Vec<Result<VerifyOutcome, LedgerError>>;
+
 /// One attempt at a batch in one transaction: the answers, in the batch's order, once it has
-/// committed.
-async fn attempt_batch(
-    db: &Db,
-    cmds: &[&VerifyCommand],
-) -> Result<Vec<Result<VerifyOutcome, LedgerError>>, Failure> {
+/// committed, and whether it did (`false`: its outcome stayed unknown, and the answers say
+/// so).
+async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, bool), Failure> {
     let mut tx = db.pool.begin().await.during("starting a transaction")?;
     let planned = plan_batch(&mut tx, db.engine, cmds).await;
     let (answers, writes) = match planned {
@@ -280,8 +282,44 @@ async fn attempt_batch(
         }
         return Err(failure);
     }
-    tx.commit().await.during(COMMITTING)?;
-    Ok(answers)
+    if writes.mark().is_none() {
+        // Nothing written (every verify refused, no anomaly): the refusals stand whatever
+        // became of the commit.
+        if let Err(e) = tx.commit().await {
+            tracing::debug!(error = %e, "committing a batch that wrote nothing failed");
+        }
+        return Ok((answers, true));
+    }
+    // The trace is only built if the commit's answer is lost.
+    match db.commit(tx, || writes.trace(cmds, &answers)).await {
+        Ok(()) => Ok((answers, true)),
+        Err(Failure::OutcomeUnknown { .. }) => {
+            let answers = cmds
+                .iter()
+                .zip(answers)
+                .map(|(cmd, answer)| match answer {
+                    Ok(_) => Err(LedgerError::OutcomeUnknown {
+                        request_id: cmd.meta.request_id.clone(),
+                    }),
+                    refused => refused,
+                })
+                .collect();
+            Ok((answers, false))
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The batch's orders, in `order_id` order (the order they are locked in).
+fn order_ids(cmds: &[&VerifyCommand]) -> Vec<i64> {
+    let mut ids: Vec<i64> = cmds
+        .iter()
+        .filter_map(|c| c.order.order_id())
+        .map(OrderId::get)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Steps 1 and 2 of the module docs: locks and reads, then plans every verify.
@@ -290,14 +328,7 @@ async fn plan_batch(
     e: Engine,
     cmds: &[&VerifyCommand],
 ) -> Result<(Vec<Result<VerifyOutcome, LedgerError>>, Writes), Failure> {
-    let mut ids: Vec<i64> = cmds
-        .iter()
-        .filter_map(|c| c.order.order_id())
-        .map(OrderId::get)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let ids_json = to_json(&ids)?;
+    let ids_json = to_json(&order_ids(cmds))?;
     let mut orders = load_orders(conn, e, &ids_json).await?;
 
     let wanted: Vec<FingerprintRow> = cmds
@@ -533,6 +564,45 @@ impl Writes {
             self.audit.push(AuditRow::of(self.audit.len(), entry));
         }
         self.anomalies.extend(plan.anomalies(cmd));
+    }
+
+    /// A row that tells the batch committed: its first audit entry, or without one (every
+    /// verify refused) its first anomaly; `None` when it writes nothing (every accepted verify
+    /// writes an audit entry, and a refused one at most an anomaly).
+    fn mark(&self) -> Option<Mark> {
+        if let Some(entry) = self.audit.iter().find(|a| a.order_id.is_some()) {
+            return Some(Mark::Audit {
+                order_id: entry.order_id?,
+                request_id: entry.request_id.clone(),
+            });
+        }
+        self.anomalies.first().map(|anomaly| Mark::Anomaly {
+            order_id: anomaly.order_id,
+            request_id: anomaly.request_id.clone(),
+        })
+    }
+
+    /// How to find out whether the batch committed, should its `COMMIT` get no answer; `None`
+    /// when it writes nothing.
+    fn trace(&self, cmds: &[&VerifyCommand], answers: &Answers) -> Option<Trace> {
+        let mark = self.mark()?;
+        let requests = cmds
+            .iter()
+            .zip(answers)
+            .filter_map(|(cmd, answer)| {
+                let outcome = answer.as_ref().ok()?;
+                Some(unknown_anomaly(
+                    Some(outcome.order_id.get()),
+                    Some(cmd.app_key.as_str().to_owned()),
+                    &cmd.meta,
+                ))
+            })
+            .collect();
+        Some(Trace {
+            fence: vec![Fence::Orders(order_ids(cmds))],
+            mark,
+            requests,
+        })
     }
 
     /// Step 3 of the module docs: one statement per table that has rows.

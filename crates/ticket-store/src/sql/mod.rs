@@ -17,7 +17,9 @@
 //!    timeout, it is run again from the start, at most [`PoolSettings::max_attempts`] times
 //!    with a short jittered backoff, then answered [`LedgerError::Unavailable`] (the gateway's
 //!    retryable `isp.service-busy`). A lost connection is `Unavailable` too, except during
-//!    `COMMIT`, where the outcome is unknown and the answer is `Internal`.
+//!    `COMMIT`: then the store looks up whether the commit happened ([`outcome`]) and answers
+//!    the success, `Unavailable`, or — still unknown after a few seconds —
+//!    [`LedgerError::OutcomeUnknown`].
 //!
 //! Reads that must see one state (`order`) run in a REPEATABLE READ read-only transaction;
 //! list reads (`audit`, `anomalies`) are single statements. Apps are cached in memory like on
@@ -29,6 +31,7 @@ mod batch;
 mod engine;
 mod migrate;
 pub(crate) mod ops;
+mod outcome;
 mod transfer;
 
 use std::time::Duration;
@@ -49,6 +52,7 @@ use ticket_ledger::{
 pub use self::engine::Engine;
 use self::engine::ErrorClass;
 use self::ops::{During, Failure};
+use self::outcome::{Connector, Traced};
 use crate::apps::AppCache;
 use crate::StoreError;
 
@@ -122,6 +126,8 @@ pub(crate) struct Db {
     pub(crate) engine: Engine,
     pub(crate) pool: AnyPool,
     pub(crate) max_attempts: u32,
+    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`]).
+    pub(crate) connector: Connector,
 }
 
 impl SqlStore {
@@ -149,6 +155,7 @@ impl SqlStore {
         // while the operator needs the reason (refused, unknown host, bad password, no such
         // database).
         let setup = engine.session_setup(settings.lock_timeout);
+        let connector = Connector::new(url, setup.clone());
         let mut conn = tokio::time::timeout(settings.acquire_timeout, AnyConnection::connect(url))
             .await
             .map_err(|_| {
@@ -192,6 +199,7 @@ impl SqlStore {
             engine,
             pool,
             max_attempts: settings.max_attempts.max(1),
+            connector,
         };
         Ok(Self {
             batcher: batch::Batcher::start(
@@ -234,7 +242,7 @@ impl SqlStore {
 impl Db {
     /// Runs `op` in its own transaction, again when the engine asks for a retry; see the
     /// module docs.
-    pub(crate) async fn write<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn write<C: Sync + Traced<T>, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -249,6 +257,8 @@ impl Db {
             let class = match &failure {
                 Failure::Db { error, .. } => self.engine.classify(error),
                 Failure::Conflict(_) | Failure::Refused(_) => ErrorClass::Retry,
+                // Running it again could apply it twice.
+                Failure::OutcomeUnknown { .. } => ErrorClass::Other,
             };
             if class == ErrorClass::Retry && attempt < self.max_attempts {
                 tracing::debug!(attempt, failure = %failure_text(&failure), "retrying a ledger write");
@@ -260,7 +270,7 @@ impl Db {
         }
     }
 
-    pub(crate) async fn attempt<C: Sync + ?Sized, T: Send>(
+    pub(crate) async fn attempt<C: Sync + Traced<T>, T: Send>(
         &self,
         ctx: &C,
         op: Op<C, T>,
@@ -268,7 +278,9 @@ impl Db {
         let mut tx = self.pool.begin().await.during("starting a transaction")?;
         match op(&mut tx, self.engine, ctx).await {
             Ok(value) => {
-                tx.commit().await.during(COMMITTING)?;
+                // The value was computed before COMMIT: if the commit is found to have landed,
+                // it is exactly the answer the caller would have had.
+                self.commit(tx, || ctx.trace(&value)).await?;
                 Ok(value)
             }
             Err(failure) => {
@@ -323,6 +335,7 @@ impl Db {
                 self.ledger_error(&failure, &class, 1)
             }
             Failure::Conflict(_) => self.ledger_error(&failure, &ErrorClass::Retry, 1),
+            Failure::OutcomeUnknown { .. } => self.ledger_error(&failure, &ErrorClass::Other, 1),
         }
     }
 
@@ -337,11 +350,23 @@ impl Db {
         let text = failure_text(failure);
         let during = match failure {
             Failure::Db { during, .. } => *during,
+            // Logged where it was found out (`Db::commit`).
+            Failure::OutcomeUnknown { request_ids, .. } => {
+                return match request_ids.as_slice() {
+                    [request_id] => LedgerError::OutcomeUnknown {
+                        request_id: request_id.clone(),
+                    },
+                    // An app's settings belong to no request (and a batch answers each of its
+                    // verifies itself).
+                    _ => LedgerError::Internal(text),
+                };
+            }
             Failure::Conflict(_) | Failure::Refused(_) => "",
         };
         match class {
-            // A connection lost while committing: the commit may or may not have happened, so
-            // "nothing was written" (Unavailable) cannot be promised.
+            // A connection lost while committing a write whose answer does not depend on it
+            // (nothing to look up, see `outcome::Traced`): "nothing was written" cannot be
+            // promised.
             ErrorClass::Unavailable if during == COMMITTING => {
                 tracing::error!(error = %text, "ledger commit outcome unknown");
                 LedgerError::Internal(format!("commit outcome unknown: {text}"))
@@ -397,7 +422,12 @@ impl Db {
         let Err(refusal) = result else {
             return result;
         };
-        if refusal.is_retryable() || matches!(refusal, LedgerError::Internal(_)) {
+        if refusal.is_retryable()
+            || matches!(
+                refusal,
+                LedgerError::Internal(_) | LedgerError::OutcomeUnknown { .. }
+            )
+        {
             return Err(refusal);
         }
         if let Some(anomaly) = anomaly_of(&refusal) {
@@ -422,6 +452,9 @@ fn backoff(attempt: u32) -> Duration {
 fn failure_text(failure: &Failure) -> String {
     match failure {
         Failure::Refused(e) => e.to_string(),
+        Failure::OutcomeUnknown { request_ids, why } => {
+            format!("commit outcome unknown for {request_ids:?}: {why}")
+        }
         Failure::Conflict(why) => format!("conflict: {why}"),
         Failure::Db { during, error } => format!("{during}: {}", crate::error::chain(error)),
     }

@@ -53,6 +53,14 @@ pub(crate) enum Failure {
         /// The driver's error.
         error: sqlx::Error,
     },
+    /// The connection failed while committing and no lookup could tell in time whether the
+    /// commit happened (see [`super::outcome`]): final, never run again.
+    OutcomeUnknown {
+        /// The requests the write served (none for an app's settings).
+        request_ids: Vec<String>,
+        /// The commit's error, for the logs.
+        why: String,
+    },
 }
 
 impl From<LedgerError> for Failure {

@@ -80,6 +80,13 @@ pub fn ledger_to_top(e: &LedgerError) -> TopError {
             tracing::error!(error = %msg, "ledger failure");
             B::ServiceError.to_top_error(None)
         }
+        // Not `isp.*`: the official SDKs would resend it by themselves, and a resent legacy
+        // report would count its use twice had the commit landed. The store has opened an
+        // anomaly naming the request for the operator.
+        LedgerError::OutcomeUnknown { request_id } => {
+            tracing::error!(%request_id, "ledger commit outcome unknown; answered as such");
+            B::CommitOutcomeUnknown.to_top_error(None)
+        }
         // Operator-side refusals: a TOP call never creates apps or orders, so reaching these
         // from the gateway is a bug; answer the generic fault and log it.
         LedgerError::AppExists
