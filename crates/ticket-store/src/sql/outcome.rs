@@ -44,7 +44,8 @@ use sqlx::{AnyConnection, Connection};
 use ticket_ledger::{
     Anomaly, AnomalyKind, App, AppAccess, AppKey, AuditEntry, IssueCommand, NewAnomaly, NewApp,
     NewOrder, OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand,
-    RequestMeta, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
+    RejectedCall, RequestMeta, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
+    VerifyOutcome,
 };
 use tokio::time::Instant;
 
@@ -317,6 +318,14 @@ impl Traced<App> for (AppKey, SecretRotation) {
 
 /// A refusal's anomaly: the caller is answered the refusal whatever became of it.
 impl Traced<()> for NewAnomaly {
+    fn trace(&self, (): &()) -> Option<Trace> {
+        None
+    }
+}
+
+/// A call refused before authentication, with how many to keep: its caller logs a failure and
+/// answers the same either way.
+impl Traced<()> for (RejectedCall, u64) {
     fn trace(&self, (): &()) -> Option<Trace> {
         None
     }
