@@ -563,9 +563,7 @@ impl LedgerStore for SqlStore {
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
         self.db
-            .write(&entry, |c, e, entry| {
-                Box::pin(ops::insert_audit(c, e, entry))
-            })
+            .write(&entry, |c, e, entry| Box::pin(ops::record(c, e, entry)))
             .await
     }
 

@@ -15,6 +15,9 @@
 //!    `FOR UPDATE`) fails instead of over-using.
 //! 3. Fingerprints are a primary key: two copies of one report can never both be kept; the
 //!    loser's transaction fails and is retried, and the retry answers "replayed".
+//! 4. Every audit entry naming an existing order is written under that order's lock, a lone
+//!    [`record`] and an anomaly's resolution included, so an order's entries commit in `seq`
+//!    order and paging its history by `seq` misses none.
 
 use std::collections::HashSet;
 
@@ -759,6 +762,12 @@ pub(crate) async fn resolve_anomaly(
     if current.resolution.is_some() {
         return Err(LedgerError::AnomalyResolved.into());
     }
+    // The resolution's audit entry names the anomaly's order: written under that order's lock
+    // like every entry of an order (see [`record`]). Anomaly, then order: no other transaction
+    // locks an existing anomaly, so this order of locks cannot deadlock with the others.
+    if let Some(id) = current.anomaly.order_id.and_then(OrderId::new) {
+        lock_order_row(conn, e, id).await?;
+    }
     q(
         e,
         "UPDATE anomalies SET resolution = ?, note = ?, resolved_at_ms = ?, resolved_by = ? \
@@ -776,6 +785,49 @@ pub(crate) async fn resolve_anomaly(
     anomaly(conn, e, cmd.id).await?.ok_or_else(|| {
         LedgerError::Internal("a resolved anomaly could not be read back".into()).into()
     })
+}
+
+/// Appends one audit entry on its own ([`ticket_ledger::LedgerStore::record`]), in turn with
+/// the other writes of the order it names.
+///
+/// Why the lock: `seq` comes from a sequence (PostgreSQL identity, InnoDB `AUTO_INCREMENT`)
+/// when a transaction inserts, but the entry becomes visible when it commits, so two
+/// transactions writing entries of one order could commit out of `seq` order — and a reader
+/// walking the order's history with `after = <last seq seen>` would pass over the one that
+/// committed second with the smaller `seq`. Every other write of an order's entries already
+/// holds the order's row lock (`SELECT … FOR UPDATE`, a batch locks all its orders) from
+/// before its first insert until its commit; taking the same lock here makes all of them
+/// one queue per order, in which a later writer's `seq` is drawn after the earlier writer
+/// committed. What a reader sees of an order is then always a prefix of its history.
+///
+/// The one exception is an entry naming an order that does not exist yet (a call refused as
+/// `isv.order-not-exist`): there is no row to lock, so such an entry racing the order's
+/// creation can still commit after the creation entry with a smaller `seq`.
+pub(crate) async fn record(
+    conn: &mut AnyConnection,
+    e: Engine,
+    entry: &AuditEntry,
+) -> Result<(), Failure> {
+    if let Some(id) = entry.order_id.and_then(OrderId::new) {
+        lock_order_row(conn, e, id).await?;
+    }
+    insert_audit(conn, e, entry).await
+}
+
+/// Takes an order's row lock without reading the row (nothing when the order does not exist).
+async fn lock_order_row(conn: &mut AnyConnection, e: Engine, id: OrderId) -> Result<(), Failure> {
+    one(
+        conn,
+        q(
+            e,
+            "SELECT order_id FROM orders WHERE order_id = ? FOR UPDATE",
+        )
+        .bind(id.get()),
+        |row| row.int(0),
+        "locking an order",
+    )
+    .await
+    .map(drop)
 }
 
 /// Appends one audit entry.
