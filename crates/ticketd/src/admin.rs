@@ -1029,6 +1029,7 @@ async fn list_anomalies(
             open,
             order_id: q.order_id,
             kind,
+            before_id: None,
             limit: q.limit,
         })
         .await?;

@@ -27,6 +27,7 @@
 //! | `counts` | R16–R19, R22 | retries and count modes |
 //! | `dates` | R22–R27 | gate times, legacy `total_num`/`return_num` |
 //! | `audit` | — | the trail, refusals writing nothing, reads after writes |
+//! | `history` | — | an order's latest events and their total; walking all of them while written |
 //! | `races` | R28 | racing gates |
 //! | `issuance` | R7 | issuance reports: first, replayed, conflicting, failed |
 //! | `refunds` | R8, R9 | refund requests and notifications, and what they do to verify |
@@ -50,6 +51,7 @@ mod check;
 mod counts;
 mod dates;
 mod forms;
+mod history;
 mod issuance;
 mod orders;
 mod races;
@@ -107,6 +109,10 @@ pub use forms::{
     order_level_check_num_draws_codes_in_issuance_order, over_capacity_refuses_the_whole_request,
     partial_use_makes_the_order_partly_used_then_used, unknown_code_refuses_the_whole_request,
     voucher_infos_win_over_legacy_fields,
+};
+pub use history::{
+    order_view_shows_its_latest_events_oldest_first_and_counts_them_all,
+    walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written,
 };
 pub use issuance::{
     failed_issuance_marks_issue_failed_and_a_later_success_issues,
@@ -233,6 +239,9 @@ macro_rules! behaviour_suite {
             verify_audit_entry_is_the_plans_entry,
             refused_verify_writes_nothing,
             committed_counts_are_seen_by_later_reads,
+            // history
+            order_view_shows_its_latest_events_oldest_first_and_counts_them_all,
+            walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written,
             // races (R28)
             concurrent_verifies_never_exceed_capacity,
             concurrent_identical_delta_retries_apply_exactly_once,

@@ -37,9 +37,9 @@ use ticket_ledger::{
 
 use super::engine::{Engine, ErrorClass};
 use crate::rows::{
-    self, access_values, capacity_refusal, ms, previous_secret_values, resolution_entry, ListQuery,
-    ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS,
-    USE_COLUMNS, VOUCHER_COLUMNS,
+    self, access_values, capacity_refusal, latest_events_sql, ms, previous_secret_values,
+    resolution_entry, ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
+    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
 };
 
 /// Why one attempt at an operation did not commit.
@@ -788,7 +788,7 @@ pub(crate) async fn resolve_anomaly(
 }
 
 /// Appends one audit entry on its own ([`ticket_ledger::LedgerStore::record`]), in turn with
-/// the other writes of the order it names.
+/// the other writes of the order it names, for [`ticket_ledger::LedgerStore::order_events`].
 ///
 /// Why the lock: `seq` comes from a sequence (PostgreSQL identity, InnoDB `AUTO_INCREMENT`)
 /// when a transaction inserts, but the entry becomes visible when it commits, so two
@@ -1036,23 +1036,60 @@ pub(crate) async fn order_view(
         return Ok(None);
     };
     let vouchers = vouchers(conn, e, id).await?;
-    let events = all(
+    let mut events = all(
         conn,
-        q_owned(
-            e,
-            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? ORDER BY seq"),
-        )
-        .bind(id.get()),
+        q_owned(e, latest_events_sql())
+            .bind(id.get())
+            .bind(i64::from(OrderView::EVENTS_SHOWN)),
         rows::audit,
         "reading the order history",
     )
     .await?;
+    events.reverse();
+    let events_total = one(
+        conn,
+        q(e, EVENTS_TOTAL_SQL).bind(id.get()),
+        |row| row.int(0),
+        "counting the order history",
+    )
+    .await?
+    .unwrap_or(0);
     Ok(Some(OrderView {
         refunds: refunds(conn, e, id).await?,
         order,
         vouchers,
         events,
+        events_total,
     }))
+}
+
+/// One page of an order's history (see `LedgerStore::order_events`), `None` when the order
+/// does not exist. The two statements need no shared snapshot: orders are never deleted, and
+/// an order's entries commit in `seq` order (the order lock, see [`record`]).
+pub(crate) async fn order_events(
+    conn: &mut AnyConnection,
+    e: Engine,
+    id: OrderId,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> Result<Option<Vec<AuditEntry>>, Failure> {
+    let exists = one(
+        conn,
+        q(e, "SELECT order_id FROM orders WHERE order_id = ?").bind(id.get()),
+        |row| row.int(0),
+        "looking an order up",
+    )
+    .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let filter = AuditFilter {
+        order_id: Some(id.get()),
+        after_seq,
+        limit: Some(limit),
+        ..AuditFilter::default()
+    };
+    audit(conn, e, &filter).await.map(Some)
 }
 
 /// Runs a list query (see [`ListQuery`]).
