@@ -911,6 +911,9 @@ pub struct AnomalyFilter {
     pub order_id: Option<i64>,
     /// Only this kind.
     pub kind: Option<AnomalyKind>,
+    /// Only anomalies with an id below this (paging: the list is newest first, so the next
+    /// page starts below the last id seen).
+    pub before_id: Option<i64>,
     /// At most this many (capped at 1000; default 100).
     pub limit: Option<u32>,
 }

@@ -617,19 +617,36 @@ impl OrderStatus {
 }
 
 /// Everything the operator sees about one order.
+///
+/// The history is shown in part: an order's audit trail has no upper bound (every retried or
+/// refused call of a busy gate adds to it), and a view that carried all of it would cost
+/// memory and time in proportion to the order's age. `events` holds the latest
+/// [`OrderView::EVENTS_SHOWN`] entries and `events_total` says how many there are; the whole
+/// history is read page by page with [`crate::LedgerStore::order_events`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderView {
     /// The order's row.
     pub order: OrderRecord,
     /// Its vouchers in issuance order.
     pub vouchers: Vec<VoucherRecord>,
-    /// Its history, oldest first.
+    /// Its latest [`OrderView::EVENTS_SHOWN`] audit entries (all of them when it has fewer),
+    /// oldest first.
     pub events: Vec<AuditEntry>,
+    /// How many audit entries name the order in all, `events` included.
+    pub events_total: i64,
     /// Its refund requests, oldest first.
     pub refunds: Vec<crate::lifecycle::RefundRequest>,
 }
 
 impl OrderView {
+    /// How many of an order's latest events a view carries.
+    pub const EVENTS_SHOWN: u32 = 100;
+
+    /// Whether `events` is the order's whole history.
+    pub fn events_complete(&self) -> bool {
+        i64::try_from(self.events.len()).is_ok_and(|shown| shown >= self.events_total)
+    }
+
     /// The derived status.
     pub fn status(&self) -> OrderStatus {
         let pending = self

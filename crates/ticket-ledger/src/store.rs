@@ -66,8 +66,28 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         audit: AuditEntry,
     ) -> Result<OrderView, LedgerError>;
 
-    /// An order with its vouchers and its audit entries, whoever owns it (operator view).
+    /// An order with its vouchers, refunds and its latest [`OrderView::EVENTS_SHOWN`] audit
+    /// entries with their total, whoever owns it (operator view), read in one snapshot. It
+    /// reads a bounded number of entries however long the history is: the latest ones by
+    /// `seq` and a count, both on the `(order_id, seq)` index.
     async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError>;
+
+    /// One page of an order's history: its audit entries with `seq` greater than `after_seq`
+    /// (all when `None`), oldest first, at most `limit` (capped at 1000). `None` when the
+    /// order does not exist.
+    ///
+    /// Walking it — `after_seq` the last `seq` of the previous page, until a page comes back
+    /// empty — returns every entry of the order exactly once and in `seq` order, even while
+    /// new ones are written. Every store gives that by committing an order's entries in `seq`
+    /// order, so what a reader sees of one order is always a prefix of its history: SQLite
+    /// has one writer; PostgreSQL and MySQL take the order's row lock before writing any entry
+    /// that names an existing order (including [`LedgerStore::record`]).
+    async fn order_events(
+        &self,
+        id: OrderId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, LedgerError>;
 
     /// Applies a verify report atomically; see the trait docs.
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError>;
@@ -87,16 +107,19 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Gives uses back ([`crate::plan_reversal`]); returns the code's count after.
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError>;
 
-    /// Lists anomalies, newest first.
+    /// Lists anomalies, newest first, at most `filter.limit` (default 100, capped at 1000).
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError>;
 
     /// Resolves an open anomaly; [`LedgerError::AnomalyResolved`] when it was already.
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError>;
 
-    /// Appends one audit entry on its own (rejected attempts, protocol failures).
+    /// Appends one audit entry on its own (rejected attempts, protocol failures). An entry that
+    /// names an existing order is written in turn with that order's other writes, so the
+    /// order's history stays in `seq` order for [`LedgerStore::order_events`].
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError>;
 
-    /// Lists audit entries, oldest first.
+    /// Lists audit entries, oldest first, at most `filter.limit` (default 100, capped at
+    /// 1000).
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError>;
 
     /// Keeps a call refused before its caller was authenticated, then drops the oldest such

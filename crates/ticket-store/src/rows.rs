@@ -94,6 +94,16 @@ pub(crate) fn rejected_calls_page(filter: &ticket_ledger::RejectedCallFilter) ->
     )
 }
 
+/// An order's latest entries, newest first (the caller reverses them), at most the bound
+/// parameter: `ORDER BY seq DESC LIMIT` walks the `(order_id, seq)` index back from the
+/// order's end, so the read costs what it returns, however long the history.
+pub(crate) fn latest_events_sql() -> String {
+    format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? ORDER BY seq DESC LIMIT ?")
+}
+
+/// How many entries name an order, counted on the `(order_id, seq)` index alone.
+pub(crate) const EVENTS_TOTAL_SQL: &str = "SELECT count(*) FROM audit_log WHERE order_id = ?";
+
 /// Entries a list query returns when the filter names no limit.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
 /// Entries a list query returns at most, whatever the filter asks.
@@ -454,6 +464,9 @@ impl ListQuery {
                 Some(SqlValue::Text(Some(kind.as_str().to_owned()))),
             );
         }
+        if let Some(before) = filter.before_id {
+            q.and("id < ?", Some(SqlValue::Int(Some(before))));
+        }
         q
     }
 }
@@ -498,5 +511,11 @@ mod tests {
             .ends_with("WHERE resolution IS NULL ORDER BY id DESC LIMIT ?"));
         assert!(q.values.is_empty());
         assert_eq!(q.limit, 100);
+        let q = ListQuery::anomalies(&AnomalyFilter {
+            before_id: Some(40),
+            ..AnomalyFilter::default()
+        });
+        assert!(q.sql().ends_with("WHERE id < ? ORDER BY id DESC LIMIT ?"));
+        assert_eq!(q.values, [SqlValue::Int(Some(40))]);
     }
 }

@@ -26,6 +26,7 @@ use ticket_ledger::{
 use top_protocol::envelope::new_request_id;
 use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
 
+use crate::paging::{self, Budget};
 use crate::server::{random_token, AppState};
 
 mod rejected;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/orders", post(create_order))
         .route("/admin/orders/{order_id}", get(get_order))
+        .route("/admin/orders/{order_id}/events", get(list_order_events))
         .route("/admin/orders/{order_id}/refunds", post(request_refund))
         .route("/admin/orders/{order_id}/reversals", post(reverse))
         .route("/admin/orders/{order_id}/reconcile", post(reconcile))
@@ -717,11 +719,17 @@ async fn get_order(
 }
 
 /// The operator's view of an order. Codes are shown whole: the operator owns them.
+///
+/// `events` is the latest part of the order's history, oldest first: the store's latest
+/// [`OrderView::EVENTS_SHOWN`], fewer when they would take the answer past
+/// [`paging::MAX_ANSWER_BYTES`] (the oldest of them give way). `events_total` counts the whole
+/// history, and `events_next` is `0` — the `after` that walks `GET /admin/orders/{id}/events`
+/// from the start — when `events` is not all of it, `null` when it is.
 pub fn order_json(view: &OrderView) -> Value {
     let o = &view.order;
     let capacity: i64 = view.vouchers.iter().map(|v| v.capacity).sum();
     let used: i64 = view.vouchers.iter().map(|v| v.used).sum();
-    json!({
+    let mut body = json!({
         "order_id": o.order_id.get(),
         "app_key": o.app_key.as_str(),
         "out_order_id": o.out_order_id.as_ref().map(OutOrderId::as_str),
@@ -742,8 +750,62 @@ pub fn order_json(view: &OrderView) -> Value {
         "refundable_tickets": refundable_tickets(view),
         "issue_describe": o.issue_describe,
         "refunds": view.refunds.iter().map(refund_json).collect::<Vec<_>>(),
-        "events": view.events.iter().map(audit_json).collect::<Vec<_>>(),
-    })
+        "events": [],
+        "events_total": view.events_total,
+        "events_next": 0,
+    });
+    // The newest first, until the budget left beside the rest of the order is spent.
+    let mut budget = Budget::new(paging::MAX_ANSWER_BYTES.saturating_sub(paging::json_len(&body)));
+    let mut events: Vec<Value> = Vec::with_capacity(view.events.len());
+    for entry in view.events.iter().rev() {
+        let event = audit_json(entry);
+        if !budget.take(&event, events.is_empty()) {
+            break;
+        }
+        events.push(event);
+    }
+    events.reverse();
+    if i64::try_from(events.len()).is_ok_and(|shown| shown >= view.events_total) {
+        body["events_next"] = Value::Null;
+    }
+    body["events"] = Value::Array(events);
+    body
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/orders/{id}/events?after=SEQ&limit=N`: one page of the order's whole history,
+/// `{"events": [...], "next": SEQ|null}` in increasing `seq`. Following `next` as `after`
+/// returns every event exactly once, even while the order is being written to (see
+/// `LedgerStore::order_events`).
+async fn list_order_events(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(query_error)?;
+    let id = path_order(&order_id)?;
+    let page = paging::page(
+        paging::limit(q.limit),
+        Budget::for_list(),
+        q.after,
+        |after, limit| {
+            let store = state.store.clone();
+            async move {
+                store.order_events(id, after, limit).await?.ok_or_else(|| {
+                    AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order")
+                })
+            }
+        },
+        |e: &AuditEntry| e.seq,
+        audit_json,
+    )
+    .await?;
+    Ok(Json(json!({"events": page.entries, "next": page.next})).into_response())
 }
 
 /// Tickets that can still be asked to be refunded.
@@ -1005,6 +1067,7 @@ struct AnomalyQuery {
     status: Option<String>,
     order_id: Option<i64>,
     kind: Option<String>,
+    before: Option<i64>,
     limit: Option<u32>,
 }
 
@@ -1029,19 +1092,32 @@ async fn list_anomalies(
             })
         })
         .transpose()?;
-    let list = state
-        .store
-        .anomalies(AnomalyFilter {
-            open,
-            order_id: q.order_id,
-            kind,
-            limit: q.limit,
-        })
-        .await?;
-    Ok(
-        Json(json!({"anomalies": list.iter().map(anomaly_json).collect::<Vec<_>>()}))
-            .into_response(),
+    let filter = AnomalyFilter {
+        open,
+        order_id: q.order_id,
+        kind,
+        before_id: None,
+        limit: None,
+    };
+    // Newest first, so a page continues below the last id it showed (`before`).
+    let page = paging::page(
+        paging::limit(q.limit),
+        Budget::for_list(),
+        q.before,
+        |before, limit| {
+            let store = state.store.clone();
+            let filter = AnomalyFilter {
+                before_id: before,
+                limit: Some(limit),
+                ..filter.clone()
+            };
+            async move { store.anomalies(filter).await.map_err(AdminError::from) }
+        },
+        |a: &Anomaly| a.id,
+        anomaly_json,
     )
+    .await?;
+    Ok(Json(json!({"anomalies": page.entries, "next": page.next})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1120,20 +1196,31 @@ async fn list_audit(
                 .ok_or_else(|| AdminError::field("outcome", "one of accepted, replayed, rejected"))
         })
         .transpose()?;
-    let entries = state
-        .store
-        .audit(AuditFilter {
-            order_id: q.order_id,
-            app_key: q.app_key,
-            outcome,
-            after_seq: q.after,
-            limit: q.limit,
-        })
-        .await?;
-    Ok(
-        Json(json!({"entries": entries.iter().map(audit_json).collect::<Vec<_>>()}))
-            .into_response(),
+    let filter = AuditFilter {
+        order_id: q.order_id,
+        app_key: q.app_key,
+        outcome,
+        after_seq: None,
+        limit: None,
+    };
+    let page = paging::page(
+        paging::limit(q.limit),
+        Budget::for_list(),
+        q.after,
+        |after, limit| {
+            let store = state.store.clone();
+            let filter = AuditFilter {
+                after_seq: after,
+                limit: Some(limit),
+                ..filter.clone()
+            };
+            async move { store.audit(filter).await.map_err(AdminError::from) }
+        },
+        |e: &AuditEntry| e.seq,
+        audit_json,
     )
+    .await?;
+    Ok(Json(json!({"entries": page.entries, "next": page.next})).into_response())
 }
 
 /// A malformed query string as a JSON 400 naming the field. axum names it first:

@@ -13,6 +13,7 @@
 //! - [`server`]: [`server::Application`] — build (open the store, bind) and run until stopped.
 //! - [`gateway`]: the `/router/rest` pipeline and one module per TOP method.
 //! - [`admin`]: the operator's JSON API and health endpoints.
+//! - [`paging`]: the page builder that bounds every admin list answer, in entries and bytes.
 //! - [`bench`](mod@bench): `ticketd bench`, the load generator for signed verify traffic and its report.
 //! - [`lifecycle_doc`]: the order lifecycle as data; `docs/LIFECYCLE.md` is rendered from it.
 //! - [`metrics`]: Prometheus counters and histograms served at `/metrics`.
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod gateway;
 pub mod lifecycle_doc;
 pub mod metrics;
+pub mod paging;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

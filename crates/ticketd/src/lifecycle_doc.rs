@@ -228,8 +228,9 @@ pub fn lifecycle_markdown() -> String {
          An order is paid on the platform, issued by the vendor (发码), used at the gate (核销) and \
          possibly refunded (退票). Its `status` (in `GET /admin/orders/{id}`) is derived from the \
          ledger's counters, so it can never disagree with them; every change of status is an \
-         `order.status` event in the order's `events`, with the `request_id` of the call that \
-         caused it.\n\n\
+         `order.status` event in the order's history, with the `request_id` of the call that \
+         caused it (the order's `events` show the latest 100; \
+         `GET /admin/orders/{id}/events` walks all of them).\n\n\
          ```mermaid\nstateDiagram-v2\n",
     );
     let mut edges = std::collections::BTreeSet::new();

@@ -34,6 +34,24 @@ pub(super) async fn view(store: &dyn LedgerStore, id: i64, ctx: &str) -> OrderVi
         .unwrap_or_else(|| panic!("{ctx}: order({id}) should exist"))
 }
 
+/// The order's whole history, walked page by page with `order_events` (oldest first); panics
+/// if the store fails or does not find the order.
+pub(super) async fn history(store: &dyn LedgerStore, id: i64, ctx: &str) -> Vec<AuditEntry> {
+    let mut all: Vec<AuditEntry> = Vec::new();
+    loop {
+        let after = all.last().map(|e| e.seq);
+        let page = store
+            .order_events(order_id(id), after, 1000)
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: order_events({id}) should answer, got {e:?}"))
+            .unwrap_or_else(|| panic!("{ctx}: order_events({id}) should find the order"));
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
 /// `(code, used)` of every voucher in issuance order.
 pub(super) fn used_of(view: &OrderView) -> Vec<(String, i64)> {
     view.vouchers

@@ -28,6 +28,7 @@
 //! | `dates` | R22–R27 | gate times, legacy `total_num`/`return_num` |
 //! | `audit` | — | the trail, refusals writing nothing, reads after writes |
 //! | `rejected` | — | the pruned record of calls refused before authentication |
+//! | `history` | — | an order's latest events and their total; walking all of them while written |
 //! | `races` | R28 | racing gates |
 //! | `issuance` | R7 | issuance reports: first, replayed, conflicting, failed |
 //! | `refunds` | R8, R9 | refund requests and notifications, and what they do to verify |
@@ -51,6 +52,7 @@ mod check;
 mod counts;
 mod dates;
 mod forms;
+mod history;
 mod issuance;
 mod orders;
 mod races;
@@ -109,6 +111,10 @@ pub use forms::{
     order_level_check_num_draws_codes_in_issuance_order, over_capacity_refuses_the_whole_request,
     partial_use_makes_the_order_partly_used_then_used, unknown_code_refuses_the_whole_request,
     voucher_infos_win_over_legacy_fields,
+};
+pub use history::{
+    order_view_shows_its_latest_events_oldest_first_and_counts_them_all,
+    walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written,
 };
 pub use issuance::{
     failed_issuance_marks_issue_failed_and_a_later_success_issues,
@@ -238,6 +244,9 @@ macro_rules! behaviour_suite {
             committed_counts_are_seen_by_later_reads,
             // rejected anonymous calls
             rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept,
+            // history
+            order_view_shows_its_latest_events_oldest_first_and_counts_them_all,
+            walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written,
             // races (R28)
             concurrent_verifies_never_exceed_capacity,
             concurrent_identical_delta_retries_apply_exactly_once,

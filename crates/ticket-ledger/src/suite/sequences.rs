@@ -361,12 +361,27 @@ fn kinds_of<'a>(list: impl Iterator<Item = &'a NewAnomaly>) -> Vec<&'static str>
     kinds
 }
 
+/// The order's view with its whole history in `events` (the invariants replay all of it),
+/// checking that the view's latest events and total agree with it.
 async fn read(store: &dyn LedgerStore, id: i64) -> Result<OrderView, String> {
-    store
+    let mut view = store
         .order(super::build::order_id(id))
         .await
         .map_err(|e| format!("order({id}) failed: {e:?}"))?
-        .ok_or_else(|| format!("order({id}) vanished"))
+        .ok_or_else(|| format!("order({id}) vanished"))?;
+    if !view.events_complete() {
+        let all = super::check::history(store, id, "the whole history").await;
+        let total = i64::try_from(all.len()).map_err(|e| e.to_string())?;
+        if total != view.events_total || !all.ends_with(&view.events) {
+            return Err(format!(
+                "order {id}: the view's {} latest of {} events disagree with the {total} walked",
+                view.events.len(),
+                view.events_total
+            ));
+        }
+        view.events = all;
+    }
+    Ok(view)
 }
 
 /// Runs `seq` against `store` on a fresh app and two fresh orders, checking the invariants

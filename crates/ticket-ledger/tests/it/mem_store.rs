@@ -61,19 +61,27 @@ impl State {
         });
     }
 
+    /// The order's view: its latest [`OrderView::EVENTS_SHOWN`] entries and their total, as
+    /// the trait asks.
     fn view(&self, id: OrderId) -> Option<OrderView> {
         let data = self.orders.get(&id)?;
+        let history: Vec<&AuditEntry> = self.history(id).collect();
+        let shown = usize::try_from(OrderView::EVENTS_SHOWN).expect("a small constant");
+        let from = history.len().saturating_sub(shown);
         Some(OrderView {
             order: data.record.clone(),
             vouchers: data.vouchers.clone(),
-            events: self
-                .audit
-                .iter()
-                .filter(|e| e.order_id == Some(id.get()))
-                .cloned()
-                .collect(),
+            events: history[from..].iter().map(|e| (*e).clone()).collect(),
+            events_total: i64::try_from(history.len()).expect("fewer than 2^63 entries"),
             refunds: data.refunds.clone(),
         })
+    }
+
+    /// Every entry naming the order, oldest first.
+    fn history(&self, id: OrderId) -> impl Iterator<Item = &AuditEntry> {
+        self.audit
+            .iter()
+            .filter(move |e| e.order_id == Some(id.get()))
     }
 
     /// The order a request names, resolved as the trait asks: by id whoever owns it (the plan
@@ -457,6 +465,26 @@ impl LedgerStore for MemStore {
         Ok(self.lock()?.view(id))
     }
 
+    async fn order_events(
+        &self,
+        id: OrderId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+        let s = self.lock()?;
+        if !s.orders.contains_key(&id) {
+            return Ok(None);
+        }
+        let limit = usize::try_from(limit.min(1000)).unwrap_or(1000);
+        Ok(Some(
+            s.history(id)
+                .filter(|e| after_seq.is_none_or(|after| e.seq > after))
+                .take(limit)
+                .cloned()
+                .collect(),
+        ))
+    }
+
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         let mut s = self.lock()?;
         // The anomaly names the order the request resolved to, however it named it.
@@ -511,6 +539,7 @@ impl LedgerStore for MemStore {
                     .is_none_or(|id| a.anomaly.order_id == Some(id))
             })
             .filter(|a| filter.kind.is_none_or(|k| a.anomaly.kind == k))
+            .filter(|a| filter.before_id.is_none_or(|before| a.id < before))
             .take(limit)
             .cloned()
             .collect())

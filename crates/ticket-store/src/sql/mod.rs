@@ -538,6 +538,19 @@ impl LedgerStore for SqlStore {
             .await
     }
 
+    async fn order_events(
+        &self,
+        id: OrderId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+        self.db
+            .read(&(id, after_seq, limit), |c, e, (id, after, limit)| {
+                Box::pin(ops::order_events(c, e, *id, *after, *limit))
+            })
+            .await
+    }
+
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         match cmd.order {
             // Named by `order_id`: batched with the verifies queued at the same time.
@@ -597,9 +610,7 @@ impl LedgerStore for SqlStore {
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
         self.db
-            .write(&entry, |c, e, entry| {
-                Box::pin(ops::insert_audit(c, e, entry))
-            })
+            .write(&entry, |c, e, entry| Box::pin(ops::record(c, e, entry)))
             .await
     }
 

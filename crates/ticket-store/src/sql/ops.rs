@@ -15,6 +15,9 @@
 //!    `FOR UPDATE`) fails instead of over-using.
 //! 3. Fingerprints are a primary key: two copies of one report can never both be kept; the
 //!    loser's transaction fails and is retried, and the retry answers "replayed".
+//! 4. Every audit entry naming an existing order is written under that order's lock, a lone
+//!    [`record`] and an anomaly's resolution included, so an order's entries commit in `seq`
+//!    order and paging its history by `seq` misses none.
 
 use std::collections::HashSet;
 
@@ -34,9 +37,9 @@ use ticket_ledger::{
 
 use super::engine::{Engine, ErrorClass};
 use crate::rows::{
-    self, access_values, capacity_refusal, ms, previous_secret_values, resolution_entry, ListQuery,
-    ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS,
-    USE_COLUMNS, VOUCHER_COLUMNS,
+    self, access_values, capacity_refusal, latest_events_sql, ms, previous_secret_values,
+    resolution_entry, ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
+    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
 };
 
 /// Why one attempt at an operation did not commit.
@@ -767,6 +770,12 @@ pub(crate) async fn resolve_anomaly(
     if current.resolution.is_some() {
         return Err(LedgerError::AnomalyResolved.into());
     }
+    // The resolution's audit entry names the anomaly's order: written under that order's lock
+    // like every entry of an order (see [`record`]). Anomaly, then order: no other transaction
+    // locks an existing anomaly, so this order of locks cannot deadlock with the others.
+    if let Some(id) = current.anomaly.order_id.and_then(OrderId::new) {
+        lock_order_row(conn, e, id).await?;
+    }
     q(
         e,
         "UPDATE anomalies SET resolution = ?, note = ?, resolved_at_ms = ?, resolved_by = ? \
@@ -784,6 +793,49 @@ pub(crate) async fn resolve_anomaly(
     anomaly(conn, e, cmd.id).await?.ok_or_else(|| {
         LedgerError::Internal("a resolved anomaly could not be read back".into()).into()
     })
+}
+
+/// Appends one audit entry on its own ([`ticket_ledger::LedgerStore::record`]), in turn with
+/// the other writes of the order it names, for [`ticket_ledger::LedgerStore::order_events`].
+///
+/// Why the lock: `seq` comes from a sequence (PostgreSQL identity, InnoDB `AUTO_INCREMENT`)
+/// when a transaction inserts, but the entry becomes visible when it commits, so two
+/// transactions writing entries of one order could commit out of `seq` order — and a reader
+/// walking the order's history with `after = <last seq seen>` would pass over the one that
+/// committed second with the smaller `seq`. Every other write of an order's entries already
+/// holds the order's row lock (`SELECT … FOR UPDATE`, a batch locks all its orders) from
+/// before its first insert until its commit; taking the same lock here makes all of them
+/// one queue per order, in which a later writer's `seq` is drawn after the earlier writer
+/// committed. What a reader sees of an order is then always a prefix of its history.
+///
+/// The one exception is an entry naming an order that does not exist yet (a call refused as
+/// `isv.order-not-exist`): there is no row to lock, so such an entry racing the order's
+/// creation can still commit after the creation entry with a smaller `seq`.
+pub(crate) async fn record(
+    conn: &mut AnyConnection,
+    e: Engine,
+    entry: &AuditEntry,
+) -> Result<(), Failure> {
+    if let Some(id) = entry.order_id.and_then(OrderId::new) {
+        lock_order_row(conn, e, id).await?;
+    }
+    insert_audit(conn, e, entry).await
+}
+
+/// Takes an order's row lock without reading the row (nothing when the order does not exist).
+async fn lock_order_row(conn: &mut AnyConnection, e: Engine, id: OrderId) -> Result<(), Failure> {
+    one(
+        conn,
+        q(
+            e,
+            "SELECT order_id FROM orders WHERE order_id = ? FOR UPDATE",
+        )
+        .bind(id.get()),
+        |row| row.int(0),
+        "locking an order",
+    )
+    .await
+    .map(drop)
 }
 
 /// Appends one audit entry.
@@ -1051,23 +1103,60 @@ pub(crate) async fn order_view(
         return Ok(None);
     };
     let vouchers = vouchers(conn, e, id).await?;
-    let events = all(
+    let mut events = all(
         conn,
-        q_owned(
-            e,
-            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? ORDER BY seq"),
-        )
-        .bind(id.get()),
+        q_owned(e, latest_events_sql())
+            .bind(id.get())
+            .bind(i64::from(OrderView::EVENTS_SHOWN)),
         rows::audit,
         "reading the order history",
     )
     .await?;
+    events.reverse();
+    let events_total = one(
+        conn,
+        q(e, EVENTS_TOTAL_SQL).bind(id.get()),
+        |row| row.int(0),
+        "counting the order history",
+    )
+    .await?
+    .unwrap_or(0);
     Ok(Some(OrderView {
         refunds: refunds(conn, e, id).await?,
         order,
         vouchers,
         events,
+        events_total,
     }))
+}
+
+/// One page of an order's history (see `LedgerStore::order_events`), `None` when the order
+/// does not exist. The two statements need no shared snapshot: orders are never deleted, and
+/// an order's entries commit in `seq` order (the order lock, see [`record`]).
+pub(crate) async fn order_events(
+    conn: &mut AnyConnection,
+    e: Engine,
+    id: OrderId,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> Result<Option<Vec<AuditEntry>>, Failure> {
+    let exists = one(
+        conn,
+        q(e, "SELECT order_id FROM orders WHERE order_id = ?").bind(id.get()),
+        |row| row.int(0),
+        "looking an order up",
+    )
+    .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let filter = AuditFilter {
+        order_id: Some(id.get()),
+        after_seq,
+        limit: Some(limit),
+        ..AuditFilter::default()
+    };
+    audit(conn, e, &filter).await.map(Some)
 }
 
 /// Runs a list query (see [`ListQuery`]).

@@ -308,6 +308,16 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
+    async fn order_events(
+        &self,
+        id: OrderId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+        self.read(move |conn| ops::order_events(conn, id, after_seq, limit))
+            .await
+    }
+
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.writer
             .submit(move |tx| ops::verify_keeping_anomaly(tx, &cmd))

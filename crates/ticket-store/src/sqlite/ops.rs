@@ -21,9 +21,9 @@ use ticket_ledger::{
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
 use super::writer::Tx;
 use crate::rows::{
-    self as shared, access_values, capacity_refusal, previous_secret_values, resolution_entry,
-    ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, AUDIT_COLUMNS, ORDER_COLUMNS,
-    REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    self as shared, access_values, capacity_refusal, latest_events_sql, previous_secret_values,
+    resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
+    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -800,28 +800,57 @@ fn vouchers(conn: &Connection, id: OrderId) -> Result<Vec<VoucherRecord>, Ledger
     .during("reading vouchers")
 }
 
-/// An order, its vouchers and its history. Callers on a read connection run this inside one
-/// read transaction so the three queries see the same snapshot.
+/// An order, its vouchers, its latest events with their total, and its refunds. Callers on a
+/// read connection run this inside one read transaction so the queries see the same snapshot.
 pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
     let Some(order) = order_by_id(conn, id)? else {
         return Ok(None);
     };
     let vouchers = vouchers(conn, id)?;
-    let events = conn
-        .prepare_cached(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ?1 ORDER BY seq"
-        ))
+    let mut events: Vec<AuditEntry> = conn
+        .prepare_cached(&latest_events_sql())
         .during("preparing the order history")?
-        .query_map([id.get()], rows::audit)
+        .query_map(
+            params![id.get(), i64::from(OrderView::EVENTS_SHOWN)],
+            rows::audit,
+        )
         .during("listing the order history")?
         .collect::<rusqlite::Result<_>>()
         .during("reading the order history")?;
+    events.reverse();
+    let events_total = conn
+        .prepare_cached(EVENTS_TOTAL_SQL)
+        .during("preparing the order history count")?
+        .query_row([id.get()], |row| row.get(0))
+        .during("counting the order history")?;
     Ok(Some(OrderView {
         refunds: refunds(conn, id)?,
         order,
         vouchers,
         events,
+        events_total,
     }))
+}
+
+/// One page of an order's history (see `LedgerStore::order_events`), `None` when the order
+/// does not exist. Two statements on a read connection need no shared snapshot: orders are
+/// never deleted, and an order's entries commit in `seq` order (one writer).
+pub(crate) fn order_events(
+    conn: &Connection,
+    id: OrderId,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+    if order_by_id(conn, id)?.is_none() {
+        return Ok(None);
+    }
+    let filter = AuditFilter {
+        order_id: Some(id.get()),
+        after_seq,
+        limit: Some(limit),
+        ..AuditFilter::default()
+    };
+    audit(conn, &filter).map(Some)
 }
 
 /// Audit entries matching every field of `filter`, oldest first (see [`filtered`]).

@@ -54,6 +54,14 @@ impl LedgerStore for TempStore {
     async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
         self.store.order(id).await
     }
+    async fn order_events(
+        &self,
+        id: OrderId,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+        self.store.order_events(id, after_seq, limit).await
+    }
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.store.verify(cmd).await
     }

@@ -394,6 +394,31 @@ impl Server {
         r.json().await.unwrap()
     }
 
+    /// The order's whole history: `/admin/orders/{id}/events` followed to its end (the view
+    /// shows only the latest events, and the orders here outgrow it).
+    async fn events(&self, id: i64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self
+                .http
+                .get(self.url(&format!(
+                    "/admin/orders/{id}/events?after={after}&limit=1000"
+                )))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let page: Value = r.json().await.unwrap();
+            all.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["next"].as_i64() {
+                Some(next) => after = next,
+                None => return all,
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown, no flush. Asserts the process died of it.
     async fn kill9(mut self) {
         self.child.start_kill().unwrap();
@@ -522,7 +547,7 @@ async fn check(server: &Server, db: &Path, m: &mut Model) -> Result<(), String> 
                 (v["used"].as_i64().unwrap(), v["capacity"].as_i64().unwrap()),
             );
         }
-        for e in order["events"].as_array().unwrap() {
+        for e in &server.events(*order_id).await {
             if e["action"] != VERIFY || e["outcome"] != "accepted" {
                 continue;
             }
