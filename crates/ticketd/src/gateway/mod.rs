@@ -378,7 +378,7 @@ fn sanitized_with(
     for (k, v) in params.iter() {
         let value = match k {
             "sign" => continue,
-            "confirm_code" => serde_json::Value::from(ticket_ledger::mask_code(v)),
+            "confirm_code" | "assist_code" => serde_json::Value::from(ticket_ledger::mask_code(v)),
             "voucher_infos" => voucher_infos(v),
             _ => serde_json::Value::from(clip(v, 256)),
         };
@@ -395,9 +395,12 @@ fn mask_voucher_infos(text: &str) -> serde_json::Value {
                 .into_iter()
                 .take(999)
                 .map(|mut item| {
-                    if let Some(code) = item.get("confirm_code").and_then(|c| c.as_str()) {
-                        let masked = serde_json::Value::from(ticket_ledger::mask_code(code));
-                        item["confirm_code"] = masked;
+                    // Numbers too (`"confirm_code":12345678` is accepted as a code), and the
+                    // issuance's `assist_code`, a second code the buyer may show.
+                    for key in ["confirm_code", "assist_code"] {
+                        if let Some(code) = item.get_mut(key) {
+                            *code = ticket_ledger::mask_json_code(code);
+                        }
                     }
                     item
                 })

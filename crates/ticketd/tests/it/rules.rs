@@ -477,7 +477,7 @@ fn rows() -> Vec<Row> {
             vouchers: || codes(&[("CODE-A1", 2)]),
             before: |o| vec![vreq(o, json!([use_of("CODE-A1", 1, -10)]))],
             request: |o| vreq(o, json!([use_of("CODE-A1", 2, -5)])),
-            expect: |_| exceed("核销码****E-A1本次核销2次, 剩余可核销1次"),
+            expect: |_| exceed("核销码****-A1本次核销2次, 剩余可核销1次"),
             used: || codes(&[("CODE-A1", 1)]),
             ..row()
         },
@@ -490,7 +490,7 @@ fn rows() -> Vec<Row> {
                     json!([use_of("CODE-A1", 2, -5), use_of("CODE-B2", 2, -5)]),
                 )
             },
-            expect: |_| exceed("核销码****E-B2本次核销2次, 剩余可核销1次"),
+            expect: |_| exceed("核销码****-B2本次核销2次, 剩余可核销1次"),
             used: || codes(&[("CODE-A1", 0), ("CODE-B2", 0)]),
             ..row()
         },
@@ -504,7 +504,7 @@ fn rows() -> Vec<Row> {
                     ("check_num", "3".into()),
                 ]
             },
-            expect: |_| exceed("核销码****E-A1本次核销3次, 剩余可核销2次"),
+            expect: |_| exceed("核销码****-A1本次核销3次, 剩余可核销2次"),
             used: || codes(&[("CODE-A1", 0)]),
             ..row()
         },
@@ -667,7 +667,7 @@ fn rows() -> Vec<Row> {
                 b.push(("write_off_type", "1".into()));
                 b
             },
-            expect: |_| exceed("核销码****E-A1本次核销3次, 剩余可核销2次"),
+            expect: |_| exceed("核销码****-A1本次核销3次, 剩余可核销2次"),
             used: || codes(&[("CODE-A1", 3)]),
             ..row()
         },
