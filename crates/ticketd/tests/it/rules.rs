@@ -371,6 +371,31 @@ fn rows() -> Vec<Row> {
             used: || codes(&[("CODE-A1", 0)]),
             ..row()
         },
+        // A key twice in one entry has two readings (serde_json's derive would take the last:
+        // 3 uses here); the list is refused like any malformed one, and nothing is counted.
+        Row {
+            name: "R11 a key twice in one voucher_infos entry is refused, not read last-wins",
+            request: |o| {
+                vec![
+                    ("order_id", o.to_string()),
+                    (
+                        "voucher_infos",
+                        format!(
+                            r#"[{{"confirm_code":"CODE-A1","used_quantity":1,"used_quantity":3,"used_date":"{}"}}]"#,
+                            at(-5)
+                        ),
+                    ),
+                ]
+            },
+            expect: |_| {
+                invalid(
+                    "voucher_infos",
+                    "键\"used_quantity\"重复 at line 1 column 60",
+                )
+            },
+            used: || codes(&[("CODE-A1", 0)]),
+            ..row()
+        },
         // ---- R12: quantities and list size.
         Row {
             name: "R12 used_quantity 0 in delta mode",
