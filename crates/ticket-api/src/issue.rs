@@ -4,7 +4,7 @@
 use serde_json::Value;
 use top_protocol::{Params, TopError};
 
-use crate::wire::{opt, opt_choice, parse_int, req_int, required};
+use crate::wire::{opt, opt_choice, parse_int, parse_json_unique_keys, req_int, required};
 
 /// The TOP method name.
 pub const METHOD: &str = "alitrip.travel.ticket.order.create";
@@ -131,8 +131,8 @@ pub fn vouchers_json(entries: &[IssueVoucher]) -> String {
 
 fn parse_vouchers(text: &str) -> Result<Vec<IssueVoucher>, TopError> {
     let invalid = |detail: String| TopError::invalid_argument("voucher_infos", &detail);
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("不是合法的JSON: {e}")))?;
+    // A repeated key (`"quantity":1,"quantity":9`) is refused, not read last-wins.
+    let value = parse_json_unique_keys(text).map_err(invalid)?;
     let Value::Array(items) = value else {
         return Err(invalid("必须为JSON数组".into()));
     };
@@ -297,6 +297,17 @@ mod tests {
                 ("voucher_infos", dup)
             ]),
             (41, "isv.invalid-parameter:voucher_infos".into())
+        );
+        let twice = r#"[{"confirm_code":"C1","quantity":1,"quantity":9}]"#;
+        assert_eq!(
+            err(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", twice)
+            ]),
+            (41, "isv.invalid-parameter:voucher_infos".into()),
+            "a repeated key is refused, not read last-wins"
         );
         assert_eq!(
             err(&[

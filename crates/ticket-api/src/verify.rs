@@ -11,6 +11,7 @@
 //! | no `voucher_infos`, no `confirm_code`, no `check_num` | 40 `voucher_infos` |
 //! | legacy `confirm_code` without `check_num` | 40 `check_num` |
 //! | R11 a code twice in `voucher_infos` | 41 `voucher_infos` |
+//! | a key twice in one JSON object of `voucher_infos` (not last-wins) | 41 `voucher_infos` |
 //! | R12 `used_quantity` ≤ 0 (delta), < 0 (cumulative), not an integer; > 999 entries | 41 `voucher_infos` |
 //! | R20 `write_off_type` ∉ {0, 1} | 41 `write_off_type` |
 //! | R21 malformed `used_date` | 41 `voucher_infos` |
@@ -22,7 +23,7 @@ use serde_json::Value;
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
-use crate::wire::{opt, opt_int, parse_int};
+use crate::wire::{opt, opt_int, parse_int, parse_json_unique_keys};
 
 /// The TOP method name.
 pub const METHOD: &str = "taobao.travel.ticket.order.verify";
@@ -180,11 +181,11 @@ pub fn voucher_infos_json(entries: &[VoucherInfo]) -> String {
 
 /// Parses `voucher_infos` with the tolerance PROTOCOL.md §4.3 requires: any key order,
 /// `null` or missing fields as absent, `used_quantity` as a number or numeric string, unknown
-/// keys ignored.
+/// keys ignored — but not a key repeated in one object, which has no single meaning
+/// ([`parse_json_unique_keys`]).
 fn parse_voucher_infos(text: &str, cumulative: bool) -> Result<Vec<VoucherInfo>, TopError> {
     let invalid = |detail: String| TopError::invalid_argument("voucher_infos", &detail);
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("不是合法的JSON: {e}")))?;
+    let value = parse_json_unique_keys(text).map_err(invalid)?;
     let Value::Array(items) = value else {
         return Err(invalid("必须为JSON数组".into()));
     };
@@ -362,6 +363,51 @@ mod tests {
             err(&[("order_id", "1"), ("confirm_code", "A"), ("check_num", "0")]),
             (41, "isv.invalid-parameter:check_num".into())
         );
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_not_read_last_wins() {
+        for (text, key) in [
+            (
+                r#"[{"confirm_code":"A","used_quantity":1,"used_quantity":5}]"#,
+                "used_quantity",
+            ),
+            (
+                r#"[{"confirm_code":"A","used_quantity":1},{"confirm_code":"B","confirm_code":"C","used_quantity":1}]"#,
+                "confirm_code",
+            ),
+            (
+                r#"[{"confirm_code":"A","used_quantity":1,"used_date":null,"used_date":"2024-05-01 10:00:00"}]"#,
+                "used_date",
+            ),
+            // Unknown keys are ignored, but not when repeated: nothing in the list may have two
+            // readings.
+            (
+                r#"[{"confirm_code":"A","used_quantity":1,"extra":{"x":1,"x":2}}]"#,
+                "x",
+            ),
+        ] {
+            let e =
+                VerifyParams::from_params(&params(&[("order_id", "1"), ("voucher_infos", text)]))
+                    .unwrap_err();
+            assert_eq!(
+                (e.code, e.sub_code.as_deref()),
+                (41, Some("isv.invalid-parameter:voucher_infos")),
+                "{text}"
+            );
+            let sub_msg = e.sub_msg.unwrap_or_default();
+            assert!(sub_msg.contains(&format!("键\"{key}\"重复")), "{sub_msg}");
+        }
+        // The same keys once each, in any order, still parse.
+        let p = VerifyParams::from_params(&params(&[
+            ("order_id", "1"),
+            (
+                "voucher_infos",
+                r#"[{"used_quantity":5,"confirm_code":"A","extra":{"x":1,"y":[{"x":2}]}}]"#,
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(p.voucher_infos[0].used_quantity, 5);
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub mod text;
 pub mod verify;
 
 pub use error::{LedgerError, UsedDateProblem};
-pub use ids::{mask_code, AppKey, ConfirmCode, OrderId, OutOrderId};
+pub use ids::{
+    mask_code, mask_json_code, AppKey, ConfirmCode, OrderId, OutOrderId, MASK_SHOWN_MAX,
+};
 pub use lifecycle::{
     flag_anomalies, plan_issue, plan_refund, plan_refund_request, plan_reversal, reconcile_diff,
     refusal_anomaly, Anomaly, AnomalyFilter, AnomalyKind, IssueCommand, IssuePlan, IssueResult,

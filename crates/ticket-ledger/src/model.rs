@@ -1,9 +1,10 @@
 //! Orders, vouchers, apps and audit records: the facts the ledger keeps.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
@@ -121,8 +122,9 @@ impl AppAccess {
     /// Most entries an allow-list may hold.
     pub const MAX_ALLOWLIST: usize = 256;
 
-    /// Whether `ip` may call as the app. An IPv4 address written as IPv6 (`::ffff:10.0.0.1`,
-    /// how a dual-stack socket reports IPv4 peers) is matched as IPv4.
+    /// Whether `ip` may call as the app. An IPv4 peer matches IPv4 ranges and IPv6 ranges that
+    /// hold its IPv4-mapped form (`::ffff:10.0.0.0/104`); a peer a dual-stack socket reports as
+    /// `::ffff:10.0.0.1` matches the same ranges ([`IpRange`]).
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.ip_allowlist.is_empty() || self.ip_allowlist.iter().any(|r| r.contains(ip))
     }
@@ -273,78 +275,67 @@ fn digits(text: &str) -> Option<&str> {
 }
 
 /// One entry of an IP allow-list: an address (`203.0.113.7`, `::1`) or a CIDR range
-/// (`203.0.113.0/24`, `2001:db8::/32`).
+/// (`203.0.113.0/24`, `2001:db8::/32`, `::ffff:10.0.0.0/104`), held as an [`IpNet`].
+///
+/// IPv4 and IPv6 are one address space here, as on a dual-stack socket: the IPv4 address
+/// `a.b.c.d` is the IPv4-mapped IPv6 address `::ffff:a.b.c.d`. So `10.0.0.0/8` admits a peer
+/// reported as `::ffff:10.1.2.3`, and `::ffff:10.0.0.0/104` (the same range written in IPv6)
+/// admits the IPv4 peer `10.1.2.3` — an operator copying ranges from a dual-stack system's
+/// logs gets what they wrote. (`::/0` therefore admits every address, IPv4 too.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpRange {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct IpRange(IpNet);
 
 impl IpRange {
     /// Parses an address or a CIDR range. A range with host bits set (`10.0.0.1/8`) is
     /// refused: it is almost always a typo, and the error names the range it probably meant.
+    /// The text is read here rather than by `IpNet`'s parser, so that a bare address is a
+    /// one-address range and a prefix must be plain digits (`/+8` is refused).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
-        let network: IpAddr = addr
+        let address: IpAddr = addr
             .parse()
             .map_err(|_| format!("{text:?}: expected an IPv4 or IPv6 address or CIDR range"))?;
-        let max = max_prefix(network);
+        let max = max_prefix(address);
+        let bad_prefix = || format!("{text:?}: the prefix length must be 0..={max}");
         let prefix = match prefix {
             None => max,
             Some(p) => digits(p)
                 .and_then(|p| p.parse::<u8>().ok())
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
+                .ok_or_else(bad_prefix)?,
         };
-        let range = Self { network, prefix };
-        let masked = range.masked(network);
-        if masked != network {
+        let net = IpNet::new(address, prefix).map_err(|_| bad_prefix())?;
+        if net.trunc() != net {
             return Err(format!(
                 "{text:?} has host bits set; did you mean {}?",
-                Self {
-                    network: masked,
-                    prefix
-                }
+                Self(net.trunc())
             ));
         }
-        Ok(range)
+        Ok(Self(net))
     }
 
     /// The network address.
     pub fn network(&self) -> IpAddr {
-        self.network
+        self.0.network()
     }
 
     /// The prefix length (32 or 128 for a single address).
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
-    /// Whether `ip` lies in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    /// Whether `ip` lies in the range, an IPv4 address and its IPv4-mapped IPv6 form being the
+    /// same address (see the type's doc).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
-    }
-
-    /// `ip` with the bits beyond the prefix cleared.
-    fn masked(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
+        match (self.0, ip.to_canonical()) {
+            (IpNet::V4(net), IpAddr::V4(v4)) => net.contains(&v4),
+            (IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
+            (IpNet::V6(net), IpAddr::V6(v6)) => net.contains(&v6),
+            // Not IPv4-mapped (canonical above), so outside every IPv4 range.
+            (IpNet::V4(_), IpAddr::V6(_)) => false,
         }
     }
 }
@@ -360,10 +351,10 @@ fn max_prefix(ip: IpAddr) -> u8 {
 /// A single address prints bare (`::1`), a range with its prefix (`10.0.0.0/8`).
 impl fmt::Display for IpRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix == max_prefix(self.network) {
-            write!(f, "{}", self.network)
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
         } else {
-            write!(f, "{}/{}", self.network, self.prefix)
+            write!(f, "{}", self.0)
         }
     }
 }
@@ -814,16 +805,50 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_and_its_ipv4_mapped_ipv6_form_match_the_same_ranges() {
+        let mapped = IpRange::parse("::ffff:10.0.0.0/104").expect("range");
+        assert!(mapped.contains(ip("10.1.2.3")), "an IPv4 peer");
+        assert!(mapped.contains(ip("::ffff:10.1.2.3")), "a dual-stack peer");
+        assert!(!mapped.contains(ip("11.0.0.1")));
+        assert!(
+            !mapped.contains(ip("::10.1.2.3")),
+            "IPv4-compatible is not mapped"
+        );
+        assert!(!mapped.contains(ip("2001:db8::1")));
+        assert_eq!(mapped.to_string(), "::ffff:10.0.0.0/104");
+        let host = IpRange::parse("::ffff:192.0.2.7").expect("one address");
+        assert!(host.contains(ip("192.0.2.7")) && !host.contains(ip("192.0.2.8")));
+        let all_v4 = IpRange::parse("::ffff:0:0/96").expect("every IPv4 address");
+        assert!(all_v4.contains(ip("203.0.113.9")) && !all_v4.contains(ip("::1")));
+        let v6_only = IpRange::parse("2001:db8::/32").expect("range");
+        assert!(!v6_only.contains(ip("10.1.2.3")));
+        assert!(IpRange::parse("::/0")
+            .expect("all")
+            .contains(ip("10.1.2.3")));
+        assert!(!IpRange::parse("0.0.0.0/0")
+            .expect("all v4")
+            .contains(ip("::1")));
+        assert_eq!(
+            IpRange::parse("::ffff:10.0.0.1/104"),
+            Err(
+                "\"::ffff:10.0.0.1/104\" has host bits set; did you mean ::ffff:10.0.0.0/104?"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn allow_lists_round_trip_through_their_stored_text() {
         let access = AppAccess {
             rate_limit: None,
             ip_allowlist: vec![
                 IpRange::parse("203.0.113.0/24").expect("range"),
                 IpRange::parse("::1").expect("address"),
+                IpRange::parse("::ffff:10.0.0.0/104").expect("mapped range"),
             ],
         };
         let text = access.allowlist_text().expect("a non-empty list");
-        assert_eq!(text, "203.0.113.0/24,::1");
+        assert_eq!(text, "203.0.113.0/24,::1,::ffff:10.0.0.0/104");
         assert_eq!(AppAccess::parse_allowlist(&text), Ok(access.ip_allowlist));
         assert_eq!(AppAccess::default().allowlist_text(), None);
         assert!(

@@ -50,6 +50,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/anomalies/{id}/resolve", post(resolve_anomaly))
         .route("/admin/audit", get(list_audit))
         .merge(rejected::router())
+        // Layers run last-added first: the token, then the body limits, so a stranger's body
+        // is never read. The extractors' own cap is set to the same size, so only one limit
+        // answers (JSON, from `admin_body_limits`), whatever `--max-body-bytes` is.
+        .route_layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::server::admin_body_limits,
+        ))
         .route_layer(middleware::from_fn_with_state(state, require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -11,8 +11,7 @@
 //!
 //! For each setting, the first of: the flag, its environment variable (`TICKETD_URL`,
 //! `TICKETD_APP_KEY`, `TICKETD_APP_SECRET`, `TICKETD_PROFILE`), the profile file, the default.
-//! A profile file (`--profile FILE`) holds `key = value` lines — a TOML file of plain strings
-//! reads the same:
+//! A profile file (`--profile FILE`) is TOML: top-level keys, strings in quotes.
 //!
 //! ```text
 //! # West Lake gates, staging
@@ -24,14 +23,20 @@
 //! simplify = false
 //! ```
 //!
+//! Every key is optional; `app-key` style spellings are accepted too. A key or a `[section]`
+//! not listed here, a value of the wrong type and anything that is not TOML (`url = http://…`
+//! without quotes) is an error naming its line, so a typo never silently falls back to a
+//! default — such as signing with another method, or calling another server.
+//!
 //! Keep the secret in the environment or in a file readable only by you: a command line is
 //! visible to every user of the machine.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
+use serde::Deserialize;
 use serde_json::Value;
 use ticket_api::issue::{IssueParams, IssueVoucher};
 use ticket_api::refund::RefundParams;
@@ -98,8 +103,8 @@ pub struct ConnectArgs {
     #[arg(long, env = "TICKETD_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
 
-    /// A file of `key = value` lines (url, app_key, app_secret, sign_method, format, simplify)
-    /// filling in what the flags and environment do not give.
+    /// A TOML file (`url = "…"`, app_key, app_secret, sign_method, format, simplify) filling in
+    /// what the flags and environment do not give.
     #[arg(long, env = "TICKETD_PROFILE", value_name = "FILE")]
     pub profile: Option<PathBuf>,
 
@@ -327,15 +332,40 @@ fn describe_failure(e: ClientError) -> anyhow::Error {
     anyhow!(text)
 }
 
-/// Settings read from a profile file; every key optional.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Settings read from a profile file (TOML); every key optional, no other key allowed.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Profile {
     url: Option<String>,
+    #[serde(alias = "app-key")]
     app_key: Option<String>,
+    #[serde(alias = "app-secret")]
     app_secret: Option<String>,
+    #[serde(alias = "sign-method", default, deserialize_with = "sign_method_named")]
     sign_method: Option<SignMethod>,
+    #[serde(default, deserialize_with = "format_named")]
     format: Option<Format>,
     simplify: Option<bool>,
+}
+
+/// `sign_method = "md5" | "hmac" | "hmac-sha256"`; an error here is reported at its line.
+fn sign_method_named<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SignMethod>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    SignMethod::parse(&name)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("sign_method must be md5, hmac or hmac-sha256"))
+}
+
+/// `format = "json" | "xml"`.
+fn format_named<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Format>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    Format::parse(&name)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("format must be json or xml"))
 }
 
 /// Builds the client: flag or environment, then profile, then default, for each setting.
@@ -398,72 +428,10 @@ fn read_profile(path: &Path) -> anyhow::Result<Profile> {
     parse_profile(&text).with_context(|| format!("in the profile {}", path.display()))
 }
 
-/// Reads `key = value` lines: `#` starts a comment (outside quotes), blank lines are skipped,
-/// values may be double-quoted, keys may use `_` or `-`. Unknown keys are refused, so a typo is
-/// not silently ignored.
+/// Parses a profile as TOML. The `toml` crate's errors name the line and column and quote the
+/// line, for syntax and for keys `Profile` refuses alike.
 fn parse_profile(text: &str) -> anyhow::Result<Profile> {
-    let mut p = Profile::default();
-    for (n, raw) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let line = strip_comment(raw).trim();
-        if line.is_empty() || (line.starts_with('[') && line.ends_with(']')) {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            bail!("line {line_no}: expected `key = value`");
-        };
-        let key = key.trim().replace('-', "_");
-        let value = unquote(value.trim());
-        match key.as_str() {
-            "url" => p.url = Some(value),
-            "app_key" => p.app_key = Some(value),
-            "app_secret" => p.app_secret = Some(value),
-            "sign_method" => {
-                p.sign_method = Some(SignMethod::parse(&value).ok_or_else(|| {
-                    anyhow!("line {line_no}: sign_method must be md5, hmac or hmac-sha256")
-                })?)
-            }
-            "format" => {
-                p.format = Some(
-                    Format::parse(&value)
-                        .ok_or_else(|| anyhow!("line {line_no}: format must be json or xml"))?,
-                )
-            }
-            "simplify" => {
-                p.simplify = Some(match value.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => bail!("line {line_no}: simplify must be true or false"),
-                })
-            }
-            other => bail!(
-                "line {line_no}: unknown key `{other}` (expected url, app_key, app_secret, \
-                 sign_method, format or simplify)"
-            ),
-        }
-    }
-    Ok(p)
-}
-
-/// The line up to a `#` that is not inside double quotes.
-fn strip_comment(line: &str) -> &str {
-    let mut quoted = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '#' if !quoted => return &line[..i],
-            _ => {}
-        }
-    }
-    line
-}
-
-fn unquote(value: &str) -> String {
-    value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value)
-        .to_owned()
+    toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))
 }
 
 /// `CODE:QUANTITY[@yyyy-MM-dd HH:mm:ss]` (or `@now`) → a `voucher_infos` entry. The code may
@@ -575,10 +543,10 @@ mod tests {
     }
 
     #[test]
-    fn profiles_read_key_value_lines_and_plain_toml() {
+    fn profiles_are_toml() {
         let p = parse_profile(
-            "# staging\n[gate]\nurl = \"http://h:1/router/rest\" # local\napp-key=k\n\
-             app_secret = \"s#1\"\nsign_method = md5\nformat = \"xml\"\nsimplify = true\n",
+            "# staging\nurl = \"http://h:1/router/rest\" # local\napp-key = 'k'\n\
+             app_secret = \"s#1\"\nsign_method = \"md5\"\nformat = \"xml\"\nsimplify = true\n",
         )
         .unwrap();
         assert_eq!(
@@ -592,9 +560,36 @@ mod tests {
                 simplify: Some(true),
             }
         );
-        assert!(parse_profile("secret = x").is_err());
-        assert!(parse_profile("sign_method = sha1").is_err());
-        assert!(parse_profile("just words").is_err());
+        assert_eq!(parse_profile("").unwrap(), Profile::default());
+    }
+
+    #[test]
+    fn profile_errors_name_the_line() {
+        for (text, line, what) in [
+            // Unknown keys and sections: a typo must not fall back to a default silently.
+            ("url = \"u\"\nsecret = \"x\"\n", 2, "unknown field `secret`"),
+            (
+                "url = \"u\"\n\n[gate]\napp_key = \"k\"\n",
+                3,
+                "unknown field `gate`",
+            ),
+            // Not TOML: the old unquoted `key = value` lines.
+            ("# old style\napp_key = k\n", 2, ""),
+            ("url = \"u\"\njust words\n", 2, ""),
+            // Values of the wrong kind.
+            (
+                "sign_method = \"sha1\"\n",
+                1,
+                "sign_method must be md5, hmac or hmac-sha256",
+            ),
+            ("format = \"yaml\"\n", 1, "format must be json or xml"),
+            ("\nsimplify = \"yes\"\n", 2, ""),
+            ("url = \"a\"\nurl = \"b\"\n", 2, ""),
+        ] {
+            let e = format!("{:#}", parse_profile(text).unwrap_err());
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - **Slow clients**: hyper closes a connection that has not sent a whole request head within
 //!   `--header-timeout` of connecting or of its previous answer (so the same bound is the
 //!   keep-alive idle timeout); the gateway answers a body that has not arrived within
-//!   `--body-timeout` with code 43 `isv.request-timeout` ([`read_body_in_time`]).
+//!   `--body-timeout` with code 43 `isv.request-timeout` ([`read_body_in_time`]), the admin API
+//!   with HTTP 408, and a body over `--max-body-bytes` with 413 ([`admin_body_limits`]).
 //! - **A connection cap** (`--max-connections`, per listener): the loop takes a permit before it
 //!   accepts, so past the cap clients wait in the kernel's backlog until a connection closes.
 //! - **Two listeners** when `--admin-listen` is set: the gateway alone on `--listen`, the admin
@@ -26,9 +27,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::header;
-use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -59,7 +62,8 @@ pub struct AppState {
     pub verify_policy: VerifyPolicy,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// How long a gateway request's body may take to arrive ([`read_body_in_time`]).
+    /// How long a request's body may take to arrive ([`read_body_in_time`],
+    /// [`admin_body_limits`]).
     pub body_timeout: Duration,
     /// How long after a use it may be reversed.
     pub reversal_window: chrono::Duration,
@@ -459,25 +463,107 @@ pub async fn read_body_in_time(
     state: &AppState,
 ) -> Result<Request, BodyTimedOut> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
+    match read_within_limits(&parts.headers, body, state).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(BodyRefusal::TimedOut) => Err(BodyTimedOut { parts }),
+        // Over the limit (declared or sent), or the connection failed: hand the gateway a
+        // body that fails, so it answers as it always has (a declared size over the limit is
+        // refused from the header, before the body is looked at).
+        Err(BodyRefusal::TooLarge | BodyRefusal::Broken(_)) => {
+            let failing = futures::stream::once(async {
+                Err::<bytes::Bytes, _>(std::io::Error::other("request body not read"))
+            });
+            Ok(Request::from_parts(parts, Body::from_stream(failing)))
+        }
+    }
+}
+
+/// Why a body was not read whole ([`read_within_limits`]).
+#[derive(Debug)]
+enum BodyRefusal {
+    /// Declared or sent larger than `--max-body-bytes`.
+    TooLarge,
+    /// Not all there within `--body-timeout`.
+    TimedOut,
+    /// The connection failed while the body was being sent.
+    Broken(axum::Error),
+}
+
+/// The whole body, if it is at most `--max-body-bytes` and arrives within `--body-timeout`.
+/// A body declared larger is refused without reading a byte of it; one that turns out larger
+/// is refused at the first byte over, so memory stays bounded either way.
+async fn read_within_limits(
+    headers: &header::HeaderMap,
+    body: Body,
+    state: &AppState,
+) -> Result<bytes::Bytes, BodyRefusal> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes) {
-        return Ok(Request::from_parts(parts, body));
+        return Err(BodyRefusal::TooLarge);
     }
     let limited = http_body_util::Limited::new(body, state.max_body_bytes);
     match tokio::time::timeout(state.body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
-        // Over the limit, or the connection failed: hand the gateway a body that fails the
-        // same way, so it answers as it always has.
-        Ok(Err(error)) => {
-            let failing = futures::stream::once(async move { Err::<bytes::Bytes, _>(error) });
-            Ok(Request::from_parts(parts, Body::from_stream(failing)))
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyRefusal::TooLarge)
         }
-        Err(_) => Err(BodyTimedOut { parts }),
+        Ok(Err(error)) => Err(BodyRefusal::Broken(axum::Error::new(error))),
+        Err(_) => Err(BodyRefusal::TimedOut),
     }
+}
+
+/// Holds the admin API to the gateway's limits: a body over `--max-body-bytes` is refused with
+/// HTTP 413 and one that has not arrived within `--body-timeout` with 408, both as the admin
+/// API's JSON errors (`{"error": …, "message": …}`). The admin router runs it after the token
+/// check (`admin::router`), so only an operator's body is ever read.
+///
+/// Why the admin API needs it: its handlers read bodies with axum's extractors, which cap them
+/// at axum's own 2 MiB default and wait for them without a deadline — so a client that
+/// stalled mid-body held a connection (and its `--max-connections` slot) until it gave up,
+/// the same slow-loris the gateway is protected from. One layer for every admin route keeps the
+/// limits in one place rather than in each handler.
+pub async fn admin_body_limits(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (status, error, message) = match read_within_limits(&parts.headers, body, &state).await {
+        Ok(bytes) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(BodyRefusal::TooLarge) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is larger than {} bytes (--max-body-bytes)",
+                state.max_body_bytes
+            ),
+        ),
+        Err(BodyRefusal::TimedOut) => {
+            tracing::info!(path = %parts.uri.path(), "admin request body not received in time");
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {:?} (--body-timeout)",
+                    state.body_timeout
+                ),
+            )
+        }
+        Err(BodyRefusal::Broken(e)) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the request body could not be read: {e}"),
+        ),
+    };
+    let body = serde_json::json!({"error": error, "message": message});
+    (status, Json(body)).into_response()
 }
 
 /// The ledger behind a database URL: as the domain uses it, and as `ticketd export`/`import`

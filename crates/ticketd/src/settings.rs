@@ -58,7 +58,8 @@ pub struct Settings {
     #[arg(long, env = "TICKETD_REVERSAL_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub reversal_window: chrono::Duration,
 
-    /// Largest request body accepted, in bytes (999 vouchers take about 100 KB).
+    /// Largest request body accepted, in bytes (999 vouchers take about 100 KB), by the gateway
+    /// (code 43 `isv.request-too-large`) and the admin API (HTTP 413) alike.
     #[arg(long, env = "TICKETD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
@@ -209,8 +210,9 @@ pub struct ConnectionArgs {
     #[arg(long, env = "TICKETD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_std_duration)]
     pub header_timeout: std::time::Duration,
 
-    /// How long a gateway request's whole body may take to arrive once its headers did. Past
-    /// it the call is answered with code 43 and `isv.request-timeout` and nothing is applied.
+    /// How long a request's whole body may take to arrive once its headers did. Past it a
+    /// gateway call is answered with code 43 and `isv.request-timeout`, an admin request with
+    /// HTTP 408, and nothing is applied.
     #[arg(long, env = "TICKETD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_std_duration)]
     pub body_timeout: std::time::Duration,
 

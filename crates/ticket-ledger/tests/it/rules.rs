@@ -893,7 +893,7 @@ fn plan_audit_entry_records_outcome_reason_and_request() {
     );
     assert_eq!(e.detail["applied_uses"], 1);
     assert_eq!(
-        e.detail["changes"][0]["confirm_code"], "*",
+        e.detail["changes"][0]["confirm_code"], "****",
         "codes are masked"
     );
 

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 use ticket_api::verify::VoucherInfo;
 use ticket_api::Method;
-use ticket_ledger::mask_code;
+use ticket_ledger::{mask_code, mask_json_code};
 use top_protocol::check::SYSTEM_PARAMS;
 use top_protocol::Params;
 
@@ -138,7 +138,7 @@ fn lenient_entries(text: &str, entries: Entries, map: &mut Map<String, Value>) {
 fn known_entry_fields(mut obj: Map<String, Value>) -> Map<String, Value> {
     let mut kept = Map::new();
     if let Some(code) = obj.remove("confirm_code") {
-        kept.insert("confirm_code".into(), masked(&code));
+        kept.insert("confirm_code".into(), mask_json_code(&code));
     }
     for field in ENTRY_FIELDS {
         if let Some(value) = obj.remove(*field) {
@@ -146,16 +146,6 @@ fn known_entry_fields(mut obj: Map<String, Value>) -> Map<String, Value> {
         }
     }
     kept
-}
-
-/// A confirm code masked whatever JSON type it came as (SDKs send numbers for numeric codes).
-fn masked(code: &Value) -> Value {
-    match code {
-        Value::String(s) => mask_code(s).into(),
-        Value::Number(n) => mask_code(&n.to_string()).into(),
-        Value::Null => Value::Null,
-        _ => Value::from("<not a code>"),
-    }
 }
 
 /// Numbers, booleans and null as sent; text clipped; nested values replaced by a marker.

@@ -251,6 +251,47 @@ async fn callers_outside_the_allow_list_are_refused_with_11_after_authentication
     );
 }
 
+/// Issue #12: a range written in IPv6 as IPv4-mapped addresses (`::ffff:127.0.0.0/104`, how a
+/// dual-stack system logs IPv4 callers) admits the IPv4 peers it names, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_mapped_ipv6_range_admits_the_ipv4_callers_it_names() {
+    // The test server listens on 127.0.0.1, so every call comes from the IPv4 peer 127.0.0.1.
+    let (app, clock) = server(|_| {}).await;
+    vendor(
+        &app,
+        json!({"ip_allowlist": ["::ffff:127.0.0.0/104"]}),
+        705,
+        5,
+    )
+    .await;
+    let (status, shown) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["ip_allowlist"], json!(["::ffff:127.0.0.0/104"]));
+    assert_success_body(&app.call(&use_one(705, SECRET, &clock)).await);
+    assert_eq!(app.used(705, &code(705)).await, 1);
+
+    // Another mapped range does not: 11, as for an IPv4 range that misses.
+    let (status, body) = patch(&app, json!({"ip_allowlist": ["::ffff:10.0.0.0/104"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_error_body(
+        &app.call(&use_one(705, SECRET, &clock)).await,
+        11,
+        NO_PERMISSION,
+        Some((IP_SUB, "调用方IP 127.0.0.1 不在该应用的IP白名单内")),
+    );
+    // A mapped range with host bits set is refused like any other, naming the range meant.
+    let (status, body) = patch(&app, json!({"ip_allowlist": ["::ffff:127.0.0.1/104"]})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "ip_allowlist[0]", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did you mean ::ffff:127.0.0.0/104?")),
+        "{body}"
+    );
+    assert_eq!(app.used(705, &code(705)).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_secret_keeps_working_until_its_overlap_ends() {
     let (app, clock) = server(|_| {}).await;

@@ -709,3 +709,103 @@ async fn malformed_audit_queries_are_400_json_naming_the_field() {
         assert_eq!(v["field"], field, "{query}: {v}");
     }
 }
+
+/// Issue #12: the audit trail keeps no whole code, whatever shape the request gave it — a
+/// `confirm_code` sent as a JSON number, an issuance's `assist_code`, refused requests whose
+/// `voucher_infos` is kept as sent — and a short code shows at most half of itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_sent_as_numbers_and_assist_codes_never_stay_whole_in_the_audit_trail() {
+    const NUMERIC: &str = "12345678";
+    const ASSIST: &str = "ASSIST-77665544";
+    const ISSUED_NUMERIC: &str = "87654321";
+    const ISSUED_ASSIST: &str = "ASSIST-11223344";
+    let app = spawn_app().await;
+    app.create_app(KEY, SECRET).await;
+    app.create_order(51, KEY, &[(NUMERIC, 3), ("AB-12", 2)])
+        .await;
+    crate::helpers::create_order_with(&app, 52, KEY, &[], json!({"quantity": 1})).await;
+    let date = format_beijing(chrono::Utc::now() - chrono::Duration::minutes(5));
+    let verify = |list: Value| {
+        TopCall::verify(KEY, SECRET)
+            .set("order_id", 51)
+            .set("voucher_infos", list)
+    };
+
+    // Accepted: the number is read as the code "12345678".
+    let accepted = assert_success_body(
+        &app.call(&verify(json!([
+            {"confirm_code": 12345678, "used_quantity": 1, "used_date": date},
+            {"confirm_code": "AB-12", "used_quantity": 1, "used_date": date, "assist_code": ASSIST},
+        ])))
+        .await,
+    );
+    assert_eq!(app.used(51, NUMERIC).await, 1);
+    // Refused before the ledger (41): the summary is the request as sent, masked.
+    let refused = app
+        .call(&verify(json!([
+            {"confirm_code": 12345678, "used_quantity": 0, "assist_code": ASSIST},
+        ])))
+        .await;
+    assert_eq!(
+        refused.error(),
+        (41, "isv.invalid-parameter:voucher_infos".to_owned())
+    );
+    let refused = crate::helpers::request_id_of(&refused);
+    // An issuance keeps extras such as assist_code with each code; its summary masks them.
+    let issued = crate::helpers::request_id_of(
+        &app.call(
+            &TopCall::method(crate::helpers::ISSUE, KEY, SECRET)
+                .set("order_id", 52)
+                .set("out_order_id", "OUT-52")
+                .set("issue_type", 1)
+                .set(
+                    "voucher_infos",
+                    json!([{"confirm_code": 87654321, "type": 1, "quantity": 1,
+                            "assist_code": ISSUED_ASSIST}]),
+                ),
+        )
+        .await,
+    );
+    assert_eq!(app.order(52).await["status"], "issued");
+
+    let all = audit_entries(&app, "limit=1000").await;
+    let text = serde_json::to_string(&all).unwrap();
+    for whole in [
+        NUMERIC,
+        ASSIST,
+        ISSUED_NUMERIC,
+        ISSUED_ASSIST,
+        "AB-12",
+        "B-12",
+    ] {
+        assert!(
+            !text.contains(whole),
+            "{whole} is in the audit trail: {text}"
+        );
+    }
+    // The call's own entry (an accepted call is followed by its order.status entry).
+    let request = |id: &str| {
+        let calls: Vec<Value> = all
+            .iter()
+            .filter(|e| e["action"] != "order.status")
+            .cloned()
+            .collect();
+        crate::helpers::entry_for(&calls, id)["detail"]["request"]["voucher_infos"].clone()
+    };
+    assert_eq!(
+        request(&accepted),
+        json!([
+            {"confirm_code": "****5678", "used_quantity": 1, "used_date": date},
+            {"confirm_code": "****12", "used_quantity": 1, "used_date": date},
+        ])
+    );
+    assert_eq!(
+        request(&refused),
+        json!([{"confirm_code": "****5678", "used_quantity": 0, "assist_code": "****5544"}])
+    );
+    assert_eq!(
+        request(&issued),
+        json!([{"confirm_code": "****4321", "type": 1, "quantity": 1,
+                "assist_code": "****3344"}])
+    );
+}

@@ -162,6 +162,79 @@ async fn a_profile_file_gives_the_connection_and_legacy_flags_work_in_xml_and_md
     assert_eq!(app.used(8103, "CLI-LEGACY").await, 4);
 }
 
+/// Issue #12: the profile is TOML. A section or key the CLI does not know, or a line that is
+/// not TOML (the old unquoted `key = value`), stops the call with an error naming the line —
+/// rather than being skipped, so a typo cannot silently fall back to a default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_that_is_not_the_expected_toml_stops_the_call_naming_the_line() {
+    let app = setup(8105, &[("CLI-TOML", 5)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = app.gateway();
+    for (name, text, line, what) in [
+        (
+            "section",
+            format!("url = \"{gateway}\"\n[staging]\napp_key = \"{KEY}\"\n"),
+            "line 2",
+            "unknown field `staging`",
+        ),
+        (
+            "unquoted",
+            format!("# old style\nurl = {gateway}\napp_key = {KEY}\n"),
+            "line 2",
+            "",
+        ),
+        (
+            "typo",
+            format!("url = \"{gateway}\"\napp_key = \"{KEY}\"\nsign_mehtod = \"md5\"\n"),
+            "line 3",
+            "unknown field `sign_mehtod`",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let out = ticketd(&[
+            "verify",
+            "--profile",
+            path.to_str().unwrap(),
+            "--order-id",
+            "8105",
+            "--confirm-code",
+            "CLI-TOML",
+            "--check-num",
+            "1",
+        ])
+        .await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("in the profile"), "{name}: {err}");
+        assert!(err.contains(line), "{name}: {err}");
+        assert!(err.contains(what), "{name}: {err}");
+    }
+    assert_eq!(app.used(8105, "CLI-TOML").await, 0, "no call was made");
+
+    // The same settings as TOML are read (the section's keys at the top level).
+    let path = dir.path().join("good.toml");
+    std::fs::write(
+        &path,
+        format!("url = \"{gateway}\"\napp_key = \"{KEY}\"\nsign_method = \"md5\"\n"),
+    )
+    .unwrap();
+    let out = ticketd(&[
+        "verify",
+        "--profile",
+        path.to_str().unwrap(),
+        "--order-id",
+        "8105",
+        "--confirm-code",
+        "CLI-TOML",
+        "--check-num",
+        "1",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(app.used(8105, "CLI-TOML").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_refusals_and_missing_settings_fail_with_an_explanation() {
     let app = setup(8104, &[("CLI-X", 1)]).await;

@@ -50,8 +50,8 @@ const CLIENTS: usize = 4;
 const LARGE: i64 = 1_000_000;
 
 /// The orders: (order id, [(code, capacity)]). Codes end in distinct 4-character tails, because
-/// the audit trail masks all but the last four. 8103 runs out early, so later uses of it must
-/// be refused whole.
+/// the audit trail shows only the last four (of these 12-character codes). 8103 runs out early,
+/// so later uses of it must be refused whole.
 const ORDERS: &[(i64, &[(&str, i64)])] = &[
     (8101, &[("CRASH-A-0001", LARGE), ("CRASH-B-0002", LARGE)]),
     (8102, &[("CRASH-C-0003", LARGE)]),
@@ -69,7 +69,7 @@ const SMALL_ORDER: i64 = 8103;
 const UNKNOWN_CODE: &str = "CRASH-X-0099";
 
 fn masked(code: &str) -> String {
-    format!("****{}", &code[code.len() - 4..])
+    ticket_ledger::mask_code(code)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -405,3 +405,85 @@ async fn header_bombs_are_refused_without_a_server_error() {
     // The server is unharmed.
     assert_eq!(healthz(&app).await, 200);
 }
+
+/// Issue #12: the admin API is held to the gateway's limits. A body over `--max-body-bytes`
+/// (declared, or sent without a length) is refused with 413 and one that stalls with 408 after
+/// `--body-timeout`, both as the admin API's JSON errors; the token is checked first, so a
+/// stranger's body is never read.
+#[tokio::test]
+async fn admin_bodies_get_the_gateway_size_limit_and_body_timeout() {
+    const LIMIT: usize = 16 * 1024;
+    let app = spawn(|s| {
+        s.connections.body_timeout = SHORT;
+        s.max_body_bytes = LIMIT;
+    })
+    .await;
+    let head = |length: &str, token: bool| {
+        let auth = if token {
+            format!("Authorization: Bearer {}\r\n", crate::helpers::ADMIN_TOKEN)
+        } else {
+            String::new()
+        };
+        format!(
+            "POST /admin/apps HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             {length}\r\n{auth}Connection: close\r\n\r\n",
+            app.addr
+        )
+    };
+    let refusal = |raw: &[u8], status: u16, error: &str| {
+        let reply = top_reply(raw);
+        assert_eq!(reply.status, status, "{}", reply.text());
+        assert!(
+            reply.content_type.starts_with("application/json"),
+            "{}",
+            reply.content_type
+        );
+        let body = reply.json();
+        assert_eq!(body["error"], error, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+
+    // Declared over the limit: refused before the rest is sent.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let declared = head(&format!("Content-Length: {}", 100 << 20), true);
+    stream.write_all(declared.as_bytes()).await.unwrap();
+    stream.write_all(b"{\"app_key\"").await.unwrap();
+    let (raw, _) = read_until_closed(&mut stream).await;
+    refusal(&raw, 413, "body_too_large");
+
+    // Sent over the limit without a declared length (chunked): refused at the limit.
+    let padding = "x".repeat(LIMIT);
+    let json = format!(r#"{{"app_key":"big-body","name":"{padding}"}}"#);
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let chunked = head("Transfer-Encoding: chunked", true);
+    stream.write_all(chunked.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{json}\r\n0\r\n\r\n", json.len());
+    let _ = stream.write_all(chunk.as_bytes()).await;
+    let (raw, _) = read_until_closed(&mut stream).await;
+    refusal(&raw, 413, "body_too_large");
+
+    // Half a body, then nothing: 408 once --body-timeout has passed, not a held connection.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(head("Content-Length: 100", true).as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(b"{\"app_key\":").await.unwrap();
+    let (raw, waited) = read_until_closed(&mut stream).await;
+    assert!(waited >= SHORT - Duration::from_millis(50), "{waited:?}");
+    refusal(&raw, 408, "body_timeout");
+
+    // Without the token, nothing is read: 401, whatever the body.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(declared.replace("Authorization", "X-Not-Auth").as_bytes())
+        .await
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut stream).await;
+    refusal(&raw, 401, "unauthorized");
+
+    // Nothing above created an app; a body in time and within the limit is served as usual.
+    let (status, body) = app.admin_get("/admin/apps/big-body").await;
+    assert_eq!(status, 404, "{body}");
+    app.create_app("within-limits", "s").await;
+}
