@@ -7,15 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use ticket_ledger::{RejectedCall, RejectedCallFilter};
 use top_protocol::timestamp::format_beijing;
 
 use super::{query_error, AdminError};
+use crate::paging::{self, Budget};
 use crate::server::AppState;
-
-/// Calls a page lists when the query names no limit, and at most.
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 
 /// The route, to be merged behind the admin token.
 pub(super) fn router() -> Router<AppState> {
@@ -59,36 +57,31 @@ impl<'a> From<&'a RejectedCall> for CallJson<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Page<'a> {
-    calls: Vec<CallJson<'a>>,
-    /// Pass as `after` for the next (older) page; `null` when this page was not full, i.e.
-    /// reached the oldest call kept.
-    next: Option<i64>,
-}
-
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, AdminError> {
     let Query(q) = query.map_err(query_error)?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let calls = state
-        .store
-        .rejected_calls(RejectedCallFilter {
-            before_seq: q.after,
-            limit: Some(limit),
-        })
-        .await?;
-    // A full page may have older calls behind it; a short one reached the oldest kept.
-    let next = if calls.len() == limit as usize {
-        calls.last().map(|c| c.seq)
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        calls: calls.iter().map(CallJson::from).collect(),
-        next,
-    })
-    .into_response())
+    // Newest first: a page continues below the last seq it showed.
+    let page = paging::page(
+        paging::limit(q.limit),
+        Budget::for_list(),
+        q.after,
+        |before, limit| {
+            let store = state.store.clone();
+            async move {
+                store
+                    .rejected_calls(RejectedCallFilter {
+                        before_seq: before,
+                        limit: Some(limit),
+                    })
+                    .await
+                    .map_err(AdminError::from)
+            }
+        },
+        |c: &RejectedCall| c.seq,
+        |c| serde_json::to_value(CallJson::from(c)).unwrap_or(Value::Null),
+    )
+    .await?;
+    Ok(Json(json!({"calls": page.entries, "next": page.next})).into_response())
 }
