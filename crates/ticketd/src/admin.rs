@@ -105,6 +105,18 @@ impl From<LedgerError> for AdminError {
                 tracing::error!(error = %msg, "ledger failure in the admin API");
                 return Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error");
             }
+            // A count above the ledger's bounds: the request's field, named as it named it.
+            LedgerError::CountTooLarge { field, .. } => {
+                let field = field.clone();
+                return Self {
+                    field: Some(field),
+                    ..Self::new(S::UNPROCESSABLE_ENTITY, "count_too_large", e.to_string())
+                };
+            }
+            LedgerError::CountOverflow { .. } => (S::CONFLICT, "count_overflow"),
+            // Nothing was written (an anomaly records it): sending the request again is
+            // planned afresh.
+            LedgerError::WriteChangedNoRow { .. } => (S::CONFLICT, "write_changed_no_row"),
             LedgerError::AnomalyNotFound => (S::NOT_FOUND, "not_found"),
             LedgerError::AnomalyResolved => (S::CONFLICT, "already_resolved"),
             LedgerError::RefundExceedsUnused { .. } => (S::CONFLICT, "refund_exceeds_unused"),

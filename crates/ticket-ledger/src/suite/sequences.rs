@@ -515,7 +515,9 @@ fn check_order(v: &OrderView) -> Result<(), String> {
         o.refunded_tickets,
         o.quantity
     );
-    let refunded_uses = o.uses_of_tickets(o.refunded_tickets, capacity);
+    let refunded_uses = o
+        .uses_of_tickets(o.refunded_tickets, capacity)
+        .map_err(|e| format!("order {id}: {e}"))?;
     ensure!(
         used + refunded_uses <= capacity,
         "order {id}: used {used} + refunded uses {refunded_uses} > capacity {capacity}"
