@@ -1030,14 +1030,20 @@ pub fn flag_anomalies(
 }
 
 /// The anomaly a refusal raises, if it is one that matters to money or trust: the refused
-/// request changes nothing, but the fact it reports must reach the operator.
+/// request changes nothing, but the fact it reports must reach the operator. `app_key` is the
+/// calling app's, when a vendor called (operator requests name none).
 pub fn refusal_anomaly(
     err: &LedgerError,
     order_id: Option<OrderId>,
-    app_key: &AppKey,
+    app_key: Option<&AppKey>,
     meta: &RequestMeta,
 ) -> Option<NewAnomaly> {
     let (kind, detail) = match err {
+        LedgerError::WriteChangedNoRow { write } => (
+            AnomalyKind::WriteChangedNoRow,
+            json!({"write": write,
+                   "reason": "a write that must change one row changed none; nothing was applied"}),
+        ),
         LedgerError::RefundedUsesExceeded {
             requested,
             remaining,
@@ -1067,7 +1073,7 @@ pub fn refusal_anomaly(
     Some(NewAnomaly {
         kind,
         order_id: order_id.map(OrderId::get),
-        app_key: Some(app_key.as_str().to_owned()),
+        app_key: app_key.map(|k| k.as_str().to_owned()),
         request_id: meta.request_id.clone(),
         at: meta.received_at,
         detail,

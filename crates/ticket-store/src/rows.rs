@@ -282,19 +282,55 @@ pub(crate) fn audit<R: ReadRow>(row: &R) -> Result<AuditEntry, R::Error> {
 // Pure helpers shared by the operations of every backend
 // ---------------------------------------------------------------------------------------------
 
-/// The refusal for a conditional voucher update that matched no row, computed from the row as
-/// it is now (`(capacity, used)`, or `None` when the voucher is gone) rather than from the
-/// evidently stale plan.
+/// The refusal for a conditional voucher update (`used + n <= capacity`) that matched no row,
+/// computed from the row as it is now (`(capacity, used)`, or `None` when the voucher is
+/// gone) rather than from the evidently stale plan: `CapacityExceeded` when the row really has
+/// too few uses left, the answer a fresh plan would give. Otherwise the row exists and has room,
+/// or vanished under the order's lock: the database disagrees with what the planner read in a
+/// way no refusal of the request explains, so it is [`LedgerError::WriteChangedNoRow`], which
+/// the store records as an anomaly.
 pub(crate) fn capacity_refusal(change: &VoucherChange, now: Option<(i64, i64)>) -> LedgerError {
     match now {
-        Some((capacity, used)) => LedgerError::CapacityExceeded {
-            code: change.code.clone(),
-            requested: change.delta,
-            remaining: (capacity - used).max(0),
+        Some((capacity, used)) if capacity.saturating_sub(used) < change.delta => {
+            LedgerError::CapacityExceeded {
+                code: change.code.clone(),
+                requested: change.delta,
+                remaining: capacity.saturating_sub(used).max(0),
+            }
+        }
+        Some(_) | None => LedgerError::WriteChangedNoRow {
+            write: WRITE_VOUCHER_USED,
         },
-        None => LedgerError::VoucherNotFound {
-            code: change.code.clone(),
-        },
+    }
+}
+
+// The writes that must change exactly one row, named as `LedgerError::WriteChangedNoRow`
+// names them on every store (the behaviour suite compares them).
+
+/// A voucher's count of uses (verify, reversal).
+pub(crate) const WRITE_VOUCHER_USED: &str = "vouchers.used";
+/// A pending refund request marked for review (R9).
+pub(crate) const WRITE_REFUND_REVIEW: &str = "refund_requests.needs_review";
+/// A pending refund request settled.
+pub(crate) const WRITE_REFUND_STATE: &str = "refund_requests.state";
+/// An order's refunded tickets counted (`refunded_tickets + n <= quantity`).
+pub(crate) const WRITE_REFUNDED_TICKETS: &str = "orders.refunded_tickets";
+/// An order's issuance recorded.
+pub(crate) const WRITE_ISSUE_STATE: &str = "orders.issue_state";
+/// A logged use marked reversed (`reversed + n <= quantity`).
+pub(crate) const WRITE_USE_REVERSED: &str = "voucher_uses.reversed";
+/// An open anomaly resolved.
+pub(crate) const WRITE_ANOMALY_RESOLUTION: &str = "anomalies.resolution";
+
+/// `Ok` when a write that must change exactly one row changed `changed` rows (as the driver
+/// counts them: MySQL through sqlx counts rows matched, like PostgreSQL and SQLite), else
+/// [`LedgerError::WriteChangedNoRow`] naming `write`. The caller rolls the whole operation
+/// back and records the anomaly.
+pub(crate) fn one_row(changed: u64, write: &'static str) -> Result<(), LedgerError> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(LedgerError::WriteChangedNoRow { write })
     }
 }
 

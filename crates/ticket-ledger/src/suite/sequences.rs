@@ -303,13 +303,15 @@ impl Command {
                 flag_anomalies(&o.flags, o.order_id, &c.app_key, &c.meta)
             }
             (Self::Verify(c), Err(e)) => {
-                refusal_anomaly(e, c.order.order_id(), &c.app_key, &c.meta)
+                refusal_anomaly(e, c.order.order_id(), Some(&c.app_key), &c.meta)
                     .into_iter()
                     .collect()
             }
-            (Self::Refund(c), Err(e)) => refusal_anomaly(e, Some(c.order_id), &c.app_key, &c.meta)
-                .into_iter()
-                .collect(),
+            (Self::Refund(c), Err(e)) => {
+                refusal_anomaly(e, Some(c.order_id), Some(&c.app_key), &c.meta)
+                    .into_iter()
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -21,6 +21,8 @@ use ticket_ledger::{
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
 
+use crate::support::Harnessed;
+
 /// Pool settings for tests: small pools (many cases run at once against one server).
 fn settings() -> PoolSettings {
     PoolSettings {
@@ -40,14 +42,14 @@ ticket_ledger::behaviour_suite!(postgres_suite, {
     let Some(db) = ScratchDatabase::shared(Engine::Postgres) else {
         return;
     };
-    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
 });
 
 ticket_ledger::behaviour_suite!(mysql_suite, {
     let Some(db) = ScratchDatabase::shared(Engine::MySql) else {
         return;
     };
-    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
 });
 
 /// Generates one `#[tokio::test]` per engine for each engine-generic test below.
