@@ -836,16 +836,23 @@ mod tests {
 }
 
 /// What the ledger holds in total, and how the store is batching, for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// The sums are floating point (Prometheus gauges are anyway): reading them must not fail on
+/// any state the ledger holds. Within the bounds ([`crate::limits`]) an `i64` sum would need
+/// more than nine billion orders of the largest size to overflow, but a ledger written before
+/// the bounds can hold a code of capacity `i64::MAX`, and two of them made an integer `SUM`
+/// fail and `/metrics` report `ticketd_ledger_up 0`. A float sum of `i64` values cannot
+/// overflow (`f64` reaches 10³⁰⁸); it is exact up to 2⁵³ ≈ 9 × 10¹⁵ and rounds beyond.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreMetrics {
     /// Orders in the ledger.
     pub orders: i64,
     /// Uses issued over all vouchers.
-    pub capacity: i64,
+    pub capacity: f64,
     /// Uses recorded over all vouchers.
-    pub used: i64,
+    pub used: f64,
     /// Tickets refunded over all orders.
-    pub refunded_tickets: i64,
+    pub refunded_tickets: f64,
     /// Anomalies waiting for an operator.
     pub open_anomalies: i64,
     /// Group commit: transactions committed, jobs run, and the largest batch (stores that

@@ -189,17 +189,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
             extra.push(gauge(
                 "ticketd_ledger_capacity_uses",
                 "Uses issued over all vouchers.",
-                m.capacity as f64,
+                m.capacity,
             ));
             extra.push(gauge(
                 "ticketd_ledger_used_uses",
                 "Uses recorded over all vouchers.",
-                m.used as f64,
+                m.used,
             ));
             extra.push(gauge(
                 "ticketd_ledger_refunded_tickets",
                 "Tickets refunded over all orders.",
-                m.refunded_tickets as f64,
+                m.refunded_tickets,
             ));
             extra.push(gauge(
                 "ticketd_ledger_open_anomalies",

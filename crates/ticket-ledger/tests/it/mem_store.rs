@@ -578,8 +578,11 @@ impl LedgerStore for MemStore {
 
     async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
         let state = self.lock()?;
+        // Summed as floating point, like the SQL stores: no state can make the totals fail.
         let vouchers = state.orders.values().flat_map(|o| &o.vouchers);
-        let (capacity, used) = vouchers.fold((0, 0), |(c, u), v| (c + v.capacity, u + v.used));
+        let (capacity, used) = vouchers.fold((0.0, 0.0), |(c, u), v| {
+            (c + v.capacity as f64, u + v.used as f64)
+        });
         Ok(ticket_ledger::StoreMetrics {
             orders: state.orders.len() as i64,
             capacity,
@@ -587,7 +590,7 @@ impl LedgerStore for MemStore {
             refunded_tickets: state
                 .orders
                 .values()
-                .map(|o| o.record.refunded_tickets)
+                .map(|o| o.record.refunded_tickets as f64)
                 .sum(),
             open_anomalies: state
                 .anomalies

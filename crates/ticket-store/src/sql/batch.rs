@@ -760,6 +760,10 @@ impl ReadRow for Shifted<'_> {
         self.0.opt_int(column + 1)
     }
 
+    fn float(&self, column: usize) -> Result<f64, sqlx::Error> {
+        self.0.float(column + 1)
+    }
+
     fn text(&self, column: usize) -> Result<String, sqlx::Error> {
         self.0.text(column + 1)
     }

@@ -597,11 +597,15 @@ impl LedgerStore for SqlStore {
         self.db
             .read(&(), |c, engine, ()| {
                 Box::pin(async move {
-                    let integer = match engine {
-                        Engine::Postgres => "BIGINT",
-                        Engine::MySql => "SIGNED",
-                    };
-                    let row = sqlx::query(engine.sql(crate::rows::totals_sql(integer)))
+                    let sql = crate::rows::totals_sql(|column| match engine {
+                        Engine::Postgres => {
+                            format!("CAST(coalesce(sum({column}), 0) AS DOUBLE PRECISION)")
+                        }
+                        // DECIMAL plus a DOUBLE literal is a DOUBLE; `CAST(... AS DOUBLE)`
+                        // needs MySQL 8.0.17.
+                        Engine::MySql => format!("coalesce(sum({column}), 0) + 0e0"),
+                    });
+                    let row = sqlx::query(engine.sql(sql))
                         .fetch_one(c)
                         .await
                         .during("reading the ledger totals")?;

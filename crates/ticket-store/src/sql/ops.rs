@@ -107,6 +107,10 @@ impl ReadRow for AnyRow {
         self.try_get(column)
     }
 
+    fn float(&self, column: usize) -> Result<f64, sqlx::Error> {
+        self.try_get(column)
+    }
+
     fn text(&self, column: usize) -> Result<String, sqlx::Error> {
         self.try_get(column)
     }

@@ -384,10 +384,9 @@ impl LedgerStore for SqliteStore {
     async fn metrics(&self) -> Result<StoreMetrics, LedgerError> {
         let mut totals = self
             .read(|conn| {
-                conn.query_row(&crate::rows::totals_sql("INTEGER"), [], |row| {
-                    crate::rows::totals(row)
-                })
-                .during("reading the ledger totals")
+                let sql = crate::rows::totals_sql(|column| format!("total({column})"));
+                conn.query_row(&sql, [], |row| crate::rows::totals(row))
+                    .during("reading the ledger totals")
             })
             .await?;
         let w = self.writer_stats();

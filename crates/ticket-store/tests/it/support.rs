@@ -390,3 +390,27 @@ pub(crate) async fn used(store: &dyn LedgerStore, id: i64) -> Vec<(String, i64)>
         .map(|v| (v.code.as_str().to_owned(), v.used))
         .collect()
 }
+
+/// Statements that turn every order of a ledger into one from before the ledger's bounds
+/// (`ticket_ledger::limits`), written behind the store's back: `i64::MAX` tickets all refunded,
+/// and codes of capacity `i64::MAX` all used. With two orders, every total `/metrics` sums is
+/// beyond `i64` — the state that once made an integer `SUM` fail.
+pub(crate) const BEYOND_THE_BOUNDS: [&str; 2] = [
+    "UPDATE orders SET quantity = 9223372036854775807, refunded_tickets = 9223372036854775807",
+    "UPDATE vouchers SET capacity = 9223372036854775807, used = 9223372036854775807",
+];
+
+/// Asserts the totals of two orders with one code each, in the [`BEYOND_THE_BOUNDS`] state:
+/// read without error, as the nearest doubles.
+pub(crate) fn assert_totals_beyond_i64(m: &ticket_ledger::StoreMetrics) {
+    let two = 2.0 * i64::MAX as f64;
+    assert!(
+        two > i64::MAX as f64 * 1.5,
+        "the totals really are beyond i64"
+    );
+    assert_eq!(
+        (m.orders, m.capacity, m.used, m.refunded_tickets),
+        (2, two, two, two),
+        "{m:?}"
+    );
+}
