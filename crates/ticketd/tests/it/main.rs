@@ -6,6 +6,7 @@
 mod access;
 mod admin;
 mod bench;
+mod bounds;
 mod cli;
 mod crash;
 mod durability;
