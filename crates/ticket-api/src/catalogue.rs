@@ -188,7 +188,9 @@ impl BusinessError {
                 sub_code: "isp.service-error",
                 sub_msg: "系统错误，请稍后重试",
                 meaning: "An internal fault. Nothing was recorded; the operator's logs carry the request_id.",
-                when: "An unexpected storage failure.",
+                when: "An unexpected storage failure; the database disagreed with what the ledger read \
+                       (a write that must change one row changed none: recorded as an anomaly); or the \
+                       order's stored counts are beyond the ledger's bounds.",
                 retryable: true,
             },
             Self::CommitOutcomeUnknown => Entry {

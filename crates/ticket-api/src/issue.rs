@@ -2,9 +2,12 @@
 //! a paid order (`issue_type` 1) or failing to (`issue_type` 2). PROTOCOL.md §4.4.
 
 use serde_json::Value;
+use ticket_ledger::limits::{MAX_CODE_USES, MAX_VOUCHERS};
 use top_protocol::{Params, TopError};
 
-use crate::wire::{opt, opt_choice, parse_int, parse_json_unique_keys, req_int, required};
+use crate::wire::{
+    json_above, opt, opt_choice, parse_int, parse_json_unique_keys, req_int, required, too_large,
+};
 
 /// The TOP method name.
 pub const METHOD: &str = "alitrip.travel.ticket.order.create";
@@ -16,7 +19,7 @@ pub struct IssueVoucher {
     pub confirm_code: String,
     /// `type`: 1 one code per ticket, 2 one code for many.
     pub voucher_type: Option<i64>,
-    /// `quantity`: how many uses this code allows.
+    /// `quantity`: how many uses this code allows, 1 to [`MAX_CODE_USES`].
     pub quantity: i64,
     /// The optional extras (`assist_code`, `url`, `pdf_url`, `img`, and any other key), kept as
     /// received, as a JSON object's text.
@@ -136,8 +139,11 @@ fn parse_vouchers(text: &str) -> Result<Vec<IssueVoucher>, TopError> {
     let Value::Array(items) = value else {
         return Err(invalid("必须为JSON数组".into()));
     };
-    if items.len() > crate::verify::MAX_VOUCHER_INFOS {
-        return Err(invalid(format!("最多999项, 实际{}项", items.len())));
+    if items.len() > MAX_VOUCHERS {
+        return Err(invalid(format!(
+            "最多{MAX_VOUCHERS}项, 实际{}项",
+            items.len()
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(items.len());
@@ -156,7 +162,15 @@ fn parse_vouchers(text: &str) -> Result<Vec<IssueVoucher>, TopError> {
             Some(Value::String(s)) => parse_int(&s).map(Some).ok_or(()),
             Some(_) => Err(()),
         };
-        let quantity = int(obj.remove("quantity"))
+        let raw = obj.remove("quantity");
+        if json_above(raw.as_ref(), MAX_CODE_USES) {
+            return Err(too_large(
+                "voucher_infos",
+                &format!("voucher_infos[{i}].quantity"),
+                MAX_CODE_USES,
+            ));
+        }
+        let quantity = int(raw)
             .ok()
             .flatten()
             .filter(|q| *q >= 1)
@@ -288,6 +302,27 @@ mod tests {
             ]),
             (41, "isv.invalid-parameter:voucher_infos".into())
         );
+        for too_many in ["1000001", "9223372036854775807", "\"9223372036854775807\""] {
+            let huge = format!(r#"[{{"confirm_code":"C1","quantity":{too_many}}}]"#);
+            let refused = IssueParams::from_params(&params(&[
+                ("order_id", "1"),
+                ("out_order_id", "O"),
+                ("issue_type", "1"),
+                ("voucher_infos", &huge),
+            ]))
+            .expect_err("a code above the bound");
+            assert_eq!(
+                (refused.code, refused.sub_code.as_deref()),
+                (41, Some("isv.invalid-parameter:voucher_infos")),
+                "{too_many}"
+            );
+            assert!(
+                refused.sub_msg.as_deref().is_some_and(
+                    |m| m.contains("voucher_infos[0].quantity") && m.contains("1000000")
+                ),
+                "sub_msg names the field and the bound: {refused:?}"
+            );
+        }
         let dup = r#"[{"confirm_code":"C1","quantity":1},{"confirm_code":"C1","quantity":1}]"#;
         assert_eq!(
             err(&[

@@ -6,7 +6,9 @@
 //! Wire names keep TOP's spelling (`order_id`, `voucher_infos`, `used_quantity`).
 //!
 //! Not here: signing and envelopes (`top-protocol`), the rules that need the ledger
-//! (`ticket-ledger`), transport (`ticketd`, `top-client`).
+//! (`ticket-ledger`), transport (`ticketd`, `top-client`). The bounds on counts are the
+//! ledger's (`ticket_ledger::limits`): the parsers refuse a count above them with code 41
+//! `isv.invalid-parameter:<name>`, so an impossible count never reaches the ledger.
 //!
 //! # Modules
 //! - [`method`]: the TOP methods ticketd answers.

@@ -4,7 +4,9 @@
 
 use top_protocol::{Params, TopError};
 
-use crate::wire::{opt, opt_choice, opt_int, req_int};
+use ticket_ledger::limits::MAX_TICKETS;
+
+use crate::wire::{opt, opt_choice, opt_count, req_int};
 
 /// The TOP method name.
 pub const METHOD: &str = "taobao.travel.ticket.order.refund";
@@ -16,7 +18,7 @@ pub struct RefundParams {
     pub order_id: i64,
     /// 1 refunded, 2 not refunded.
     pub refund_status: i64,
-    /// Tickets refunded.
+    /// Tickets refunded: 1 to [`MAX_TICKETS`].
     pub refund_num: Option<i64>,
     /// The vendor's batch number (idempotency key).
     pub refund_batch_no: Option<String>,
@@ -34,7 +36,7 @@ impl RefundParams {
         let order_id = req_int(params, "order_id", 1)?;
         let refund_status = opt_choice(params, "refund_status", &[1, 2])?
             .ok_or_else(|| TopError::missing_argument("refund_status"))?;
-        let refund_num = opt_int(params, "refund_num", 1)?;
+        let refund_num = opt_count(params, "refund_num", 1, MAX_TICKETS)?;
         let refund_type = opt_choice(params, "refund_type", &[1, 3])?.unwrap_or(1);
         let fliggy_refund_flow_id = opt(params, "fliggy_refund_flow_id").map(str::to_owned);
         if refund_type == 3 && fliggy_refund_flow_id.is_none() {
@@ -134,6 +136,17 @@ mod tests {
             ]),
             (41, "isv.invalid-parameter:refund_num".into())
         );
+        for too_many in ["100001", "9223372036854775807"] {
+            assert_eq!(
+                err(&[
+                    ("order_id", "1"),
+                    ("refund_status", "1"),
+                    ("refund_num", too_many)
+                ]),
+                (41, "isv.invalid-parameter:refund_num".into()),
+                "{too_many}"
+            );
+        }
         assert_eq!(
             err(&[
                 ("order_id", "1"),

@@ -13,6 +13,7 @@
 //! | R11 a code twice in `voucher_infos` | 41 `voucher_infos` |
 //! | a key twice in one JSON object of `voucher_infos` (not last-wins) | 41 `voucher_infos` |
 //! | R12 `used_quantity` ≤ 0 (delta), < 0 (cumulative), not an integer; > 999 entries | 41 `voucher_infos` |
+//! | a count above the ledger's bound (`ticket_ledger::limits`): `used_quantity` or a code's `check_num` > 1,000,000, an order-level `check_num` or `total_num` > 999,000,000, `return_num` > 100,000 | 41 naming it |
 //! | R20 `write_off_type` ∉ {0, 1} | 41 `write_off_type` |
 //! | R21 malformed `used_date` | 41 `voucher_infos` |
 //! | R1 legacy `confirm_code` not in `voucher_infos` | 41 `confirm_code` |
@@ -20,16 +21,20 @@
 //! Empty values count as absent: some SDKs send every declared parameter, empty or not.
 
 use serde_json::Value;
+use ticket_ledger::limits::{MAX_CODE_USES, MAX_ORDER_USES, MAX_TICKETS, MAX_VOUCHERS};
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
-use crate::wire::{opt, opt_int, parse_int, parse_json_unique_keys};
+use crate::wire::{
+    json_above, opt, opt_count, opt_int, parse_int, parse_json_unique_keys, too_large,
+};
 
 /// The TOP method name.
 pub const METHOD: &str = "taobao.travel.ticket.order.verify";
 
-/// The most entries one `voucher_infos` may carry (the API's maxListSize).
-pub const MAX_VOUCHER_INFOS: usize = 999;
+/// The most entries one `voucher_infos` may carry (the API's maxListSize, which is also the
+/// most codes an order may have).
+pub const MAX_VOUCHER_INFOS: usize = MAX_VOUCHERS;
 
 /// One `voucher_infos` entry (`VoucherInfoDto`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,15 +93,22 @@ impl VerifyParams {
             None => Vec::new(),
         };
         let confirm_code = opt(params, "confirm_code").map(str::to_owned);
-        let check_num = opt_int(params, "check_num", 0)?;
+        // With a code (and no list), `check_num` counts that code's uses; otherwise the
+        // order's (R2), or it is ignored beside `voucher_infos` (R1).
+        let check_max = if voucher_infos.is_empty() && confirm_code.is_some() {
+            MAX_CODE_USES
+        } else {
+            MAX_ORDER_USES
+        };
+        let check_num = opt_count(params, "check_num", 0, check_max)?;
         if check_num == Some(0) && !cumulative && voucher_infos.is_empty() {
             return Err(TopError::invalid_argument(
                 "check_num",
                 "本次核销数量必须大于0",
             ));
         }
-        let total_num = opt_int(params, "total_num", 0)?;
-        let return_num = opt_int(params, "return_num", 0)?;
+        let total_num = opt_count(params, "total_num", 0, MAX_ORDER_USES)?;
+        let return_num = opt_count(params, "return_num", 0, MAX_TICKETS)?;
 
         if voucher_infos.is_empty() {
             if confirm_code.is_some() && check_num.is_none() {
@@ -207,12 +219,20 @@ fn parse_voucher_infos(text: &str, cumulative: bool) -> Result<Vec<VoucherInfo>,
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(invalid(format!("voucher_infos[{i}].confirm_code缺失"))),
         };
-        let used_quantity = match field("used_quantity") {
+        let raw = field("used_quantity");
+        let used_quantity = match raw {
             None => Some(0),
             Some(Value::Number(n)) => n.as_i64(),
             Some(Value::String(s)) => parse_int(s),
             Some(_) => None,
         };
+        if json_above(raw, MAX_CODE_USES) {
+            return Err(too_large(
+                "voucher_infos",
+                &format!("voucher_infos[{i}].used_quantity"),
+                MAX_CODE_USES,
+            ));
+        }
         let min = if cumulative { 0 } else { 1 };
         let used_quantity = used_quantity.filter(|q| *q >= min).ok_or_else(|| {
             invalid(format!(
@@ -408,6 +428,69 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(p.voucher_infos[0].used_quantity, 5);
+    }
+
+    #[test]
+    fn counts_above_the_ledgers_bounds_are_refused_naming_the_parameter() {
+        let entry = |q: &str| format!(r#"[{{"confirm_code":"A","used_quantity":{q}}}]"#);
+        for (mode, q) in [
+            ("0", "1000001"),
+            ("1", "1000001"),
+            ("0", "9223372036854775807"),
+            ("1", "\"9223372036854775807\""),
+        ] {
+            let refused = VerifyParams::from_params(&params(&[
+                ("order_id", "1"),
+                ("write_off_type", mode),
+                ("voucher_infos", &entry(q)),
+            ]))
+            .expect_err("above the bound");
+            assert_eq!(
+                (refused.code, refused.sub_code.as_deref()),
+                (41, Some("isv.invalid-parameter:voucher_infos")),
+                "{mode} {q}"
+            );
+            assert!(
+                refused
+                    .sub_msg
+                    .as_deref()
+                    .is_some_and(|m| m.contains("voucher_infos[0].used_quantity")),
+                "{refused:?}"
+            );
+        }
+        assert!(VerifyParams::from_params(&params(&[
+            ("order_id", "1"),
+            ("voucher_infos", &entry("1000000")),
+        ]))
+        .is_ok());
+        let legacy = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("order_id", "1")];
+            all.extend_from_slice(pairs);
+            err(&all)
+        };
+        assert_eq!(
+            legacy(&[("confirm_code", "A"), ("check_num", "1000001")]),
+            (41, "isv.invalid-parameter:check_num".into()),
+            "a code's check_num"
+        );
+        assert_eq!(
+            legacy(&[("check_num", "999000001")]),
+            (41, "isv.invalid-parameter:check_num".into()),
+            "an order's check_num"
+        );
+        assert!(VerifyParams::from_params(&params(&[
+            ("order_id", "1"),
+            ("check_num", "999000000")
+        ]))
+        .is_ok());
+        assert_eq!(
+            legacy(&[("check_num", "1"), ("total_num", "999000001")]),
+            (41, "isv.invalid-parameter:total_num".into())
+        );
+        assert_eq!(
+            legacy(&[("check_num", "1"), ("return_num", "100001")]),
+            (41, "isv.invalid-parameter:return_num".into())
+        );
     }
 
     #[test]

@@ -38,6 +38,49 @@ pub(crate) fn opt_int(params: &Params, name: &str, min: i64) -> Result<Option<i6
         .transpose()
 }
 
+/// Reads an optional count parameter of at least `min` (41 as [`opt_int`] answers it) and at
+/// most `max`, one of the ledger's bounds (`ticket_ledger::limits`): 41 [`too_large`] above
+/// it, also for a number too long for an `i64`.
+pub(crate) fn opt_count(
+    params: &Params,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, TopError> {
+    if opt(params, name).is_some_and(beyond_i64) {
+        return Err(too_large(name, name, max));
+    }
+    match opt_int(params, name, min)? {
+        Some(n) if n > max => Err(too_large(name, name, max)),
+        n => Ok(n),
+    }
+}
+
+/// Whether `s` is a non-negative decimal number too long for [`parse_int`]: above every bound.
+fn beyond_i64(s: &str) -> bool {
+    s.len() > 18 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a count inside a JSON parameter (a number, or a numeric string as some SDKs send
+/// it) is a whole number above `max`, also one too large for an `i64`. Anything else is left
+/// to the caller's own shape check.
+pub(crate) fn json_above(value: Option<&Value>, max: i64) -> bool {
+    match value {
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(q) => q > max,
+            None => n.as_u64().is_some(),
+        },
+        Some(Value::String(s)) => parse_int(s).map_or_else(|| beyond_i64(s), |q| q > max),
+        _ => false,
+    }
+}
+
+/// The 41 for a count above its bound `max`: `sub_code` names the parameter, `sub_msg` the
+/// field within it (`voucher_infos[0].quantity`) and the bound.
+pub(crate) fn too_large(param: &str, field: &str, max: i64) -> TopError {
+    TopError::invalid_argument(param, &format!("{field}最大为{max}"))
+}
+
 /// Reads a required integer parameter of at least `min`.
 pub(crate) fn req_int(params: &Params, name: &str, min: i64) -> Result<i64, TopError> {
     opt_int(params, name, min)?.ok_or_else(|| TopError::missing_argument(name))

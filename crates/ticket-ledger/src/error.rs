@@ -133,6 +133,37 @@ pub enum LedgerError {
     /// The order to create is inconsistent.
     #[error("invalid order: {0}")]
     InvalidOrder(String),
+    /// A count in the request is above the ledger's bound for it ([`crate::limits`]). Nothing
+    /// was applied. `field` names the count as the request named it (`quantity`,
+    /// `voucher_infos[2].used_quantity`), so the gateway can answer 41 and the admin API 422
+    /// naming it.
+    #[error("{field} {value} exceeds the maximum {max}")]
+    CountTooLarge {
+        /// The request's name for the count.
+        field: String,
+        /// What the request asked for.
+        value: i64,
+        /// The bound.
+        max: i64,
+    },
+    /// Arithmetic on the order's stored counts would overflow an `i64`: they are beyond the
+    /// ledger's bounds (written before the bounds existed, or behind the ledger's back).
+    /// Refused rather than computed with a wrapped number; nothing was applied.
+    #[error("counts out of range: {what} overflows")]
+    CountOverflow {
+        /// Which computation.
+        what: &'static str,
+    },
+    /// A write that must change exactly one row changed none: the database disagrees with what
+    /// the planner read under the order's lock (a row changed behind the ledger's back, or a
+    /// trigger or bug interfered). The whole operation was rolled back and nothing was applied;
+    /// the store records an anomaly ([`crate::AnomalyKind::WriteChangedNoRow`]) naming the
+    /// request. Sending the request again cannot make it worse: it is planned afresh.
+    #[error("a write that must change one row changed none: {write}")]
+    WriteChangedNoRow {
+        /// The write, as `table.column` (`orders.refunded_tickets`), the same on every store.
+        write: &'static str,
+    },
     /// The store is temporarily unable to answer (locked, busy, unreachable). Nothing was
     /// written; the same request may be retried.
     #[error("ledger temporarily unavailable: {0}")]

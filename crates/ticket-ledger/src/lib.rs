@@ -24,6 +24,7 @@
 //! # Modules
 //!
 //! - [`ids`]: identifier newtypes parsed from untrusted text.
+//! - [`limits`]: the bound of every count that enters the ledger, and checked arithmetic.
 //! - [`model`]: orders, vouchers, apps, audit records and the views the admin API shows.
 //! - [`verify`]: the verify command and the rule table R1–R30 as [`plan_verify`].
 //! - [`lifecycle`]: issuance, refunds, reversal, anomalies and reconciliation as planners.
@@ -36,6 +37,7 @@
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod rejected;
 pub mod store;

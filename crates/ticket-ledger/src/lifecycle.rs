@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
+use crate::limits::{self, add, sub, sum, MAX_CODE_USES, MAX_TICKETS, MAX_VOUCHERS};
 use crate::model::{AuditEntry, AuditOutcome, IssueState, OrderRecord, OrderStatus, VoucherRecord};
 use crate::text::{clip_chars, MAX_KEPT_TEXT};
 use crate::verify::{Flag, OrderSnapshot, OutcomeKind, RequestMeta};
@@ -107,56 +108,79 @@ impl OrderSnapshot {
         OrderStatus::derive(&self.order, &self.vouchers, self.refund_pending())
     }
 
-    /// Total uses issued.
-    pub fn capacity(&self) -> i64 {
-        self.vouchers.iter().map(|v| v.capacity).sum()
+    /// Total uses issued; [`LedgerError::CountOverflow`] when the sum does not fit an `i64`.
+    pub fn capacity(&self) -> Result<i64, LedgerError> {
+        sum(
+            self.vouchers.iter().map(|v| v.capacity),
+            "the order's capacity",
+        )
     }
 
-    /// Total uses recorded.
-    pub fn used(&self) -> i64 {
-        self.vouchers.iter().map(|v| v.used).sum()
+    /// Total uses recorded; [`LedgerError::CountOverflow`] when the sum does not fit an `i64`.
+    pub fn used(&self) -> Result<i64, LedgerError> {
+        sum(self.vouchers.iter().map(|v| v.used), "the order's uses")
     }
 
     /// Tickets reserved by pending refund requests.
-    pub fn pending_tickets(&self) -> i64 {
-        self.refunds
-            .iter()
-            .filter(|r| r.state == RefundState::Pending)
-            .map(|r| r.quantity)
-            .sum()
+    pub fn pending_tickets(&self) -> Result<i64, LedgerError> {
+        sum(
+            self.refunds
+                .iter()
+                .filter(|r| r.state == RefundState::Pending)
+                .map(|r| r.quantity),
+            "tickets held by pending refunds",
+        )
     }
 
     /// Tickets that can still be asked to be refunded: neither refunded, nor reserved by a
-    /// pending request, nor touched by a use.
+    /// pending request, nor touched by a use. Refused with [`LedgerError::CountOverflow`] when
+    /// the order's counts are beyond the ledger's bounds; what the planners decide with.
+    pub fn checked_refundable_tickets(&self) -> Result<i64, LedgerError> {
+        const WHAT: &str = "refundable tickets";
+        let touched = self.order.tickets_touched(self.used()?, self.capacity()?)?;
+        let left = sub(self.order.quantity, self.order.refunded_tickets, WHAT)?;
+        let left = sub(left, self.pending_tickets()?, WHAT)?;
+        Ok(sub(left, touched, WHAT)?.max(0))
+    }
+
+    /// [`OrderSnapshot::checked_refundable_tickets`] for a view: an order whose counts are out
+    /// of range shows none, since every refund request for it is refused anyway.
     pub fn refundable_tickets(&self) -> i64 {
-        let touched = self.order.tickets_touched(self.used(), self.capacity());
-        (self.order.quantity - self.order.refunded_tickets - self.pending_tickets() - touched)
-            .max(0)
+        self.checked_refundable_tickets().unwrap_or(0)
     }
 }
 
-/// The status an order would have after `change` is applied to a copy of its state.
+/// The status an order would have after `change` is applied to a copy of its state; `change`
+/// refuses (with checked arithmetic) rather than wrap a counter.
 fn status_after(
     snapshot: &OrderSnapshot,
-    change: impl FnOnce(&mut OrderRecord, &mut Vec<VoucherRecord>, &mut Vec<RefundRequest>),
-) -> StatusChange {
+    change: impl FnOnce(
+        &mut OrderRecord,
+        &mut Vec<VoucherRecord>,
+        &mut Vec<RefundRequest>,
+    ) -> Result<(), LedgerError>,
+) -> Result<StatusChange, LedgerError> {
     let mut order = snapshot.order.clone();
     let mut vouchers = snapshot.vouchers.clone();
     let mut refunds = snapshot.refunds.clone();
-    change(&mut order, &mut vouchers, &mut refunds);
+    change(&mut order, &mut vouchers, &mut refunds)?;
     let pending = refunds.iter().any(|r| r.state == RefundState::Pending);
-    StatusChange {
+    Ok(StatusChange {
         from: snapshot.status(),
         to: OrderStatus::derive(&order, &vouchers, pending),
-    }
+    })
 }
 
 /// The status after a verify plan's increments.
-pub(crate) fn status_after_uses(snapshot: &OrderSnapshot, deltas: &[i64]) -> StatusChange {
+pub(crate) fn status_after_uses(
+    snapshot: &OrderSnapshot,
+    deltas: &[i64],
+) -> Result<StatusChange, LedgerError> {
     status_after(snapshot, |_, vouchers, _| {
         for (v, d) in vouchers.iter_mut().zip(deltas) {
-            v.used += d;
+            v.used = add(v.used, *d, "a code's uses")?;
         }
+        Ok(())
     })
 }
 
@@ -225,8 +249,25 @@ pub struct IssuePlan {
 
 /// Decides an issuance report: the first success fills the ledger; the same report again is a
 /// replay; a different one is refused; a success may follow a failure; a failure after a
-/// success is refused.
+/// success is refused. A code allowing more than [`MAX_CODE_USES`] uses, or more than
+/// [`MAX_VOUCHERS`] codes, is refused first ([`LedgerError::CountTooLarge`]).
 pub fn plan_issue(snapshot: &OrderSnapshot, cmd: &IssueCommand) -> Result<IssuePlan, LedgerError> {
+    if let IssueResult::Issued(codes) = &cmd.result {
+        if codes.len() > MAX_VOUCHERS {
+            return Err(LedgerError::CountTooLarge {
+                field: "voucher_infos".into(),
+                value: i64::try_from(codes.len()).unwrap_or(i64::MAX),
+                max: MAX_VOUCHERS as i64,
+            });
+        }
+        for (i, c) in codes.iter().enumerate() {
+            limits::at_most(
+                || format!("voucher_infos[{i}].quantity"),
+                c.capacity,
+                MAX_CODE_USES,
+            )?;
+        }
+    }
     let order = &snapshot.order;
     if order.app_key != cmd.app_key {
         return Err(LedgerError::OrderNotFound);
@@ -258,7 +299,7 @@ pub fn plan_issue(snapshot: &OrderSnapshot, cmd: &IssueCommand) -> Result<IssueP
                 state: IssueState::Issued,
                 describe: None,
                 kind: OutcomeKind::Replayed,
-                status: status_after(snapshot, |_, _, _| {}),
+                status: status_after(snapshot, |_, _, _| Ok(()))?,
             })
         }
         (IssueResult::Issued(codes), IssueState::Awaiting | IssueState::Failed) => {
@@ -278,7 +319,8 @@ pub fn plan_issue(snapshot: &OrderSnapshot, cmd: &IssueCommand) -> Result<IssueP
                     capacity: c.capacity,
                     used: 0,
                 }));
-            });
+                Ok(())
+            })?;
             Ok(IssuePlan {
                 set_out_order_id,
                 vouchers: codes.clone(),
@@ -304,7 +346,10 @@ pub fn plan_issue(snapshot: &OrderSnapshot, cmd: &IssueCommand) -> Result<IssueP
                 } else {
                     OutcomeKind::Applied
                 },
-                status: status_after(snapshot, |o, _, _| o.issue_state = IssueState::Failed),
+                status: status_after(snapshot, |o, _, _| {
+                    o.issue_state = IssueState::Failed;
+                    Ok(())
+                })?,
             })
         }
     }
@@ -422,15 +467,17 @@ pub struct RefundRequestPlan {
     pub status: StatusChange,
 }
 
-/// Decides a refund request: only unused, unrefunded, unreserved tickets can be asked for.
+/// Decides a refund request: only unused, unrefunded, unreserved tickets can be asked for, and
+/// never more than [`MAX_TICKETS`] ([`LedgerError::CountTooLarge`]).
 pub fn plan_refund_request(
     snapshot: &OrderSnapshot,
     cmd: &RefundRequestCommand,
 ) -> Result<RefundRequestPlan, LedgerError> {
+    limits::at_most(|| "quantity".into(), cmd.quantity, MAX_TICKETS)?;
     if snapshot.order.issue_state != IssueState::Issued {
         return Err(LedgerError::OrderNotIssued);
     }
-    let refundable = snapshot.refundable_tickets();
+    let refundable = snapshot.checked_refundable_tickets()?;
     if cmd.quantity < 1 || cmd.quantity > refundable {
         return Err(LedgerError::RefundExceedsUnused {
             requested: cmd.quantity,
@@ -452,7 +499,10 @@ pub fn plan_refund_request(
         settled_at: None,
         needs_review: false,
     };
-    let status = status_after(snapshot, |_, _, r| r.push(request.clone()));
+    let status = status_after(snapshot, |_, _, r| {
+        r.push(request.clone());
+        Ok(())
+    })?;
     Ok(RefundRequestPlan { request, status })
 }
 
@@ -525,11 +575,15 @@ pub struct RefundPlan {
 
 /// Decides a refund notification. Idempotent on `refund_batch_no` and on the flow id: a
 /// notification that repeats how a request was settled is a replay; one that contradicts it
-/// is refused.
+/// is refused. A `refund_num` above [`MAX_TICKETS`] is refused first
+/// ([`LedgerError::CountTooLarge`]).
 pub fn plan_refund(
     snapshot: &OrderSnapshot,
     cmd: &RefundCommand,
 ) -> Result<RefundPlan, LedgerError> {
+    if let Some(n) = cmd.refund_num {
+        limits::at_most(|| "refund_num".into(), n, MAX_TICKETS)?;
+    }
     let order = &snapshot.order;
     if order.app_key != cmd.app_key {
         return Err(LedgerError::OrderNotFound);
@@ -552,7 +606,7 @@ pub fn plan_refund(
                 state: r.state,
                 refunded_tickets: 0,
                 kind: OutcomeKind::Replayed,
-                status: status_after(snapshot, |_, _, _| {}),
+                status: status_after(snapshot, |_, _, _| Ok(()))?,
             })
         } else {
             Err(LedgerError::RefundConflict)
@@ -596,9 +650,11 @@ pub fn plan_refund(
             }
             // Verifies dated before the request may have used reserved tickets (R9): what
             // remains unused bounds what can be refunded.
-            let touched = order.tickets_touched(snapshot.used(), snapshot.capacity());
-            let others: i64 = snapshot.pending_tickets() - target.quantity;
-            let refundable = order.quantity - order.refunded_tickets - others - touched;
+            const WHAT: &str = "refundable tickets";
+            let touched = order.tickets_touched(snapshot.used()?, snapshot.capacity()?)?;
+            let others = sub(snapshot.pending_tickets()?, target.quantity, WHAT)?;
+            let refundable = sub(order.quantity, order.refunded_tickets, WHAT)?;
+            let refundable = sub(sub(refundable, others, WHAT)?, touched, WHAT)?;
             if n > refundable {
                 return Err(LedgerError::RefundExceedsUnused {
                     requested: n,
@@ -610,11 +666,12 @@ pub fn plan_refund(
     };
     let flow_id = target.flow_id.clone();
     let status = status_after(snapshot, |o, _, requests| {
-        o.refunded_tickets += refunded;
+        o.refunded_tickets = add(o.refunded_tickets, refunded, "refunded tickets")?;
         if let Some(r) = requests.iter_mut().find(|r| r.flow_id == flow_id) {
             r.state = state;
         }
-    });
+        Ok(())
+    })?;
     Ok(RefundPlan {
         flow_id,
         state,
@@ -696,12 +753,15 @@ pub struct ReversalPlan {
 }
 
 /// Decides a reversal: only uses recorded within the window can be given back, newest first,
-/// and a count never goes below zero.
+/// a count never goes below zero, and never more than [`MAX_CODE_USES`] at once
+/// ([`LedgerError::CountTooLarge`]).
 pub fn plan_reversal(
     snapshot: &OrderSnapshot,
     uses: &[UseRecord],
     cmd: &ReversalCommand,
 ) -> Result<ReversalPlan, LedgerError> {
+    const WHAT: &str = "reversible uses";
+    limits::at_most(|| "quantity".into(), cmd.quantity, MAX_CODE_USES)?;
     let index = snapshot
         .vouchers
         .iter()
@@ -715,11 +775,14 @@ pub fn plan_reversal(
         .filter(|u| u.code == cmd.code && u.recorded_at >= since && u.quantity > u.reversed)
         .collect();
     candidates.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at).then(b.id.cmp(&a.id)));
-    let reversible: i64 = candidates
-        .iter()
-        .map(|u| u.quantity - u.reversed)
-        .sum::<i64>()
-        .min(snapshot.vouchers[index].used);
+    let reversible = sum(
+        candidates
+            .iter()
+            .map(|u| sub(u.quantity, u.reversed, WHAT))
+            .collect::<Result<Vec<_>, _>>()?,
+        WHAT,
+    )?
+    .min(snapshot.vouchers[index].used);
     if cmd.quantity < 1 || cmd.quantity > reversible {
         return Err(LedgerError::ReversalNotAllowed {
             requested: cmd.quantity,
@@ -732,16 +795,21 @@ pub fn plan_reversal(
         if left == 0 {
             break;
         }
+        // Both were subtracted without overflow when `reversible` was summed.
         let take = left.min(u.quantity - u.reversed);
         takes.push((u.id, take));
         left -= take;
     }
-    let status = status_after(snapshot, |_, v, _| v[index].used -= cmd.quantity);
+    let used_after = sub(snapshot.vouchers[index].used, cmd.quantity, WHAT)?;
+    let status = status_after(snapshot, |_, v, _| {
+        v[index].used = used_after;
+        Ok(())
+    })?;
     Ok(ReversalPlan {
         code: cmd.code.clone(),
         quantity: cmd.quantity,
         takes,
-        used_after: snapshot.vouchers[index].used - cmd.quantity,
+        used_after,
         status,
     })
 }
@@ -793,6 +861,11 @@ pub enum AnomalyKind {
     /// the store could not find out in time: its caller was told the outcome is unknown. The
     /// detail's `landed` says what the store found once the database answered again.
     CommitOutcomeUnknown,
+    /// A write that must change exactly one row changed none
+    /// ([`LedgerError::WriteChangedNoRow`]): the database disagreed with what the ledger read,
+    /// so the request was refused and nothing applied. Someone or something changed the
+    /// database behind the ledger's back; find out what before resolving.
+    WriteChangedNoRow,
 }
 
 impl AnomalyKind {
@@ -807,6 +880,7 @@ impl AnomalyKind {
         Self::RefundNotRequested,
         Self::RefundExceedsUnused,
         Self::CommitOutcomeUnknown,
+        Self::WriteChangedNoRow,
     ];
 
     /// The stored and wire name.
@@ -821,6 +895,7 @@ impl AnomalyKind {
             Self::RefundNotRequested => "refund_not_requested",
             Self::RefundExceedsUnused => "refund_exceeds_unused",
             Self::CommitOutcomeUnknown => "commit_outcome_unknown",
+            Self::WriteChangedNoRow => "write_changed_no_row",
         }
     }
 
@@ -965,14 +1040,20 @@ pub fn flag_anomalies(
 }
 
 /// The anomaly a refusal raises, if it is one that matters to money or trust: the refused
-/// request changes nothing, but the fact it reports must reach the operator.
+/// request changes nothing, but the fact it reports must reach the operator. `app_key` is the
+/// calling app's, when a vendor called (operator requests name none).
 pub fn refusal_anomaly(
     err: &LedgerError,
     order_id: Option<OrderId>,
-    app_key: &AppKey,
+    app_key: Option<&AppKey>,
     meta: &RequestMeta,
 ) -> Option<NewAnomaly> {
     let (kind, detail) = match err {
+        LedgerError::WriteChangedNoRow { write } => (
+            AnomalyKind::WriteChangedNoRow,
+            json!({"write": write,
+                   "reason": "a write that must change one row changed none; nothing was applied"}),
+        ),
         LedgerError::RefundedUsesExceeded {
             requested,
             remaining,
@@ -1002,7 +1083,7 @@ pub fn refusal_anomaly(
     Some(NewAnomaly {
         kind,
         order_id: order_id.map(OrderId::get),
-        app_key: Some(app_key.as_str().to_owned()),
+        app_key: app_key.map(|k| k.as_str().to_owned()),
         request_id: meta.request_id.clone(),
         at: meta.received_at,
         detail,
@@ -1026,30 +1107,34 @@ pub struct ReconcileLine {
 }
 
 impl ReconcileLine {
-    /// Uses the vendor has and the ledger lacks (what `apply` records).
+    /// Uses the vendor has and the ledger lacks (what `apply` records). Both counts are
+    /// non-negative ([`reconcile_diff`] refuses a negative vendor count, the schema a negative
+    /// ledger one), so the difference cannot overflow; it saturates regardless.
     pub fn missing(&self) -> i64 {
-        (self.vendor_used - self.ledger_used).max(0)
+        self.vendor_used.saturating_sub(self.ledger_used).max(0)
     }
 
     /// Uses the ledger has and the vendor lacks (never removed by reconciliation).
     pub fn excess(&self) -> i64 {
-        (self.ledger_used - self.vendor_used).max(0)
+        self.ledger_used.saturating_sub(self.vendor_used).max(0)
     }
 }
 
 /// Compares the vendor's per-code counts with the ledger's. Codes the vendor did not list are
-/// compared as 0 uses on its side; a code the order does not have is refused.
+/// compared as 0 uses on its side; a code the order does not have is refused, and so is a
+/// count above [`MAX_CODE_USES`] ([`LedgerError::CountTooLarge`] naming `vouchers[i].used`).
 pub fn reconcile_diff(
     vouchers: &[VoucherRecord],
     vendor: &[(ConfirmCode, i64)],
 ) -> Result<Vec<ReconcileLine>, LedgerError> {
-    for (code, n) in vendor {
+    for (i, (code, n)) in vendor.iter().enumerate() {
         if *n < 0 {
             return Err(LedgerError::InvalidOrder(format!(
                 "voucher {} cannot have a negative count",
                 code.masked()
             )));
         }
+        limits::at_most(|| format!("vouchers[{i}].used"), *n, MAX_CODE_USES)?;
         if !vouchers.iter().any(|v| &v.code == code) {
             return Err(LedgerError::VoucherNotFound { code: code.clone() });
         }

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
+use crate::limits::{self, MAX_CODE_USES, MAX_TICKETS, MAX_VOUCHERS};
 use crate::LedgerError;
 
 /// A vendor application allowed to call the gateway.
@@ -390,14 +391,17 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
-    /// Checks what no store can check by constraint alone: positive quantities, distinct codes,
-    /// a validity window that is not inside out.
+    /// Checks what no store can check by constraint alone: quantities positive and within the
+    /// ledger's bounds ([`crate::limits`]), distinct codes, a validity window that is not
+    /// inside out. A count above its bound is [`LedgerError::CountTooLarge`] naming the field as
+    /// `POST /admin/orders` names it (`quantity`, `vouchers[i].quantity`).
     pub fn validate(&self) -> Result<(), LedgerError> {
         if self.quantity < 1 {
             return Err(LedgerError::InvalidOrder(
                 "quantity must be at least 1".into(),
             ));
         }
+        limits::at_most(|| "quantity".into(), self.quantity, MAX_TICKETS)?;
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if from > until {
                 return Err(LedgerError::InvalidOrder(
@@ -405,19 +409,24 @@ impl NewOrder {
                 ));
             }
         }
-        if self.vouchers.len() > 999 {
-            return Err(LedgerError::InvalidOrder(
-                "an order has at most 999 vouchers".into(),
-            ));
+        if self.vouchers.len() > MAX_VOUCHERS {
+            return Err(LedgerError::InvalidOrder(format!(
+                "an order has at most {MAX_VOUCHERS} vouchers"
+            )));
         }
         let mut seen = std::collections::HashSet::new();
-        for v in &self.vouchers {
+        for (i, v) in self.vouchers.iter().enumerate() {
             if v.capacity < 1 {
                 return Err(LedgerError::InvalidOrder(format!(
                     "voucher {} must allow at least 1 use",
                     v.code.masked()
                 )));
             }
+            limits::at_most(
+                || format!("vouchers[{i}].quantity"),
+                v.capacity,
+                MAX_CODE_USES,
+            )?;
             if !seen.insert(v.code.as_str()) {
                 return Err(LedgerError::InvalidOrder(format!(
                     "voucher {} is listed twice",
@@ -490,22 +499,24 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// Uses that `tickets` refunded tickets take out of the order: each ticket carries
     /// `capacity ÷ quantity` uses. Rounded down, so refunding every ticket takes exactly the
-    /// whole capacity and never more.
-    pub fn uses_of_tickets(&self, tickets: i64, capacity: i64) -> i64 {
+    /// whole capacity and never more. Computed exactly (see [`crate::limits`]); a result that
+    /// does not fit an `i64` is [`LedgerError::CountOverflow`].
+    pub fn uses_of_tickets(&self, tickets: i64, capacity: i64) -> Result<i64, LedgerError> {
         if self.quantity <= 0 {
-            return 0;
+            return Ok(0);
         }
-        tickets.saturating_mul(capacity) / self.quantity
+        limits::mul_div_floor(tickets, capacity, self.quantity, "uses of refunded tickets")
     }
 
     /// Tickets that have at least one use recorded (rounded up: a ticket partly used can no
-    /// longer be refunded).
-    pub fn tickets_touched(&self, used: i64, capacity: i64) -> i64 {
+    /// longer be refunded). Computed exactly: in `i64`, `used × quantity + capacity - 1`
+    /// wrapped for a code of capacity near `i64::MAX` and made a 2-ticket order show 3
+    /// refundable tickets.
+    pub fn tickets_touched(&self, used: i64, capacity: i64) -> Result<i64, LedgerError> {
         if capacity <= 0 {
-            return 0;
+            return Ok(0);
         }
-        let n = used.saturating_mul(self.quantity);
-        (n + capacity - 1) / capacity
+        limits::mul_div_ceil(used, self.quantity, capacity, "tickets touched by uses")
     }
 }
 
@@ -551,10 +562,18 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     /// Derives the status. `pending_refund` says whether a refund request is pending.
+    ///
+    /// Every order has a status, also one whose stored counts are beyond the ledger's bounds
+    /// (older than them), so this cannot refuse: the arithmetic is exact in `i128`, where a sum
+    /// of `i64`s (fewer than 2⁶⁴ of them) and the quotient of a product of two cannot overflow.
     pub fn derive(order: &OrderRecord, vouchers: &[VoucherRecord], pending_refund: bool) -> Self {
-        let capacity: i64 = vouchers.iter().map(|v| v.capacity).sum();
-        let used: i64 = vouchers.iter().map(|v| v.used).sum();
-        let refunded = order.uses_of_tickets(order.refunded_tickets, capacity);
+        let capacity: i128 = vouchers.iter().map(|v| i128::from(v.capacity)).sum();
+        let used: i128 = vouchers.iter().map(|v| i128::from(v.used)).sum();
+        let refunded = if order.quantity > 0 {
+            i128::from(order.refunded_tickets) * capacity / i128::from(order.quantity)
+        } else {
+            0
+        };
         let remaining = capacity - used - refunded;
         match order.issue_state {
             IssueState::Awaiting => return Self::AwaitingIssuance,
@@ -859,16 +878,23 @@ mod tests {
 }
 
 /// What the ledger holds in total, and how the store is batching, for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// The sums are floating point (Prometheus gauges are anyway): reading them must not fail on
+/// any state the ledger holds. Within the bounds ([`crate::limits`]) an `i64` sum would need
+/// more than nine billion orders of the largest size to overflow, but a ledger written before
+/// the bounds can hold a code of capacity `i64::MAX`, and two of them made an integer `SUM`
+/// fail and `/metrics` report `ticketd_ledger_up 0`. A float sum of `i64` values cannot
+/// overflow (`f64` reaches 10³⁰⁸); it is exact up to 2⁵³ ≈ 9 × 10¹⁵ and rounds beyond.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreMetrics {
     /// Orders in the ledger.
     pub orders: i64,
     /// Uses issued over all vouchers.
-    pub capacity: i64,
+    pub capacity: f64,
     /// Uses recorded over all vouchers.
-    pub used: i64,
+    pub used: f64,
     /// Tickets refunded over all orders.
-    pub refunded_tickets: i64,
+    pub refunded_tickets: f64,
     /// Anomalies waiting for an operator.
     pub open_anomalies: i64,
     /// Group commit: transactions committed, jobs run, and the largest batch (stores that

@@ -21,6 +21,7 @@ use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
 use crate::lifecycle::{
     flag_anomalies, status_after_uses, NewAnomaly, RefundRequest, RefundState, StatusChange,
 };
+use crate::limits::{self, add, sub, sum, MAX_CODE_USES, MAX_ORDER_USES, MAX_TICKETS};
 use crate::model::{AuditEntry, AuditOutcome, IssueState, OrderRecord, VoucherRecord};
 use crate::LedgerError;
 
@@ -373,7 +374,10 @@ impl VerifyPlan {
         let mut vouchers = snapshot.vouchers.iter_mut();
         for change in &self.changes {
             match vouchers.by_ref().find(|v| v.code == change.code) {
-                Some(v) if v.used == change.used_before => v.used += change.delta,
+                Some(v) if v.used == change.used_before => match v.used.checked_add(change.delta) {
+                    Some(used) => v.used = used,
+                    None => return false,
+                },
                 _ => return false,
             }
         }
@@ -413,8 +417,9 @@ impl VerifyPlan {
             .changes
             .iter()
             .map(|c| {
+                // A change is planned only when it fits its capacity, so this cannot saturate.
                 json!({"confirm_code": c.code.masked(), "delta": c.delta,
-                       "used": c.used_before + c.delta, "capacity": c.capacity})
+                       "used": c.used_before.saturating_add(c.delta), "capacity": c.capacity})
             })
             .collect();
         let flags: Vec<_> = self.outcome.flags.iter().map(Flag::to_json).collect();
@@ -439,15 +444,50 @@ impl VerifyPlan {
     }
 }
 
+/// Refuses a request whose counts are above the ledger's bounds ([`crate::limits`]), naming
+/// each as the wire does. The gateway's parser refuses them first; this holds every other
+/// caller (the admin API's reconciliation, a future one) to the same bounds.
+fn check_bounds(cmd: &VerifyCommand) -> Result<(), LedgerError> {
+    match &cmd.uses {
+        VerifyUses::Vouchers { entries, .. } => {
+            for (i, e) in entries.iter().enumerate() {
+                limits::at_most(
+                    || format!("voucher_infos[{i}].used_quantity"),
+                    e.quantity,
+                    MAX_CODE_USES,
+                )?;
+            }
+        }
+        VerifyUses::Code { check_num, .. } => {
+            limits::at_most(|| "check_num".into(), *check_num, MAX_CODE_USES)?;
+        }
+        VerifyUses::Order { check_num } => {
+            limits::at_most(|| "check_num".into(), *check_num, MAX_ORDER_USES)?;
+        }
+    }
+    if let Some(total) = cmd.total_num {
+        limits::at_most(|| "total_num".into(), total, MAX_ORDER_USES)?;
+    }
+    if let Some(returned) = cmd.return_num {
+        limits::at_most(|| "return_num".into(), returned, MAX_TICKETS)?;
+    }
+    Ok(())
+}
+
 /// Decides what a verify request changes, or why it is refused as a whole.
 ///
 /// `snapshot` must be the order the store resolved from `cmd.order` *without* filtering by
 /// app: ownership is checked here so that a foreign order is refused exactly like a missing
 /// one (R6).
+///
+/// Counts above the ledger's bounds are refused first ([`LedgerError::CountTooLarge`]), and all
+/// arithmetic on counts is checked: a snapshot whose counts overflow (stored before the bounds
+/// existed) is refused with [`LedgerError::CountOverflow`], never planned with wrapped numbers.
 pub fn plan_verify(
     snapshot: &OrderSnapshot,
     cmd: &VerifyCommand,
 ) -> Result<VerifyPlan, LedgerError> {
+    check_bounds(cmd)?;
     let order = &snapshot.order;
     // R4/R6: another app's order does not exist for this caller.
     if order.app_key != cmd.app_key {
@@ -474,7 +514,7 @@ pub fn plan_verify(
     }
 
     let mut flags = Vec::new();
-    let sold: i64 = snapshot.vouchers.iter().map(|v| v.capacity).sum();
+    let sold = snapshot.capacity()?;
     // R27: the platform's records are authoritative for capacity.
     if let Some(total) = cmd.total_num {
         if total > sold {
@@ -548,9 +588,9 @@ pub fn plan_verify(
                 times[i] = entry.used_at.unwrap_or(cmd.meta.received_at);
                 let voucher = &snapshot.vouchers[i];
                 match cmd.mode {
-                    WriteOffType::Delta => deltas[i] += entry.quantity,
+                    WriteOffType::Delta => deltas[i] = add(deltas[i], entry.quantity, USES)?,
                     WriteOffType::Cumulative => {
-                        cumulative(voucher, entry.quantity, &mut deltas[i], &mut flags)
+                        cumulative(voucher, entry.quantity, &mut deltas[i], &mut flags)?
                     }
                 }
             }
@@ -559,17 +599,17 @@ pub fn plan_verify(
             let i = find(code)?;
             check_used_date(order, cmd, code, None, &mut flags)?;
             match cmd.mode {
-                WriteOffType::Delta => deltas[i] += check_num,
+                WriteOffType::Delta => deltas[i] = add(deltas[i], *check_num, USES)?,
                 WriteOffType::Cumulative => cumulative(
                     &snapshot.vouchers[i],
                     *check_num,
                     &mut deltas[i],
                     &mut flags,
-                ),
+                )?,
             }
         }
         VerifyUses::Order { check_num } => {
-            let used: i64 = snapshot.vouchers.iter().map(|v| v.used).sum();
+            let used = snapshot.used()?;
             let wanted = match cmd.mode {
                 WriteOffType::Delta => *check_num,
                 WriteOffType::Cumulative if *check_num < used => {
@@ -579,24 +619,25 @@ pub fn plan_verify(
                     });
                     0
                 }
-                WriteOffType::Cumulative => check_num - used,
+                WriteOffType::Cumulative => sub(*check_num, used, USES)?,
             };
             if wanted > 0 {
                 // R13 at order level: refuse rather than clamp.
-                if wanted > sold - used {
+                let remaining = sub(sold, used, USES)?;
+                if wanted > remaining {
                     return Err(LedgerError::OrderCapacityExceeded {
                         requested: wanted,
-                        remaining: sold - used,
+                        remaining,
                     });
                 }
                 // R2: draw down the codes in issuance order.
                 let mut left = wanted;
                 for (i, v) in snapshot.vouchers.iter().enumerate() {
-                    let take = left.min(v.capacity - v.used);
+                    let take = left.min(sub(v.capacity, v.used, USES)?);
                     if take > 0 {
                         // The date rules, and any flag, concern the codes actually drawn.
                         check_used_date(order, cmd, &v.code, None, &mut flags)?;
-                        deltas[i] += take;
+                        deltas[i] = add(deltas[i], take, USES)?;
                         left -= take;
                     }
                 }
@@ -610,7 +651,7 @@ pub fn plan_verify(
         if delta == 0 {
             continue;
         }
-        let remaining = v.capacity - v.used;
+        let remaining = sub(v.capacity, v.used, USES)?;
         if delta > remaining {
             return Err(LedgerError::CapacityExceeded {
                 code: v.code.clone(),
@@ -631,10 +672,13 @@ pub fn plan_verify(
     // pending refund holds its tickets' uses against the uses dated at or after its own
     // request. The holds are nested in time, so checking every request time in turn is enough:
     // the uses dated at or after request k may not touch what requests 1..=k hold.
-    let total: i64 = deltas.iter().sum();
-    let capacity = snapshot.capacity();
-    let available =
-        capacity - snapshot.used() - order.uses_of_tickets(order.refunded_tickets, capacity);
+    let total = sum(deltas.iter().copied(), USES)?;
+    let capacity = sold;
+    let available = sub(
+        sub(capacity, snapshot.used()?, USES)?,
+        order.uses_of_tickets(order.refunded_tickets, capacity)?,
+        USES,
+    )?;
     if total > available {
         return Err(LedgerError::RefundedUsesExceeded {
             requested: total,
@@ -648,19 +692,25 @@ pub fn plan_verify(
         .filter(|r| r.state == RefundState::Pending)
         .collect();
     pending.sort_by_key(|r| r.requested_at);
-    let dated_from = |since: DateTime<Utc>| -> i64 {
-        deltas
-            .iter()
-            .zip(&times)
-            .filter(|(_, t)| **t >= since)
-            .map(|(d, _)| d)
-            .sum()
+    let dated_from = |since: DateTime<Utc>| -> Result<i64, LedgerError> {
+        sum(
+            deltas
+                .iter()
+                .zip(&times)
+                .filter(|(_, t)| **t >= since)
+                .map(|(d, _)| *d),
+            USES,
+        )
     };
     let mut held_tickets = 0;
     for request in &pending {
-        held_tickets += request.quantity;
-        let left = available - order.uses_of_tickets(held_tickets, capacity);
-        let late = dated_from(request.requested_at);
+        held_tickets = add(held_tickets, request.quantity, TICKETS)?;
+        let left = sub(
+            available,
+            order.uses_of_tickets(held_tickets, capacity)?,
+            USES,
+        )?;
+        let late = dated_from(request.requested_at)?;
         if late > left {
             return Err(LedgerError::RefundedUsesExceeded {
                 requested: late,
@@ -671,20 +721,24 @@ pub fn plan_verify(
     }
     // Uses that took held tickets put the refunds holding them under review: those requested
     // after some of these uses happened.
-    let free = available - order.uses_of_tickets(held_tickets, capacity);
+    let free = sub(
+        available,
+        order.uses_of_tickets(held_tickets, capacity)?,
+        USES,
+    )?;
     let mut review_refunds = Vec::new();
     if total > free {
-        review_refunds = pending
-            .iter()
-            .filter(|r| total - dated_from(r.requested_at) > 0)
-            .map(|r| r.flow_id.clone())
-            .collect();
+        for r in &pending {
+            if sub(total, dated_from(r.requested_at)?, USES)? > 0 {
+                review_refunds.push(r.flow_id.clone());
+            }
+        }
         flags.push(Flag::VerifyDuringRefund {
             flow_ids: review_refunds.clone(),
         });
     }
 
-    let applied_uses: i64 = changes.iter().map(|c| c.delta).sum();
+    let applied_uses = total;
     let kind = if applied_uses > 0 {
         OutcomeKind::Applied
     } else if replayed_entries > 0 {
@@ -693,7 +747,7 @@ pub fn plan_verify(
         OutcomeKind::NoChange
     };
     Ok(VerifyPlan {
-        status: status_after_uses(snapshot, &deltas),
+        status: status_after_uses(snapshot, &deltas)?,
         review_refunds,
         changes,
         new_fingerprints,
@@ -707,10 +761,20 @@ pub fn plan_verify(
     })
 }
 
+/// What the checked arithmetic of a verify is about, for [`LedgerError::CountOverflow`].
+const USES: &str = "the order's uses";
+/// See [`USES`].
+const TICKETS: &str = "tickets held by pending refunds";
+
 /// R17/R18: a cumulative report raises the count to the reported total, never lowers it.
-fn cumulative(voucher: &VoucherRecord, reported: i64, delta: &mut i64, flags: &mut Vec<Flag>) {
+fn cumulative(
+    voucher: &VoucherRecord,
+    reported: i64,
+    delta: &mut i64,
+    flags: &mut Vec<Flag>,
+) -> Result<(), LedgerError> {
     if reported > voucher.used {
-        *delta += reported - voucher.used;
+        *delta = add(*delta, sub(reported, voucher.used, USES)?, USES)?;
     } else if reported < voucher.used {
         flags.push(Flag::CountRegressed {
             code: voucher.code.clone(),
@@ -718,6 +782,7 @@ fn cumulative(voucher: &VoucherRecord, reported: i64, delta: &mut i64, flags: &m
             recorded: voucher.used,
         });
     }
+    Ok(())
 }
 
 /// R22–R26 for one use. `used_at` is `None` when the vendor sent no gate time.

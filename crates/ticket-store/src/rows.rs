@@ -23,17 +23,29 @@ use ticket_ledger::{
 /// `apps` columns in the order [`app`] reads them.
 pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms, rate_limit, \
      rate_burst, ip_allowlist, previous_secret, previous_secret_expires_at_ms";
-/// Ledger totals for `/metrics`, the same SQL on every engine but for the name of its 64-bit
-/// integer type in `CAST` (`sum` is NUMERIC on PostgreSQL and DECIMAL on MySQL); read by
-/// [`totals`].
-pub(crate) fn totals_sql(integer: &str) -> String {
+/// Ledger totals for `/metrics`, the same SQL on every engine but for how a column is summed
+/// into a double: `float_sum("capacity")` is SQLite's `total(capacity)`, PostgreSQL's
+/// `CAST(coalesce(sum(capacity), 0) AS DOUBLE PRECISION)` and MySQL's `coalesce(sum(capacity),
+/// 0) + 0e0`. Read by [`totals`].
+///
+/// Integer sums could fail: SQLite's `sum` raises "integer overflow" past `i64::MAX`, and a
+/// `CAST(... AS BIGINT)` of PostgreSQL's NUMERIC or MySQL's DECIMAL sum fails the same way.
+/// Within the ledger's bounds (`ticket_ledger::limits`) that takes more than nine billion
+/// orders of the largest size, but a ledger from before the bounds can hold codes of capacity
+/// `i64::MAX`, and two of them made `/metrics` answer `ticketd_ledger_up 0`. A double cannot
+/// overflow on any sum of `i64`s, so reading the totals cannot fail on any state the ledger
+/// holds.
+pub(crate) fn totals_sql(float_sum: impl Fn(&str) -> String) -> String {
     format!(
         "SELECT \
          (SELECT count(*) FROM orders), \
-         (SELECT CAST(coalesce(sum(capacity), 0) AS {integer}) FROM vouchers), \
-         (SELECT CAST(coalesce(sum(used), 0) AS {integer}) FROM vouchers), \
-         (SELECT CAST(coalesce(sum(refunded_tickets), 0) AS {integer}) FROM orders), \
-         (SELECT count(*) FROM anomalies WHERE resolution IS NULL)"
+         (SELECT {} FROM vouchers), \
+         (SELECT {} FROM vouchers), \
+         (SELECT {} FROM orders), \
+         (SELECT count(*) FROM anomalies WHERE resolution IS NULL)",
+        float_sum("capacity"),
+        float_sum("used"),
+        float_sum("refunded_tickets"),
     )
 }
 
@@ -41,9 +53,9 @@ pub(crate) fn totals_sql(integer: &str) -> String {
 pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics, R::Error> {
     Ok(ticket_ledger::StoreMetrics {
         orders: row.int(0)?,
-        capacity: row.int(1)?,
-        used: row.int(2)?,
-        refunded_tickets: row.int(3)?,
+        capacity: row.float(1)?,
+        used: row.float(2)?,
+        refunded_tickets: row.float(3)?,
         open_anomalies: row.int(4)?,
         batches: None,
     })
@@ -123,6 +135,8 @@ pub(crate) trait ReadRow {
     fn int(&self, column: usize) -> Result<i64, Self::Error>;
     /// A nullable integer column.
     fn opt_int(&self, column: usize) -> Result<Option<i64>, Self::Error>;
+    /// A non-null floating point column.
+    fn float(&self, column: usize) -> Result<f64, Self::Error>;
     /// A non-null text column.
     fn text(&self, column: usize) -> Result<String, Self::Error>;
     /// A nullable text column.
@@ -333,19 +347,55 @@ pub(crate) fn rejected_call<R: ReadRow>(row: &R) -> Result<RejectedCall, R::Erro
 // Pure helpers shared by the operations of every backend
 // ---------------------------------------------------------------------------------------------
 
-/// The refusal for a conditional voucher update that matched no row, computed from the row as
-/// it is now (`(capacity, used)`, or `None` when the voucher is gone) rather than from the
-/// evidently stale plan.
+/// The refusal for a conditional voucher update (`used + n <= capacity`) that matched no row,
+/// computed from the row as it is now (`(capacity, used)`, or `None` when the voucher is
+/// gone) rather than from the evidently stale plan: `CapacityExceeded` when the row really has
+/// too few uses left, the answer a fresh plan would give. Otherwise the row exists and has room,
+/// or vanished under the order's lock: the database disagrees with what the planner read in a
+/// way no refusal of the request explains, so it is [`LedgerError::WriteChangedNoRow`], which
+/// the store records as an anomaly.
 pub(crate) fn capacity_refusal(change: &VoucherChange, now: Option<(i64, i64)>) -> LedgerError {
     match now {
-        Some((capacity, used)) => LedgerError::CapacityExceeded {
-            code: change.code.clone(),
-            requested: change.delta,
-            remaining: (capacity - used).max(0),
+        Some((capacity, used)) if capacity.saturating_sub(used) < change.delta => {
+            LedgerError::CapacityExceeded {
+                code: change.code.clone(),
+                requested: change.delta,
+                remaining: capacity.saturating_sub(used).max(0),
+            }
+        }
+        Some(_) | None => LedgerError::WriteChangedNoRow {
+            write: WRITE_VOUCHER_USED,
         },
-        None => LedgerError::VoucherNotFound {
-            code: change.code.clone(),
-        },
+    }
+}
+
+// The writes that must change exactly one row, named as `LedgerError::WriteChangedNoRow`
+// names them on every store (the behaviour suite compares them).
+
+/// A voucher's count of uses (verify, reversal).
+pub(crate) const WRITE_VOUCHER_USED: &str = "vouchers.used";
+/// A pending refund request marked for review (R9).
+pub(crate) const WRITE_REFUND_REVIEW: &str = "refund_requests.needs_review";
+/// A pending refund request settled.
+pub(crate) const WRITE_REFUND_STATE: &str = "refund_requests.state";
+/// An order's refunded tickets counted (`refunded_tickets + n <= quantity`).
+pub(crate) const WRITE_REFUNDED_TICKETS: &str = "orders.refunded_tickets";
+/// An order's issuance recorded.
+pub(crate) const WRITE_ISSUE_STATE: &str = "orders.issue_state";
+/// A logged use marked reversed (`reversed + n <= quantity`).
+pub(crate) const WRITE_USE_REVERSED: &str = "voucher_uses.reversed";
+/// An open anomaly resolved.
+pub(crate) const WRITE_ANOMALY_RESOLUTION: &str = "anomalies.resolution";
+
+/// `Ok` when a write that must change exactly one row changed `changed` rows (as the driver
+/// counts them: MySQL through sqlx counts rows matched, like PostgreSQL and SQLite), else
+/// [`LedgerError::WriteChangedNoRow`] naming `write`. The caller rolls the whole operation
+/// back and records the anomaly.
+pub(crate) fn one_row(changed: u64, write: &'static str) -> Result<(), LedgerError> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(LedgerError::WriteChangedNoRow { write })
     }
 }
 

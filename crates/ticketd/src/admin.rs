@@ -121,6 +121,18 @@ impl From<LedgerError> for AdminError {
             // Neither "done" nor "nothing written": the operator must look (the anomaly the
             // store opened names the request) before trying again.
             LedgerError::OutcomeUnknown { .. } => (S::INTERNAL_SERVER_ERROR, "outcome_unknown"),
+            // A count above the ledger's bounds: the request's field, named as it named it.
+            LedgerError::CountTooLarge { field, .. } => {
+                let field = field.clone();
+                return Self {
+                    field: Some(field),
+                    ..Self::new(S::UNPROCESSABLE_ENTITY, "count_too_large", e.to_string())
+                };
+            }
+            LedgerError::CountOverflow { .. } => (S::CONFLICT, "count_overflow"),
+            // Nothing was written (an anomaly records it): sending the request again is
+            // planned afresh.
+            LedgerError::WriteChangedNoRow { .. } => (S::CONFLICT, "write_changed_no_row"),
             LedgerError::AnomalyNotFound => (S::NOT_FOUND, "not_found"),
             LedgerError::AnomalyResolved => (S::CONFLICT, "already_resolved"),
             LedgerError::RefundExceedsUnused { .. } => (S::CONFLICT, "refund_exceeds_unused"),
@@ -193,17 +205,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
             extra.push(gauge(
                 "ticketd_ledger_capacity_uses",
                 "Uses issued over all vouchers.",
-                m.capacity as f64,
+                m.capacity,
             ));
             extra.push(gauge(
                 "ticketd_ledger_used_uses",
                 "Uses recorded over all vouchers.",
-                m.used as f64,
+                m.used,
             ));
             extra.push(gauge(
                 "ticketd_ledger_refunded_tickets",
                 "Tickets refunded over all orders.",
-                m.refunded_tickets as f64,
+                m.refunded_tickets,
             ));
             extra.push(gauge(
                 "ticketd_ledger_open_anomalies",

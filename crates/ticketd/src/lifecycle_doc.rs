@@ -318,6 +318,12 @@ const ACCOUNTING: &str = "
 - **Refundable tickets** are those neither refunded, nor held by a pending request, nor touched
   by a use (a ticket with at least one use cannot be refunded). `GET /admin/orders/{id}` shows
   `refundable_tickets`.
+- **Bounds.** An order has at most 100,000 tickets and 999 codes, a code at most 1,000,000 uses,
+  and every count a call reports is bounded the same way (the table in
+  [`SECURITY.md`](SECURITY.md#bounds-on-counts)): above them a TOP call is refused with code 41
+  `isv.invalid-parameter:<name>`, an admin call with 422 naming the field. All arithmetic on
+  counts is checked: an order whose stored counts are beyond the bounds (written before they
+  existed) is refused rather than computed with a wrapped number.
 - **Settling a request.** A refund notification settles the request named by
   `fliggy_refund_flow_id`, or without one the oldest pending request. `refund_num` (default: the
   request's quantity) is what is refunded; `refund_type` is recorded but full and partial refunds
@@ -361,6 +367,12 @@ the database answers again, and its `detail.landed` says what was then found: `t
 is recorded exactly as if it had been answered (tell the vendor it succeeded; resolve
 `accepted`); `false`, nothing of it is (the vendor should send it again; resolve `dismissed`).
 See `docs/OPERATIONS.md`.
+
+Every write that must change exactly one row checks that it did. One that changes none means the
+database disagrees with what the ledger read under the order's lock (a trigger, a direct edit,
+a bug): the whole call is rolled back and refused — `isp.service-error` to a vendor, 409
+`write_changed_no_row` to an operator — and a `write_changed_no_row` anomaly names the request
+and the write. It is never answered as a success that changed nothing.
 
 `POST /admin/orders/{id}/reconcile` `{\"vouchers\":[{\"confirm_code\",\"used\"}],\"apply\":false}`
 compares the vendor's per-code counts with the ledger (`missing` = vendor − ledger, `excess` =

@@ -283,11 +283,11 @@ pub async fn metrics_totals_count_orders_capacity_and_uses(store: Arc<dyn Ledger
         "orders: {before:?} -> {after:?}"
     );
     assert!(
-        after.capacity >= before.capacity + 5,
+        after.capacity >= before.capacity + 5.0,
         "capacity: {before:?} -> {after:?}"
     );
     assert!(
-        after.used >= before.used + 2,
+        after.used >= before.used + 2.0,
         "used: {before:?} -> {after:?}"
     );
     assert!(

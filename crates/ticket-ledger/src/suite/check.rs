@@ -170,7 +170,12 @@ pub(super) async fn refused(
 ) {
     let app_key = cmd.app_key.as_str().to_owned();
     let named = cmd.order.order_id().map(OrderId::get);
-    let anomaly = refusal_anomaly(expected, cmd.order.order_id(), &cmd.app_key, &cmd.meta);
+    let anomaly = refusal_anomaly(
+        expected,
+        cmd.order.order_id(),
+        Some(&cmd.app_key),
+        &cmd.meta,
+    );
     let before = untouched(store, watched, &app_key, ctx).await;
     let anomalies_before = match watched {
         Some(id) => anomalies_of(store, id, ctx).await,

@@ -2,7 +2,8 @@
 //!
 //! Each case is a `pub async fn <behaviour sentence>(store: Arc<dyn LedgerStore>)` that talks
 //! to the store only through the trait and panics, saying what it expected, when the store
-//! disagrees. A case checks the answer (outcome or error), the counters read back with
+//! disagrees. The few cases about a database that disagrees with the ledger also take the
+//! harness's [`Tamper`], the one thing the trait cannot do. A case checks the answer (outcome or error), the counters read back with
 //! `order()`, and the audit trail. Cases create their own apps and orders under fresh names
 //! ([`Fresh`]), so they may share one database and run concurrently.
 //!
@@ -10,7 +11,7 @@
 //!
 //! ```ignore
 //! ticket_ledger::behaviour_suite!(sqlite, async {
-//!     Arc::new(SqliteStore::open_in_memory().await) as Arc<dyn ticket_ledger::LedgerStore>
+//!     Arc::new(HarnessedStore::open().await) // a LedgerStore that is also a suite::Tamper
 //! });
 //! ```
 //!
@@ -36,6 +37,7 @@
 //! | `anomalies` | — | anomalies stored, listed and resolved |
 //! | `reconcile` | — | the vendor's counts applied as cumulative reports |
 //! | `sequences` | all | fixed random lifecycle sequences and the ledger's invariants |
+//! | `tamper` | — | a write that changes no row: refused, rolled back, recorded as an anomaly |
 //!
 //! [`build`] has the public test-data builders (also for the server's tests); [`sequences`]
 //! runs a lifecycle sequence and checks the ledger's invariants (also for property tests).
@@ -62,6 +64,7 @@ mod rejected;
 mod resolve;
 mod reversal;
 pub mod sequences;
+mod tamper;
 
 pub use build::{
     app, app_created_at, app_key, audit_entry, code, gate_time, gate_time_plus, issue_cmd, meta_at,
@@ -164,6 +167,9 @@ pub use reversal::{
     uses_older_than_the_reversal_window_are_not_reversible,
 };
 pub use sequences::random_lifecycle_sequences_keep_the_ledger_consistent;
+pub use tamper::{
+    a_write_that_changes_no_row_refuses_the_call_keeps_nothing_and_records_an_anomaly, Tamper,
+};
 
 /// Runs the whole behaviour suite against a store: one `#[tokio::test]` per case, in a module
 /// named `$name`.
@@ -175,8 +181,10 @@ pub use sequences::random_lifecycle_sequences_keep_the_ledger_consistent;
 /// A case listed with `#[ignore = "domain bug: ..."]` (or `"store bug: ..."`) shows a known bug:
 /// it runs with `--ignored` and passes once the bug is fixed.
 ///
-/// `$store` (usually an `async` block) is awaited at the start of every case; it may evaluate
-/// to `Arc<dyn LedgerStore>` or to `Arc<ConcreteStore>`. The generated module imports the
+/// `$store` (usually an `async` block) is awaited at the start of every case; it must evaluate
+/// to `Arc<S>` for a concrete `S` that implements both [`LedgerStore`](crate::LedgerStore) and
+/// [`Tamper`] (the cases listed after `tampering` use both; a store whose harness cannot tamper
+/// does not compile here, so no store skips them). The generated module imports the
 /// surrounding module's names (`use super::*`), so the block can name them. The tests run on a
 /// multi-thread runtime with 4 workers, so the race cases really race; the calling crate needs
 /// tokio (features `macros`, `rt-multi-thread`) as a dev-dependency.
@@ -288,9 +296,13 @@ macro_rules! behaviour_suite {
             reconciliation_records_missing_uses_and_never_decreases,
             // random lifecycle sequences
             random_lifecycle_sequences_keep_the_ledger_consistent,
+        ], tampering [
+            // a database that disagrees with the ledger
+            a_write_that_changes_no_row_refuses_the_call_keeps_nothing_and_records_an_anomaly,
         ]);
     };
-    (@cases $name:ident, $store:expr, [$($(#[$attr:meta])* $case:ident),* $(,)?]) => {
+    (@cases $name:ident, $store:expr, [$($(#[$attr:meta])* $case:ident),* $(,)?],
+     tampering [$($(#[$tattr:meta])* $tcase:ident),* $(,)?]) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -300,6 +312,17 @@ macro_rules! behaviour_suite {
                 async fn $case() {
                     let store: ::std::sync::Arc<dyn $crate::LedgerStore> = $store.await;
                     $crate::suite::$case(store).await;
+                }
+            )*
+            $(
+                $(#[$tattr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $tcase() {
+                    let harnessed = $store.await;
+                    let tamper: ::std::sync::Arc<dyn $crate::suite::Tamper> =
+                        harnessed.clone();
+                    let store: ::std::sync::Arc<dyn $crate::LedgerStore> = harnessed;
+                    $crate::suite::$tcase(store, tamper).await;
                 }
             )*
         }

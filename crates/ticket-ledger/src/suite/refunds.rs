@@ -164,7 +164,7 @@ async fn refund_refused(
 ) {
     let id = cmd.order_id.get();
     let app = cmd.app_key.as_str().to_owned();
-    let anomaly = refusal_anomaly(expected, Some(cmd.order_id), &cmd.app_key, &cmd.meta);
+    let anomaly = refusal_anomaly(expected, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta);
     let before = ledger(store, id, &app, ctx).await;
     assert_refusal(store.refund(cmd).await, expected, ctx);
     let mut after = ledger(store, id, &app, ctx).await;

@@ -303,13 +303,15 @@ impl Command {
                 flag_anomalies(&o.flags, o.order_id, &c.app_key, &c.meta)
             }
             (Self::Verify(c), Err(e)) => {
-                refusal_anomaly(e, c.order.order_id(), &c.app_key, &c.meta)
+                refusal_anomaly(e, c.order.order_id(), Some(&c.app_key), &c.meta)
                     .into_iter()
                     .collect()
             }
-            (Self::Refund(c), Err(e)) => refusal_anomaly(e, Some(c.order_id), &c.app_key, &c.meta)
-                .into_iter()
-                .collect(),
+            (Self::Refund(c), Err(e)) => {
+                refusal_anomaly(e, Some(c.order_id), Some(&c.app_key), &c.meta)
+                    .into_iter()
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -530,7 +532,9 @@ fn check_order(v: &OrderView) -> Result<(), String> {
         o.refunded_tickets,
         o.quantity
     );
-    let refunded_uses = o.uses_of_tickets(o.refunded_tickets, capacity);
+    let refunded_uses = o
+        .uses_of_tickets(o.refunded_tickets, capacity)
+        .map_err(|e| format!("order {id}: {e}"))?;
     ensure!(
         used + refunded_uses <= capacity,
         "order {id}: used {used} + refunded uses {refunded_uses} > capacity {capacity}"

@@ -6,12 +6,18 @@
 //! every store: each operation loads an [`OrderSnapshot`], runs the domain's planner, and applies
 //! the plan with its audit entries (the operation's own, then the status transition) and its
 //! anomalies all at once, under the lock. A refusal writes nothing but the anomaly
-//! [`refusal_anomaly`] names for it (verify and refund notifications, like the SQLite store).
+//! [`refusal_anomaly`] names for it, like every store.
+//!
+//! Its [`Tamper`] hook stands in for a database trigger: a "write" whose guard no longer holds
+//! (the refunded tickets would exceed the tampered quantity) changes nothing and refuses the
+//! whole operation with [`LedgerError::WriteChangedNoRow`], as the SQL stores' conditional
+//! updates do.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use ticket_ledger::suite::Tamper;
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
@@ -42,6 +48,13 @@ struct State {
     next_use_id: i64,
     rejected_calls: std::collections::VecDeque<ticket_ledger::RejectedCall>,
     next_rejected_seq: i64,
+    /// [`Tamper`]: the quantity an order drops to when one of its refunds settles.
+    quantity_on_settle: HashMap<OrderId, i64>,
+}
+
+/// The refusal of a guarded write whose guard does not hold.
+fn changed_no_row(write: &'static str) -> LedgerError {
+    LedgerError::WriteChangedNoRow { write }
 }
 
 impl State {
@@ -133,13 +146,13 @@ impl State {
             let v = vouchers
                 .iter_mut()
                 .find(|v| v.code == change.code)
-                .ok_or_else(|| LedgerError::Internal("the plan names an unknown voucher".into()))?;
-            if v.used != change.used_before || v.used + change.delta > v.capacity {
-                return Err(LedgerError::Internal(
-                    "the plan does not fit the counters".into(),
-                ));
-            }
-            v.used += change.delta;
+                .filter(|v| v.used == change.used_before)
+                .ok_or_else(|| changed_no_row("vouchers.used"))?;
+            v.used = v
+                .used
+                .checked_add(change.delta)
+                .filter(|used| *used <= v.capacity)
+                .ok_or_else(|| changed_no_row("vouchers.used"))?;
         }
         let first_use = self.next_use_id;
         self.next_use_id += i64::try_from(plan.changes.len()).expect("few changes");
@@ -226,26 +239,29 @@ impl State {
     fn refund(&mut self, cmd: &RefundCommand) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
         let snapshot = self.snapshot(cmd.order_id)?;
         let plan = plan_refund(&snapshot, cmd)?;
-        let data = self.data(cmd.order_id)?;
+        let tampered = self.quantity_on_settle.get(&cmd.order_id).copied();
+        // Written to a copy and kept only when every guarded write held: a transaction.
+        let mut data = self.data(cmd.order_id)?.clone();
         if plan.kind == OutcomeKind::Applied {
-            if plan.refunded_tickets + data.record.refunded_tickets > data.record.quantity {
-                return Err(LedgerError::Internal(
-                    "the plan refunds more tickets than were bought".into(),
-                ));
-            }
             let request = data
                 .refunds
                 .iter_mut()
                 .find(|r| r.flow_id == plan.flow_id && r.state == RefundState::Pending)
-                .ok_or_else(|| {
-                    LedgerError::Internal("the plan settles no pending refund".into())
-                })?;
+                .ok_or_else(|| changed_no_row("refund_requests.state"))?;
             request.state = plan.state;
             request.refunded_tickets = plan.refunded_tickets;
             request.batch_no.clone_from(&cmd.batch_no);
             request.failure_reason.clone_from(&cmd.failure_reason);
             request.settled_at = Some(cmd.meta.received_at);
-            data.record.refunded_tickets += plan.refunded_tickets;
+            if let Some(quantity) = tampered {
+                data.record.quantity = quantity;
+            }
+            data.record.refunded_tickets = data
+                .record
+                .refunded_tickets
+                .checked_add(plan.refunded_tickets)
+                .filter(|n| *n <= data.record.quantity)
+                .ok_or_else(|| changed_no_row("orders.refunded_tickets"))?;
         }
         let settled = data
             .refunds
@@ -253,6 +269,7 @@ impl State {
             .find(|r| r.flow_id == plan.flow_id)
             .cloned()
             .ok_or_else(|| LedgerError::Internal("the settled refund is missing".into()))?;
+        *self.data(cmd.order_id)? = data;
         for entry in plan.audit_entries(&snapshot, cmd) {
             self.append(entry);
         }
@@ -269,31 +286,31 @@ impl State {
             .cloned()
             .collect();
         let plan = plan_reversal(&snapshot, &uses, cmd)?;
-        let data = self.data(cmd.order_id)?;
+        // Written to a copy and kept only when every guarded write held: a transaction.
+        let mut data = self.data(cmd.order_id)?.clone();
         let voucher = data
             .vouchers
             .iter_mut()
             .find(|v| v.code == plan.code)
-            .ok_or_else(|| LedgerError::Internal("the plan names an unknown voucher".into()))?;
-        if voucher.used - plan.quantity < 0 {
-            return Err(LedgerError::Internal(
-                "a reversal found the voucher changed under it".into(),
-            ));
-        }
-        voucher.used -= plan.quantity;
+            .ok_or_else(|| changed_no_row("vouchers.used"))?;
+        voucher.used = voucher
+            .used
+            .checked_sub(plan.quantity)
+            .filter(|used| *used >= 0)
+            .ok_or_else(|| changed_no_row("vouchers.used"))?;
         for (use_id, n) in &plan.takes {
             let u = data
                 .uses
                 .iter_mut()
                 .find(|u| u.id == *use_id)
-                .ok_or_else(|| LedgerError::Internal("the plan names an unknown use".into()))?;
-            if u.reversed + n > u.quantity {
-                return Err(LedgerError::Internal(
-                    "the plan reverses more than was used".into(),
-                ));
-            }
-            u.reversed += n;
+                .ok_or_else(|| changed_no_row("voucher_uses.reversed"))?;
+            u.reversed = u
+                .reversed
+                .checked_add(*n)
+                .filter(|reversed| *reversed <= u.quantity)
+                .ok_or_else(|| changed_no_row("voucher_uses.reversed"))?;
         }
+        *self.data(cmd.order_id)? = data;
         for entry in plan.audit_entries(&snapshot, cmd) {
             self.append(entry);
         }
@@ -491,19 +508,27 @@ impl LedgerStore for MemStore {
         let resolved = s.resolve(&cmd).or(cmd.order.order_id());
         let result = s.verify(&cmd);
         keeping_anomaly(&mut s, result, |e| {
-            refusal_anomaly(e, resolved, &cmd.app_key, &cmd.meta)
+            refusal_anomaly(e, resolved, Some(&cmd.app_key), &cmd.meta)
         })
     }
 
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
-        self.lock()?.issue(&cmd)
+        let mut s = self.lock()?;
+        let result = s.issue(&cmd);
+        keeping_anomaly(&mut s, result, |e| {
+            refusal_anomaly(e, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta)
+        })
     }
 
     async fn request_refund(
         &self,
         cmd: RefundRequestCommand,
     ) -> Result<RefundRequest, LedgerError> {
-        self.lock()?.request_refund(&cmd)
+        let mut s = self.lock()?;
+        let result = s.request_refund(&cmd);
+        keeping_anomaly(&mut s, result, |e| {
+            refusal_anomaly(e, Some(cmd.order_id), None, &cmd.meta)
+        })
     }
 
     async fn refund(
@@ -513,12 +538,16 @@ impl LedgerStore for MemStore {
         let mut s = self.lock()?;
         let result = s.refund(&cmd);
         keeping_anomaly(&mut s, result, |e| {
-            refusal_anomaly(e, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
+            refusal_anomaly(e, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta)
         })
     }
 
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
-        self.lock()?.reverse(&cmd)
+        let mut s = self.lock()?;
+        let result = s.reverse(&cmd);
+        keeping_anomaly(&mut s, result, |e| {
+            refusal_anomaly(e, Some(cmd.order_id), None, &cmd.meta)
+        })
     }
 
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
@@ -615,8 +644,11 @@ impl LedgerStore for MemStore {
 
     async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
         let state = self.lock()?;
+        // Summed as floating point, like the SQL stores: no state can make the totals fail.
         let vouchers = state.orders.values().flat_map(|o| &o.vouchers);
-        let (capacity, used) = vouchers.fold((0, 0), |(c, u), v| (c + v.capacity, u + v.used));
+        let (capacity, used) = vouchers.fold((0.0, 0.0), |(c, u), v| {
+            (c + v.capacity as f64, u + v.used as f64)
+        });
         Ok(ticket_ledger::StoreMetrics {
             orders: state.orders.len() as i64,
             capacity,
@@ -624,7 +656,7 @@ impl LedgerStore for MemStore {
             refunded_tickets: state
                 .orders
                 .values()
-                .map(|o| o.record.refunded_tickets)
+                .map(|o| o.record.refunded_tickets as f64)
                 .sum(),
             open_anomalies: state
                 .anomalies
@@ -633,5 +665,16 @@ impl LedgerStore for MemStore {
                 .count() as i64,
             batches: None,
         })
+    }
+}
+
+#[async_trait]
+impl Tamper for MemStore {
+    async fn lower_quantity_when_a_refund_settles(&self, order_id: i64, quantity: i64) {
+        let id = OrderId::new(order_id).expect("a valid order id");
+        self.lock()
+            .expect("the store's lock")
+            .quantity_on_settle
+            .insert(id, quantity);
     }
 }

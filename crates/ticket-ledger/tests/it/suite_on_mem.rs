@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use crate::mem_store::MemStore;
 
-ticket_ledger::behaviour_suite!(mem, async {
-    Arc::new(MemStore::default()) as Arc<dyn ticket_ledger::LedgerStore>
-});
+ticket_ledger::behaviour_suite!(mem, async { Arc::new(MemStore::default()) });
 
 // The store expression may also be a concrete `Arc`; one shared store for every case also
 // works, since cases use fresh names (as they would against a shared PostgreSQL database).

@@ -23,10 +23,13 @@
 //!
 //! A batch is about ten round trips for up to [`MAX_BATCH`] verifies instead of ten each, and
 //! one durable commit instead of one each. A batch the engine asks to retry (deadlock,
-//! serialization failure, lock timeout), or whose conditional update did not match every row,
-//! runs again from the start, with fresh reads. A batch that fails otherwise is not answered
-//! with its failure: each of its verifies runs again alone ([`Db::verify_alone`]), so a
-//! request never fails because of a neighbour.
+//! serialization failure, lock timeout) runs again from the start, with fresh reads. A batch
+//! that fails otherwise is not answered with its failure: each of its verifies runs again alone
+//! ([`Db::verify_alone`]), so a request never fails because of a neighbour. That includes a
+//! batch whose conditional updates did not change every row they must: under the orders' locks
+//! that means the database disagrees with what was read, and running alone pins it on the
+//! verify whose write changes no row, which is refused with `LedgerError::WriteChangedNoRow`
+//! and recorded as an anomaly, while its neighbours apply.
 //!
 //! A batch whose `COMMIT` got no answer (the connection failed) is looked up like any write
 //! ([`super::outcome`]): found, every verify gets its planned answer; not found, it failed
@@ -56,7 +59,10 @@ use super::engine::{Engine, ErrorClass, JsonType};
 use super::ops::{all, During, Failure};
 use super::outcome::{unknown_anomaly, Fence, Mark, Trace};
 use super::{backoff, Db};
-use crate::rows::{self, ms, ReadRow, ORDER_COLUMNS, REFUND_COLUMNS, VOUCHER_COLUMNS};
+use crate::rows::{
+    self, ms, ReadRow, ORDER_COLUMNS, REFUND_COLUMNS, VOUCHER_COLUMNS, WRITE_REFUND_REVIEW,
+    WRITE_VOUCHER_USED,
+};
 
 /// Most verifies in one transaction.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -231,8 +237,9 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
             }
             return committed;
         }
-        // A lone verify's failure is its own answer.
-        Err((failure, class, attempts)) if batch.len() == 1 => {
+        // A lone verify's failure is its own answer, except a write that changed no row: that
+        // is pinned (and its anomaly recorded) by running the verify alone, below.
+        Err((failure, class, attempts)) if batch.len() == 1 && !changed_no_row(&failure) => {
             let answer = match failure {
                 Failure::Refused(refusal) => Err(refusal),
                 failure => Err(db.ledger_error(&failure, &class, attempts)),
@@ -260,6 +267,14 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
 
 /// The answers of a batch, in its order.
 type Answers = Vec<Result<VerifyOutcome, LedgerError>>;
+
+/// Whether a batch failed because one of its writes changed no row.
+fn changed_no_row(failure: &Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Refused(LedgerError::WriteChangedNoRow { .. })
+    )
+}
 
 /// One attempt at a batch in one transaction: the answers, in the batch's order, once it has
 /// committed, and whether it did (`false`: its outcome stayed unknown, and the answers say
@@ -350,7 +365,7 @@ async fn plan_batch(
             let refusal = LedgerError::OrderNotFound;
             writes
                 .anomalies
-                .extend(refusal_anomaly(&refusal, id, &cmd.app_key, &cmd.meta));
+                .extend(refusal_anomaly(&refusal, id, Some(&cmd.app_key), &cmd.meta));
             answers.push(Err(refusal));
             continue;
         };
@@ -372,9 +387,12 @@ async fn plan_batch(
                 answers.push(Ok(plan.outcome));
             }
             Err(refusal) => {
-                writes
-                    .anomalies
-                    .extend(refusal_anomaly(&refusal, id, &cmd.app_key, &cmd.meta));
+                writes.anomalies.extend(refusal_anomaly(
+                    &refusal,
+                    id,
+                    Some(&cmd.app_key),
+                    &cmd.meta,
+                ));
                 answers.push(Err(refusal));
             }
         }
@@ -514,6 +532,7 @@ struct Writes {
     counter_of: HashMap<(i64, String), usize>,
     uses: Vec<UseRow>,
     fingerprints: Vec<FingerprintRow>,
+    /// Refunds to mark for review, each once (several verifies may review one).
     reviews: Vec<ReviewRow>,
     audit: Vec<AuditRow>,
     anomalies: Vec<NewAnomaly>,
@@ -555,11 +574,11 @@ impl Writes {
                 Some(cmd.meta.request_id.clone()),
             ));
         }
-        self.reviews.extend(
-            plan.review_refunds
-                .iter()
-                .map(|f| ReviewRow { f: f.clone() }),
-        );
+        for flow in &plan.review_refunds {
+            if !self.reviews.iter().any(|r| &r.f == flow) {
+                self.reviews.push(ReviewRow { f: flow.clone() });
+            }
+        }
         for entry in plan.audit_entries(snapshot, cmd) {
             self.audit.push(AuditRow::of(self.audit.len(), entry));
         }
@@ -630,11 +649,13 @@ impl Writes {
             .during("counting the batch's uses")?
             .rows_affected();
             // Every order is locked and every count was planned on what was read under the
-            // lock, so this cannot miss; if it ever does, the whole batch runs again.
+            // lock, so this cannot miss unless the database disagrees with what was read; then
+            // the batch's verifies run alone (see the module docs), which pins the one whose
+            // write changes no row.
             if changed != self.counters.len() as u64 {
-                return Err(Failure::Conflict(
-                    "a voucher of the batch changed under its lock",
-                ));
+                return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+                    write: WRITE_VOUCHER_USED,
+                }));
             }
             insert(
                 conn,
@@ -677,7 +698,9 @@ impl Writes {
         }
         if !self.reviews.is_empty() {
             let flows = e.json_rows(&[("f", JsonType::Key)]);
-            q(
+            // Every flow is a pending request of a locked order: each must match its row (both
+            // engines count rows matched, so a request already marked counts too).
+            let changed = q(
                 e,
                 e.update_from(
                     ("refund_requests AS r", "PRIMARY"),
@@ -685,13 +708,19 @@ impl Writes {
                     &flows,
                     ("r.flow_id", "f"),
                     "r.flow_id = d.f",
-                    "r.needs_review = 0",
+                    "r.state = 'pending'",
                 ),
             )
             .bind(to_json(&self.reviews)?)
             .execute(&mut *conn)
             .await
-            .during("marking refunds for review")?;
+            .during("marking refunds for review")?
+            .rows_affected();
+            if changed != self.reviews.len() as u64 {
+                return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+                    write: WRITE_REFUND_REVIEW,
+                }));
+            }
         }
         if !self.audit.is_empty() {
             insert(
@@ -799,6 +828,10 @@ impl ReadRow for Shifted<'_> {
 
     fn opt_int(&self, column: usize) -> Result<Option<i64>, sqlx::Error> {
         self.0.opt_int(column + 1)
+    }
+
+    fn float(&self, column: usize) -> Result<f64, sqlx::Error> {
+        self.0.float(column + 1)
     }
 
     fn text(&self, column: usize) -> Result<String, sqlx::Error> {

@@ -400,14 +400,14 @@ impl Db {
         // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
         let mut named = cmd.order.order_id();
         if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
-            if refusal_anomaly(refusal, None, &cmd.app_key, &cmd.meta).is_some() {
+            if refusal_anomaly(refusal, None, Some(&cmd.app_key), &cmd.meta).is_some() {
                 named = self
                     .read(cmd, |c, e, cmd| Box::pin(ops::resolve_order_id(c, e, cmd)))
                     .await?;
             }
         }
         self.keeping_anomaly(result, |err| {
-            refusal_anomaly(err, named, &cmd.app_key, &cmd.meta)
+            refusal_anomaly(err, named, Some(&cmd.app_key), &cmd.meta)
         })
         .await
     }
@@ -561,8 +561,14 @@ impl LedgerStore for SqlStore {
     }
 
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {
-        self.db
+        let result = self
+            .db
             .write(&cmd, |c, e, cmd| Box::pin(ops::issue(c, e, cmd)))
+            .await;
+        self.db
+            .keeping_anomaly(result, |err| {
+                refusal_anomaly(err, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta)
+            })
             .await
     }
 
@@ -585,14 +591,21 @@ impl LedgerStore for SqlStore {
             .await;
         self.db
             .keeping_anomaly(result, |err| {
-                refusal_anomaly(err, Some(cmd.order_id), &cmd.app_key, &cmd.meta)
+                refusal_anomaly(err, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta)
             })
             .await
     }
 
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
-        self.db
+        let result = self
+            .db
             .write(&cmd, |c, e, cmd| Box::pin(ops::reverse(c, e, cmd)))
+            .await;
+        // An operator's request: no app.
+        self.db
+            .keeping_anomaly(result, |err| {
+                refusal_anomaly(err, Some(cmd.order_id), None, &cmd.meta)
+            })
             .await
     }
 
@@ -603,8 +616,13 @@ impl LedgerStore for SqlStore {
     }
 
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
-        self.db
+        let result = self
+            .db
             .write(&cmd, |c, e, cmd| Box::pin(ops::resolve_anomaly(c, e, cmd)))
+            .await;
+        // An operator's request: no app, and the order is the resolved anomaly's.
+        self.db
+            .keeping_anomaly(result, |err| refusal_anomaly(err, None, None, &cmd.meta))
             .await
     }
 
@@ -641,11 +659,15 @@ impl LedgerStore for SqlStore {
         self.db
             .read(&(), |c, engine, ()| {
                 Box::pin(async move {
-                    let integer = match engine {
-                        Engine::Postgres => "BIGINT",
-                        Engine::MySql => "SIGNED",
-                    };
-                    let row = sqlx::query(engine.sql(crate::rows::totals_sql(integer)))
+                    let sql = crate::rows::totals_sql(|column| match engine {
+                        Engine::Postgres => {
+                            format!("CAST(coalesce(sum({column}), 0) AS DOUBLE PRECISION)")
+                        }
+                        // DECIMAL plus a DOUBLE literal is a DOUBLE; `CAST(... AS DOUBLE)`
+                        // needs MySQL 8.0.17.
+                        Engine::MySql => format!("coalesce(sum({column}), 0) + 0e0"),
+                    });
+                    let row = sqlx::query(engine.sql(sql))
                         .fetch_one(c)
                         .await
                         .during("reading the ledger totals")?;

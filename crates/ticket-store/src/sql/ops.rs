@@ -12,7 +12,11 @@
 //!    the lock reads the latest committed rows).
 //! 2. Counters change only through conditional updates (`used + ? <= capacity`): a plan from a
 //!    stale snapshot (should the lock ever not hold, e.g. on a database that ignores
-//!    `FOR UPDATE`) fails instead of over-using.
+//!    `FOR UPDATE`) fails instead of over-using. Every write that must change exactly one row
+//!    checks its row count ([`one_row`]; sqlx asks MySQL for rows *matched*, as PostgreSQL
+//!    counts them): one that changes none refuses the whole operation with
+//!    `LedgerError::WriteChangedNoRow`, the transaction is rolled back, and the store records
+//!    the anomaly (`Db::keeping_anomaly`).
 //! 3. Fingerprints are a primary key: two copies of one report can never both be kept; the
 //!    loser's transaction fails and is retried, and the retry answers "replayed".
 //! 4. Every audit entry naming an existing order is written under that order's lock, a lone
@@ -37,9 +41,11 @@ use ticket_ledger::{
 
 use super::engine::{Engine, ErrorClass};
 use crate::rows::{
-    self, access_values, capacity_refusal, latest_events_sql, ms, previous_secret_values,
+    self, access_values, capacity_refusal, latest_events_sql, ms, one_row, previous_secret_values,
     resolution_entry, ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
-    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS, WRITE_ANOMALY_RESOLUTION,
+    WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW, WRITE_REFUND_STATE,
+    WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
 };
 
 /// Why one attempt at an operation did not commit.
@@ -109,6 +115,10 @@ impl ReadRow for AnyRow {
     }
 
     fn opt_int(&self, column: usize) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn float(&self, column: usize) -> Result<f64, sqlx::Error> {
         self.try_get(column)
     }
 
@@ -446,14 +456,16 @@ pub(crate) async fn verify(
         })?;
     }
     for flow in &plan.review_refunds {
-        q(
+        let changed = q(
             e,
-            "UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ?",
+            "UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ? AND state = 'pending'",
         )
         .bind(flow.as_str())
         .execute(&mut *conn)
         .await
-        .during("marking a refund for review")?;
+        .during("marking a refund for review")?
+        .rows_affected();
+        one_row(changed, WRITE_REFUND_REVIEW)?;
     }
     for entry in plan.audit_entries(&snapshot, cmd) {
         insert_audit(conn, e, &entry).await?;
@@ -537,7 +549,7 @@ pub(crate) async fn issue(
     let plan = plan_issue(&snapshot, cmd)?;
     let id = cmd.order_id.get();
     if plan.kind == OutcomeKind::Applied || plan.set_out_order_id.is_some() {
-        q(
+        let changed = q(
             e,
             "UPDATE orders SET issue_state = ?, issue_describe = coalesce(?, issue_describe), \
              issue_attributes = coalesce(?, issue_attributes), \
@@ -561,7 +573,9 @@ pub(crate) async fn issue(
             on_violation(e, "recording an issuance", err, |v| {
                 matches!(v, ErrorClass::Unique(_)).then_some(LedgerError::OutOrderIdTaken)
             })
-        })?;
+        })?
+        .rows_affected();
+        one_row(changed, WRITE_ISSUE_STATE)?;
     }
     let first = snapshot.vouchers.len();
     for (i, v) in plan.vouchers.iter().enumerate() {
@@ -611,7 +625,9 @@ pub(crate) async fn request_refund(
     Ok(plan.request)
 }
 
-/// Applies a refund notification.
+/// Applies a refund notification. Both writes must change their row (the request is pending
+/// and the tickets fit the order, as planned under its lock); when either changes none, the
+/// whole notification is refused with `LedgerError::WriteChangedNoRow`.
 pub(crate) async fn refund(
     conn: &mut AnyConnection,
     e: Engine,
@@ -620,7 +636,7 @@ pub(crate) async fn refund(
     let snapshot = locked_snapshot(conn, e, cmd.order_id).await?;
     let plan = plan_refund(&snapshot, cmd)?;
     if plan.kind == OutcomeKind::Applied {
-        q(
+        let settling = q(
             e,
             "UPDATE refund_requests SET state = ?, refunded_tickets = ?, batch_no = ?, \
              failure_reason = ?, settled_at_ms = ?, settled_by = ? \
@@ -639,8 +655,10 @@ pub(crate) async fn refund(
             on_violation(e, "settling a refund", err, |v| {
                 matches!(v, ErrorClass::Unique(_)).then_some(LedgerError::RefundConflict)
             })
-        })?;
-        q(
+        })?
+        .rows_affected();
+        one_row(settling, WRITE_REFUND_STATE)?;
+        let counted = q(
             e,
             "UPDATE orders SET refunded_tickets = refunded_tickets + ? \
              WHERE order_id = ? AND refunded_tickets + ? <= quantity",
@@ -650,7 +668,9 @@ pub(crate) async fn refund(
         .bind(plan.refunded_tickets)
         .execute(&mut *conn)
         .await
-        .during("counting refunded tickets")?;
+        .during("counting refunded tickets")?
+        .rows_affected();
+        one_row(counted, WRITE_REFUNDED_TICKETS)?;
     }
     for entry in plan.audit_entries(&snapshot, cmd) {
         insert_audit(conn, e, &entry).await?;
@@ -701,13 +721,9 @@ pub(crate) async fn reverse(
     .await
     .during("reversing uses")?
     .rows_affected();
-    if changed != 1 {
-        return Err(
-            LedgerError::Internal("a reversal found the voucher changed under it".into()).into(),
-        );
-    }
+    one_row(changed, WRITE_VOUCHER_USED)?;
     for (use_id, n) in &plan.takes {
-        q(
+        let changed = q(
             e,
             "UPDATE voucher_uses SET reversed = reversed + ? \
              WHERE id = ? AND reversed + ? <= quantity",
@@ -717,7 +733,9 @@ pub(crate) async fn reverse(
         .bind(*n)
         .execute(&mut *conn)
         .await
-        .during("marking uses reversed")?;
+        .during("marking uses reversed")?
+        .rows_affected();
+        one_row(changed, WRITE_USE_REVERSED)?;
     }
     for entry in plan.audit_entries(&snapshot, cmd) {
         insert_audit(conn, e, &entry).await?;
@@ -776,7 +794,7 @@ pub(crate) async fn resolve_anomaly(
     if let Some(id) = current.anomaly.order_id.and_then(OrderId::new) {
         lock_order_row(conn, e, id).await?;
     }
-    q(
+    let changed = q(
         e,
         "UPDATE anomalies SET resolution = ?, note = ?, resolved_at_ms = ?, resolved_by = ? \
          WHERE id = ? AND resolution IS NULL",
@@ -788,7 +806,9 @@ pub(crate) async fn resolve_anomaly(
     .bind(cmd.id)
     .execute(&mut *conn)
     .await
-    .during("resolving an anomaly")?;
+    .during("resolving an anomaly")?
+    .rows_affected();
+    one_row(changed, WRITE_ANOMALY_RESOLUTION)?;
     insert_audit(conn, e, &resolution_entry(&current, cmd)).await?;
     anomaly(conn, e, cmd.id).await?.ok_or_else(|| {
         LedgerError::Internal("a resolved anomaly could not be read back".into()).into()

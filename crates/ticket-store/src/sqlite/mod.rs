@@ -328,9 +328,9 @@ impl LedgerStore for SqliteStore {
         self.writer
             .submit(move |tx| {
                 tx.snapshots.forget(cmd.order_id);
-                ops::issue(tx.conn, &cmd)
+                ops::issue_keeping_anomaly(tx, &cmd)
             })
-            .await
+            .await?
     }
 
     async fn request_refund(
@@ -352,7 +352,7 @@ impl LedgerStore for SqliteStore {
         self.writer
             .submit(move |tx| {
                 tx.snapshots.forget(cmd.order_id);
-                ops::refund_keeping_anomaly(tx.conn, &cmd)
+                ops::refund_keeping_anomaly(tx, &cmd)
             })
             .await?
     }
@@ -361,9 +361,9 @@ impl LedgerStore for SqliteStore {
         self.writer
             .submit(move |tx| {
                 tx.snapshots.forget(cmd.order_id);
-                ops::reverse(tx.conn, &cmd)
+                ops::reverse_keeping_anomaly(tx, &cmd)
             })
-            .await
+            .await?
     }
 
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
@@ -372,8 +372,8 @@ impl LedgerStore for SqliteStore {
 
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
         self.writer
-            .submit(move |tx| ops::resolve_anomaly(tx.conn, &cmd))
-            .await
+            .submit(move |tx| ops::resolve_keeping_anomaly(tx, &cmd))
+            .await?
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError> {
@@ -408,10 +408,9 @@ impl LedgerStore for SqliteStore {
     async fn metrics(&self) -> Result<StoreMetrics, LedgerError> {
         let mut totals = self
             .read(|conn| {
-                conn.query_row(&crate::rows::totals_sql("INTEGER"), [], |row| {
-                    crate::rows::totals(row)
-                })
-                .during("reading the ledger totals")
+                let sql = crate::rows::totals_sql(|column| format!("total({column})"));
+                conn.query_row(&sql, [], |row| crate::rows::totals(row))
+                    .during("reading the ledger totals")
             })
             .await?;
         let w = self.writer_stats();
@@ -892,6 +891,93 @@ mod tests {
             .expect("read")
             .expect("order");
         assert_eq!(used(&view), 1);
+        store.close().await;
+    }
+
+    /// Runs `sql` on the writer's own connection, as a job that forgets no snapshot: a change
+    /// the writer's memory of orders cannot see (`data_version` only moves for other
+    /// connections), like a trigger or a bug would make.
+    async fn behind_the_snapshots(store: &SqliteStore, sql: &'static str) {
+        store
+            .writer
+            .submit(move |tx| tx.conn.execute_batch(sql).during("tampering"))
+            .await
+            .expect(sql);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_changes_no_row_is_undone_recorded_and_leaves_no_stale_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
+        store
+            .verify(verify(1, "CODE-A", 1, 1))
+            .await
+            .expect("the writer now remembers order 1 with 1 use");
+        // The database moves on without the writer's memory: 5 uses, and a trigger that
+        // silently skips every count.
+        behind_the_snapshots(&store, "UPDATE vouchers SET used = 5 WHERE order_id = 1").await;
+        behind_the_snapshots(
+            &store,
+            "CREATE TRIGGER skip_counts BEFORE UPDATE OF used ON vouchers \
+             BEGIN SELECT RAISE(IGNORE); END",
+        )
+        .await;
+
+        let refused = store.verify(verify(1, "CODE-A", 1, 2)).await;
+        assert_eq!(
+            refused,
+            Err(LedgerError::WriteChangedNoRow {
+                write: "vouchers.used"
+            }),
+            "the count changed no row: refused, not applied nor answered as over capacity"
+        );
+        let anomalies = store
+            .anomalies(ticket_ledger::AnomalyFilter::default())
+            .await
+            .expect("anomalies");
+        assert_eq!(
+            anomalies
+                .iter()
+                .map(|a| (a.anomaly.kind.as_str(), a.anomaly.request_id.as_str()))
+                .collect::<Vec<_>>(),
+            [("write_changed_no_row", "verify-1-2")],
+            "the refusal kept its anomaly and nothing else"
+        );
+        let view = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(used(&view), 5, "nothing of the refused verify was kept");
+        assert_eq!(
+            view.events.len(),
+            3,
+            "creation, first verify, its transition"
+        );
+
+        behind_the_snapshots(&store, "DROP TRIGGER skip_counts").await;
+        let before = store.writer_stats();
+        let outcome = store
+            .verify(verify(1, "CODE-A", 1, 3))
+            .await
+            .expect("the next verify applies");
+        assert_eq!(outcome.kind, OutcomeKind::Applied);
+        assert_eq!(
+            store.writer_stats().snapshot_misses - before.snapshot_misses,
+            1,
+            "the snapshot the refusal found stale was dropped, so the order was read again"
+        );
+        let view = store
+            .order(OrderId::new(1).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(used(&view), 6);
+        let last = view.events.last().expect("the verify's event");
+        assert_eq!(
+            last.detail["changes"][0]["used"], 6,
+            "planned from the stored 5 uses, not the remembered 1: {last:?}"
+        );
         store.close().await;
     }
 

@@ -2,8 +2,15 @@
 //!
 //! Write operations run on the writer thread inside their job's savepoint (see
 //! [`super::writer`]); they may return a refusal at any point because the savepoint undoes
-//! whatever they did before it. Read operations run on a pooled read-only connection. Every
-//! statement is prepared once per connection and cached (`prepare_cached`).
+//! whatever they did before it. A refusal that raises an anomaly goes through
+//! [`keeping_anomaly`], which undoes the job's writes and keeps only the anomaly. Read
+//! operations run on a pooled read-only connection. Every statement is prepared once per
+//! connection and cached (`prepare_cached`).
+//!
+//! Every write that must change exactly one row checks that it did ([`one_row`]): one that
+//! changes none means the database disagrees with what the plan was made from, and the whole
+//! operation is refused with [`LedgerError::WriteChangedNoRow`] and recorded as an anomaly —
+//! never answered as a success that changed nothing.
 
 use std::collections::HashSet;
 
@@ -21,10 +28,17 @@ use ticket_ledger::{
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
 use super::writer::Tx;
 use crate::rows::{
-    self as shared, access_values, capacity_refusal, latest_events_sql, previous_secret_values,
-    resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
-    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    self as shared, access_values, capacity_refusal, latest_events_sql, one_row,
+    previous_secret_values, resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS,
+    EVENTS_TOTAL_SQL, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
+    WRITE_ANOMALY_RESOLUTION, WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW,
+    WRITE_REFUND_STATE, WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
 };
+
+/// `usize` row counts (rusqlite's) as the shared check takes them.
+fn changed_rows(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Writes (writer thread, inside a savepoint)
@@ -193,7 +207,12 @@ pub(crate) fn create_order(
 ///
 /// The snapshot comes from the writer's memory when it holds the order ([`Snapshots`]), and is
 /// put back, with this verify's changes, once they are written. Nothing is written before the
-/// plan is complete, so a refusal needs no savepoint of its own.
+/// plan is complete, so a refusal of the plan needs no undo. A write of the plan that changes
+/// no row is refused through [`keeping_anomaly`]: the job's writes are undone, the anomaly is
+/// kept, and the snapshot is dropped rather than put back — the database disagreed with it, so
+/// the next verify of the order reads the order again.
+///
+/// [`Snapshots`]: super::snapshots::Snapshots
 pub(crate) fn verify_keeping_anomaly(
     tx: &mut Tx<'_>,
     cmd: &VerifyCommand,
@@ -206,7 +225,7 @@ pub(crate) fn verify_keeping_anomaly(
     let refuse = |refusal: LedgerError| -> Result<Result<VerifyOutcome, LedgerError>, LedgerError> {
         // The anomaly names the order the request resolved to, also when the vendor named it
         // by `out_order_id` alone.
-        if let Some(anomaly) = refusal_anomaly(&refusal, id, &cmd.app_key, &cmd.meta) {
+        if let Some(anomaly) = refusal_anomaly(&refusal, id, Some(&cmd.app_key), &cmd.meta) {
             insert_anomaly(conn, &anomaly)?;
         }
         Ok(Err(refusal))
@@ -229,11 +248,21 @@ pub(crate) fn verify_keeping_anomaly(
             return refuse(refusal);
         }
     };
-    apply_verify(conn, &snapshot, &plan, cmd)?;
-    if plan.apply_to(&mut snapshot) {
-        tx.snapshots.put(snapshot);
+    let applied = keeping_anomaly(
+        tx,
+        |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
+        |conn| apply_verify(conn, &snapshot, &plan, cmd),
+    )?;
+    match applied {
+        Ok(()) => {
+            if plan.apply_to(&mut snapshot) {
+                tx.snapshots.put(snapshot);
+            }
+            Ok(Ok(plan.outcome))
+        }
+        // `snapshot` is dropped here, never put back (see above).
+        Err(refusal) => Ok(Err(refusal)),
     }
-    Ok(Ok(plan.outcome))
 }
 
 /// Those of the request's fingerprints already recorded for the order. Only these are looked
@@ -273,7 +302,8 @@ fn seen_fingerprints(
 /// Writes an accepted plan: counters, the use log, fingerprints, refund review marks, the
 /// audit entries and anomalies. An `Err` undoes the job; a conditional update that matches no
 /// row (the snapshot was stale, which the single writer rules out) is answered as the refusal
-/// it stands for, with nothing kept.
+/// it stands for ([`capacity_refusal`]), with nothing kept but the anomaly of a
+/// [`LedgerError::WriteChangedNoRow`].
 fn apply_verify(
     conn: &Connection,
     snapshot: &OrderSnapshot,
@@ -317,12 +347,16 @@ fn apply_verify(
     remember_fingerprints(conn, id, &plan.new_fingerprints, &cmd.meta.request_id)?;
     {
         let mut review = conn
-            .prepare_cached("UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ?1")
+            .prepare_cached(
+                "UPDATE refund_requests SET needs_review = 1 \
+                 WHERE flow_id = ?1 AND state = 'pending'",
+            )
             .during("preparing the refund review mark")?;
         for flow in &plan.review_refunds {
-            review
+            let changed = review
                 .execute([flow])
                 .during("marking a refund for review")?;
+            one_row(changed_rows(changed), WRITE_REFUND_REVIEW)?;
         }
     }
     for entry in plan.audit_entries(snapshot, cmd) {
@@ -361,29 +395,23 @@ fn remember_fingerprints(
     Ok(())
 }
 
-/// Runs a refusable operation in its own savepoint. A business refusal undoes what it did but
-/// keeps the anomaly the refusal raises ([`refusal_anomaly`]), so the fact reaches the
-/// operator although the request changed nothing; the outer `Ok` lets the batch keep it.
-/// Infrastructure failures stay outer errors and undo the whole job.
+/// Runs a refusable operation as the job's work. A business refusal undoes everything the job
+/// wrote ([`Tx::undo`]: back to the job's own savepoint, so no savepoint of its own is paid for
+/// on the way to a success) but keeps the anomaly the refusal raises ([`refusal_anomaly`]), so
+/// the fact reaches the operator although the request changed nothing; the outer `Ok` lets
+/// the batch keep it. Infrastructure failures stay outer errors and undo the whole job.
 pub(crate) fn keeping_anomaly<T>(
-    conn: &Connection,
+    tx: &Tx<'_>,
     anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
     op: impl FnOnce(&Connection) -> Result<T, LedgerError>,
 ) -> Result<Result<T, LedgerError>, LedgerError> {
-    conn.execute_batch("SAVEPOINT attempt")
-        .during("opening an attempt's savepoint")?;
-    match op(conn) {
-        Ok(value) => {
-            conn.execute_batch("RELEASE attempt")
-                .during("releasing an attempt's savepoint")?;
-            Ok(Ok(value))
-        }
+    match op(tx.conn) {
+        Ok(value) => Ok(Ok(value)),
         Err(e @ (LedgerError::Unavailable(_) | LedgerError::Internal(_))) => Err(e),
         Err(refusal) => {
-            conn.execute_batch("ROLLBACK TO attempt; RELEASE attempt")
-                .during("undoing a refused attempt")?;
+            tx.undo()?;
             if let Some(anomaly) = anomaly_of(&refusal) {
-                insert_anomaly(conn, &anomaly)?;
+                insert_anomaly(tx.conn, &anomaly)?;
             }
             Ok(Err(refusal))
         }
@@ -414,26 +442,29 @@ pub(crate) fn issue(conn: &Connection, cmd: &IssueCommand) -> Result<OutcomeKind
     let plan = plan_issue(&snapshot, cmd)?;
     let id = cmd.order_id.get();
     if plan.kind == OutcomeKind::Applied || plan.set_out_order_id.is_some() {
-        conn.prepare_cached(
-            "UPDATE orders SET issue_state = ?2, issue_describe = coalesce(?3, issue_describe), \
-             issue_attributes = coalesce(?4, issue_attributes), \
-             out_order_id = coalesce(?5, out_order_id) WHERE order_id = ?1",
-        )
-        .during("preparing the issuance update")?
-        .execute(params![
-            id,
-            plan.state.as_str(),
-            plan.describe,
-            match &cmd.result {
-                IssueResult::Issued(_) => cmd.attributes.as_deref(),
-                IssueResult::Failed { .. } => None,
-            },
-            plan.set_out_order_id.as_ref().map(OutOrderId::as_str),
-        ])
-        .map_err(|e| match violation(&e) {
-            Some(Violation::Unique(_)) => LedgerError::OutOrderIdTaken,
-            _ => ledger_error("recording an issuance", &e),
-        })?;
+        let changed = conn
+            .prepare_cached(
+                "UPDATE orders SET issue_state = ?2, \
+                 issue_describe = coalesce(?3, issue_describe), \
+                 issue_attributes = coalesce(?4, issue_attributes), \
+                 out_order_id = coalesce(?5, out_order_id) WHERE order_id = ?1",
+            )
+            .during("preparing the issuance update")?
+            .execute(params![
+                id,
+                plan.state.as_str(),
+                plan.describe,
+                match &cmd.result {
+                    IssueResult::Issued(_) => cmd.attributes.as_deref(),
+                    IssueResult::Failed { .. } => None,
+                },
+                plan.set_out_order_id.as_ref().map(OutOrderId::as_str),
+            ])
+            .map_err(|e| match violation(&e) {
+                Some(Violation::Unique(_)) => LedgerError::OutOrderIdTaken,
+                _ => ledger_error("recording an issuance", &e),
+            })?;
+        one_row(changed_rows(changed), WRITE_ISSUE_STATE)?;
     }
     {
         let mut insert = conn
@@ -489,7 +520,21 @@ pub(crate) fn request_refund(
     Ok(plan.request)
 }
 
-/// Applies a refund notification.
+/// [`issue`], keeping the anomaly a refusal raises.
+pub(crate) fn issue_keeping_anomaly(
+    tx: &Tx<'_>,
+    cmd: &IssueCommand,
+) -> Result<Result<OutcomeKind, LedgerError>, LedgerError> {
+    keeping_anomaly(
+        tx,
+        |e| refusal_anomaly(e, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta),
+        |conn| issue(conn, cmd),
+    )
+}
+
+/// Applies a refund notification. Both writes must change their row: the request is pending
+/// and the refunded tickets fit the order under its lock, as planned; when either changes
+/// none, the whole notification is refused ([`LedgerError::WriteChangedNoRow`]).
 pub(crate) fn refund(
     conn: &Connection,
     cmd: &RefundCommand,
@@ -497,32 +542,36 @@ pub(crate) fn refund(
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let plan = plan_refund(&snapshot, cmd)?;
     if plan.kind == OutcomeKind::Applied {
-        conn.prepare_cached(
-            "UPDATE refund_requests SET state = ?2, refunded_tickets = ?3, batch_no = ?4, \
+        let settling = conn
+            .prepare_cached(
+                "UPDATE refund_requests SET state = ?2, refunded_tickets = ?3, batch_no = ?4, \
              failure_reason = ?5, settled_at_ms = ?6, settled_by = ?7 \
              WHERE flow_id = ?1 AND state = 'pending'",
-        )
-        .during("preparing the refund settlement")?
-        .execute(params![
-            plan.flow_id,
-            plan.state.as_str(),
-            plan.refunded_tickets,
-            cmd.batch_no,
-            cmd.failure_reason,
-            ms(cmd.meta.received_at),
-            cmd.meta.request_id
-        ])
-        .map_err(|e| match violation(&e) {
-            Some(Violation::Unique(_)) => LedgerError::RefundConflict,
-            _ => ledger_error("settling a refund", &e),
-        })?;
-        conn.prepare_cached(
-            "UPDATE orders SET refunded_tickets = refunded_tickets + ?2 \
-             WHERE order_id = ?1 AND refunded_tickets + ?2 <= quantity",
-        )
-        .during("preparing the refund count")?
-        .execute(params![cmd.order_id.get(), plan.refunded_tickets])
-        .during("counting refunded tickets")?;
+            )
+            .during("preparing the refund settlement")?
+            .execute(params![
+                plan.flow_id,
+                plan.state.as_str(),
+                plan.refunded_tickets,
+                cmd.batch_no,
+                cmd.failure_reason,
+                ms(cmd.meta.received_at),
+                cmd.meta.request_id
+            ])
+            .map_err(|e| match violation(&e) {
+                Some(Violation::Unique(_)) => LedgerError::RefundConflict,
+                _ => ledger_error("settling a refund", &e),
+            })?;
+        one_row(changed_rows(settling), WRITE_REFUND_STATE)?;
+        let counted = conn
+            .prepare_cached(
+                "UPDATE orders SET refunded_tickets = refunded_tickets + ?2 \
+                 WHERE order_id = ?1 AND refunded_tickets + ?2 <= quantity",
+            )
+            .during("preparing the refund count")?
+            .execute(params![cmd.order_id.get(), plan.refunded_tickets])
+            .during("counting refunded tickets")?;
+        one_row(changed_rows(counted), WRITE_REFUNDED_TICKETS)?;
     }
     for entry in plan.audit_entries(&snapshot, cmd) {
         rows::insert_audit(conn, &entry)?;
@@ -536,12 +585,12 @@ pub(crate) fn refund(
 
 /// [`refund`], keeping the anomaly a refusal raises.
 pub(crate) fn refund_keeping_anomaly(
-    conn: &Connection,
+    tx: &Tx<'_>,
     cmd: &RefundCommand,
 ) -> Result<Result<(RefundRequest, OutcomeKind), LedgerError>, LedgerError> {
     keeping_anomaly(
-        conn,
-        |e| refusal_anomaly(e, Some(cmd.order_id), &cmd.app_key, &cmd.meta),
+        tx,
+        |e| refusal_anomaly(e, Some(cmd.order_id), Some(&cmd.app_key), &cmd.meta),
         |conn| refund(conn, cmd),
     )
 }
@@ -572,11 +621,7 @@ pub(crate) fn reverse(conn: &Connection, cmd: &ReversalCommand) -> Result<i64, L
         .during("preparing the reversal")?
         .execute(params![id, plan.code.as_str(), plan.quantity])
         .during("reversing uses")?;
-    if changed != 1 {
-        return Err(LedgerError::Internal(
-            "a reversal found the voucher changed under it".into(),
-        ));
-    }
+    one_row(changed_rows(changed), WRITE_VOUCHER_USED)?;
     {
         let mut take = conn
             .prepare_cached(
@@ -585,14 +630,28 @@ pub(crate) fn reverse(conn: &Connection, cmd: &ReversalCommand) -> Result<i64, L
             )
             .during("preparing the use log update")?;
         for (use_id, n) in &plan.takes {
-            take.execute(params![use_id, n])
+            let changed = take
+                .execute(params![use_id, n])
                 .during("marking uses reversed")?;
+            one_row(changed_rows(changed), WRITE_USE_REVERSED)?;
         }
     }
     for entry in plan.audit_entries(&snapshot, cmd) {
         rows::insert_audit(conn, &entry)?;
     }
     Ok(plan.used_after)
+}
+
+/// [`reverse`], keeping the anomaly a refusal raises (an operator's request: no app).
+pub(crate) fn reverse_keeping_anomaly(
+    tx: &Tx<'_>,
+    cmd: &ReversalCommand,
+) -> Result<Result<i64, LedgerError>, LedgerError> {
+    keeping_anomaly(
+        tx,
+        |e| refusal_anomaly(e, Some(cmd.order_id), None, &cmd.meta),
+        |conn| reverse(conn, cmd),
+    )
 }
 
 /// Stores an anomaly.
@@ -615,6 +674,19 @@ pub(crate) fn insert_anomaly(conn: &Connection, a: &NewAnomaly) -> Result<i64, L
     Ok(conn.last_insert_rowid())
 }
 
+/// [`resolve_anomaly`], keeping the anomaly a refusal raises (an operator's request: no app;
+/// the order is the resolved anomaly's, unknown until it is read).
+pub(crate) fn resolve_keeping_anomaly(
+    tx: &Tx<'_>,
+    cmd: &ResolveAnomaly,
+) -> Result<Result<Anomaly, LedgerError>, LedgerError> {
+    keeping_anomaly(
+        tx,
+        |e| refusal_anomaly(e, None, None, &cmd.meta),
+        |conn| resolve_anomaly(conn, cmd),
+    )
+}
+
 /// Resolves an open anomaly.
 pub(crate) fn resolve_anomaly(
     conn: &Connection,
@@ -624,19 +696,21 @@ pub(crate) fn resolve_anomaly(
     if current.resolution.is_some() {
         return Err(LedgerError::AnomalyResolved);
     }
-    conn.prepare_cached(
-        "UPDATE anomalies SET resolution = ?2, note = ?3, resolved_at_ms = ?4, resolved_by = ?5 \
-         WHERE id = ?1 AND resolution IS NULL",
-    )
-    .during("preparing the anomaly resolution")?
-    .execute(params![
-        cmd.id,
-        cmd.resolution.as_str(),
-        cmd.note,
-        ms(cmd.meta.received_at),
-        cmd.meta.request_id
-    ])
-    .during("resolving an anomaly")?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE anomalies SET resolution = ?2, note = ?3, resolved_at_ms = ?4, \
+             resolved_by = ?5 WHERE id = ?1 AND resolution IS NULL",
+        )
+        .during("preparing the anomaly resolution")?
+        .execute(params![
+            cmd.id,
+            cmd.resolution.as_str(),
+            cmd.note,
+            ms(cmd.meta.received_at),
+            cmd.meta.request_id
+        ])
+        .during("resolving an anomaly")?;
+    one_row(changed_rows(changed), WRITE_ANOMALY_RESOLUTION)?;
     rows::insert_audit(conn, &resolution_entry(&current, cmd))?;
     anomaly(conn, cmd.id)?
         .ok_or_else(|| LedgerError::Internal("a resolved anomaly could not be read back".into()))

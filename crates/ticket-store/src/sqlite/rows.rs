@@ -27,6 +27,10 @@ impl ReadRow for Row<'_> {
         self.get(column)
     }
 
+    fn float(&self, column: usize) -> rusqlite::Result<f64> {
+        self.get(column)
+    }
+
     fn text(&self, column: usize) -> rusqlite::Result<String> {
         self.get(column)
     }

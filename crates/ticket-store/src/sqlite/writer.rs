@@ -44,6 +44,20 @@ pub(crate) struct Tx<'a> {
     pub(crate) snapshots: &'a mut Snapshots,
 }
 
+impl Tx<'_> {
+    /// Undoes everything this job has written so far: `ROLLBACK TO` its savepoint, which stays
+    /// open, so the job can go on and write what its refusal keeps (the anomaly a refused
+    /// request raises) and still answer `Ok`. What the job put in [`Snapshots`] is not undone:
+    /// a job that undoes its writes must not have put back a snapshot of them.
+    pub(crate) fn undo(&self) -> Result<(), LedgerError> {
+        exec(
+            self.conn,
+            "ROLLBACK TO job",
+            "undoing a refused job's writes",
+        )
+    }
+}
+
 /// Most jobs committed together. Bounds the latency a job at the end of a batch waits for the
 /// ones before it, and the work lost to a failed commit.
 pub(crate) const MAX_BATCH: usize = 256;

@@ -21,6 +21,8 @@ use ticket_ledger::{
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
 
+use crate::support::{assert_totals_beyond_i64, Harnessed, BEYOND_THE_BOUNDS};
+
 /// Pool settings for tests: small pools (many cases run at once against one server).
 fn settings() -> PoolSettings {
     PoolSettings {
@@ -40,14 +42,14 @@ ticket_ledger::behaviour_suite!(postgres_suite, {
     let Some(db) = ScratchDatabase::shared(Engine::Postgres) else {
         return;
     };
-    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
 });
 
 ticket_ledger::behaviour_suite!(mysql_suite, {
     let Some(db) = ScratchDatabase::shared(Engine::MySql) else {
         return;
     };
-    async move { Arc::new(open(db, &settings()).await) as Arc<dyn LedgerStore> }
+    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
 });
 
 /// Generates one `#[tokio::test]` per engine for each engine-generic test below.
@@ -83,7 +85,36 @@ on_both_engines!(
     verifies_queued_behind_a_batch_are_committed_together,
     a_batch_that_fails_runs_its_verifies_one_by_one,
     a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name,
+    ledger_totals_beyond_i64_are_read_not_refused,
 );
+
+/// `/metrics` reads its totals as doubles (a NUMERIC or DECIMAL sum cast to `BIGINT` failed
+/// past `i64::MAX`): a ledger from before the bounds, whose sums are beyond `i64`, is still
+/// counted, never an error.
+async fn ledger_totals_beyond_i64_are_read_not_refused(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let store = open(&db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("BIG-1", 1)])).await;
+    given_order(&store, order(f.id(2), &a, &[("BIG-2", 1)])).await;
+    sqlx::any::install_default_drivers();
+    let mut shell = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    for sql in BEYOND_THE_BOUNDS {
+        sqlx::raw_sql(sql).execute(&mut shell).await.expect(sql);
+    }
+    let _ = shell.close().await;
+    let metrics = store
+        .metrics()
+        .await
+        .expect("the totals read, whatever the ledger holds");
+    assert_totals_beyond_i64(&metrics);
+}
 
 /// 64 gates verify one code of capacity 10 at once, half through one pool and half through
 /// another (two "processes"): exactly 10 uses are applied, 54 are refused, and the trail holds

@@ -7,7 +7,8 @@ use ticket_ledger::{AuditFilter, AuditOutcome, LedgerError, LedgerStore, OrderRe
 use ticket_store::SqliteStore;
 
 use crate::support::{
-    entry, gate, given, key, new_app, new_order, oid, temp_path, temp_store, Verify,
+    assert_totals_beyond_i64, entry, gate, given, key, new_app, new_order, oid, temp_path,
+    temp_store, Verify, BEYOND_THE_BOUNDS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,4 +192,23 @@ async fn out_order_id_lookup_is_scoped_to_the_caller_and_unknown_is_not_found() 
 async fn ping_answers_while_open() {
     let store = temp_store();
     store.ping().await.expect("ping");
+}
+
+/// `/metrics` reads its totals as doubles: a ledger from before the bounds, whose sums are
+/// beyond `i64` (written here behind the store's back), is still counted, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_totals_beyond_i64_are_read_not_refused() {
+    let store = temp_store();
+    given(&*store, "big-app", 1, &[("BIG-1", 1)]).await;
+    given(&*store, "big-app", 2, &[("BIG-2", 1)]).await;
+    let shell = rusqlite::Connection::open(store.store.path()).expect("shell");
+    for sql in BEYOND_THE_BOUNDS {
+        shell.execute_batch(sql).expect(sql);
+    }
+    drop(shell);
+    let metrics = store
+        .metrics()
+        .await
+        .expect("the totals read, whatever the ledger holds");
+    assert_totals_beyond_i64(&metrics);
 }

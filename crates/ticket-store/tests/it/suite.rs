@@ -7,5 +7,4 @@ ticket_ledger::behaviour_suite!(sqlite, async {
     let store = ticket_store::SqliteStore::open(&dir.path().join("ledger.db")).expect("open");
     // Hold `dir` for as long as the case holds the store; it is removed when the case ends.
     std::sync::Arc::new(TempStore::new(store, dir))
-        as std::sync::Arc<dyn ticket_ledger::LedgerStore>
 });

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use tempfile::TempDir;
+use ticket_ledger::suite::Tamper;
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
     ConfirmCode, IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, NewVoucher, OrderId,
@@ -14,24 +15,115 @@ use ticket_ledger::{
     RefundRequestCommand, RequestMeta, ResolveAnomaly, ReversalCommand, SecretRotation,
     VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
 };
-use ticket_store::SqliteStore;
+use ticket_store::{Engine, SqlStore, SqliteStore};
 
-/// A store together with the temporary directory holding its file, so the directory lives
-/// exactly as long as the store (dropped after it) and is then removed.
+/// A store under test with what its harness keeps beside it: how to tamper with its database
+/// (the behaviour suite's [`Tamper`]) and, for SQLite, the temporary directory holding its
+/// file, dropped after the store and then removed.
 #[derive(Debug)]
-pub(crate) struct TempStore {
-    pub(crate) store: SqliteStore,
-    _dir: TempDir,
+pub(crate) struct Harnessed<S> {
+    pub(crate) store: S,
+    database: Database,
+    _dir: Option<TempDir>,
+}
+
+/// A SQLite store on a temporary file.
+pub(crate) type TempStore = Harnessed<SqliteStore>;
+
+/// Where a harnessed store's database is, for tampering with it behind the store's back.
+#[derive(Debug)]
+enum Database {
+    Sqlite(PathBuf),
+    /// PostgreSQL or MySQL/MariaDB: a URL that connects to it.
+    Sql(String),
 }
 
 impl TempStore {
     pub(crate) fn new(store: SqliteStore, dir: TempDir) -> Self {
-        Self { store, _dir: dir }
+        Self {
+            database: Database::Sqlite(store.path().to_owned()),
+            store,
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Harnessed<SqlStore> {
+    /// A store on the database `url` names.
+    pub(crate) fn sql(store: SqlStore, url: &str) -> Self {
+        Self {
+            store,
+            database: Database::Sql(url.to_owned()),
+            _dir: None,
+        }
+    }
+}
+
+/// Statements, one per call, that make a settled refund of order `id` drop its quantity to `q`
+/// in the same transaction (an `AFTER UPDATE` trigger on `refund_requests`). Each trigger is
+/// named after its order, so cases sharing a database do not meet each other's.
+fn lower_quantity_trigger(engine: Option<Engine>, id: i64, q: i64) -> Vec<String> {
+    let name = format!("tamper_quantity_{id}");
+    match engine {
+        None => vec![format!(
+            "CREATE TRIGGER {name} AFTER UPDATE OF state ON refund_requests \
+             WHEN NEW.order_id = {id} \
+             BEGIN UPDATE orders SET quantity = {q} WHERE order_id = {id}; END"
+        )],
+        Some(Engine::Postgres) => vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN UPDATE orders SET quantity = {q} WHERE order_id = {id}; RETURN NEW; END \
+                 $$"
+            ),
+            format!(
+                "CREATE TRIGGER {name} AFTER UPDATE ON refund_requests FOR EACH ROW \
+                 WHEN (NEW.order_id = {id}) EXECUTE FUNCTION {name}()"
+            ),
+        ],
+        // One statement as the body: no client-side DELIMITER needed. A row whose quantity
+        // changes is counted as changed on MySQL too (rows matched), so the guarded count that
+        // follows really matches no row.
+        Some(Engine::MySql) => vec![format!(
+            "CREATE TRIGGER {name} AFTER UPDATE ON refund_requests FOR EACH ROW \
+             UPDATE orders SET quantity = {q} WHERE order_id = NEW.order_id \
+             AND NEW.order_id = {id}"
+        )],
     }
 }
 
 #[async_trait]
-impl LedgerStore for TempStore {
+impl<S: Send + Sync> Tamper for Harnessed<S> {
+    async fn lower_quantity_when_a_refund_settles(&self, order_id: i64, quantity: i64) {
+        match &self.database {
+            Database::Sqlite(path) => {
+                // Another connection: the store's writer sees a new `data_version` and forgets
+                // the orders it remembered, as it does for any write behind its back.
+                let conn = rusqlite::Connection::open(path).expect("a second connection");
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .expect("busy_timeout");
+                for sql in lower_quantity_trigger(None, order_id, quantity) {
+                    conn.execute_batch(&sql).expect("the tampering trigger");
+                }
+            }
+            Database::Sql(url) => {
+                use sqlx::Connection as _;
+                sqlx::any::install_default_drivers();
+                let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+                for sql in lower_quantity_trigger(Engine::from_url(url), order_id, quantity) {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                        .expect("the tampering trigger");
+                }
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: LedgerStore> LedgerStore for Harnessed<S> {
     async fn create_app(&self, app: NewApp) -> Result<App, LedgerError> {
         self.store.create_app(app).await
     }
@@ -115,7 +207,7 @@ impl LedgerStore for TempStore {
         self.store.resolve_anomaly(cmd).await
     }
     async fn close(&self) {
-        LedgerStore::close(&self.store).await;
+        self.store.close().await;
     }
 }
 
@@ -318,4 +410,28 @@ pub(crate) async fn used(store: &dyn LedgerStore, id: i64) -> Vec<(String, i64)>
         .iter()
         .map(|v| (v.code.as_str().to_owned(), v.used))
         .collect()
+}
+
+/// Statements that turn every order of a ledger into one from before the ledger's bounds
+/// (`ticket_ledger::limits`), written behind the store's back: `i64::MAX` tickets all refunded,
+/// and codes of capacity `i64::MAX` all used. With two orders, every total `/metrics` sums is
+/// beyond `i64` — the state that once made an integer `SUM` fail.
+pub(crate) const BEYOND_THE_BOUNDS: [&str; 2] = [
+    "UPDATE orders SET quantity = 9223372036854775807, refunded_tickets = 9223372036854775807",
+    "UPDATE vouchers SET capacity = 9223372036854775807, used = 9223372036854775807",
+];
+
+/// Asserts the totals of two orders with one code each, in the [`BEYOND_THE_BOUNDS`] state:
+/// read without error, as the nearest doubles.
+pub(crate) fn assert_totals_beyond_i64(m: &ticket_ledger::StoreMetrics) {
+    let two = 2.0 * i64::MAX as f64;
+    assert!(
+        two > i64::MAX as f64 * 1.5,
+        "the totals really are beyond i64"
+    );
+    assert_eq!(
+        (m.orders, m.capacity, m.used, m.refunded_tickets),
+        (2, two, two, two),
+        "{m:?}"
+    );
 }

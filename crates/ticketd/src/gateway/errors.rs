@@ -72,6 +72,26 @@ pub fn ledger_to_top(e: &LedgerError) -> TopError {
         } => B::RefundNumExceed.to_top_error(Some(&format!(
             "退票{requested}张, 未使用可退{refundable}张"
         ))),
+        // The parsers refuse these first (41 from `ticket-api`); the ledger refuses them again
+        // for every caller. `field` is the request's name (`voucher_infos[0].quantity`); the
+        // sub_code names its parameter, like every 41.
+        LedgerError::CountTooLarge { field, value, max } => {
+            let param = field.split(['[', '.']).next().unwrap_or(field);
+            TopError::invalid_argument(param, &format!("{field}最大为{max}, 实际为{value}"))
+        }
+        // The order's stored counts are beyond the bounds (older than them): the vendor's
+        // request is not at fault and nothing was written, so the generic fault, logged for
+        // the operator.
+        LedgerError::CountOverflow { what } => {
+            tracing::error!(what, "ledger counts out of range; request refused");
+            B::ServiceError.to_top_error(None)
+        }
+        // Nothing was written and an anomaly records it; the request is planned afresh if sent
+        // again, so a retry cannot make it worse. Not the vendor's fault either.
+        LedgerError::WriteChangedNoRow { write } => {
+            tracing::error!(write, "a ledger write changed no row; request refused");
+            B::ServiceError.to_top_error(None)
+        }
         LedgerError::Unavailable(msg) => {
             tracing::warn!(error = %msg, "ledger unavailable");
             B::ServiceBusy.to_top_error(None)

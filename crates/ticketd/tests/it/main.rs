@@ -7,6 +7,7 @@ mod access;
 mod admin;
 mod bench;
 mod bounded;
+mod bounds;
 mod cli;
 mod crash;
 mod durability;
