@@ -242,8 +242,20 @@ async fn answers_over_large_entries_stop_under_the_answer_cap_and_continue_at_ne
     // The largest entries the trail holds: accepted verifies of 999 codes each, which keep
     // every entry they applied (the evidence). Enough of them to pass the answer cap.
     let codes: Vec<String> = (0..999).map(|i| format!("BIG-{i:0>124}")).collect();
-    let vouchers: Vec<(&str, i64)> = codes.iter().map(|c| (c.as_str(), 1000)).collect();
-    app.create_order(61, KEY, &vouchers).await;
+    // 999 tickets of a code each, each code good for 1000 uses (a season pass).
+    let created = format_beijing(chrono::Utc::now() - chrono::Duration::days(1));
+    let (status, body) = app
+        .admin_post(
+            "/admin/orders",
+            json!({
+                "order_id": 61, "app_key": KEY, "quantity": 999, "created_at": created,
+                "vouchers": codes.iter()
+                    .map(|c| json!({"confirm_code": c, "quantity": 1000}))
+                    .collect::<Vec<_>>(),
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
     let base = chrono::Utc::now() - chrono::Duration::hours(2);
     let report = |i: usize| {
         let date = format_beijing(base + chrono::Duration::seconds(i as i64));
