@@ -12,6 +12,12 @@ use crate::wire::{
 /// The TOP method name.
 pub const METHOD: &str = "alitrip.travel.ticket.order.create";
 
+/// The most bytes of extras (`assist_code`, `url`, `pdf_url`, `img`, …) one issued code may
+/// carry, as compact JSON. They are kept with the code for as long as the ledger lives, so a
+/// vendor may not make them as large as a request body; a real code's extras are a short
+/// assist code and a URL or two.
+pub const MAX_EXTRAS_BYTES: usize = 1024;
+
 /// One issued code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueVoucher {
@@ -187,11 +193,18 @@ fn parse_vouchers(text: &str) -> Result<Vec<IssueVoucher>, TopError> {
             return Err(invalid(format!("voucher_infos[{i}].confirm_code重复")));
         }
         obj.retain(|_, v| !v.is_null());
+        let extras = (!obj.is_empty()).then(|| Value::Object(obj).to_string());
+        if let Some(text) = extras.as_ref().filter(|t| t.len() > MAX_EXTRAS_BYTES) {
+            return Err(invalid(format!(
+                "voucher_infos[{i}]的附加字段共{}字节, 最多{MAX_EXTRAS_BYTES}字节",
+                text.len()
+            )));
+        }
         out.push(IssueVoucher {
             confirm_code,
             voucher_type,
             quantity,
-            extras: (!obj.is_empty()).then(|| Value::Object(obj).to_string()),
+            extras,
         });
     }
     Ok(out)
@@ -212,6 +225,42 @@ mod tests {
 
     fn err(pairs: &[(&str, &str)]) -> (u32, String) {
         refusal(IssueParams::from_params, pairs)
+    }
+
+    #[test]
+    fn extras_past_their_bound_are_refused_naming_the_entry() {
+        let with = |n: usize| {
+            format!(
+                r#"[{{"confirm_code":"C1","quantity":1}},{{"confirm_code":"C2","quantity":1,"url":"{}"}}]"#,
+                "u".repeat(n)
+            )
+        };
+        let at = |text: &str| {
+            let mut p = Params::new();
+            for (k, v) in [
+                ("order_id", "1"),
+                ("out_order_id", "O1"),
+                ("issue_type", "1"),
+                ("voucher_infos", text),
+            ] {
+                p.insert(k, v);
+            }
+            IssueParams::from_params(&p)
+        };
+        // `{"url":"…"}` is the text plus 10 bytes.
+        assert!(at(&with(MAX_EXTRAS_BYTES - 10)).is_ok());
+        let refused = at(&with(900_000)).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.sub_code.as_deref()),
+            (41, Some("isv.invalid-parameter:voucher_infos"))
+        );
+        assert!(
+            refused
+                .sub_msg
+                .as_deref()
+                .is_some_and(|m| m.contains("voucher_infos[1]")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -270,3 +270,45 @@ async fn an_accepted_999_entry_report_keeps_every_entry_within_256_kib() {
     assert!(bytes <= 256 * 1024, "{bytes} bytes");
     assert!(!entry.to_string().contains(&codes[0]), "codes are masked");
 }
+
+#[tokio::test]
+async fn an_issued_codes_extras_are_bounded_and_a_huge_one_is_refused_with_nothing_kept() {
+    let app = spawn_app().await;
+    app.create_app(KEY, SECRET).await;
+    let created =
+        top_protocol::timestamp::format_beijing(chrono::Utc::now() - chrono::Duration::days(1));
+    let (status, body) = app
+        .admin_post(
+            "/admin/orders",
+            json!({"order_id": ORDER, "app_key": KEY, "quantity": 1, "created_at": created,
+                   "out_order_id": "OUT-KEPT"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let issue = |url: String| {
+        TopCall::method("alitrip.travel.ticket.order.create", KEY, SECRET)
+            .set("order_id", ORDER)
+            .set("out_order_id", "OUT-KEPT")
+            .set("issue_type", 1)
+            .set(
+                "voucher_infos",
+                json!([{"confirm_code": CODE, "quantity": 1, "url": url}]).to_string(),
+            )
+    };
+    let reply = app.call(&issue("u".repeat(900_000))).await;
+    assert_eq!(
+        reply.error(),
+        (41, "isv.invalid-parameter:voucher_infos".to_owned()),
+        "{}",
+        reply.text()
+    );
+    let order = app.order(ORDER).await;
+    assert_eq!(order["vouchers"], json!([]), "nothing issued: {order}");
+
+    let reply = app.call(&issue("https://example.invalid/v/1".into())).await;
+    assert!(
+        reply.text().contains("\"is_success\":true"),
+        "{}",
+        reply.text()
+    );
+}
