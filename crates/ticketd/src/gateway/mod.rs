@@ -31,6 +31,7 @@ use ticket_ledger::{
     App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RejectedCall,
     RequestMeta,
 };
+use ticket_ledger::text::clip_bytes;
 use top_protocol::check::{check_envelope, check_freshness, check_signature};
 use top_protocol::envelope::{new_request_id, render_error, render_success};
 use top_protocol::params::{merge, parse_body, parse_urlencoded};
@@ -389,20 +390,24 @@ fn refusal_entry(
     }
 }
 
+/// Logs the answer. The caller's `app_key` and `order_id` may be anything (this runs for
+/// anonymous refusals too), so they are cut to what a real one can be: log lines are kept and
+/// shipped like any other record.
 fn log_answer(ctx: &CallContext, params: &Params, answer: &Answer) {
+    let field = |name: &str| clip_bytes(params.get(name).unwrap_or_default(), 64);
     match &answer.result {
         Ok(_) => tracing::info!(
             request_id = %ctx.request_id,
             method = %answer.method,
-            app_key = params.get("app_key").unwrap_or_default(),
-            order_id = params.get("order_id").unwrap_or_default(),
+            app_key = field("app_key"),
+            order_id = field("order_id"),
             "top call answered is_success"
         ),
         Err(e) => tracing::info!(
             request_id = %ctx.request_id,
             method = %answer.method,
-            app_key = params.get("app_key").unwrap_or_default(),
-            order_id = params.get("order_id").unwrap_or_default(),
+            app_key = field("app_key"),
+            order_id = field("order_id"),
             code = e.code,
             sub_code = e.sub_code.as_deref().unwrap_or_default(),
             "top call refused"
