@@ -742,6 +742,19 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+impl AuditFilter {
+    /// One page of an order's events, oldest first after `after_seq`: what
+    /// [`crate::LedgerStore::order_events`] reads once the order is known to exist.
+    pub fn order_events(id: crate::OrderId, after_seq: Option<i64>, limit: u32) -> Self {
+        Self {
+            order_id: Some(id.get()),
+            after_seq,
+            limit: Some(limit),
+            ..Self::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1170,12 +1170,7 @@ pub(crate) async fn order_events(
     if exists.is_none() {
         return Ok(None);
     }
-    let filter = AuditFilter {
-        order_id: Some(id.get()),
-        after_seq,
-        limit: Some(limit),
-        ..AuditFilter::default()
-    };
+    let filter = AuditFilter::order_events(id, after_seq, limit);
     audit(conn, e, &filter).await.map(Some)
 }
 

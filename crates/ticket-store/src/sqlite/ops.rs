@@ -918,12 +918,7 @@ pub(crate) fn order_events(
     if order_by_id(conn, id)?.is_none() {
         return Ok(None);
     }
-    let filter = AuditFilter {
-        order_id: Some(id.get()),
-        after_seq,
-        limit: Some(limit),
-        ..AuditFilter::default()
-    };
+    let filter = AuditFilter::order_events(id, after_seq, limit);
     audit(conn, &filter).map(Some)
 }
 

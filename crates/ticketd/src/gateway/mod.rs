@@ -27,11 +27,11 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use ticket_api::Method;
+use ticket_ledger::text::clip_bytes;
 use ticket_ledger::{
     App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RejectedCall,
     RequestMeta,
 };
-use ticket_ledger::text::clip_bytes;
 use top_protocol::check::{check_envelope, check_freshness, check_signature};
 use top_protocol::envelope::{new_request_id, render_error, render_success};
 use top_protocol::params::{merge, parse_body, parse_urlencoded};
