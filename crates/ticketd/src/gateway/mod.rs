@@ -211,7 +211,9 @@ async fn process(state: &AppState, request: Request, ctx: &CallContext) -> Answe
     }) {
         Ok(env) => env,
         Err(rejection) => {
-            let method = params.get("method").unwrap_or_default().to_owned();
+            // Not a method of ours (or none): only what the rejected-call record keeps of it.
+            let method = params.get("method").unwrap_or_default();
+            let method = clip_bytes(method, RejectedCall::MAX_METHOD).to_owned();
             let answer = Answer::anonymous(rejection.format, method, rejection.error);
             record_refusal(state, ctx, &params, &answer).await;
             return answer;
