@@ -1,0 +1,120 @@
+//! `/healthz`, `/readyz` and `/metrics`: unauthenticated, for load balancers and scrapers.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::server::AppState;
+
+/// This area's routes.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unready", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text exposition. Unauthenticated like the health endpoints (scrapers rarely send
+/// tokens); move it off the public listener with `--admin-listen` where that matters.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut extra = Vec::new();
+    let gauge = |name: &str, help: &str, value: f64| (name.to_owned(), help.to_owned(), value);
+    match state.store.metrics().await {
+        Ok(m) => {
+            extra.push(gauge(
+                "ticketd_ledger_orders",
+                "Orders in the ledger.",
+                m.orders as f64,
+            ));
+            extra.push(gauge(
+                "ticketd_ledger_capacity_uses",
+                "Uses issued over all vouchers.",
+                m.capacity,
+            ));
+            extra.push(gauge(
+                "ticketd_ledger_used_uses",
+                "Uses recorded over all vouchers.",
+                m.used,
+            ));
+            extra.push(gauge(
+                "ticketd_ledger_refunded_tickets",
+                "Tickets refunded over all orders.",
+                m.refunded_tickets,
+            ));
+            extra.push(gauge(
+                "ticketd_ledger_open_anomalies",
+                "Anomalies waiting for an operator.",
+                m.open_anomalies as f64,
+            ));
+            if let Some(b) = m.batches {
+                extra.push(gauge(
+                    "ticketd_store_commits_total",
+                    "Group-commit transactions committed.",
+                    b.commits as f64,
+                ));
+                extra.push(gauge(
+                    "ticketd_store_failed_batches_total",
+                    "Group-commit transactions that failed.",
+                    b.failed_batches as f64,
+                ));
+                extra.push(gauge(
+                    "ticketd_store_jobs_total",
+                    "Writes run through group commit.",
+                    b.jobs as f64,
+                ));
+                extra.push(gauge(
+                    "ticketd_store_largest_batch",
+                    "The most writes one transaction carried.",
+                    b.largest_batch as f64,
+                ));
+                extra.push(gauge(
+                    "ticketd_store_syncs_total",
+                    "fsyncs that made committed transactions durable.",
+                    b.syncs as f64,
+                ));
+                extra.push(gauge(
+                    "ticketd_store_queued_writes",
+                    "Writes waiting for a batch.",
+                    b.queued as f64,
+                ));
+            }
+            extra.push(gauge(
+                "ticketd_ledger_up",
+                "1 when the ledger answered this scrape.",
+                1.0,
+            ));
+        }
+        Err(e) => {
+            state.metrics.store_error();
+            tracing::warn!(error = %e, "ledger metrics unavailable");
+            extra.push(gauge(
+                "ticketd_ledger_up",
+                "1 when the ledger answered this scrape.",
+                0.0,
+            ));
+        }
+    }
+    let body = state.metrics.render(&extra);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

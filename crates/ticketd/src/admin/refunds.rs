@@ -1,0 +1,99 @@
+//! Refund requests and reversals of uses (撤销核销): an operator's changes to an order's counts.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use ticket_ledger::{ConfirmCode, RefundRequestCommand, ReversalCommand};
+
+use crate::server::AppState;
+
+use super::{admin_meta, parse_json, path_order, refund_json, AdminError};
+
+/// This area's routes.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/orders/{order_id}/refunds", post(request_refund))
+        .route("/admin/orders/{order_id}/reversals", post(reverse))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRefund {
+    quantity: i64,
+}
+
+async fn request_refund(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: CreateRefund = parse_json(&body)?;
+    let order_id = path_order(&order_id)?;
+    if req.quantity < 1 {
+        return Err(AdminError::field("quantity", "at least 1 ticket"));
+    }
+    let refund = state
+        .store
+        .request_refund(RefundRequestCommand {
+            order_id,
+            quantity: req.quantity,
+            meta: admin_meta(&state, json!({"quantity": req.quantity})),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(refund_json(&refund))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateReversal {
+    confirm_code: String,
+    quantity: i64,
+    reason: String,
+}
+
+async fn reverse(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let req: CreateReversal = parse_json(&body)?;
+    let order_id = path_order(&order_id)?;
+    let code = ConfirmCode::parse(&req.confirm_code)
+        .ok_or_else(|| AdminError::field("confirm_code", "1-128 visible ASCII characters"))?;
+    if req.quantity < 1 {
+        return Err(AdminError::field("quantity", "at least 1 use"));
+    }
+    if req.reason.trim().is_empty() {
+        return Err(AdminError::field(
+            "reason",
+            "say why the uses are given back",
+        ));
+    }
+    let used = state
+        .store
+        .reverse(ReversalCommand {
+            order_id,
+            code: code.clone(),
+            quantity: req.quantity,
+            reason: req.reason.clone(),
+            window: state.reversal_window,
+            meta: admin_meta(
+                &state,
+                json!({"confirm_code": code.masked(), "quantity": req.quantity, "reason": req.reason}),
+            ),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"order_id": order_id.get(), "confirm_code": code.as_str(),
+                    "reversed": req.quantity, "used": used, "reason": req.reason}),
+        ),
+    )
+        .into_response())
+}
