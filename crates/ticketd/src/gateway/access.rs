@@ -12,7 +12,7 @@
 //!
 //! Both run only for authenticated calls, so a forger learns nothing about the allow-list and
 //! cannot spend a vendor's rate. Both refusals change nothing and are audited like every other
-//! refusal (`audit_rejection`).
+//! refusal of an authenticated caller (`record_refusal`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
