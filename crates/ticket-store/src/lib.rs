@@ -53,6 +53,9 @@
 //!   shared SQL of each operation, migrations, retries, and the lookup of a commit whose
 //!   answer was lost (`outcome`).
 //! - [`transfer`]: [`Transfer`], the export format and its reader/writer.
+//! - `plan_rows`: what each write stores, as typed rows built from the domain's plans, and
+//!   `statements`: every SQL statement, named once — so each store only loads snapshots and
+//!   executes rows;
 //! - `rows`: row → domain conversion and the pure helpers every backend shares;
 //!   `migrations`: the bookkeeping every backend's migrations share; `apps`: the app cache.
 //! - `scratch` (feature `test-support`): a database of its own per test run on the real
@@ -63,11 +66,13 @@
 mod apps;
 mod error;
 mod migrations;
+mod plan_rows;
 mod rows;
 #[cfg(feature = "test-support")]
 pub mod scratch;
 mod sql;
 mod sqlite;
+mod statements;
 pub mod transfer;
 
 pub use error::StoreError;

@@ -5,51 +5,94 @@
 //! identifiers and states as text, JSON as text. Each driver implements the four accessors of
 //! [`ReadRow`]; the readers below turn a row into a domain value the same way for all of them,
 //! re-parsing identifiers with the domain's own `parse` so that a corrupted row surfaces as an
-//! error instead of an invalid value. The `*_COLUMNS` lists are the `SELECT` lists the readers
-//! expect, so every backend selects the same columns in the same order.
+//! error instead of an invalid value. The column lists (`order_columns!`, …) are the `SELECT`
+//! lists the readers expect, so every backend selects the same columns in the same order; the
+//! statements themselves are in [`crate::statements`], what is written in [`crate::plan_rows`].
 //!
 //! Also here: the few pure helpers that both the SQLite and the SQL operations need (the
-//! refusal of a conditional update that matched no row, the audit entry of an anomaly's
-//! resolution, and the filters of the list queries), so the two stay one piece of logic.
+//! refusal of a conditional update that matched no row, the one-row check and the names of
+//! the writes it guards, and the filters of the list queries), so the two stay one piece of
+//! logic.
 
 use chrono::{DateTime, Utc};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, AnomalyKind, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord,
     OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, RejectedCall, Resolution,
-    ResolveAnomaly, UseRecord, VoucherChange, VoucherRecord,
+    UseRecord, VoucherRecord,
 };
 
-/// `apps` columns in the order [`app`] reads them.
-pub(crate) const APP_COLUMNS: &str = "app_key, name, secret, created_at_ms, rate_limit, \
-     rate_burst, ip_allowlist, previous_secret, previous_secret_expires_at_ms";
-/// Ledger totals for `/metrics`, the same SQL on every engine but for how a column is summed
-/// into a double: `float_sum("capacity")` is SQLite's `total(capacity)`, PostgreSQL's
-/// `CAST(coalesce(sum(capacity), 0) AS DOUBLE PRECISION)` and MySQL's `coalesce(sum(capacity),
-/// 0) + 0e0`. Read by [`totals`].
-///
-/// Integer sums could fail: SQLite's `sum` raises "integer overflow" past `i64::MAX`, and a
-/// `CAST(... AS BIGINT)` of PostgreSQL's NUMERIC or MySQL's DECIMAL sum fails the same way.
-/// Within the ledger's bounds (`ticket_ledger::limits`) that takes more than nine billion
-/// orders of the largest size, but a ledger from before the bounds can hold codes of capacity
-/// `i64::MAX`, and two of them made `/metrics` answer `ticketd_ledger_up 0`. A double cannot
-/// overflow on any sum of `i64`s, so reading the totals cannot fail on any state the ledger
-/// holds.
-pub(crate) fn totals_sql(float_sum: impl Fn(&str) -> String) -> String {
-    format!(
-        "SELECT \
-         (SELECT count(*) FROM orders), \
-         (SELECT {} FROM vouchers), \
-         (SELECT {} FROM vouchers), \
-         (SELECT {} FROM orders), \
-         (SELECT count(*) FROM anomalies WHERE resolution IS NULL)",
-        float_sum("capacity"),
-        float_sum("used"),
-        float_sum("refunded_tickets"),
-    )
-}
+use crate::plan_rows::Param;
 
-/// Reads [`totals_sql`]'s row.
+// Each column list is a macro as well as a const, so that the statements of
+// [`crate::statements`] are `concat!`ed from it at compile time: one list, read here and
+// selected there.
+
+/// `apps` columns in the order [`app`] reads them.
+macro_rules! app_columns {
+    () => {
+        "app_key, name, secret, created_at_ms, rate_limit, rate_burst, ip_allowlist, \
+         previous_secret, previous_secret_expires_at_ms"
+    };
+}
+/// `orders` columns in the order [`order`] reads them.
+macro_rules! order_columns {
+    () => {
+        "order_id, app_key, out_order_id, quantity, valid_from_ms, valid_until_ms, \
+         created_at_ms, issue_state, issue_describe, refunded_tickets"
+    };
+}
+/// `refund_requests` columns in the order [`refund`] reads them.
+macro_rules! refund_columns {
+    () => {
+        "flow_id, quantity, requested_at_ms, state, refunded_tickets, batch_no, \
+         failure_reason, settled_at_ms, needs_review"
+    };
+}
+/// `voucher_uses` columns in the order [`voucher_use`] reads them.
+macro_rules! use_columns {
+    () => {
+        "id, confirm_code, quantity, reversed, recorded_at_ms"
+    };
+}
+/// `anomalies` columns in the order [`anomaly`] reads them.
+macro_rules! anomaly_columns {
+    () => {
+        "id, kind, order_id, app_key, request_id, at_ms, detail, request, resolution, note, \
+         resolved_at_ms"
+    };
+}
+/// `vouchers` columns in the order [`voucher`] reads them.
+macro_rules! voucher_columns {
+    () => {
+        "confirm_code, capacity, used"
+    };
+}
+/// `audit_log` columns in the order [`audit`] reads them.
+macro_rules! audit_columns {
+    () => {
+        "seq, request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip"
+    };
+}
+/// The columns of a refused call in the order [`rejected_call`] reads them.
+macro_rules! rejected_call_columns {
+    () => {
+        "seq, request_id, at_ms, client_ip, app_key, method, code, sub_code"
+    };
+}
+pub(crate) use {
+    anomaly_columns, app_columns, audit_columns, order_columns, refund_columns,
+    rejected_call_columns, use_columns, voucher_columns,
+};
+
+/// `orders` columns in the order [`order`] reads them.
+pub(crate) const ORDER_COLUMNS: &str = order_columns!();
+/// `anomalies` columns in the order [`anomaly`] reads them.
+pub(crate) const ANOMALY_COLUMNS: &str = anomaly_columns!();
+/// `audit_log` columns in the order [`audit`] reads them.
+pub(crate) const AUDIT_COLUMNS: &str = audit_columns!();
+
+/// Reads the row of [`crate::statements::totals`].
 pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics, R::Error> {
     Ok(ticket_ledger::StoreMetrics {
         orders: row.int(0)?,
@@ -61,35 +104,6 @@ pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics,
     })
 }
 
-/// `orders` columns in the order [`order`] reads them.
-pub(crate) const ORDER_COLUMNS: &str =
-    "order_id, app_key, out_order_id, quantity, valid_from_ms, valid_until_ms, created_at_ms, \
-     issue_state, issue_describe, refunded_tickets";
-/// `refund_requests` columns in the order [`refund`] reads them.
-pub(crate) const REFUND_COLUMNS: &str = "flow_id, quantity, requested_at_ms, state, \
-     refunded_tickets, batch_no, failure_reason, settled_at_ms, needs_review";
-/// `voucher_uses` columns in the order [`voucher_use`] reads them.
-pub(crate) const USE_COLUMNS: &str = "id, confirm_code, quantity, reversed, recorded_at_ms";
-/// `anomalies` columns in the order [`anomaly`] reads them.
-pub(crate) const ANOMALY_COLUMNS: &str = "id, kind, order_id, app_key, request_id, at_ms, \
-     detail, request, resolution, note, resolved_at_ms";
-/// `vouchers` columns in the order [`voucher`] reads them.
-pub(crate) const VOUCHER_COLUMNS: &str = "confirm_code, capacity, used";
-/// `audit_log` columns in the order [`audit`] reads them.
-pub(crate) const AUDIT_COLUMNS: &str =
-    "seq, request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip";
-
-/// Keeps one refused anonymous call (every engine takes `?` placeholders here).
-pub(crate) const INSERT_REJECTED_CALL: &str = "INSERT INTO rejected_calls \
-     (request_id, at_ms, client_ip, app_key, method, code, sub_code) VALUES (?, ?, ?, ?, ?, ?, ?)";
-/// Drops the refused calls at or below a `seq` ([`rejected_calls_prune_through`]). An index
-/// range on the primary key, so its cost follows the rows dropped, not the rows kept.
-pub(crate) const PRUNE_REJECTED_CALLS: &str = "DELETE FROM rejected_calls WHERE seq <= ?";
-/// The newest refused calls below a `seq`, newest first (bind the cursor, then the limit), in
-/// the columns [`rejected_call`] reads.
-pub(crate) const LIST_REJECTED_CALLS: &str = "SELECT seq, request_id, at_ms, client_ip, app_key, \
-     method, code, sub_code FROM rejected_calls WHERE seq < ? ORDER BY seq DESC LIMIT ?";
-
 /// After storing the refused call numbered `newest`, the `seq` through which older ones are
 /// dropped so that at most `keep` remain; `None` when nothing need go.
 pub(crate) fn rejected_calls_prune_through(newest: i64, keep: u64) -> Option<i64> {
@@ -97,24 +111,14 @@ pub(crate) fn rejected_calls_prune_through(newest: i64, keep: u64) -> Option<i64
     newest.checked_sub(keep).filter(|through| *through > 0)
 }
 
-/// The `?` values of [`LIST_REJECTED_CALLS`]: the cursor (everything when absent) and the
-/// limit, capped like every other list.
+/// The `?` values of [`crate::statements::LIST_REJECTED_CALLS`]: the cursor (everything when
+/// absent) and the limit, capped like every other list.
 pub(crate) fn rejected_calls_page(filter: &ticket_ledger::RejectedCallFilter) -> (i64, i64) {
     (
         filter.before_seq.unwrap_or(i64::MAX),
         i64::from(filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)),
     )
 }
-
-/// An order's latest entries, newest first (the caller reverses them), at most the bound
-/// parameter: `ORDER BY seq DESC LIMIT` walks the `(order_id, seq)` index back from the
-/// order's end, so the read costs what it returns, however long the history.
-pub(crate) fn latest_events_sql() -> String {
-    format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? ORDER BY seq DESC LIMIT ?")
-}
-
-/// How many entries name an order, counted on the `(order_id, seq)` index alone.
-pub(crate) const EVENTS_TOTAL_SQL: &str = "SELECT count(*) FROM audit_log WHERE order_id = ?";
 
 /// Entries a list query returns when the filter names no limit.
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
@@ -183,7 +187,7 @@ fn json<R: ReadRow>(row: &R, column: usize) -> Result<serde_json::Value, R::Erro
     serde_json::from_str(&text).map_err(|e| row.corrupt(column, format!("invalid JSON: {e}")))
 }
 
-/// Reads [`APP_COLUMNS`].
+/// Reads [`app_columns!`].
 pub(crate) fn app<R: ReadRow>(row: &R) -> Result<App, R::Error> {
     let rate_limit = match row.opt_text(4)? {
         None => None,
@@ -222,26 +226,6 @@ pub(crate) fn app<R: ReadRow>(row: &R) -> Result<App, R::Error> {
     })
 }
 
-/// The values of an app's access columns (`rate_limit, rate_burst, ip_allowlist`), as every
-/// backend writes them.
-pub(crate) fn access_values(access: &AppAccess) -> [SqlValue; 3] {
-    [
-        SqlValue::Text(access.rate_limit.map(|r| r.rate_text())),
-        SqlValue::Int(access.rate_limit.and_then(|r| r.burst()).map(i64::from)),
-        SqlValue::Text(access.allowlist_text()),
-    ]
-}
-
-/// The values of an app's previous-secret columns (`previous_secret,
-/// previous_secret_expires_at_ms`).
-pub(crate) fn previous_secret_values(app: &App) -> [SqlValue; 2] {
-    let previous = app.previous_secret.as_ref();
-    [
-        SqlValue::Text(previous.map(|p| p.secret.clone())),
-        SqlValue::Int(previous.map(|p| ms(p.expires_at))),
-    ]
-}
-
 /// Reads [`ORDER_COLUMNS`].
 pub(crate) fn order<R: ReadRow>(row: &R) -> Result<OrderRecord, R::Error> {
     let id = row.int(0)?;
@@ -259,7 +243,7 @@ pub(crate) fn order<R: ReadRow>(row: &R) -> Result<OrderRecord, R::Error> {
     })
 }
 
-/// Reads [`REFUND_COLUMNS`].
+/// Reads [`refund_columns!`].
 pub(crate) fn refund<R: ReadRow>(row: &R) -> Result<RefundRequest, R::Error> {
     Ok(RefundRequest {
         flow_id: row.text(0)?,
@@ -274,7 +258,7 @@ pub(crate) fn refund<R: ReadRow>(row: &R) -> Result<RefundRequest, R::Error> {
     })
 }
 
-/// Reads [`USE_COLUMNS`].
+/// Reads [`use_columns!`].
 pub(crate) fn voucher_use<R: ReadRow>(row: &R) -> Result<UseRecord, R::Error> {
     Ok(UseRecord {
         id: row.int(0)?,
@@ -304,7 +288,7 @@ pub(crate) fn anomaly<R: ReadRow>(row: &R) -> Result<Anomaly, R::Error> {
     })
 }
 
-/// Reads [`VOUCHER_COLUMNS`].
+/// Reads [`voucher_columns!`].
 pub(crate) fn voucher<R: ReadRow>(row: &R) -> Result<VoucherRecord, R::Error> {
     Ok(VoucherRecord {
         code: parsed(row, 0, ConfirmCode::parse)?,
@@ -329,7 +313,7 @@ pub(crate) fn audit<R: ReadRow>(row: &R) -> Result<AuditEntry, R::Error> {
     })
 }
 
-/// Reads a row of [`LIST_REJECTED_CALLS`].
+/// Reads [`rejected_call_columns!`].
 pub(crate) fn rejected_call<R: ReadRow>(row: &R) -> Result<RejectedCall, R::Error> {
     Ok(RejectedCall {
         seq: row.int(0)?,
@@ -354,12 +338,16 @@ pub(crate) fn rejected_call<R: ReadRow>(row: &R) -> Result<RejectedCall, R::Erro
 /// or vanished under the order's lock: the database disagrees with what the planner read in a
 /// way no refusal of the request explains, so it is [`LedgerError::WriteChangedNoRow`], which
 /// the store records as an anomaly.
-pub(crate) fn capacity_refusal(change: &VoucherChange, now: Option<(i64, i64)>) -> LedgerError {
+pub(crate) fn capacity_refusal(
+    code: &ConfirmCode,
+    delta: i64,
+    now: Option<(i64, i64)>,
+) -> LedgerError {
     match now {
-        Some((capacity, used)) if capacity.saturating_sub(used) < change.delta => {
+        Some((capacity, used)) if capacity.saturating_sub(used) < delta => {
             LedgerError::CapacityExceeded {
-                code: change.code.clone(),
-                requested: change.delta,
+                code: code.clone(),
+                requested: delta,
                 remaining: capacity.saturating_sub(used).max(0),
             }
         }
@@ -399,23 +387,6 @@ pub(crate) fn one_row(changed: u64, write: &'static str) -> Result<(), LedgerErr
     }
 }
 
-/// The audit entry recording an operator's resolution of `current`.
-pub(crate) fn resolution_entry(current: &Anomaly, cmd: &ResolveAnomaly) -> AuditEntry {
-    AuditEntry {
-        seq: 0,
-        request_id: cmd.meta.request_id.clone(),
-        at: cmd.meta.received_at,
-        action: "admin.resolve_anomaly".to_owned(),
-        app_key: current.anomaly.app_key.clone(),
-        order_id: current.anomaly.order_id,
-        outcome: AuditOutcome::Accepted,
-        reason: cmd.resolution.as_str().to_owned(),
-        detail: serde_json::json!({"anomaly_id": cmd.id,
-            "kind": current.anomaly.kind.as_str(), "note": cmd.note}),
-        client_ip: cmd.meta.client_ip.clone(),
-    }
-}
-
 /// A value to bind, typed even when null (PostgreSQL wants a NULL's type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SqlValue {
@@ -423,6 +394,16 @@ pub(crate) enum SqlValue {
     Int(Option<i64>),
     /// A text column's value.
     Text(Option<String>),
+}
+
+impl SqlValue {
+    /// The value as a statement parameter.
+    pub(crate) fn param(&self) -> Param<'_> {
+        match self {
+            Self::Int(i) => Param::Int(*i),
+            Self::Text(t) => Param::Text(t.as_deref()),
+        }
+    }
 }
 
 /// The `WHERE` clauses (each with one `?`) and their values of a list query, its order and its

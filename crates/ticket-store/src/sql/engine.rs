@@ -1,7 +1,7 @@
 //! [`Engine`]: everything that differs between PostgreSQL and MySQL/MariaDB, in one place.
 //!
-//! The ledger's SQL is written once (in [`super::ops`]) with `?` placeholders and only the
-//! syntax both engines share: `SELECT … FOR UPDATE`, conditional `UPDATE`s, plain `INSERT`s.
+//! The ledger's SQL is written once (in [`crate::statements`]) with `?` placeholders and only
+//! the syntax both engines share: `SELECT … FOR UPDATE`, conditional `UPDATE`s, plain `INSERT`s.
 //! What remains is small and lives here, as a `match` per difference, like vaultwarden's
 //! `DbConnType` (STYLE §1 A6):
 //!
@@ -9,8 +9,9 @@
 //! - which errors mean "try again" (serialization failures, deadlocks, lock timeouts) or "the
 //!   server is not there", and which constraint a violation names — [`Engine::classify`];
 //! - how a batch's rows travel as one JSON parameter and are read back as a table
-//!   (`jsonb_to_recordset` or `JSON_TABLE`), and how an `UPDATE` joins such a table —
-//!   [`Engine::json_rows`], [`Engine::update_from`];
+//!   (`jsonb_to_recordset` or `JSON_TABLE`), and how a statement joins such a table —
+//!   [`Engine::json_rows`], [`Engine::bulk_update`] and the other `bulk_*` builders, each
+//!   taking a statement of `crate::statements` (`BULK_*`);
 //! - the session settings each connection starts with, the oldest server version supported,
 //!   the durability settings checked at start-up, and how a consistent read-only snapshot is
 //!   opened (for `order`, `export`).
@@ -22,6 +23,7 @@ use sqlx::error::ErrorKind;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::statements::{BulkByIds, BulkInsert, BulkJoin, JsonType};
 use crate::StoreError;
 
 /// A server-side SQL engine the ledger runs on.
@@ -31,17 +33,6 @@ pub enum Engine {
     Postgres,
     /// MySQL 8.0 or later, or MariaDB 10.6 or later (`mysql://`, `mariadb://`).
     MySql,
-}
-
-/// The SQL type a key of a [`Engine::json_rows`] table is read as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JsonType {
-    /// A 64-bit integer.
-    Int,
-    /// Short text compared with the ledger's key columns (codes, ids).
-    Key,
-    /// Any text (audit details, requests).
-    Text,
 }
 
 /// What an error from the driver means for the operation that got it.
@@ -150,14 +141,14 @@ impl Engine {
     /// thinks small, and InnoDB would scan a small table through a join buffer — locking every
     /// row on the way, so a batch would wait for a lock on an order it never named. Hence
     /// `= ANY (ARRAY(…))` there, and `STRAIGHT_JOIN` from the ids with `FORCE INDEX` here.
-    pub(crate) fn select_by_ids(
-        self,
-        table: &str,
-        index: &str,
-        columns: &str,
-        order_by: &str,
-        lock: bool,
-    ) -> String {
+    pub(crate) fn select_by_ids(self, statement: &BulkByIds) -> String {
+        let BulkByIds {
+            table,
+            index,
+            columns,
+            order_by,
+            lock,
+        } = *statement;
         let lock = if lock { " FOR UPDATE" } else { "" };
         match self {
             Self::Postgres => format!(
@@ -174,19 +165,22 @@ impl Engine {
         }
     }
 
-    /// `SELECT columns FROM table` joined `on` the rows of `source` (a [`json_rows`] table
-    /// `d`), each row of `table` found through its index as in [`update_from`].
+    /// `SELECT set FROM table` joined `on` the statement's JSON rows (a [`json_rows`] table
+    /// `d`), each row of `table` found through its index as in [`bulk_update`].
     ///
     /// [`json_rows`]: Engine::json_rows
-    /// [`update_from`]: Engine::update_from
-    pub(crate) fn select_join(
-        self,
-        (table, index): (&str, &str),
-        columns: &str,
-        source: &str,
-        (column, source_column): (&str, &str),
-        on: &str,
-    ) -> String {
+    /// [`bulk_update`]: Engine::bulk_update
+    pub(crate) fn bulk_select(self, statement: &BulkJoin) -> String {
+        let BulkJoin {
+            table,
+            index,
+            set: columns,
+            keys,
+            lookup: (column, source_column),
+            on,
+            ..
+        } = *statement;
+        let source = self.json_rows(keys);
         match self {
             Self::Postgres => format!(
                 "WITH d AS MATERIALIZED (SELECT * FROM {source}) \
@@ -200,9 +194,9 @@ impl Engine {
         }
     }
 
-    /// `UPDATE table AS t SET assignments` for the rows of `source` (a [`json_rows`] table
-    /// `d`) that match `on`, and `and_where`. `lookup` names the table's indexed column and
-    /// the column of `d` it equals (`("v.order_id", "o")`); `index` is that index's name.
+    /// `UPDATE table AS t SET set` for the statement's JSON rows (a [`json_rows`] table `d`)
+    /// that match `on`, and `and_where`. `lookup` names the table's indexed column and the
+    /// column of `d` it equals (`("v.order_id", "o")`); `index` is that index's name.
     ///
     /// Written, like [`select_by_ids`], so that the table's rows are found through that index
     /// whatever the statistics say. PostgreSQL assumes a set-returning function yields 100
@@ -213,15 +207,17 @@ impl Engine {
     ///
     /// [`json_rows`]: Engine::json_rows
     /// [`select_by_ids`]: Engine::select_by_ids
-    pub(crate) fn update_from(
-        self,
-        (table, index): (&str, &str),
-        set: &str,
-        source: &str,
-        (column, source_column): (&str, &str),
-        on: &str,
-        and_where: &str,
-    ) -> String {
+    pub(crate) fn bulk_update(self, statement: &BulkJoin) -> String {
+        let BulkJoin {
+            table,
+            index,
+            set,
+            keys,
+            lookup: (column, source_column),
+            on,
+            and_where,
+        } = *statement;
+        let source = self.json_rows(keys);
         match self {
             Self::Postgres => format!(
                 "WITH d AS MATERIALIZED (SELECT * FROM {source}) \
@@ -234,6 +230,17 @@ impl Engine {
                  SET {set} WHERE {and_where}"
             ),
         }
+    }
+
+    /// `INSERT INTO into SELECT select FROM <the statement's JSON rows> ORDER BY d.i`: the rows
+    /// in the batch's order, so ids and audit `seq`s are handed out in the order the verifies
+    /// arrived.
+    pub(crate) fn bulk_insert(self, statement: &BulkInsert) -> String {
+        let source = self.json_rows(statement.keys);
+        format!(
+            "INSERT INTO {} SELECT {} FROM {source} ORDER BY d.i",
+            statement.into, statement.select
+        )
     }
 
     /// Classifies a driver error (see [`ErrorClass`]).

@@ -1,12 +1,18 @@
 //! [`SqlStore`]: the ledger on a PostgreSQL or MySQL/MariaDB server, shared by several ticketd
 //! processes.
 //!
-//! One implementation serves both engines: the statements are written once ([`ops`]) over
-//! sqlx's `Any` driver, and what differs — placeholders, error codes, session settings,
-//! version and durability checks, migrations — is a `match` on [`Engine`] ([`engine`],
-//! [`migrate`]).
+//! One implementation serves both engines over sqlx's `Any` driver: the statements are
+//! written once ([`crate::statements`]), and what differs — placeholders, error codes, session
+//! settings, version and durability checks, migrations, the bulk statements of the group
+//! commit — is a `match` on [`Engine`] ([`engine`], [`migrate`]).
 //!
-//! How a write runs ([`SqlStore::write`]):
+//! - [`ops`]: each write operation (lock and load the snapshot, plan, rows); [`queries`]: what
+//!   is read; [`exec`]: the rows of a plan ([`crate::plan_rows`]) executed one by one;
+//! - [`batch`]: the group commit of verifies, [`bulk`]: its plans written in bulk;
+//! - [`db`]: how an operation runs and is retried; [`outcome`] and [`trace`]: a commit whose
+//!   answer was lost.
+//!
+//! How a write runs ([`Db::write`]):
 //! 1. take a pooled connection and `BEGIN` (READ COMMITTED);
 //! 2. run the operation: lock the order row (`SELECT … FOR UPDATE`), load the snapshot, call
 //!    the domain's planner, apply the plan with conditional updates;
@@ -28,31 +34,35 @@
 //! process is seen soon too.
 
 mod batch;
+mod bulk;
+mod db;
 mod engine;
+mod exec;
 mod migrate;
-pub(crate) mod ops;
+mod ops;
 mod outcome;
+mod queries;
+mod trace;
 mod transfer;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
-    IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef,
-    OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall,
+    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderRef, OrderView,
+    OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall,
     RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
     VerifyOutcome,
 };
 
+pub(crate) use self::db::Db;
+use self::db::{failure_text, During};
 pub use self::engine::Engine;
-use self::engine::ErrorClass;
-use self::ops::{During, Failure};
-use self::outcome::{Connector, Traced};
+use self::outcome::Connector;
 use crate::apps::AppCache;
 use crate::StoreError;
 
@@ -91,10 +101,6 @@ impl Default for PoolSettings {
     }
 }
 
-/// An operation: one attempt inside an open transaction (see [`ops`]).
-type Op<C, T> =
-    for<'a> fn(&'a mut AnyConnection, Engine, &'a C) -> BoxFuture<'a, Result<T, Failure>>;
-
 /// The ledger on a PostgreSQL or MySQL/MariaDB server.
 ///
 /// Open it with [`SqlStore::connect`]; it is cheap to share (`Arc<dyn LedgerStore>`). Any
@@ -118,16 +124,6 @@ impl std::fmt::Debug for SqlStore {
             .field("server_version", &self.server_version)
             .finish_non_exhaustive()
     }
-}
-
-/// The pool and how to run operations on it: shared by the store and its batcher.
-#[derive(Debug, Clone)]
-pub(crate) struct Db {
-    pub(crate) engine: Engine,
-    pub(crate) pool: AnyPool,
-    pub(crate) max_attempts: u32,
-    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`]).
-    pub(crate) connector: Connector,
 }
 
 impl SqlStore {
@@ -187,12 +183,13 @@ impl SqlStore {
             .map_err(|e| unreachable(Box::new(e)))?;
         let server_version = engine.check_server(&mut conn).await?;
         migrate::migrate(engine, &mut conn).await?;
-        let apps = ops::all_apps(&mut conn, engine)
-            .await
-            .map_err(|f| StoreError::Database {
-                during: "loading apps",
-                source: failure_text(&f).into(),
-            })?;
+        let apps =
+            queries::all_apps(&mut conn, engine)
+                .await
+                .map_err(|f| StoreError::Database {
+                    during: "loading apps",
+                    source: failure_text(&f).into(),
+                })?;
         let _ = conn.close().await;
         tracing::info!(engine = engine.name(), url = %redact(url), %server_version, "ledger opened");
         let db = Db {
@@ -239,227 +236,6 @@ impl SqlStore {
     }
 }
 
-impl Db {
-    /// Runs `op` in its own transaction, again when the engine asks for a retry; see the
-    /// module docs.
-    pub(crate) async fn write<C: Sync + Traced<T>, T: Send>(
-        &self,
-        ctx: &C,
-        op: Op<C, T>,
-    ) -> Result<T, LedgerError> {
-        let mut attempt = 1;
-        loop {
-            let failure = match self.attempt(ctx, op).await {
-                Ok(value) => return Ok(value),
-                Err(Failure::Refused(refusal)) => return Err(refusal),
-                Err(failure) => failure,
-            };
-            let class = match &failure {
-                Failure::Db { error, .. } => self.engine.classify(error),
-                Failure::Conflict(_) | Failure::Refused(_) => ErrorClass::Retry,
-                // Running it again could apply it twice.
-                Failure::OutcomeUnknown { .. } => ErrorClass::Other,
-            };
-            if class == ErrorClass::Retry && attempt < self.max_attempts {
-                tracing::debug!(attempt, failure = %failure_text(&failure), "retrying a ledger write");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(self.ledger_error(&failure, &class, attempt));
-        }
-    }
-
-    pub(crate) async fn attempt<C: Sync + Traced<T>, T: Send>(
-        &self,
-        ctx: &C,
-        op: Op<C, T>,
-    ) -> Result<T, Failure> {
-        let mut tx = self.pool.begin().await.during("starting a transaction")?;
-        match op(&mut tx, self.engine, ctx).await {
-            Ok(value) => {
-                // The value was computed before COMMIT: if the commit is found to have landed,
-                // it is exactly the answer the caller would have had.
-                self.commit(tx, || ctx.trace(&value)).await?;
-                Ok(value)
-            }
-            Err(failure) => {
-                // A rollback that fails leaves the connection unusable; the pool drops it.
-                if let Err(e) = tx.rollback().await {
-                    tracing::warn!(error = %e, "rolling back a ledger write failed");
-                }
-                Err(failure)
-            }
-        }
-    }
-
-    /// Runs `op` on a pooled connection, outside any explicit transaction (single statements).
-    pub(crate) async fn read<C: Sync + ?Sized, T: Send>(
-        &self,
-        ctx: &C,
-        op: Op<C, T>,
-    ) -> Result<T, LedgerError> {
-        let result = match self.pool.acquire().await.during("taking a connection") {
-            Ok(mut conn) => op(&mut conn, self.engine, ctx).await,
-            Err(failure) => Err(failure),
-        };
-        result.map_err(|failure| self.final_error(failure))
-    }
-
-    /// Runs `op` in a read-only transaction that sees one snapshot.
-    pub(crate) async fn read_snapshot<C: Sync + ?Sized, T: Send>(
-        &self,
-        ctx: &C,
-        op: Op<C, T>,
-    ) -> Result<T, LedgerError> {
-        let result = async {
-            let mut conn = self.pool.acquire().await.during("taking a connection")?;
-            let mut tx = self
-                .engine
-                .begin_snapshot(&mut conn)
-                .await
-                .during("starting a read transaction")?;
-            let value = op(&mut tx, self.engine, ctx).await?;
-            tx.commit().await.during("ending a read transaction")?;
-            Ok(value)
-        }
-        .await;
-        result.map_err(|failure| self.final_error(failure))
-    }
-
-    pub(crate) fn final_error(&self, failure: Failure) -> LedgerError {
-        match failure {
-            Failure::Refused(refusal) => refusal,
-            Failure::Db { ref error, .. } => {
-                let class = self.engine.classify(error);
-                self.ledger_error(&failure, &class, 1)
-            }
-            Failure::Conflict(_) => self.ledger_error(&failure, &ErrorClass::Retry, 1),
-            Failure::OutcomeUnknown { .. } => self.ledger_error(&failure, &ErrorClass::Other, 1),
-        }
-    }
-
-    /// Maps a final failure to the domain, logged here with its whole source chain so callers
-    /// answer with the generic system error alone (STYLE §3.5).
-    pub(crate) fn ledger_error(
-        &self,
-        failure: &Failure,
-        class: &ErrorClass,
-        attempts: u32,
-    ) -> LedgerError {
-        let text = failure_text(failure);
-        let during = match failure {
-            Failure::Db { during, .. } => *during,
-            // Logged where it was found out (`Db::commit`).
-            Failure::OutcomeUnknown { request_ids, .. } => {
-                return match request_ids.as_slice() {
-                    [request_id] => LedgerError::OutcomeUnknown {
-                        request_id: request_id.clone(),
-                    },
-                    // An app's settings belong to no request (and a batch answers each of its
-                    // verifies itself).
-                    _ => LedgerError::Internal(text),
-                };
-            }
-            Failure::Conflict(_) | Failure::Refused(_) => "",
-        };
-        match class {
-            // A connection lost while committing a write whose answer does not depend on it
-            // (nothing to look up, see `outcome::Traced`): "nothing was written" cannot be
-            // promised.
-            ErrorClass::Unavailable if during == COMMITTING => {
-                tracing::error!(error = %text, "ledger commit outcome unknown");
-                LedgerError::Internal(format!("commit outcome unknown: {text}"))
-            }
-            ErrorClass::Unavailable => {
-                tracing::warn!(error = %text, "ledger database unavailable");
-                LedgerError::Unavailable(text)
-            }
-            ErrorClass::Retry => {
-                tracing::warn!(attempts, error = %text, "ledger write kept conflicting");
-                LedgerError::Unavailable(format!("busy after {attempts} attempts: {text}"))
-            }
-            _ => {
-                tracing::error!(error = %text, "ledger database failure");
-                LedgerError::Internal(text)
-            }
-        }
-    }
-
-    /// One verify in a transaction of its own: the path for verifies named by `out_order_id`
-    /// alone, and for the verifies of a batch that failed as a whole, each then run alone so
-    /// that no request fails for a neighbour.
-    pub(crate) async fn verify_alone(
-        &self,
-        cmd: &VerifyCommand,
-    ) -> Result<VerifyOutcome, LedgerError> {
-        let result = self
-            .write(cmd, |c, e, cmd| Box::pin(ops::verify(c, e, cmd)))
-            .await;
-        // The anomaly names the order the request resolved to, also when the vendor named it
-        // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
-        let mut named = cmd.order.order_id();
-        if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
-            if refusal_anomaly(refusal, None, Some(&cmd.app_key), &cmd.meta).is_some() {
-                named = self
-                    .read(cmd, |c, e, cmd| Box::pin(ops::resolve_order_id(c, e, cmd)))
-                    .await?;
-            }
-        }
-        self.keeping_anomaly(result, |err| {
-            refusal_anomaly(err, named, Some(&cmd.app_key), &cmd.meta)
-        })
-        .await
-    }
-
-    /// Stores the anomaly a refusal raises, in its own transaction (the refused operation's
-    /// was rolled back), then returns the refusal.
-    pub(crate) async fn keeping_anomaly<T>(
-        &self,
-        result: Result<T, LedgerError>,
-        anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
-    ) -> Result<T, LedgerError> {
-        let Err(refusal) = result else {
-            return result;
-        };
-        if refusal.is_retryable()
-            || matches!(
-                refusal,
-                LedgerError::Internal(_) | LedgerError::OutcomeUnknown { .. }
-            )
-        {
-            return Err(refusal);
-        }
-        if let Some(anomaly) = anomaly_of(&refusal) {
-            self.write(&anomaly, |c, e, a| Box::pin(ops::insert_anomaly(c, e, a)))
-                .await?;
-        }
-        Err(refusal)
-    }
-}
-
-/// The `during` of a commit, to tell an unknown outcome from a clean failure.
-const COMMITTING: &str = "committing";
-
-/// The wait before attempt `attempt + 1`: 5 ms doubling, plus up to as much again at random so
-/// that the transactions that collided do not collide again.
-fn backoff(attempt: u32) -> Duration {
-    let base = 5_u64 << attempt.min(6).saturating_sub(1);
-    let jitter = rand::random_range(0..=base);
-    Duration::from_millis(base + jitter)
-}
-
-fn failure_text(failure: &Failure) -> String {
-    match failure {
-        Failure::Refused(e) => e.to_string(),
-        Failure::OutcomeUnknown { request_ids, why } => {
-            format!("commit outcome unknown for {request_ids:?}: {why}")
-        }
-        Failure::Conflict(why) => format!("conflict: {why}"),
-        Failure::Db { during, error } => format!("{during}: {}", crate::error::chain(error)),
-    }
-}
-
 /// `url` with the password (if any) replaced by `***`.
 pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -488,7 +264,7 @@ impl LedgerStore for SqlStore {
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
         self.apps
             .get_or_load(key, || {
-                self.db.read(key, |c, e, k| Box::pin(ops::app(c, e, k)))
+                self.db.read(key, |c, e, k| Box::pin(queries::app(c, e, k)))
             })
             .await
     }
@@ -534,7 +310,7 @@ impl LedgerStore for SqlStore {
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
         self.db
-            .read_snapshot(&id, |c, e, id| Box::pin(ops::order_view(c, e, *id)))
+            .read_snapshot(&id, |c, e, id| Box::pin(queries::order_view(c, e, *id)))
             .await
     }
 
@@ -546,7 +322,7 @@ impl LedgerStore for SqlStore {
     ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
         self.db
             .read(&(id, after_seq, limit), |c, e, (id, after, limit)| {
-                Box::pin(ops::order_events(c, e, *id, *after, *limit))
+                Box::pin(queries::order_events(c, e, *id, *after, *limit))
             })
             .await
     }
@@ -611,7 +387,7 @@ impl LedgerStore for SqlStore {
 
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
         self.db
-            .read(&filter, |c, e, f| Box::pin(ops::anomalies(c, e, f)))
+            .read(&filter, |c, e, f| Box::pin(queries::anomalies(c, e, f)))
             .await
     }
 
@@ -634,7 +410,7 @@ impl LedgerStore for SqlStore {
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.db
-            .read(&filter, |c, e, f| Box::pin(ops::audit(c, e, f)))
+            .read(&filter, |c, e, f| Box::pin(queries::audit(c, e, f)))
             .await
     }
 
@@ -651,7 +427,9 @@ impl LedgerStore for SqlStore {
         filter: RejectedCallFilter,
     ) -> Result<Vec<RejectedCall>, LedgerError> {
         self.db
-            .read(&filter, |c, e, f| Box::pin(ops::rejected_calls(c, e, f)))
+            .read(&filter, |c, e, f| {
+                Box::pin(queries::rejected_calls(c, e, f))
+            })
             .await
     }
 
@@ -659,7 +437,7 @@ impl LedgerStore for SqlStore {
         self.db
             .read(&(), |c, engine, ()| {
                 Box::pin(async move {
-                    let sql = crate::rows::totals_sql(|column| match engine {
+                    let sql = crate::statements::totals(|column| match engine {
                         Engine::Postgres => {
                             format!("CAST(coalesce(sum({column}), 0) AS DOUBLE PRECISION)")
                         }
@@ -691,7 +469,7 @@ impl LedgerStore for SqlStore {
         self.db
             .read(&(), |c, _, ()| {
                 Box::pin(async move {
-                    sqlx::raw_sql("SELECT 1")
+                    sqlx::raw_sql(crate::statements::SERVER_PING)
                         .execute(c)
                         .await
                         .during("pinging the database")
@@ -718,18 +496,5 @@ mod tests {
         );
         assert_eq!(redact("mysql://root@h/test"), "mysql://root@h/test");
         assert_eq!(redact("mysql://h/test"), "mysql://h/test");
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_stays_small() {
-        for attempt in 1..10 {
-            let wait = backoff(attempt);
-            let base = 5_u64 << attempt.min(6).saturating_sub(1);
-            assert!(wait >= Duration::from_millis(base), "{attempt}: {wait:?}");
-            assert!(
-                wait <= Duration::from_millis(2 * base),
-                "{attempt}: {wait:?}"
-            );
-        }
     }
 }

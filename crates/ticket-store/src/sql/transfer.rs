@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::db::{During, Failure};
 use super::engine::Engine;
-use super::ops::{bind, During, Failure};
+use super::exec::bind;
 use super::{migrate, SqlStore};
 use crate::transfer::{Counts, ExportWriter, ImportReader, Transfer, TransferError, TABLES};
 
@@ -106,7 +107,7 @@ impl Transfer for SqlStore {
         while let Some(row) = reader.next_row()? {
             let mut query = sqlx::query(e.sql(row.table.insert()));
             for value in &row.values {
-                query = bind(query, value);
+                query = bind(query, value.param());
             }
             query
                 .execute(&mut *tx)

@@ -9,14 +9,18 @@
 //!   database file, both off the writer's thread.
 //! - [`readers`]: a pool of read-only connections for `app`, `order`, `audit` and `ping`, so
 //!   reads never wait for writes (WAL gives each a consistent snapshot).
-//! - [`ops`]: the SQL of each operation; [`rows`]: row ↔ domain conversion and error mapping;
-//!   [`migrate`]: embedded migrations; [`url`]: `sqlite:` URLs.
+//! - [`ops`]: each write operation (snapshot, plan, rows); [`queries`]: what is read;
+//!   [`exec`]: the rows of a plan ([`crate::plan_rows`]) executed; [`rows`]: rusqlite rows
+//!   for the shared readers, and error mapping; [`migrate`]: embedded migrations; [`url`]:
+//!   `sqlite:` URLs.
 //! - The app cache ([`crate::apps::AppCache`]): `app()` runs on every gateway request, so
 //!   apps are kept in memory.
 
 mod durable;
+mod exec;
 mod migrate;
 mod ops;
+mod queries;
 mod readers;
 mod rows;
 mod snapshots;
@@ -152,7 +156,7 @@ impl SqliteStore {
         // The migration committed without an fsync (`synchronous=NORMAL`): make it durable
         // before anything is served on top of it.
         durable::Fsync::sync(&mut wal).map_err(|e| StoreError::io(path, e))?;
-        let apps = ops::all_apps(&conn).map_err(|e| StoreError::Database {
+        let apps = queries::all_apps(&conn).map_err(|e| StoreError::Database {
             during: "loading apps",
             source: Box::new(e),
         })?;
@@ -256,7 +260,7 @@ impl LedgerStore for SqliteStore {
     async fn app(&self, key: &AppKey) -> Result<Option<App>, LedgerError> {
         let owned = key.clone();
         self.apps
-            .get_or_load(key, || self.read(move |conn| ops::app(conn, &owned)))
+            .get_or_load(key, || self.read(move |conn| queries::app(conn, &owned)))
             .await
     }
 
@@ -303,7 +307,7 @@ impl LedgerStore for SqliteStore {
         self.read(move |conn| {
             // One read transaction, so the order, its vouchers and its history are one snapshot.
             let tx = conn.transaction().during("starting a read transaction")?;
-            ops::order_view(&tx, id)
+            queries::order_view(&tx, id)
         })
         .await
     }
@@ -314,7 +318,7 @@ impl LedgerStore for SqliteStore {
         after_seq: Option<i64>,
         limit: u32,
     ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
-        self.read(move |conn| ops::order_events(conn, id, after_seq, limit))
+        self.read(move |conn| queries::order_events(conn, id, after_seq, limit))
             .await
     }
 
@@ -367,7 +371,8 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
-        self.read(move |conn| ops::anomalies(conn, &filter)).await
+        self.read(move |conn| queries::anomalies(conn, &filter))
+            .await
     }
 
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
@@ -383,7 +388,7 @@ impl LedgerStore for SqliteStore {
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
-        self.read(move |conn| ops::audit(conn, &filter)).await
+        self.read(move |conn| queries::audit(conn, &filter)).await
     }
 
     async fn record_rejected_call(&self, call: RejectedCall, keep: u64) -> Result<(), LedgerError> {
@@ -396,7 +401,7 @@ impl LedgerStore for SqliteStore {
         &self,
         filter: RejectedCallFilter,
     ) -> Result<Vec<RejectedCall>, LedgerError> {
-        self.read(move |conn| ops::rejected_calls(conn, &filter))
+        self.read(move |conn| queries::rejected_calls(conn, &filter))
             .await
     }
 
@@ -408,7 +413,7 @@ impl LedgerStore for SqliteStore {
     async fn metrics(&self) -> Result<StoreMetrics, LedgerError> {
         let mut totals = self
             .read(|conn| {
-                let sql = crate::rows::totals_sql(|column| format!("total({column})"));
+                let sql = crate::statements::totals(|column| format!("total({column})"));
                 conn.query_row(&sql, [], |row| crate::rows::totals(row))
                     .during("reading the ledger totals")
             })
@@ -442,7 +447,7 @@ impl LedgerStore for SqliteStore {
             ));
         }
         self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+            conn.query_row(crate::statements::SQLITE_PING, [], |row| {
                 row.get::<_, i64>(0)
             })
             .during("pinging the database")
@@ -576,433 +581,4 @@ fn settings(conn: &Connection) -> rusqlite::Result<ConnectionSettings> {
 }
 
 #[cfg(test)]
-mod tests {
-    //! Batches made deterministic: a gate job holds the writer while the test queues the jobs
-    //! it wants in the next batch, so these tests do not depend on timing.
-
-    use chrono::{TimeZone, Utc};
-    use serde_json::json;
-    use ticket_ledger::{
-        AuditOutcome, ConfirmCode, NewVoucher, OrderRef, OutcomeKind, RequestMeta, VerifyPolicy,
-        VerifyUses, VoucherUse, WriteOffType,
-    };
-
-    use super::*;
-
-    fn at(s: u32) -> chrono::DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 15, 5, 0, s)
-            .single()
-            .expect("instant")
-    }
-
-    fn code(c: &str) -> ConfirmCode {
-        ConfirmCode::parse(c).expect("code")
-    }
-
-    async fn store_with_orders(dir: &Path, orders: &[(i64, &str, i64)]) -> Arc<SqliteStore> {
-        let store = Arc::new(SqliteStore::open(&dir.join("ledger.db")).expect("open"));
-        let app_key = AppKey::parse("app-a").expect("key");
-        store
-            .create_app(App::new(
-                app_key.clone(),
-                "a".into(),
-                "s".into(),
-                at(0) - chrono::Duration::days(30),
-            ))
-            .await
-            .expect("app");
-        for &(id, c, capacity) in orders {
-            let order = NewOrder {
-                order_id: OrderId::new(id).expect("id"),
-                app_key: app_key.clone(),
-                quantity: capacity,
-                out_order_id: None,
-                valid_from: None,
-                valid_until: None,
-                vouchers: vec![NewVoucher {
-                    code: code(c),
-                    capacity,
-                }],
-                created_at: at(0) - chrono::Duration::days(1),
-            };
-            let audit = AuditEntry {
-                seq: 0,
-                request_id: format!("create-{id}"),
-                at: order.created_at,
-                action: "admin.create_order".into(),
-                app_key: Some("app-a".into()),
-                order_id: Some(id),
-                outcome: AuditOutcome::Accepted,
-                reason: "created".into(),
-                detail: json!({}),
-                client_ip: None,
-            };
-            store.create_order(order, audit).await.expect("order");
-        }
-        store
-    }
-
-    fn verify(id: i64, c: &str, quantity: i64, second: u32) -> VerifyCommand {
-        VerifyCommand {
-            origin: ticket_ledger::VerifyOrigin::Vendor,
-            app_key: AppKey::parse("app-a").expect("key"),
-            order: OrderRef::Id(OrderId::new(id).expect("id")),
-            mode: WriteOffType::Delta,
-            uses: VerifyUses::Vouchers {
-                entries: vec![VoucherUse {
-                    code: code(c),
-                    quantity,
-                    used_at: Some(at(second)),
-                }],
-                legacy_code: None,
-            },
-            total_num: None,
-            return_num: None,
-            policy: VerifyPolicy::default(),
-            meta: RequestMeta {
-                request_id: format!("verify-{id}-{second}"),
-                received_at: at(59),
-                client_ip: None,
-                summary: json!({}),
-            },
-        }
-    }
-
-    /// Holds the writer inside a job until the returned sender is used.
-    async fn hold(
-        store: &Arc<SqliteStore>,
-    ) -> (
-        std::sync::mpsc::Sender<()>,
-        tokio::task::JoinHandle<Result<(), LedgerError>>,
-    ) {
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let s = Arc::clone(store);
-        let handle = tokio::spawn(async move {
-            s.writer
-                .submit(move |_: &mut writer::Tx<'_>| {
-                    let _ = entered_tx.send(());
-                    gate.recv()
-                        .map_err(|_| LedgerError::Internal("gate".into()))
-                })
-                .await
-        });
-        entered.await.expect("the writer took the gate job");
-        (release, handle)
-    }
-
-    /// Waits until every task has queued its job. The writer is held, so they will all be in
-    /// its next batch.
-    async fn until_queued(store: &SqliteStore, tasks: &[tokio::task::JoinHandle<()>]) {
-        while !store.writer.queued_at_least(tasks.len()) {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    fn used(view: &OrderView) -> i64 {
-        view.vouchers.iter().map(|v| v.used).sum()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refused_verify_rolls_back_alone_and_its_batch_neighbours_commit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 1), (2, "CODE-B", 1)]).await;
-        let (release, gate) = hold(&store).await;
-        let before = store.writer_stats();
-
-        let results = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        // Two reports of the only use of CODE-A (different gate times, so not a retry): the
-        // second in the batch must see the first's uncommitted use and be refused.
-        for cmd in [
-            verify(1, "CODE-A", 1, 1),
-            verify(1, "CODE-A", 1, 2),
-            verify(2, "CODE-B", 1, 3),
-        ] {
-            let s = Arc::clone(&store);
-            let results = Arc::clone(&results);
-            tasks.push(tokio::spawn(async move {
-                let r = s.verify(cmd).await;
-                results.lock().expect("results").push(r);
-            }));
-        }
-        until_queued(&store, &tasks).await;
-        release.send(()).expect("release");
-        gate.await.expect("join").expect("gate");
-        for t in tasks {
-            t.await.expect("join");
-        }
-
-        let results = results.lock().expect("results").clone();
-        let applied = results
-            .iter()
-            .filter(|r| matches!(r, Ok(o) if o.kind == OutcomeKind::Applied))
-            .count();
-        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-        assert_eq!(applied, 2, "{results:?}");
-        assert_eq!(
-            refused,
-            vec![&LedgerError::CapacityExceeded {
-                code: code("CODE-A"),
-                requested: 1,
-                remaining: 0
-            }]
-        );
-        let after = store.writer_stats();
-        assert_eq!(
-            after.commits - before.commits,
-            2,
-            "the gate's, then one for all three"
-        );
-        assert_eq!(after.largest_batch, 3);
-
-        let one = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read");
-        let one = one.expect("order 1");
-        assert_eq!(used(&one), 1);
-        assert_eq!(
-            one.events.len(),
-            3,
-            "creation + the applied verify + its issued -> used transition only"
-        );
-        let two = store
-            .order(OrderId::new(2).expect("id"))
-            .await
-            .expect("read");
-        assert_eq!(used(&two.expect("order 2")), 1);
-        store.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_commit_answers_every_verify_in_the_batch_with_an_error_and_keeps_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-        let (release, gate) = hold(&store).await;
-
-        let s = Arc::clone(&store);
-        let good = tokio::spawn(async move { s.verify(verify(1, "CODE-A", 2, 1)).await });
-        // A neighbour whose change is only refused at COMMIT: a voucher of an order that does
-        // not exist, with the foreign key check deferred to the end of the transaction.
-        let s = Arc::clone(&store);
-        let poison = tokio::spawn(async move {
-            s.writer
-                .submit(|tx| {
-                    tx.conn
-                        .execute_batch(
-                            "PRAGMA defer_foreign_keys = ON;
-                         INSERT INTO vouchers (order_id, confirm_code, seq, capacity, used)
-                         VALUES (999, 'DANGLING', 0, 1, 0);",
-                        )
-                        .during("poisoning the batch")
-                })
-                .await
-        });
-        while !store.writer.queued_at_least(2) {
-            tokio::task::yield_now().await;
-        }
-        release.send(()).expect("release");
-        gate.await.expect("join").expect("gate");
-
-        let good = good.await.expect("join");
-        let poison = poison.await.expect("join");
-        assert!(matches!(good, Err(LedgerError::Internal(_))), "{good:?}");
-        assert!(
-            matches!(poison, Err(LedgerError::Internal(_))),
-            "{poison:?}"
-        );
-        assert_eq!(store.writer_stats().failed_batches, 1);
-
-        let view = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(used(&view), 0, "the failed batch's verify was not kept");
-        assert_eq!(view.events.len(), 1, "nor its audit entry");
-        // The writer recovered: the same report now applies (its fingerprint was not kept).
-        let retry = store
-            .verify(verify(1, "CODE-A", 2, 1))
-            .await
-            .expect("retry");
-        assert_eq!(retry.kind, OutcomeKind::Applied);
-        store.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn verifies_of_a_known_order_are_planned_from_memory() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-        let before = store.writer_stats();
-        for second in 1..=3 {
-            let outcome = store
-                .verify(verify(1, "CODE-A", 1, second))
-                .await
-                .expect("verify");
-            assert_eq!(outcome.kind, OutcomeKind::Applied);
-        }
-        let after = store.writer_stats();
-        assert_eq!(
-            after.snapshot_misses - before.snapshot_misses,
-            1,
-            "{after:?}"
-        );
-        assert_eq!(after.snapshot_hits - before.snapshot_hits, 2, "{after:?}");
-        let view = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(used(&view), 3);
-        store.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_change_committed_by_another_connection_is_seen_by_the_next_verify() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 2)]).await;
-        store
-            .verify(verify(1, "CODE-A", 2, 1))
-            .await
-            .expect("both uses");
-        // Held in memory now: the code is used up.
-        let full = store.verify(verify(1, "CODE-A", 1, 2)).await;
-        assert!(
-            matches!(full, Err(LedgerError::CapacityExceeded { .. })),
-            "{full:?}"
-        );
-
-        // An operator's shell gives both uses back, behind the store's back.
-        let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
-        shell
-            .execute("UPDATE vouchers SET used = 0 WHERE order_id = 1", [])
-            .expect("external write");
-        drop(shell);
-
-        let after = store
-            .verify(verify(1, "CODE-A", 1, 3))
-            .await
-            .expect("the next verify sees the external change");
-        assert_eq!(after.kind, OutcomeKind::Applied);
-        let view = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(used(&view), 1);
-        store.close().await;
-    }
-
-    /// Runs `sql` on the writer's own connection, as a job that forgets no snapshot: a change
-    /// the writer's memory of orders cannot see (`data_version` only moves for other
-    /// connections), like a trigger or a bug would make.
-    async fn behind_the_snapshots(store: &SqliteStore, sql: &'static str) {
-        store
-            .writer
-            .submit(move |tx| tx.conn.execute_batch(sql).during("tampering"))
-            .await
-            .expect(sql);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_that_changes_no_row_is_undone_recorded_and_leaves_no_stale_snapshot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
-        store
-            .verify(verify(1, "CODE-A", 1, 1))
-            .await
-            .expect("the writer now remembers order 1 with 1 use");
-        // The database moves on without the writer's memory: 5 uses, and a trigger that
-        // silently skips every count.
-        behind_the_snapshots(&store, "UPDATE vouchers SET used = 5 WHERE order_id = 1").await;
-        behind_the_snapshots(
-            &store,
-            "CREATE TRIGGER skip_counts BEFORE UPDATE OF used ON vouchers \
-             BEGIN SELECT RAISE(IGNORE); END",
-        )
-        .await;
-
-        let refused = store.verify(verify(1, "CODE-A", 1, 2)).await;
-        assert_eq!(
-            refused,
-            Err(LedgerError::WriteChangedNoRow {
-                write: "vouchers.used"
-            }),
-            "the count changed no row: refused, not applied nor answered as over capacity"
-        );
-        let anomalies = store
-            .anomalies(ticket_ledger::AnomalyFilter::default())
-            .await
-            .expect("anomalies");
-        assert_eq!(
-            anomalies
-                .iter()
-                .map(|a| (a.anomaly.kind.as_str(), a.anomaly.request_id.as_str()))
-                .collect::<Vec<_>>(),
-            [("write_changed_no_row", "verify-1-2")],
-            "the refusal kept its anomaly and nothing else"
-        );
-        let view = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(used(&view), 5, "nothing of the refused verify was kept");
-        assert_eq!(
-            view.events.len(),
-            3,
-            "creation, first verify, its transition"
-        );
-
-        behind_the_snapshots(&store, "DROP TRIGGER skip_counts").await;
-        let before = store.writer_stats();
-        let outcome = store
-            .verify(verify(1, "CODE-A", 1, 3))
-            .await
-            .expect("the next verify applies");
-        assert_eq!(outcome.kind, OutcomeKind::Applied);
-        assert_eq!(
-            store.writer_stats().snapshot_misses - before.snapshot_misses,
-            1,
-            "the snapshot the refusal found stale was dropped, so the order was read again"
-        );
-        let view = store
-            .order(OrderId::new(1).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(used(&view), 6);
-        let last = view.events.last().expect("the verify's event");
-        assert_eq!(
-            last.detail["changes"][0]["used"], 6,
-            "planned from the stored 5 uses, not the remembered 1: {last:?}"
-        );
-        store.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_checkpoint_by_another_connection_keeps_the_snapshots() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-        store
-            .verify(verify(1, "CODE-A", 1, 1))
-            .await
-            .expect("verify");
-        let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
-        let _: (i64, i64, i64) = shell
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .expect("checkpoint");
-        drop(shell);
-        let before = store.writer_stats();
-        store
-            .verify(verify(1, "CODE-A", 1, 2))
-            .await
-            .expect("verify");
-        let after = store.writer_stats();
-        assert_eq!(after.snapshot_hits - before.snapshot_hits, 1, "{after:?}");
-        store.close().await;
-    }
-}
+mod tests;

@@ -1,8 +1,7 @@
 //! rusqlite rows → domain values, and SQLite errors → [`LedgerError`].
 //!
 //! The conversion itself is shared with the other backends ([`crate::rows`]); this module gives
-//! it rusqlite's rows, appends audit entries, and turns driver errors into the domain's
-//! `Unavailable`/`Internal`.
+//! it rusqlite's rows, and turns driver errors into the domain's `Unavailable`/`Internal`.
 
 use rusqlite::types::Type;
 use rusqlite::{ErrorCode, Row};
@@ -47,7 +46,7 @@ impl ReadRow for Row<'_> {
     }
 }
 
-/// Reads [`APP_COLUMNS`](crate::rows::APP_COLUMNS) (rusqlite wants a function of `&Row<'_>`).
+/// Reads `rows::app_columns!` (rusqlite wants a function of `&Row<'_>`).
 pub(crate) fn app(row: &Row<'_>) -> rusqlite::Result<App> {
     shared::app(row)
 }
@@ -57,12 +56,12 @@ pub(crate) fn order(row: &Row<'_>) -> rusqlite::Result<OrderRecord> {
     shared::order(row)
 }
 
-/// Reads [`REFUND_COLUMNS`](crate::rows::REFUND_COLUMNS).
+/// Reads `rows::refund_columns!`.
 pub(crate) fn refund(row: &Row<'_>) -> rusqlite::Result<RefundRequest> {
     shared::refund(row)
 }
 
-/// Reads [`USE_COLUMNS`](crate::rows::USE_COLUMNS).
+/// Reads `rows::use_columns!`.
 pub(crate) fn voucher_use(row: &Row<'_>) -> rusqlite::Result<UseRecord> {
     shared::voucher_use(row)
 }
@@ -72,7 +71,7 @@ pub(crate) fn anomaly(row: &Row<'_>) -> rusqlite::Result<Anomaly> {
     shared::anomaly(row)
 }
 
-/// Reads [`VOUCHER_COLUMNS`](crate::rows::VOUCHER_COLUMNS).
+/// Reads `rows::voucher_columns!`.
 pub(crate) fn voucher(row: &Row<'_>) -> rusqlite::Result<VoucherRecord> {
     shared::voucher(row)
 }
@@ -80,33 +79,6 @@ pub(crate) fn voucher(row: &Row<'_>) -> rusqlite::Result<VoucherRecord> {
 /// Reads [`AUDIT_COLUMNS`](crate::rows::AUDIT_COLUMNS).
 pub(crate) fn audit(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     shared::audit(row)
-}
-
-/// Appends one audit entry; returns its `seq`. Shared by every write that leaves a trace.
-pub(crate) fn insert_audit(
-    conn: &rusqlite::Connection,
-    entry: &AuditEntry,
-) -> Result<i64, LedgerError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO audit_log \
-             (request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .during("preparing the audit insert")?;
-    stmt.execute(rusqlite::params![
-        entry.request_id,
-        ms(entry.at),
-        entry.action,
-        entry.app_key,
-        entry.order_id,
-        entry.outcome.as_str(),
-        entry.reason,
-        entry.detail.to_string(),
-        entry.client_ip,
-    ])
-    .during("appending to the audit trail")?;
-    Ok(conn.last_insert_rowid())
 }
 
 /// A uniqueness or foreign-key violation, the two constraint failures the store turns into

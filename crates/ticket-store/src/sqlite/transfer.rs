@@ -5,7 +5,6 @@
 use std::io::{BufRead, Write};
 
 use async_trait::async_trait;
-use rusqlite::types::Value as SqliteValue;
 
 use super::rows::During;
 use super::{migrate, SqliteStore};
@@ -79,10 +78,7 @@ impl Transfer for SqliteStore {
                     }
                 }
                 for row in &rows {
-                    let values = row.values.iter().map(|v| match v {
-                        SqlValue::Int(i) => i.map_or(SqliteValue::Null, SqliteValue::Integer),
-                        SqlValue::Text(t) => t.clone().map_or(SqliteValue::Null, SqliteValue::Text),
-                    });
+                    let values = row.values.iter().map(SqlValue::param);
                     conn.prepare_cached(&row.table.insert())
                         .during("preparing an import statement")?
                         .execute(rusqlite::params_from_iter(values))

@@ -1,0 +1,352 @@
+//! What each write stores, as typed rows: the one place a ledger plan becomes the rows of its
+//! tables.
+//!
+//! The domain decides (`ticket_ledger::plan_verify`, `plan_issue`, …); a constructor here
+//! turns its plan into rows, one type per statement of [`crate::statements`]; each store only
+//! loads snapshots and executes rows: the SQLite store one row at a time on its writer
+//! thread, the SQL store one row at a time or, for a batch of verifies, each table in one
+//! statement whose rows travel as one JSON parameter (so the row types are `Serialize`, with
+//! the short keys the bulk statements read: a batch carries hundreds of rows). Adding a column
+//! means touching its row type and its statements, nowhere else.
+//!
+//! - [`verify`]: [`VerifyRows`], the rows of one or several verify plans;
+//! - [`lifecycle`]: order creation, issuance, refund requests and notifications, reversals,
+//!   anomaly resolutions;
+//! - here: what every write shares ([`AuditRow`], [`AnomalyRow`]), apps, and [`WriteRow`],
+//!   how an executor binds a row.
+
+mod lifecycle;
+mod verify;
+
+use serde::Serialize;
+use ticket_ledger::{App, AppAccess, AppKey, AuditEntry, NewAnomaly, RejectedCall, SecretRotation};
+
+pub(crate) use self::lifecycle::{
+    IssueRows, OrderRows, RefundRequestRows, RefundRows, ResolutionRows, ReversalRows,
+};
+pub(crate) use self::verify::{FingerprintRow, VerifyRows};
+use crate::rows::ms;
+use crate::statements;
+
+/// One value bound to a `?`, borrowed from its row (rusqlite binds it without a copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Param<'a> {
+    /// An integer column's value.
+    Int(Option<i64>),
+    /// A text column's value.
+    Text(Option<&'a str>),
+}
+
+impl<'a> Param<'a> {
+    fn int(value: i64) -> Self {
+        Self::Int(Some(value))
+    }
+
+    fn text(value: &'a str) -> Self {
+        Self::Text(Some(value))
+    }
+
+    fn opt_text(value: Option<&'a String>) -> Self {
+        Self::Text(value.map(String::as_str))
+    }
+}
+
+/// A row one statement writes.
+pub(crate) trait WriteRow {
+    /// The statement, with `?` placeholders.
+    const SQL: &'static str;
+    /// What the write does, for the error that names a failed step.
+    const DURING: &'static str;
+    /// The values of the statement's `?`s, in order.
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>>;
+}
+
+/// An audit entry as `audit_log` stores it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AuditRow {
+    /// Its place among the rows written together, so that a bulk insert hands out `seq`s in
+    /// that order.
+    #[serde(rename = "i")]
+    pub(crate) position: usize,
+    pub(crate) request_id: String,
+    pub(crate) at_ms: i64,
+    pub(crate) action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) app_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) order_id: Option<i64>,
+    pub(crate) outcome: &'static str,
+    pub(crate) reason: String,
+    /// JSON text.
+    pub(crate) detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_ip: Option<String>,
+}
+
+impl AuditRow {
+    /// The row of `entry` (its `seq` is the database's to hand out).
+    pub(crate) fn of(position: usize, entry: AuditEntry) -> Self {
+        Self {
+            position,
+            request_id: entry.request_id,
+            at_ms: ms(entry.at),
+            action: entry.action,
+            app_key: entry.app_key,
+            order_id: entry.order_id,
+            outcome: entry.outcome.as_str(),
+            reason: entry.reason,
+            detail: entry.detail.to_string(),
+            client_ip: entry.client_ip,
+        }
+    }
+
+    /// The rows of a plan's entries, in their order.
+    pub(crate) fn all(entries: Vec<AuditEntry>) -> Vec<Self> {
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(position, entry)| Self::of(position, entry))
+            .collect()
+    }
+}
+
+impl WriteRow for AuditRow {
+    const SQL: &'static str = statements::INSERT_AUDIT;
+    const DURING: &'static str = "appending to the audit trail";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::text(&self.request_id),
+            Param::int(self.at_ms),
+            Param::text(&self.action),
+            Param::opt_text(self.app_key.as_ref()),
+            Param::Int(self.order_id),
+            Param::text(self.outcome),
+            Param::text(&self.reason),
+            Param::text(&self.detail),
+            Param::opt_text(self.client_ip.as_ref()),
+        ]
+    }
+}
+
+/// An anomaly as `anomalies` stores it when raised (unresolved).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AnomalyRow {
+    /// Its place among the rows written together (ids are handed out in that order).
+    #[serde(rename = "i")]
+    pub(crate) position: usize,
+    pub(crate) kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) order_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) app_key: Option<String>,
+    pub(crate) request_id: String,
+    pub(crate) at_ms: i64,
+    /// JSON text.
+    pub(crate) detail: String,
+    /// JSON text.
+    pub(crate) request: String,
+}
+
+impl AnomalyRow {
+    /// The row of `anomaly`.
+    pub(crate) fn of(position: usize, anomaly: &NewAnomaly) -> Self {
+        Self {
+            position,
+            kind: anomaly.kind.as_str(),
+            order_id: anomaly.order_id,
+            app_key: anomaly.app_key.clone(),
+            request_id: anomaly.request_id.clone(),
+            at_ms: ms(anomaly.at),
+            detail: anomaly.detail.to_string(),
+            request: anomaly.request.to_string(),
+        }
+    }
+}
+
+impl WriteRow for AnomalyRow {
+    const SQL: &'static str = statements::INSERT_ANOMALY;
+    const DURING: &'static str = "recording an anomaly";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::text(self.kind),
+            Param::Int(self.order_id),
+            Param::opt_text(self.app_key.as_ref()),
+            Param::text(&self.request_id),
+            Param::int(self.at_ms),
+            Param::text(&self.detail),
+            Param::text(&self.request),
+        ]
+    }
+}
+
+/// An app's access columns (`rate_limit, rate_burst, ip_allowlist`), as every write of an app
+/// stores them.
+#[derive(Debug, Clone)]
+struct AccessColumns {
+    rate_limit: Option<String>,
+    rate_burst: Option<i64>,
+    ip_allowlist: Option<String>,
+}
+
+impl AccessColumns {
+    fn of(access: &AppAccess) -> Self {
+        Self {
+            rate_limit: access.rate_limit.map(|r| r.rate_text()),
+            rate_burst: access.rate_limit.and_then(|r| r.burst()).map(i64::from),
+            ip_allowlist: access.allowlist_text(),
+        }
+    }
+
+    fn params(&self) -> [Param<'_>; 3] {
+        [
+            Param::opt_text(self.rate_limit.as_ref()),
+            Param::Int(self.rate_burst),
+            Param::opt_text(self.ip_allowlist.as_ref()),
+        ]
+    }
+}
+
+/// A registered app, in the columns of `rows::app_columns!`.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRow {
+    app_key: String,
+    name: String,
+    secret: String,
+    created_at_ms: i64,
+    access: AccessColumns,
+    previous_secret: Option<String>,
+    previous_secret_expires_at_ms: Option<i64>,
+}
+
+impl AppRow {
+    pub(crate) fn of(app: &App) -> Self {
+        let previous = app.previous_secret.as_ref();
+        Self {
+            app_key: app.app_key.as_str().to_owned(),
+            name: app.name.clone(),
+            secret: app.secret.clone(),
+            created_at_ms: ms(app.created_at),
+            access: AccessColumns::of(&app.access),
+            previous_secret: previous.map(|p| p.secret.clone()),
+            previous_secret_expires_at_ms: previous.map(|p| ms(p.expires_at)),
+        }
+    }
+}
+
+impl WriteRow for AppRow {
+    const SQL: &'static str = statements::INSERT_APP;
+    const DURING: &'static str = "registering an app";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        let [rate_limit, rate_burst, ip_allowlist] = self.access.params();
+        [
+            Param::text(&self.app_key),
+            Param::text(&self.name),
+            Param::text(&self.secret),
+            Param::int(self.created_at_ms),
+            rate_limit,
+            rate_burst,
+            ip_allowlist,
+            Param::opt_text(self.previous_secret.as_ref()),
+            Param::Int(self.previous_secret_expires_at_ms),
+        ]
+    }
+}
+
+/// New access settings of an app.
+#[derive(Debug, Clone)]
+pub(crate) struct AppAccessRow {
+    app_key: String,
+    access: AccessColumns,
+}
+
+impl AppAccessRow {
+    pub(crate) fn of(key: &AppKey, access: &AppAccess) -> Self {
+        Self {
+            app_key: key.as_str().to_owned(),
+            access: AccessColumns::of(access),
+        }
+    }
+}
+
+impl WriteRow for AppAccessRow {
+    const SQL: &'static str = statements::UPDATE_APP_ACCESS;
+    const DURING: &'static str = "updating an app's access settings";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        let [rate_limit, rate_burst, ip_allowlist] = self.access.params();
+        [
+            rate_limit,
+            rate_burst,
+            ip_allowlist,
+            Param::text(&self.app_key),
+        ]
+    }
+}
+
+/// An app's secret rotated (the old one becomes the previous secret).
+#[derive(Debug, Clone)]
+pub(crate) struct SecretRotationRow {
+    app_key: String,
+    previous_expires_at_ms: i64,
+    new_secret: String,
+}
+
+impl SecretRotationRow {
+    pub(crate) fn of(key: &AppKey, rotation: &SecretRotation) -> Self {
+        Self {
+            app_key: key.as_str().to_owned(),
+            previous_expires_at_ms: ms(rotation.previous_expires_at),
+            new_secret: rotation.new_secret.clone(),
+        }
+    }
+}
+
+impl WriteRow for SecretRotationRow {
+    const SQL: &'static str = statements::ROTATE_APP_SECRET;
+    const DURING: &'static str = "rotating an app's secret";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::int(self.previous_expires_at_ms),
+            Param::text(&self.new_secret),
+            Param::text(&self.app_key),
+        ]
+    }
+}
+
+/// A call refused before authentication, kept for operators.
+#[derive(Debug, Clone)]
+pub(crate) struct RejectedCallRow<'a> {
+    call: &'a RejectedCall,
+    at_ms: i64,
+}
+
+impl<'a> RejectedCallRow<'a> {
+    pub(crate) fn of(call: &'a RejectedCall) -> Self {
+        Self {
+            call,
+            at_ms: ms(call.at),
+        }
+    }
+}
+
+impl WriteRow for RejectedCallRow<'_> {
+    const SQL: &'static str = statements::INSERT_REJECTED_CALL;
+    const DURING: &'static str = "recording a rejected call";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        let call = self.call;
+        [
+            Param::text(&call.request_id),
+            Param::int(self.at_ms),
+            Param::opt_text(call.client_ip.as_ref()),
+            Param::opt_text(call.app_key.as_ref()),
+            Param::opt_text(call.method.as_ref()),
+            Param::int(call.code),
+            Param::opt_text(call.sub_code.as_ref()),
+        ]
+    }
+}

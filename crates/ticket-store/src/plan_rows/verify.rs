@@ -1,0 +1,253 @@
+//! The rows of verify plans: [`VerifyRows`].
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use ticket_ledger::{
+    ConfirmCode, Fingerprint, NewAnomaly, OrderSnapshot, VerifyCommand, VerifyPlan, VoucherChange,
+};
+
+use super::{AnomalyRow, AuditRow, Param, WriteRow};
+use crate::rows::ms;
+use crate::statements;
+
+/// Everything one or several accepted verify plans write, and the anomalies of refused ones:
+/// what one transaction stores for a verify, a batch of verifies, or several verifies that
+/// must apply together. Each field is one statement's rows, in the order they are written.
+#[derive(Debug, Default)]
+pub(crate) struct VerifyRows {
+    /// Uses added per voucher, summed over the plans (a plan names each voucher once).
+    pub(crate) counts: Vec<UseCountRow>,
+    /// The use log, one row per change.
+    pub(crate) uses: Vec<VoucherUseRow>,
+    /// Fingerprints to remember.
+    pub(crate) fingerprints: Vec<FingerprintRow>,
+    /// Refunds to mark for review, each once (several verifies may review one).
+    pub(crate) reviews: Vec<ReviewRow>,
+    pub(crate) audit: Vec<AuditRow>,
+    pub(crate) anomalies: Vec<AnomalyRow>,
+    /// Plans added so far.
+    plans: usize,
+    /// Where each voucher's row is in `counts`, kept only once a second plan is added (one
+    /// plan's changes name distinct vouchers, so a lone verify needs no index).
+    count_of: HashMap<(i64, ConfirmCode), usize>,
+    /// How many of `counts` are in `count_of`.
+    indexed: usize,
+}
+
+impl VerifyRows {
+    /// The rows of one plan (see [`VerifyRows::add`]).
+    pub(crate) fn of(snapshot: &OrderSnapshot, plan: &VerifyPlan, cmd: &VerifyCommand) -> Self {
+        let mut rows = Self::default();
+        rows.add(snapshot, plan, cmd);
+        rows
+    }
+
+    /// Adds what `plan` writes. Its audit entries see `snapshot` as it was before the plan
+    /// (for the status transition), so plans of one order are added in the order they were
+    /// planned, each with the snapshot it was planned on.
+    pub(crate) fn add(&mut self, snapshot: &OrderSnapshot, plan: &VerifyPlan, cmd: &VerifyCommand) {
+        self.plans += 1;
+        let order_id = snapshot.order.order_id.get();
+        let request_id = &cmd.meta.request_id;
+        for change in &plan.changes {
+            self.count(order_id, change);
+            self.uses.push(VoucherUseRow {
+                position: self.uses.len(),
+                order_id,
+                code: change.code.clone(),
+                quantity: change.delta,
+                used_at_ms: ms(change.used_at),
+                recorded_at_ms: ms(cmd.meta.received_at),
+                request_id: request_id.clone(),
+            });
+        }
+        for fp in &plan.new_fingerprints {
+            let position = self.fingerprints.len();
+            self.fingerprints.push(FingerprintRow::new(
+                position,
+                order_id,
+                fp,
+                Some(request_id.clone()),
+            ));
+        }
+        for flow in &plan.review_refunds {
+            if !self.reviews.iter().any(|r| &r.flow_id == flow) {
+                self.reviews.push(ReviewRow {
+                    flow_id: flow.clone(),
+                });
+            }
+        }
+        for entry in plan.audit_entries(snapshot, cmd) {
+            self.audit.push(AuditRow::of(self.audit.len(), entry));
+        }
+        for anomaly in plan.anomalies(cmd) {
+            self.add_anomaly(&anomaly);
+        }
+    }
+
+    /// Adds an anomaly (a refused verify's, which writes nothing else).
+    pub(crate) fn add_anomaly(&mut self, anomaly: &NewAnomaly) {
+        self.anomalies
+            .push(AnomalyRow::of(self.anomalies.len(), anomaly));
+    }
+
+    fn count(&mut self, order_id: i64, change: &VoucherChange) {
+        if self.plans > 1 {
+            for (row, count) in self.counts.iter().enumerate().skip(self.indexed) {
+                self.count_of
+                    .insert((count.order_id, count.code.clone()), row);
+            }
+            self.indexed = self.counts.len();
+            if let Some(&row) = self.count_of.get(&(order_id, change.code.clone())) {
+                self.counts[row].uses += change.delta;
+                return;
+            }
+        }
+        self.counts.push(UseCountRow {
+            order_id,
+            code: change.code.clone(),
+            uses: change.delta,
+        });
+    }
+}
+
+/// Uses counted on one voucher, only while they fit its capacity.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UseCountRow {
+    #[serde(rename = "o")]
+    pub(crate) order_id: i64,
+    #[serde(rename = "c")]
+    pub(crate) code: ConfirmCode,
+    #[serde(rename = "n")]
+    pub(crate) uses: i64,
+}
+
+impl WriteRow for UseCountRow {
+    const SQL: &'static str = statements::COUNT_USES;
+    const DURING: &'static str = "counting uses";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::int(self.uses),
+            Param::int(self.order_id),
+            Param::text(self.code.as_str()),
+            Param::int(self.uses),
+        ]
+    }
+}
+
+/// One change of a verify in the use log, which a reversal reads.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VoucherUseRow {
+    /// Its place in the batch (ids are handed out in that order).
+    #[serde(rename = "i")]
+    pub(crate) position: usize,
+    #[serde(rename = "o")]
+    pub(crate) order_id: i64,
+    #[serde(rename = "c")]
+    pub(crate) code: ConfirmCode,
+    #[serde(rename = "n")]
+    pub(crate) quantity: i64,
+    /// The gate time of the uses.
+    #[serde(rename = "t")]
+    pub(crate) used_at_ms: i64,
+    /// When the ledger received the report (a reversal's window counts from it).
+    #[serde(rename = "r")]
+    pub(crate) recorded_at_ms: i64,
+    #[serde(rename = "q")]
+    pub(crate) request_id: String,
+}
+
+impl WriteRow for VoucherUseRow {
+    const SQL: &'static str = statements::INSERT_VOUCHER_USE;
+    const DURING: &'static str = "logging a use";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::int(self.order_id),
+            Param::text(self.code.as_str()),
+            Param::int(self.quantity),
+            Param::int(self.used_at_ms),
+            Param::int(self.recorded_at_ms),
+            Param::text(&self.request_id),
+        ]
+    }
+}
+
+/// A report's fingerprint: remembered (`request_id`, the request that first applied it), or
+/// looked up by a batch (no `request_id`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FingerprintRow {
+    /// Its place in the batch (for the insert's order).
+    #[serde(rename = "i")]
+    pub(crate) position: usize,
+    #[serde(rename = "o")]
+    pub(crate) order_id: i64,
+    #[serde(rename = "c")]
+    pub(crate) code: ConfirmCode,
+    #[serde(rename = "t")]
+    pub(crate) used_at_ms: i64,
+    #[serde(rename = "q")]
+    pub(crate) quantity: i64,
+    #[serde(rename = "r", skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
+}
+
+impl FingerprintRow {
+    pub(crate) fn new(
+        position: usize,
+        order_id: i64,
+        fp: &Fingerprint,
+        request_id: Option<String>,
+    ) -> Self {
+        Self {
+            position,
+            order_id,
+            code: fp.code.clone(),
+            used_at_ms: fp.used_at_ms,
+            quantity: fp.quantity,
+            request_id,
+        }
+    }
+
+    /// The fingerprint the row holds.
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            code: self.code.clone(),
+            used_at_ms: self.used_at_ms,
+            quantity: self.quantity,
+        }
+    }
+}
+
+impl WriteRow for FingerprintRow {
+    const SQL: &'static str = statements::INSERT_FINGERPRINT;
+    const DURING: &'static str = "remembering a fingerprint";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::int(self.order_id),
+            Param::text(self.code.as_str()),
+            Param::int(self.used_at_ms),
+            Param::int(self.quantity),
+            Param::Text(self.request_id.as_deref()),
+        ]
+    }
+}
+
+/// A pending refund request marked for review (R9).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ReviewRow {
+    #[serde(rename = "f")]
+    pub(crate) flow_id: String,
+}
+
+impl WriteRow for ReviewRow {
+    const SQL: &'static str = statements::MARK_REFUND_REVIEW;
+    const DURING: &'static str = "marking a refund for review";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [Param::text(&self.flow_id)]
+    }
+}

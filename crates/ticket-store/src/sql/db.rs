@@ -1,0 +1,315 @@
+//! [`Db`]: the pool, and how an operation runs on it — one attempt in a transaction, again when
+//! the engine asks for a retry, its failure mapped to the domain once final (see the module
+//! docs of [`super`]).
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::{AnyConnection, AnyPool};
+use ticket_ledger::{
+    refusal_anomaly, LedgerError, NewAnomaly, OrderRef, VerifyCommand, VerifyOutcome,
+};
+
+use super::engine::{Engine, ErrorClass};
+use super::outcome::Connector;
+use super::trace::Traced;
+use super::{exec, ops, queries};
+
+/// Why one attempt at an operation did not commit.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The ledger's rules (or a constraint standing for one) refused it: final.
+    Refused(LedgerError),
+    /// Another transaction changed what this one read: run it again (it will see the change).
+    Conflict(&'static str),
+    /// The database failed; [`Engine::classify`] decides whether to try again.
+    Db {
+        /// The step that failed.
+        during: &'static str,
+        /// The driver's error.
+        error: sqlx::Error,
+    },
+    /// The connection failed while committing and no lookup could tell in time whether the
+    /// commit happened (see [`super::outcome`]): final, never run again.
+    OutcomeUnknown {
+        /// The requests the write served (none for an app's settings).
+        request_ids: Vec<String>,
+        /// The commit's error, for the logs.
+        why: String,
+    },
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Self {
+        Self::Refused(e)
+    }
+}
+
+/// `.during("what")` on driver results.
+pub(crate) trait During<T> {
+    fn during(self, what: &'static str) -> Result<T, Failure>;
+}
+
+impl<T> During<T> for Result<T, sqlx::Error> {
+    fn during(self, what: &'static str) -> Result<T, Failure> {
+        self.map_err(|error| Failure::Db {
+            during: what,
+            error,
+        })
+    }
+}
+
+/// An operation: one attempt inside an open transaction (see [`ops`]).
+type Op<C, T> =
+    for<'a> fn(&'a mut AnyConnection, Engine, &'a C) -> BoxFuture<'a, Result<T, Failure>>;
+
+/// The pool and how to run operations on it: shared by the store and its batcher.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pub(crate) engine: Engine,
+    pub(crate) pool: AnyPool,
+    pub(crate) max_attempts: u32,
+    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`]).
+    pub(crate) connector: Connector,
+}
+
+impl Db {
+    /// Runs `op` in its own transaction, again when the engine asks for a retry; see the
+    /// module docs.
+    pub(crate) async fn write<C: Sync + Traced<T>, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let mut attempt = 1;
+        loop {
+            let failure = match self.attempt(ctx, op).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Refused(refusal)) => return Err(refusal),
+                Err(failure) => failure,
+            };
+            let class = match &failure {
+                Failure::Db { error, .. } => self.engine.classify(error),
+                Failure::Conflict(_) | Failure::Refused(_) => ErrorClass::Retry,
+                // Running it again could apply it twice.
+                Failure::OutcomeUnknown { .. } => ErrorClass::Other,
+            };
+            if class == ErrorClass::Retry && attempt < self.max_attempts {
+                tracing::debug!(attempt, failure = %failure_text(&failure), "retrying a ledger write");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(self.ledger_error(&failure, &class, attempt));
+        }
+    }
+
+    pub(crate) async fn attempt<C: Sync + Traced<T>, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, Failure> {
+        let mut tx = self.pool.begin().await.during("starting a transaction")?;
+        match op(&mut tx, self.engine, ctx).await {
+            Ok(value) => {
+                // The value was computed before COMMIT: if the commit is found to have landed,
+                // it is exactly the answer the caller would have had.
+                self.commit(tx, || ctx.trace(&value)).await?;
+                Ok(value)
+            }
+            Err(failure) => {
+                // A rollback that fails leaves the connection unusable; the pool drops it.
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %e, "rolling back a ledger write failed");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Runs `op` on a pooled connection, outside any explicit transaction (single statements).
+    pub(crate) async fn read<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let result = match self.pool.acquire().await.during("taking a connection") {
+            Ok(mut conn) => op(&mut conn, self.engine, ctx).await,
+            Err(failure) => Err(failure),
+        };
+        result.map_err(|failure| self.final_error(failure))
+    }
+
+    /// Runs `op` in a read-only transaction that sees one snapshot.
+    pub(crate) async fn read_snapshot<C: Sync + ?Sized, T: Send>(
+        &self,
+        ctx: &C,
+        op: Op<C, T>,
+    ) -> Result<T, LedgerError> {
+        let result = async {
+            let mut conn = self.pool.acquire().await.during("taking a connection")?;
+            let mut tx = self
+                .engine
+                .begin_snapshot(&mut conn)
+                .await
+                .during("starting a read transaction")?;
+            let value = op(&mut tx, self.engine, ctx).await?;
+            tx.commit().await.during("ending a read transaction")?;
+            Ok(value)
+        }
+        .await;
+        result.map_err(|failure| self.final_error(failure))
+    }
+
+    pub(crate) fn final_error(&self, failure: Failure) -> LedgerError {
+        match failure {
+            Failure::Refused(refusal) => refusal,
+            Failure::Db { ref error, .. } => {
+                let class = self.engine.classify(error);
+                self.ledger_error(&failure, &class, 1)
+            }
+            Failure::Conflict(_) => self.ledger_error(&failure, &ErrorClass::Retry, 1),
+            Failure::OutcomeUnknown { .. } => self.ledger_error(&failure, &ErrorClass::Other, 1),
+        }
+    }
+
+    /// Maps a final failure to the domain, logged here with its whole source chain so callers
+    /// answer with the generic system error alone (STYLE §3.5).
+    pub(crate) fn ledger_error(
+        &self,
+        failure: &Failure,
+        class: &ErrorClass,
+        attempts: u32,
+    ) -> LedgerError {
+        let text = failure_text(failure);
+        let during = match failure {
+            Failure::Db { during, .. } => *during,
+            // Logged where it was found out (`Db::commit`).
+            Failure::OutcomeUnknown { request_ids, .. } => {
+                return match request_ids.as_slice() {
+                    [request_id] => LedgerError::OutcomeUnknown {
+                        request_id: request_id.clone(),
+                    },
+                    // An app's settings belong to no request (and a batch answers each of its
+                    // verifies itself).
+                    _ => LedgerError::Internal(text),
+                };
+            }
+            Failure::Conflict(_) | Failure::Refused(_) => "",
+        };
+        match class {
+            // A connection lost while committing a write whose answer does not depend on it
+            // (nothing to look up, see `outcome::Traced`): "nothing was written" cannot be
+            // promised.
+            ErrorClass::Unavailable if during == COMMITTING => {
+                tracing::error!(error = %text, "ledger commit outcome unknown");
+                LedgerError::Internal(format!("commit outcome unknown: {text}"))
+            }
+            ErrorClass::Unavailable => {
+                tracing::warn!(error = %text, "ledger database unavailable");
+                LedgerError::Unavailable(text)
+            }
+            ErrorClass::Retry => {
+                tracing::warn!(attempts, error = %text, "ledger write kept conflicting");
+                LedgerError::Unavailable(format!("busy after {attempts} attempts: {text}"))
+            }
+            _ => {
+                tracing::error!(error = %text, "ledger database failure");
+                LedgerError::Internal(text)
+            }
+        }
+    }
+
+    /// One verify in a transaction of its own: the path for verifies named by `out_order_id`
+    /// alone, and for the verifies of a batch that failed as a whole, each then run alone so
+    /// that no request fails for a neighbour.
+    pub(crate) async fn verify_alone(
+        &self,
+        cmd: &VerifyCommand,
+    ) -> Result<VerifyOutcome, LedgerError> {
+        let result = self
+            .write(cmd, |c, e, cmd| Box::pin(ops::verify(c, e, cmd)))
+            .await;
+        // The anomaly names the order the request resolved to, also when the vendor named it
+        // by `out_order_id` alone (looked up only when a refusal raises an anomaly).
+        let mut named = cmd.order.order_id();
+        if let (Err(refusal), None, OrderRef::Out(_)) = (&result, named, &cmd.order) {
+            if refusal_anomaly(refusal, None, Some(&cmd.app_key), &cmd.meta).is_some() {
+                named = self
+                    .read(cmd, |c, e, cmd| {
+                        Box::pin(queries::resolve_order_id(c, e, cmd))
+                    })
+                    .await?;
+            }
+        }
+        self.keeping_anomaly(result, |err| {
+            refusal_anomaly(err, named, Some(&cmd.app_key), &cmd.meta)
+        })
+        .await
+    }
+
+    /// Stores the anomaly a refusal raises, in its own transaction (the refused operation's
+    /// was rolled back), then returns the refusal.
+    pub(crate) async fn keeping_anomaly<T>(
+        &self,
+        result: Result<T, LedgerError>,
+        anomaly_of: impl FnOnce(&LedgerError) -> Option<NewAnomaly>,
+    ) -> Result<T, LedgerError> {
+        let Err(refusal) = result else {
+            return result;
+        };
+        if refusal.is_retryable()
+            || matches!(
+                refusal,
+                LedgerError::Internal(_) | LedgerError::OutcomeUnknown { .. }
+            )
+        {
+            return Err(refusal);
+        }
+        if let Some(anomaly) = anomaly_of(&refusal) {
+            self.write(&anomaly, |c, e, a| Box::pin(exec::insert_anomaly(c, e, a)))
+                .await?;
+        }
+        Err(refusal)
+    }
+}
+
+/// The `during` of a commit, to tell an unknown outcome from a clean failure.
+pub(crate) const COMMITTING: &str = "committing";
+
+/// The wait before attempt `attempt + 1`: 5 ms doubling, plus up to as much again at random so
+/// that the transactions that collided do not collide again.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 5_u64 << attempt.min(6).saturating_sub(1);
+    let jitter = rand::random_range(0..=base);
+    Duration::from_millis(base + jitter)
+}
+
+pub(crate) fn failure_text(failure: &Failure) -> String {
+    match failure {
+        Failure::Refused(e) => e.to_string(),
+        Failure::OutcomeUnknown { request_ids, why } => {
+            format!("commit outcome unknown for {request_ids:?}: {why}")
+        }
+        Failure::Conflict(why) => format!("conflict: {why}"),
+        Failure::Db { during, error } => format!("{during}: {}", crate::error::chain(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_small() {
+        for attempt in 1..10 {
+            let wait = backoff(attempt);
+            let base = 5_u64 << attempt.min(6).saturating_sub(1);
+            assert!(wait >= Duration::from_millis(base), "{attempt}: {wait:?}");
+            assert!(
+                wait <= Duration::from_millis(2 * base),
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What the SQLite store reads: an order's snapshot for a planner, the views and lists of the
+//! read API, on any connection (the writer's inside a job, or a pooled read-only one).
+
+use std::collections::HashSet;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use ticket_ledger::{
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, LedgerError, OrderId,
+    OrderRecord, OrderSnapshot, OrderView, OutOrderId, RefundRequest, RejectedCall,
+    RejectedCallFilter, ReversalCommand, UseRecord, VoucherRecord,
+};
+
+use super::rows::{self, ms, During};
+use crate::rows::{self as shared, ListQuery};
+use crate::statements;
+
+/// One app by key.
+pub(crate) fn app(conn: &Connection, key: &AppKey) -> Result<Option<App>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_APP)
+        .during("preparing the app lookup")?
+        .query_row([key.as_str()], rows::app)
+        .optional()
+        .during("reading an app")
+}
+
+/// Every app, to fill the cache when the store opens.
+pub(crate) fn all_apps(conn: &Connection) -> Result<Vec<App>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_APPS)
+        .during("preparing the app list")?
+        .query_map([], rows::app)
+        .during("listing apps")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading apps")
+}
+
+pub(crate) fn order_by_id(
+    conn: &Connection,
+    id: OrderId,
+) -> Result<Option<OrderRecord>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_ORDER)
+        .during("preparing the order lookup")?
+        .query_row([id.get()], rows::order)
+        .optional()
+        .during("reading an order")
+}
+
+pub(crate) fn order_by_out(
+    conn: &Connection,
+    app: &AppKey,
+    out: &OutOrderId,
+) -> Result<Option<OrderRecord>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_ORDER_BY_OUT)
+        .during("preparing the out_order_id lookup")?
+        .query_row([app.as_str(), out.as_str()], rows::order)
+        .optional()
+        .during("reading an order by out_order_id")
+}
+
+/// An order's vouchers in issuance order.
+fn vouchers(conn: &Connection, id: OrderId) -> Result<Vec<VoucherRecord>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_VOUCHERS)
+        .during("preparing the voucher list")?
+        .query_map([id.get()], rows::voucher)
+        .during("listing vouchers")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading vouchers")
+}
+
+/// An order's refund requests, oldest first.
+pub(crate) fn refunds(conn: &Connection, id: OrderId) -> Result<Vec<RefundRequest>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_REFUNDS)
+        .during("preparing the refund list")?
+        .query_map([id.get()], rows::refund)
+        .during("listing refunds")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading refunds")
+}
+
+/// The order with everything a planner needs, read from the database, or `None`.
+pub(crate) fn snapshot_of(
+    conn: &Connection,
+    id: OrderId,
+) -> Result<Option<OrderSnapshot>, LedgerError> {
+    let Some(order) = order_by_id(conn, id)? else {
+        return Ok(None);
+    };
+    Ok(Some(OrderSnapshot {
+        vouchers: vouchers(conn, id)?,
+        refunds: refunds(conn, id)?,
+        seen: HashSet::new(),
+        order,
+    }))
+}
+
+/// The order (by id) with everything a lifecycle planner needs, or `OrderNotFound`.
+pub(crate) fn snapshot_by_id(conn: &Connection, id: OrderId) -> Result<OrderSnapshot, LedgerError> {
+    snapshot_of(conn, id)?.ok_or(LedgerError::OrderNotFound)
+}
+
+/// The uses a reversal may give back: the code's, recorded within the window, not wholly
+/// reversed.
+pub(crate) fn reversible_uses(
+    conn: &Connection,
+    cmd: &ReversalCommand,
+) -> Result<Vec<UseRecord>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_REVERSIBLE_USES)
+        .during("preparing the use log query")?
+        .query_map(
+            params![
+                cmd.order_id.get(),
+                cmd.code.as_str(),
+                ms(cmd.meta.received_at - cmd.window)
+            ],
+            rows::voucher_use,
+        )
+        .during("reading the use log")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .during("reading the use log")
+}
+
+pub(crate) fn anomaly(conn: &Connection, id: i64) -> Result<Option<Anomaly>, LedgerError> {
+    conn.prepare_cached(statements::SELECT_ANOMALY)
+        .during("preparing the anomaly lookup")?
+        .query_row([id], rows::anomaly)
+        .optional()
+        .during("reading an anomaly")
+}
+
+/// Anomalies matching the filter, newest first.
+pub(crate) fn anomalies(
+    conn: &Connection,
+    filter: &AnomalyFilter,
+) -> Result<Vec<Anomaly>, LedgerError> {
+    filtered(conn, &ListQuery::anomalies(filter), rows::anomaly)
+}
+
+/// An order, its vouchers, its latest events with their total, and its refunds. Callers on a
+/// read connection run this inside one read transaction so the queries see the same snapshot.
+pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, LedgerError> {
+    let Some(order) = order_by_id(conn, id)? else {
+        return Ok(None);
+    };
+    let vouchers = vouchers(conn, id)?;
+    let mut events: Vec<AuditEntry> = conn
+        .prepare_cached(statements::SELECT_LATEST_EVENTS)
+        .during("preparing the order history")?
+        .query_map(
+            params![id.get(), i64::from(OrderView::EVENTS_SHOWN)],
+            rows::audit,
+        )
+        .during("listing the order history")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading the order history")?;
+    events.reverse();
+    let events_total = conn
+        .prepare_cached(statements::COUNT_EVENTS)
+        .during("preparing the order history count")?
+        .query_row([id.get()], |row| row.get(0))
+        .during("counting the order history")?;
+    Ok(Some(OrderView {
+        refunds: refunds(conn, id)?,
+        order,
+        vouchers,
+        events,
+        events_total,
+    }))
+}
+
+/// One page of an order's history (see `LedgerStore::order_events`), `None` when the order
+/// does not exist. Two statements on a read connection need no shared snapshot: orders are
+/// never deleted, and an order's entries commit in `seq` order (one writer).
+pub(crate) fn order_events(
+    conn: &Connection,
+    id: OrderId,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
+    if order_by_id(conn, id)?.is_none() {
+        return Ok(None);
+    }
+    let filter = AuditFilter::order_events(id, after_seq, limit);
+    audit(conn, &filter).map(Some)
+}
+
+/// Audit entries matching every field of `filter`, oldest first (see [`filtered`]).
+pub(crate) fn audit(
+    conn: &Connection,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEntry>, LedgerError> {
+    filtered(conn, &ListQuery::audit(filter), rows::audit)
+}
+
+/// Kept refused calls, newest first.
+pub(crate) fn rejected_calls(
+    conn: &Connection,
+    filter: &RejectedCallFilter,
+) -> Result<Vec<RejectedCall>, LedgerError> {
+    let (before, limit) = shared::rejected_calls_page(filter);
+    conn.prepare_cached(statements::LIST_REJECTED_CALLS)
+        .during("preparing the rejected call list")?
+        .query_map(params![before, limit], |row| shared::rejected_call(row))
+        .during("listing rejected calls")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading rejected calls")
+}
+
+/// Runs a list query (see [`ListQuery`]).
+fn filtered<T>(
+    conn: &Connection,
+    query: &ListQuery,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, LedgerError> {
+    let limit = crate::plan_rows::Param::Int(Some(query.limit));
+    let values = query.values.iter().map(|v| v.param()).chain([limit]);
+    conn.prepare_cached(&query.sql())
+        .during("preparing a filtered query")?
+        .query_map(rusqlite::params_from_iter(values), read)
+        .during("running a filtered query")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading a filtered query")
+}

@@ -1,0 +1,374 @@
+use super::*;
+
+fn writer_over(conn: Connection) -> Writer {
+    Writer::spawn(
+        conn,
+        Durability {
+            wal: Box::new(durable::NoSync),
+            checkpointer: None,
+            checkpoint_pages: durable::CHECKPOINT_PAGES,
+            restart_pages: RESTART_PAGES,
+        },
+    )
+    .expect("spawn")
+}
+
+fn scratch() -> Connection {
+    let conn = Connection::open_in_memory().expect("open");
+    conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
+        .expect("schema");
+    conn
+}
+
+fn count(conn: &Connection) -> Result<i64, LedgerError> {
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .map_err(|e| ledger_error("count", &e))
+}
+
+/// Blocks the writer inside a job until the test has queued what it wants batched after it.
+async fn hold(
+    writer: &Arc<Writer>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<(), LedgerError>>,
+) {
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, entered) = oneshot::channel();
+    let w = Arc::clone(writer);
+    let handle = tokio::spawn(async move {
+        w.submit(move |_: &mut Tx<'_>| {
+            let _ = entered_tx.send(());
+            gate.recv()
+                .map_err(|_| LedgerError::Internal("gate".into()))
+        })
+        .await
+    });
+    entered.await.expect("the writer picked up the gate job");
+    (release, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_share_one_commit_and_a_refusal_spares_its_neighbours() {
+    let writer = Arc::new(writer_over(scratch()));
+    let (release, gate) = hold(&writer).await;
+    let before = writer.stats();
+
+    let mut tasks = Vec::new();
+    for x in [1, 2, 2, 3] {
+        let w = Arc::clone(&writer);
+        tasks.push(tokio::spawn(async move {
+            w.submit(move |tx| {
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (?1)", [x])
+                    .map_err(|_| LedgerError::OrderExists)
+            })
+            .await
+        }));
+    }
+    while !writer.queued_at_least(4) {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("join"));
+    }
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Err(LedgerError::OrderExists))
+            .count(),
+        1
+    );
+    let after = writer.stats();
+    assert_eq!(after.jobs - before.jobs, 5, "gate + 4");
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the gate's batch, then one for all four"
+    );
+    assert_eq!(after.largest_batch, 4);
+    assert_eq!(writer.submit(|tx| count(tx.conn)).await, Ok(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_answers_every_job_with_an_error_and_keeps_nothing() {
+    // A deferred foreign key is only checked at COMMIT, which is a cheap, deterministic way
+    // to make a commit fail after every job of the batch succeeded.
+    let conn = Connection::open_in_memory().expect("open");
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE p (id INTEGER PRIMARY KEY);
+         CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TABLE t (x INTEGER NOT NULL UNIQUE);",
+    )
+    .expect("schema");
+    let writer = Arc::new(writer_over(conn));
+    let (release, gate) = hold(&writer).await;
+
+    let w = Arc::clone(&writer);
+    let good = tokio::spawn(async move {
+        w.submit(|tx| {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (1)", [])
+                .map_err(|e| ledger_error("insert", &e))
+        })
+        .await
+    });
+    let w = Arc::clone(&writer);
+    let doomed = tokio::spawn(async move {
+        w.submit(|tx| {
+            tx.conn
+                .execute("INSERT INTO c (pid) VALUES (42)", [])
+                .map_err(|e| ledger_error("insert", &e))
+        })
+        .await
+    });
+    while !writer.queued_at_least(2) {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+
+    let good = good.await.expect("join");
+    let doomed = doomed.await.expect("join");
+    assert!(matches!(good, Err(LedgerError::Internal(_))), "{good:?}");
+    assert!(
+        matches!(doomed, Err(LedgerError::Internal(_))),
+        "{doomed:?}"
+    );
+    assert_eq!(
+        writer.submit(|tx| count(tx.conn)).await,
+        Ok(0),
+        "nothing of the batch was kept"
+    );
+    assert_eq!(writer.stats().failed_batches, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_is_an_error_leaves_nothing_and_the_writer_goes_on() {
+    let writer = Arc::new(writer_over(scratch()));
+    let boom = writer
+        .submit(|tx| -> Result<(), LedgerError> {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (7)", [])
+                .map_err(|e| ledger_error("insert", &e))?;
+            panic!("job bug")
+        })
+        .await;
+    assert!(matches!(boom, Err(LedgerError::Internal(_))), "{boom:?}");
+    assert_eq!(
+        writer.submit(|tx| count(tx.conn)).await,
+        Ok(0),
+        "the panicking job left nothing"
+    );
+    let next = writer
+        .submit(|tx| {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (8)", [])
+                .map_err(|e| ledger_error("insert", &e))
+        })
+        .await;
+    assert_eq!(next, Ok(1), "the writer survived the panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_queued_jobs_then_refuses_new_ones() {
+    let writer = Arc::new(writer_over(scratch()));
+    let (release, gate) = hold(&writer).await;
+    let w = Arc::clone(&writer);
+    let queued = tokio::spawn(async move {
+        w.submit(|tx| {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (1)", [])
+                .map(drop)
+                .map_err(|e| ledger_error("insert", &e))
+        })
+        .await
+    });
+    while !writer.queued_at_least(1) {
+        tokio::task::yield_now().await;
+    }
+    let w = Arc::clone(&writer);
+    let closing = tokio::spawn(async move { w.close().await });
+    release.send(()).expect("release");
+    closing.await.expect("join");
+    gate.await.expect("join").expect("gate");
+    assert_eq!(queued.await.expect("join"), Ok(()));
+    assert!(!writer.is_running());
+    assert!(matches!(
+        writer.submit(|tx| count(tx.conn)).await,
+        Err(LedgerError::Unavailable(_))
+    ));
+    writer.close().await; // again: returns at once
+}
+
+/// A WAL "fsync" the test controls: each call counts itself, then waits for the test to
+/// hand it an outcome.
+struct GatedSync {
+    outcomes: std::sync::mpsc::Receiver<std::io::Result<()>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Fsync for GatedSync {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.outcomes.recv().unwrap_or(Ok(()))
+    }
+}
+
+fn gated_writer() -> (
+    Arc<Writer>,
+    std::sync::mpsc::Sender<std::io::Result<()>>,
+    Arc<AtomicU64>,
+) {
+    let (outcomes_tx, outcomes) = std::sync::mpsc::channel();
+    let calls = Arc::new(AtomicU64::new(0));
+    let writer = Writer::spawn(
+        scratch(),
+        Durability {
+            wal: Box::new(GatedSync {
+                outcomes,
+                calls: Arc::clone(&calls),
+            }),
+            checkpointer: None,
+            checkpoint_pages: durable::CHECKPOINT_PAGES,
+            restart_pages: RESTART_PAGES,
+        },
+    )
+    .expect("spawn");
+    (Arc::new(writer), outcomes_tx, calls)
+}
+
+fn insert(x: i64) -> impl FnOnce(&mut Tx<'_>) -> Result<usize, LedgerError> {
+    move |tx| {
+        tx.conn
+            .execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map_err(|e| ledger_error("insert", &e))
+    }
+}
+
+/// Waits for `condition`; a test whose condition never comes fails instead of hanging.
+async fn until(mut condition: impl FnMut() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .expect("the condition did not come within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_job_is_answered_before_its_batch_is_synced_and_the_next_batch_commits_meanwhile() {
+    let (writer, outcomes, calls) = gated_writer();
+    let w = Arc::clone(&writer);
+    let first = tokio::spawn(async move { w.submit(insert(1)).await });
+    // The first batch is committed and its fsync has started (and is held).
+    until(|| calls.load(Ordering::SeqCst) == 1).await;
+    assert!(!first.is_finished(), "answered before its fsync returned");
+
+    // The writer is not held up by the pending fsync: a second batch commits meanwhile.
+    let w = Arc::clone(&writer);
+    let second = tokio::spawn(async move { w.submit(insert(2)).await });
+    until(|| writer.stats().commits == 2).await;
+    assert!(!second.is_finished());
+    assert!(!first.is_finished());
+
+    outcomes.send(Ok(())).expect("release the first fsync");
+    assert_eq!(first.await.expect("join"), Ok(1));
+    outcomes.send(Ok(())).expect("release the second fsync");
+    assert_eq!(second.await.expect("join"), Ok(1));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(writer.stats().syncs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_answers_unavailable_and_refuses_every_later_write() {
+    let (writer, outcomes, calls) = gated_writer();
+    outcomes
+        .send(Err(std::io::Error::other("EIO")))
+        .expect("queue the failure");
+    let failed = writer.submit(insert(1)).await;
+    assert!(
+        matches!(failed, Err(LedgerError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert!(!writer.is_running(), "a broken ledger is not ready");
+
+    // Later writes are refused without being run or synced: their durability could not
+    // be vouched for any more.
+    let later = writer.submit(insert(2)).await;
+    assert!(
+        matches!(later, Err(LedgerError::Unavailable(_))),
+        "{later:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    writer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_restarts_from_its_start_instead_of_growing_under_sustained_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    super::super::prepare_file(&path).expect("file");
+    let conn = Connection::open(&path).expect("open");
+    super::super::configure_writer(&conn, std::time::Duration::from_secs(5)).expect("settings");
+    conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL, pad BLOB NOT NULL)")
+        .expect("schema");
+    let wal = durable::SyncedFile::wal(&path).expect("wal");
+    let checkpointer = durable::Checkpointer {
+        conn: super::super::open_checkpointer(&path, std::time::Duration::from_secs(5))
+            .expect("checkpointer"),
+        database: Box::new(durable::SyncedFile::database(&path).expect("database file")),
+    };
+    let writer = Writer::spawn(
+        conn,
+        Durability {
+            wal: Box::new(wal),
+            checkpointer: Some(checkpointer),
+            checkpoint_pages: 20,
+            restart_pages: 100,
+        },
+    )
+    .expect("spawn");
+
+    // 600 commits of about two pages each: 1,200 pages of log in all, twelve times the
+    // restart threshold.
+    for x in 0..600_i64 {
+        writer
+            .submit(move |tx| {
+                tx.conn
+                    .execute("INSERT INTO t (x, pad) VALUES (?1, zeroblob(6000))", [x])
+                    .map_err(|e| ledger_error("insert", &e))
+            })
+            .await
+            .expect("insert");
+    }
+    let stats = writer.stats();
+    writer.close().await;
+    assert!(stats.checkpoints >= 1, "the checkpointer ran: {stats:?}");
+    assert_eq!(
+        stats.syncs, 600,
+        "one fsync per batch committed one at a time"
+    );
+    let reopened = Connection::open(&path).expect("reopen");
+    let rows: i64 = reopened
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 600);
+    // The log never held much more than the threshold: it restarted instead of growing
+    // (1,200 pages would be about 5 MB).
+    let wal_bytes = std::fs::metadata(dir.path().join("wal.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(wal_bytes < 200 * 4200, "WAL of {wal_bytes} bytes");
+}

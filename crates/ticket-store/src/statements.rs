@@ -1,0 +1,528 @@
+//! Every SQL statement the stores run, each named once.
+//!
+//! Written with plain `?` placeholders: rusqlite binds them in order, and the sqlx engine
+//! numbers them for PostgreSQL (`Engine::sql`). A statement both families run the same is
+//! written once here; the few that only one family runs are named for it:
+//!
+//! - `SQLITE_*`: SQLite only;
+//! - `LOCK_*` and `SERVER_*`: PostgreSQL and MySQL/MariaDB only (`SELECT … FOR UPDATE`, and
+//!   what a write shared by several processes must look up again);
+//! - `BULK_*`: the group commit's statements over one JSON parameter ([`Bulk`]); their text
+//!   per engine is built by `Engine::bulk_*`.
+//!
+//! A statement that writes one row of [`crate::plan_rows`] is that row type's
+//! [`WriteRow::SQL`](crate::plan_rows::WriteRow::SQL), and takes its values in the order the
+//! row's `params` gives them. The `SELECT` lists are the ones [`crate::rows`] reads.
+
+use crate::rows::{
+    anomaly_columns, app_columns, audit_columns, order_columns, refund_columns,
+    rejected_call_columns, use_columns, voucher_columns, ORDER_COLUMNS,
+};
+
+// The tables written both one row at a time and in bulk, with the columns an insert names:
+// macros, so that both statements are `concat!`ed from one list.
+
+macro_rules! voucher_uses {
+    () => {
+        "voucher_uses (order_id, confirm_code, quantity, used_at_ms, recorded_at_ms, request_id)"
+    };
+}
+macro_rules! verify_fingerprints {
+    () => {
+        "verify_fingerprints (order_id, confirm_code, used_at_ms, quantity, request_id)"
+    };
+}
+macro_rules! audit_log {
+    () => {
+        "audit_log (request_id, at_ms, action, app_key, order_id, outcome, reason, detail, \
+         client_ip)"
+    };
+}
+macro_rules! anomalies {
+    () => {
+        "anomalies (kind, order_id, app_key, request_id, at_ms, detail, request)"
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apps
+// ---------------------------------------------------------------------------------------------
+
+/// Registers an app ([`crate::plan_rows::AppRow`]).
+pub(crate) const INSERT_APP: &str = concat!(
+    "INSERT INTO apps (",
+    app_columns!(),
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+);
+/// Replaces an app's access settings ([`crate::plan_rows::AppAccessRow`]).
+pub(crate) const UPDATE_APP_ACCESS: &str =
+    "UPDATE apps SET rate_limit = ?, rate_burst = ?, ip_allowlist = ? WHERE app_key = ?";
+/// Rotates an app's secret in one statement ([`crate::plan_rows::SecretRotationRow`]).
+///
+/// `previous_secret = secret` comes first: MySQL evaluates the assignments of an `UPDATE` left
+/// to right with the values already assigned, PostgreSQL and SQLite with the old row, and this
+/// order means the same on all of them.
+pub(crate) const ROTATE_APP_SECRET: &str =
+    "UPDATE apps SET previous_secret = secret, previous_secret_expires_at_ms = ?, secret = ? \
+     WHERE app_key = ?";
+/// One app by key.
+pub(crate) const SELECT_APP: &str =
+    concat!("SELECT ", app_columns!(), " FROM apps WHERE app_key = ?");
+/// Every app, to fill the cache when a store opens.
+pub(crate) const SELECT_APPS: &str = concat!("SELECT ", app_columns!(), " FROM apps");
+
+// ---------------------------------------------------------------------------------------------
+// Orders and their vouchers
+// ---------------------------------------------------------------------------------------------
+
+/// Creates an order ([`crate::plan_rows::OrderRow`]).
+pub(crate) const INSERT_ORDER: &str = "INSERT INTO orders (order_id, app_key, out_order_id, \
+     quantity, valid_from_ms, valid_until_ms, created_at_ms, issue_state) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+/// Records an issuance report ([`crate::plan_rows::IssueStateRow`]); a value left NULL keeps
+/// what is stored.
+pub(crate) const UPDATE_ISSUE: &str = "UPDATE orders SET issue_state = ?, \
+     issue_describe = coalesce(?, issue_describe), \
+     issue_attributes = coalesce(?, issue_attributes), \
+     out_order_id = coalesce(?, out_order_id) WHERE order_id = ?";
+/// Issues a code ([`crate::plan_rows::VoucherRow`]), unused.
+pub(crate) const INSERT_VOUCHER: &str = "INSERT INTO vouchers (order_id, confirm_code, seq, \
+     capacity, used, voucher_type, extras) VALUES (?, ?, ?, ?, 0, ?, ?)";
+/// One order by id.
+pub(crate) const SELECT_ORDER: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE order_id = ?"
+);
+/// One order by the app's own id for it.
+pub(crate) const SELECT_ORDER_BY_OUT: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE app_key = ? AND out_order_id = ?"
+);
+/// Whether an order exists (its id, or no row).
+pub(crate) const SELECT_ORDER_ID: &str = "SELECT order_id FROM orders WHERE order_id = ?";
+/// The id of the order an app names by its own id.
+pub(crate) const SELECT_ORDER_ID_BY_OUT: &str =
+    "SELECT order_id FROM orders WHERE app_key = ? AND out_order_id = ?";
+/// An order's vouchers in issuance order.
+pub(crate) const SELECT_VOUCHERS: &str = concat!(
+    "SELECT ",
+    voucher_columns!(),
+    " FROM vouchers WHERE order_id = ? ORDER BY seq"
+);
+/// One voucher's `(capacity, used)` as it is now, for `rows::capacity_refusal`.
+pub(crate) const SELECT_VOUCHER_COUNT: &str =
+    "SELECT capacity, used FROM vouchers WHERE order_id = ? AND confirm_code = ?";
+/// An order's refund requests, oldest first.
+pub(crate) const SELECT_REFUNDS: &str = concat!(
+    "SELECT ",
+    refund_columns!(),
+    " FROM refund_requests WHERE order_id = ? ORDER BY requested_at_ms, flow_id"
+);
+/// An order's latest entries, newest first (the caller reverses them), at most the bound
+/// parameter: `ORDER BY seq DESC LIMIT` walks the `(order_id, seq)` index back from the
+/// order's end, so the read costs what it returns, however long the history.
+pub(crate) const SELECT_LATEST_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE order_id = ? ORDER BY seq DESC LIMIT ?"
+);
+/// How many entries name an order, counted on the `(order_id, seq)` index alone.
+pub(crate) const COUNT_EVENTS: &str = "SELECT count(*) FROM audit_log WHERE order_id = ?";
+
+// ---------------------------------------------------------------------------------------------
+// Verifies
+// ---------------------------------------------------------------------------------------------
+
+/// Counts uses of one voucher ([`crate::plan_rows::UseCountRow`]), only while they fit its
+/// capacity: a plan made from a stale snapshot changes no row instead of over-using.
+pub(crate) const COUNT_USES: &str = "UPDATE vouchers SET used = used + ? \
+     WHERE order_id = ? AND confirm_code = ? AND used + ? <= capacity";
+/// Logs uses ([`crate::plan_rows::VoucherUseRow`]), so that a reversal can find them.
+pub(crate) const INSERT_VOUCHER_USE: &str = concat!(
+    "INSERT INTO ",
+    voucher_uses!(),
+    " VALUES (?, ?, ?, ?, ?, ?)"
+);
+/// Remembers a report's fingerprint ([`crate::plan_rows::FingerprintRow`]).
+pub(crate) const INSERT_FINGERPRINT: &str = concat!(
+    "INSERT INTO ",
+    verify_fingerprints!(),
+    " VALUES (?, ?, ?, ?, ?)"
+);
+/// Marks a pending refund request for review ([`crate::plan_rows::ReviewRow`]).
+pub(crate) const MARK_REFUND_REVIEW: &str =
+    "UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ? AND state = 'pending'";
+
+/// Whether one fingerprint is recorded for an order (one lookup per fingerprint: on SQLite a
+/// statement costs no round trip).
+pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM verify_fingerprints \
+     WHERE order_id = ? AND confirm_code = ? AND used_at_ms = ? AND quantity = ?";
+
+/// The fingerprints recorded for an order under any of `codes` codes (bind the order, then
+/// each code): one round trip for all the fingerprints a report could replay.
+pub(crate) fn server_fingerprints_of_codes(codes: usize) -> String {
+    let marks = vec!["?"; codes].join(", ");
+    format!(
+        "SELECT confirm_code, used_at_ms, quantity FROM verify_fingerprints \
+         WHERE order_id = ? AND confirm_code IN ({marks})"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refunds and reversals
+// ---------------------------------------------------------------------------------------------
+
+/// Opens a refund request ([`crate::plan_rows::RefundRequestRow`]), pending.
+pub(crate) const INSERT_REFUND_REQUEST: &str = "INSERT INTO refund_requests (flow_id, order_id, \
+     quantity, requested_at_ms, request_id, state) VALUES (?, ?, ?, ?, ?, 'pending')";
+/// Settles a pending refund request ([`crate::plan_rows::SettlementRow`]).
+pub(crate) const SETTLE_REFUND: &str = "UPDATE refund_requests SET state = ?, \
+     refunded_tickets = ?, batch_no = ?, failure_reason = ?, settled_at_ms = ?, settled_by = ? \
+     WHERE flow_id = ? AND state = 'pending'";
+/// Counts an order's refunded tickets ([`crate::plan_rows::RefundedTicketsRow`]), only while
+/// they fit its quantity.
+pub(crate) const COUNT_REFUNDED_TICKETS: &str = "UPDATE orders \
+     SET refunded_tickets = refunded_tickets + ? \
+     WHERE order_id = ? AND refunded_tickets + ? <= quantity";
+/// The uses of one code recorded since an instant and not wholly reversed (bind the order, the
+/// code, the instant).
+pub(crate) const SELECT_REVERSIBLE_USES: &str = concat!(
+    "SELECT ",
+    use_columns!(),
+    " FROM voucher_uses WHERE order_id = ? AND confirm_code = ? AND recorded_at_ms >= ? \
+     AND reversed < quantity"
+);
+/// Gives uses of a voucher back ([`crate::plan_rows::ReversalCountRow`]), never below zero.
+pub(crate) const REVERSE_USES: &str = "UPDATE vouchers SET used = used - ? \
+     WHERE order_id = ? AND confirm_code = ? AND used - ? >= 0";
+/// Marks logged uses reversed ([`crate::plan_rows::UseReversedRow`]), never more than logged.
+pub(crate) const MARK_USES_REVERSED: &str = "UPDATE voucher_uses SET reversed = reversed + ? \
+     WHERE id = ? AND reversed + ? <= quantity";
+
+// ---------------------------------------------------------------------------------------------
+// Audit trail, anomalies, refused calls
+// ---------------------------------------------------------------------------------------------
+
+/// Appends an audit entry ([`crate::plan_rows::AuditRow`]).
+pub(crate) const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO ",
+    audit_log!(),
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+);
+/// Records an anomaly ([`crate::plan_rows::AnomalyRow`]).
+pub(crate) const INSERT_ANOMALY: &str = concat!(
+    "INSERT INTO ",
+    anomalies!(),
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+);
+/// Resolves an open anomaly ([`crate::plan_rows::ResolutionRow`]).
+pub(crate) const RESOLVE_ANOMALY: &str = "UPDATE anomalies SET resolution = ?, note = ?, \
+     resolved_at_ms = ?, resolved_by = ? WHERE id = ? AND resolution IS NULL";
+/// One anomaly by id.
+pub(crate) const SELECT_ANOMALY: &str = concat!(
+    "SELECT ",
+    anomaly_columns!(),
+    " FROM anomalies WHERE id = ?"
+);
+/// Keeps one refused anonymous call.
+pub(crate) const INSERT_REJECTED_CALL: &str = "INSERT INTO rejected_calls \
+     (request_id, at_ms, client_ip, app_key, method, code, sub_code) VALUES (?, ?, ?, ?, ?, ?, ?)";
+/// Drops the refused calls at or below a `seq` (`rows::rejected_calls_prune_through`). An index
+/// range on the primary key, so its cost follows the rows dropped, not the rows kept.
+pub(crate) const PRUNE_REJECTED_CALLS: &str = "DELETE FROM rejected_calls WHERE seq <= ?";
+/// The newest refused calls below a `seq`, newest first (bind the cursor, then the limit).
+pub(crate) const LIST_REJECTED_CALLS: &str = concat!(
+    "SELECT ",
+    rejected_call_columns!(),
+    " FROM rejected_calls WHERE seq < ? ORDER BY seq DESC LIMIT ?"
+);
+
+// ---------------------------------------------------------------------------------------------
+// Health and metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Ledger totals for `/metrics`, the same SQL on every engine but for how a column is summed
+/// into a double: `float_sum("capacity")` is SQLite's `total(capacity)`, PostgreSQL's
+/// `CAST(coalesce(sum(capacity), 0) AS DOUBLE PRECISION)` and MySQL's `coalesce(sum(capacity),
+/// 0) + 0e0`. Read by `rows::totals`.
+///
+/// Integer sums could fail: SQLite's `sum` raises "integer overflow" past `i64::MAX`, and a
+/// `CAST(... AS BIGINT)` of PostgreSQL's NUMERIC or MySQL's DECIMAL sum fails the same way.
+/// Within the ledger's bounds (`ticket_ledger::limits`) that takes more than nine billion
+/// orders of the largest size, but a ledger from before the bounds can hold codes of capacity
+/// `i64::MAX`, and two of them made `/metrics` answer `ticketd_ledger_up 0`. A double cannot
+/// overflow on any sum of `i64`s, so reading the totals cannot fail on any state the ledger
+/// holds.
+pub(crate) fn totals(float_sum: impl Fn(&str) -> String) -> String {
+    format!(
+        "SELECT \
+         (SELECT count(*) FROM orders), \
+         (SELECT {} FROM vouchers), \
+         (SELECT {} FROM vouchers), \
+         (SELECT {} FROM orders), \
+         (SELECT count(*) FROM anomalies WHERE resolution IS NULL)",
+        float_sum("capacity"),
+        float_sum("used"),
+        float_sum("refunded_tickets"),
+    )
+}
+
+/// SQLite's readiness read: the schema is readable.
+pub(crate) const SQLITE_PING: &str = "SELECT count(*) FROM sqlite_schema";
+/// A server's readiness read.
+pub(crate) const SERVER_PING: &str = "SELECT 1";
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL and MySQL/MariaDB only: row locks, and look-ups several processes need
+// ---------------------------------------------------------------------------------------------
+
+/// An order's row, locked for the rest of the transaction.
+pub(crate) const LOCK_ORDER: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE order_id = ? FOR UPDATE"
+);
+/// An order named by the app's own id, locked.
+pub(crate) const LOCK_ORDER_BY_OUT: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE app_key = ? AND out_order_id = ? FOR UPDATE"
+);
+/// An order's row lock, taken without reading the row.
+pub(crate) const LOCK_ORDER_ROW: &str = "SELECT order_id FROM orders WHERE order_id = ? FOR UPDATE";
+/// An anomaly, locked so that two operators cannot both resolve it.
+pub(crate) const LOCK_ANOMALY: &str = concat!(
+    "SELECT ",
+    anomaly_columns!(),
+    " FROM anomalies WHERE id = ? FOR UPDATE"
+);
+/// An anomaly's row lock, taken without reading the row.
+pub(crate) const LOCK_ANOMALY_ROW: &str = "SELECT id FROM anomalies WHERE id = ? FOR UPDATE";
+/// An app's row lock, taken without reading the row.
+pub(crate) const LOCK_APP_ROW: &str = "SELECT app_key FROM apps WHERE app_key = ? FOR UPDATE";
+
+/// The newest refused call's `seq`, read back after an insert: the engines disagree on how an
+/// insert returns it (`RETURNING`, `LAST_INSERT_ID()`).
+pub(crate) const SERVER_NEWEST_REJECTED_CALL: &str = "SELECT max(seq) FROM rejected_calls";
+
+/// Whether a request left its own audit entry on an order (a commit's mark): not a `rejected`
+/// one, which the gateway writes for refusals after answering.
+pub(crate) const SERVER_AUDIT_MARK: &str = "SELECT 1 FROM audit_log WHERE order_id = ? \
+     AND request_id = ? AND outcome <> 'rejected' LIMIT 1";
+/// Whether a request raised an anomaly on an order (a commit's mark).
+pub(crate) const SERVER_ANOMALY_MARK: &str = "SELECT 1 FROM anomalies WHERE order_id = ? \
+     AND request_id = ? AND kind <> 'commit_outcome_unknown' LIMIT 1";
+/// Whether a request raised an anomaly naming no order (a commit's mark).
+pub(crate) const SERVER_ANOMALY_MARK_NO_ORDER: &str = "SELECT 1 FROM anomalies \
+     WHERE order_id IS NULL AND request_id = ? AND kind <> 'commit_outcome_unknown' LIMIT 1";
+/// Whether a request resolved an anomaly (a commit's mark).
+pub(crate) const SERVER_RESOLUTION_MARK: &str =
+    "SELECT 1 FROM anomalies WHERE id = ? AND resolved_by = ?";
+/// Whether a request's `commit_outcome_unknown` anomaly on an order is recorded.
+pub(crate) const SERVER_UNKNOWN_RECORDED: &str = "SELECT 1 FROM anomalies WHERE order_id = ? \
+     AND request_id = ? AND kind = 'commit_outcome_unknown' LIMIT 1";
+/// Whether a request's `commit_outcome_unknown` anomaly naming no order is recorded.
+pub(crate) const SERVER_UNKNOWN_RECORDED_NO_ORDER: &str = "SELECT 1 FROM anomalies \
+     WHERE order_id IS NULL AND request_id = ? AND kind = 'commit_outcome_unknown' LIMIT 1";
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL and MySQL/MariaDB only: the group commit's bulk statements
+// ---------------------------------------------------------------------------------------------
+
+/// The SQL type a key of a bulk statement's JSON rows is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonType {
+    /// A 64-bit integer.
+    Int,
+    /// Short text compared with the ledger's key columns (codes, ids).
+    Key,
+    /// Any text (audit details, requests).
+    Text,
+}
+
+/// The keys of a bulk statement's JSON rows (table `d`), with the types they are read as: the
+/// `serde` names of the `plan_rows` type serialised into them.
+pub(crate) type JsonKeys = &'static [(&'static str, JsonType)];
+
+/// `SELECT columns FROM table WHERE order_id IN <one JSON array of ids> ORDER BY order_by`,
+/// locked `FOR UPDATE` if `lock` (`Engine::select_by_ids`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkByIds {
+    /// The table.
+    pub(crate) table: &'static str,
+    /// Its index that leads with `order_id`.
+    pub(crate) index: &'static str,
+    /// The `SELECT` list.
+    pub(crate) columns: &'static str,
+    /// The `ORDER BY` list.
+    pub(crate) order_by: &'static str,
+    /// Whether the rows are locked.
+    pub(crate) lock: bool,
+}
+
+/// `INSERT INTO into SELECT select FROM <JSON rows d> ORDER BY d.i` (`Engine::bulk_insert`):
+/// the rows in the batch's order, so ids and audit `seq`s are handed out in arrival order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkInsert {
+    /// The table and the columns written.
+    pub(crate) into: &'static str,
+    /// The keys of `d` giving those columns.
+    pub(crate) select: &'static str,
+    /// The keys of `d`, `i` (the position) first.
+    pub(crate) keys: JsonKeys,
+}
+
+/// A statement joining a table with JSON rows `d` on `on`, each row of the table found
+/// through `index` by `lookup` (the table's column and the key of `d` it equals):
+/// `Engine::bulk_update` (`SET set … WHERE and_where`) or `Engine::bulk_select` (`SELECT
+/// set`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BulkJoin {
+    /// The table with its alias.
+    pub(crate) table: &'static str,
+    /// The index `lookup` goes through.
+    pub(crate) index: &'static str,
+    /// The assignments of an update, or the columns of a select.
+    pub(crate) set: &'static str,
+    /// The keys of `d`.
+    pub(crate) keys: JsonKeys,
+    /// `(table column, key of d)`.
+    pub(crate) lookup: (&'static str, &'static str),
+    /// The join condition.
+    pub(crate) on: &'static str,
+    /// The update's further condition (unused by a select).
+    pub(crate) and_where: &'static str,
+}
+
+/// Locks a batch's orders and reads them.
+pub(crate) const BULK_LOCK_ORDERS: BulkByIds = BulkByIds {
+    table: "orders",
+    index: "PRIMARY",
+    columns: ORDER_COLUMNS,
+    order_by: "order_id",
+    lock: true,
+};
+/// Locks orders without reading them (a commit's fence).
+pub(crate) const BULK_LOCK_ORDER_ROWS: BulkByIds = BulkByIds {
+    table: "orders",
+    index: "PRIMARY",
+    columns: "orders.order_id",
+    order_by: "orders.order_id",
+    lock: true,
+};
+/// A batch's vouchers, each row led by its `order_id`.
+pub(crate) const BULK_SELECT_VOUCHERS: BulkByIds = BulkByIds {
+    table: "vouchers",
+    index: "PRIMARY",
+    columns: concat!("vouchers.order_id, ", voucher_columns!()),
+    order_by: "vouchers.order_id, seq",
+    lock: false,
+};
+/// A batch's refund requests, each row led by its `order_id`.
+pub(crate) const BULK_SELECT_REFUNDS: BulkByIds = BulkByIds {
+    table: "refund_requests",
+    index: "refund_requests_by_order",
+    columns: concat!("refund_requests.order_id, ", refund_columns!()),
+    order_by: "refund_requests.order_id, requested_at_ms, flow_id",
+    lock: false,
+};
+/// Those of a batch's fingerprints ([`crate::plan_rows::FingerprintRow`]) already recorded.
+pub(crate) const BULK_KNOWN_FINGERPRINTS: BulkJoin = BulkJoin {
+    table: "verify_fingerprints AS f",
+    index: "PRIMARY",
+    set: "f.order_id, f.confirm_code, f.used_at_ms, f.quantity",
+    keys: &[
+        ("o", JsonType::Int),
+        ("c", JsonType::Key),
+        ("t", JsonType::Int),
+        ("q", JsonType::Int),
+    ],
+    lookup: ("f.order_id", "o"),
+    on: "f.order_id = d.o AND f.confirm_code = d.c AND f.used_at_ms = d.t AND f.quantity = d.q",
+    and_where: "",
+};
+/// [`COUNT_USES`] for every voucher of a batch ([`crate::plan_rows::UseCountRow`]).
+pub(crate) const BULK_COUNT_USES: BulkJoin = BulkJoin {
+    table: "vouchers AS v",
+    index: "PRIMARY",
+    set: "used = v.used + d.n",
+    keys: &[
+        ("o", JsonType::Int),
+        ("c", JsonType::Key),
+        ("n", JsonType::Int),
+    ],
+    lookup: ("v.order_id", "o"),
+    on: "v.order_id = d.o AND v.confirm_code = d.c",
+    and_where: "v.used + d.n <= v.capacity",
+};
+/// [`MARK_REFUND_REVIEW`] for every refund of a batch ([`crate::plan_rows::ReviewRow`]).
+pub(crate) const BULK_MARK_REFUND_REVIEWS: BulkJoin = BulkJoin {
+    table: "refund_requests AS r",
+    index: "PRIMARY",
+    set: "needs_review = 1",
+    keys: &[("f", JsonType::Key)],
+    lookup: ("r.flow_id", "f"),
+    on: "r.flow_id = d.f",
+    and_where: "r.state = 'pending'",
+};
+/// [`INSERT_VOUCHER_USE`] for a batch ([`crate::plan_rows::VoucherUseRow`]).
+pub(crate) const BULK_INSERT_VOUCHER_USES: BulkInsert = BulkInsert {
+    into: voucher_uses!(),
+    select: "o, c, n, t, r, q",
+    keys: &[
+        ("i", JsonType::Int),
+        ("o", JsonType::Int),
+        ("c", JsonType::Key),
+        ("n", JsonType::Int),
+        ("t", JsonType::Int),
+        ("r", JsonType::Int),
+        ("q", JsonType::Text),
+    ],
+};
+/// [`INSERT_FINGERPRINT`] for a batch ([`crate::plan_rows::FingerprintRow`]).
+pub(crate) const BULK_INSERT_FINGERPRINTS: BulkInsert = BulkInsert {
+    into: verify_fingerprints!(),
+    select: "o, c, t, q, r",
+    keys: &[
+        ("i", JsonType::Int),
+        ("o", JsonType::Int),
+        ("c", JsonType::Key),
+        ("t", JsonType::Int),
+        ("q", JsonType::Int),
+        ("r", JsonType::Text),
+    ],
+};
+/// [`INSERT_AUDIT`] for a batch ([`crate::plan_rows::AuditRow`]).
+pub(crate) const BULK_INSERT_AUDIT: BulkInsert = BulkInsert {
+    into: audit_log!(),
+    select: "request_id, at_ms, action, app_key, order_id, outcome, reason, detail, client_ip",
+    keys: &[
+        ("i", JsonType::Int),
+        ("request_id", JsonType::Text),
+        ("at_ms", JsonType::Int),
+        ("action", JsonType::Text),
+        ("app_key", JsonType::Key),
+        ("order_id", JsonType::Int),
+        ("outcome", JsonType::Key),
+        ("reason", JsonType::Text),
+        ("detail", JsonType::Text),
+        ("client_ip", JsonType::Text),
+    ],
+};
+/// [`INSERT_ANOMALY`] for a batch ([`crate::plan_rows::AnomalyRow`]).
+pub(crate) const BULK_INSERT_ANOMALIES: BulkInsert = BulkInsert {
+    into: anomalies!(),
+    select: "kind, order_id, app_key, request_id, at_ms, detail, request",
+    keys: &[
+        ("i", JsonType::Int),
+        ("kind", JsonType::Key),
+        ("order_id", JsonType::Int),
+        ("app_key", JsonType::Key),
+        ("request_id", JsonType::Text),
+        ("at_ms", JsonType::Int),
+        ("detail", JsonType::Text),
+        ("request", JsonType::Text),
+    ],
+};
