@@ -2,13 +2,16 @@
 //! requests and notifications, reversals) and of an anomaly's resolution.
 
 use ticket_ledger::{
-    Anomaly, AuditEntry, AuditOutcome, ConfirmCode, IssueCommand, IssuePlan, IssueResult, NewOrder,
-    OrderSnapshot, OutOrderId, OutcomeKind, RefundCommand, RefundPlan, RefundRequestCommand,
-    RefundRequestPlan, ResolveAnomaly, ReversalCommand, ReversalPlan,
+    Anomaly, AuditEntry, AuditOutcome, ConfirmCode, IssueCommand, IssuePlan, IssueResult,
+    LedgerError, NewOrder, OrderSnapshot, OutOrderId, OutcomeKind, RefundCommand, RefundPlan,
+    RefundRequestCommand, RefundRequestPlan, ResolveAnomaly, ReversalCommand, ReversalPlan,
 };
 
-use super::{AuditRow, Param, WriteRow};
-use crate::rows::ms;
+use super::{AuditRow, Check, Param, Rows, Step, WriteRow};
+use crate::rows::{
+    ms, WRITE_ANOMALY_RESOLUTION, WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_STATE,
+    WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
+};
 use crate::statements;
 
 /// A new order: its row, its codes (in list order) and its creation entry.
@@ -46,6 +49,15 @@ impl OrderRows {
                 .collect(),
             audit: AuditRow::of(0, audit.clone()),
         }
+    }
+}
+
+impl Rows for OrderRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        std::iter::once(Step::of(&self.order, Check::NewOrder))
+            .chain(Step::each(&self.vouchers, |_| Check::Nothing))
+            .chain([Step::of(&self.audit, Check::Nothing)])
+            .collect()
     }
 }
 
@@ -177,6 +189,21 @@ impl IssueRows {
     }
 }
 
+impl Rows for IssueRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        let state = self.state.iter().map(|state| {
+            Step::of(
+                state,
+                Check::OneRowUnique(WRITE_ISSUE_STATE, LedgerError::OutOrderIdTaken),
+            )
+        });
+        state
+            .chain(Step::each(&self.vouchers, |_| Check::Nothing))
+            .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .collect()
+    }
+}
+
 /// An order's issuance; a `None` keeps what is stored.
 #[derive(Debug, Clone)]
 pub(crate) struct IssueStateRow {
@@ -227,6 +254,14 @@ impl RefundRequestRows {
             },
             audit: AuditRow::all(plan.audit_entries(snapshot, cmd)),
         }
+    }
+}
+
+impl Rows for RefundRequestRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        std::iter::once(Step::of(&self.request, Check::Nothing))
+            .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .collect()
     }
 }
 
@@ -286,6 +321,25 @@ impl RefundRows {
             settlement,
             audit: AuditRow::all(plan.audit_entries(snapshot, cmd)),
         }
+    }
+}
+
+/// Both writes of a settlement must change their row: the request is pending and the
+/// refunded tickets fit the order, as planned.
+impl Rows for RefundRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        let settlement = self.settlement.iter().flat_map(|(settlement, refunded)| {
+            [
+                Step::of(
+                    settlement,
+                    Check::OneRowUnique(WRITE_REFUND_STATE, LedgerError::RefundConflict),
+                ),
+                Step::of(refunded, Check::OneRow(WRITE_REFUNDED_TICKETS)),
+            ]
+        });
+        settlement
+            .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .collect()
     }
 }
 
@@ -365,6 +419,17 @@ impl ReversalRows {
     }
 }
 
+impl Rows for ReversalRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        std::iter::once(Step::of(&self.count, Check::OneRow(WRITE_VOUCHER_USED)))
+            .chain(Step::each(&self.reversed, |_| {
+                Check::OneRow(WRITE_USE_REVERSED)
+            }))
+            .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .collect()
+    }
+}
+
 /// Uses of a voucher given back, never below zero.
 #[derive(Debug, Clone)]
 pub(crate) struct ReversalCountRow {
@@ -440,6 +505,15 @@ impl ResolutionRows {
             },
             audit: AuditRow::of(0, entry),
         }
+    }
+}
+
+impl Rows for ResolutionRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        vec![
+            Step::of(&self.resolution, Check::OneRow(WRITE_ANOMALY_RESOLUTION)),
+            Step::of(&self.audit, Check::Nothing),
+        ]
     }
 }
 

@@ -19,7 +19,10 @@ mod lifecycle;
 mod verify;
 
 use serde::Serialize;
-use ticket_ledger::{App, AppAccess, AppKey, AuditEntry, NewAnomaly, RejectedCall, SecretRotation};
+use ticket_ledger::{
+    App, AppAccess, AppKey, AuditEntry, ConfirmCode, LedgerError, NewAnomaly, RejectedCall,
+    SecretRotation,
+};
 
 pub(crate) use self::lifecycle::{
     IssueRows, OrderRows, RefundRequestRows, RefundRows, ResolutionRows, ReversalRows,
@@ -59,6 +62,67 @@ pub(crate) trait WriteRow {
     const DURING: &'static str;
     /// The values of the statement's `?`s, in order.
     fn params(&self) -> impl IntoIterator<Item = Param<'_>>;
+}
+
+/// What an executor checks of one statement's outcome, so that every store answers a write
+/// that did not go as planned the same way.
+#[derive(Debug, Clone)]
+pub(crate) enum Check<'a> {
+    /// Nothing (an insert).
+    Nothing,
+    /// It must change one row (`rows::one_row`, naming the write).
+    OneRow(&'static str),
+    /// It must change one row; breaking a uniqueness constraint is the refusal given.
+    OneRowUnique(&'static str, LedgerError),
+    /// A count of uses: when it changes no row, the refusal is `rows::capacity_refusal` of the
+    /// voucher as it is now.
+    Capacity {
+        order_id: i64,
+        code: &'a ConfirmCode,
+        uses: i64,
+    },
+    /// A fingerprint remembered: breaking its primary key means a concurrent copy of the
+    /// report won, which a retry answers as replayed (only possible where several
+    /// connections write).
+    Fingerprint,
+    /// An order created: its constraints decide (unknown app, ids taken), not a racy look-up
+    /// first; each driver names the constraint its own way.
+    NewOrder,
+}
+
+/// One statement to run: a row's statement, its values, and what to check of its outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Step<'a> {
+    pub(crate) sql: &'static str,
+    pub(crate) during: &'static str,
+    pub(crate) params: Vec<Param<'a>>,
+    pub(crate) check: Check<'a>,
+}
+
+impl<'a> Step<'a> {
+    /// `row`'s statement, checked with `check`.
+    fn of<R: WriteRow>(row: &'a R, check: Check<'a>) -> Self {
+        Self {
+            sql: R::SQL,
+            during: R::DURING,
+            params: row.params().into_iter().collect(),
+            check,
+        }
+    }
+
+    /// Every row of `rows`, each checked with `check`.
+    fn each<R: WriteRow>(
+        rows: &'a [R],
+        check: impl Fn(&'a R) -> Check<'a> + 'a,
+    ) -> impl Iterator<Item = Self> + 'a {
+        rows.iter().map(move |row| Self::of(row, check(row)))
+    }
+}
+
+/// The rows of one write, as the statements that store them, in order: what an executor
+/// runs (`sqlite::exec::write`, `sql::exec::write`).
+pub(crate) trait Rows {
+    fn steps(&self) -> Vec<Step<'_>>;
 }
 
 /// An audit entry as `audit_log` stores it.
@@ -161,6 +225,20 @@ impl AnomalyRow {
             detail: anomaly.detail.to_string(),
             request: anomaly.request.to_string(),
         }
+    }
+}
+
+/// Entries appended on their own.
+impl Rows for [AuditRow] {
+    fn steps(&self) -> Vec<Step<'_>> {
+        Step::each(self, |_| Check::Nothing).collect()
+    }
+}
+
+/// An anomaly recorded on its own.
+impl Rows for AnomalyRow {
+    fn steps(&self) -> Vec<Step<'_>> {
+        vec![Step::of(self, Check::Nothing)]
     }
 }
 

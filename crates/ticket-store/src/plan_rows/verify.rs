@@ -7,8 +7,8 @@ use ticket_ledger::{
     ConfirmCode, Fingerprint, NewAnomaly, OrderSnapshot, VerifyCommand, VerifyPlan, VoucherChange,
 };
 
-use super::{AnomalyRow, AuditRow, Param, WriteRow};
-use crate::rows::ms;
+use super::{AnomalyRow, AuditRow, Check, Param, Rows, Step, WriteRow};
+use crate::rows::{ms, WRITE_REFUND_REVIEW};
 use crate::statements;
 
 /// Everything one or several accepted verify plans write, and the anomalies of refused ones:
@@ -109,6 +109,26 @@ impl VerifyRows {
             code: change.code.clone(),
             uses: change.delta,
         });
+    }
+}
+
+/// Counts first: a count that changes no row refuses the whole write before anything else
+/// is sent.
+impl Rows for VerifyRows {
+    fn steps(&self) -> Vec<Step<'_>> {
+        Step::each(&self.counts, |count| Check::Capacity {
+            order_id: count.order_id,
+            code: &count.code,
+            uses: count.uses,
+        })
+        .chain(Step::each(&self.uses, |_| Check::Nothing))
+        .chain(Step::each(&self.fingerprints, |_| Check::Fingerprint))
+        .chain(Step::each(&self.reviews, |_| {
+            Check::OneRow(WRITE_REFUND_REVIEW)
+        }))
+        .chain(Step::each(&self.audit, |_| Check::Nothing))
+        .chain(Step::each(&self.anomalies, |_| Check::Nothing))
+        .collect()
     }
 }
 

@@ -105,7 +105,7 @@ pub(crate) async fn create_order(
     (order, audit): &(NewOrder, AuditEntry),
 ) -> Result<OrderView, Failure> {
     order.validate()?;
-    exec::write_order(conn, e, &OrderRows::of(order, audit)).await?;
+    exec::write(conn, e, &OrderRows::of(order, audit)).await?;
     queries::order_view(conn, e, order.order_id)
         .await?
         .ok_or_else(|| {
@@ -131,7 +131,7 @@ pub(crate) async fn verify(
     let seen = queries::seen_fingerprints(conn, e, order.order_id, cmd.fingerprints()).await?;
     let snapshot = queries::snapshot(conn, e, order, seen).await?;
     let plan = plan_verify(&snapshot, cmd)?;
-    exec::write_verify(conn, e, &VerifyRows::of(&snapshot, &plan, cmd)).await?;
+    exec::write(conn, e, &VerifyRows::of(&snapshot, &plan, cmd)).await?;
     Ok(plan.outcome)
 }
 
@@ -143,7 +143,7 @@ pub(crate) async fn issue(
 ) -> Result<OutcomeKind, Failure> {
     let snapshot = locked_snapshot(conn, e, cmd.order_id).await?;
     let plan = plan_issue(&snapshot, cmd)?;
-    exec::write_issue(conn, e, &IssueRows::of(&snapshot, &plan, cmd)).await?;
+    exec::write(conn, e, &IssueRows::of(&snapshot, &plan, cmd)).await?;
     Ok(plan.kind)
 }
 
@@ -155,7 +155,7 @@ pub(crate) async fn request_refund(
 ) -> Result<RefundRequest, Failure> {
     let snapshot = locked_snapshot(conn, e, cmd.order_id).await?;
     let plan = plan_refund_request(&snapshot, cmd)?;
-    exec::write_refund_request(conn, e, &RefundRequestRows::of(&snapshot, &plan, cmd)).await?;
+    exec::write(conn, e, &RefundRequestRows::of(&snapshot, &plan, cmd)).await?;
     Ok(plan.request)
 }
 
@@ -168,7 +168,7 @@ pub(crate) async fn refund(
 ) -> Result<(RefundRequest, OutcomeKind), Failure> {
     let snapshot = locked_snapshot(conn, e, cmd.order_id).await?;
     let plan = plan_refund(&snapshot, cmd)?;
-    exec::write_refund(conn, e, &RefundRows::of(&snapshot, &plan, cmd)).await?;
+    exec::write(conn, e, &RefundRows::of(&snapshot, &plan, cmd)).await?;
     let settled = queries::refunds(conn, e, cmd.order_id)
         .await?
         .into_iter()
@@ -186,7 +186,7 @@ pub(crate) async fn reverse(
     let snapshot = locked_snapshot(conn, e, cmd.order_id).await?;
     let uses = queries::reversible_uses(conn, e, cmd).await?;
     let plan = plan_reversal(&snapshot, &uses, cmd)?;
-    exec::write_reversal(conn, e, &ReversalRows::of(&snapshot, &plan, cmd)).await?;
+    exec::write(conn, e, &ReversalRows::of(&snapshot, &plan, cmd)).await?;
     Ok(plan.used_after)
 }
 
@@ -208,7 +208,7 @@ pub(crate) async fn resolve_anomaly(
     if let Some(id) = current.anomaly.order_id.and_then(OrderId::new) {
         lock_order_row(conn, e, id).await?;
     }
-    exec::write_resolution(conn, e, &ResolutionRows::of(&current, cmd)).await?;
+    exec::write(conn, e, &ResolutionRows::of(&current, cmd)).await?;
     queries::anomaly(conn, e, cmd.id, false)
         .await?
         .ok_or_else(|| {
@@ -240,7 +240,7 @@ pub(crate) async fn record(
     if let Some(id) = entry.order_id.and_then(OrderId::new) {
         lock_order_row(conn, e, id).await?;
     }
-    exec::write_audit(conn, e, &[AuditRow::of(0, entry.clone())]).await
+    exec::write(conn, e, &[AuditRow::of(0, entry.clone())][..]).await
 }
 
 /// Keeps a refused anonymous call and prunes the record to the newest `keep`.

@@ -18,13 +18,14 @@ use ticket_ledger::{
     SecretRotation, VerifyCommand, VerifyOutcome,
 };
 
-use super::exec::{self, insert_anomaly, write_row};
+use super::exec::{self, write_row};
 use super::queries::{self, snapshot_by_id};
 use super::rows::{ledger_error, violation, During, Violation};
 use super::writer::Tx;
 use crate::plan_rows::{
-    AppAccessRow, AppRow, AuditRow, IssueRows, OrderRows, RefundRequestRows, RefundRows,
-    RejectedCallRow, ResolutionRows, ReversalRows, SecretRotationRow, VerifyRows, WriteRow,
+    AnomalyRow, AppAccessRow, AppRow, AuditRow, IssueRows, OrderRows, RefundRequestRows,
+    RefundRows, RejectedCallRow, ResolutionRows, ReversalRows, SecretRotationRow, VerifyRows,
+    WriteRow,
 };
 use crate::rows as shared;
 use crate::statements;
@@ -82,7 +83,7 @@ pub(crate) fn create_order(
     audit: &AuditEntry,
 ) -> Result<OrderView, LedgerError> {
     order.validate()?;
-    exec::write_order(conn, &OrderRows::of(order, audit))?;
+    exec::write(conn, &OrderRows::of(order, audit))?;
     queries::order_view(conn, order.order_id)?
         .ok_or_else(|| LedgerError::Internal("a created order could not be read back".into()))
 }
@@ -117,7 +118,7 @@ pub(crate) fn verify_keeping_anomaly(
         // The anomaly names the order the request resolved to, also when the vendor named it
         // by `out_order_id` alone.
         if let Some(anomaly) = refusal_anomaly(&refusal, id, Some(&cmd.app_key), &cmd.meta) {
-            insert_anomaly(conn, &anomaly)?;
+            exec::write(conn, &AnomalyRow::of(0, &anomaly))?;
         }
         Ok(Err(refusal))
     };
@@ -143,7 +144,7 @@ pub(crate) fn verify_keeping_anomaly(
     let applied = keeping_anomaly(
         tx,
         |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
-        |conn| exec::write_verify(conn, &rows),
+        |conn| exec::write(conn, &rows),
     )?;
     match applied {
         Ok(()) => {
@@ -204,7 +205,7 @@ pub(crate) fn keeping_anomaly<T>(
         Err(refusal) => {
             tx.undo()?;
             if let Some(anomaly) = anomaly_of(&refusal) {
-                insert_anomaly(tx.conn, &anomaly)?;
+                exec::write(tx.conn, &AnomalyRow::of(0, &anomaly))?;
             }
             Ok(Err(refusal))
         }
@@ -215,7 +216,7 @@ pub(crate) fn keeping_anomaly<T>(
 pub(crate) fn issue(conn: &Connection, cmd: &IssueCommand) -> Result<OutcomeKind, LedgerError> {
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let plan = plan_issue(&snapshot, cmd)?;
-    exec::write_issue(conn, &IssueRows::of(&snapshot, &plan, cmd))?;
+    exec::write(conn, &IssueRows::of(&snapshot, &plan, cmd))?;
     Ok(plan.kind)
 }
 
@@ -238,7 +239,7 @@ pub(crate) fn request_refund(
 ) -> Result<RefundRequest, LedgerError> {
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let plan = plan_refund_request(&snapshot, cmd)?;
-    exec::write_refund_request(conn, &RefundRequestRows::of(&snapshot, &plan, cmd))?;
+    exec::write(conn, &RefundRequestRows::of(&snapshot, &plan, cmd))?;
     Ok(plan.request)
 }
 
@@ -250,7 +251,7 @@ pub(crate) fn refund(
 ) -> Result<(RefundRequest, OutcomeKind), LedgerError> {
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let plan = plan_refund(&snapshot, cmd)?;
-    exec::write_refund(conn, &RefundRows::of(&snapshot, &plan, cmd))?;
+    exec::write(conn, &RefundRows::of(&snapshot, &plan, cmd))?;
     let settled = queries::refunds(conn, cmd.order_id)?
         .into_iter()
         .find(|r| r.flow_id == plan.flow_id)
@@ -275,7 +276,7 @@ pub(crate) fn reverse(conn: &Connection, cmd: &ReversalCommand) -> Result<i64, L
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let uses = queries::reversible_uses(conn, cmd)?;
     let plan = plan_reversal(&snapshot, &uses, cmd)?;
-    exec::write_reversal(conn, &ReversalRows::of(&snapshot, &plan, cmd))?;
+    exec::write(conn, &ReversalRows::of(&snapshot, &plan, cmd))?;
     Ok(plan.used_after)
 }
 
@@ -300,7 +301,7 @@ pub(crate) fn resolve_anomaly(
     if current.resolution.is_some() {
         return Err(LedgerError::AnomalyResolved);
     }
-    exec::write_resolution(conn, &ResolutionRows::of(&current, cmd))?;
+    exec::write(conn, &ResolutionRows::of(&current, cmd))?;
     queries::anomaly(conn, cmd.id)?
         .ok_or_else(|| LedgerError::Internal("a resolved anomaly could not be read back".into()))
 }
@@ -320,7 +321,7 @@ pub(crate) fn resolve_keeping_anomaly(
 
 /// Appends one audit entry on its own.
 pub(crate) fn record(conn: &Connection, entry: &AuditEntry) -> Result<(), LedgerError> {
-    exec::write_audit(conn, &[AuditRow::of(0, entry.clone())])
+    exec::write(conn, &[AuditRow::of(0, entry.clone())][..])
 }
 
 /// Keeps a refused anonymous call and prunes the record to the newest `keep`.
