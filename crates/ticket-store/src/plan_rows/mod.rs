@@ -28,7 +28,7 @@ pub(crate) use self::lifecycle::{
     IssueRows, OrderRows, RefundRequestRows, RefundRows, ResolutionRows, ReversalRows,
 };
 pub(crate) use self::verify::{FingerprintRow, VerifyRows};
-use crate::rows::ms;
+use crate::rows::{capacity_refusal, ms, one_row};
 use crate::statements;
 
 /// One value bound to a `?`, borrowed from its row (rusqlite binds it without a copy).
@@ -88,6 +88,45 @@ pub(crate) enum Check<'a> {
     /// An order created: its constraints decide (unknown app, ids taken), not a racy look-up
     /// first; each driver names the constraint its own way.
     NewOrder,
+}
+
+impl<'a> Check<'a> {
+    /// What it means that the statement changed `changed` rows: `Ok(None)` as planned, `Err`
+    /// the refusal it stands for, or a count that changed no row, whose refusal depends on
+    /// the voucher as it is now ([`CapacityMiss`]).
+    pub(crate) fn changed(&self, changed: u64) -> Result<Option<CapacityMiss<'a>>, LedgerError> {
+        match *self {
+            Self::Nothing | Self::Fingerprint | Self::NewOrder => Ok(None),
+            Self::OneRow(write) | Self::OneRowUnique(write, _) => {
+                one_row(changed, write).map(|()| None)
+            }
+            Self::Capacity {
+                order_id,
+                code,
+                uses,
+            } => Ok((changed != 1).then_some(CapacityMiss {
+                order_id,
+                code,
+                uses,
+            })),
+        }
+    }
+}
+
+/// A count of uses that changed no row: the executor reads the voucher (`order_id`, `code`)
+/// with `statements::SELECT_VOUCHER_COUNT` and answers [`CapacityMiss::refusal`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CapacityMiss<'a> {
+    pub(crate) order_id: i64,
+    pub(crate) code: &'a ConfirmCode,
+    uses: i64,
+}
+
+impl CapacityMiss<'_> {
+    /// The refusal, from the voucher's `(capacity, used)` as it is now (`None`: gone).
+    pub(crate) fn refusal(&self, now: Option<(i64, i64)>) -> LedgerError {
+        capacity_refusal(self.code, self.uses, now)
+    }
 }
 
 /// One statement to run: a row's statement, its values, and what to check of its outcome.

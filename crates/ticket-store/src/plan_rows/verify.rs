@@ -30,7 +30,7 @@ pub(crate) struct VerifyRows {
     plans: usize,
     /// Where each voucher's row is in `counts`, kept only once a second plan is added (one
     /// plan's changes name distinct vouchers, so a lone verify needs no index).
-    count_of: HashMap<(i64, ConfirmCode), usize>,
+    count_of: HashMap<VoucherKey, usize>,
     /// How many of `counts` are in `count_of`.
     indexed: usize,
 }
@@ -54,8 +54,7 @@ impl VerifyRows {
             self.count(order_id, change);
             self.uses.push(VoucherUseRow {
                 position: self.uses.len(),
-                order_id,
-                code: change.code.clone(),
+                voucher: VoucherKey::new(order_id, &change.code),
                 quantity: change.delta,
                 used_at_ms: ms(change.used_at),
                 recorded_at_ms: ms(cmd.meta.received_at),
@@ -95,18 +94,16 @@ impl VerifyRows {
     fn count(&mut self, order_id: i64, change: &VoucherChange) {
         if self.plans > 1 {
             for (row, count) in self.counts.iter().enumerate().skip(self.indexed) {
-                self.count_of
-                    .insert((count.order_id, count.code.clone()), row);
+                self.count_of.insert(count.voucher.clone(), row);
             }
             self.indexed = self.counts.len();
-            if let Some(&row) = self.count_of.get(&(order_id, change.code.clone())) {
+            if let Some(&row) = self.count_of.get(&VoucherKey::new(order_id, &change.code)) {
                 self.counts[row].uses += change.delta;
                 return;
             }
         }
         self.counts.push(UseCountRow {
-            order_id,
-            code: change.code.clone(),
+            voucher: VoucherKey::new(order_id, &change.code),
             uses: change.delta,
         });
     }
@@ -117,8 +114,8 @@ impl VerifyRows {
 impl Rows for VerifyRows {
     fn steps(&self) -> Vec<Step<'_>> {
         Step::each(&self.counts, |count| Check::Capacity {
-            order_id: count.order_id,
-            code: &count.code,
+            order_id: count.voucher.order_id,
+            code: &count.voucher.code,
             uses: count.uses,
         })
         .chain(Step::each(&self.uses, |_| Check::Nothing))
@@ -132,13 +129,29 @@ impl Rows for VerifyRows {
     }
 }
 
-/// Uses counted on one voucher, only while they fit its capacity.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct UseCountRow {
+/// A voucher as the rows of a verify name it (with the short keys the bulk statements read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub(crate) struct VoucherKey {
     #[serde(rename = "o")]
     pub(crate) order_id: i64,
     #[serde(rename = "c")]
     pub(crate) code: ConfirmCode,
+}
+
+impl VoucherKey {
+    fn new(order_id: i64, code: &ConfirmCode) -> Self {
+        Self {
+            order_id,
+            code: code.clone(),
+        }
+    }
+}
+
+/// Uses counted on one voucher, only while they fit its capacity.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UseCountRow {
+    #[serde(flatten)]
+    pub(crate) voucher: VoucherKey,
     #[serde(rename = "n")]
     pub(crate) uses: i64,
 }
@@ -150,8 +163,8 @@ impl WriteRow for UseCountRow {
     fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
         [
             Param::int(self.uses),
-            Param::int(self.order_id),
-            Param::text(self.code.as_str()),
+            Param::int(self.voucher.order_id),
+            Param::text(self.voucher.code.as_str()),
             Param::int(self.uses),
         ]
     }
@@ -163,10 +176,8 @@ pub(crate) struct VoucherUseRow {
     /// Its place in the batch (ids are handed out in that order).
     #[serde(rename = "i")]
     pub(crate) position: usize,
-    #[serde(rename = "o")]
-    pub(crate) order_id: i64,
-    #[serde(rename = "c")]
-    pub(crate) code: ConfirmCode,
+    #[serde(flatten)]
+    pub(crate) voucher: VoucherKey,
     #[serde(rename = "n")]
     pub(crate) quantity: i64,
     /// The gate time of the uses.
@@ -185,8 +196,8 @@ impl WriteRow for VoucherUseRow {
 
     fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
         [
-            Param::int(self.order_id),
-            Param::text(self.code.as_str()),
+            Param::int(self.voucher.order_id),
+            Param::text(self.voucher.code.as_str()),
             Param::int(self.quantity),
             Param::int(self.used_at_ms),
             Param::int(self.recorded_at_ms),
@@ -202,10 +213,8 @@ pub(crate) struct FingerprintRow {
     /// Its place in the batch (for the insert's order).
     #[serde(rename = "i")]
     pub(crate) position: usize,
-    #[serde(rename = "o")]
-    pub(crate) order_id: i64,
-    #[serde(rename = "c")]
-    pub(crate) code: ConfirmCode,
+    #[serde(flatten)]
+    pub(crate) voucher: VoucherKey,
     #[serde(rename = "t")]
     pub(crate) used_at_ms: i64,
     #[serde(rename = "q")]
@@ -223,8 +232,7 @@ impl FingerprintRow {
     ) -> Self {
         Self {
             position,
-            order_id,
-            code: fp.code.clone(),
+            voucher: VoucherKey::new(order_id, &fp.code),
             used_at_ms: fp.used_at_ms,
             quantity: fp.quantity,
             request_id,
@@ -234,7 +242,7 @@ impl FingerprintRow {
     /// The fingerprint the row holds.
     pub(crate) fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
-            code: self.code.clone(),
+            code: self.voucher.code.clone(),
             used_at_ms: self.used_at_ms,
             quantity: self.quantity,
         }
@@ -247,8 +255,8 @@ impl WriteRow for FingerprintRow {
 
     fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
         [
-            Param::int(self.order_id),
-            Param::text(self.code.as_str()),
+            Param::int(self.voucher.order_id),
+            Param::text(self.voucher.code.as_str()),
             Param::int(self.used_at_ms),
             Param::int(self.quantity),
             Param::Text(self.request_id.as_deref()),

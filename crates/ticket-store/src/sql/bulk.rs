@@ -178,8 +178,8 @@ async fn known_fingerprints(
             wanted
                 .iter()
                 .find(|w| {
-                    w.order_id == order
-                        && w.code.as_str() == code
+                    w.voucher.order_id == order
+                        && w.voucher.code.as_str() == code
                         && w.used_at_ms == used_at_ms
                         && w.quantity == quantity
                 })

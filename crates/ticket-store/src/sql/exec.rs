@@ -3,12 +3,12 @@
 //! [`super::bulk`]).
 //!
 //! Counters change only through conditional updates (`used + ? <= capacity`), and every write
-//! that must change exactly one row checks its row count ([`one_row`]; sqlx asks MySQL for
+//! that must change exactly one row checks its row count (`rows::one_row`; sqlx asks MySQL for
 //! rows *matched*, as PostgreSQL counts them): one that changes none refuses the whole
 //! operation with `LedgerError::WriteChangedNoRow`, the transaction is rolled back, and the
 //! store records the anomaly (`Db::keeping_anomaly`).
 
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 use ticket_ledger::{LedgerError, NewAnomaly};
@@ -17,7 +17,7 @@ use super::db::Failure;
 use super::engine::{Engine, ErrorClass};
 use super::queries::{one, q};
 use crate::plan_rows::{AnomalyRow, Check, Param, Rows, WriteRow};
-use crate::rows::{capacity_refusal, one_row, ReadRow};
+use crate::rows::ReadRow;
 use crate::statements;
 
 /// Binds one value.
@@ -44,26 +44,13 @@ pub(crate) async fn write(
             Ok(done) => done.rows_affected(),
             Err(error) => return Err(refusal(e, step.during, &step.check, error)),
         };
-        match step.check {
-            Check::Nothing | Check::Fingerprint | Check::NewOrder => {}
-            Check::OneRow(write) | Check::OneRowUnique(write, _) => one_row(changed, write)?,
-            Check::Capacity {
-                order_id,
-                code,
-                uses,
-            } if changed != 1 => {
-                let now = one(
-                    conn,
-                    q(e, statements::SELECT_VOUCHER_COUNT)
-                        .bind(order_id)
-                        .bind(code.as_str()),
-                    |row| Ok((row.int(0)?, row.int(1)?)),
-                    "reading a voucher",
-                )
-                .await?;
-                return Err(capacity_refusal(code, uses, now).into());
-            }
-            Check::Capacity { .. } => {}
+        if let Some(miss) = step.check.changed(changed)? {
+            let query = q(e, statements::SELECT_VOUCHER_COUNT)
+                .bind(miss.order_id)
+                .bind(miss.code.as_str());
+            let read = |row: &AnyRow| Ok((row.int(0)?, row.int(1)?));
+            let now = one(conn, query, read, "reading a voucher").await?;
+            return Err(miss.refusal(now).into());
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! [`write`] runs inside the writer's transaction (a job's savepoint): an `Err` undoes the
 //! job. Each statement is prepared once per connection and cached (`prepare_cached`), and
 //! taken from the cache once for a run of rows of one table. Every write that must change
-//! exactly one row checks that it did ([`one_row`]): one that changes none means the database
+//! exactly one row checks that it did (`rows::one_row`): one that changes none means the database
 //! disagrees with what the plan was made from, and the whole operation is refused with
 //! [`LedgerError::WriteChangedNoRow`] and recorded as an anomaly — never answered as a
 //! success that changed nothing.
@@ -14,7 +14,6 @@ use ticket_ledger::LedgerError;
 
 use super::rows::{ledger_error, violation, During, Violation};
 use crate::plan_rows::{Check, Param, Rows, WriteRow};
-use crate::rows::{capacity_refusal, one_row};
 use crate::statements;
 
 impl ToSql for Param<'_> {
@@ -51,28 +50,18 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
             (Err(e), Check::NewOrder) => return Err(order_refusal(&e)),
             (Err(e), _) => return Err(ledger_error(step.during, &e)),
         };
-        match step.check {
-            Check::Nothing | Check::Fingerprint | Check::NewOrder => {}
-            Check::OneRow(write) | Check::OneRowUnique(write, _) => one_row(changed, write)?,
-            // The single writer already serialises verifies, so the plan's snapshot is
-            // current; the count's condition is defence in depth should that ever stop being
-            // true.
-            Check::Capacity {
-                order_id,
-                code,
-                uses,
-            } if changed != 1 => {
-                let now = conn
-                    .prepare_cached(statements::SELECT_VOUCHER_COUNT)
-                    .during("preparing the voucher lookup")?
-                    .query_row(params![order_id, code.as_str()], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-                    })
-                    .optional()
-                    .during("reading a voucher")?;
-                return Err(capacity_refusal(code, uses, now));
-            }
-            Check::Capacity { .. } => {}
+        // The single writer already serialises verifies, so the plan's snapshot is current;
+        // a count's condition is defence in depth should that ever stop being true.
+        if let Some(miss) = step.check.changed(changed)? {
+            let now = conn
+                .prepare_cached(statements::SELECT_VOUCHER_COUNT)
+                .during("preparing the voucher lookup")?
+                .query_row(params![miss.order_id, miss.code.as_str()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+                .during("reading a voucher")?;
+            return Err(miss.refusal(now));
         }
     }
     Ok(())
