@@ -174,7 +174,8 @@ impl Db {
     }
 
     /// Maps a final failure to the domain, logged here with its whole source chain so callers
-    /// answer with the generic system error alone (STYLE §3.5).
+    /// answer with the generic system error alone
+    /// (the details belong in the operator's log, not in an answer to a caller).
     pub(crate) fn ledger_error(
         &self,
         failure: &Failure,
