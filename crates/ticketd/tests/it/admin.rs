@@ -2,6 +2,7 @@
 //! field names and what each call leaves behind.
 
 use serde_json::{json, Value};
+use ticketd::admin::AuditEntryAnswer;
 use top_protocol::timestamp::{format_beijing, parse_beijing};
 
 use crate::helpers::{
@@ -283,29 +284,29 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         .set("check_num", 1);
     let rid = assert_success_body(&app.call(&call).await);
     let o = app.order(2).await;
-    assert_eq!(o["status"], "used");
-    assert_eq!(o["vouchers"][0]["used"], 1);
-    assert_eq!(o["used"], 1);
+    assert_eq!(o.status, "used");
+    assert_eq!(o.vouchers[0].used, 1);
+    assert_eq!(o.used, 1);
     // The verify, then the transition it caused, both under the verify's request_id.
-    let events = o["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{o}");
+    let events = &o.events;
+    assert_eq!(events.len(), 3, "{o:?}");
     let verify = &events[1];
-    assert_eq!(verify["request_id"], rid.as_str());
-    assert_eq!(verify["action"], "taobao.travel.ticket.order.verify");
-    assert_eq!(verify["outcome"], "accepted");
-    assert_eq!(verify["reason"], "applied");
+    assert_eq!(verify.request_id, rid.as_str());
+    assert_eq!(verify.action, "taobao.travel.ticket.order.verify");
+    assert_eq!(verify.outcome, "accepted");
+    assert_eq!(verify.reason, "applied");
     let status = &events[2];
-    assert_eq!(status["request_id"], rid.as_str());
-    assert_eq!(status["action"], "order.status");
-    assert_eq!(status["outcome"], "accepted");
-    assert_eq!(status["reason"], "used");
-    assert_eq!(status["order_id"], 2);
-    assert_eq!(status["app_key"], KEY);
+    assert_eq!(status.request_id, rid.as_str());
+    assert_eq!(status.action, "order.status");
+    assert_eq!(status.outcome, "accepted");
+    assert_eq!(status.reason, "used");
+    assert_eq!(status.order_id, Some(2));
+    assert_eq!(status.app_key.as_deref(), Some(KEY));
     assert_eq!(
-        status["detail"],
+        status.detail,
         json!({"from": "issued", "to": "used", "cause": "taobao.travel.ticket.order.verify"})
     );
-    assert!(status["seq"].as_i64() > verify["seq"].as_i64());
+    assert!(status.seq > verify.seq);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,9 +378,9 @@ async fn every_admin_route_needs_the_token_and_health_does_not() {
     let (status, _) = app.admin_get("/admin/orders/12").await;
     assert_eq!(status, 404);
     let o = app.order(11).await;
-    assert_eq!(o["refunds"], json!([]), "{o}");
-    assert_eq!(o["used"], 0, "{o}");
-    assert_eq!(o["events"].as_array().unwrap().len(), 1, "{o}");
+    assert_eq!(o.refunds, [], "{o:?}");
+    assert_eq!(o.used, 0, "{o:?}");
+    assert_eq!(o.events.len(), 1, "{o:?}");
 
     for (path, want) in [
         ("/healthz", json!({"status": "ok"})),
@@ -515,12 +516,15 @@ async fn audit_lists_every_attempt_and_filters() {
     let rejected = crate::helpers::request_id_of(&app.call(&over).await);
 
     let all = audit_entries(&app, "limit=1000").await;
-    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "oldest first: {seqs:?}"
     );
-    for e in &all {
+    // Every field is on the wire, null or not (the typed entries cannot tell absent from null).
+    let (status, on_wire) = app.admin_get("/admin/audit?limit=1000").await;
+    assert_eq!(status, 200, "{on_wire}");
+    for e in on_wire["entries"].as_array().unwrap() {
         for field in [
             "seq",
             "at",
@@ -536,7 +540,7 @@ async fn audit_lists_every_attempt_and_filters() {
             assert!(e.get(field).is_some(), "{field} missing in {e}");
         }
     }
-    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions.iter().filter(|a| **a == "admin.create_app").count(),
         2,
@@ -552,54 +556,49 @@ async fn audit_lists_every_attempt_and_filters() {
     );
 
     // The accepted verify left two entries: the verify, then the transition it caused.
-    let mine: Vec<&Value> = all
+    let mine: Vec<&AuditEntryAnswer> = all
         .iter()
-        .filter(|e| e["request_id"] == accepted.as_str())
+        .filter(|e| e.request_id == accepted.as_str())
         .collect();
     assert_eq!(mine.len(), 2, "{mine:?}");
     let status = mine[1];
-    assert_eq!(status["action"], "order.status");
+    assert_eq!(status.action, "order.status");
     assert_eq!(
-        (status["outcome"].as_str(), status["reason"].as_str()),
-        (Some("accepted"), Some("partly_used"))
+        (status.outcome.as_str(), status.reason.as_str()),
+        ("accepted", "partly_used")
     );
     assert_eq!(
-        status["detail"],
+        status.detail,
         json!({"from": "issued", "to": "partly_used", "cause": "taobao.travel.ticket.order.verify"})
     );
-    assert_eq!(status["order_id"], 31);
+    assert_eq!(status.order_id, Some(31));
     let e = mine[0];
-    assert_eq!(e["action"], "taobao.travel.ticket.order.verify");
+    assert_eq!(e.action, "taobao.travel.ticket.order.verify");
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("accepted"), Some("applied"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("accepted", "applied")
     );
-    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert_eq!(e.client_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(
-        e["detail"]["request"]["voucher_infos"][0]["confirm_code"], "****DE-1",
-        "codes are masked: {e}"
+        e.detail["request"]["voucher_infos"][0]["confirm_code"], "****DE-1",
+        "codes are masked: {e:?}"
     );
     let e = &crate::helpers::entry_for(&all, &replayed);
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("replayed"), Some("replayed"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("replayed", "replayed")
     );
     let e = &crate::helpers::entry_for(&all, &rejected);
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("rejected"), Some("isv.verify-num-exceed"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("rejected", "isv.verify-num-exceed")
     );
-    assert_eq!(e["order_id"], 32);
+    assert_eq!(e.order_id, Some(32));
 
     let by_order = audit_entries(&app, "order_id=31").await;
     let outcomes: Vec<(&str, &str)> = by_order
         .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap(),
-            )
-        })
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
         .collect();
     assert_eq!(
         outcomes,
@@ -613,21 +612,24 @@ async fn audit_lists_every_attempt_and_filters() {
     );
     let ids: Vec<&str> = by_order[1..]
         .iter()
-        .map(|e| e["request_id"].as_str().unwrap())
+        .map(|e| e.request_id.as_str())
         .collect();
     assert_eq!(
         ids,
         [accepted.as_str(), accepted.as_str(), replayed.as_str()]
     );
-    assert!(by_order.iter().all(|e| e["order_id"] == 31));
+    assert!(by_order.iter().all(|e| e.order_id == Some(31)));
 
     let by_outcome = audit_entries(&app, "outcome=rejected").await;
     assert_eq!(by_outcome.len(), 1, "{by_outcome:?}");
-    assert_eq!(by_outcome[0]["request_id"], rejected.as_str());
+    assert_eq!(by_outcome[0].request_id, rejected.as_str());
 
     let by_app = audit_entries(&app, "app_key=audit-other").await;
     assert!(
-        !by_app.is_empty() && by_app.iter().all(|e| e["app_key"] == "audit-other"),
+        !by_app.is_empty()
+            && by_app
+                .iter()
+                .all(|e| e.app_key.as_deref() == Some("audit-other")),
         "{by_app:?}"
     );
     assert_eq!(by_app.len(), 2, "create_app and create_order: {by_app:?}");
@@ -635,7 +637,7 @@ async fn audit_lists_every_attempt_and_filters() {
     let combined =
         audit_entries(&app, &format!("app_key={KEY}&outcome=replayed&order_id=31")).await;
     assert_eq!(combined.len(), 1);
-    assert_eq!(combined[0]["request_id"], replayed.as_str());
+    assert_eq!(combined[0].request_id, replayed.as_str());
 
     let first_two = audit_entries(&app, "limit=2").await;
     assert_eq!(first_two, all[..2].to_vec());
@@ -766,7 +768,7 @@ async fn codes_sent_as_numbers_and_assist_codes_never_stay_whole_in_the_audit_tr
         )
         .await,
     );
-    assert_eq!(app.order(52).await["status"], "issued");
+    assert_eq!(app.order(52).await.status, "issued");
 
     let all = audit_entries(&app, "limit=1000").await;
     let text = serde_json::to_string(&all).unwrap();
@@ -785,12 +787,12 @@ async fn codes_sent_as_numbers_and_assist_codes_never_stay_whole_in_the_audit_tr
     }
     // The call's own entry (an accepted call is followed by its order.status entry).
     let request = |id: &str| {
-        let calls: Vec<Value> = all
+        let calls: Vec<AuditEntryAnswer> = all
             .iter()
-            .filter(|e| e["action"] != "order.status")
+            .filter(|e| e.action != "order.status")
             .cloned()
             .collect();
-        crate::helpers::entry_for(&calls, id)["detail"]["request"]["voucher_infos"].clone()
+        crate::helpers::entry_for(&calls, id).detail["request"]["voucher_infos"].clone()
     };
     assert_eq!(
         request(&accepted),

@@ -13,15 +13,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
+use ticketd::admin::{AnomalyAnswer, AuditEntryAnswer, OrderAnswer};
 use ticketd::clock::Clock;
 use ticketd::lifecycle_doc::{Refusal, Transition, REFUSALS, STARTS, TRANSITIONS};
 use ticketd::settings::Settings;
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
-    anomalies, assert_error_body, assert_success_for, assert_top_envelope, audit_entries,
-    create_order_with, error_json, ledger_snapshot, spawn_app_with, status_events, StepClock,
-    TestApp, TopCall, TopReply, ISSUE, REFUND, VERIFY,
+    anomalies, answer, assert_error_body, assert_success_for, assert_top_envelope, audit_entries,
+    create_order_with, error_json, ledger_snapshot, refusal, spawn_app_with, status_events,
+    LedgerSnapshot, StepClock, TestApp, TopCall, TopReply, ISSUE, REFUND, VERIFY,
 };
 
 const KEY: &str = "life-vendor";
@@ -93,21 +94,21 @@ impl Life {
     // ---- orders ---------------------------------------------------------------------------
 
     /// An order created with its codes (`quantity` tickets), paid a day ago.
-    async fn issued(&self, o: i64, quantity: i64, codes: &[(&str, i64)]) -> Value {
+    async fn issued(&self, o: i64, quantity: i64, codes: &[(&str, i64)]) -> OrderAnswer {
         create_order_with(&self.app, o, KEY, codes, json!({"quantity": quantity})).await
     }
 
     /// An order created without codes: it waits for the vendor's issuance report.
-    async fn awaiting(&self, o: i64, quantity: i64) -> Value {
+    async fn awaiting(&self, o: i64, quantity: i64) -> OrderAnswer {
         create_order_with(&self.app, o, KEY, &[], json!({"quantity": quantity})).await
     }
 
-    async fn order(&self, o: i64) -> Value {
+    async fn order(&self, o: i64) -> OrderAnswer {
         self.app.order(o).await
     }
 
     async fn status(&self, o: i64) -> String {
-        self.order(o).await["status"].as_str().unwrap().to_owned()
+        self.order(o).await.status.as_str().to_owned()
     }
 
     async fn used(&self, o: i64, code: &str) -> i64 {
@@ -222,13 +223,13 @@ impl Life {
             .await
     }
 
-    async fn anomalies(&self, query: &str) -> Vec<Value> {
+    async fn anomalies(&self, query: &str) -> Vec<AnomalyAnswer> {
         anomalies(&self.app, query).await
     }
 
     async fn assert_status(&self, o: i64, want: &str, ctx: &str) {
         let order = self.order(o).await;
-        assert_eq!(order["status"], want, "{ctx}: {order}");
+        assert_eq!(order.status, want, "{ctx}: {order:?}");
     }
 }
 
@@ -256,46 +257,40 @@ fn assert_business(reply: &TopReply, sub_code: &str, sub_msg: &str) -> String {
 }
 
 /// The request_id of the order's last event of `action`.
-fn last_of(order: &Value, action: &str) -> String {
-    order["events"]
-        .as_array()
-        .unwrap()
+fn last_of(order: &OrderAnswer, action: &str) -> String {
+    order
+        .events
         .iter()
         .rev()
-        .find(|e| e["action"] == action)
-        .unwrap_or_else(|| panic!("no {action} event in {order}"))["request_id"]
+        .find(|e| e.action == action)
+        .unwrap_or_else(|| panic!("no {action} event in {order:?}"))
+        .request_id
         .as_str()
-        .unwrap()
         .to_owned()
 }
 
 /// The events `request_id` left on the order, as (action, outcome, reason).
-fn events_of(order: &Value, request_id: &str) -> Vec<(String, String, String)> {
-    order["events"]
-        .as_array()
-        .unwrap()
+fn events_of(order: &OrderAnswer, request_id: &str) -> Vec<(String, String, String)> {
+    order
+        .events
         .iter()
-        .filter(|e| e["request_id"] == request_id)
-        .map(|e| {
-            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            (s(&e["action"]), s(&e["outcome"]), s(&e["reason"]))
-        })
+        .filter(|e| e.request_id == request_id)
+        .map(|e| (e.action.clone(), e.outcome.clone(), e.reason.clone()))
         .collect()
 }
 
 /// Asserts `request_id` caused exactly one `cause` entry followed by exactly one `order.status`
 /// entry from `from` to `to`.
-fn assert_transition(order: &Value, request_id: &str, from: &str, to: &str, cause: &str) {
-    let events: Vec<&Value> = order["events"]
-        .as_array()
-        .unwrap()
+fn assert_transition(order: &OrderAnswer, request_id: &str, from: &str, to: &str, cause: &str) {
+    let events: Vec<&AuditEntryAnswer> = order
+        .events
         .iter()
-        .filter(|e| e["request_id"] == request_id)
+        .filter(|e| e.request_id == request_id)
         .collect();
-    let causing: Vec<&&Value> = events.iter().filter(|e| e["action"] == cause).collect();
-    let status: Vec<&&Value> = events
+    let causing: Vec<&&AuditEntryAnswer> = events.iter().filter(|e| e.action == cause).collect();
+    let status: Vec<&&AuditEntryAnswer> = events
         .iter()
-        .filter(|e| e["action"] == "order.status")
+        .filter(|e| e.action == "order.status")
         .collect();
     assert_eq!(
         (causing.len(), status.len()),
@@ -304,31 +299,31 @@ fn assert_transition(order: &Value, request_id: &str, from: &str, to: &str, caus
     );
     let s = status[0];
     assert_eq!(
-        s["detail"],
+        s.detail,
         json!({"from": from, "to": to, "cause": cause}),
-        "{s}"
+        "{s:?}"
     );
     assert_eq!(
-        (s["outcome"].as_str(), s["reason"].as_str()),
-        (Some("accepted"), Some(to)),
-        "{s}"
+        (s.outcome.as_str(), s.reason.as_str()),
+        ("accepted", to),
+        "{s:?}"
     );
-    assert_eq!(s["order_id"], order["order_id"], "{s}");
-    assert_eq!(s["app_key"], KEY, "{s}");
+    assert_eq!(s.order_id, Some(order.order_id), "{s:?}");
+    assert_eq!(s.app_key.as_deref(), Some(KEY), "{s:?}");
     assert!(
-        s["seq"].as_i64() > causing[0]["seq"].as_i64(),
+        s.seq > causing[0].seq,
         "the transition follows its cause: {events:#?}"
     );
 }
 
 /// A ledger snapshot without its events (a replay adds an event and nothing else).
-fn without_events(mut snapshot: Value) -> Value {
-    snapshot.as_object_mut().unwrap().remove("events");
+fn without_events(mut snapshot: LedgerSnapshot) -> LedgerSnapshot {
+    snapshot.events.clear();
     snapshot
 }
 
 /// Asserts `request_id` left no `order.status` entry.
-fn assert_no_transition(order: &Value, request_id: &str) {
+fn assert_no_transition(order: &OrderAnswer, request_id: &str) {
     let got: Vec<_> = status_events(order)
         .into_iter()
         .filter(|(rid, ..)| rid == request_id)
@@ -371,7 +366,7 @@ async fn every_documented_start_creates_the_order_in_its_status() {
             (CREATE_CALL, "issued") => (life.issued(o, 2, &[("T-A", 2)]).await, "created_issued"),
             _ => panic!("STARTS row not walked by lifecycle.rs: {start:?}"),
         };
-        assert_eq!(created["status"], start.status.as_str(), "{ctx}: {created}");
+        assert_eq!(created.status, start.status.as_str(), "{ctx}: {created:?}");
         let rid = last_of(&created, CREATE_ACTION);
         assert_eq!(
             events_of(&created, &rid),
@@ -564,7 +559,7 @@ async fn walk_transition(life: &Life, o: i64, t: &Transition) {
         ),
     };
     let order = life.order(o).await;
-    assert_eq!(order["status"], to, "{ctx}: {order}");
+    assert_eq!(order.status, to, "{ctx}: {order:?}");
     if from == to {
         assert_no_transition(&order, &rid);
     } else {
@@ -864,7 +859,7 @@ async fn check_refusal(life: &Life, r: &Refusal, o: i64, attempt: Attempt) {
         .anomalies("limit=1000")
         .await
         .iter()
-        .map(|a| a["id"].as_i64().unwrap())
+        .map(|a| a.id)
         .collect();
     let rid = match attempt {
         Attempt::Top(call) => {
@@ -881,16 +876,12 @@ async fn check_refusal(life: &Life, r: &Refusal, o: i64, attempt: Attempt) {
             let e = crate::helpers::entry_for(&rejected, &rid);
             assert_eq!(
                 (
-                    e["action"].as_str(),
-                    e["reason"].as_str(),
-                    e["detail"]["sub_msg"].as_str()
+                    e.action.as_str(),
+                    e.reason.as_str(),
+                    e.detail["sub_msg"].as_str()
                 ),
-                (
-                    Some(method.as_str()),
-                    Some(sub_code),
-                    Some(sub_msg.as_str())
-                ),
-                "{ctx}: {e}"
+                (method.as_str(), sub_code, Some(sub_msg.as_str())),
+                "{ctx}: {e:?}"
             );
             Some((rid, method))
         }
@@ -917,11 +908,11 @@ async fn check_refusal(life: &Life, r: &Refusal, o: i64, attempt: Attempt) {
         before,
         "{ctx}: a refused call changed the order"
     );
-    let new: Vec<Value> = life
+    let new: Vec<AnomalyAnswer> = life
         .anomalies("limit=1000")
         .await
         .into_iter()
-        .filter(|a| !known.contains(&a["id"].as_i64().unwrap()))
+        .filter(|a| !known.contains(&a.id))
         .collect();
     match r.anomaly {
         None => assert!(new.is_empty(), "{ctx}: unexpected anomalies {new:#?}"),
@@ -934,21 +925,17 @@ async fn check_refusal(life: &Life, r: &Refusal, o: i64, attempt: Attempt) {
             let a = &new[0];
             let (rid, method) = rid.expect("anomalies come from TOP calls");
             assert_eq!(
-                (
-                    a["kind"].as_str(),
-                    a["order_id"].as_i64(),
-                    a["status"].as_str()
-                ),
-                (Some(kind), Some(o), Some("open")),
-                "{ctx}: {a}"
+                (a.kind.as_str(), a.order_id, a.status.as_str()),
+                (kind, Some(o), "open"),
+                "{ctx}: {a:?}"
             );
-            assert_eq!(a["request_id"], rid.as_str(), "{ctx}: {a}");
-            assert_eq!(a["app_key"], KEY, "{ctx}: {a}");
-            assert_eq!(a["resolution"], Value::Null, "{ctx}: {a}");
+            assert_eq!(a.request_id, rid.as_str(), "{ctx}: {a:?}");
+            assert_eq!(a.app_key.as_deref(), Some(KEY), "{ctx}: {a:?}");
+            assert_eq!(a.resolution, None, "{ctx}: {a:?}");
             // The raw request, sanitized: no signature.
-            assert_eq!(a["request"]["method"], method.as_str(), "{ctx}: {a}");
-            assert_eq!(a["request"]["order_id"], o.to_string(), "{ctx}: {a}");
-            assert!(a["request"].get("sign").is_none(), "{ctx}: {a}");
+            assert_eq!(a.request["method"], method.as_str(), "{ctx}: {a:?}");
+            assert_eq!(a.request["order_id"], o.to_string(), "{ctx}: {a:?}");
+            assert!(a.request.get("sign").is_none(), "{ctx}: {a:?}");
         }
     }
 }
@@ -962,8 +949,8 @@ async fn issuance_fills_the_ledger_once_and_refuses_contradictions() {
     let life = Life::new().await;
     let o = 73_001;
     let created = life.awaiting(o, 3).await;
-    assert_eq!(created["status"], "awaiting_issuance");
-    assert_eq!(created["out_order_id"], Value::Null);
+    assert_eq!(created.status, "awaiting_issuance");
+    assert_eq!(created.out_order_id, None);
     assert_business(
         &life
             .send(life.verify_call(o, &[("ISS-1", 1, life.gate())]))
@@ -988,48 +975,39 @@ async fn issuance_fills_the_ledger_once_and_refuses_contradictions() {
         ISSUE,
     );
     let order = life.order(o).await;
-    assert_eq!(order["status"], "issued", "{order}");
+    assert_eq!(order.status, "issued", "{order:?}");
     assert_eq!(
-        order["out_order_id"], "OUT-73001",
+        order.out_order_id.as_deref(),
+        Some("OUT-73001"),
         "issuance sets out_order_id"
     );
     assert_eq!(
-        order["vouchers"],
+        json!(order.vouchers),
         json!([
             {"confirm_code": "ISS-1", "capacity": 1, "used": 0, "remaining": 1},
             {"confirm_code": "ISS-2", "capacity": 1, "used": 0, "remaining": 1},
             {"confirm_code": "ISS-3", "capacity": 1, "used": 0, "remaining": 1},
         ])
     );
-    assert_eq!(
-        (
-            order["capacity"].as_i64(),
-            order["refundable_tickets"].as_i64()
-        ),
-        (Some(3), Some(3))
-    );
-    let issue_event = order["events"]
-        .as_array()
-        .unwrap()
+    assert_eq!((order.capacity, order.refundable_tickets), (3, 3));
+    let issue_event = order
+        .events
         .iter()
-        .find(|e| e["request_id"] == rid.as_str() && e["action"] == ISSUE)
+        .find(|e| e.request_id == rid.as_str() && e.action == ISSUE)
         .unwrap()
         .clone();
     assert_eq!(
-        (
-            issue_event["outcome"].as_str(),
-            issue_event["reason"].as_str()
-        ),
-        (Some("accepted"), Some("issued"))
+        (issue_event.outcome.as_str(), issue_event.reason.as_str()),
+        ("accepted", "issued")
     );
     assert_eq!(
-        issue_event["detail"]["vouchers"],
+        issue_event.detail["vouchers"],
         json!([
             {"confirm_code": "****-1", "capacity": 1, "type": 1},
             {"confirm_code": "****-2", "capacity": 1, "type": 1},
             {"confirm_code": "****-3", "capacity": 1, "type": 2},
         ]),
-        "codes masked, types kept: {issue_event}"
+        "codes masked, types kept: {issue_event:?}"
     );
     assert_transition(&order, &rid, "awaiting_issuance", "issued", ISSUE);
 
@@ -1109,10 +1087,10 @@ async fn issuance_fills_the_ledger_once_and_refuses_contradictions() {
         ISSUE,
     );
     let order = life.order(o2).await;
-    assert_eq!(order["status"], "issue_failed");
-    assert_eq!(order["issue_describe"], "库存不足");
-    assert_eq!(order["out_order_id"], "OUT-73002");
-    assert_eq!(order["vouchers"], json!([]));
+    assert_eq!(order.status, "issue_failed");
+    assert_eq!(order.issue_describe.as_deref(), Some("库存不足"));
+    assert_eq!(order.out_order_id.as_deref(), Some("OUT-73002"));
+    assert_eq!(order.vouchers, []);
     assert_eq!(
         events_of(&order, &failed)[0],
         (
@@ -1144,7 +1122,7 @@ async fn issuance_fills_the_ledger_once_and_refuses_contradictions() {
     );
     let ok = life.issue_ok(o2, &[("RETRY-1", 1), ("RETRY-2", 1)]).await;
     let order = life.order(o2).await;
-    assert_eq!(order["status"], "issued");
+    assert_eq!(order.status, "issued");
     assert_transition(&order, &ok, "issue_failed", "issued", ISSUE);
     assert_eq!(
         status_events(&order)
@@ -1173,8 +1151,8 @@ async fn issuance_fills_the_ledger_once_and_refuses_contradictions() {
         ISSUE,
     );
     let order = life.order(o3).await;
-    assert_eq!(order["out_order_id"], "OUT-73003");
-    assert_eq!(order["status"], "issued");
+    assert_eq!(order.out_order_id.as_deref(), Some("OUT-73003"));
+    assert_eq!(order.status, "issued");
     assert_no_transition(&order, &rid);
 
     // Another order of the same app cannot take an out_order_id already in use.
@@ -1280,21 +1258,20 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
                "refund_batch_no": null, "refund_failure_reason": null, "needs_review": false})
     );
     let order = life.order(o).await;
-    assert_eq!(order["status"], "refunding");
-    assert_eq!(order["refunds"], json!([first]));
-    assert_eq!(order["refundable_tickets"], 2);
+    assert_eq!(order.status, "refunding");
+    assert_eq!(json!(order.refunds), json!([first]));
+    assert_eq!(order.refundable_tickets, 2);
     let rid = last_of(&order, REQUEST_ACTION);
-    let e = order["events"]
-        .as_array()
-        .unwrap()
+    let e = order
+        .events
         .iter()
-        .find(|e| e["request_id"] == rid.as_str() && e["action"] == REQUEST_ACTION)
+        .find(|e| e.request_id == rid.as_str() && e.action == REQUEST_ACTION)
         .unwrap()
         .clone();
     assert_eq!(
-        (e["reason"].as_str(), &e["detail"]),
+        (e.reason.as_str(), &e.detail),
         (
-            Some("refund_requested"),
+            "refund_requested",
             &json!({"fliggy_refund_flow_id": flow1, "quantity": 1})
         )
     );
@@ -1331,7 +1308,7 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
     life.clock.advance(Duration::seconds(1));
     let flow2 = life.request_ok(o, 1).await;
     assert_eq!(flow2, format!("RF{o}002"));
-    assert_eq!(life.order(o).await["refundable_tickets"], 1);
+    assert_eq!(life.order(o).await.refundable_tickets, 1);
 
     // Without a flow id the notification settles the oldest pending request.
     life.clock.advance(Duration::seconds(1));
@@ -1340,34 +1317,32 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         .notify_ok(o, &[("refund_status", "1"), ("refund_batch_no", "RB-1")])
         .await;
     let order = life.order(o).await;
-    assert_eq!(order["refunds"][0]["state"], "succeeded", "{order}");
-    assert_eq!(order["refunds"][0]["refunded_tickets"], 1);
-    assert_eq!(order["refunds"][0]["refund_batch_no"], "RB-1");
-    assert_eq!(order["refunds"][0]["settled_at"], settled_at.as_str());
-    assert_eq!(order["refunds"][1]["state"], "pending");
-    assert_eq!(order["refunded_tickets"], 1);
+    assert_eq!(order.refunds[0].state, "succeeded", "{order:?}");
+    assert_eq!(order.refunds[0].refunded_tickets, 1);
+    assert_eq!(order.refunds[0].refund_batch_no.as_deref(), Some("RB-1"));
     assert_eq!(
-        order["status"], "refunding",
+        order.refunds[0].settled_at.as_deref(),
+        Some(settled_at.as_str())
+    );
+    assert_eq!(order.refunds[1].state, "pending");
+    assert_eq!(order.refunded_tickets, 1);
+    assert_eq!(
+        order.status, "refunding",
         "another request is still pending"
     );
     assert_no_transition(&order, &rid);
-    let e = order["events"]
-        .as_array()
-        .unwrap()
+    let e = order
+        .events
         .iter()
-        .find(|e| e["request_id"] == rid.as_str())
+        .find(|e| e.request_id == rid.as_str())
         .unwrap()
         .clone();
     assert_eq!(
-        (
-            e["action"].as_str(),
-            e["outcome"].as_str(),
-            e["reason"].as_str()
-        ),
-        (Some(REFUND), Some("accepted"), Some("refunded"))
+        (e.action.as_str(), e.outcome.as_str(), e.reason.as_str()),
+        (REFUND, "accepted", "refunded")
     );
-    assert_eq!(e["detail"]["fliggy_refund_flow_id"], flow1.as_str());
-    assert_eq!(e["detail"]["refunded_tickets"], 1);
+    assert_eq!(e.detail["fliggy_refund_flow_id"], flow1.as_str());
+    assert_eq!(e.detail["refunded_tickets"], 1);
 
     // The same notification again (same refund_batch_no) changes nothing.
     let snap = ledger_snapshot(&life.app, o).await;
@@ -1384,7 +1359,7 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         )]
     );
     let mut now = ledger_snapshot(&life.app, o).await;
-    now["events"].as_array_mut().unwrap().pop();
+    now.events.pop();
     assert_eq!(now, snap);
     let now = ledger_snapshot(&life.app, o).await;
 
@@ -1419,10 +1394,10 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         )
         .await;
     let order = life.order(o).await;
-    assert_eq!(order["refunds"][1]["state"], "succeeded");
-    assert_eq!(order["refunds"][1]["refund_batch_no"], "RB-2");
-    assert_eq!(order["refunded_tickets"], 2);
-    assert_eq!(order["refundable_tickets"], 1);
+    assert_eq!(order.refunds[1].state, "succeeded");
+    assert_eq!(order.refunds[1].refund_batch_no.as_deref(), Some("RB-2"));
+    assert_eq!(order.refunded_tickets, 2);
+    assert_eq!(order.refundable_tickets, 1);
     assert_transition(&order, &rid, "refunding", "partly_refunded", REFUND);
 
     // The same result again, by flow id alone: a replay.
@@ -1442,7 +1417,7 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         )]
     );
     let mut now = ledger_snapshot(&life.app, o).await;
-    now["events"].as_array_mut().unwrap().pop();
+    now.events.pop();
     assert_eq!(now, snap);
     let now = ledger_snapshot(&life.app, o).await;
 
@@ -1455,7 +1430,7 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         .anomalies(&format!("order_id={o}&kind=refund_not_requested"))
         .await;
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0]["request_id"], rid.as_str());
+    assert_eq!(found[0].request_id, rid.as_str());
     assert_eq!(ledger_snapshot(&life.app, o).await, now);
 
     // Two tickets are refunded: one use is left for three codes. Two uses are refused as
@@ -1472,16 +1447,16 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
         .anomalies(&format!("order_id={o}&kind=verify_after_refund"))
         .await;
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0]["request_id"], rid.as_str());
+    assert_eq!(found[0].request_id, rid.as_str());
     assert_eq!(
-        found[0]["detail"],
+        found[0].detail,
         json!({"requested": 2, "remaining": 1, "refund_pending": false})
     );
     assert_eq!(ledger_snapshot(&life.app, o).await, now);
     let rid = life.verify_ok(o, "RF-3", 1).await;
     let order = life.order(o).await;
     assert_transition(&order, &rid, "partly_refunded", "closed", VERIFY);
-    assert_eq!(order["refundable_tickets"], 0);
+    assert_eq!(order.refundable_tickets, 0);
     let reply = life
         .send(life.verify_call(o, &[("RF-1", 1, life.gate())]))
         .await;
@@ -1511,18 +1486,15 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
     )
     .await;
     let order = life.order(o2).await;
-    assert_eq!(order["refunds"][0]["state"], "failed");
-    assert_eq!(order["refunds"][0]["refund_failure_reason"], "已过退票期");
-    assert_eq!(order["refunds"][0]["refunded_tickets"], 0);
+    assert_eq!(order.refunds[0].state, "failed");
     assert_eq!(
-        (
-            order["refunded_tickets"].as_i64(),
-            order["refundable_tickets"].as_i64()
-        ),
-        (Some(0), Some(2))
+        order.refunds[0].refund_failure_reason.as_deref(),
+        Some("已过退票期")
     );
+    assert_eq!(order.refunds[0].refunded_tickets, 0);
+    assert_eq!((order.refunded_tickets, order.refundable_tickets), (0, 2));
     assert_eq!(
-        order["status"], "issued",
+        order.status, "issued",
         "the status before the request returns"
     );
     life.verify_ok(o2, "RF-F", 2).await;
@@ -1542,8 +1514,8 @@ async fn refund_requests_are_settled_by_the_vendors_notification() {
     .await;
     let order = life.order(o3).await;
     assert_eq!(
-        (order["status"].as_str(), order["refunded_tickets"].as_i64()),
-        (Some("refunded"), Some(2))
+        (order.status.as_str(), order.refunded_tickets),
+        ("refunded", 2)
     );
     assert_business(
         &life
@@ -1576,9 +1548,9 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         VERIFY,
     );
     let order = life.order(o).await;
-    assert_eq!(order["refunds"][0]["needs_review"], false);
+    assert_eq!(order.refunds[0].needs_review, false);
     assert_eq!(
-        order["status"], "refunding",
+        order.status, "refunding",
         "a pending request wins over partly_used"
     );
     assert_no_transition(&order, &rid);
@@ -1601,14 +1573,11 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
     let found = life
         .anomalies(&format!("order_id={o}&kind=verify_after_refund"))
         .await;
-    let mut ids: Vec<&str> = found
-        .iter()
-        .map(|a| a["request_id"].as_str().unwrap())
-        .collect();
+    let mut ids: Vec<&str> = found.iter().map(|a| a.request_id.as_str()).collect();
     ids.reverse(); // newest first
     assert_eq!(ids, refused.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
-        found[0]["detail"],
+        found[0].detail,
         json!({"requested": 1, "remaining": 0, "refund_pending": true})
     );
 
@@ -1623,18 +1592,18 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
     );
     let order = life.order(o).await;
     assert_eq!(life.used(o, "R9-A").await, 2);
-    assert_eq!(order["refunds"][0]["needs_review"], true, "{order}");
-    assert_eq!(order["refunds"][0]["state"], "pending");
-    assert_eq!(order["status"], "refunding");
+    assert_eq!(order.refunds[0].needs_review, true, "{order:?}");
+    assert_eq!(order.refunds[0].state, "pending");
+    assert_eq!(order.status, "refunding");
     assert_no_transition(&order, &rid);
     let during = life
         .anomalies(&format!("order_id={o}&kind=verify_during_refund"))
         .await;
     assert_eq!(during.len(), 1, "{during:#?}");
-    assert_eq!(during[0]["request_id"], rid.as_str());
-    assert_eq!(during[0]["status"], "open");
+    assert_eq!(during[0].request_id, rid.as_str());
+    assert_eq!(during[0].status, "open");
     assert_eq!(
-        during[0]["detail"],
+        during[0].detail,
         json!({"kind": "verify_during_refund", "fliggy_refund_flow_ids": [flow]})
     );
 
@@ -1656,11 +1625,8 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         .anomalies(&format!("order_id={o}&kind=refund_exceeds_unused"))
         .await;
     assert_eq!(exceeds.len(), 1);
-    assert_eq!(exceeds[0]["request_id"], rid.as_str());
-    assert_eq!(
-        exceeds[0]["detail"],
-        json!({"requested": 1, "refundable": 0})
-    );
+    assert_eq!(exceeds[0].request_id, rid.as_str());
+    assert_eq!(exceeds[0].detail, json!({"requested": 1, "refundable": 0}));
 
     // The vendor then reports the refund failed: the hold is released, the order is used.
     life.notify_ok(
@@ -1673,8 +1639,8 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
     )
     .await;
     let order = life.order(o).await;
-    assert_eq!(order["refunds"][0]["state"], "failed");
-    assert_eq!(order["status"], "used");
+    assert_eq!(order.refunds[0].state, "failed");
+    assert_eq!(order.status, "used");
 
     // With tickets to spare, a reviewed request is still settled for what remains unused.
     let o2 = 75_002;
@@ -1682,9 +1648,9 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         .await;
     let flow = life.request_ok(o2, 2).await;
     life.verify_ok(o2, "R9-1", 1).await; // the unheld ticket
-    assert_eq!(life.order(o2).await["refunds"][0]["needs_review"], false);
+    assert_eq!(life.order(o2).await.refunds[0].needs_review, false);
     life.verify_ok(o2, "R9-2", 1).await; // a held one, dated before the request
-    assert_eq!(life.order(o2).await["refunds"][0]["needs_review"], true);
+    assert_eq!(life.order(o2).await.refunds[0].needs_review, true);
     let rid = life
         .notify_ok(
             o2,
@@ -1697,8 +1663,8 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         )
         .await;
     let order = life.order(o2).await;
-    assert_eq!(order["refunded_tickets"], 1);
-    assert_eq!(order["refunds"][0]["refunded_tickets"], 1);
+    assert_eq!(order.refunded_tickets, 1);
+    assert_eq!(order.refunds[0].refunded_tickets, 1);
     assert_transition(&order, &rid, "refunding", "closed", REFUND);
 }
 
@@ -1724,36 +1690,34 @@ async fn reversal_gives_back_uses_within_the_window_only() {
     );
     let order = life.order(o).await;
     assert_eq!(life.used(o, "REV-1").await, 2);
-    assert_eq!(order["status"], "partly_used");
-    let v = order["events"]
-        .as_array()
-        .unwrap()
+    assert_eq!(order.status, "partly_used");
+    let v = order
+        .events
         .iter()
-        .find(|e| e["request_id"] == verify.as_str() && e["action"] == VERIFY)
+        .find(|e| e.request_id == verify.as_str() && e.action == VERIFY)
         .unwrap()
         .clone();
     assert_eq!(
-        (v["outcome"].as_str(), v["reason"].as_str()),
-        (Some("accepted"), Some("applied"))
+        (v.outcome.as_str(), v.reason.as_str()),
+        ("accepted", "applied")
     );
     assert_eq!(
-        v["detail"]["changes"][0]["used"], 3,
+        v.detail["changes"][0]["used"], 3,
         "the verify is kept as it was"
     );
     let rid = last_of(&order, REVERSE_ACTION);
-    let r = order["events"]
-        .as_array()
-        .unwrap()
+    let r = order
+        .events
         .iter()
-        .find(|e| e["request_id"] == rid.as_str() && e["action"] == REVERSE_ACTION)
+        .find(|e| e.request_id == rid.as_str() && e.action == REVERSE_ACTION)
         .unwrap()
         .clone();
     assert_eq!(
-        (r["outcome"].as_str(), r["reason"].as_str()),
-        (Some("accepted"), Some("reversed"))
+        (r.outcome.as_str(), r.reason.as_str()),
+        ("accepted", "reversed")
     );
     assert_eq!(
-        r["detail"],
+        r.detail,
         json!({"confirm_code": "****-1", "quantity": 1, "used": 2, "reason": "gate scanned twice"})
     );
     assert_no_transition(&order, &rid);
@@ -1941,9 +1905,9 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
         .iter()
         .map(|a| {
             (
-                a["kind"].as_str().unwrap().to_owned(),
-                a["order_id"].as_i64().unwrap(),
-                a["request_id"].as_str().unwrap().to_owned(),
+                a.kind.as_str().to_owned(),
+                a.order_id.unwrap(),
+                a.request_id.as_str().to_owned(),
             )
         })
         .collect();
@@ -1958,9 +1922,13 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
     ] {
         assert!(seen.contains(&w), "{w:?} missing in {seen:#?}");
     }
-    let ids: Vec<i64> = all.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = all.iter().map(|a| a.id).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
-    for a in &all {
+    // Every field is on the wire, null or not (the typed answers cannot tell absent from
+    // null).
+    let (status, on_wire) = life.app.admin_get("/admin/anomalies?limit=1000").await;
+    assert_eq!(status, 200, "{on_wire}");
+    for a in on_wire["anomalies"].as_array().unwrap() {
         for field in [
             "id",
             "kind",
@@ -1977,25 +1945,24 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
         ] {
             assert!(a.get(field).is_some(), "{field} missing in {a}");
         }
-        assert_eq!(a["status"], "open");
-        assert_eq!(a["app_key"], KEY);
-        assert!(a["request"].get("sign").is_none(), "{a}");
+    }
+    for a in &all {
+        assert_eq!(a.status, "open");
+        assert_eq!(a.app_key.as_deref(), Some(KEY));
+        assert!(a.request.get("sign").is_none(), "{a:?}");
     }
     let a2 = all
         .iter()
-        .find(|a| a["request_id"] == after_refund.as_str())
+        .find(|a| a.request_id == after_refund.as_str())
         .unwrap();
     assert_eq!(
-        a2["request"]["voucher_infos"][0]["confirm_code"], "****M-2",
-        "codes are masked in the stored request: {a2}"
+        a2.request["voucher_infos"][0]["confirm_code"], "****M-2",
+        "codes are masked in the stored request: {a2:?}"
     );
 
     // Filters: order, kind, status, and together.
-    let kinds = |list: &[Value]| -> Vec<String> {
-        list.iter()
-            .map(|a| a["kind"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let kinds =
+        |list: &[AnomalyAnswer]| -> Vec<String> { list.iter().map(|a| a.kind.clone()).collect() };
     assert_eq!(
         kinds(&life.anomalies(&format!("order_id={o1}")).await),
         ["refund_not_requested"]
@@ -2006,7 +1973,7 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
     );
     let by_kind = life.anomalies("kind=count_regressed").await;
     assert_eq!(by_kind.len(), 1);
-    assert_eq!(by_kind[0]["request_id"], regressed.as_str());
+    assert_eq!(by_kind[0].request_id, regressed.as_str());
     assert_eq!(life.anomalies("status=open").await, all);
     assert!(life.anomalies("status=resolved").await.is_empty());
     assert_eq!(life.anomalies("limit=2").await, all[..2].to_vec());
@@ -2014,10 +1981,9 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
     // Resolve: 200 with the decision; a second time 409; the list follows.
     let id = all
         .iter()
-        .find(|a| a["request_id"] == nobody.as_str())
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+        .find(|a| a.request_id == nobody.as_str())
+        .unwrap()
+        .id;
     let resolved_at = format_beijing(life.now());
     let (status, body) = life
         .app
@@ -2027,24 +1993,25 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let body: AnomalyAnswer = answer(&body);
     assert_eq!(
         (
-            body["id"].as_i64(),
-            body["status"].as_str(),
-            body["resolution"].as_str(),
-            body["note"].as_str(),
-            body["resolved_at"].as_str()
+            body.id,
+            body.status.as_str(),
+            body.resolution.as_deref(),
+            body.note.as_deref(),
+            body.resolved_at.as_deref()
         ),
         (
-            Some(id),
-            Some("resolved"),
+            id,
+            "resolved",
             Some("dismissed"),
             Some("the vendor's test call"),
             Some(resolved_at.as_str())
         ),
-        "{body}"
+        "{body:?}"
     );
-    assert_eq!(body["kind"], "refund_not_requested");
+    assert_eq!(body.kind, "refund_not_requested");
     let (status, again) = life
         .app
         .admin_post(
@@ -2053,8 +2020,8 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
         )
         .await;
     assert_eq!(
-        (status, again["error"].as_str()),
-        (409, Some("already_resolved")),
+        (status, refusal(&again).error.as_str()),
+        (409, "already_resolved"),
         "{again}"
     );
     assert_eq!(life.anomalies("status=resolved").await, vec![body.clone()]);
@@ -2073,13 +2040,13 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
     assert_eq!(life.anomalies("status=open").await.len(), all.len() - 1);
     // The decision is in the order's history.
     let order = life.order(o1).await;
-    let e = order["events"].as_array().unwrap().last().unwrap().clone();
+    let e = order.events.last().unwrap().clone();
     assert_eq!(
-        (e["action"].as_str(), e["reason"].as_str()),
-        (Some("admin.resolve_anomaly"), Some("dismissed"))
+        (e.action.as_str(), e.reason.as_str()),
+        ("admin.resolve_anomaly", "dismissed")
     );
     assert_eq!(
-        e["detail"],
+        e.detail,
         json!({"anomaly_id": id, "kind": "refund_not_requested", "note": "the vendor's test call"})
     );
 
@@ -2092,7 +2059,7 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
         let (status, body) = life
             .app
             .admin_post(
-                &format!("/admin/anomalies/{}/resolve", a["id"]),
+                &format!("/admin/anomalies/{}/resolve", a.id),
                 json!({"resolution": resolution}),
             )
             .await;
@@ -2105,7 +2072,7 @@ async fn anomalies_are_listed_filtered_and_resolved_once() {
 
     // Refusals: a resolution that is not one of the four, a missing one, unknown ids, bad
     // filters.
-    let last = open.last().unwrap()["id"].as_i64().unwrap();
+    let last = open.last().unwrap().id;
     for body in [
         json!({"resolution": "ignored"}),
         json!({"note": "no resolution"}),
@@ -2216,12 +2183,11 @@ async fn reconciliation_diffs_then_records_missing_uses_only() {
         (life.used(o, "REC-1").await, life.used(o, "REC-2").await),
         (2, 1)
     );
-    let healed: Vec<Value> = order["events"]
-        .as_array()
-        .unwrap()
+    let healed: Vec<Value> = order
+        .events
         .iter()
-        .filter(|e| e["action"] == RECONCILE_ACTION)
-        .map(|e| json!({"outcome": e["outcome"], "reason": e["reason"], "changes": e["detail"]["changes"]}))
+        .filter(|e| e.action == RECONCILE_ACTION)
+        .map(|e| json!({"outcome": e.outcome, "reason": e.reason, "changes": e.detail["changes"]}))
         .collect();
     assert_eq!(
         healed,
@@ -2232,15 +2198,14 @@ async fn reconciliation_diffs_then_records_missing_uses_only() {
                    "changes": [{"confirm_code": "****-2", "delta": 1, "used": 1, "capacity": 2}]}),
         ]
     );
-    let rids: std::collections::HashSet<&str> = order["events"]
-        .as_array()
-        .unwrap()
+    let rids: std::collections::HashSet<&str> = order
+        .events
         .iter()
-        .filter(|e| e["action"] == RECONCILE_ACTION)
-        .map(|e| e["request_id"].as_str().unwrap())
+        .filter(|e| e.action == RECONCILE_ACTION)
+        .map(|e| e.request_id.as_str())
         .collect();
     assert_eq!(rids.len(), 2, "each code is its own request");
-    assert_eq!(order["status"], "partly_used");
+    assert_eq!(order.status, "partly_used");
 
     // Lower vendor counts never decrease the ledger, and record nothing.
     let snap = ledger_snapshot(&life.app, o).await;
@@ -2257,7 +2222,7 @@ async fn reconciliation_diffs_then_records_missing_uses_only() {
     let (_, body) = life.reconcile(o, &[("REC-1", 3), ("REC-2", 2)], true).await;
     assert_eq!(body["applied_uses"], 2);
     let order = life.order(o).await;
-    assert_eq!(order["status"], "used");
+    assert_eq!(order.status, "used");
     let rid = last_of(&order, RECONCILE_ACTION);
     assert_transition(&order, &rid, "partly_used", "used", RECONCILE_ACTION);
 
@@ -2323,13 +2288,13 @@ async fn every_transition_the_server_writes_is_documented() {
     };
     let mut undocumented = std::collections::BTreeSet::new();
     for e in audit_entries(&life.app, "limit=1000").await {
-        if e["action"] != "order.status" {
+        if e.action != "order.status" {
             continue;
         }
         let (cause, from, to) = (
-            e["detail"]["cause"].as_str().unwrap(),
-            e["detail"]["from"].as_str().unwrap(),
-            e["detail"]["to"].as_str().unwrap(),
+            e.detail["cause"].as_str().unwrap(),
+            e.detail["from"].as_str().unwrap(),
+            e.detail["to"].as_str().unwrap(),
         );
         let call = call_of(cause);
         if !TRANSITIONS
