@@ -223,7 +223,7 @@ pub struct VoucherAnswer {
 pub struct RefundAnswer {
     /// The flow id the platform (and the vendor's notification) names the request by.
     pub fliggy_refund_flow_id: String,
-    /// `true` when uses dated before the request took tickets it holds (DOMAIN.md R9): the
+    /// `true` when uses dated before the request took tickets it holds (docs/DOMAIN.md R9): the
     /// refund may not be payable in full, look before paying.
     pub needs_review: bool,
     /// Tickets asked to be refunded.

@@ -102,7 +102,7 @@ impl TopCall {
 
     /// The parameters with `sign` added (unless a test already set one).
     ///
-    /// Every call a vendor's SDK could make is signed by our SDK, `top-client` (STYLE.md §7),
+    /// Every call a vendor's SDK could make is signed by our SDK, `top-client`,
     /// and checked against `top-protocol`'s signer, so each test also proves the two agree.
     /// Calls no SDK would send (missing system parameters, empty values signed in the
     /// keep-empty form, foreign system parameters) are signed by `top-protocol` alone.

@@ -312,7 +312,7 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         VERIFY,
     );
     let order = life.order(o).await;
-    assert_eq!(order.refunds[0].needs_review, false);
+    assert!(!order.refunds[0].needs_review);
     assert_eq!(
         order.status, "refunding",
         "a pending request wins over partly_used"
@@ -356,7 +356,7 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
     );
     let order = life.order(o).await;
     assert_eq!(life.used(o, "R9-A").await, 2);
-    assert_eq!(order.refunds[0].needs_review, true, "{order:?}");
+    assert!(order.refunds[0].needs_review, "{order:?}");
     assert_eq!(order.refunds[0].state, "pending");
     assert_eq!(order.status, "refunding");
     assert_no_transition(&order, &rid);
@@ -412,9 +412,9 @@ async fn a_pending_refund_holds_its_tickets_against_later_uses() {
         .await;
     let flow = life.request_ok(o2, 2).await;
     life.verify_ok(o2, "R9-1", 1).await; // the unheld ticket
-    assert_eq!(life.order(o2).await.refunds[0].needs_review, false);
+    assert!(!life.order(o2).await.refunds[0].needs_review);
     life.verify_ok(o2, "R9-2", 1).await; // a held one, dated before the request
-    assert_eq!(life.order(o2).await.refunds[0].needs_review, true);
+    assert!(life.order(o2).await.refunds[0].needs_review);
     let rid = life
         .notify_ok(
             o2,
