@@ -2,11 +2,11 @@
 //! field names and what each call leaves behind.
 
 use serde_json::{json, Value};
-use ticketd::admin::AuditEntryAnswer;
+use ticketd::admin::{AppAnswer, AuditEntryAnswer, OrderAnswer};
 use top_protocol::timestamp::{format_beijing, parse_beijing};
 
 use crate::helpers::{
-    assert_success_body, audit_entries, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
+    answer, assert_success_body, audit_entries, refusal, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
 };
 
 const KEY: &str = "admin-vendor";
@@ -64,13 +64,12 @@ fn assert_refusal(
         ct.starts_with("application/json"),
         "{what}: content-type {ct}"
     );
-    assert_eq!(body["error"], kind, "{what}: {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: {body}"
-    );
+    let refused = refusal(&body);
+    assert_eq!(refused.error, kind, "{what}: {body}");
+    assert!(!refused.message.is_empty(), "{what}: {body}");
     match field {
-        Some(f) => assert_eq!(body["field"], f, "{what}: {body}"),
+        Some(f) => assert_eq!(refused.field.as_deref(), Some(f), "{what}: {body}"),
+        // Absent, not null: read on the raw body.
         None => assert!(body.get("field").is_none(), "{what}: {body}"),
     }
 }
@@ -86,23 +85,25 @@ async fn apps_are_created_with_a_given_or_a_generated_secret() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["app_key"], KEY);
-    assert_eq!(body["app_secret"], SECRET);
-    assert_eq!(body["name"], "Gate system A");
-    assert!(is_beijing_datetime(&body["created_at"]), "{body}");
+    let body: AppAnswer = answer(&body);
+    assert_eq!(body.app_key, KEY);
+    assert_eq!(body.app_secret.as_deref(), Some(SECRET));
+    assert_eq!(body.name, "Gate system A");
+    assert!(is_beijing_datetime(&json!(body.created_at)), "{body:?}");
 
     // No secret: one is generated, returned once, and works for signing.
     let (status, gen1) = app
         .admin_post("/admin/apps", json!({"app_key": "gen-1"}))
         .await;
     assert_eq!(status, 201, "{gen1}");
-    let secret1 = gen1["app_secret"].as_str().unwrap().to_owned();
+    let gen1: AppAnswer = answer(&gen1);
+    let secret1 = gen1.app_secret.clone().unwrap();
     assert!(secret1.len() >= 32, "weak generated secret {secret1:?}");
-    assert_eq!(gen1["name"], "gen-1", "name defaults to the key");
-    let (_, gen2) = app
-        .admin_post("/admin/apps", json!({"app_key": "gen-2"}))
+    assert_eq!(gen1.name, "gen-1", "name defaults to the key");
+    let gen2: AppAnswer = app
+        .admin_post_ok("/admin/apps", json!({"app_key": "gen-2"}), 201)
         .await;
-    assert_ne!(gen2["app_secret"], gen1["app_secret"]);
+    assert_ne!(gen2.app_secret, gen1.app_secret);
     app.create_order(501, "gen-1", &[("GEN-CODE-1", 1)]).await;
     let call = TopCall::verify("gen-1", &secret1)
         .set("order_id", 501)
@@ -113,7 +114,8 @@ async fn apps_are_created_with_a_given_or_a_generated_secret() {
     // The secret is never shown again.
     let (status, shown) = app.admin_get("/admin/apps/gen-1").await;
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["app_key"], "gen-1");
+    assert_eq!(answer::<AppAnswer>(&shown).app_key, "gen-1");
+    // Absent, not null: read on the raw body.
     assert!(shown.get("app_secret").is_none(), "secret leaked: {shown}");
     let (status, _) = app.admin_get("/admin/apps/nobody").await;
     assert_eq!(status, 404);
@@ -155,46 +157,48 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    assert_eq!(created["order_id"].as_i64(), Some(big), "{created}");
-    assert_eq!(created["app_key"], KEY);
-    assert_eq!(created["out_order_id"], "OUT-ADMIN-1");
-    assert_eq!(created["status"], "issued");
+    let created: OrderAnswer = answer(&created);
+    assert_eq!(created.order_id, big, "{created:?}");
+    assert_eq!(created.app_key, KEY);
+    assert_eq!(created.out_order_id.as_deref(), Some("OUT-ADMIN-1"));
+    assert_eq!(created.status, "issued");
     assert_eq!(
-        created["valid_from"], "2024-05-01 00:00:00",
+        created.valid_from.as_deref(),
+        Some("2024-05-01 00:00:00"),
         "a bare date starts at midnight UTC+8"
     );
     assert_eq!(
-        created["valid_until"], "2024-05-02 23:59:59",
+        created.valid_until.as_deref(),
+        Some("2024-05-02 23:59:59"),
         "a bare end date covers the whole day"
     );
-    assert_eq!(created["created_at"], "2024-04-30 09:15:00");
-    let vouchers = created["vouchers"].as_array().unwrap();
+    assert_eq!(created.created_at, "2024-04-30 09:15:00");
+    let vouchers = &created.vouchers;
     assert_eq!(vouchers.len(), 2);
     for (v, (code, cap)) in vouchers.iter().zip([("ADM-CODE-1", 2), ("ADM-CODE-2", 1)]) {
-        assert_eq!(v["confirm_code"], code, "issuance order kept: {created}");
-        assert_eq!(v["capacity"], cap);
-        assert_eq!(v["used"], 0);
+        assert_eq!(v.confirm_code, code, "issuance order kept: {created:?}");
+        assert_eq!(v.capacity, cap);
+        assert_eq!(v.used, 0);
     }
     // The lifecycle fields: counters, refunds and nothing refunded yet.
-    assert_eq!(created["quantity"], 3);
-    assert_eq!(created["capacity"], 3);
-    assert_eq!(created["used"], 0);
-    assert_eq!(created["refunded_tickets"], 0);
-    assert_eq!(created["refundable_tickets"], 3);
-    assert_eq!(created["issue_describe"], Value::Null);
-    assert_eq!(created["refunds"], json!([]));
+    assert_eq!(created.quantity, 3);
+    assert_eq!(created.capacity, 3);
+    assert_eq!(created.used, 0);
+    assert_eq!(created.refunded_tickets, 0);
+    assert_eq!(created.refundable_tickets, 3);
+    assert_eq!(created.issue_describe, None);
+    assert_eq!(created.refunds, []);
     // Created with its codes, the order starts issued: its creation is its only event (no
     // `order.status` entry, there is no status before it).
-    let events = created["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{created}");
-    assert_eq!(events[0]["action"], "admin.create_order");
-    assert_eq!(events[0]["outcome"], "accepted");
-    assert_eq!(events[0]["reason"], "created_issued");
-    assert_eq!(events[0]["order_id"].as_i64(), Some(big));
+    let events = &created.events;
+    assert_eq!(events.len(), 1, "{created:?}");
+    assert_eq!(events[0].action, "admin.create_order");
+    assert_eq!(events[0].outcome, "accepted");
+    assert_eq!(events[0].reason, "created_issued");
+    assert_eq!(events[0].order_id, Some(big));
 
     // GET shows the same order.
-    let (status, shown) = app.admin_get(&format!("/admin/orders/{big}")).await;
-    assert_eq!(status, 200);
+    let shown = app.order(big).await;
     assert_eq!(shown, created);
 
     // Date-times are taken as UTC+8 wall clock, to the second.
@@ -206,13 +210,14 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         )
         .await;
     assert_eq!(status, 201, "{o}");
-    assert_eq!(o["valid_from"], "2024-05-01 08:30:00");
-    assert_eq!(o["valid_until"], "2024-05-01 18:00:00");
-    assert_eq!(o["out_order_id"], Value::Null);
-    let created_at = parse_beijing(o["created_at"].as_str().unwrap()).unwrap();
+    let o: OrderAnswer = answer(&o);
+    assert_eq!(o.valid_from.as_deref(), Some("2024-05-01 08:30:00"));
+    assert_eq!(o.valid_until.as_deref(), Some("2024-05-01 18:00:00"));
+    assert_eq!(o.out_order_id, None);
+    let created_at = parse_beijing(o.created_at.as_str()).unwrap();
     assert!(
         (chrono::Utc::now() - created_at).num_seconds().abs() < 60,
-        "created_at defaults to now: {o}"
+        "created_at defaults to now: {o:?}"
     );
 
     // Without vouchers the order awaits issuance.
@@ -244,8 +249,7 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
     )
     .await;
     assert_refusal("duplicate order", dup, 409, "order_exists", None);
-    let (_, again) = app.admin_get(&format!("/admin/orders/{big}")).await;
-    assert_eq!(again, created);
+    assert_eq!(app.order(big).await, created);
 
     // Unknown app: 422, nothing created.
     let unknown = raw(
