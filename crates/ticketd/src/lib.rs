@@ -24,6 +24,8 @@
 //! - [`telemetry`]: structured logging.
 //! - [`transfer`]: `ticketd migrate|export|import`, a ledger's schema and its move between
 //!   backends.
+//! - `test_support` (feature `test-support`): `spawn_app`, the real server on port 0 for the
+//!   integration tests of this crate and of `top-client`.
 
 pub mod admin;
 pub mod bench;
@@ -39,3 +41,6 @@ pub mod server;
 pub mod settings;
 pub mod telemetry;
 pub mod transfer;
+
+#[cfg(feature = "test-support")]
+pub mod test_support;

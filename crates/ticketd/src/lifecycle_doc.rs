@@ -2,15 +2,152 @@
 //!
 //! `docs/LIFECYCLE.md` is rendered from these tables (a test fails when the file is stale), and
 //! the integration tests walk every row against the real server, so the document cannot drift
-//! from what ticketd does.
+//! from what ticketd does. Rows name their call with [`Call`] and each refusal with
+//! [`Refused`], so the tests match on those enums rather than on copies of the document's text:
+//! a new row fails to compile in the test driver until someone teaches it the row.
 
-use ticket_ledger::OrderStatus;
+use ticket_ledger::{AnomalyKind, OrderStatus};
+
+/// A call that creates an order, moves it or is refused: a TOP method or an admin route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// `POST /admin/orders`.
+    CreateOrder,
+    /// `alitrip.travel.ticket.order.create`: the vendor reports issuance (发码).
+    Issue,
+    /// `taobao.travel.ticket.order.verify`: the vendor reports uses (核销).
+    Verify,
+    /// `POST /admin/orders/{id}/refunds`: a buyer's refund request (退票).
+    RequestRefund,
+    /// `taobao.travel.ticket.order.refund`: the vendor's refund notification.
+    Refund,
+    /// `POST /admin/orders/{id}/reversals`: an operator gives uses back (撤销核销).
+    Reverse,
+    /// `POST /admin/orders/{id}/reconcile`: the vendor's counts applied.
+    Reconcile,
+}
+
+impl Call {
+    /// The method or route, as the document names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CreateOrder => "POST /admin/orders",
+            Self::Issue => "alitrip.travel.ticket.order.create",
+            Self::Verify => "taobao.travel.ticket.order.verify",
+            Self::RequestRefund => "POST /admin/orders/{id}/refunds",
+            Self::Refund => "taobao.travel.ticket.order.refund",
+            Self::Reverse => "POST /admin/orders/{id}/reversals",
+            Self::Reconcile => "POST /admin/orders/{id}/reconcile",
+        }
+    }
+
+    fn markdown(self) -> String {
+        format!("`{}`", self.name())
+    }
+}
+
+/// What a refused call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A TOP business error (`code` 50) with this `sub_code`.
+    Top {
+        /// The `sub_code`.
+        sub_code: &'static str,
+    },
+    /// An admin API refusal: this HTTP status and `error`.
+    Admin {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` field of the body.
+        error: &'static str,
+    },
+}
+
+impl Answer {
+    fn markdown(self) -> String {
+        match self {
+            Self::Top { sub_code } => format!("`{sub_code}`"),
+            Self::Admin { status, error } => format!("{status} `{error}`"),
+        }
+    }
+}
+
+/// Each documented refusal by name: the situation a test builds to meet it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refused {
+    /// A verify of an order that awaits issuance or whose issuance failed.
+    VerifyNotIssued,
+    /// A verify naming a code the order does not have.
+    VerifyUnknownCode,
+    /// A verify of more uses than a code or the order has left.
+    VerifyTooMany,
+    /// A verify of uses that belong to refunded tickets.
+    VerifyRefunded,
+    /// A verify dated after a pending refund's request that needs the tickets it holds.
+    VerifyHeldByRefund,
+    /// An issuance report contradicting the order's codes or an earlier success.
+    IssueConflict,
+    /// An issuance report with another `out_order_id`.
+    IssueOutOrderIdMismatch,
+    /// A refund request for more tickets than are refundable.
+    RequestTooMany,
+    /// A refund request on an order that is not issued.
+    RequestNotIssued,
+    /// A refund notification with no pending request to settle.
+    RefundNotRequested,
+    /// A refund notification contradicting an earlier settlement.
+    RefundConflict,
+    /// A refund notification of more tickets than the request holds.
+    RefundNumExceedsRequest,
+    /// A refund notification of more tickets than uses meanwhile left unused.
+    RefundNumExceedsUnused,
+    /// A reversal of more uses than the window allows.
+    ReverseBeyondWindow,
+}
+
+impl Refused {
+    /// Every case, each with one row in [`REFUSALS`].
+    pub const ALL: &[Refused] = &[
+        Self::VerifyNotIssued,
+        Self::VerifyUnknownCode,
+        Self::VerifyTooMany,
+        Self::VerifyRefunded,
+        Self::VerifyHeldByRefund,
+        Self::IssueConflict,
+        Self::IssueOutOrderIdMismatch,
+        Self::RequestTooMany,
+        Self::RequestNotIssued,
+        Self::RefundNotRequested,
+        Self::RefundConflict,
+        Self::RefundNumExceedsRequest,
+        Self::RefundNumExceedsUnused,
+        Self::ReverseBeyondWindow,
+    ];
+
+    /// The call refused.
+    pub fn call(self) -> Call {
+        match self {
+            Self::VerifyNotIssued
+            | Self::VerifyUnknownCode
+            | Self::VerifyTooMany
+            | Self::VerifyRefunded
+            | Self::VerifyHeldByRefund => Call::Verify,
+            Self::IssueConflict | Self::IssueOutOrderIdMismatch => Call::Issue,
+            Self::RequestTooMany | Self::RequestNotIssued => Call::RequestRefund,
+            Self::RefundNotRequested
+            | Self::RefundConflict
+            | Self::RefundNumExceedsRequest
+            | Self::RefundNumExceedsUnused => Call::Refund,
+            Self::ReverseBeyondWindow => Call::Reverse,
+        }
+    }
+}
 
 /// One documented status transition.
 #[derive(Debug, Clone, Copy)]
 pub struct Transition {
     /// The call that causes it.
-    pub call: &'static str,
+    pub call: Call,
     /// The status before.
     pub from: OrderStatus,
     /// The status after.
@@ -24,7 +161,7 @@ pub struct Transition {
 #[derive(Debug, Clone, Copy)]
 pub struct Start {
     /// The call that creates the order.
-    pub call: &'static str,
+    pub call: Call,
     /// The status it starts in.
     pub status: OrderStatus,
     /// The condition.
@@ -34,23 +171,23 @@ pub struct Start {
 /// One documented refusal.
 #[derive(Debug, Clone, Copy)]
 pub struct Refusal {
-    /// The call refused.
-    pub call: &'static str,
-    /// When.
+    /// Which refusal; its [`Refused::call`] is the call refused.
+    pub case: Refused,
+    /// When, as the document says it.
     pub when: &'static str,
-    /// The answer (`sub_code` for TOP calls, HTTP status and `error` for the admin API).
-    pub answer: &'static str,
-    /// Whether the refusal is also stored as an anomaly.
-    pub anomaly: Option<&'static str>,
+    /// The answer.
+    pub answer: Answer,
+    /// The anomaly the refusal also stores, if any.
+    pub anomaly: Option<AnomalyKind>,
 }
 
-const CREATE: &str = "`POST /admin/orders`";
-const ISSUE: &str = "`alitrip.travel.ticket.order.create`";
-const VERIFY: &str = "`taobao.travel.ticket.order.verify`";
-const REQUEST: &str = "`POST /admin/orders/{id}/refunds`";
-const REFUND: &str = "`taobao.travel.ticket.order.refund`";
-const REVERSE: &str = "`POST /admin/orders/{id}/reversals`";
-const RECONCILE: &str = "`POST /admin/orders/{id}/reconcile`";
+const CREATE: Call = Call::CreateOrder;
+const ISSUE: Call = Call::Issue;
+const VERIFY: Call = Call::Verify;
+const REQUEST: Call = Call::RequestRefund;
+const REFUND: Call = Call::Refund;
+const REVERSE: Call = Call::Reverse;
+const RECONCILE: Call = Call::Reconcile;
 
 /// How orders start.
 pub const STARTS: &[Start] = &[
@@ -201,22 +338,32 @@ pub const TRANSITIONS: &[Transition] = {
 };
 
 /// Every documented refusal.
-pub const REFUSALS: &[Refusal] = &[
-    Refusal { call: VERIFY, when: "the order awaits issuance or its issuance failed", answer: "`isv.order-status-invalid`", anomaly: None },
-    Refusal { call: VERIFY, when: "a code was not issued for the order", answer: "`isv.voucher-not-exist`", anomaly: None },
-    Refusal { call: VERIFY, when: "a code (or the order) has fewer uses left than reported", answer: "`isv.verify-num-exceed`", anomaly: None },
-    Refusal { call: VERIFY, when: "every ticket is refunded, or the uses left belong to refunded tickets", answer: "`isv.ticket-refunded`", anomaly: Some("verify_after_refund") },
-    Refusal { call: VERIFY, when: "a refund is pending and uses dated after its request need the tickets it holds", answer: "`isv.ticket-refunded`", anomaly: Some("verify_after_refund") },
-    Refusal { call: ISSUE, when: "the order was issued with other codes or quantities, or a failure follows a success", answer: "`isv.issue-conflict`", anomaly: None },
-    Refusal { call: ISSUE, when: "`out_order_id` differs from the one the order has", answer: "`isv.out-order-id-mismatch`", anomaly: None },
-    Refusal { call: REQUEST, when: "more tickets than are unused, unrefunded and not already requested", answer: "409 `refund_exceeds_unused`", anomaly: None },
-    Refusal { call: REQUEST, when: "the order is not issued", answer: "409 `refused`", anomaly: None },
-    Refusal { call: REFUND, when: "no pending request (none named by `fliggy_refund_flow_id`, or none at all)", answer: "`isv.refund-not-requested`", anomaly: Some("refund_not_requested") },
-    Refusal { call: REFUND, when: "the request or `refund_batch_no` was already settled with another result", answer: "`isv.refund-conflict`", anomaly: None },
-    Refusal { call: REFUND, when: "`refund_num` exceeds the request's tickets", answer: "`isv.refund-num-exceed`", anomaly: None },
-    Refusal { call: REFUND, when: "uses recorded meanwhile leave fewer unused tickets than `refund_num`", answer: "`isv.refund-num-exceed`", anomaly: Some("refund_exceeds_unused") },
-    Refusal { call: REVERSE, when: "more uses than were recorded within the window (`--reversal-window`, default 24 h) and not yet reversed", answer: "409 `reversal_not_allowed`", anomaly: None },
-];
+pub const REFUSALS: &[Refusal] = {
+    use AnomalyKind as K;
+    use Refused as R;
+    const fn top(sub_code: &'static str) -> Answer {
+        Answer::Top { sub_code }
+    }
+    const fn admin(status: u16, error: &'static str) -> Answer {
+        Answer::Admin { status, error }
+    }
+    &[
+        Refusal { case: R::VerifyNotIssued, when: "the order awaits issuance or its issuance failed", answer: top("isv.order-status-invalid"), anomaly: None },
+        Refusal { case: R::VerifyUnknownCode, when: "a code was not issued for the order", answer: top("isv.voucher-not-exist"), anomaly: None },
+        Refusal { case: R::VerifyTooMany, when: "a code (or the order) has fewer uses left than reported", answer: top("isv.verify-num-exceed"), anomaly: None },
+        Refusal { case: R::VerifyRefunded, when: "every ticket is refunded, or the uses left belong to refunded tickets", answer: top("isv.ticket-refunded"), anomaly: Some(K::VerifyAfterRefund) },
+        Refusal { case: R::VerifyHeldByRefund, when: "a refund is pending and uses dated after its request need the tickets it holds", answer: top("isv.ticket-refunded"), anomaly: Some(K::VerifyAfterRefund) },
+        Refusal { case: R::IssueConflict, when: "the order was issued with other codes or quantities, or a failure follows a success", answer: top("isv.issue-conflict"), anomaly: None },
+        Refusal { case: R::IssueOutOrderIdMismatch, when: "`out_order_id` differs from the one the order has", answer: top("isv.out-order-id-mismatch"), anomaly: None },
+        Refusal { case: R::RequestTooMany, when: "more tickets than are unused, unrefunded and not already requested", answer: admin(409, "refund_exceeds_unused"), anomaly: None },
+        Refusal { case: R::RequestNotIssued, when: "the order is not issued", answer: admin(409, "refused"), anomaly: None },
+        Refusal { case: R::RefundNotRequested, when: "no pending request (none named by `fliggy_refund_flow_id`, or none at all)", answer: top("isv.refund-not-requested"), anomaly: Some(K::RefundNotRequested) },
+        Refusal { case: R::RefundConflict, when: "the request or `refund_batch_no` was already settled with another result", answer: top("isv.refund-conflict"), anomaly: None },
+        Refusal { case: R::RefundNumExceedsRequest, when: "`refund_num` exceeds the request's tickets", answer: top("isv.refund-num-exceed"), anomaly: None },
+        Refusal { case: R::RefundNumExceedsUnused, when: "uses recorded meanwhile leave fewer unused tickets than `refund_num`", answer: top("isv.refund-num-exceed"), anomaly: Some(K::RefundExceedsUnused) },
+        Refusal { case: R::ReverseBeyondWindow, when: "more uses than were recorded within the window (`--reversal-window`, default 24 h) and not yet reversed", answer: admin(409, "reversal_not_allowed"), anomaly: None },
+    ]
+};
 
 /// Renders `docs/LIFECYCLE.md`.
 pub fn lifecycle_markdown() -> String {
@@ -260,7 +407,7 @@ pub fn lifecycle_markdown() -> String {
     for start in STARTS {
         out.push_str(&format!(
             "| {} | `{}` | {} |\n",
-            start.call,
+            start.call.markdown(),
             start.status.as_str(),
             start.when
         ));
@@ -269,7 +416,7 @@ pub fn lifecycle_markdown() -> String {
     for t in TRANSITIONS {
         out.push_str(&format!(
             "| {} | `{}` | `{}` | {} |\n",
-            t.call,
+            t.call.markdown(),
             t.from.as_str(),
             t.to.as_str(),
             t.when
@@ -284,10 +431,11 @@ pub fn lifecycle_markdown() -> String {
     for r in REFUSALS {
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            r.call,
+            r.case.call().markdown(),
             r.when,
-            r.answer,
-            r.anomaly.map_or("—".to_owned(), |a| format!("`{a}`"))
+            r.answer.markdown(),
+            r.anomaly
+                .map_or("—".to_owned(), |a| format!("`{}`", a.as_str()))
         ));
     }
     out.push_str(ACCOUNTING);
@@ -398,6 +546,15 @@ mod tests {
             have == want,
             "docs/LIFECYCLE.md is stale: run UPDATE_DOCS=1 cargo test -p ticketd --lib"
         );
+    }
+
+    #[test]
+    fn every_refusal_case_has_exactly_one_row() {
+        for case in Refused::ALL {
+            let rows = REFUSALS.iter().filter(|r| r.case == *case).count();
+            assert_eq!(rows, 1, "{case:?} has {rows} rows");
+        }
+        assert_eq!(REFUSALS.len(), Refused::ALL.len());
     }
 
     #[test]

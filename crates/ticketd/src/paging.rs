@@ -19,7 +19,7 @@
 
 use std::future::Future;
 
-use serde_json::Value;
+use serde::Serialize;
 
 /// Entries a page holds when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -48,7 +48,7 @@ pub fn limit(asked: Option<u32>) -> usize {
 }
 
 /// The length of `value` as compact JSON, counted without building the text.
-pub fn json_len(value: &Value) -> usize {
+pub fn json_len(value: &impl Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -60,7 +60,8 @@ pub fn json_len(value: &Value) -> usize {
         }
     }
     let mut count = Count(0);
-    // Writing a `Value` fails only when the writer does, and this one never does.
+    // Serializing an admin answer fails only when the writer does, and this one never does
+    // (they hold no map with non-string keys, the other way serde_json can fail).
     match serde_json::to_writer(&mut count, value) {
         Ok(()) => count.0,
         Err(_) => usize::MAX,
@@ -92,7 +93,7 @@ impl Budget {
     /// Spends what `entry` takes in a JSON list (itself and a separating comma) and says
     /// whether it fits. The first entry of a list always fits, and then leaves nothing when
     /// it is larger than the budget.
-    pub fn take(&mut self, entry: &Value, first: bool) -> bool {
+    pub fn take(&mut self, entry: &impl Serialize, first: bool) -> bool {
         let cost = json_len(entry).saturating_add(1);
         if cost <= self.left {
             self.left -= cost;
@@ -108,9 +109,9 @@ impl Budget {
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub struct Page<E> {
     /// The entries, rendered, in the store's order.
-    pub entries: Vec<Value>,
+    pub entries: Vec<E>,
     /// The cursor of the last entry when more may follow it, `None` when the list ends here.
     pub next: Option<i64>,
 }
@@ -119,20 +120,21 @@ pub struct Page {
 ///
 /// `read(from, n)` reads at most `n` rows following the cursor `from` (`None`: from the
 /// start), in the list's order; `cursor` is a row's cursor (what the next read starts after)
-/// and `render` its JSON. An error of `read` is the page's error.
-pub async fn page<T, E, R, Fut>(
+/// and `render` the entry the answer shows for it. An error of `read` is the page's error.
+pub async fn page<T, A, E, R, Fut>(
     limit: usize,
     mut budget: Budget,
     from: Option<i64>,
     mut read: R,
     cursor: impl Fn(&T) -> i64,
-    render: impl Fn(&T) -> Value,
-) -> Result<Page, E>
+    render: impl Fn(&T) -> A,
+) -> Result<Page<A>, E>
 where
+    A: Serialize,
     R: FnMut(Option<i64>, u32) -> Fut,
     Fut: Future<Output = Result<Vec<T>, E>>,
 {
-    let mut entries: Vec<Value> = Vec::new();
+    let mut entries: Vec<A> = Vec::new();
     let mut last = from;
     let mut seen_rows = 0_usize;
     let mut seen_bytes = 0_usize;
@@ -181,7 +183,7 @@ mod tests {
 
     use std::cell::RefCell;
 
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -193,7 +195,7 @@ mod tests {
         limit: usize,
         budget: usize,
         from: Option<i64>,
-    ) -> (Page, Vec<(Option<i64>, u32)>) {
+    ) -> (Page<Value>, Vec<(Option<i64>, u32)>) {
         let reads = RefCell::new(Vec::new());
         let page = page(
             limit,
@@ -215,7 +217,7 @@ mod tests {
     }
 
     /// The page's entry count, asserting each is `size` bytes of JSON.
-    fn sized(page: &Page, size: usize) -> usize {
+    fn sized(page: &Page<Value>, size: usize) -> usize {
         assert!(page.entries.iter().all(|e| json_len(e) == size));
         page.entries.len()
     }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use ticket_ledger::{Anomaly, AnomalyFilter, AnomalyKind, Resolution, ResolveAnomaly};
 use top_protocol::timestamp::format_beijing;
@@ -24,22 +24,68 @@ pub(super) fn router() -> Router<AppState> {
         .route("/admin/anomalies/{id}/resolve", post(resolve_anomaly))
 }
 
-/// One anomaly as JSON.
-pub fn anomaly_json(a: &Anomaly) -> Value {
-    json!({
-        "id": a.id,
-        "kind": a.anomaly.kind.as_str(),
-        "order_id": a.anomaly.order_id,
-        "app_key": a.anomaly.app_key,
-        "status": if a.resolution.is_some() { "resolved" } else { "open" },
-        "request_id": a.anomaly.request_id,
-        "at": format_beijing(a.anomaly.at),
-        "detail": a.anomaly.detail,
-        "request": a.anomaly.request,
-        "resolution": a.resolution.map(Resolution::as_str),
-        "note": a.note,
-        "resolved_at": a.resolved_at.map(format_beijing),
-    })
+/// One anomaly: a fact that could not be applied but matters, waiting for an operator.
+/// Fields in alphabetical order, as the answers have always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyAnswer {
+    /// The app whose call revealed it, if any.
+    pub app_key: Option<String>,
+    /// When it was found, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub at: String,
+    /// What was found (counts, codes masked); `landed` for `commit_outcome_unknown`.
+    pub detail: Value,
+    /// Its id: what `POST /admin/anomalies/{id}/resolve` names and `before` pages on.
+    pub id: i64,
+    /// What kind of fact (docs/LIFECYCLE.md lists them), e.g. `verify_after_refund`.
+    pub kind: String,
+    /// The operator's note when resolving; `null` while open.
+    pub note: Option<String>,
+    /// The order it concerns, if any.
+    pub order_id: Option<i64>,
+    /// The raw request that revealed it, sanitized (no signature, codes masked).
+    pub request: Value,
+    /// The `request_id` that caller was answered with.
+    pub request_id: String,
+    /// The operator's decision (`accepted`, `reversed`, `refund_adjusted`, `dismissed`);
+    /// `null` while open.
+    pub resolution: Option<String>,
+    /// When it was resolved; `null` while open.
+    pub resolved_at: Option<String>,
+    /// `open` or `resolved`.
+    pub status: String,
+}
+
+impl From<&Anomaly> for AnomalyAnswer {
+    fn from(a: &Anomaly) -> Self {
+        Self {
+            app_key: a.anomaly.app_key.clone(),
+            at: format_beijing(a.anomaly.at),
+            detail: a.anomaly.detail.clone(),
+            id: a.id,
+            kind: a.anomaly.kind.as_str().to_owned(),
+            note: a.note.clone(),
+            order_id: a.anomaly.order_id,
+            request: a.anomaly.request.clone(),
+            request_id: a.anomaly.request_id.clone(),
+            resolution: a.resolution.map(|r| r.as_str().to_owned()),
+            resolved_at: a.resolved_at.map(format_beijing),
+            status: if a.resolution.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// `GET /admin/anomalies`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomaliesPage {
+    /// The anomalies, in decreasing `id`.
+    pub anomalies: Vec<AnomalyAnswer>,
+    /// Pass as `before` for the next page; `null` when the list ends here.
+    pub next: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,10 +140,14 @@ async fn list_anomalies(
             async move { store.anomalies(filter).await.map_err(AdminError::from) }
         },
         |a: &Anomaly| a.id,
-        anomaly_json,
+        |a: &Anomaly| AnomalyAnswer::from(a),
     )
     .await?;
-    Ok(Json(json!({"anomalies": page.entries, "next": page.next})).into_response())
+    Ok(Json(AnomaliesPage {
+        anomalies: page.entries,
+        next: page.next,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,5 +185,5 @@ async fn resolve_anomaly(
             ),
         })
         .await?;
-    Ok(Json(anomaly_json(&anomaly)).into_response())
+    Ok(Json(AnomalyAnswer::from(&anomaly)).into_response())
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use ticket_ledger::{App, AppAccess, AppKey, IpRange, LedgerError, RateLimit, SecretRotation};
 use top_protocol::timestamp::format_beijing;
@@ -42,28 +42,64 @@ struct CreateApp {
     ip_allowlist: Option<Vec<String>>,
 }
 
-/// The operator's view of an app. The secret only when `with_secret` (the answers that create
-/// or rotate it); previous secrets never.
-fn app_json(state: &AppState, app: &App, with_secret: bool) -> Value {
-    let own = app.access.rate_limit;
-    let effective = state.rate_limiter.effective(app);
-    let mut v = json!({
-        "app_key": app.app_key.as_str(),
-        "name": app.name,
-        "created_at": format_beijing(app.created_at),
-        // null: the server's --default-rate-limit applies (shown as effective_rate_limit).
-        "rate_limit": own.map(|r| r.rate_text()),
-        "burst": own.and_then(|r| r.burst()),
-        "effective_rate_limit": effective.rate_text(),
-        "effective_burst": effective.burst(),
-        "ip_allowlist": app.access.ip_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "previous_secret_expires_at":
-            app.previous_secret.as_ref().map(|p| format_beijing(p.expires_at)),
-    });
-    if with_secret {
-        v["app_secret"] = Value::from(app.secret.clone());
+/// The operator's view of an app (`GET`/`PATCH /admin/apps/{app_key}`, and the 201 of the
+/// calls that create or rotate its secret). Fields in alphabetical order, as the answers have
+/// always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppAnswer {
+    /// The key vendors sign their calls with.
+    pub app_key: String,
+    /// The secret, only in the answers that create or rotate it (absent from every other);
+    /// previous secrets never appear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret: Option<String>,
+    /// The burst of the app's own rate limit; `null` when it has none or it is unlimited.
+    pub burst: Option<u32>,
+    /// When it was registered, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub created_at: String,
+    /// The burst the gateway applies to this app now; `null` when unlimited.
+    pub effective_burst: Option<u32>,
+    /// The rate the gateway applies to this app now: its own, or the server's
+    /// `--default-rate-limit` when it has none (`unlimited`, `20/s`, …).
+    pub effective_rate_limit: String,
+    /// The addresses allowed to call as this app; empty: any address.
+    pub ip_allowlist: Vec<String>,
+    /// Its display name.
+    pub name: String,
+    /// Until when the secret replaced by the last rotation keeps working; `null` when no
+    /// previous secret works any more.
+    pub previous_secret_expires_at: Option<String>,
+    /// The app's own rate limit; `null`: the server's `--default-rate-limit` applies (shown as
+    /// `effective_rate_limit`).
+    pub rate_limit: Option<String>,
+}
+
+impl AppAnswer {
+    /// The answer for `app`; its secret only when `with_secret`.
+    fn new(state: &AppState, app: &App, with_secret: bool) -> Self {
+        let own = app.access.rate_limit;
+        let effective = state.rate_limiter.effective(app);
+        Self {
+            app_key: app.app_key.as_str().to_owned(),
+            app_secret: with_secret.then(|| app.secret.clone()),
+            burst: own.and_then(|r| r.burst()),
+            created_at: format_beijing(app.created_at),
+            effective_burst: effective.burst(),
+            effective_rate_limit: effective.rate_text(),
+            ip_allowlist: app
+                .access
+                .ip_allowlist
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            name: app.name.clone(),
+            previous_secret_expires_at: app
+                .previous_secret
+                .as_ref()
+                .map(|p| format_beijing(p.expires_at)),
+            rate_limit: own.map(|r| r.rate_text()),
+        }
     }
-    v
 }
 
 /// A rate limit from the admin API's `rate_limit` and `burst` fields, naming the bad one.
@@ -149,7 +185,11 @@ async fn create_app(State(state): State<AppState>, body: Bytes) -> Result<Respon
         access_detail(&app),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(app_json(&state, &app, true))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(AppAnswer::new(&state, &app, true)),
+    )
+        .into_response())
 }
 
 /// What an audit entry records of an app's access settings (never a secret).
@@ -183,7 +223,7 @@ async fn get_app(
     Path(app_key): Path<String>,
 ) -> Result<Response, AdminError> {
     let app = path_app(&state, &app_key).await?;
-    Ok(Json(app_json(&state, &app, false)).into_response())
+    Ok(Json(AppAnswer::new(&state, &app, false)).into_response())
 }
 
 /// A field that may be absent (`None`: unchanged), `null` (`Some(None)`) or a value.
@@ -253,7 +293,7 @@ async fn patch_app(
         access_detail(&app),
     )
     .await;
-    Ok(Json(app_json(&state, &app, false)).into_response())
+    Ok(Json(AppAnswer::new(&state, &app, false)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,5 +369,9 @@ async fn rotate_secret(
         json!({"previous_secret_expires_at": format_beijing(expires_at)}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(app_json(&state, &app, true))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(AppAnswer::new(&state, &app, true)),
+    )
+        .into_response())
 }

@@ -5,8 +5,8 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use ticket_ledger::{AuditEntry, AuditFilter, AuditOutcome};
 use top_protocol::timestamp::format_beijing;
 
@@ -20,20 +20,62 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/admin/audit", get(list_audit))
 }
 
-/// One audit entry as JSON.
-pub fn audit_json(e: &AuditEntry) -> Value {
-    json!({
-        "seq": e.seq,
-        "at": format_beijing(e.at),
-        "request_id": e.request_id,
-        "action": e.action,
-        "app_key": e.app_key,
-        "order_id": e.order_id,
-        "outcome": e.outcome.as_str(),
-        "reason": e.reason,
-        "detail": e.detail,
-        "client_ip": e.client_ip,
-    })
+/// One entry of the audit trail, as `GET /admin/audit` and an order's `events` show it.
+///
+/// Fields are declared in alphabetical order, the order the answers have always had on the
+/// wire, so a client comparing text sees no change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntryAnswer {
+    /// What happened: a TOP method name, `order.status` for a change of the order's status,
+    /// or an operator action (`admin.…`).
+    pub action: String,
+    /// The app that made the call or whose order it concerns; `null` for an operator action
+    /// about no app.
+    pub app_key: Option<String>,
+    /// When, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub at: String,
+    /// The caller's address, when the call came through the gateway.
+    pub client_ip: Option<String>,
+    /// What the entry records: the request's sanitized parameters, the refusal's `code`,
+    /// `sub_code` and `sub_msg`, or a status change's `from`, `to` and `cause`.
+    pub detail: Value,
+    /// The order it concerns, if any.
+    pub order_id: Option<i64>,
+    /// `accepted`, `replayed` or `rejected`.
+    pub outcome: String,
+    /// Why, in a word: `ok`, a refusal's `sub_code`, the status an order moved to, or how
+    /// an order was created.
+    pub reason: String,
+    /// The `request_id` the caller was answered with; every entry of one call shares it.
+    pub request_id: String,
+    /// The entry's place in the trail: the cursor `after` pages on.
+    pub seq: i64,
+}
+
+impl From<&AuditEntry> for AuditEntryAnswer {
+    fn from(e: &AuditEntry) -> Self {
+        Self {
+            action: e.action.clone(),
+            app_key: e.app_key.clone(),
+            at: format_beijing(e.at),
+            client_ip: e.client_ip.clone(),
+            detail: e.detail.clone(),
+            order_id: e.order_id,
+            outcome: e.outcome.as_str().to_owned(),
+            reason: e.reason.clone(),
+            request_id: e.request_id.clone(),
+            seq: e.seq,
+        }
+    }
+}
+
+/// `GET /admin/audit`: one page of the trail, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The entries, in increasing `seq`.
+    pub entries: Vec<AuditEntryAnswer>,
+    /// Pass as `after` for the next page; `null` when the trail ends here.
+    pub next: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,8 +121,12 @@ async fn list_audit(
             async move { store.audit(filter).await.map_err(AdminError::from) }
         },
         |e: &AuditEntry| e.seq,
-        audit_json,
+        |e: &AuditEntry| AuditEntryAnswer::from(e),
     )
     .await?;
-    Ok(Json(json!({"entries": page.entries, "next": page.next})).into_response())
+    Ok(Json(AuditPage {
+        entries: page.entries,
+        next: page.next,
+    })
+    .into_response())
 }

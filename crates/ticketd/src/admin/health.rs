@@ -5,24 +5,50 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::server::AppState;
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(HealthAnswer::status("ok")) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
+/// The answer of `/healthz` (`ok`) and `/readyz` (`ready`, or 503 `unready` with the
+/// reason). Fields in alphabetical order, as the answers have always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthAnswer {
+    /// Why the ledger cannot take a write now; absent unless `unready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `ok` (the process answers), `ready` (the ledger takes writes) or `unready`.
+    pub status: String,
+}
+
+impl HealthAnswer {
+    fn status(status: &str) -> Self {
+        Self {
+            reason: None,
+            status: status.to_owned(),
+        }
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(HealthAnswer::status("ready")).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unready", "reason": e.to_string()})),
+            Json(HealthAnswer {
+                reason: Some(e.to_string()),
+                ..HealthAnswer::status("unready")
+            }),
         )
             .into_response(),
     }

@@ -10,6 +10,11 @@
 //! authentication) and `health` (`/healthz`, `/readyz`, `/metrics`, no token). What they
 //! share lives here: the error type, the token check, JSON body and query parsing, and the
 //! audit record of an operator's action.
+//!
+//! Every answer is a typed struct (`…Answer`, `…Page`) defined beside its handler and
+//! re-exported here, so tests and clients read answers into the types the server writes.
+//! Their fields are declared in alphabetical order: the answers were built as `serde_json`
+//! maps, which sort their keys, and keeping that order keeps the bytes on the wire unchanged.
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -18,8 +23,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 use ticket_ledger::{AuditEntry, AuditOutcome, LedgerError, OrderId, RequestMeta};
 use top_protocol::envelope::new_request_id;
@@ -35,9 +40,14 @@ mod reconcile;
 mod refunds;
 mod rejected;
 
-pub use anomalies::anomaly_json;
-pub use audit::audit_json;
-pub use orders::{order_json, refund_json};
+pub use anomalies::{AnomaliesPage, AnomalyAnswer};
+pub use apps::AppAnswer;
+pub use audit::{AuditEntryAnswer, AuditPage};
+pub use health::HealthAnswer;
+pub use orders::{EventsPage, OrderAnswer, RefundAnswer, VoucherAnswer};
+pub use reconcile::{ReconcileAnswer, ReconcileLineAnswer};
+pub use refunds::ReversalAnswer;
+pub use rejected::{RejectedCallAnswer, RejectedCallsPage};
 
 /// Health endpoints (no token) and the admin API (bearer token), one router per area.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -88,12 +98,28 @@ impl AdminError {
     }
 }
 
+/// The body of every admin API refusal. Fields in alphabetical order, as the answers have
+/// always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What kind of refusal, stable for programs: `invalid_request`, `not_found`,
+    /// `unauthorized`, `refused`, `refund_exceeds_unused`, …
+    pub error: String,
+    /// The request field at fault (`quantity`, `vouchers[1].confirm_code`, a query
+    /// parameter), when one is; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.kind, "message": self.message});
-        if let Some(f) = self.field {
-            body["field"] = Value::from(f);
-        }
+        let body = ErrorAnswer {
+            error: self.kind.to_owned(),
+            field: self.field,
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -247,5 +273,75 @@ async fn record_admin(
     };
     if let Err(e) = state.store.record(entry).await {
         tracing::error!(error = %e, action, "could not record an admin action");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Reads `sample` (a `serde_json` map, whose keys are sorted) into `T` and writes it back:
+    /// the text must be the sample's own, so every field keeps its name, its null-or-absent
+    /// and its place.
+    fn same_bytes<T: Serialize + DeserializeOwned>(sample: Value) {
+        let typed: T = serde_json::from_value(sample.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&typed).unwrap(),
+            serde_json::to_string(&sample).unwrap(),
+            "{}",
+            std::any::type_name::<T>()
+        );
+    }
+
+    #[test]
+    fn typed_answers_write_the_bytes_the_json_maps_wrote() {
+        let entry = json!({"seq": 7, "at": "2024-05-01 10:00:00", "request_id": "r1",
+            "action": "order.status", "app_key": null, "order_id": 5, "outcome": "accepted",
+            "reason": "issued", "detail": {"to": "issued", "from": "awaiting_issuance"},
+            "client_ip": "10.0.0.1"});
+        same_bytes::<AuditEntryAnswer>(entry.clone());
+        same_bytes::<AuditPage>(json!({"entries": [entry.clone()], "next": null}));
+        same_bytes::<EventsPage>(json!({"events": [entry.clone()], "next": 7}));
+        let refund = json!({"fliggy_refund_flow_id": "RF-1", "quantity": 1, "state": "pending",
+            "refunded_tickets": 0, "requested_at": "2024-05-01 10:00:00", "settled_at": null,
+            "refund_batch_no": null, "refund_failure_reason": null, "needs_review": false});
+        same_bytes::<RefundAnswer>(refund.clone());
+        same_bytes::<OrderAnswer>(json!({"order_id": 5, "app_key": "k", "out_order_id": null,
+            "status": "issued", "quantity": 2, "capacity": 2, "used": 0, "valid_from": null,
+            "valid_until": "2024-06-01 23:59:59", "created_at": "2024-05-01 10:00:00",
+            "vouchers": [{"confirm_code": "A", "capacity": 2, "used": 0, "remaining": 2}],
+            "refunded_tickets": 0, "refundable_tickets": 2, "issue_describe": null,
+            "refunds": [refund], "events": [entry], "events_total": 1, "events_next": null}));
+        same_bytes::<AnomaliesPage>(json!({"next": 3, "anomalies": [{"id": 3,
+            "kind": "verify_after_refund", "order_id": 5, "app_key": "k", "status": "open",
+            "request_id": "r2", "at": "2024-05-01 10:00:00", "detail": {"n": 1},
+            "request": {"method": "m"}, "resolution": null, "note": null,
+            "resolved_at": null}]}));
+        let app = json!({"app_key": "k", "name": "k", "created_at": "2024-05-01 10:00:00",
+            "rate_limit": "20/s", "burst": 40, "effective_rate_limit": "20/s",
+            "effective_burst": 40, "ip_allowlist": ["10.0.0.0/8"],
+            "previous_secret_expires_at": null});
+        same_bytes::<AppAnswer>(app.clone());
+        let mut with_secret = app;
+        with_secret["app_secret"] = json!("s3cret");
+        same_bytes::<AppAnswer>(with_secret);
+        same_bytes::<ReconcileAnswer>(json!({"order_id": 5, "apply": true, "applied_uses": 1,
+            "lines": [{"confirm_code": "A", "ledger_used": 0, "vendor_used": 1, "missing": 1,
+            "excess": 0}]}));
+        same_bytes::<ReversalAnswer>(json!({"order_id": 5, "confirm_code": "A", "reversed": 1,
+            "used": 0, "reason": "scanned twice"}));
+        same_bytes::<RejectedCallsPage>(json!({"next": null, "calls": [{"seq": 1,
+            "request_id": "r3", "at": "2024-05-01 10:00:00", "client_ip": null,
+            "app_key": "k", "method": null, "code": 25, "sub_code": null}]}));
+        same_bytes::<HealthAnswer>(json!({"status": "ok"}));
+        same_bytes::<HealthAnswer>(json!({"status": "unready", "reason": "disk full"}));
+        same_bytes::<ErrorAnswer>(json!({"error": "not_found", "message": "no such order"}));
+        same_bytes::<ErrorAnswer>(json!({"error": "invalid_request", "message": "1-256 bytes",
+            "field": "app_secret"}));
     }
 }

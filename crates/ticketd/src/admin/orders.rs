@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use ticket_ledger::{
     AppKey, AuditEntry, AuditOutcome, ConfirmCode, NewOrder, NewVoucher, OrderId, OrderView,
     OutOrderId, RefundRequest,
@@ -20,7 +20,7 @@ use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
 use crate::paging::{self, Budget};
 use crate::server::AppState;
 
-use super::{audit_json, parse_json, path_order, query_error, AdminError};
+use super::{parse_json, path_order, query_error, AdminError, AuditEntryAnswer};
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
@@ -145,7 +145,7 @@ async fn create_order(State(state): State<AppState>, body: Bytes) -> Result<Resp
         client_ip: None,
     };
     let view = state.store.create_order(order, audit).await?;
-    Ok((StatusCode::CREATED, Json(order_json(&view))).into_response())
+    Ok((StatusCode::CREATED, Json(OrderAnswer::from(&view))).into_response())
 }
 
 async fn get_order(
@@ -155,61 +155,171 @@ async fn get_order(
     let not_found = || AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order");
     let id = OrderId::parse(&order_id).ok_or_else(not_found)?;
     let view = state.store.order(id).await?.ok_or_else(not_found)?;
-    Ok(Json(order_json(&view)).into_response())
+    Ok(Json(OrderAnswer::from(&view)).into_response())
 }
 
-/// The operator's view of an order. Codes are shown whole: the operator owns them.
-///
-/// `events` is the latest part of the order's history, oldest first: the store's latest
-/// [`OrderView::EVENTS_SHOWN`], fewer when they would take the answer past
-/// [`paging::MAX_ANSWER_BYTES`] (the oldest of them give way). `events_total` counts the whole
-/// history, and `events_next` is `0` — the `after` that walks `GET /admin/orders/{id}/events`
-/// from the start — when `events` is not all of it, `null` when it is.
-pub fn order_json(view: &OrderView) -> Value {
-    let o = &view.order;
-    let capacity: i64 = view.vouchers.iter().map(|v| v.capacity).sum();
-    let used: i64 = view.vouchers.iter().map(|v| v.used).sum();
-    let mut body = json!({
-        "order_id": o.order_id.get(),
-        "app_key": o.app_key.as_str(),
-        "out_order_id": o.out_order_id.as_ref().map(OutOrderId::as_str),
-        "status": view.status().as_str(),
-        "quantity": o.quantity,
-        "capacity": capacity,
-        "used": used,
-        "valid_from": o.valid_from.map(format_beijing),
-        "valid_until": o.valid_until.map(format_beijing),
-        "created_at": format_beijing(o.created_at),
-        "vouchers": view.vouchers.iter().map(|v| json!({
-            "confirm_code": v.code.as_str(),
-            "capacity": v.capacity,
-            "used": v.used,
-            "remaining": v.capacity - v.used,
-        })).collect::<Vec<_>>(),
-        "refunded_tickets": o.refunded_tickets,
-        "refundable_tickets": refundable_tickets(view),
-        "issue_describe": o.issue_describe,
-        "refunds": view.refunds.iter().map(refund_json).collect::<Vec<_>>(),
-        "events": [],
-        "events_total": view.events_total,
-        "events_next": 0,
-    });
-    // The newest first, until the budget left beside the rest of the order is spent.
-    let mut budget = Budget::new(paging::MAX_ANSWER_BYTES.saturating_sub(paging::json_len(&body)));
-    let mut events: Vec<Value> = Vec::with_capacity(view.events.len());
-    for entry in view.events.iter().rev() {
-        let event = audit_json(entry);
-        if !budget.take(&event, events.is_empty()) {
-            break;
+/// `GET /admin/orders/{id}` (and the 201 of `POST /admin/orders`): the operator's view of an
+/// order. Codes are shown whole: the operator owns them. Fields in alphabetical order, as the
+/// answers have always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderAnswer {
+    /// The vendor app the order belongs to.
+    pub app_key: String,
+    /// Uses issued over all its codes.
+    pub capacity: i64,
+    /// When it was paid, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub created_at: String,
+    /// The latest part of the order's history, oldest first: the store's latest
+    /// [`OrderView::EVENTS_SHOWN`], fewer when they would take the answer past
+    /// [`paging::MAX_ANSWER_BYTES`] (the oldest of them give way).
+    pub events: Vec<AuditEntryAnswer>,
+    /// `0` — the `after` that walks `GET /admin/orders/{id}/events` from the start — when
+    /// `events` is not the whole history; `null` when it is.
+    pub events_next: Option<i64>,
+    /// How many events the order has in all.
+    pub events_total: i64,
+    /// The vendor's reason when issuing failed (`issue_type` 2), else `null`.
+    pub issue_describe: Option<String>,
+    /// The platform's order id.
+    pub order_id: i64,
+    /// The vendor's own order id, once given.
+    pub out_order_id: Option<String>,
+    /// Tickets bought.
+    pub quantity: i64,
+    /// Tickets that can still be asked to be refunded: neither refunded, nor held by a
+    /// pending request, nor touched by a use.
+    pub refundable_tickets: i64,
+    /// Tickets refunded so far.
+    pub refunded_tickets: i64,
+    /// Its refund requests, oldest first.
+    pub refunds: Vec<RefundAnswer>,
+    /// Where it stands (docs/LIFECYCLE.md), derived from the counters, e.g. `partly_used`.
+    pub status: String,
+    /// Uses recorded over all its codes.
+    pub used: i64,
+    /// First instant it may be used, if bounded.
+    pub valid_from: Option<String>,
+    /// Last instant it may be used, if bounded.
+    pub valid_until: Option<String>,
+    /// Its codes, in issuance order.
+    pub vouchers: Vec<VoucherAnswer>,
+}
+
+/// One code of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoucherAnswer {
+    /// Uses the code allows.
+    pub capacity: i64,
+    /// The code, whole.
+    pub confirm_code: String,
+    /// Uses left: `capacity - used`.
+    pub remaining: i64,
+    /// Uses recorded.
+    pub used: i64,
+}
+
+/// One refund request, as the order shows it and `POST /admin/orders/{id}/refunds` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundAnswer {
+    /// The flow id the platform (and the vendor's notification) names the request by.
+    pub fliggy_refund_flow_id: String,
+    /// `true` when uses dated before the request took tickets it holds (docs/DOMAIN.md R9): the
+    /// refund may not be payable in full, look before paying.
+    pub needs_review: bool,
+    /// Tickets asked to be refunded.
+    pub quantity: i64,
+    /// The vendor's `refund_batch_no` of the notification that settled it.
+    pub refund_batch_no: Option<String>,
+    /// The vendor's reason when the refund failed (`refund_status` 2).
+    pub refund_failure_reason: Option<String>,
+    /// Tickets the vendor reported refunded.
+    pub refunded_tickets: i64,
+    /// When it was asked for, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub requested_at: String,
+    /// When the vendor's notification settled it; `null` while pending.
+    pub settled_at: Option<String>,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+}
+
+impl From<&RefundRequest> for RefundAnswer {
+    fn from(r: &RefundRequest) -> Self {
+        Self {
+            fliggy_refund_flow_id: r.flow_id.clone(),
+            needs_review: r.needs_review,
+            quantity: r.quantity,
+            refund_batch_no: r.batch_no.clone(),
+            refund_failure_reason: r.failure_reason.clone(),
+            refunded_tickets: r.refunded_tickets,
+            requested_at: format_beijing(r.requested_at),
+            settled_at: r.settled_at.map(format_beijing),
+            state: r.state.as_str().to_owned(),
         }
-        events.push(event);
     }
-    events.reverse();
-    if i64::try_from(events.len()).is_ok_and(|shown| shown >= view.events_total) {
-        body["events_next"] = Value::Null;
+}
+
+impl From<&OrderView> for OrderAnswer {
+    fn from(view: &OrderView) -> Self {
+        let o = &view.order;
+        let capacity: i64 = view.vouchers.iter().map(|v| v.capacity).sum();
+        let used: i64 = view.vouchers.iter().map(|v| v.used).sum();
+        let mut answer = OrderAnswer {
+            app_key: o.app_key.as_str().to_owned(),
+            capacity,
+            created_at: format_beijing(o.created_at),
+            events: Vec::new(),
+            events_next: Some(0),
+            events_total: view.events_total,
+            issue_describe: o.issue_describe.clone(),
+            order_id: o.order_id.get(),
+            out_order_id: o.out_order_id.as_ref().map(|id| id.as_str().to_owned()),
+            quantity: o.quantity,
+            refundable_tickets: refundable_tickets(view),
+            refunded_tickets: o.refunded_tickets,
+            refunds: view.refunds.iter().map(RefundAnswer::from).collect(),
+            status: view.status().as_str().to_owned(),
+            used,
+            valid_from: o.valid_from.map(format_beijing),
+            valid_until: o.valid_until.map(format_beijing),
+            vouchers: view
+                .vouchers
+                .iter()
+                .map(|v| VoucherAnswer {
+                    capacity: v.capacity,
+                    confirm_code: v.code.as_str().to_owned(),
+                    remaining: v.capacity - v.used,
+                    used: v.used,
+                })
+                .collect(),
+        };
+        // The newest first, until the budget left beside the rest of the order is spent
+        // (measured with `events` empty and `events_next` at its longest, `0`).
+        let mut budget =
+            Budget::new(paging::MAX_ANSWER_BYTES.saturating_sub(paging::json_len(&answer)));
+        let mut events: Vec<AuditEntryAnswer> = Vec::with_capacity(view.events.len());
+        for entry in view.events.iter().rev() {
+            let event = AuditEntryAnswer::from(entry);
+            if !budget.take(&event, events.is_empty()) {
+                break;
+            }
+            events.push(event);
+        }
+        events.reverse();
+        if i64::try_from(events.len()).is_ok_and(|shown| shown >= view.events_total) {
+            answer.events_next = None;
+        }
+        answer.events = events;
+        answer
     }
-    body["events"] = Value::Array(events);
-    body
+}
+
+/// `GET /admin/orders/{id}/events`: one page of the order's whole history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// The events, in increasing `seq`.
+    pub events: Vec<AuditEntryAnswer>,
+    /// Pass as `after` for the next page; `null` when the history ends here.
+    pub next: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,10 +352,14 @@ async fn list_order_events(
             }
         },
         |e: &AuditEntry| e.seq,
-        audit_json,
+        |e: &AuditEntry| AuditEntryAnswer::from(e),
     )
     .await?;
-    Ok(Json(json!({"events": page.entries, "next": page.next})).into_response())
+    Ok(Json(EventsPage {
+        events: page.entries,
+        next: page.next,
+    })
+    .into_response())
 }
 
 /// Tickets that can still be asked to be refunded.
@@ -257,19 +371,4 @@ fn refundable_tickets(view: &OrderView) -> i64 {
         refunds: view.refunds.clone(),
     }
     .refundable_tickets()
-}
-
-/// One refund request as JSON.
-pub fn refund_json(r: &RefundRequest) -> Value {
-    json!({
-        "fliggy_refund_flow_id": r.flow_id,
-        "quantity": r.quantity,
-        "state": r.state.as_str(),
-        "refunded_tickets": r.refunded_tickets,
-        "requested_at": format_beijing(r.requested_at),
-        "settled_at": r.settled_at.map(format_beijing),
-        "refund_batch_no": r.batch_no,
-        "refund_failure_reason": r.failure_reason,
-        "needs_review": r.needs_review,
-    })
 }

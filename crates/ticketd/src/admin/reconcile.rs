@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ticket_ledger::{
-    reconcile_diff, ConfirmCode, LedgerError, OrderRef, VerifyCommand, VerifyOrigin, VerifyUses,
-    VoucherUse, WriteOffType,
+    reconcile_diff, ConfirmCode, LedgerError, OrderRef, ReconcileLine, VerifyCommand, VerifyOrigin,
+    VerifyUses, VoucherUse, WriteOffType,
 };
 
 use crate::server::AppState;
@@ -125,17 +125,55 @@ async fn reconcile(
             applied += outcome.applied_uses;
         }
     }
-    Ok(Json(json!({
-        "order_id": order_id.get(),
-        "apply": req.apply,
-        "applied_uses": applied,
-        "lines": lines.iter().map(|l| json!({
-            "confirm_code": l.code.as_str(),
-            "ledger_used": l.ledger_used,
-            "vendor_used": l.vendor_used,
-            "missing": l.missing(),
-            "excess": l.excess(),
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(Json(ReconcileAnswer {
+        applied_uses: applied,
+        apply: req.apply,
+        lines: lines.iter().map(ReconcileLineAnswer::from).collect(),
+        order_id: order_id.get(),
+    })
     .into_response())
+}
+
+/// The answer of `POST /admin/orders/{id}/reconcile`. Fields in alphabetical order, as the
+/// answer has always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileAnswer {
+    /// Uses recorded by this call: `0` unless `apply`.
+    pub applied_uses: i64,
+    /// Whether the missing uses were recorded (`true`) or only compared (`false`).
+    pub apply: bool,
+    /// One line per code of the order, in issuance order; a code the vendor did not list
+    /// counts as 0 uses on its side.
+    pub lines: Vec<ReconcileLineAnswer>,
+    /// The order.
+    pub order_id: i64,
+}
+
+/// One code's counts, the ledger's beside the vendor's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileLineAnswer {
+    /// The code, whole.
+    pub confirm_code: String,
+    /// Uses the ledger has and the vendor does not (`ledger_used - vendor_used`, at least 0):
+    /// never taken away, look at them.
+    pub excess: i64,
+    /// Uses the ledger had recorded before this call.
+    pub ledger_used: i64,
+    /// Uses the vendor has and the ledger did not (`vendor_used - ledger_used`, at least 0):
+    /// what `apply` records.
+    pub missing: i64,
+    /// Uses the vendor reported.
+    pub vendor_used: i64,
+}
+
+impl From<&ReconcileLine> for ReconcileLineAnswer {
+    fn from(l: &ReconcileLine) -> Self {
+        Self {
+            confirm_code: l.code.as_str().to_owned(),
+            excess: l.excess(),
+            ledger_used: l.ledger_used,
+            missing: l.missing(),
+            vendor_used: l.vendor_used,
+        }
+    }
 }

@@ -6,13 +6,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ticket_ledger::{ConfirmCode, RefundRequestCommand, ReversalCommand};
 
 use crate::server::AppState;
 
-use super::{admin_meta, parse_json, path_order, refund_json, AdminError};
+use super::{admin_meta, parse_json, path_order, AdminError, RefundAnswer};
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
@@ -45,7 +45,7 @@ async fn request_refund(
             meta: admin_meta(&state, json!({"quantity": req.quantity})),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(refund_json(&refund))).into_response())
+    Ok((StatusCode::CREATED, Json(RefundAnswer::from(&refund))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,10 +90,29 @@ async fn reverse(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"order_id": order_id.get(), "confirm_code": code.as_str(),
-                    "reversed": req.quantity, "used": used, "reason": req.reason}),
-        ),
+        Json(ReversalAnswer {
+            confirm_code: code.as_str().to_owned(),
+            order_id: order_id.get(),
+            reason: req.reason,
+            reversed: req.quantity,
+            used,
+        }),
     )
         .into_response())
+}
+
+/// The 201 of `POST /admin/orders/{id}/reversals`. Fields in alphabetical order, as the
+/// answer has always had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReversalAnswer {
+    /// The code the uses were given back to, whole.
+    pub confirm_code: String,
+    /// The order.
+    pub order_id: i64,
+    /// The operator's reason, as given.
+    pub reason: String,
+    /// Uses given back.
+    pub reversed: i64,
+    /// Uses the code has recorded after the reversal.
+    pub used: i64,
 }

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use ticket_ledger::{RejectedCall, RejectedCallFilter};
 use top_protocol::timestamp::format_beijing;
 
@@ -27,34 +26,51 @@ struct PageQuery {
     limit: Option<u32>,
 }
 
-/// One kept call. Every text was clipped when it was kept, so a row is at most 1 KiB.
-#[derive(Debug, Serialize)]
-struct CallJson<'a> {
-    seq: i64,
-    /// The `request_id` the caller was answered with.
-    request_id: &'a str,
+/// One call refused before its caller was authenticated. Every text was clipped when it was
+/// kept, so a row is at most 1 KiB. Fields in alphabetical order, as the answers have always
+/// had them on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedCallAnswer {
+    /// The `app_key` it sent, if any: not proof that the app made the call.
+    pub app_key: Option<String>,
     /// `yyyy-MM-dd HH:mm:ss`, UTC+8, like every instant of the admin API.
-    at: String,
-    client_ip: Option<&'a str>,
-    app_key: Option<&'a str>,
-    method: Option<&'a str>,
-    code: i64,
-    sub_code: Option<&'a str>,
+    pub at: String,
+    /// The caller's address.
+    pub client_ip: Option<String>,
+    /// The TOP `code` it was answered with.
+    pub code: i64,
+    /// The `method` it sent, if any.
+    pub method: Option<String>,
+    /// The `request_id` the caller was answered with.
+    pub request_id: String,
+    /// Its place in the record: the cursor `after` pages on (newest first).
+    pub seq: i64,
+    /// The `sub_code` it was answered with, if any.
+    pub sub_code: Option<String>,
 }
 
-impl<'a> From<&'a RejectedCall> for CallJson<'a> {
-    fn from(c: &'a RejectedCall) -> Self {
+impl From<&RejectedCall> for RejectedCallAnswer {
+    fn from(c: &RejectedCall) -> Self {
         Self {
             seq: c.seq,
-            request_id: &c.request_id,
+            request_id: c.request_id.clone(),
             at: format_beijing(c.at),
-            client_ip: c.client_ip.as_deref(),
-            app_key: c.app_key.as_deref(),
-            method: c.method.as_deref(),
+            client_ip: c.client_ip.clone(),
+            app_key: c.app_key.clone(),
+            method: c.method.clone(),
             code: c.code,
-            sub_code: c.sub_code.as_deref(),
+            sub_code: c.sub_code.clone(),
         }
     }
+}
+
+/// `GET /admin/rejected-calls`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedCallsPage {
+    /// The calls, in decreasing `seq`.
+    pub calls: Vec<RejectedCallAnswer>,
+    /// Pass as `after` for the next page; `null` when the record ends here.
+    pub next: Option<i64>,
 }
 
 async fn list(
@@ -80,8 +96,12 @@ async fn list(
             }
         },
         |c: &RejectedCall| c.seq,
-        |c| serde_json::to_value(CallJson::from(c)).unwrap_or(Value::Null),
+        |c: &RejectedCall| RejectedCallAnswer::from(c),
     )
     .await?;
-    Ok(Json(json!({"calls": page.entries, "next": page.next})).into_response())
+    Ok(Json(RejectedCallsPage {
+        calls: page.entries,
+        next: page.next,
+    })
+    .into_response())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use ticket_ledger::RateLimit;
+use ticketd::admin::AuditEntryAnswer;
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
@@ -118,9 +119,9 @@ async fn calls_over_the_rate_limit_are_refused_with_7_and_the_bucket_refills_ove
     assert_eq!(app.used(701, &code(701)).await, 2);
     let entries = audit_entries(&app, "outcome=rejected").await;
     let entry = entry_for(&entries, &id);
-    assert_eq!(entry["reason"], RATE_SUB, "{entry}");
-    assert_eq!(entry["app_key"], KEY, "{entry}");
-    assert_eq!(entry["detail"]["code"], 7, "{entry}");
+    assert_eq!(entry.reason, RATE_SUB, "{entry:?}");
+    assert_eq!(entry.app_key.as_deref(), Some(KEY), "{entry:?}");
+    assert_eq!(entry.detail["code"], 7, "{entry:?}");
 
     // 2/s: one call back after half a second, not before.
     clock.advance(Duration::milliseconds(499));
@@ -203,8 +204,8 @@ async fn callers_outside_the_allow_list_are_refused_with_11_after_authentication
         );
         let entries = audit_entries(&app, "outcome=rejected").await;
         let entry = entry_for(&entries, &id);
-        assert_eq!(entry["reason"], IP_SUB, "{entry}");
-        assert_eq!(entry["client_ip"], "127.0.0.1", "{entry}");
+        assert_eq!(entry.reason, IP_SUB, "{entry:?}");
+        assert_eq!(entry.client_ip.as_deref(), Some("127.0.0.1"), "{entry:?}");
     }
     assert_eq!(ledger_snapshot(&app, 703).await, before, "nothing applied");
 
@@ -245,8 +246,8 @@ async fn callers_outside_the_allow_list_are_refused_with_11_after_authentication
     assert!(
         admin_entries
             .iter()
-            .any(|e| e["action"] == "admin.set_app_access"
-                && e["detail"]["ip_allowlist"] == json!(["127.0.0.0/8", "::1"])),
+            .any(|e| e.action == "admin.set_app_access"
+                && e.detail["ip_allowlist"] == json!(["127.0.0.0/8", "::1"])),
         "each change is audited: {admin_entries:?}"
     );
 }
@@ -356,9 +357,9 @@ async fn a_rotated_secret_keeps_working_until_its_overlap_ends() {
     );
 
     let entries = audit_entries(&app, &format!("app_key={KEY}&outcome=accepted")).await;
-    let rotations: Vec<&Value> = entries
+    let rotations: Vec<&AuditEntryAnswer> = entries
         .iter()
-        .filter(|e| e["action"] == "admin.rotate_app_secret")
+        .filter(|e| e.action == "admin.rotate_app_secret")
         .collect();
     assert_eq!(rotations.len(), 2, "{entries:?}");
     let trail = serde_json::to_string(&entries).unwrap();

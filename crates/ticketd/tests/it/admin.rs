@@ -2,10 +2,11 @@
 //! field names and what each call leaves behind.
 
 use serde_json::{json, Value};
+use ticketd::admin::{AppAnswer, AuditEntryAnswer, OrderAnswer};
 use top_protocol::timestamp::{format_beijing, parse_beijing};
 
 use crate::helpers::{
-    assert_success_body, audit_entries, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
+    answer, assert_success_body, audit_entries, refusal, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
 };
 
 const KEY: &str = "admin-vendor";
@@ -63,13 +64,12 @@ fn assert_refusal(
         ct.starts_with("application/json"),
         "{what}: content-type {ct}"
     );
-    assert_eq!(body["error"], kind, "{what}: {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: {body}"
-    );
+    let refused = refusal(&body);
+    assert_eq!(refused.error, kind, "{what}: {body}");
+    assert!(!refused.message.is_empty(), "{what}: {body}");
     match field {
-        Some(f) => assert_eq!(body["field"], f, "{what}: {body}"),
+        Some(f) => assert_eq!(refused.field.as_deref(), Some(f), "{what}: {body}"),
+        // Absent, not null: read on the raw body.
         None => assert!(body.get("field").is_none(), "{what}: {body}"),
     }
 }
@@ -85,23 +85,25 @@ async fn apps_are_created_with_a_given_or_a_generated_secret() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["app_key"], KEY);
-    assert_eq!(body["app_secret"], SECRET);
-    assert_eq!(body["name"], "Gate system A");
-    assert!(is_beijing_datetime(&body["created_at"]), "{body}");
+    let body: AppAnswer = answer(&body);
+    assert_eq!(body.app_key, KEY);
+    assert_eq!(body.app_secret.as_deref(), Some(SECRET));
+    assert_eq!(body.name, "Gate system A");
+    assert!(is_beijing_datetime(&json!(body.created_at)), "{body:?}");
 
     // No secret: one is generated, returned once, and works for signing.
     let (status, gen1) = app
         .admin_post("/admin/apps", json!({"app_key": "gen-1"}))
         .await;
     assert_eq!(status, 201, "{gen1}");
-    let secret1 = gen1["app_secret"].as_str().unwrap().to_owned();
+    let gen1: AppAnswer = answer(&gen1);
+    let secret1 = gen1.app_secret.clone().unwrap();
     assert!(secret1.len() >= 32, "weak generated secret {secret1:?}");
-    assert_eq!(gen1["name"], "gen-1", "name defaults to the key");
-    let (_, gen2) = app
-        .admin_post("/admin/apps", json!({"app_key": "gen-2"}))
+    assert_eq!(gen1.name, "gen-1", "name defaults to the key");
+    let gen2: AppAnswer = app
+        .admin_post_ok("/admin/apps", json!({"app_key": "gen-2"}), 201)
         .await;
-    assert_ne!(gen2["app_secret"], gen1["app_secret"]);
+    assert_ne!(gen2.app_secret, gen1.app_secret);
     app.create_order(501, "gen-1", &[("GEN-CODE-1", 1)]).await;
     let call = TopCall::verify("gen-1", &secret1)
         .set("order_id", 501)
@@ -112,7 +114,8 @@ async fn apps_are_created_with_a_given_or_a_generated_secret() {
     // The secret is never shown again.
     let (status, shown) = app.admin_get("/admin/apps/gen-1").await;
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["app_key"], "gen-1");
+    assert_eq!(answer::<AppAnswer>(&shown).app_key, "gen-1");
+    // Absent, not null: read on the raw body.
     assert!(shown.get("app_secret").is_none(), "secret leaked: {shown}");
     let (status, _) = app.admin_get("/admin/apps/nobody").await;
     assert_eq!(status, 404);
@@ -154,46 +157,48 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    assert_eq!(created["order_id"].as_i64(), Some(big), "{created}");
-    assert_eq!(created["app_key"], KEY);
-    assert_eq!(created["out_order_id"], "OUT-ADMIN-1");
-    assert_eq!(created["status"], "issued");
+    let created: OrderAnswer = answer(&created);
+    assert_eq!(created.order_id, big, "{created:?}");
+    assert_eq!(created.app_key, KEY);
+    assert_eq!(created.out_order_id.as_deref(), Some("OUT-ADMIN-1"));
+    assert_eq!(created.status, "issued");
     assert_eq!(
-        created["valid_from"], "2024-05-01 00:00:00",
+        created.valid_from.as_deref(),
+        Some("2024-05-01 00:00:00"),
         "a bare date starts at midnight UTC+8"
     );
     assert_eq!(
-        created["valid_until"], "2024-05-02 23:59:59",
+        created.valid_until.as_deref(),
+        Some("2024-05-02 23:59:59"),
         "a bare end date covers the whole day"
     );
-    assert_eq!(created["created_at"], "2024-04-30 09:15:00");
-    let vouchers = created["vouchers"].as_array().unwrap();
+    assert_eq!(created.created_at, "2024-04-30 09:15:00");
+    let vouchers = &created.vouchers;
     assert_eq!(vouchers.len(), 2);
     for (v, (code, cap)) in vouchers.iter().zip([("ADM-CODE-1", 2), ("ADM-CODE-2", 1)]) {
-        assert_eq!(v["confirm_code"], code, "issuance order kept: {created}");
-        assert_eq!(v["capacity"], cap);
-        assert_eq!(v["used"], 0);
+        assert_eq!(v.confirm_code, code, "issuance order kept: {created:?}");
+        assert_eq!(v.capacity, cap);
+        assert_eq!(v.used, 0);
     }
     // The lifecycle fields: counters, refunds and nothing refunded yet.
-    assert_eq!(created["quantity"], 3);
-    assert_eq!(created["capacity"], 3);
-    assert_eq!(created["used"], 0);
-    assert_eq!(created["refunded_tickets"], 0);
-    assert_eq!(created["refundable_tickets"], 3);
-    assert_eq!(created["issue_describe"], Value::Null);
-    assert_eq!(created["refunds"], json!([]));
+    assert_eq!(created.quantity, 3);
+    assert_eq!(created.capacity, 3);
+    assert_eq!(created.used, 0);
+    assert_eq!(created.refunded_tickets, 0);
+    assert_eq!(created.refundable_tickets, 3);
+    assert_eq!(created.issue_describe, None);
+    assert_eq!(created.refunds, []);
     // Created with its codes, the order starts issued: its creation is its only event (no
     // `order.status` entry, there is no status before it).
-    let events = created["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{created}");
-    assert_eq!(events[0]["action"], "admin.create_order");
-    assert_eq!(events[0]["outcome"], "accepted");
-    assert_eq!(events[0]["reason"], "created_issued");
-    assert_eq!(events[0]["order_id"].as_i64(), Some(big));
+    let events = &created.events;
+    assert_eq!(events.len(), 1, "{created:?}");
+    assert_eq!(events[0].action, "admin.create_order");
+    assert_eq!(events[0].outcome, "accepted");
+    assert_eq!(events[0].reason, "created_issued");
+    assert_eq!(events[0].order_id, Some(big));
 
     // GET shows the same order.
-    let (status, shown) = app.admin_get(&format!("/admin/orders/{big}")).await;
-    assert_eq!(status, 200);
+    let shown = app.order(big).await;
     assert_eq!(shown, created);
 
     // Date-times are taken as UTC+8 wall clock, to the second.
@@ -205,13 +210,14 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         )
         .await;
     assert_eq!(status, 201, "{o}");
-    assert_eq!(o["valid_from"], "2024-05-01 08:30:00");
-    assert_eq!(o["valid_until"], "2024-05-01 18:00:00");
-    assert_eq!(o["out_order_id"], Value::Null);
-    let created_at = parse_beijing(o["created_at"].as_str().unwrap()).unwrap();
+    let o: OrderAnswer = answer(&o);
+    assert_eq!(o.valid_from.as_deref(), Some("2024-05-01 08:30:00"));
+    assert_eq!(o.valid_until.as_deref(), Some("2024-05-01 18:00:00"));
+    assert_eq!(o.out_order_id, None);
+    let created_at = parse_beijing(o.created_at.as_str()).unwrap();
     assert!(
         (chrono::Utc::now() - created_at).num_seconds().abs() < 60,
-        "created_at defaults to now: {o}"
+        "created_at defaults to now: {o:?}"
     );
 
     // Without vouchers the order awaits issuance.
@@ -243,8 +249,7 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
     )
     .await;
     assert_refusal("duplicate order", dup, 409, "order_exists", None);
-    let (_, again) = app.admin_get(&format!("/admin/orders/{big}")).await;
-    assert_eq!(again, created);
+    assert_eq!(app.order(big).await, created);
 
     // Unknown app: 422, nothing created.
     let unknown = raw(
@@ -283,29 +288,29 @@ async fn orders_are_created_shown_and_refused_with_exact_statuses() {
         .set("check_num", 1);
     let rid = assert_success_body(&app.call(&call).await);
     let o = app.order(2).await;
-    assert_eq!(o["status"], "used");
-    assert_eq!(o["vouchers"][0]["used"], 1);
-    assert_eq!(o["used"], 1);
+    assert_eq!(o.status, "used");
+    assert_eq!(o.vouchers[0].used, 1);
+    assert_eq!(o.used, 1);
     // The verify, then the transition it caused, both under the verify's request_id.
-    let events = o["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{o}");
+    let events = &o.events;
+    assert_eq!(events.len(), 3, "{o:?}");
     let verify = &events[1];
-    assert_eq!(verify["request_id"], rid.as_str());
-    assert_eq!(verify["action"], "taobao.travel.ticket.order.verify");
-    assert_eq!(verify["outcome"], "accepted");
-    assert_eq!(verify["reason"], "applied");
+    assert_eq!(verify.request_id, rid.as_str());
+    assert_eq!(verify.action, "taobao.travel.ticket.order.verify");
+    assert_eq!(verify.outcome, "accepted");
+    assert_eq!(verify.reason, "applied");
     let status = &events[2];
-    assert_eq!(status["request_id"], rid.as_str());
-    assert_eq!(status["action"], "order.status");
-    assert_eq!(status["outcome"], "accepted");
-    assert_eq!(status["reason"], "used");
-    assert_eq!(status["order_id"], 2);
-    assert_eq!(status["app_key"], KEY);
+    assert_eq!(status.request_id, rid.as_str());
+    assert_eq!(status.action, "order.status");
+    assert_eq!(status.outcome, "accepted");
+    assert_eq!(status.reason, "used");
+    assert_eq!(status.order_id, Some(2));
+    assert_eq!(status.app_key.as_deref(), Some(KEY));
     assert_eq!(
-        status["detail"],
+        status.detail,
         json!({"from": "issued", "to": "used", "cause": "taobao.travel.ticket.order.verify"})
     );
-    assert!(status["seq"].as_i64() > verify["seq"].as_i64());
+    assert!(status.seq > verify.seq);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,9 +382,9 @@ async fn every_admin_route_needs_the_token_and_health_does_not() {
     let (status, _) = app.admin_get("/admin/orders/12").await;
     assert_eq!(status, 404);
     let o = app.order(11).await;
-    assert_eq!(o["refunds"], json!([]), "{o}");
-    assert_eq!(o["used"], 0, "{o}");
-    assert_eq!(o["events"].as_array().unwrap().len(), 1, "{o}");
+    assert_eq!(o.refunds, [], "{o:?}");
+    assert_eq!(o.used, 0, "{o:?}");
+    assert_eq!(o.events.len(), 1, "{o:?}");
 
     for (path, want) in [
         ("/healthz", json!({"status": "ok"})),
@@ -515,12 +520,15 @@ async fn audit_lists_every_attempt_and_filters() {
     let rejected = crate::helpers::request_id_of(&app.call(&over).await);
 
     let all = audit_entries(&app, "limit=1000").await;
-    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "oldest first: {seqs:?}"
     );
-    for e in &all {
+    // Every field is on the wire, null or not (the typed entries cannot tell absent from null).
+    let (status, on_wire) = app.admin_get("/admin/audit?limit=1000").await;
+    assert_eq!(status, 200, "{on_wire}");
+    for e in on_wire["entries"].as_array().unwrap() {
         for field in [
             "seq",
             "at",
@@ -536,7 +544,7 @@ async fn audit_lists_every_attempt_and_filters() {
             assert!(e.get(field).is_some(), "{field} missing in {e}");
         }
     }
-    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions.iter().filter(|a| **a == "admin.create_app").count(),
         2,
@@ -552,54 +560,49 @@ async fn audit_lists_every_attempt_and_filters() {
     );
 
     // The accepted verify left two entries: the verify, then the transition it caused.
-    let mine: Vec<&Value> = all
+    let mine: Vec<&AuditEntryAnswer> = all
         .iter()
-        .filter(|e| e["request_id"] == accepted.as_str())
+        .filter(|e| e.request_id == accepted.as_str())
         .collect();
     assert_eq!(mine.len(), 2, "{mine:?}");
     let status = mine[1];
-    assert_eq!(status["action"], "order.status");
+    assert_eq!(status.action, "order.status");
     assert_eq!(
-        (status["outcome"].as_str(), status["reason"].as_str()),
-        (Some("accepted"), Some("partly_used"))
+        (status.outcome.as_str(), status.reason.as_str()),
+        ("accepted", "partly_used")
     );
     assert_eq!(
-        status["detail"],
+        status.detail,
         json!({"from": "issued", "to": "partly_used", "cause": "taobao.travel.ticket.order.verify"})
     );
-    assert_eq!(status["order_id"], 31);
+    assert_eq!(status.order_id, Some(31));
     let e = mine[0];
-    assert_eq!(e["action"], "taobao.travel.ticket.order.verify");
+    assert_eq!(e.action, "taobao.travel.ticket.order.verify");
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("accepted"), Some("applied"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("accepted", "applied")
     );
-    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert_eq!(e.client_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(
-        e["detail"]["request"]["voucher_infos"][0]["confirm_code"], "****DE-1",
-        "codes are masked: {e}"
+        e.detail["request"]["voucher_infos"][0]["confirm_code"], "****DE-1",
+        "codes are masked: {e:?}"
     );
     let e = &crate::helpers::entry_for(&all, &replayed);
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("replayed"), Some("replayed"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("replayed", "replayed")
     );
     let e = &crate::helpers::entry_for(&all, &rejected);
     assert_eq!(
-        (e["outcome"].as_str(), e["reason"].as_str()),
-        (Some("rejected"), Some("isv.verify-num-exceed"))
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("rejected", "isv.verify-num-exceed")
     );
-    assert_eq!(e["order_id"], 32);
+    assert_eq!(e.order_id, Some(32));
 
     let by_order = audit_entries(&app, "order_id=31").await;
     let outcomes: Vec<(&str, &str)> = by_order
         .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap(),
-            )
-        })
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
         .collect();
     assert_eq!(
         outcomes,
@@ -613,21 +616,24 @@ async fn audit_lists_every_attempt_and_filters() {
     );
     let ids: Vec<&str> = by_order[1..]
         .iter()
-        .map(|e| e["request_id"].as_str().unwrap())
+        .map(|e| e.request_id.as_str())
         .collect();
     assert_eq!(
         ids,
         [accepted.as_str(), accepted.as_str(), replayed.as_str()]
     );
-    assert!(by_order.iter().all(|e| e["order_id"] == 31));
+    assert!(by_order.iter().all(|e| e.order_id == Some(31)));
 
     let by_outcome = audit_entries(&app, "outcome=rejected").await;
     assert_eq!(by_outcome.len(), 1, "{by_outcome:?}");
-    assert_eq!(by_outcome[0]["request_id"], rejected.as_str());
+    assert_eq!(by_outcome[0].request_id, rejected.as_str());
 
     let by_app = audit_entries(&app, "app_key=audit-other").await;
     assert!(
-        !by_app.is_empty() && by_app.iter().all(|e| e["app_key"] == "audit-other"),
+        !by_app.is_empty()
+            && by_app
+                .iter()
+                .all(|e| e.app_key.as_deref() == Some("audit-other")),
         "{by_app:?}"
     );
     assert_eq!(by_app.len(), 2, "create_app and create_order: {by_app:?}");
@@ -635,7 +641,7 @@ async fn audit_lists_every_attempt_and_filters() {
     let combined =
         audit_entries(&app, &format!("app_key={KEY}&outcome=replayed&order_id=31")).await;
     assert_eq!(combined.len(), 1);
-    assert_eq!(combined[0]["request_id"], replayed.as_str());
+    assert_eq!(combined[0].request_id, replayed.as_str());
 
     let first_two = audit_entries(&app, "limit=2").await;
     assert_eq!(first_two, all[..2].to_vec());
@@ -766,7 +772,7 @@ async fn codes_sent_as_numbers_and_assist_codes_never_stay_whole_in_the_audit_tr
         )
         .await,
     );
-    assert_eq!(app.order(52).await["status"], "issued");
+    assert_eq!(app.order(52).await.status, "issued");
 
     let all = audit_entries(&app, "limit=1000").await;
     let text = serde_json::to_string(&all).unwrap();
@@ -785,12 +791,12 @@ async fn codes_sent_as_numbers_and_assist_codes_never_stay_whole_in_the_audit_tr
     }
     // The call's own entry (an accepted call is followed by its order.status entry).
     let request = |id: &str| {
-        let calls: Vec<Value> = all
+        let calls: Vec<AuditEntryAnswer> = all
             .iter()
-            .filter(|e| e["action"] != "order.status")
+            .filter(|e| e.action != "order.status")
             .cloned()
             .collect();
-        crate::helpers::entry_for(&calls, id)["detail"]["request"]["voucher_infos"].clone()
+        crate::helpers::entry_for(&calls, id).detail["request"]["voucher_infos"].clone()
     };
     assert_eq!(
         request(&accepted),

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use ticketd::admin::{AnomaliesPage, AuditEntryAnswer, AuditPage, EventsPage, OrderAnswer};
 use ticketd::paging::MAX_ANSWER_BYTES;
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
-    assert_success_body, audit_entries, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
+    answer, assert_success_body, audit_entries, refusal, spawn_app, TestApp, TopCall, ADMIN_TOKEN,
 };
 
 const KEY: &str = "bounded-vendor";
@@ -51,36 +52,42 @@ async fn get_sized(app: &TestApp, path: &str) -> (u16, usize, Value) {
     (status, bytes.len(), body)
 }
 
+/// A list answer read into its type, after checking that `next` is on the wire, null or a
+/// cursor (the typed page cannot tell an absent `next` from a null one).
+fn page_of<T: serde::de::DeserializeOwned>(raw: &Value) -> T {
+    assert!(raw.get("next").is_some(), "the page has no next: {raw}");
+    answer(raw)
+}
+
 /// `seq` of each entry.
-fn seqs(entries: &[Value]) -> Vec<i64> {
-    entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+fn seqs(entries: &[AuditEntryAnswer]) -> Vec<i64> {
+    entries.iter().map(|e| e.seq).collect()
 }
 
 /// Walks `/admin/orders/{id}/events` from the start with `limit`, following `next`; asserts
 /// every page's bounds and returns every event.
-async fn walk_events(app: &TestApp, order_id: i64, limit: usize) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
+async fn walk_events(app: &TestApp, order_id: i64, limit: usize) -> Vec<AuditEntryAnswer> {
+    let mut all: Vec<AuditEntryAnswer> = Vec::new();
     let mut after = 0;
     loop {
         let path = format!("/admin/orders/{order_id}/events?after={after}&limit={limit}");
         let (status, bytes, page) = get_sized(app, &path).await;
         assert_eq!(status, 200, "{path}: {page}");
         assert!(bytes <= MAX_ANSWER_BYTES, "{path}: {bytes} bytes");
-        let events = page["events"].as_array().unwrap();
+        let page: EventsPage = page_of(&page);
+        let events = page.events;
         assert!(events.len() <= limit, "{path}: {} events", events.len());
         all.extend(events.iter().cloned());
-        match page.get("next") {
-            Some(Value::Null) => return all,
+        match page.next {
+            None => return all,
             Some(next) => {
-                let next = next.as_i64().unwrap();
                 assert_eq!(
                     Some(next),
-                    events.last().map(|e| e["seq"].as_i64().unwrap()),
+                    events.last().map(|e| e.seq),
                     "{path}: next is the last seq of the page"
                 );
                 after = next;
             }
-            None => panic!("{path}: the page has no next: {page}"),
         }
     }
 }
@@ -99,30 +106,22 @@ async fn an_orders_view_holds_its_latest_100_events_and_the_events_route_walks_t
     let full_seqs = seqs(&full);
 
     let order = app.order(71).await;
-    let events = order["events"].as_array().unwrap();
+    let events = order.events;
     assert_eq!(events.len(), 100, "the view carries 100 events");
     assert_eq!(
-        seqs(events),
+        seqs(&events),
         full_seqs[150..],
         "the latest 100, oldest first"
     );
     assert_eq!(events[..], full[150..], "as the trail has them");
-    assert_eq!(order["events_total"], 250);
-    assert_eq!(
-        order.get("events_next"),
-        Some(&json!(0)),
-        "0 walks the complete history"
-    );
-    assert_eq!(order["used"], 248, "the rest of the view is unchanged");
+    assert_eq!(order.events_total, 250);
+    assert_eq!(order.events_next, Some(0), "0 walks the complete history");
+    assert_eq!(order.used, 248, "the rest of the view is unchanged");
 
     let short = app.order(72).await;
-    assert_eq!(short["events"].as_array().unwrap().len(), 1);
-    assert_eq!(short["events_total"], 1);
-    assert_eq!(
-        short.get("events_next"),
-        Some(&Value::Null),
-        "a complete history has no next"
-    );
+    assert_eq!(short.events.len(), 1);
+    assert_eq!(short.events_total, 1);
+    assert_eq!(short.events_next, None, "a complete history has no next");
 
     let walked = walk_events(&app, 71, 7).await;
     let walked_seqs = seqs(&walked);
@@ -133,18 +132,20 @@ async fn an_orders_view_holds_its_latest_100_events_and_the_events_route_walks_t
 
     // Without a limit: 100 a page, and `next` only while events remain.
     let (_, _, first) = get_sized(&app, "/admin/orders/71/events").await;
-    assert_eq!(first["events"].as_array().unwrap().len(), 100);
-    assert_eq!(first["next"], full_seqs[99]);
+    let first: EventsPage = page_of(&first);
+    assert_eq!(first.events.len(), 100);
+    assert_eq!(first.next, Some(full_seqs[99]));
     let last = format!("/admin/orders/71/events?after={}", full_seqs[199]);
     let (_, _, last) = get_sized(&app, &last).await;
-    assert_eq!(seqs(last["events"].as_array().unwrap()), full_seqs[200..]);
-    assert_eq!(last.get("next"), Some(&Value::Null));
+    let last: EventsPage = page_of(&last);
+    assert_eq!(seqs(&last.events), full_seqs[200..]);
+    assert_eq!(last.next, None);
 
     let (status, _, body) = get_sized(&app, "/admin/orders/79/events").await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    assert_eq!((status, refusal(&body).error.as_str()), (404, "not_found"));
     let (status, _, body) = get_sized(&app, "/admin/orders/71/events?after=x").await;
     assert_eq!(
-        (status, body["field"].as_str()),
+        (status, refusal(&body).field.as_deref()),
         (400, Some("after")),
         "{body}"
     );
@@ -165,21 +166,21 @@ async fn walking_events_while_verifies_write_to_the_order_sees_each_event_once()
         })
     };
     // A tail that keeps its own cursor: `next` null means "the end, for now".
-    let mut walked: Vec<Value> = Vec::new();
+    let mut walked: Vec<AuditEntryAnswer> = Vec::new();
     let mut pages_while_writing = 0;
     loop {
         let finished = done.load(Ordering::SeqCst);
-        let after = walked.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+        let after = walked.last().map_or(0, |e| e.seq);
         let path = format!("/admin/orders/81/events?after={after}&limit=7");
         let (status, _, page) = get_sized(&app, &path).await;
         assert_eq!(status, 200, "{page}");
         if !finished {
             pages_while_writing += 1;
         }
-        let events = page["events"].as_array().unwrap();
-        assert!(events.len() <= 7);
-        walked.extend(events.iter().cloned());
-        if page["next"].is_null() && finished {
+        let page: EventsPage = page_of(&page);
+        assert!(page.events.len() <= 7);
+        walked.extend(page.events);
+        if page.next.is_none() && finished {
             break;
         }
     }
@@ -209,30 +210,32 @@ async fn a_limit_above_1000_is_clamped_to_1000_with_next_to_continue() {
 
     let (status, _, page) = get_sized(&app, "/admin/orders/91/events?limit=5000").await;
     assert_eq!(status, 200, "{page}");
-    let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1000, "clamped to 1000");
-    assert_eq!(page["next"], events[999]["seq"]);
-    let rest = format!("/admin/orders/91/events?after={}&limit=5000", page["next"]);
-    let (_, _, rest) = get_sized(&app, &rest).await;
-    assert_eq!(
-        rest["events"].as_array().unwrap().len(),
-        102,
-        "the other 102"
+    let page: EventsPage = page_of(&page);
+    assert_eq!(page.events.len(), 1000, "clamped to 1000");
+    assert_eq!(page.next, Some(page.events[999].seq));
+    let rest = format!(
+        "/admin/orders/91/events?after={}&limit=5000",
+        page.next.unwrap()
     );
-    assert_eq!(rest.get("next"), Some(&Value::Null));
+    let (_, _, rest) = get_sized(&app, &rest).await;
+    let rest: EventsPage = page_of(&rest);
+    assert_eq!(rest.events.len(), 102, "the other 102");
+    assert_eq!(rest.next, None);
 
     let (status, _, audit) = get_sized(&app, "/admin/audit?limit=5000").await;
     assert_eq!(status, 200, "{audit}");
-    let entries = audit["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 1000, "clamped to 1000");
+    let audit: AuditPage = page_of(&audit);
+    assert_eq!(audit.entries.len(), 1000, "clamped to 1000");
     assert_eq!(
-        audit["next"], entries[999]["seq"],
+        audit.next,
+        Some(audit.entries[999].seq),
         "more entries follow: next names the last seq shown"
     );
     // 0 is clamped up to 1 entry, so a walker following `next` always moves on.
     let (_, _, one) = get_sized(&app, "/admin/audit?limit=0").await;
-    assert_eq!(one["entries"].as_array().unwrap().len(), 1);
-    assert_eq!(one["next"], one["entries"][0]["seq"]);
+    let one: AuditPage = page_of(&one);
+    assert_eq!(one.entries.len(), 1);
+    assert_eq!(one.next, Some(one.entries[0].seq));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +273,11 @@ async fn answers_over_large_entries_stop_under_the_answer_cap_and_continue_at_ne
     assert_success_body(&app.call(&report(0)).await);
     let one = audit_entries(&app, "order_id=61&outcome=accepted").await;
     // The verify's own entry, not the status event that follows it.
-    let entry_bytes = one.iter().map(|e| e.to_string().len()).max().unwrap();
+    let entry_bytes = one
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap().len())
+        .max()
+        .unwrap();
     let n = MAX_ANSWER_BYTES / entry_bytes + 8;
     futures::stream::iter(1..n)
         .for_each_concurrent(4, |i| {
@@ -286,23 +293,25 @@ async fn answers_over_large_entries_stop_under_the_answer_cap_and_continue_at_ne
     let (status, bytes, first) = get_sized(&app, "/admin/audit?order_id=61&limit=1000").await;
     assert_eq!(status, 200);
     assert!(bytes <= MAX_ANSWER_BYTES, "{bytes} bytes");
-    let shown = first["entries"].as_array().unwrap();
+    let first: AuditPage = page_of(&first);
+    let shown = first.entries;
     assert!(
         shown.len() < n,
         "{} of more than {n} entries fit",
         shown.len()
     );
-    assert_eq!(first["next"], shown.last().unwrap()["seq"]);
-    let mut all = shown.clone();
-    let mut next = first["next"].clone();
-    while let Some(after) = next.as_i64() {
+    assert_eq!(first.next, Some(shown.last().unwrap().seq));
+    let mut all = shown;
+    let mut next = first.next;
+    while let Some(after) = next {
         let path = format!("/admin/audit?order_id=61&limit=1000&after={after}");
         let (_, bytes, page) = get_sized(&app, &path).await;
         assert!(bytes <= MAX_ANSWER_BYTES, "{path}: {bytes} bytes");
-        all.extend(page["entries"].as_array().unwrap().iter().cloned());
-        next = page["next"].clone();
+        let page: AuditPage = page_of(&page);
+        all.extend(page.entries);
+        next = page.next;
     }
-    let accepted = all.iter().filter(|e| e["outcome"] == "accepted").count();
+    let accepted = all.iter().filter(|e| e.outcome == "accepted").count();
     // Creation and its status events are accepted entries too.
     assert!(accepted >= n, "every verify once: {accepted} of {n}");
     let unique: HashSet<i64> = seqs(&all).into_iter().collect();
@@ -312,19 +321,20 @@ async fn answers_over_large_entries_stop_under_the_answer_cap_and_continue_at_ne
     let (status, bytes, order) = get_sized(&app, "/admin/orders/61").await;
     assert_eq!(status, 200);
     assert!(bytes <= MAX_ANSWER_BYTES, "{bytes} bytes");
-    let events = order["events"].as_array().unwrap();
+    let order: OrderAnswer = answer(&order);
+    let events = order.events;
     assert!(
         (1..all.len()).contains(&events.len()),
         "{} events",
         events.len()
     );
     assert_eq!(
-        seqs(events),
+        seqs(&events),
         seqs(&all[all.len() - events.len()..]),
         "the latest"
     );
-    assert_eq!(order["events_total"], all.len());
-    assert_eq!(order.get("events_next"), Some(&json!(0)));
+    assert_eq!(order.events_total, all.len() as i64);
+    assert_eq!(order.events_next, Some(0));
 
     // The events route pages the same way.
     let walked = walk_events(&app, 61, 1000).await;
@@ -347,9 +357,9 @@ async fn anomalies_page_newest_first_below_the_last_id_shown() {
     }
     let (status, _, all) = get_sized(&app, "/admin/anomalies?order_id=51&limit=1000").await;
     assert_eq!(status, 200, "{all}");
-    let all = all["anomalies"].as_array().unwrap().clone();
+    let all = page_of::<AnomaliesPage>(&all).anomalies;
     assert!(all.len() >= 12, "{all:?}");
-    let ids: Vec<i64> = all.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = all.iter().map(|a| a.id).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
 
     let mut walked: Vec<i64> = Vec::new();
@@ -357,13 +367,12 @@ async fn anomalies_page_newest_first_below_the_last_id_shown() {
     loop {
         let (status, _, page) = get_sized(&app, &path).await;
         assert_eq!(status, 200, "{page}");
-        let list = page["anomalies"].as_array().unwrap();
-        assert!(list.len() <= 5);
-        walked.extend(list.iter().map(|a| a["id"].as_i64().unwrap()));
-        match page.get("next") {
-            Some(Value::Null) => break,
+        let page: AnomaliesPage = page_of(&page);
+        assert!(page.anomalies.len() <= 5);
+        walked.extend(page.anomalies.iter().map(|a| a.id));
+        match page.next {
+            None => break,
             Some(next) => path = format!("/admin/anomalies?order_id=51&limit=5&before={next}"),
-            None => panic!("no next: {page}"),
         }
     }
     assert_eq!(walked, ids, "every anomaly once, newest first");

@@ -113,8 +113,8 @@ async fn an_issued_code_above_a_million_uses_is_refused_41_and_the_ledger_is_unc
     }
     let order = app.order(9001).await;
     assert_eq!(
-        (order["status"].as_str(), order["capacity"].as_i64()),
-        (Some("awaiting_issuance"), Some(0))
+        (order.status.as_str(), order.capacity),
+        ("awaiting_issuance", 0)
     );
     // The bound itself is issued.
     let reply = app
@@ -124,7 +124,7 @@ async fn an_issued_code_above_a_million_uses_is_refused_41_and_the_ledger_is_unc
         ))
         .await;
     assert_success_for(&reply, ISSUE);
-    assert_eq!(app.order(9001).await["capacity"], 1_000_000);
+    assert_eq!(app.order(9001).await.capacity, 1_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,9 +289,9 @@ async fn the_issues_story_no_longer_ends_in_a_success_that_changed_nothing() {
     app.call(&verify).await.assert_success();
     let order = app.order(9011).await;
     assert_eq!(
-        (order["used"].as_i64(), order["refundable_tickets"].as_i64()),
-        (Some(1), Some(1)),
-        "one use touches one of the 2 tickets: 1 refundable, not 3: {order}"
+        (order.used, order.refundable_tickets),
+        (1, 1),
+        "one use touches one of the 2 tickets: 1 refundable, not 3: {order:?}"
     );
     let (status, answer) = app
         .admin_post("/admin/orders/9011/refunds", json!({"quantity": 3}))
@@ -315,12 +315,9 @@ async fn the_issues_story_no_longer_ends_in_a_success_that_changed_nothing() {
     );
     let order = app.order(9011).await;
     assert_eq!(
-        (
-            order["refunded_tickets"].as_i64(),
-            order["refunds"][0]["state"].as_str()
-        ),
-        (Some(1), Some("succeeded")),
-        "the success refunded what it said: {order}"
+        (order.refunded_tickets, order.refunds[0].state.as_str()),
+        (1, "succeeded"),
+        "the success refunded what it said: {order:?}"
     );
 }
 
@@ -358,37 +355,33 @@ async fn a_refund_whose_count_changes_no_row_is_refused_and_recorded_not_answere
     let order = app.order(9020).await;
     assert_eq!(
         (
-            order["quantity"].as_i64(),
-            order["refunded_tickets"].as_i64(),
-            order["refunds"][0]["state"].as_str()
+            order.quantity,
+            order.refunded_tickets,
+            order.refunds[0].state.as_str()
         ),
-        (Some(2), Some(0), Some("pending")),
-        "the trigger's change was rolled back with the rest: {order}"
+        (2, 0, "pending"),
+        "the trigger's change was rolled back with the rest: {order:?}"
     );
     let found = anomalies(&app, "order_id=9020&kind=write_changed_no_row").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
         (
-            found[0]["request_id"].as_str(),
-            found[0]["status"].as_str(),
-            found[0]["detail"]["write"].as_str()
+            found[0].request_id.as_str(),
+            found[0].status.as_str(),
+            found[0].detail["write"].as_str()
         ),
-        (
-            Some(request_id.as_str()),
-            Some("open"),
-            Some("orders.refunded_tickets")
-        )
+        (request_id.as_str(), "open", Some("orders.refunded_tickets"))
     );
     let entries = audit_entries(&app, "order_id=9020").await;
     assert_eq!(
-        entry_for(&entries, &request_id)["outcome"],
+        entry_for(&entries, &request_id).outcome,
         "rejected",
         "the trail records the refusal, no accepted refund"
     );
     assert!(
         !entries
             .iter()
-            .any(|e| e["action"] == REFUND && e["outcome"] == "accepted"),
+            .any(|e| e.action == REFUND && e.outcome == "accepted"),
         "{entries:?}"
     );
 }

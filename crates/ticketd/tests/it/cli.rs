@@ -350,7 +350,7 @@ async fn issue_then_verify_then_refund_through_the_cli() {
         true
     );
     let order = app.order(8105).await;
-    assert_eq!(order["status"], "partly_refunded", "{order}");
+    assert_eq!(order.status, "partly_refunded", "{order:?}");
 
     // A refund status outside 1/2 is refused by the gateway, with the parameter named.
     let mut args = vec!["refund"];

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::helpers::{
     audit_entries, error_json, ledger_snapshot, minutes_ago, request_id_of, spawn_in, success_json,
-    voucher_infos, TestApp, TopCall, TopReply,
+    voucher_infos, LedgerSnapshot, TestApp, TopCall, TopReply,
 };
 
 const KEY: &str = "fault-vendor";
@@ -98,7 +98,7 @@ async fn assert_refused_and_unready(app: &TestApp, fault: &str) -> String {
 }
 
 /// Asserts nothing of the refused request reached the ledger.
-async fn assert_unchanged(app: &TestApp, before: &Value, refused: &str, fault: &str) {
+async fn assert_unchanged(app: &TestApp, before: &LedgerSnapshot, refused: &str, fault: &str) {
     assert_eq!(
         &ledger_snapshot(app, ORDER).await,
         before,
@@ -106,7 +106,7 @@ async fn assert_unchanged(app: &TestApp, before: &Value, refused: &str, fault: &
     );
     let entries = audit_entries(app, &format!("order_id={ORDER}&limit=1000")).await;
     assert!(
-        entries.iter().all(|e| e["request_id"] != refused),
+        entries.iter().all(|e| e.request_id != refused),
         "{fault}: the refused request left an audit entry: {entries:?}"
     );
 }
@@ -132,8 +132,8 @@ async fn assert_recovered(app: &TestApp, fault: &str) {
     )
     .await
     .into_iter()
-    .filter(|e| e["action"] == crate::helpers::VERIFY)
-    .map(|e| e["request_id"].as_str().unwrap().to_owned())
+    .filter(|e| e.action == crate::helpers::VERIFY)
+    .map(|e| e.request_id.as_str().to_owned())
     .collect::<Vec<_>>();
     assert_eq!(
         accepted,
@@ -600,8 +600,8 @@ async fn accepted_verifies(app: &TestApp, order: i64) -> Vec<String> {
     )
     .await
     .into_iter()
-    .filter(|e| e["action"] == crate::helpers::VERIFY)
-    .map(|e| e["request_id"].as_str().unwrap().to_owned())
+    .filter(|e| e.action == crate::helpers::VERIFY)
+    .map(|e| e.request_id.as_str().to_owned())
     .collect()
 }
 
@@ -706,11 +706,11 @@ async fn a_commit_outcome_still_unknown_after_the_bound_is_answered_unretried_wi
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        assert_eq!(anomaly["request_id"], id.as_str(), "{case}: {anomaly}");
-        assert_eq!(anomaly["order_id"], ORDER, "{case}: {anomaly}");
-        assert_eq!(anomaly["app_key"], KEY, "{case}: {anomaly}");
-        assert_eq!(anomaly["status"], "open", "{case}: {anomaly}");
-        assert_eq!(anomaly["detail"]["landed"], true, "{case}: {anomaly}");
+        assert_eq!(anomaly.request_id, id.as_str(), "{case}: {anomaly:?}");
+        assert_eq!(anomaly.order_id, Some(ORDER), "{case}: {anomaly:?}");
+        assert_eq!(anomaly.app_key.as_deref(), Some(KEY), "{case}: {anomaly:?}");
+        assert_eq!(anomaly.status, "open", "{case}: {anomaly:?}");
+        assert_eq!(anomaly.detail["landed"], true, "{case}: {anomaly:?}");
         // Counted once, and only once: the one accepted verify is the unknown one.
         assert_eq!(app.used(ORDER, CODE).await, 1, "{case}");
         assert_eq!(

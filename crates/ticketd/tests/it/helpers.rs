@@ -1,406 +1,23 @@
-//! Shared test harness: start the real server on port 0 with a temporary SQLite ledger, and
-//! call it the way vendors (signed TOP requests) and operators (admin JSON) do.
+//! Shared test harness: the real server on port 0 (`ticketd::test_support`, shared with
+//! top-client's tests), called the way vendors (signed TOP requests) and operators (admin
+//! JSON, read into the server's answer types) do.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use ticketd::clock::{Clock, FixedClock, SystemClock};
-use ticketd::server::Application;
-use ticketd::settings::Settings;
-use tokio::sync::oneshot;
-use top_protocol::sign::sign;
+use ticketd::admin::{
+    AnomaliesPage, AnomalyAnswer, AuditEntryAnswer, AuditPage, OrderAnswer, RefundAnswer,
+    RejectedCallAnswer, RejectedCallsPage, VoucherAnswer,
+};
+use ticketd::clock::Clock;
 use top_protocol::timestamp::format_beijing;
-use top_protocol::{EmptyValues, Params, SignMethod};
+use top_protocol::Params;
 
-/// The admin token every test server uses.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-/// The verify method name.
-pub const VERIFY: &str = "taobao.travel.ticket.order.verify";
-
-/// A running server and what a test needs to talk to it.
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn gateway(&self) -> String {
-        self.url("/router/rest")
-    }
-
-    /// Stops the server gracefully and waits for it (and the store) to finish.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self.data_dir, dir)
-    }
-
-    /// `POST /admin/...` with the token; returns status and JSON body.
-    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `GET /admin/...` with the token.
-    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Registers a vendor app with a known secret.
-    pub async fn create_app(&self, key: &str, secret: &str) {
-        let (status, body) = self
-            .admin_post("/admin/apps", json!({"app_key": key, "app_secret": secret}))
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// Creates an issued order; `vouchers` are (code, capacity). Paid a day ago.
-    pub async fn create_order(&self, order_id: i64, app_key: &str, vouchers: &[(&str, i64)]) {
-        let quantity: i64 = vouchers.iter().map(|(_, q)| q).sum::<i64>().max(1);
-        let created = format_beijing(Utc::now() - chrono::Duration::days(1));
-        let (status, body) = self
-            .admin_post(
-                "/admin/orders",
-                json!({
-                    "order_id": order_id, "app_key": app_key, "quantity": quantity,
-                    "created_at": created,
-                    "vouchers": vouchers.iter().map(|(c, q)| json!({"confirm_code": c, "quantity": q})).collect::<Vec<_>>(),
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// The operator's view of an order.
-    pub async fn order(&self, order_id: i64) -> Value {
-        let (status, body) = self.admin_get(&format!("/admin/orders/{order_id}")).await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    /// Uses recorded on one code of an order.
-    pub async fn used(&self, order_id: i64, code: &str) -> i64 {
-        let order = self.order(order_id).await;
-        order["vouchers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["confirm_code"] == code)
-            .unwrap_or_else(|| panic!("no voucher {code} in {order}"))["used"]
-            .as_i64()
-            .unwrap()
-    }
-
-    /// Sends a signed TOP call as a form-urlencoded POST body (like taobaopy / the Node SDK).
-    pub async fn call(&self, call: &TopCall) -> TopReply {
-        let body = call.signed().to_form_urlencoded();
-        let r = self
-            .http
-            .post(self.gateway())
-            .header(
-                "content-type",
-                "application/x-www-form-urlencoded;charset=UTF-8",
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        TopReply::read(r).await
-    }
-
-    /// Sends a raw request (any verb, query and body) and returns the reply.
-    pub async fn raw(
-        &self,
-        verb: reqwest::Method,
-        query: &str,
-        content_type: Option<&str>,
-        body: Vec<u8>,
-    ) -> TopReply {
-        let url = if query.is_empty() {
-            self.gateway()
-        } else {
-            format!("{}?{}", self.gateway(), query)
-        };
-        let mut req = self.http.request(verb, url).body(body);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        TopReply::read(req.send().await.unwrap()).await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Starts the real server on port 0 with a fresh SQLite ledger and the system clock.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}, Arc::new(SystemClock)).await
-}
-
-/// Starts the real server with a pinned clock.
-pub async fn spawn_app_at(now: DateTime<Utc>) -> TestApp {
-    spawn_app_with(|_| {}, Arc::new(FixedClock(now))).await
-}
-
-/// Starts the real server with adjusted settings.
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings), clock: Arc<dyn Clock>) -> TestApp {
-    let data_dir = tempfile::tempdir().unwrap();
-    spawn_in(data_dir, adjust, clock).await
-}
-
-/// Starts the real server on an existing data directory (restart tests).
-pub async fn spawn_in(
-    data_dir: tempfile::TempDir,
-    adjust: impl FnOnce(&mut Settings),
-    clock: Arc<dyn Clock>,
-) -> TestApp {
-    if std::env::var_os("TEST_LOG").is_some() {
-        ticketd::telemetry::init(ticketd::settings::LogFormat::Text);
-    }
-    let mut settings = Settings::for_data_dir(data_dir.path().to_path_buf());
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
-    adjust(&mut settings);
-    let app = Application::build_with_clock(&settings, clock)
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    TestApp {
-        addr,
-        http: reqwest::Client::new(),
-        data_dir,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    }
-}
-
-/// A TOP call under construction: system params with sensible defaults, business params, and
-/// the secret and sign method used to sign it.
-#[derive(Clone, Debug)]
-pub struct TopCall {
-    pub params: Params,
-    pub secret: String,
-    pub sign_method: SignMethod,
-    pub empty: EmptyValues,
-}
-
-impl TopCall {
-    /// A verify call by `app_key`, signed with `secret` (md5, json, timestamp now in UTC+8).
-    pub fn verify(app_key: &str, secret: &str) -> Self {
-        Self::method(VERIFY, app_key, secret)
-    }
-
-    pub fn method(method: &str, app_key: &str, secret: &str) -> Self {
-        let mut params = Params::new();
-        params.insert("method", method);
-        params.insert("app_key", app_key);
-        params.insert("sign_method", "md5");
-        params.insert("timestamp", format_beijing(Utc::now()));
-        params.insert("v", "2.0");
-        params.insert("format", "json");
-        Self {
-            params,
-            secret: secret.to_owned(),
-            sign_method: SignMethod::Md5,
-            empty: EmptyValues::Skip,
-        }
-    }
-
-    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
-        self.params.insert(key, value.to_string());
-        self
-    }
-
-    pub fn unset(mut self, key: &str) -> Self {
-        self.params.remove(key);
-        self
-    }
-
-    pub fn sign_with(mut self, method: SignMethod) -> Self {
-        self.sign_method = method;
-        self.params.insert("sign_method", method.as_str());
-        self
-    }
-
-    /// The parameters with `sign` added (unless a test already set one).
-    ///
-    /// Every call a vendor's SDK could make is signed by our SDK, `top-client` (STYLE.md §7),
-    /// and checked against `top-protocol`'s signer, so each test also proves the two agree.
-    /// Calls no SDK would send (missing system parameters, empty values signed in the
-    /// keep-empty form, foreign system parameters) are signed by `top-protocol` alone.
-    pub fn signed(&self) -> Params {
-        let mut p = self.params.clone();
-        if p.get("sign").is_some() {
-            return p;
-        }
-        let raw = sign(self.sign_method, self.secret.as_bytes(), &p, self.empty);
-        if let Some(by_sdk) = self.signed_by_sdk() {
-            assert_eq!(
-                by_sdk.get("sign"),
-                Some(raw.as_str()),
-                "top-client and top-protocol sign {:?} differently",
-                self.params
-            );
-            return by_sdk;
-        }
-        p.insert("sign", raw);
-        p
-    }
-
-    /// The same call as `top-client` builds it, when it is one the SDK can express.
-    fn signed_by_sdk(&self) -> Option<Params> {
-        let get = |k: &str| self.params.get(k);
-        let format = match get("format")? {
-            "json" => top_client::Format::Json,
-            "xml" => top_client::Format::Xml,
-            _ => return None,
-        };
-        let simplify = match get("simplify") {
-            None => false,
-            Some("true") if format == top_client::Format::Json => true,
-            Some(_) => return None,
-        };
-        if get("v") != Some("2.0") || get("sign_method") != Some(self.sign_method.as_str()) {
-            return None;
-        }
-        const SYSTEM: &[&str] = &[
-            "method",
-            "app_key",
-            "sign_method",
-            "timestamp",
-            "v",
-            "format",
-            "simplify",
-        ];
-        let mut business = Vec::new();
-        for (k, v) in self.params.iter() {
-            if SYSTEM.contains(&k) {
-                continue;
-            }
-            if v.is_empty() || matches!(k, "sign" | "session" | "partner_id") {
-                return None;
-            }
-            business.push((k, v.to_owned()));
-        }
-        let client = top_client::TopClient::builder(
-            "http://127.0.0.1:9/router/rest",
-            get("app_key")?,
-            &self.secret,
-        )
-        .sign_method(self.sign_method)
-        .format(format)
-        .simplify(simplify)
-        .build()
-        .ok()?;
-        client
-            .signed_params(get("method")?, &business, get("timestamp")?)
-            .ok()
-    }
-}
-
-/// An answer from the gateway.
-#[derive(Debug)]
-pub struct TopReply {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Vec<u8>,
-}
-
-impl TopReply {
-    async fn read(r: reqwest::Response) -> Self {
-        let status = r.status().as_u16();
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = r.bytes().await.unwrap().to_vec();
-        Self {
-            status,
-            content_type,
-            body,
-        }
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// `(code, sub_code)` of an `error_response`, or panics with the body.
-    pub fn error(&self) -> (i64, String) {
-        assert_eq!(self.status, 200, "TOP answers are always HTTP 200");
-        let v = self.json();
-        let e = &v["error_response"];
-        assert!(
-            e.is_object(),
-            "expected error_response, got {}",
-            self.text()
-        );
-        (
-            e["code"].as_i64().unwrap(),
-            e["sub_code"].as_str().unwrap_or_default().to_owned(),
-        )
-    }
-
-    /// Asserts a wrapped JSON verify success.
-    pub fn assert_success(&self) {
-        assert_eq!(self.status, 200);
-        let v = self.json();
-        assert_eq!(
-            v["travel_ticket_order_verify_response"]["is_success"],
-            Value::Bool(true),
-            "expected success, got {}",
-            self.text()
-        );
-    }
-}
+pub use ticketd::test_support::{
+    answer, refusal, spawn_app, spawn_app_at, spawn_app_with, spawn_in, TestApp, TopCall, TopReply,
+    ADMIN_TOKEN, VERIFY,
+};
 
 /// A `voucher_infos` JSON list from (code, quantity, used_date).
 pub fn voucher_infos(entries: &[(&str, i64, &str)]) -> String {
@@ -588,69 +205,83 @@ pub fn assert_success_body(reply: &TopReply) -> String {
     id
 }
 
-/// What a request may change on an order: its counters and the entries that are not refusals.
-/// Two equal snapshots mean nothing was applied.
-pub async fn ledger_snapshot(app: &TestApp, order_id: i64) -> Value {
+/// What a request may change on an order: its counters and the entries that are not refusals
+/// (a refusal adds an entry and changes nothing else). Two equal snapshots mean nothing was
+/// applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSnapshot {
+    pub vouchers: Vec<VoucherAnswer>,
+    pub status: String,
+    pub used: i64,
+    /// The order's `events` without the rejected ones.
+    pub events: Vec<AuditEntryAnswer>,
+    pub out_order_id: Option<String>,
+    pub refunded_tickets: i64,
+    pub refundable_tickets: i64,
+    pub refunds: Vec<RefundAnswer>,
+    pub issue_describe: Option<String>,
+}
+
+pub async fn ledger_snapshot(app: &TestApp, order_id: i64) -> LedgerSnapshot {
     let order = app.order(order_id).await;
-    let kept: Vec<Value> = order["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["outcome"] != "rejected")
-        .cloned()
-        .collect();
-    json!({
-        "vouchers": order["vouchers"], "status": order["status"], "used": order["used"],
-        "events": kept, "out_order_id": order["out_order_id"],
-        "refunded_tickets": order["refunded_tickets"],
-        "refundable_tickets": order["refundable_tickets"], "refunds": order["refunds"],
-        "issue_describe": order["issue_describe"],
-    })
+    LedgerSnapshot {
+        vouchers: order.vouchers,
+        status: order.status,
+        used: order.used,
+        events: order
+            .events
+            .into_iter()
+            .filter(|e| e.outcome != "rejected")
+            .collect(),
+        out_order_id: order.out_order_id,
+        refunded_tickets: order.refunded_tickets,
+        refundable_tickets: order.refundable_tickets,
+        refunds: order.refunds,
+        issue_describe: order.issue_describe,
+    }
 }
 
 /// `GET /admin/audit?<query>` entries.
-pub async fn audit_entries(app: &TestApp, query: &str) -> Vec<Value> {
-    let (status, body) = app.admin_get(&format!("/admin/audit?{query}")).await;
-    assert_eq!(status, 200, "{body}");
-    body["entries"].as_array().unwrap().clone()
+pub async fn audit_entries(app: &TestApp, query: &str) -> Vec<AuditEntryAnswer> {
+    let page: AuditPage = app.admin_get_ok(&format!("/admin/audit?{query}")).await;
+    page.entries
 }
 
 /// Where a refused call was kept, read back through the admin API.
 #[derive(Debug)]
 pub enum KeptRefusal {
     /// In the audit trail (the caller was authenticated): the entry.
-    Audited(Value),
+    Audited(AuditEntryAnswer),
     /// In the pruned record of calls refused before authentication: the row.
-    Anonymous(Value),
+    Anonymous(RejectedCallAnswer),
 }
 
 impl KeptRefusal {
     /// `(code, sub_code)` as kept.
     pub fn code(&self) -> (i64, Option<String>) {
-        let (code, sub) = match self {
-            Self::Audited(e) => (&e["detail"]["code"], &e["detail"]["sub_code"]),
-            Self::Anonymous(c) => (&c["code"], &c["sub_code"]),
-        };
-        (code.as_i64().unwrap(), sub.as_str().map(str::to_owned))
+        match self {
+            Self::Audited(e) => (
+                e.detail["code"].as_i64().unwrap(),
+                e.detail["sub_code"].as_str().map(str::to_owned),
+            ),
+            Self::Anonymous(c) => (c.code, c.sub_code.clone()),
+        }
     }
 }
 
 /// The one record of the refused call answered with `request_id`: its audit entry, or else its
 /// row among the calls refused before authentication. Panics unless exactly one exists.
 pub async fn kept_refusal(app: &TestApp, request_id: &str) -> KeptRefusal {
-    let audited: Vec<Value> = audit_entries(app, "outcome=rejected&limit=1000")
+    let audited: Vec<AuditEntryAnswer> = audit_entries(app, "outcome=rejected&limit=1000")
         .await
         .into_iter()
-        .filter(|e| e["request_id"] == request_id)
+        .filter(|e| e.request_id == request_id)
         .collect();
-    let (status, body) = app.admin_get("/admin/rejected-calls?limit=1000").await;
-    assert_eq!(status, 200, "{body}");
-    let anonymous: Vec<Value> = body["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["request_id"] == request_id)
-        .cloned()
+    let page: RejectedCallsPage = app.admin_get_ok("/admin/rejected-calls?limit=1000").await;
+    let anonymous: Vec<RejectedCallAnswer> = page
+        .calls
+        .into_iter()
+        .filter(|c| c.request_id == request_id)
         .collect();
     match (audited.as_slice(), anonymous.as_slice()) {
         ([entry], []) => KeptRefusal::Audited(entry.clone()),
@@ -663,10 +294,10 @@ pub async fn kept_refusal(app: &TestApp, request_id: &str) -> KeptRefusal {
 }
 
 /// The one audit entry written for `request_id` among `entries`.
-pub fn entry_for<'a>(entries: &'a [Value], request_id: &str) -> &'a Value {
-    let found: Vec<&Value> = entries
+pub fn entry_for<'a>(entries: &'a [AuditEntryAnswer], request_id: &str) -> &'a AuditEntryAnswer {
+    let found: Vec<&AuditEntryAnswer> = entries
         .iter()
-        .filter(|e| e["request_id"] == request_id)
+        .filter(|e| e.request_id == request_id)
         .collect();
     assert_eq!(
         found.len(),
@@ -688,14 +319,14 @@ pub async fn post_params(app: &TestApp, params: &Params) -> TopReply {
 }
 
 /// Creates an order through the admin API with any fields (`order_id`, `app_key` and the
-/// vouchers given; `extra` is merged in). Returns the 201 body.
+/// vouchers given; `extra` is merged in). Returns the 201 answer.
 pub async fn create_order_with(
     app: &TestApp,
     order_id: i64,
     app_key: &str,
     vouchers: &[(&str, i64)],
     extra: Value,
-) -> Value {
+) -> OrderAnswer {
     let quantity: i64 = vouchers.iter().map(|(_, q)| q).sum::<i64>().max(1);
     let mut body = json!({
         "order_id": order_id, "app_key": app_key, "quantity": quantity,
@@ -705,9 +336,7 @@ pub async fn create_order_with(
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    let (status, resp) = app.admin_post("/admin/orders", body).await;
-    assert_eq!(status, 201, "{resp}");
-    resp
+    app.admin_post_ok("/admin/orders", body, 201).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,27 +398,25 @@ pub fn assert_success_for(reply: &TopReply, method: &str) -> String {
 }
 
 /// The `order.status` entries of an order's `events`, as (request_id, from, to, cause).
-pub fn status_events(order: &Value) -> Vec<(String, String, String, String)> {
-    order["events"]
-        .as_array()
-        .unwrap()
+pub fn status_events(order: &OrderAnswer) -> Vec<(String, String, String, String)> {
+    order
+        .events
         .iter()
-        .filter(|e| e["action"] == "order.status")
+        .filter(|e| e.action == "order.status")
         .map(|e| {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
             (
-                s(&e["request_id"]),
-                s(&e["detail"]["from"]),
-                s(&e["detail"]["to"]),
-                s(&e["detail"]["cause"]),
+                e.request_id.clone(),
+                s(&e.detail["from"]),
+                s(&e.detail["to"]),
+                s(&e.detail["cause"]),
             )
         })
         .collect()
 }
 
 /// `GET /admin/anomalies?<query>` entries.
-pub async fn anomalies(app: &TestApp, query: &str) -> Vec<Value> {
-    let (status, body) = app.admin_get(&format!("/admin/anomalies?{query}")).await;
-    assert_eq!(status, 200, "{query}: {body}");
-    body["anomalies"].as_array().unwrap().clone()
+pub async fn anomalies(app: &TestApp, query: &str) -> Vec<AnomalyAnswer> {
+    let page: AnomaliesPage = app.admin_get_ok(&format!("/admin/anomalies?{query}")).await;
+    page.anomalies
 }

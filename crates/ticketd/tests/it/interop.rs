@@ -129,18 +129,10 @@ async fn python_sdk_voucher_infos_retry_is_counted_once() {
         assert_eq!(code, 0, "{out}");
     }
     assert_eq!(app.used(5001, "CODE-002").await, 2);
-    let events = app.order(5001).await["events"].clone();
+    let events = app.order(5001).await.events.clone();
     let outcomes: Vec<_> = events
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["action"].as_str().unwrap(),
-                e["outcome"].as_str().unwrap()
-            )
-        })
+        .map(|e| format!("{} {}", e.action.as_str(), e.outcome.as_str()))
         .collect();
     assert_eq!(
         outcomes,
@@ -150,7 +142,7 @@ async fn python_sdk_voucher_infos_retry_is_counted_once() {
             "order.status accepted",
             "taobao.travel.ticket.order.verify replayed"
         ],
-        "{events}"
+        "{events:?}"
     );
 }
 
@@ -313,14 +305,9 @@ impl Sdk {
 async fn ledger_of(app: &TestApp, order_id: i64) -> (String, Vec<i64>, i64) {
     let o = app.order(order_id).await;
     (
-        o["status"].as_str().unwrap().to_owned(),
-        o["vouchers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["used"].as_i64().unwrap())
-            .collect(),
-        o["refunded_tickets"].as_i64().unwrap(),
+        o.status.as_str().to_owned(),
+        o.vouchers.iter().map(|v| v.used).collect(),
+        o.refunded_tickets,
     )
 }
 
@@ -334,15 +321,13 @@ async fn last_transition(app: &TestApp, order_id: i64) -> (String, String, Strin
 /// The request_id of the order's last event of `action`.
 async fn last_request(app: &TestApp, order_id: i64, action: &str) -> String {
     let o = app.order(order_id).await;
-    o["events"]
-        .as_array()
-        .unwrap()
+    o.events
         .iter()
         .rev()
-        .find(|e| e["action"] == action)
-        .unwrap()["request_id"]
-        .as_str()
+        .find(|e| e.action == action)
         .unwrap()
+        .request_id
+        .as_str()
         .to_owned()
 }
 
@@ -382,8 +367,8 @@ async fn whole_story(sdk: Sdk, order_id: i64) {
         )
         .await;
     let o = app.order(order_id).await;
-    assert_eq!(o["out_order_id"], out.as_str());
-    assert_eq!(o["capacity"], 3);
+    assert_eq!(o.out_order_id.as_deref(), Some(out.as_str()));
+    assert_eq!(o.capacity, 3);
     assert_eq!(ledger_of(&app, order_id).await, st("issued", &[0, 0, 0], 0));
     assert_eq!(
         last_transition(&app, order_id).await,
@@ -439,11 +424,11 @@ async fn whole_story(sdk: Sdk, order_id: i64) {
         t(&rid, "refunding", "closed")
     );
     let o = app.order(order_id).await;
-    assert_eq!(o["refunds"][0]["state"], "succeeded");
-    assert_eq!(o["refunds"][0]["refunded_tickets"], 2);
+    assert_eq!(o.refunds[0].state, "succeeded");
+    assert_eq!(o.refunds[0].refunded_tickets, 2);
     sdk.ok(&app, REFUND, notification).await;
     assert_eq!(ledger_of(&app, order_id).await, st("closed", &[1, 0, 0], 2));
-    assert_eq!(app.order(order_id).await["refunded_tickets"], 2);
+    assert_eq!(app.order(order_id).await.refunded_tickets, 2);
 
     // 6. The gate admits a refunded ticket: the SDK sees isv.ticket-refunded, nothing is
     //    recorded but the anomaly.
@@ -514,12 +499,11 @@ async fn whole_story(sdk: Sdk, order_id: i64) {
 
     // The whole history is there, in order: nothing was rewritten.
     let o = app.order(order_id).await;
-    let actions: Vec<&str> = o["events"]
-        .as_array()
-        .unwrap()
+    let actions: Vec<&str> = o
+        .events
         .iter()
-        .filter(|e| e["action"] != "order.status")
-        .map(|e| e["action"].as_str().unwrap())
+        .filter(|e| e.action != "order.status")
+        .map(|e| e.action.as_str())
         .collect();
     assert_eq!(
         actions,
@@ -534,7 +518,7 @@ async fn whole_story(sdk: Sdk, order_id: i64) {
             "admin.reverse",
             "admin.reconcile",
         ],
-        "{o}"
+        "{o:?}"
     );
 }
 

@@ -3,6 +3,7 @@
 //! the audit trail or an order's history; authenticated calls keep only known fields, clipped.
 
 use serde_json::{json, Value};
+use ticketd::admin::{RejectedCallAnswer, RejectedCallsPage};
 
 use crate::helpers::{
     audit_entries, minutes_ago, request_id_of, spawn_app, spawn_app_with, TestApp, TopCall,
@@ -13,15 +14,11 @@ const SECRET: &str = "kept-secret";
 const ORDER: i64 = 9_120_001;
 const CODE: &str = "KEPT-0001";
 
-async fn rejected_calls(app: &TestApp, query: &str) -> (Vec<Value>, Value) {
-    let (status, body) = app
-        .admin_get(&format!("/admin/rejected-calls?{query}"))
+async fn rejected_calls(app: &TestApp, query: &str) -> (Vec<RejectedCallAnswer>, Option<i64>) {
+    let page: RejectedCallsPage = app
+        .admin_get_ok(&format!("/admin/rejected-calls?{query}"))
         .await;
-    assert_eq!(status, 200, "{body}");
-    (
-        body["calls"].as_array().unwrap().clone(),
-        body["next"].clone(),
-    )
+    (page.calls, page.next)
 }
 
 /// A verify whose one entry carries an extra field of `n` characters.
@@ -40,7 +37,7 @@ async fn anonymous_refusals_are_kept_clipped_apart_from_the_audit_trail_and_the_
     let app = spawn_app().await;
     app.create_app(KEY, SECRET).await;
     app.create_order(ORDER, KEY, &[(CODE, 2)]).await;
-    let events_before = app.order(ORDER).await["events"].as_array().unwrap().len();
+    let events_before = app.order(ORDER).await.events.len();
     let audit_before = audit_entries(&app, "limit=1000").await.len();
 
     // A forged signature naming the real app and order, with a 900,000-character field.
@@ -71,9 +68,9 @@ async fn anonymous_refusals_are_kept_clipped_apart_from_the_audit_trail_and_the_
 
     let order = app.order(ORDER).await;
     assert_eq!(
-        order["events"].as_array().unwrap().len(),
+        order.events.len(),
         events_before,
-        "no anonymous refusal in the order's history: {order}"
+        "no anonymous refusal in the order's history: {order:?}"
     );
     assert_eq!(
         audit_entries(&app, "limit=1000").await.len(),
@@ -83,36 +80,39 @@ async fn anonymous_refusals_are_kept_clipped_apart_from_the_audit_trail_and_the_
 
     let (calls, next) = rejected_calls(&app, "").await;
     assert_eq!(calls.len(), 7, "{calls:?}");
-    assert_eq!(next, Value::Null, "a short page is the last");
-    let codes: Vec<i64> = calls.iter().map(|c| c["code"].as_i64().unwrap()).collect();
+    assert_eq!(next, None, "a short page is the last");
+    let codes: Vec<i64> = calls.iter().map(|c| c.code).collect();
     assert_eq!(codes, [28, 29, 25, 25, 25, 25, 25], "newest first");
-    assert!(
-        calls
-            .windows(2)
-            .all(|w| w[0]["seq"].as_i64() > w[1]["seq"].as_i64()),
-        "{calls:?}"
-    );
+    assert!(calls.windows(2).all(|w| w[0].seq > w[1].seq), "{calls:?}");
     for call in &calls {
-        let bytes = call.to_string().len();
+        let bytes = serde_json::to_string(call).unwrap().len();
         assert!(
             bytes <= 1024,
-            "a kept call is at most 1 KiB, got {bytes}: {call}"
+            "a kept call is at most 1 KiB, got {bytes}: {call:?}"
         );
-        assert_eq!(call["client_ip"], "127.0.0.1");
-        assert_eq!(call["method"], "taobao.travel.ticket.order.verify");
+        assert_eq!(call.client_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            call.method.as_deref(),
+            Some("taobao.travel.ticket.order.verify")
+        );
     }
-    assert_eq!(calls[0]["app_key"], Value::Null, "28: no app key claimed");
-    assert_eq!(calls[1]["app_key"], "k".repeat(64), "claimed key clipped");
-    assert_eq!(calls[2]["app_key"], KEY);
-    assert_eq!(calls[2]["sub_code"], Value::Null);
+    assert_eq!(calls[0].app_key, None, "28: no app key claimed");
+    assert_eq!(
+        calls[1].app_key,
+        Some("k".repeat(64)),
+        "claimed key clipped"
+    );
+    assert_eq!(calls[2].app_key.as_deref(), Some(KEY));
+    assert_eq!(calls[2].sub_code, None);
 
     // Paging: newest first, `next` continues below the page.
     let (first, next) = rejected_calls(&app, "limit=4").await;
     assert_eq!(first.len(), 4);
+    let next = next.expect("more calls follow the first page");
     let (rest, last) = rejected_calls(&app, &format!("limit=4&after={next}")).await;
-    assert_eq!(last, Value::Null);
-    let walked: Vec<&Value> = first.iter().chain(&rest).map(|c| &c["seq"]).collect();
-    let all: Vec<&Value> = calls.iter().map(|c| &c["seq"]).collect();
+    assert_eq!(last, None);
+    let walked: Vec<i64> = first.iter().chain(&rest).map(|c| c.seq).collect();
+    let all: Vec<i64> = calls.iter().map(|c| c.seq).collect();
     assert_eq!(walked, all, "walking `next` lists every kept call once");
 
     // The admin token guards the record like the rest of the admin API.
@@ -143,7 +143,7 @@ async fn the_rejected_call_record_keeps_only_the_newest_configured_number() {
     let (calls, _) = rejected_calls(&app, "limit=1000").await;
     let keys: Vec<&str> = calls
         .iter()
-        .map(|c| c["app_key"].as_str().unwrap())
+        .map(|c| c.app_key.as_deref().unwrap())
         .collect();
     assert_eq!(keys, ["nobody-39", "nobody-38", "nobody-37"]);
 
@@ -181,8 +181,8 @@ async fn a_call_with_a_valid_signature_but_a_stale_timestamp_is_audited_as_the_a
     assert_eq!(reply.error().0, 31, "{}", reply.text());
     let entries = audit_entries(&app, &format!("order_id={ORDER}&outcome=rejected")).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0]["request_id"], request_id_of(&reply));
-    assert_eq!(entries[0]["app_key"], KEY);
+    assert_eq!(entries[0].request_id, request_id_of(&reply));
+    assert_eq!(entries[0].app_key.as_deref(), Some(KEY));
     let (calls, _) = rejected_calls(&app, "").await;
     assert!(calls.is_empty(), "{calls:?}");
 }
@@ -218,8 +218,8 @@ async fn an_authenticated_refusal_keeps_known_fields_clipped_and_twenty_entries(
     let found = audit_entries(&app, &format!("order_id={ORDER}&outcome=rejected")).await;
     assert_eq!(found.len(), 1, "{found:?}");
     let entry = &found[0];
-    let request = &entry["detail"]["request"];
-    let text = entry.to_string();
+    let request = &entry.detail["request"];
+    let text = serde_json::to_string(entry).unwrap();
     assert!(text.len() < 8 * 1024, "{} bytes: {text}", text.len());
     assert!(!text.contains("jjjj") && !text.contains("vvvv"), "{text}");
     assert_eq!(request["voucher_infos"].as_array().unwrap().len(), 20);
@@ -262,13 +262,13 @@ async fn an_accepted_999_entry_report_keeps_every_entry_within_256_kib() {
     let found = audit_entries(&app, &format!("order_id={ORDER}&outcome=accepted")).await;
     let entry = found
         .iter()
-        .find(|e| e["request_id"] == request_id_of(&reply))
+        .find(|e| e.request_id == request_id_of(&reply))
         .expect("the accepted verify's entry");
-    let request = &entry["detail"]["request"];
+    let request = &entry.detail["request"];
     assert_eq!(request["voucher_infos"].as_array().unwrap().len(), 999);
-    let bytes = entry.to_string().len();
-    assert!(bytes <= 256 * 1024, "{bytes} bytes");
-    assert!(!entry.to_string().contains(&codes[0]), "codes are masked");
+    let text = serde_json::to_string(entry).unwrap();
+    assert!(text.len() <= 256 * 1024, "{} bytes", text.len());
+    assert!(!text.contains(&codes[0]), "codes are masked");
 }
 
 #[tokio::test]
@@ -303,7 +303,7 @@ async fn an_issued_codes_extras_are_bounded_and_a_huge_one_is_refused_with_nothi
         reply.text()
     );
     let order = app.order(ORDER).await;
-    assert_eq!(order["vouchers"], json!([]), "nothing issued: {order}");
+    assert_eq!(order.vouchers, [], "nothing issued: {order:?}");
 
     let reply = app.call(&issue("https://example.invalid/v/1".into())).await;
     assert!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use ticketd::clock::SystemClock;
 use top_protocol::sign::sign;
 use top_protocol::timestamp::{format_beijing, parse_beijing};
@@ -605,16 +605,27 @@ async fn every_bad_input_gets_its_code_and_changes_nothing() {
             KeptRefusal::Audited(entry) => {
                 assert!(
                     !matches!(want.code, 9 | 21..=29),
-                    "{name}: refused before authentication but audited: {entry}"
+                    "{name}: refused before authentication but audited: {entry:?}"
                 );
-                assert_eq!(entry["reason"], reason(want).as_str(), "{name}: {entry}");
+                assert_eq!(entry.reason, reason(want).as_str(), "{name}: {entry:?}");
                 assert!(
-                    entry["detail"]["request"].get("sign").is_none(),
-                    "{name}: sign stored: {entry}"
+                    entry.detail["request"].get("sign").is_none(),
+                    "{name}: sign stored: {entry:?}"
                 );
             }
             KeptRefusal::Anonymous(call) => {
-                assert_eq!(call["order_id"], Value::Null, "{name}: {call}");
+                // A call refused before authentication names no order: the answer type has
+                // no `order_id` (listed whole, so adding one fails to compile here).
+                let ticketd::admin::RejectedCallAnswer {
+                    seq: _,
+                    request_id: _,
+                    at: _,
+                    client_ip: _,
+                    app_key: _,
+                    method: _,
+                    code: _,
+                    sub_code: _,
+                } = call;
             }
         }
     }

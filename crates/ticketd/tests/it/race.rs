@@ -83,57 +83,57 @@ async fn sixty_four_gates_race_for_ten_uses() {
     assert_eq!(accepted.len(), 10, "exactly the capacity is accepted");
     assert_eq!(rejected.len(), 54);
     assert_eq!(app.used(ORDER, CODE).await, 10);
-    assert_eq!(app.order(ORDER).await["status"], "used");
+    assert_eq!(app.order(ORDER).await.status, "used");
 
     // One audit entry per attempt, matching what each caller was told.
     // Plus the two status transitions: issued → partly_used by the request that recorded the
     // first use, partly_used → used by the one that recorded the tenth.
     let entries = audit_entries(&app, &format!("order_id={ORDER}&limit=1000")).await;
     assert_eq!(entries.len(), 1 + 64 + 2, "{entries:#?}");
-    assert_eq!(entries[0]["action"], "admin.create_order");
+    assert_eq!(entries[0].action, "admin.create_order");
     let verify: Vec<_> = entries
         .iter()
-        .filter(|e| e["action"] == "taobao.travel.ticket.order.verify")
+        .filter(|e| e.action == "taobao.travel.ticket.order.verify")
         .collect();
     assert_eq!(verify.len(), 64);
     let ids = |outcome: &str| -> HashSet<String> {
         verify
             .iter()
-            .filter(|e| e["outcome"] == outcome)
-            .map(|e| e["request_id"].as_str().unwrap().to_owned())
+            .filter(|e| e.outcome == outcome)
+            .map(|e| e.request_id.as_str().to_owned())
             .collect()
     };
     assert_eq!(ids("accepted"), accepted);
     assert_eq!(ids("rejected"), rejected);
-    for e in verify.iter().filter(|e| e["outcome"] == "rejected") {
-        assert_eq!(e["reason"], "isv.verify-num-exceed", "{e}");
+    for e in verify.iter().filter(|e| e.outcome == "rejected") {
+        assert_eq!(e.reason, "isv.verify-num-exceed", "{e:?}");
     }
     // The accepted entries account for every use, one each, ending at 10.
     let mut counts: Vec<i64> = verify
         .iter()
-        .filter(|e| e["outcome"] == "accepted")
-        .map(|e| e["detail"]["changes"][0]["used"].as_i64().unwrap())
+        .filter(|e| e.outcome == "accepted")
+        .map(|e| e.detail["changes"][0]["used"].as_i64().unwrap())
         .collect();
     counts.sort_unstable();
     assert_eq!(counts, (1..=10).collect::<Vec<_>>());
     let causing = |used: i64| -> String {
         verify
             .iter()
-            .find(|e| e["outcome"] == "accepted" && e["detail"]["changes"][0]["used"] == used)
-            .unwrap()["request_id"]
-            .as_str()
+            .find(|e| e.outcome == "accepted" && e.detail["changes"][0]["used"] == used)
             .unwrap()
+            .request_id
+            .as_str()
             .to_owned()
     };
     let transitions: Vec<_> = entries
         .iter()
-        .filter(|e| e["action"] == "order.status")
+        .filter(|e| e.action == "order.status")
         .map(|e| {
             (
-                e["request_id"].as_str().unwrap().to_owned(),
-                e["detail"]["from"].as_str().unwrap().to_owned(),
-                e["detail"]["to"].as_str().unwrap().to_owned(),
-                e["reason"].as_str().unwrap().to_owned(),
+                e.request_id.as_str().to_owned(),
+                e.detail["from"].as_str().unwrap().to_owned(),
+                e.detail["to"].as_str().unwrap().to_owned(),
+                e.reason.as_str().to_owned(),
             )
         })
         .collect();
@@ -211,22 +211,22 @@ async fn thirty_two_concurrent_retries_count_once() {
     let entries = audit_entries(&app, &format!("order_id={ORDER}&limit=1000")).await;
     let verify: Vec<_> = entries
         .iter()
-        .filter(|e| e["action"] == "taobao.travel.ticket.order.verify")
+        .filter(|e| e.action == "taobao.travel.ticket.order.verify")
         .collect();
     assert_eq!(verify.len(), 32);
     assert_eq!(
-        verify.iter().filter(|e| e["outcome"] == "accepted").count(),
+        verify.iter().filter(|e| e.outcome == "accepted").count(),
         1,
         "{verify:#?}"
     );
     assert_eq!(
-        verify.iter().filter(|e| e["outcome"] == "replayed").count(),
+        verify.iter().filter(|e| e.outcome == "replayed").count(),
         31,
         "{verify:#?}"
     );
     let answered: HashSet<String> = verify
         .iter()
-        .map(|e| e["request_id"].as_str().unwrap().to_owned())
+        .map(|e| e.request_id.as_str().to_owned())
         .collect();
     assert_eq!(answered, ids);
 }

@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
+use ticketd::admin::{AuditEntryAnswer, OrderAnswer};
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
@@ -846,17 +847,11 @@ fn status_of(vouchers: &[(String, i64)], used: &[(String, i64)]) -> &'static str
     }
 }
 
-fn used_now(order: &Value) -> Vec<(String, i64)> {
-    order["vouchers"]
-        .as_array()
-        .unwrap()
+fn used_now(order: &OrderAnswer) -> Vec<(String, i64)> {
+    order
+        .vouchers
         .iter()
-        .map(|v| {
-            (
-                v["confirm_code"].as_str().unwrap().to_owned(),
-                v["used"].as_i64().unwrap(),
-            )
-        })
+        .map(|v| (v.confirm_code.clone(), v.used))
         .collect()
 }
 
@@ -922,9 +917,9 @@ async fn run_row(
         ));
     }
     check!(
-        order["status"] == status_of(&vouchers, &used),
+        order.status == status_of(&vouchers, &used),
         "status {} for {used:?}",
-        order["status"]
+        order.status
     );
 
     match (row.expect)(&biz) {
@@ -934,18 +929,18 @@ async fn run_row(
                 "expected success, got {}",
                 reply.text()
             );
-            let events = order["events"].as_array().unwrap();
-            let (transitions, mine): (Vec<&Value>, Vec<&Value>) = events
+            let events = order.events;
+            let (transitions, mine): (Vec<&AuditEntryAnswer>, Vec<&AuditEntryAnswer>) = events
                 .iter()
-                .filter(|e| e["request_id"] == id.as_str())
-                .partition(|e| e["action"] == "order.status");
+                .filter(|e| e.request_id == id.as_str())
+                .partition(|e| e.action == "order.status");
             check!(
                 mine.len() == 1,
                 "expected one verify audit entry for {id}, got {mine:?}"
             );
             // A request that moves the order's status leaves exactly one `order.status` entry
             // with the same request_id, naming both statuses; one that does not, none.
-            let (from, to) = (&before["status"], &order["status"]);
+            let (from, to) = (&before.status, &order.status);
             if from == to {
                 check!(
                     transitions.is_empty(),
@@ -959,9 +954,9 @@ async fn run_row(
                 let got: Vec<Value> = transitions
                     .iter()
                     .map(|e| {
-                        json!({"outcome": e["outcome"], "reason": e["reason"],
-                               "order_id": e["order_id"], "app_key": e["app_key"],
-                               "detail": e["detail"]})
+                        json!({"outcome": e.outcome, "reason": e.reason,
+                               "order_id": e.order_id, "app_key": e.app_key,
+                               "detail": e.detail})
                     })
                     .collect();
                 check!(
@@ -971,26 +966,24 @@ async fn run_row(
             }
             if let Some(e) = mine.first() {
                 check!(
-                    e["outcome"] == outcome && e["reason"] == reason,
+                    e.outcome == outcome && e.reason == reason,
                     "audit entry {} / {}, expected {outcome} / {reason}",
-                    e["outcome"],
-                    e["reason"]
+                    e.outcome,
+                    e.reason
                 );
                 check!(
-                    e["action"] == "taobao.travel.ticket.order.verify",
+                    e.action == "taobao.travel.ticket.order.verify",
                     "audit action {}",
-                    e["action"]
+                    e.action
                 );
-                let flags: Vec<&str> = e["detail"]["flags"]
+                let flags: Vec<&str> = e.detail["flags"]
                     .as_array()
                     .map(|f| f.iter().filter_map(|x| x["kind"].as_str()).collect())
                     .unwrap_or_default();
                 match row.flag {
-                    Some(flag) => check!(
-                        flags.contains(&flag),
-                        "flag {flag} missing in {}",
-                        e["detail"]
-                    ),
+                    Some(flag) => {
+                        check!(flags.contains(&flag), "flag {flag} missing in {}", e.detail)
+                    }
                     None => check!(flags.is_empty(), "unexpected flags {flags:?}"),
                 }
             }
@@ -1013,9 +1006,9 @@ async fn run_row(
             );
             let rejected =
                 audit_entries(app, &format!("app_key={KEY}&outcome=rejected&limit=1000")).await;
-            let mine: Vec<&Value> = rejected
+            let mine: Vec<&AuditEntryAnswer> = rejected
                 .iter()
-                .filter(|e| e["request_id"] == id.as_str())
+                .filter(|e| e.request_id == id.as_str())
                 .collect();
             check!(
                 mine.len() == 1,
@@ -1023,14 +1016,14 @@ async fn run_row(
             );
             if let Some(e) = mine.first() {
                 check!(
-                    e["reason"] == sub_code.as_str(),
+                    e.reason == sub_code.as_str(),
                     "audit reason {}, expected {sub_code}",
-                    e["reason"]
+                    e.reason
                 );
                 check!(
-                    e["detail"]["sub_msg"] == sub_msg.as_str(),
+                    e.detail["sub_msg"] == sub_msg.as_str(),
                     "audit sub_msg {}",
-                    e["detail"]["sub_msg"]
+                    e.detail["sub_msg"]
                 );
             }
         }

@@ -4,7 +4,7 @@
 use ticket_api::BusinessError;
 use top_client::{ClientError, Format, TopClient, VerifyParams, VoucherInfo};
 
-use crate::helpers::{minutes_ago, spawn_server, KEY};
+use crate::helpers::{client, minutes_ago, spawn_server, KEY};
 
 const ORDER: i64 = 9201;
 
@@ -23,9 +23,9 @@ fn uses(code: &str, quantity: i64) -> VerifyParams {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_capacity_keeps_every_field_and_explains_itself_in_json_and_xml() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("CAP-2", 2)]).await;
+    server.create_order(ORDER, KEY, &[("CAP-2", 2)]).await;
     for format in [Format::Json, Format::Xml] {
-        let client = server.client().format(format).build().unwrap();
+        let client = client(&server).format(format).build().unwrap();
         let err = client.verify(&uses("CAP-2", 3)).await.unwrap_err();
         let api = err.api().unwrap_or_else(|| panic!("{format:?}: {err:?}"));
         assert_eq!(api.code, 50, "{format:?}");
@@ -51,8 +51,8 @@ async fn over_capacity_keeps_every_field_and_explains_itself_in_json_and_xml() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn business_platform_and_parameter_refusals_map_to_their_fields() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("CODE-1", 2)]).await;
-    let client = server.client().build().unwrap();
+    server.create_order(ORDER, KEY, &[("CODE-1", 2)]).await;
+    let client = client(&server).build().unwrap();
 
     let unknown_order = VerifyParams {
         order_id: Some(424242),

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use top_client::{Format, SignMethod, VerifyParams, VoucherInfo};
 
-use crate::helpers::{minutes_ago, spawn_server};
+use crate::helpers::{accepted_verifies, client, minutes_ago, spawn_server, KEY};
 
 const ORDER: i64 = 9101;
 
@@ -37,11 +37,10 @@ async fn verify_succeeds_in_every_sign_method_format_and_simplify() {
     let combos = combinations();
     let codes: Vec<String> = (0..combos.len()).map(|i| format!("FMT-{i:02}")).collect();
     let vouchers: Vec<(&str, i64)> = codes.iter().map(|c| (c.as_str(), 5)).collect();
-    server.create_order(ORDER, &vouchers).await;
+    server.create_order(ORDER, KEY, &vouchers).await;
 
     for (i, (sign, format, simplify)) in combos.into_iter().enumerate() {
-        let client = server
-            .client()
+        let client = client(&server)
             .sign_method(sign)
             .format(format)
             .simplify(simplify)
@@ -61,10 +60,9 @@ async fn verify_succeeds_in_every_sign_method_format_and_simplify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_returns_the_inner_object_with_its_request_id_in_every_format() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("EXEC-1", 100)]).await;
+    server.create_order(ORDER, KEY, &[("EXEC-1", 100)]).await;
     for (sign, format, simplify) in combinations() {
-        let client = server
-            .client()
+        let client = client(&server)
             .sign_method(sign)
             .format(format)
             .simplify(simplify)
@@ -96,21 +94,20 @@ async fn execute_returns_the_inner_object_with_its_request_id_in_every_format() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_fingerprinted_report_is_answered_success_and_counted_once() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("TWICE", 3)]).await;
-    let client = server.client().build().unwrap();
+    server.create_order(ORDER, KEY, &[("TWICE", 3)]).await;
+    let client = client(&server).build().unwrap();
     let r = report("TWICE", 2);
     assert!(client.verify(&r).await.unwrap().is_success);
     assert!(client.verify(&r).await.unwrap().is_success);
     assert_eq!(server.used(ORDER, "TWICE").await, 2);
-    assert_eq!(server.accepted_verifies(ORDER).await, 1);
+    assert_eq!(accepted_verifies(&server, ORDER).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_and_partner_id_are_signed_and_accepted() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("EXTRA", 3)]).await;
-    let client = server
-        .client()
+    server.create_order(ORDER, KEY, &[("EXTRA", 3)]).await;
+    let client = client(&server)
         .session("user-session-token")
         .partner_id("top-client-test")
         .build()

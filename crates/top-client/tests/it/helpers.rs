@@ -1,7 +1,7 @@
-//! The real ticketd server on port 0 with a temporary SQLite ledger, an operator's view of it,
-//! and small HTTP servers that misbehave on purpose.
+//! The real ticketd server on port 0 (ticketd's own `test_support` harness, with an operator's
+//! view of it read into the admin API's answer types), and small HTTP servers that misbehave on
+//! purpose.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,140 +12,38 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::Router;
 use chrono::Utc;
-use serde_json::{json, Value};
-use ticketd::server::Application;
-use ticketd::settings::Settings;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use top_client::{RetryPolicy, SignMethod, TopClient, TopClientBuilder};
 use top_protocol::timestamp::format_beijing;
 
-pub const ADMIN_TOKEN: &str = "client-test-admin-token";
+pub use ticketd::test_support::TestApp;
+
 pub const VERIFY: &str = "taobao.travel.ticket.order.verify";
 pub const KEY: &str = "sdk-vendor";
 pub const SECRET: &str = "sdk-secret-0123456789";
 
-/// A running ticketd.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
-    _data_dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
+/// ticketd's own test server (`ticketd::test_support::spawn_app`) with one vendor app
+/// (`KEY`/`SECRET`).
+pub async fn spawn_server() -> TestApp {
+    let app = ticketd::test_support::spawn_app().await;
+    app.create_app(KEY, SECRET).await;
+    app
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
+/// A client for the vendor app, retrying fast (tests do not wait for real backoff).
+pub fn client(server: &TestApp) -> TopClientBuilder {
+    client_for(&server.gateway())
 }
 
-/// Starts ticketd with one vendor app (`KEY`/`SECRET`).
-pub async fn spawn_server() -> TestServer {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::for_data_dir(data_dir.path().to_path_buf());
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
-    let app = Application::build(&settings).await.unwrap();
-    let addr = app.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    let server = TestServer {
-        addr,
-        http: reqwest::Client::new(),
-        _data_dir: data_dir,
-        shutdown: Some(tx),
-    };
-    let (status, body) = server
-        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
-        .await;
-    assert_eq!(status, 201, "{body}");
+/// Verify attempts that changed the ledger.
+pub async fn accepted_verifies(server: &TestApp, order_id: i64) -> usize {
     server
-}
-
-impl TestServer {
-    pub fn gateway(&self) -> String {
-        format!("http://{}/router/rest", self.addr)
-    }
-
-    /// A client for the vendor app, retrying fast (tests do not wait for real backoff).
-    pub fn client(&self) -> TopClientBuilder {
-        client_for(&self.gateway())
-    }
-
-    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("http://{}{path}", self.addr))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Creates an issued order of the vendor app: `vouchers` are (code, capacity).
-    pub async fn create_order(&self, order_id: i64, vouchers: &[(&str, i64)]) {
-        let quantity: i64 = vouchers.iter().map(|(_, q)| q).sum();
-        let (status, body) = self
-            .admin_post(
-                "/admin/orders",
-                json!({
-                    "order_id": order_id, "app_key": KEY, "quantity": quantity,
-                    "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
-                    "vouchers": vouchers.iter()
-                        .map(|(c, q)| json!({"confirm_code": c, "quantity": q}))
-                        .collect::<Vec<_>>(),
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// The operator's view of an order.
-    pub async fn order(&self, order_id: i64) -> Value {
-        let r = self
-            .http
-            .get(format!("http://{}/admin/orders/{order_id}", self.addr))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.json().await.unwrap()
-    }
-
-    /// Uses recorded on one code.
-    pub async fn used(&self, order_id: i64, code: &str) -> i64 {
-        let order = self.order(order_id).await;
-        order["vouchers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["confirm_code"] == code)
-            .unwrap_or_else(|| panic!("no voucher {code} in {order}"))["used"]
-            .as_i64()
-            .unwrap()
-    }
-
-    /// Verify attempts that changed the ledger.
-    pub async fn accepted_verifies(&self, order_id: i64) -> usize {
-        let order = self.order(order_id).await;
-        order["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == VERIFY && e["outcome"] == "accepted")
-            .count()
-    }
+        .order(order_id)
+        .await
+        .events
+        .iter()
+        .filter(|e| e.action == VERIFY && e.outcome == "accepted")
+        .count()
 }
 
 /// A builder for the vendor app against `url`, with a fast retry policy.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 use top_client::{Format, IssueParams, IssueVoucher, RefundParams, SignMethod};
 
-use crate::helpers::{client_for, flaky_proxy, spawn_server, TestServer, KEY};
+use crate::helpers::{client, client_for, flaky_proxy, spawn_server, TestApp, KEY};
 
 fn voucher(code: &str, quantity: i64, voucher_type: Option<i64>) -> IssueVoucher {
     IssueVoucher {
@@ -41,7 +41,7 @@ fn refund(order_id: i64, batch: Option<&str>) -> RefundParams {
 }
 
 /// A paid order waiting for its codes.
-async fn awaiting(server: &TestServer, order_id: i64, out: &str) {
+async fn awaiting(server: &TestApp, order_id: i64, out: &str) {
     let (status, body) = server
         .admin_post(
             "/admin/orders",
@@ -51,7 +51,7 @@ async fn awaiting(server: &TestServer, order_id: i64, out: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
-async fn request_refund(server: &TestServer, order_id: i64, quantity: i64) {
+async fn request_refund(server: &TestApp, order_id: i64, quantity: i64) {
     let (status, body) = server
         .admin_post(
             &format!("/admin/orders/{order_id}/refunds"),
@@ -73,8 +73,7 @@ async fn issue_and_refund_succeed_in_every_format() {
         order_id += 1;
         let out = format!("OUT-{order_id}");
         awaiting(&server, order_id, &out).await;
-        let client = server
-            .client()
+        let client = client(&server)
             .sign_method(sign)
             .format(format)
             .simplify(simplify)
@@ -88,7 +87,7 @@ async fn issue_and_refund_succeed_in_every_format() {
                 .is_success
         );
         let order = server.order(order_id).await;
-        assert_eq!(order["status"], "issued", "{order}");
+        assert_eq!(order.status, "issued", "{order:?}");
 
         request_refund(&server, order_id, 1).await;
         let batch = format!("RB-{order_id}");
@@ -100,7 +99,7 @@ async fn issue_and_refund_succeed_in_every_format() {
                 .is_success
         );
         let order = server.order(order_id).await;
-        assert_eq!(order["status"], "partly_refunded", "{order}");
+        assert_eq!(order.status, "partly_refunded", "{order:?}");
     }
 }
 
@@ -108,7 +107,7 @@ async fn issue_and_refund_succeed_in_every_format() {
 async fn a_contradicting_issue_report_is_refused_with_its_meaning() {
     let server = spawn_server().await;
     awaiting(&server, 9410, "OUT-9410").await;
-    let client = server.client().build().unwrap();
+    let client = client(&server).build().unwrap();
     client.issue(&issued(9410, "OUT-9410")).await.unwrap();
     let mut other = issued(9410, "OUT-9410");
     other.voucher_infos[1].quantity = 5;
@@ -133,15 +132,14 @@ async fn issue_is_retried_and_applied_once() {
     );
     assert_eq!(proxy.attempts.load(Ordering::SeqCst), 3);
     let order = server.order(9420).await;
-    assert_eq!(order["capacity"], 4, "{order}");
+    assert_eq!(order.capacity, 4, "{order:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_with_a_batch_number_is_retried_and_settled_once() {
     let server = spawn_server().await;
     awaiting(&server, 9430, "OUT-9430").await;
-    server
-        .client()
+    client(&server)
         .build()
         .unwrap()
         .issue(&issued(9430, "OUT-9430"))
@@ -159,15 +157,14 @@ async fn a_refund_with_a_batch_number_is_retried_and_settled_once() {
     );
     assert_eq!(proxy.attempts.load(Ordering::SeqCst), 3);
     let order = server.order(9430).await;
-    assert_eq!(order["status"], "partly_refunded", "{order}");
+    assert_eq!(order.status, "partly_refunded", "{order:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_without_batch_number_or_flow_id_is_not_retried() {
     let server = spawn_server().await;
     awaiting(&server, 9440, "OUT-9440").await;
-    server
-        .client()
+    client(&server)
         .build()
         .unwrap()
         .issue(&issued(9440, "OUT-9440"))
@@ -180,5 +177,5 @@ async fn a_refund_without_batch_number_or_flow_id_is_not_retried() {
     assert_eq!(err.sub_code(), Some("isp.service-busy"));
     assert_eq!(proxy.attempts.load(Ordering::SeqCst), 1);
     let order = server.order(9440).await;
-    assert_eq!(order["status"], "refunding", "{order}");
+    assert_eq!(order.status, "refunding", "{order:?}");
 }

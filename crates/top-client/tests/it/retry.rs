@@ -8,7 +8,8 @@ use std::time::Duration;
 use top_client::{Call, ClientError, RetryPolicy, VerifyParams, VoucherInfo};
 
 use crate::helpers::{
-    client_for, fast_retries, flaky_proxy, hang_up_server, minutes_ago, spawn_server,
+    accepted_verifies, client_for, fast_retries, flaky_proxy, hang_up_server, minutes_ago,
+    spawn_server, KEY,
 };
 
 const ORDER: i64 = 9301;
@@ -37,7 +38,7 @@ fn legacy(code: &str, check_num: i64) -> VerifyParams {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_twice_then_success_takes_three_attempts_and_one_ledger_change() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("RETRY-1", 5)]).await;
+    server.create_order(ORDER, KEY, &[("RETRY-1", 5)]).await;
     let proxy = flaky_proxy(server.gateway(), 2).await;
     let client = client_for(&proxy.url).build().unwrap();
 
@@ -45,13 +46,13 @@ async fn busy_twice_then_success_takes_three_attempts_and_one_ledger_change() {
     assert!(answer.is_success);
     assert_eq!(proxy.attempts.load(Ordering::SeqCst), 3);
     assert_eq!(server.used(ORDER, "RETRY-1").await, 2);
-    assert_eq!(server.accepted_verifies(ORDER).await, 1);
+    assert_eq!(accepted_verifies(&server, ORDER).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cumulative_report_is_retried_too() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("CUMUL", 5)]).await;
+    server.create_order(ORDER, KEY, &[("CUMUL", 5)]).await;
     let proxy = flaky_proxy(server.gateway(), 1).await;
     let client = client_for(&proxy.url).build().unwrap();
     let report = VerifyParams {
@@ -66,7 +67,7 @@ async fn a_cumulative_report_is_retried_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_delta_report_is_never_retried() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("LEGACY", 5)]).await;
+    server.create_order(ORDER, KEY, &[("LEGACY", 5)]).await;
     let proxy = flaky_proxy(server.gateway(), 2).await;
     let client = client_for(&proxy.url).build().unwrap();
 
@@ -94,7 +95,7 @@ async fn a_legacy_delta_report_is_never_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_never_retries_unless_the_caller_opts_in() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("EXEC", 5)]).await;
+    server.create_order(ORDER, KEY, &[("EXEC", 5)]).await;
     let params = [
         ("order_id", ORDER.to_string()),
         ("confirm_code", "EXEC".to_owned()),
@@ -123,7 +124,7 @@ async fn execute_never_retries_unless_the_caller_opts_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isv_answers_are_not_retried() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("ONE", 1)]).await;
+    server.create_order(ORDER, KEY, &[("ONE", 1)]).await;
     let proxy = flaky_proxy(server.gateway(), 0).await;
     let client = client_for(&proxy.url).build().unwrap();
     let err = client.verify(&fingerprinted("ONE", 2)).await.unwrap_err();
@@ -134,7 +135,7 @@ async fn isv_answers_are_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_after_max_attempts() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("BUSY", 5)]).await;
+    server.create_order(ORDER, KEY, &[("BUSY", 5)]).await;
     let proxy = flaky_proxy(server.gateway(), u32::MAX).await;
     let client = client_for(&proxy.url)
         .retry_policy(fast_retries(4))
@@ -149,7 +150,7 @@ async fn retries_stop_after_max_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_when_the_time_budget_is_spent() {
     let server = spawn_server().await;
-    server.create_order(ORDER, &[("SLOW", 5)]).await;
+    server.create_order(ORDER, KEY, &[("SLOW", 5)]).await;
     let proxy = flaky_proxy(server.gateway(), u32::MAX).await;
     // Delays of 10–20 ms and a 25 ms budget: at most a couple of retries fit.
     let policy = RetryPolicy {

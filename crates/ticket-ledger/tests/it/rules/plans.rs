@@ -1,0 +1,103 @@
+//! What a single plan records: its audit entry, the code a late order-level redemption draws,
+//! and the tickets each pending refund holds.
+
+use super::*;
+
+#[test]
+fn plan_audit_entry_records_outcome_reason_and_request() {
+    let s = snap(&[("A", 3, 0)]);
+    let c = delta(&[("A", 1, Some(gate(0)))]);
+    let plan = plan_verify(&s, &c).expect("accepted");
+    let e = plan.audit_entry(&c);
+    assert_eq!(
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("accepted", "applied")
+    );
+    assert_eq!(
+        (e.request_id.as_str(), e.at, e.order_id),
+        ("req-1", received(), Some(ORDER))
+    );
+    assert_eq!(e.detail["applied_uses"], 1);
+    assert_eq!(
+        e.detail["changes"][0]["confirm_code"], "****",
+        "codes are masked"
+    );
+
+    let replay = plan_verify(
+        &with(s.clone(), |s| {
+            s.seen.insert(fp("A", gate(0), 1));
+        }),
+        &c,
+    )
+    .expect("replay");
+    let e = replay.audit_entry(&c);
+    assert_eq!(
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("replayed", "replayed")
+    );
+    let equal = plan_verify(&snap(&[("A", 3, 1)]), &cumul(&[("A", 1, None)])).expect("no change");
+    let e = equal.audit_entry(&c);
+    assert_eq!(
+        (e.outcome.as_str(), e.reason.as_str()),
+        ("replayed", "no_change")
+    );
+}
+
+/// R2 with R26: an order-level report drawn from a later code flags that code as late, not the
+/// order's first (full, untouched) code.
+#[test]
+fn order_level_late_redemption_names_the_code_drawn() {
+    let s = with(snap(&[("A", 1, 1), ("B", 2, 0)]), |s| {
+        s.order.valid_until = Some(gate(0));
+    });
+    let plan = plan_verify(
+        &s,
+        &cmd(WriteOffType::Delta, VerifyUses::Order { check_num: 1 }),
+    )
+    .expect("one use fits");
+    let drawn: Vec<&str> = plan.changes.iter().map(|c| c.code.as_str()).collect();
+    assert_eq!(drawn, ["B"], "the use is drawn from B");
+    // Compare whole codes: `ConfirmCode`'s Debug masks short codes entirely.
+    let late: Vec<&str> = plan
+        .outcome
+        .flags
+        .iter()
+        .filter_map(|f| match f {
+            Flag::LateRedemption { code } => Some(code.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        late,
+        ["B"],
+        "the late use is B's; A was not used by this report"
+    );
+}
+
+/// R9 with two pending refunds: each holds its tickets against uses dated after *its own*
+/// request (DOMAIN.md R9, `LedgerError::RefundedUsesExceeded`'s docs). Two uses dated between
+/// the first request (gate 0) and the second (gate 200), on three one-use tickets: one ticket
+/// is free, the second request's ticket may be taken (flagged for review), the first's may not.
+/// `plan_verify` instead compares every use dated after the *first* pending request with the
+/// uses left once *all* pending requests are held, and refuses.
+#[test]
+fn r9_each_pending_refund_holds_its_tickets_from_its_own_request() {
+    let s = with(snap(&[("A", 1, 0), ("B", 1, 0), ("C", 1, 0)]), |s| {
+        s.refunds.push(pending("RF-1", 1, gate(0)));
+        s.refunds.push(pending("RF-2", 1, gate(200)));
+    });
+    let c = delta(&[("A", 1, Some(gate(100))), ("B", 1, Some(gate(100)))]);
+    let plan = plan_verify(&s, &c);
+    assert!(
+        plan.is_ok(),
+        "uses dated before RF-2 may take RF-2's ticket, got {plan:?}"
+    );
+    if let Ok(plan) = plan {
+        assert_eq!(plan.outcome.applied_uses, 2);
+        assert_eq!(
+            plan.review_refunds,
+            ["RF-2"],
+            "only RF-2's ticket was taken (RF-1 was asked before these uses)"
+        );
+    }
+}
