@@ -4,10 +4,20 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::model::{App, AppAccess, IpRange, PreviousSecret, RateLimit, SecretRotation};
-use crate::{AppKey, LedgerError, LedgerStore};
+use ticket_ledger::{App, AppAccess, IpRange, PreviousSecret, RateLimit, SecretRotation};
+use ticket_ledger::{AppKey, LedgerError, LedgerStore};
 
 use super::build::{app, app_created_at, app_key, Fresh};
+
+cases! {
+    created_app_is_found_by_key,
+    duplicate_app_key_is_refused_with_app_exists,
+    store_answers_ping,
+    metrics_totals_count_orders_capacity_and_uses,
+    app_access_settings_are_stored_and_replaced_whole,
+    secret_rotation_keeps_the_replaced_secret_until_it_expires,
+    access_changes_of_an_unknown_app_are_refused_with_unknown_app,
+}
 
 fn assert_same_app(got: &App, want: &App, ctx: &str) {
     assert_eq!(
@@ -19,7 +29,7 @@ fn assert_same_app(got: &App, want: &App, ctx: &str) {
 
 /// A registered app is found by its key with everything it was registered with; an unknown
 /// key finds nothing (and is not an error).
-pub async fn created_app_is_found_by_key(store: Arc<dyn LedgerStore>) {
+async fn created_app_is_found_by_key(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let new = app(&f.key("app"));
     let created = store
@@ -46,7 +56,7 @@ pub async fn created_app_is_found_by_key(store: Arc<dyn LedgerStore>) {
 }
 
 /// Registering a key twice is refused with `AppExists`, and the first registration stays.
-pub async fn duplicate_app_key_is_refused_with_app_exists(store: Arc<dyn LedgerStore>) {
+async fn duplicate_app_key_is_refused_with_app_exists(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let first = app(&f.key("app"));
     store
@@ -72,7 +82,7 @@ pub async fn duplicate_app_key_is_refused_with_app_exists(store: Arc<dyn LedgerS
 }
 
 /// The store answers a readiness ping.
-pub async fn store_answers_ping(store: Arc<dyn LedgerStore>) {
+async fn store_answers_ping(store: Arc<dyn LedgerStore>) {
     store
         .ping()
         .await
@@ -102,7 +112,7 @@ async fn stored(store: &dyn LedgerStore, key: &AppKey, ctx: &str) -> App {
 /// whole: a limited rate with its burst, `unlimited`, none (the server's default), IPv4 and
 /// IPv6 addresses and ranges, and an empty allow-list. Each answer is what a later read
 /// returns, and nothing else about the app changes.
-pub async fn app_access_settings_are_stored_and_replaced_whole(store: Arc<dyn LedgerStore>) {
+async fn app_access_settings_are_stored_and_replaced_whole(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let mut new = app(&f.key("app"));
     new.access = AppAccess {
@@ -155,9 +165,7 @@ pub async fn app_access_settings_are_stored_and_replaced_whole(store: Arc<dyn Le
 /// A rotation makes the new secret current and keeps the old one, with its expiry, as the
 /// previous secret; a second rotation forgets the first secret. A previous secret given at
 /// registration (an import) is stored too.
-pub async fn secret_rotation_keeps_the_replaced_secret_until_it_expires(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn secret_rotation_keeps_the_replaced_secret_until_it_expires(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let new = app(&f.key("app"));
     let key = new.app_key.clone();
@@ -238,7 +246,7 @@ pub async fn secret_rotation_keeps_the_replaced_secret_until_it_expires(
 
 /// Changing the access settings or the secret of an unregistered key is refused with
 /// `UnknownApp`, and registers nothing.
-pub async fn access_changes_of_an_unknown_app_are_refused_with_unknown_app(
+async fn access_changes_of_an_unknown_app_are_refused_with_unknown_app(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -265,7 +273,7 @@ pub async fn access_changes_of_an_unknown_app_are_refused_with_unknown_app(
 
 /// `/metrics`: the totals count what the ledger holds. Other cases may write to the same
 /// database meanwhile, so the totals are checked to have grown by at least this case's writes.
-pub async fn metrics_totals_count_orders_capacity_and_uses(store: Arc<dyn LedgerStore>) {
+async fn metrics_totals_count_orders_capacity_and_uses(store: Arc<dyn LedgerStore>) {
     use super::build::{order, verify_cmd};
     use super::check::{given_app, given_order};
     let before = store.metrics().await.expect("metrics before");

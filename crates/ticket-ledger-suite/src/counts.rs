@@ -2,15 +2,26 @@
 
 use std::sync::Arc;
 
-use crate::model::AuditOutcome;
-use crate::verify::{Flag, OutcomeKind};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::AuditOutcome;
+use ticket_ledger::{Flag, OutcomeKind};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{code, gate_time_plus, order, retry_of, verify_cmd, Fresh};
 use super::check::{
     applied, assert_last_entry, assert_used, given_app, given_order, outcome, refused,
     verify_expect,
 };
+
+cases! {
+    retried_delta_verify_is_replayed_not_recounted,
+    delta_retry_mixing_old_and_new_entries_applies_only_the_new,
+    same_code_at_another_used_date_is_a_new_use,
+    delta_report_without_used_date_is_never_a_replay,
+    cumulative_report_equal_to_the_count_changes_nothing,
+    cumulative_report_below_the_count_is_flagged_and_never_decreases,
+    cumulative_report_beyond_capacity_is_refused,
+    cumulative_order_level_report_raises_the_order_total_only,
+}
 
 async fn issued(store: &dyn LedgerStore, f: &Fresh, vouchers: &[(&str, i64)]) -> String {
     let a = f.key("app");
@@ -21,7 +32,7 @@ async fn issued(store: &dyn LedgerStore, f: &Fresh, vouchers: &[(&str, i64)]) ->
 
 /// R16: a delta report sent again with the same (code, used_date, quantity) is `Replayed`:
 /// answered as success, counted once, and recorded as a replay.
-pub async fn retried_delta_verify_is_replayed_not_recounted(store: Arc<dyn LedgerStore>) {
+async fn retried_delta_verify_is_replayed_not_recounted(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 5)]).await;
     let first = verify_cmd(&a, f.id(1)).entry("A", 2).build();
@@ -59,9 +70,7 @@ pub async fn retried_delta_verify_is_replayed_not_recounted(store: Arc<dyn Ledge
 
 /// R16: a delta request that repeats an already recorded entry beside a new one applies only
 /// the new one.
-pub async fn delta_retry_mixing_old_and_new_entries_applies_only_the_new(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn delta_retry_mixing_old_and_new_entries_applies_only_the_new(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 3)]).await;
     let first = verify_cmd(&a, f.id(1)).entry("A", 1).build();
@@ -97,7 +106,7 @@ pub async fn delta_retry_mixing_old_and_new_entries_applies_only_the_new(
 
 /// R16: the fingerprint is (code, used_date, quantity): the same code at another gate time, or
 /// with another quantity, is a new use; each of them is replayed when retried.
-pub async fn same_code_at_another_used_date_is_a_new_use(store: Arc<dyn LedgerStore>) {
+async fn same_code_at_another_used_date_is_a_new_use(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 5)]).await;
     let uses = [
@@ -144,7 +153,7 @@ pub async fn same_code_at_another_used_date_is_a_new_use(store: Arc<dyn LedgerSt
 
 /// R22 and R16 together: a delta report without `used_date` has no gate time to recognise it
 /// by, so each such report is a new use.
-pub async fn delta_report_without_used_date_is_never_a_replay(store: Arc<dyn LedgerStore>) {
+async fn delta_report_without_used_date_is_never_a_replay(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3)]).await;
     let cmd = verify_cmd(&a, f.id(1)).entry_at("A", 1, None).build();
@@ -168,7 +177,7 @@ pub async fn delta_report_without_used_date_is_never_a_replay(store: Arc<dyn Led
 
 /// R17: a cumulative report raises a code's count to the reported total; the same total again
 /// is `NoChange` (success, nothing written to the counters, recorded as `no_change`).
-pub async fn cumulative_report_equal_to_the_count_changes_nothing(store: Arc<dyn LedgerStore>) {
+async fn cumulative_report_equal_to_the_count_changes_nothing(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 3)]).await;
     let raise = verify_cmd(&a, f.id(1))
@@ -219,7 +228,7 @@ pub async fn cumulative_report_equal_to_the_count_changes_nothing(store: Arc<dyn
 
 /// R18: a cumulative report below the recorded count never decreases it: success with
 /// `NoChange` and a `CountRegressed` flag per regressed code.
-pub async fn cumulative_report_below_the_count_is_flagged_and_never_decreases(
+async fn cumulative_report_below_the_count_is_flagged_and_never_decreases(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -284,7 +293,7 @@ pub async fn cumulative_report_below_the_count_is_flagged_and_never_decreases(
 
 /// R19: a cumulative report beyond a code's capacity is refused as a whole with
 /// `CapacityExceeded` (the uses it would add, the uses left).
-pub async fn cumulative_report_beyond_capacity_is_refused(store: Arc<dyn LedgerStore>) {
+async fn cumulative_report_beyond_capacity_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 2)]).await;
     verify_expect(
@@ -325,9 +334,7 @@ pub async fn cumulative_report_beyond_capacity_is_refused(store: Arc<dyn LedgerS
 /// R2 with R17–R19: an order-level cumulative `check_num` raises the order's total (drawing in
 /// issuance order), is `NoChange` when equal, flags `OrderCountRegressed` when lower, and is
 /// refused with `OrderCapacityExceeded` beyond what was sold.
-pub async fn cumulative_order_level_report_raises_the_order_total_only(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn cumulative_order_level_report_raises_the_order_total_only(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 2), ("B", 2)]).await;
     let cmd = |n| verify_cmd(&a, f.id(1)).cumulative().order_level(n).build();

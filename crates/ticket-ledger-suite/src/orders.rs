@@ -4,17 +4,27 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::model::{AuditFilter, NewVoucher, OrderStatus, VoucherRecord};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{AuditFilter, NewVoucher, OrderStatus, VoucherRecord};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{
     code, order, order_created_at, order_created_audit, order_id, out, record_of, Fresh,
 };
 use super::check::{audit, given_app, given_order, view};
 
+cases! {
+    order_without_vouchers_awaits_issuance,
+    order_with_vouchers_is_issued_with_nothing_used,
+    duplicate_order_id_is_refused_with_order_exists,
+    order_for_unknown_app_is_refused_with_unknown_app,
+    out_order_id_is_unique_per_app_not_across_apps,
+    invalid_order_is_refused_and_not_stored,
+    order_creation_is_recorded_in_its_events,
+}
+
 /// An order created without vouchers awaits issuance: it has no vouchers, its row is stored as
 /// given, and `order()` reads back what `create_order` answered.
-pub async fn order_without_vouchers_awaits_issuance(store: Arc<dyn LedgerStore>) {
+async fn order_without_vouchers_awaits_issuance(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -45,7 +55,7 @@ pub async fn order_without_vouchers_awaits_issuance(store: Arc<dyn LedgerStore>)
 
 /// An order created with vouchers is issued: every voucher is stored in issuance order with its
 /// capacity and nothing used, and every field of the row round-trips.
-pub async fn order_with_vouchers_is_issued_with_nothing_used(store: Arc<dyn LedgerStore>) {
+async fn order_with_vouchers_is_issued_with_nothing_used(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -88,7 +98,7 @@ pub async fn order_with_vouchers_is_issued_with_nothing_used(store: Arc<dyn Ledg
 }
 
 /// Creating an order id twice is refused with `OrderExists`; the first order is unchanged.
-pub async fn duplicate_order_id_is_refused_with_order_exists(store: Arc<dyn LedgerStore>) {
+async fn duplicate_order_id_is_refused_with_order_exists(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -110,7 +120,7 @@ pub async fn duplicate_order_id_is_refused_with_order_exists(store: Arc<dyn Ledg
 
 /// An order naming an unregistered app is refused with `UnknownApp` and not stored; an
 /// unknown order id reads as `None`.
-pub async fn order_for_unknown_app_is_refused_with_unknown_app(store: Arc<dyn LedgerStore>) {
+async fn order_for_unknown_app_is_refused_with_unknown_app(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let new = order(f.id(1), &f.key("ghost"), &[("A", 1)]);
     let err = store
@@ -142,7 +152,7 @@ pub async fn order_for_unknown_app_is_refused_with_unknown_app(store: Arc<dyn Le
 }
 
 /// `out_order_id` is unique within an app (`OutOrderIdTaken`) but two apps may use the same one.
-pub async fn out_order_id_is_unique_per_app_not_across_apps(store: Arc<dyn LedgerStore>) {
+async fn out_order_id_is_unique_per_app_not_across_apps(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let (a, b) = (f.key("app-a"), f.key("app-b"));
     given_app(&*store, &a).await;
@@ -181,7 +191,7 @@ pub async fn out_order_id_is_unique_per_app_not_across_apps(store: Arc<dyn Ledge
 /// Orders that are inconsistent in themselves (no tickets, a voucher listed twice, a voucher
 /// allowing no use, a validity window inside out) are refused with `InvalidOrder` and leave
 /// nothing behind: the same id can then be created properly.
-pub async fn invalid_order_is_refused_and_not_stored(store: Arc<dyn LedgerStore>) {
+async fn invalid_order_is_refused_and_not_stored(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -232,7 +242,7 @@ pub async fn invalid_order_is_refused_and_not_stored(store: Arc<dyn LedgerStore>
 
 /// `create_order` appends its audit entry in the same write: the order's `events` hold it
 /// (with a store-assigned positive `seq`) and `audit` lists it by order and by app.
-pub async fn order_creation_is_recorded_in_its_events(store: Arc<dyn LedgerStore>) {
+async fn order_creation_is_recorded_in_its_events(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -5,19 +5,36 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{
+use ticket_ledger::{
     plan_refund, plan_refund_request, refusal_anomaly, AnomalyFilter, AnomalyKind, RefundCommand,
     RefundRequest, RefundRequestCommand, RefundState,
 };
-use crate::model::{AuditOutcome, OrderStatus, OrderView};
-use crate::verify::{plan_verify, Flag, OutcomeKind};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{plan_verify, Flag, OutcomeKind};
+use ticket_ledger::{AuditOutcome, OrderStatus, OrderView};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{gate_time, order, received_at, refund_cmd, refund_request, verify_cmd, Fresh};
 use super::check::{
     anomalies_of, applied, assert_appended, assert_open_anomaly, assert_refusal, assert_used,
     given_app, given_order, ledger, refused, snapshot_of, transitions, verify_expect, view,
 };
+
+cases! {
+    refund_request_within_refundable_tickets_is_pending_and_the_order_refunding,
+    refund_request_beyond_the_unused_tickets_is_refused,
+    refund_notification_with_its_flow_id_settles_that_request,
+    refund_notification_without_flow_id_settles_the_oldest_pending,
+    refund_notification_with_nothing_pending_is_refused_and_stored_as_an_anomaly,
+    refund_notification_is_idempotent_on_batch_no_and_flow_id,
+    failed_refund_releases_its_tickets,
+    refund_num_beyond_the_request_is_refused,
+    refund_results_move_the_order_to_partly_refunded_refunded_or_closed,
+    each_pending_refund_holds_its_tickets_from_its_own_request,
+    verify_of_a_fully_refunded_order_is_refused_and_stored_as_an_anomaly,
+    verify_needing_uses_held_by_refunded_tickets_is_refused_and_stored_as_an_anomaly,
+    verify_dated_before_a_pending_refund_may_take_its_reserved_uses,
+    verify_dated_after_a_pending_refund_cannot_take_its_reserved_uses,
+}
 
 /// When the cases' R9 refunds are asked: half an hour before [`received_at`], so the default
 /// gate time ([`gate_time`], an hour before) is before it and [`after_ask`] after it.
@@ -187,7 +204,7 @@ async fn refund_refused(
 /// a pending request with a flow id, lists it on the order, moves the status to `refunding`
 /// and records both as events of the request; asking for one more ticket than then remains is
 /// refused with `RefundExceedsUnused`.
-pub async fn refund_request_within_refundable_tickets_is_pending_and_the_order_refunding(
+async fn refund_request_within_refundable_tickets_is_pending_and_the_order_refunding(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -240,7 +257,7 @@ pub async fn refund_request_within_refundable_tickets_is_pending_and_the_order_r
 /// A refund request for more tickets than are unused — counting a partly used multi-use
 /// ticket as used — or for none is refused with `RefundExceedsUnused { requested, refundable }`;
 /// an order not issued is refused with `OrderNotIssued`, an unknown one with `OrderNotFound`.
-pub async fn refund_request_beyond_the_unused_tickets_is_refused(store: Arc<dyn LedgerStore>) {
+async fn refund_request_beyond_the_unused_tickets_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(&*store, &f, 1, &[("RA-0001", 2), ("RB-0002", 2)], 4).await;
     verify_expect(
@@ -312,9 +329,7 @@ pub async fn refund_request_beyond_the_unused_tickets_is_refused(store: Arc<dyn 
 /// `succeeded`, the tickets refunded, the batch number and settlement time recorded — and the
 /// order counts the refunded tickets; another pending request stays pending (and the order
 /// `refunding`) until its own notification.
-pub async fn refund_notification_with_its_flow_id_settles_that_request(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn refund_notification_with_its_flow_id_settles_that_request(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(&*store, &f, 1, &[("RA-0001", 2), ("RB-0002", 2)], 4).await;
     let t1 = received_at() - Duration::hours(3);
@@ -382,7 +397,7 @@ pub async fn refund_notification_with_its_flow_id_settles_that_request(
 /// A refund notification without a flow id settles the oldest pending request; with none
 /// pending it is refused (see
 /// `refund_notification_with_nothing_pending_is_refused_and_stored_as_an_anomaly`).
-pub async fn refund_notification_without_flow_id_settles_the_oldest_pending(
+async fn refund_notification_without_flow_id_settles_the_oldest_pending(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -429,7 +444,7 @@ pub async fn refund_notification_without_flow_id_settles_the_oldest_pending(
 /// refused with `RefundNotRequested`, leaves the ledger unchanged, and is stored as an open
 /// `refund_not_requested` anomaly with the raw request, listed by `anomalies` for the order and
 /// kind.
-pub async fn refund_notification_with_nothing_pending_is_refused_and_stored_as_an_anomaly(
+async fn refund_notification_with_nothing_pending_is_refused_and_stored_as_an_anomaly(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -483,9 +498,7 @@ pub async fn refund_notification_with_nothing_pending_is_refused_and_stored_as_a
 /// flow id) is `Replayed` and changes nothing; one that contradicts how the request was settled
 /// (another status, another `refund_num`) is refused with `RefundConflict`; a batch number
 /// already used settles no other request.
-pub async fn refund_notification_is_idempotent_on_batch_no_and_flow_id(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn refund_notification_is_idempotent_on_batch_no_and_flow_id(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(&*store, &f, 1, &[("RA-0001", 2), ("RB-0002", 2)], 4).await;
     let (req, _) = request_ok(
@@ -575,7 +588,7 @@ pub async fn refund_notification_is_idempotent_on_batch_no_and_flow_id(
 /// reason, refunds nothing, and releases the tickets it reserved: the status leaves
 /// `refunding`, verifies dated after the request use them again, and they can be asked for
 /// again.
-pub async fn failed_refund_releases_its_tickets(store: Arc<dyn LedgerStore>) {
+async fn failed_refund_releases_its_tickets(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(&*store, &f, 1, &[("RA-0001", 1), ("RB-0002", 1)], 2).await;
     let (req, _) = request_ok(
@@ -645,7 +658,7 @@ pub async fn failed_refund_releases_its_tickets(store: Arc<dyn LedgerStore>) {
 /// A `refund_num` above the tickets the request asked for (or below one) is refused with
 /// `RefundNumExceeds { requested, pending }` and writes nothing; a partial refund of fewer
 /// tickets settles the request with what was refunded.
-pub async fn refund_num_beyond_the_request_is_refused(store: Arc<dyn LedgerStore>) {
+async fn refund_num_beyond_the_request_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(&*store, &f, 1, &[("RA-0001", 2), ("RB-0002", 2)], 4).await;
     let (req, _) = request_ok(
@@ -695,7 +708,7 @@ pub async fn refund_num_beyond_the_request_is_refused(store: Arc<dyn LedgerStore
 /// The status follows refunds: some tickets refunded and uses left → `partly_refunded`; every
 /// ticket refunded → `refunded`; nothing left, some used and some refunded → `closed` — each
 /// move an `order.status` event.
-pub async fn refund_results_move_the_order_to_partly_refunded_refunded_or_closed(
+async fn refund_results_move_the_order_to_partly_refunded_refunded_or_closed(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -795,7 +808,7 @@ pub async fn refund_results_move_the_order_to_partly_refunded_refunded_or_closed
 
 /// R8: a verify of an order whose every ticket is refunded is refused with `OrderRefunded` in
 /// any form, changes nothing, and is stored as a `verify_after_refund` anomaly.
-pub async fn verify_of_a_fully_refunded_order_is_refused_and_stored_as_an_anomaly(
+async fn verify_of_a_fully_refunded_order_is_refused_and_stored_as_an_anomaly(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -841,7 +854,7 @@ pub async fn verify_of_a_fully_refunded_order_is_refused_and_stored_as_an_anomal
 /// held by refunded tickets — though its codes have capacity left — is refused with
 /// `RefundedUsesExceeded { refund_pending: false }`, applies nothing, and is stored as a
 /// `verify_after_refund` anomaly; what remains can still be used.
-pub async fn verify_needing_uses_held_by_refunded_tickets_is_refused_and_stored_as_an_anomaly(
+async fn verify_needing_uses_held_by_refunded_tickets_is_refused_and_stored_as_an_anomaly(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -932,7 +945,7 @@ pub async fn verify_needing_uses_held_by_refunded_tickets_is_refused_and_stored_
 /// `needs_review`, and stored as a `verify_during_refund` anomaly; a use that fits the
 /// unreserved uses is not flagged. The refund then cannot be paid in full: its notification is
 /// refused with `RefundExceedsUnused` and stored as a `refund_exceeds_unused` anomaly.
-pub async fn verify_dated_before_a_pending_refund_may_take_its_reserved_uses(
+async fn verify_dated_before_a_pending_refund_may_take_its_reserved_uses(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -1017,7 +1030,7 @@ pub async fn verify_dated_before_a_pending_refund_may_take_its_reserved_uses(
 /// reserved: refused with `RefundedUsesExceeded { refund_pending: true }` and stored as a
 /// `verify_after_refund` anomaly; uses dated after it that fit the unreserved uses are accepted
 /// without a flag.
-pub async fn verify_dated_after_a_pending_refund_cannot_take_its_reserved_uses(
+async fn verify_dated_after_a_pending_refund_cannot_take_its_reserved_uses(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -1074,9 +1087,7 @@ pub async fn verify_dated_after_a_pending_refund_cannot_take_its_reserved_uses(
 /// R9 with two pending refunds: each holds its tickets only against uses dated after *it* was
 /// requested. Uses dated after the first request but before the second may take the tickets
 /// the second reserved (accepted, the second marked for review), not those of the first.
-pub async fn each_pending_refund_holds_its_tickets_from_its_own_request(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn each_pending_refund_holds_its_tickets_from_its_own_request(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = given(
         &*store,

@@ -4,13 +4,24 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::error::UsedDateProblem;
-use crate::model::NewOrder;
-use crate::verify::{Flag, VerifyPolicy};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::NewOrder;
+use ticket_ledger::UsedDateProblem;
+use ticket_ledger::{Flag, VerifyPolicy};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{code, order, order_created_at, received_at, verify_cmd, Fresh};
 use super::check::{applied, assert_used, given_app, given_order, refused, verify_expect};
+
+cases! {
+    missing_used_date_uses_server_time_and_is_flagged,
+    used_date_beyond_the_skew_tolerance_is_refused_as_future,
+    used_date_before_the_order_is_refused,
+    used_date_before_valid_from_is_refused_unless_allowed,
+    used_date_after_valid_until_is_accepted_and_flagged_late,
+    total_num_beyond_the_uses_sold_is_refused,
+    total_num_below_the_uses_sold_is_accepted_and_flagged,
+    nonzero_return_num_is_accepted_and_flagged,
+}
 
 async fn issued_with(
     store: &dyn LedgerStore,
@@ -41,7 +52,7 @@ fn date_refusal(at: DateTime<Utc>, why: UsedDateProblem) -> LedgerError {
 
 /// R22: an entry without `used_date` is applied at the receive time and flagged
 /// `ServerTimeUsed`.
-pub async fn missing_used_date_uses_server_time_and_is_flagged(store: Arc<dyn LedgerStore>) {
+async fn missing_used_date_uses_server_time_and_is_flagged(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued_with(&*store, &f, |_| {}).await;
     let cmd = verify_cmd(&a, f.id(1)).entry_at("A", 2, None).build();
@@ -52,7 +63,7 @@ pub async fn missing_used_date_uses_server_time_and_is_flagged(store: Arc<dyn Le
 
 /// R23: a gate time later than the receive time plus the skew tolerance is refused as
 /// `UsedDateInvalid { InFuture }`; up to the tolerance it is accepted.
-pub async fn used_date_beyond_the_skew_tolerance_is_refused_as_future(store: Arc<dyn LedgerStore>) {
+async fn used_date_beyond_the_skew_tolerance_is_refused_as_future(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued_with(&*store, &f, |_| {}).await;
     let tolerance = VerifyPolicy::default().future_tolerance;
@@ -103,7 +114,7 @@ pub async fn used_date_beyond_the_skew_tolerance_is_refused_as_future(store: Arc
 
 /// R24: a gate time before the order was created (paid) is refused as
 /// `UsedDateInvalid { BeforeOrder }`; the creation instant itself is accepted.
-pub async fn used_date_before_the_order_is_refused(store: Arc<dyn LedgerStore>) {
+async fn used_date_before_the_order_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued_with(&*store, &f, |_| {}).await;
     let before = order_created_at() - Duration::seconds(1);
@@ -133,7 +144,7 @@ pub async fn used_date_before_the_order_is_refused(store: Arc<dyn LedgerStore>) 
 /// R25: a gate time before the order's `valid_from` is refused as
 /// `UsedDateInvalid { BeforeValidFrom }`, unless the policy allows early use; from
 /// `valid_from` on it is accepted.
-pub async fn used_date_before_valid_from_is_refused_unless_allowed(store: Arc<dyn LedgerStore>) {
+async fn used_date_before_valid_from_is_refused_unless_allowed(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let valid_from = order_created_at() + Duration::days(7);
     let a = issued_with(&*store, &f, |o| o.valid_from = Some(valid_from)).await;
@@ -176,7 +187,7 @@ pub async fn used_date_before_valid_from_is_refused_unless_allowed(store: Arc<dy
 
 /// R26: a gate time after the order's `valid_until` is a fact to record: accepted, flagged
 /// `LateRedemption`; at `valid_until` itself there is no flag.
-pub async fn used_date_after_valid_until_is_accepted_and_flagged_late(store: Arc<dyn LedgerStore>) {
+async fn used_date_after_valid_until_is_accepted_and_flagged_late(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let valid_until = order_created_at() + Duration::days(10);
     let a = issued_with(&*store, &f, |o| o.valid_until = Some(valid_until)).await;
@@ -198,7 +209,7 @@ pub async fn used_date_after_valid_until_is_accepted_and_flagged_late(store: Arc
 }
 
 /// R27: a legacy `total_num` above the uses sold is refused with `TotalNumExceeds`.
-pub async fn total_num_beyond_the_uses_sold_is_refused(store: Arc<dyn LedgerStore>) {
+async fn total_num_beyond_the_uses_sold_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -216,7 +227,7 @@ pub async fn total_num_beyond_the_uses_sold_is_refused(store: Arc<dyn LedgerStor
 
 /// R27: a legacy `total_num` below the uses sold is accepted and flagged `TotalNumMismatch`;
 /// equal to them, it is not flagged.
-pub async fn total_num_below_the_uses_sold_is_accepted_and_flagged(store: Arc<dyn LedgerStore>) {
+async fn total_num_below_the_uses_sold_is_accepted_and_flagged(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -252,7 +263,7 @@ pub async fn total_num_below_the_uses_sold_is_accepted_and_flagged(store: Arc<dy
 
 /// R27: a legacy `return_num` other than the ledger's refunded count (0: refunds are not
 /// recorded yet) is accepted and flagged `ReturnNumMismatch`; 0 is not flagged.
-pub async fn nonzero_return_num_is_accepted_and_flagged(store: Arc<dyn LedgerStore>) {
+async fn nonzero_return_num_is_accepted_and_flagged(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -24,19 +24,24 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{
+use ticket_ledger::lifecycle::{ISSUE_ACTION, REFUND_ACTION};
+use ticket_ledger::{
     flag_anomalies, refusal_anomaly, Anomaly, AnomalyFilter, IssueCommand, NewAnomaly,
-    RefundCommand, RefundRequestCommand, RefundState, ReversalCommand, ISSUE_ACTION, REFUND_ACTION,
+    RefundCommand, RefundRequestCommand, RefundState, ReversalCommand,
 };
-use crate::model::{AuditOutcome, OrderRecord, OrderView};
-use crate::verify::{VerifyCommand, VerifyOrigin, VerifyOutcome};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{AuditOutcome, OrderRecord, OrderView};
+use ticket_ledger::{LedgerError, LedgerStore};
+use ticket_ledger::{VerifyCommand, VerifyOrigin, VerifyOutcome};
 
 use super::build::{
     issue_cmd, order, received_at, refund_cmd, refund_request, retry_of, reversal, verify_cmd,
     Fresh,
 };
 use super::check::{given_app, given_order};
+
+cases! {
+    random_lifecycle_sequences_keep_the_ledger_consistent,
+}
 
 /// Codes by order and index; index 3 (and 2 on the first order) is a code never issued.
 const CODES: [[&str; 4]; 2] = [
@@ -859,7 +864,7 @@ pub fn sequence_from_seed(seed: u64, len: usize) -> Sequence {
 /// every invariant after every step: `0 ≤ used ≤ capacity` per voucher, used plus refunded
 /// uses within the order's capacity, refusals changing nothing, and the audit trail rebuilding
 /// the counters, refunds and status.
-pub async fn random_lifecycle_sequences_keep_the_ledger_consistent(store: Arc<dyn LedgerStore>) {
+async fn random_lifecycle_sequences_keep_the_ledger_consistent(store: Arc<dyn LedgerStore>) {
     for seed in 0..16_u64 {
         let seq = sequence_from_seed(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED, 60);
         if let Err(e) = run_sequence(Arc::clone(&store), &seq).await {

@@ -2,12 +2,17 @@
 
 use std::sync::Arc;
 
-use crate::model::AuditOutcome;
-use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::AuditOutcome;
+use ticket_ledger::{LedgerError, LedgerStore};
+use ticket_ledger::{OutcomeKind, VerifyCommand, VerifyOutcome};
 
 use super::build::{code, gate_time_plus, order, retry_of, verify_cmd, Fresh};
 use super::check::{applied, assert_used, given_app, given_order, order_entries, outcome, view};
+
+cases! {
+    concurrent_verifies_never_exceed_capacity,
+    concurrent_identical_delta_retries_apply_exactly_once,
+}
 
 /// The order's accepted verify entries (the creation entry is accepted too, with its own reason).
 async fn applied_entries(store: &dyn LedgerStore, id: i64) -> usize {
@@ -43,7 +48,7 @@ async fn race(
 /// R13 under R28: 64 gates verify one code of capacity 10 at once (64 distinct uses): exactly
 /// 10 are applied, 54 are refused with `CapacityExceeded` (nothing left), the code's count is
 /// 10 and exactly 10 accepted audit entries exist.
-pub async fn concurrent_verifies_never_exceed_capacity(store: Arc<dyn LedgerStore>) {
+async fn concurrent_verifies_never_exceed_capacity(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -100,7 +105,7 @@ pub async fn concurrent_verifies_never_exceed_capacity(store: Arc<dyn LedgerStor
 
 /// R16 under R28: 32 copies of one delta report (same fingerprint) arrive at once: exactly one
 /// is applied, the other 31 are replays, and the uses are counted once.
-pub async fn concurrent_identical_delta_retries_apply_exactly_once(store: Arc<dyn LedgerStore>) {
+async fn concurrent_identical_delta_retries_apply_exactly_once(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::rejected::{RejectedCall, RejectedCallFilter};
-use crate::LedgerStore;
+use ticket_ledger::LedgerStore;
+use ticket_ledger::{RejectedCall, RejectedCallFilter};
 
 use super::build::{received_at, Fresh};
+
+cases! {
+    rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept,
+}
 
 async fn list(store: &dyn LedgerStore, filter: RejectedCallFilter) -> Vec<RejectedCall> {
     store
@@ -17,7 +21,7 @@ async fn list(store: &dyn LedgerStore, filter: RejectedCallFilter) -> Vec<Reject
 /// Refused anonymous calls are listed newest first with every field as recorded, page by page
 /// through `before_seq`; each new one prunes the record to the newest `keep`, and `keep` 0
 /// keeps nothing.
-pub async fn rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept(
+async fn rejected_calls_are_listed_newest_first_and_pruned_to_the_newest_kept(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::lifecycle::{reconcile_diff, ReconcileLine};
-use crate::model::{AuditOutcome, OrderStatus};
-use crate::verify::{plan_verify, Flag, OutcomeKind, VerifyOrigin};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{plan_verify, Flag, OutcomeKind, VerifyOrigin};
+use ticket_ledger::{reconcile_diff, ReconcileLine};
+use ticket_ledger::{AuditOutcome, OrderStatus};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{code, order, received_at, reconcile_cmd, verify_cmd, Fresh};
 use super::check::{
@@ -16,12 +16,16 @@ use super::check::{
     transitions, verify_expect, verify_ok, view,
 };
 
+cases! {
+    reconciliation_records_missing_uses_and_never_decreases,
+}
+
 /// `reconcile_diff` against the ledger read through `order()` shows, per code, the uses the
 /// vendor has and the ledger lacks; applying them as cumulative reports with origin
 /// `Reconciliation` records each as an `admin.reconcile` event (with the status transition it
 /// causes), raises the counts to the vendor's, and never decreases one: a code the vendor
 /// counts lower keeps its count (and a lower count applied anyway changes nothing).
-pub async fn reconciliation_records_missing_uses_and_never_decreases(store: Arc<dyn LedgerStore>) {
+async fn reconciliation_records_missing_uses_and_never_decreases(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -5,15 +5,22 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{ReversalCommand, ReversalPlan, StatusChange};
-use crate::model::{OrderStatus, OrderView};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{LedgerError, LedgerStore};
+use ticket_ledger::{OrderStatus, OrderView};
+use ticket_ledger::{ReversalCommand, ReversalPlan, StatusChange};
 
 use super::build::{code, gate_time_plus, order, received_at, reversal, verify_cmd, Fresh};
 use super::check::{
     applied, assert_appended, assert_refusal, assert_used, given_app, given_order, ledger,
     snapshot_of, transitions, verify_expect, view,
 };
+
+cases! {
+    reversal_gives_uses_back_newest_first,
+    uses_older_than_the_reversal_window_are_not_reversible,
+    reversal_never_takes_a_count_below_zero,
+    reversal_is_its_own_event_and_moves_the_status_back,
+}
 
 /// Registers an app and creates order `f.id(1)` with `vouchers`; returns the app key.
 async fn issued(store: &dyn LedgerStore, f: &Fresh, vouchers: &[(&str, i64)]) -> String {
@@ -99,7 +106,7 @@ async fn reverse_refused(
 
 /// A reversal gives back the newest uses first: of two verifies within the window, it takes
 /// from the later one, so a narrower window afterwards finds nothing left to reverse.
-pub async fn reversal_gives_uses_back_newest_first(store: Arc<dyn LedgerStore>) {
+async fn reversal_gives_uses_back_newest_first(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("REV-0001", 5)]).await;
     let now = received_at();
@@ -164,7 +171,7 @@ pub async fn reversal_gives_uses_back_newest_first(store: Arc<dyn LedgerStore>) 
 }
 
 /// Uses recorded longer ago than the window are not reversible; those within it are.
-pub async fn uses_older_than_the_reversal_window_are_not_reversible(store: Arc<dyn LedgerStore>) {
+async fn uses_older_than_the_reversal_window_are_not_reversible(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("OLD-0001", 5)]).await;
     let day = Duration::hours(24);
@@ -220,7 +227,7 @@ pub async fn uses_older_than_the_reversal_window_are_not_reversible(store: Arc<d
 /// A reversal never takes a count below zero: more than was used, none, a code never used are
 /// refused with `ReversalNotAllowed { requested, reversible }`; an unknown code with
 /// `VoucherNotFound`, an unknown order with `OrderNotFound`.
-pub async fn reversal_never_takes_a_count_below_zero(store: Arc<dyn LedgerStore>) {
+async fn reversal_never_takes_a_count_below_zero(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("NEG-0001", 2), ("NEG-0002", 1)]).await;
     used_at(&*store, &a, f.id(1), "NEG-0001", 1, received_at()).await;
@@ -290,7 +297,7 @@ pub async fn reversal_never_takes_a_count_below_zero(store: Arc<dyn LedgerStore>
 /// A reversal is its own `admin.reverse` event with the operator's reason; the original verify
 /// stays in the history; the status moves back (`used` → `partly_used` → `issued`), each move an
 /// event of the reversal; the uses given back can be used again.
-pub async fn reversal_is_its_own_event_and_moves_the_status_back(store: Arc<dyn LedgerStore>) {
+async fn reversal_is_its_own_event_and_moves_the_status_back(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("BACK-0001", 2)]).await;
     used_at(&*store, &a, f.id(1), "BACK-0001", 2, received_at()).await;

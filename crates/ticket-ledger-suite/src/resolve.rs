@@ -2,16 +2,25 @@
 
 use std::sync::Arc;
 
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{order, out, verify_cmd, Fresh};
 use super::check::{
     applied, assert_order, assert_used, given_app, given_order, refused, verify_expect,
 };
 
+cases! {
+    verify_of_unknown_order_is_order_not_found,
+    out_order_id_contradicting_order_id_is_refused,
+    out_order_id_alone_resolves_within_the_calling_app,
+    another_apps_order_is_indistinguishable_from_an_unknown_one,
+    unissued_order_cannot_be_verified,
+    refusal_anomaly_of_a_verify_by_out_order_id_names_the_order,
+}
+
 /// R4: a request naming an order the ledger does not have — by `order_id`, by both keys, or by
 /// `out_order_id` alone — is refused with `OrderNotFound` and writes nothing.
-pub async fn verify_of_unknown_order_is_order_not_found(store: Arc<dyn LedgerStore>) {
+async fn verify_of_unknown_order_is_order_not_found(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -51,7 +60,7 @@ pub async fn verify_of_unknown_order_is_order_not_found(store: Arc<dyn LedgerSto
 /// R5: `out_order_id` beside an `order_id` must be the one recorded for it
 /// (`OutOrderIdMismatch` otherwise); the matching pair is accepted; an order whose vendor id is
 /// not recorded cannot contradict one.
-pub async fn out_order_id_contradicting_order_id_is_refused(store: Arc<dyn LedgerStore>) {
+async fn out_order_id_contradicting_order_id_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -116,7 +125,7 @@ pub async fn out_order_id_contradicting_order_id_is_refused(store: Arc<dyn Ledge
 
 /// R5: `out_order_id` alone resolves within the calling app: two apps sharing a vendor id each
 /// reach their own order, and another app's vendor id is `OrderNotFound`.
-pub async fn out_order_id_alone_resolves_within_the_calling_app(store: Arc<dyn LedgerStore>) {
+async fn out_order_id_alone_resolves_within_the_calling_app(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let (a, b, c) = (f.key("app-a"), f.key("app-b"), f.key("app-c"));
     for key in [&a, &b, &c] {
@@ -180,9 +189,7 @@ pub async fn out_order_id_alone_resolves_within_the_calling_app(store: Arc<dyn L
 /// R6: another app's order is refused exactly like an unknown one (`OrderNotFound`), whatever
 /// else is wrong with the request — a mismatching `out_order_id` or an unissued order must not
 /// reveal that the order exists — and nothing is written.
-pub async fn another_apps_order_is_indistinguishable_from_an_unknown_one(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn another_apps_order_is_indistinguishable_from_an_unknown_one(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let (owner, intruder) = (f.key("owner"), f.key("intruder"));
     given_app(&*store, &owner).await;
@@ -250,7 +257,7 @@ pub async fn another_apps_order_is_indistinguishable_from_an_unknown_one(
 }
 
 /// R7: an order with no issued codes cannot be verified (`OrderNotIssued`), in any form.
-pub async fn unissued_order_cannot_be_verified(store: Arc<dyn LedgerStore>) {
+async fn unissued_order_cannot_be_verified(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -287,11 +294,9 @@ pub async fn unissued_order_cannot_be_verified(store: Arc<dyn LedgerStore>) {
 /// R5 + R8: a verify naming its order by `out_order_id` alone is refused like any other when
 /// every ticket is refunded, and the `verify_after_refund` anomaly it leaves names the order
 /// the request resolved to, so `anomalies` filtered by that order lists it.
-pub async fn refusal_anomaly_of_a_verify_by_out_order_id_names_the_order(
-    store: Arc<dyn LedgerStore>,
-) {
-    use crate::lifecycle::AnomalyKind;
+async fn refusal_anomaly_of_a_verify_by_out_order_id_names_the_order(store: Arc<dyn LedgerStore>) {
     use chrono::Duration;
+    use ticket_ledger::AnomalyKind;
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -2,15 +2,27 @@
 
 use std::sync::Arc;
 
-use crate::model::{AuditOutcome, OrderStatus};
-use crate::verify::{Flag, OutcomeKind};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{AuditOutcome, OrderStatus};
+use ticket_ledger::{Flag, OutcomeKind};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{code, gate_time_plus, order, verify_cmd, Fresh};
 use super::check::{
     applied, assert_last_entry, assert_used, given_app, given_order, outcome, refused,
     verify_expect, view,
 };
+
+cases! {
+    voucher_infos_win_over_legacy_fields,
+    legacy_code_not_in_voucher_infos_is_refused,
+    order_level_check_num_draws_codes_in_issuance_order,
+    order_level_check_num_beyond_remaining_is_refused,
+    legacy_confirm_code_with_check_num_uses_that_code,
+    unknown_code_refuses_the_whole_request,
+    over_capacity_refuses_the_whole_request,
+    partial_use_makes_the_order_partly_used_then_used,
+    multi_use_code_is_used_up_to_its_capacity,
+}
 
 /// Registers an app and creates order `f.id(1)` with `vouchers`; returns the app key.
 async fn issued(store: &dyn LedgerStore, f: &Fresh, vouchers: &[(&str, i64)]) -> String {
@@ -22,7 +34,7 @@ async fn issued(store: &dyn LedgerStore, f: &Fresh, vouchers: &[(&str, i64)]) ->
 
 /// R1: when `voucher_infos` is present it decides what is used; a legacy `confirm_code` beside
 /// it that is one of its codes changes nothing about that.
-pub async fn voucher_infos_win_over_legacy_fields(store: Arc<dyn LedgerStore>) {
+async fn voucher_infos_win_over_legacy_fields(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 3)]).await;
     let cmd = verify_cmd(&a, f.id(1))
@@ -50,7 +62,7 @@ pub async fn voucher_infos_win_over_legacy_fields(store: Arc<dyn LedgerStore>) {
 
 /// R1: a legacy `confirm_code` beside `voucher_infos` that is not in the list — even an issued
 /// code — refuses the request with `LegacyCodeNotInList`.
-pub async fn legacy_code_not_in_voucher_infos_is_refused(store: Arc<dyn LedgerStore>) {
+async fn legacy_code_not_in_voucher_infos_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 3)]).await;
     let cmd = verify_cmd(&a, f.id(1))
@@ -71,7 +83,7 @@ pub async fn legacy_code_not_in_voucher_infos_is_refused(store: Arc<dyn LedgerSt
 
 /// R2: the legacy order-level form (`check_num` without a code) draws uses from the order's
 /// codes in issuance order, filling each before the next.
-pub async fn order_level_check_num_draws_codes_in_issuance_order(store: Arc<dyn LedgerStore>) {
+async fn order_level_check_num_draws_codes_in_issuance_order(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("C", 2), ("A", 3), ("B", 1)]).await;
     verify_expect(
@@ -115,7 +127,7 @@ pub async fn order_level_check_num_draws_codes_in_issuance_order(store: Arc<dyn 
 
 /// R2/R13: an order-level `check_num` beyond the order's remaining uses is refused with
 /// `OrderCapacityExceeded` (requested, remaining) — never clamped — and writes nothing.
-pub async fn order_level_check_num_beyond_remaining_is_refused(store: Arc<dyn LedgerStore>) {
+async fn order_level_check_num_beyond_remaining_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 2), ("B", 1)]).await;
     verify_expect(
@@ -148,7 +160,7 @@ pub async fn order_level_check_num_beyond_remaining_is_refused(store: Arc<dyn Le
 
 /// The legacy single-code form (`confirm_code` + `check_num`) uses that code: as a delta, and
 /// with `write_off_type` 1 as a total that only ever raises the count.
-pub async fn legacy_confirm_code_with_check_num_uses_that_code(store: Arc<dyn LedgerStore>) {
+async fn legacy_confirm_code_with_check_num_uses_that_code(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 3), ("B", 3)]).await;
     verify_expect(
@@ -204,7 +216,7 @@ pub async fn legacy_confirm_code_with_check_num_uses_that_code(store: Arc<dyn Le
 /// R10: one code not issued for the order refuses the whole request with `VoucherNotFound`;
 /// the valid entries of the same request are not applied, and are not remembered either (the
 /// corrected request is applied in full).
-pub async fn unknown_code_refuses_the_whole_request(store: Arc<dyn LedgerStore>) {
+async fn unknown_code_refuses_the_whole_request(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 2), ("B", 2)]).await;
     let bad = verify_cmd(&a, f.id(1))
@@ -232,7 +244,7 @@ pub async fn unknown_code_refuses_the_whole_request(store: Arc<dyn LedgerStore>)
 /// R13: a request that would use any code beyond its capacity is refused as a whole with
 /// `CapacityExceeded` naming that code, the uses requested and the uses left; the other
 /// entries of the request are not applied.
-pub async fn over_capacity_refuses_the_whole_request(store: Arc<dyn LedgerStore>) {
+async fn over_capacity_refuses_the_whole_request(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 2), ("B", 3)]).await;
     let single = verify_cmd(&a, f.id(1)).entry("A", 3).build();
@@ -301,7 +313,7 @@ pub async fn over_capacity_refuses_the_whole_request(store: Arc<dyn LedgerStore>
 }
 
 /// R14: using some of an order's uses makes it partly used; using the rest makes it used.
-pub async fn partial_use_makes_the_order_partly_used_then_used(store: Arc<dyn LedgerStore>) {
+async fn partial_use_makes_the_order_partly_used_then_used(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("A", 2), ("B", 1)]).await;
     assert_eq!(
@@ -338,7 +350,7 @@ pub async fn partial_use_makes_the_order_partly_used_then_used(store: Arc<dyn Le
 
 /// R15: a multi-use code takes separate uses up to its capacity, then refuses the next with
 /// nothing remaining.
-pub async fn multi_use_code_is_used_up_to_its_capacity(store: Arc<dyn LedgerStore>) {
+async fn multi_use_code_is_used_up_to_its_capacity(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = issued(&*store, &f, &[("PASS", 3)]).await;
     for n in 0..3 {

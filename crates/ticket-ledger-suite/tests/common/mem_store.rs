@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use ticket_ledger::suite::Tamper;
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
@@ -26,6 +25,7 @@ use ticket_ledger::{
     RefundRequest, RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand,
     SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
 };
+use ticket_ledger_suite::Tamper;
 
 /// One order and everything hanging off it.
 #[derive(Debug, Clone)]

@@ -14,15 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
-use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
-use crate::lifecycle::{
+use ticket_ledger::{AppKey, ConfirmCode, OrderId, OutOrderId};
+use ticket_ledger::{
+    AuditEntry, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher, OrderRecord,
+};
+use ticket_ledger::{
     IssueCommand, IssueResult, IssuedVoucher, RefundCommand, RefundOutcomeStatus,
     RefundRequestCommand, Resolution, ResolveAnomaly, ReversalCommand,
 };
-use crate::model::{
-    AuditEntry, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher, OrderRecord,
-};
-use crate::verify::{
+use ticket_ledger::{
     OrderRef, RequestMeta, VerifyCommand, VerifyOrigin, VerifyPolicy, VerifyUses, VoucherUse,
     WriteOffType,
 };
@@ -215,7 +215,7 @@ pub fn order_created_audit(order: &NewOrder) -> AuditEntry {
     }
 }
 
-/// A stand-alone audit entry as the gateway would [`record`](crate::LedgerStore::record) it
+/// A stand-alone audit entry as the gateway would [`record`](ticket_ledger::LedgerStore::record) it
 /// for a refused verify: action `taobao.travel.ticket.order.verify`, at [`received_at`].
 pub fn audit_entry(
     app: Option<&str>,

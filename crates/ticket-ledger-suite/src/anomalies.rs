@@ -4,15 +4,21 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::lifecycle::{Anomaly, AnomalyFilter, AnomalyKind, Resolution};
-use crate::verify::{plan_verify, VerifyCommand, VerifyOutcome};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{plan_verify, VerifyCommand, VerifyOutcome};
+use ticket_ledger::{Anomaly, AnomalyFilter, AnomalyKind, Resolution};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{gate_time, order, received_at, refund_cmd, resolve_cmd, verify_cmd, Fresh};
 use super::check::{
     anomalies_of, assert_open_anomaly, assert_refusal, given_app, given_order, snapshot_of,
     verify_ok, view,
 };
+
+cases! {
+    flags_of_accepted_verifies_are_stored_as_anomalies,
+    anomalies_are_listed_newest_first_and_filtered_by_status_order_and_kind,
+    resolving_an_anomaly_records_resolution_note_and_time,
+}
 
 /// Runs an accepted verify and asserts the anomalies it stored for its order are exactly the
 /// plan's (`VerifyPlan::anomalies`), open; returns the outcome and the new anomalies, newest
@@ -52,7 +58,7 @@ fn kinds(list: &[Anomaly]) -> Vec<AnomalyKind> {
 /// request: a cumulative count that went backwards (`count_regressed`), a use after the
 /// tickets expired (`late_redemption`), legacy `total_num`/`return_num` disagreeing with the
 /// ledger; a missing `used_date` (server time used) is not one.
-pub async fn flags_of_accepted_verifies_are_stored_as_anomalies(store: Arc<dyn LedgerStore>) {
+async fn flags_of_accepted_verifies_are_stored_as_anomalies(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -127,7 +133,7 @@ pub async fn flags_of_accepted_verifies_are_stored_as_anomalies(store: Arc<dyn L
 
 /// `anomalies` lists newest first and filters by status (open or resolved), order and kind,
 /// alone and combined, up to `limit`.
-pub async fn anomalies_are_listed_newest_first_and_filtered_by_status_order_and_kind(
+async fn anomalies_are_listed_newest_first_and_filtered_by_status_order_and_kind(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -283,7 +289,7 @@ pub async fn anomalies_are_listed_newest_first_and_filtered_by_status_order_and_
 /// `refund_adjusted`, `dismissed`), the note and the time and answers the anomaly as stored;
 /// resolving it again is refused with `AnomalyResolved` and keeps the first resolution; an
 /// unknown id is `AnomalyNotFound`.
-pub async fn resolving_an_anomaly_records_resolution_note_and_time(store: Arc<dyn LedgerStore>) {
+async fn resolving_an_anomaly_records_resolution_note_and_time(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -2,16 +2,27 @@
 
 use std::sync::Arc;
 
-use crate::lifecycle::{plan_issue, IssueCommand, ISSUE_ACTION};
-use crate::model::{AuditOutcome, IssueState, OrderStatus, OrderView, VoucherRecord};
-use crate::verify::OutcomeKind;
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::lifecycle::ISSUE_ACTION;
+use ticket_ledger::OutcomeKind;
+use ticket_ledger::{plan_issue, IssueCommand};
+use ticket_ledger::{AuditOutcome, IssueState, OrderStatus, OrderView, VoucherRecord};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{code, issue_cmd, order, out, verify_cmd, Fresh};
 use super::check::{
     applied, assert_appended, assert_refusal, given_app, given_order, ledger, refused, snapshot_of,
     transitions, verify_expect, view,
 };
+
+cases! {
+    issuance_fills_an_awaiting_order_and_moves_it_to_issued,
+    same_issuance_report_again_is_replayed_and_changes_nothing,
+    issuance_with_other_codes_is_refused_with_issue_conflict,
+    failed_issuance_marks_issue_failed_and_a_later_success_issues,
+    failure_after_success_is_refused_with_issue_conflict,
+    issuance_with_another_out_order_id_is_refused,
+    issuance_of_another_apps_order_is_order_not_found,
+}
 
 /// Registers an app and creates order `f.id(1)` of `quantity` tickets awaiting issuance (no
 /// vouchers, no `out_order_id`); returns the app key.
@@ -86,7 +97,7 @@ fn vouchers(list: &[(&str, i64)]) -> Vec<VoucherRecord> {
 /// report order, records the vendor's `out_order_id`, marks it issued and moves its status
 /// `awaiting_issuance` → `issued` — the report and the transition are events of the report's
 /// request — after which verify draws the codes down.
-pub async fn issuance_fills_an_awaiting_order_and_moves_it_to_issued(store: Arc<dyn LedgerStore>) {
+async fn issuance_fills_an_awaiting_order_and_moves_it_to_issued(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = awaiting(&*store, &f, 3).await;
     let vendor = f.key("vendor");
@@ -149,9 +160,7 @@ pub async fn issuance_fills_an_awaiting_order_and_moves_it_to_issued(store: Arc<
 /// The same success report again (same codes and quantities, in any order, a new request) is
 /// `Replayed`: the order, its vouchers and status are unchanged, and the only new event is the
 /// replayed report — no status transition.
-pub async fn same_issuance_report_again_is_replayed_and_changes_nothing(
-    store: Arc<dyn LedgerStore>,
-) {
+async fn same_issuance_report_again_is_replayed_and_changes_nothing(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = awaiting(&*store, &f, 2).await;
     let vendor = f.key("vendor");
@@ -187,7 +196,7 @@ pub async fn same_issuance_report_again_is_replayed_and_changes_nothing(
 
 /// A second success report that contradicts the first — another code, another quantity for the
 /// same code, a code missing — is refused with `IssueConflict` and writes nothing.
-pub async fn issuance_with_other_codes_is_refused_with_issue_conflict(store: Arc<dyn LedgerStore>) {
+async fn issuance_with_other_codes_is_refused_with_issue_conflict(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = awaiting(&*store, &f, 2).await;
     let vendor = f.key("vendor");
@@ -223,7 +232,7 @@ pub async fn issuance_with_other_codes_is_refused_with_issue_conflict(store: Arc
 /// `describe` (status `awaiting_issuance` → `issue_failed`); the same failure again is
 /// `Replayed`; verify is refused with `OrderNotIssued`; a later success issues the order
 /// (`issue_failed` → `issued`) and verify works.
-pub async fn failed_issuance_marks_issue_failed_and_a_later_success_issues(
+async fn failed_issuance_marks_issue_failed_and_a_later_success_issues(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -306,7 +315,7 @@ pub async fn failed_issuance_marks_issue_failed_and_a_later_success_issues(
 
 /// A failure report after a success contradicts codes the buyer already holds: refused with
 /// `IssueConflict`, and the order stays issued.
-pub async fn failure_after_success_is_refused_with_issue_conflict(store: Arc<dyn LedgerStore>) {
+async fn failure_after_success_is_refused_with_issue_conflict(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = awaiting(&*store, &f, 1).await;
     let vendor = f.key("vendor");
@@ -340,7 +349,7 @@ pub async fn failure_after_success_is_refused_with_issue_conflict(store: Arc<dyn
 /// An issuance report whose `out_order_id` differs from the one the order already has — given
 /// at creation, or recorded by an earlier report — is refused with `OutOrderIdMismatch` and
 /// writes nothing.
-pub async fn issuance_with_another_out_order_id_is_refused(store: Arc<dyn LedgerStore>) {
+async fn issuance_with_another_out_order_id_is_refused(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -402,7 +411,7 @@ pub async fn issuance_with_another_out_order_id_is_refused(store: Arc<dyn Ledger
 
 /// An issuance report for another app's order is refused exactly like one for an unknown
 /// order (`OrderNotFound`) and writes nothing.
-pub async fn issuance_of_another_apps_order_is_order_not_found(store: Arc<dyn LedgerStore>) {
+async fn issuance_of_another_apps_order_is_order_not_found(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let (owner, intruder) = (f.key("owner"), f.key("intruder"));
     given_app(&*store, &owner).await;

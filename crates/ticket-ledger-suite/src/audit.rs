@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::model::{AuditEntry, AuditFilter, AuditOutcome};
-use crate::verify::{plan_verify, OrderSnapshot};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{plan_verify, OrderSnapshot};
+use ticket_ledger::{AuditEntry, AuditFilter, AuditOutcome};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{audit_entry, code, gate_time_plus, order, verify_cmd, Fresh};
 use super::check::{
@@ -13,9 +13,19 @@ use super::check::{
     verify_expect, verify_ok, view,
 };
 
+cases! {
+    recorded_entry_is_listed_by_audit,
+    audit_lists_oldest_first_with_increasing_seq,
+    audit_filters_by_order_app_outcome_after_seq_and_limit,
+    order_events_are_its_audit_entries_oldest_first,
+    verify_audit_entry_is_the_plans_entry,
+    refused_verify_writes_nothing,
+    committed_counts_are_seen_by_later_reads,
+}
+
 /// `record` appends an entry that `audit` lists unchanged (with its assigned `seq`), by app
 /// and by the order it names — even an order the ledger does not have.
-pub async fn recorded_entry_is_listed_by_audit(store: Arc<dyn LedgerStore>) {
+async fn recorded_entry_is_listed_by_audit(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     let entry = audit_entry(
@@ -56,7 +66,7 @@ pub async fn recorded_entry_is_listed_by_audit(store: Arc<dyn LedgerStore>) {
 }
 
 /// Audit entries come oldest first with strictly increasing `seq`.
-pub async fn audit_lists_oldest_first_with_increasing_seq(store: Arc<dyn LedgerStore>) {
+async fn audit_lists_oldest_first_with_increasing_seq(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     let mut recorded = Vec::new();
@@ -102,7 +112,7 @@ pub async fn audit_lists_oldest_first_with_increasing_seq(store: Arc<dyn LedgerS
 
 /// `audit` filters by order, app, outcome, `after_seq` (paging) and `limit`, alone and
 /// combined, keeping oldest-first order.
-pub async fn audit_filters_by_order_app_outcome_after_seq_and_limit(store: Arc<dyn LedgerStore>) {
+async fn audit_filters_by_order_app_outcome_after_seq_and_limit(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let (a, b) = (f.key("app-a"), f.key("app-b"));
     let (o1, o2) = (f.id(1), f.id(2));
@@ -278,7 +288,7 @@ pub async fn audit_filters_by_order_app_outcome_after_seq_and_limit(store: Arc<d
 /// An order's `events` are its audit entries, oldest first: its creation, then accepted and
 /// replayed verifies (an accepted one followed by the status transition it caused), then
 /// entries the gateway recorded for it.
-pub async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn LedgerStore>) {
+async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -334,7 +344,7 @@ pub async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn Ledg
 /// A verify's audit entries are the plan's own (`VerifyPlan::audit_entries`): the verify itself
 /// (request id, receive time, app, order, outcome, reason and the detail with the changes and
 /// flags), then the status transition it caused (issued → partly_used), in that order.
-pub async fn verify_audit_entry_is_the_plans_entry(store: Arc<dyn LedgerStore>) {
+async fn verify_audit_entry_is_the_plans_entry(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -380,7 +390,7 @@ pub async fn verify_audit_entry_is_the_plans_entry(store: Arc<dyn LedgerStore>) 
 
 /// A refused verify writes nothing — no counter, no fingerprint, no audit entry (the gateway
 /// records refusals with `record`) — whatever the reason.
-pub async fn refused_verify_writes_nothing(store: Arc<dyn LedgerStore>) {
+async fn refused_verify_writes_nothing(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;
@@ -476,7 +486,7 @@ pub async fn refused_verify_writes_nothing(store: Arc<dyn LedgerStore>) {
 
 /// What a verify commits is what later reads see: twice from the same handle and from another
 /// task.
-pub async fn committed_counts_are_seen_by_later_reads(store: Arc<dyn LedgerStore>) {
+async fn committed_counts_are_seen_by_later_reads(store: Arc<dyn LedgerStore>) {
     let f = Fresh::new();
     let a = f.key("app");
     given_app(&*store, &a).await;

@@ -6,11 +6,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::model::{AuditEntry, AuditOutcome, OrderView};
-use crate::LedgerStore;
+use ticket_ledger::LedgerStore;
+use ticket_ledger::{AuditEntry, AuditOutcome, OrderView};
 
 use super::build::{audit_entry, gate_time_plus, order, order_id, verify_cmd, Fresh};
 use super::check::{given_app, given_order, history, verify_ok, view};
+
+cases! {
+    order_view_shows_its_latest_events_oldest_first_and_counts_them_all,
+    walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written,
+}
 
 /// Records `n` rejected entries naming `order` (and one naming `other` after each), a few at a
 /// time.
@@ -52,7 +57,7 @@ fn assert_ascending_of(entries: &[AuditEntry], id: i64, ctx: &str) {
 /// `order()` carries the latest [`OrderView::EVENTS_SHOWN`] entries of a long history, oldest
 /// first, and `events_total` counts them all; a history of at most that many is shown whole.
 /// Entries of other orders count for nothing.
-pub async fn order_view_shows_its_latest_events_oldest_first_and_counts_them_all(
+async fn order_view_shows_its_latest_events_oldest_first_and_counts_them_all(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();
@@ -161,7 +166,7 @@ pub async fn order_view_shows_its_latest_events_oldest_first_and_counts_them_all
 /// Walking `order_events` page by page (`after_seq` = the last `seq` seen) while other tasks
 /// record entries of the order and verify it returns every entry exactly once, in increasing
 /// `seq`: the walk equals the history read afterwards. An unknown order is `None`.
-pub async fn walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written(
+async fn walking_an_orders_events_returns_each_once_in_seq_order_while_they_are_written(
     store: Arc<dyn LedgerStore>,
 ) {
     let f = Fresh::new();

@@ -8,12 +8,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::lifecycle::{AnomalyKind, RefundState};
-use crate::model::{AuditFilter, AuditOutcome};
-use crate::{LedgerError, LedgerStore};
+use ticket_ledger::{AnomalyKind, RefundState};
+use ticket_ledger::{AuditFilter, AuditOutcome};
+use ticket_ledger::{LedgerError, LedgerStore};
 
 use super::build::{order, received_at, refund_cmd, refund_request, verify_cmd, Fresh};
 use super::check::{audit, given_app, given_order, ledger, verify_ok, view};
+
+cases! {
+    tampering:
+    a_write_that_changes_no_row_refuses_the_call_keeps_nothing_and_records_an_anomaly,
+}
 
 /// The harness's way to make its store's database disagree with what the ledger reads. Every
 /// store harness implements it with the store's own tools (SQL triggers for the SQL stores), so
@@ -36,7 +41,7 @@ pub trait Tamper: Send + Sync {
 /// `write_changed_no_row` anomaly names the order, the app and the request. The same
 /// notification again is refused the same way, and the order still takes verifies (a store
 /// that remembers orders was not left with the undone state).
-pub async fn a_write_that_changes_no_row_refuses_the_call_keeps_nothing_and_records_an_anomaly(
+async fn a_write_that_changes_no_row_refuses_the_call_keeps_nothing_and_records_an_anomaly(
     store: Arc<dyn LedgerStore>,
     tamper: Arc<dyn Tamper>,
 ) {

@@ -2,14 +2,14 @@
 //! tasks), refund requests and notifications, reversals — keep the ledger's invariants after
 //! every step, on the in-memory store (the reference the suite is checked against).
 //!
-//! The invariants and the runner are the suite's own (`ticket_ledger::suite::sequences`), so the
+//! The invariants and the runner are the suite's own (`ticket_ledger_suite::sequences`), so the
 //! suite case `random_lifecycle_sequences_keep_the_ledger_consistent` holds every store to them
 //! with fixed seeds, and this test searches (and shrinks) sequences proptest generates.
 
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
-use ticket_ledger::suite::sequences::{
+use ticket_ledger_suite::sequences::{
     run_sequence, sequence_from_seed, FlowPick, IssueReport, Report, Sequence, Step,
 };
 
@@ -133,7 +133,7 @@ fn sequence() -> impl Strategy<Value = Sequence> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Every step of any sequence keeps the invariants (see `ticket_ledger::suite::sequences`):
+    /// Every step of any sequence keeps the invariants (see `ticket_ledger_suite::sequences`):
     /// `0 ≤ used ≤ capacity` per voucher, used plus refunded uses within the order's capacity,
     /// refusals changing nothing, and the audit trail rebuilding counters, refunds and status.
     #[test]
