@@ -18,26 +18,32 @@
 //! - a refused step changes nothing on its order; no step fails with `Internal`/`Unavailable`;
 //! - a step stores exactly the anomalies it raises: those of an accepted verify's flags, the
 //!   one a refused verify or refund notification names (`refusal_anomaly`), nothing else.
+//!
+//! [`OrderRecord::uses_of_tickets`]: ticket_ledger::OrderRecord::uses_of_tickets
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use ticket_ledger::lifecycle::{ISSUE_ACTION, REFUND_ACTION};
+use ticket_ledger::OrderView;
 use ticket_ledger::{
     flag_anomalies, refusal_anomaly, Anomaly, AnomalyFilter, IssueCommand, NewAnomaly,
-    RefundCommand, RefundRequestCommand, RefundState, ReversalCommand,
+    RefundCommand, RefundRequestCommand, ReversalCommand,
 };
-use ticket_ledger::{AuditOutcome, OrderRecord, OrderView};
 use ticket_ledger::{LedgerError, LedgerStore};
-use ticket_ledger::{VerifyCommand, VerifyOrigin, VerifyOutcome};
+use ticket_ledger::{VerifyCommand, VerifyOutcome};
 
-use super::build::{
+use crate::build::{
     issue_cmd, order, received_at, refund_cmd, refund_request, retry_of, reversal, verify_cmd,
     Fresh,
 };
-use super::check::{given_app, given_order};
+use crate::check::{given_app, given_order};
+
+use invariants::check_order;
+pub use seeds::sequence_from_seed;
+
+mod invariants;
+mod seeds;
 
 cases! {
     random_lifecycle_sequences_keep_the_ledger_consistent,
@@ -506,357 +512,6 @@ pub async fn run_sequence(store: Arc<dyn LedgerStore>, seq: &Sequence) -> Result
         }
     }
     Ok(())
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
-
-/// The invariants of one order (module docs).
-fn check_order(v: &OrderView) -> Result<(), String> {
-    let o: &OrderRecord = &v.order;
-    let id = o.order_id.get();
-    let capacity: i64 = v.vouchers.iter().map(|x| x.capacity).sum();
-    let used: i64 = v.vouchers.iter().map(|x| x.used).sum();
-    for x in &v.vouchers {
-        ensure!(
-            0 <= x.used && x.used <= x.capacity,
-            "order {id}: voucher {} used {} of {}",
-            x.code.masked(),
-            x.used,
-            x.capacity
-        );
-    }
-    ensure!(
-        0 <= o.refunded_tickets && o.refunded_tickets <= o.quantity,
-        "order {id}: {} of {} tickets refunded",
-        o.refunded_tickets,
-        o.quantity
-    );
-    let refunded_uses = o
-        .uses_of_tickets(o.refunded_tickets, capacity)
-        .map_err(|e| format!("order {id}: {e}"))?;
-    ensure!(
-        used + refunded_uses <= capacity,
-        "order {id}: used {used} + refunded uses {refunded_uses} > capacity {capacity}"
-    );
-    let succeeded: i64 = v
-        .refunds
-        .iter()
-        .filter(|r| r.state == RefundState::Succeeded)
-        .map(|r| r.refunded_tickets)
-        .sum();
-    ensure!(
-        succeeded == o.refunded_tickets,
-        "order {id}: requests refunded {succeeded} tickets, the order counts {}",
-        o.refunded_tickets
-    );
-    for r in &v.refunds {
-        ensure!(
-            r.state == RefundState::Succeeded || r.refunded_tickets == 0,
-            "order {id}: {r:?} refunded tickets without succeeding"
-        );
-        ensure!(
-            r.refunded_tickets <= r.quantity,
-            "order {id}: {r:?} refunded more than asked"
-        );
-    }
-    replay_events(v)
-}
-
-fn int(v: &serde_json::Value, ctx: &str) -> Result<i64, String> {
-    v.as_i64()
-        .ok_or_else(|| format!("{ctx}: {v} is not an integer"))
-}
-
-fn text<'a>(v: &'a serde_json::Value, ctx: &str) -> Result<&'a str, String> {
-    v.as_str().ok_or_else(|| format!("{ctx}: {v} is not text"))
-}
-
-/// Rebuilds the order's counters, refunds and status chain from its events.
-fn replay_events(v: &OrderView) -> Result<(), String> {
-    let id = v.order.order_id.get();
-    let verify_action = VerifyOrigin::Vendor.action();
-    let reconcile_action = VerifyOrigin::Reconciliation.action();
-    let mut counts: BTreeMap<String, i64> =
-        v.vouchers.iter().map(|x| (x.code.masked(), 0)).collect();
-    let mut refunded = 0;
-    let mut requests: BTreeMap<String, (i64, RefundState)> = BTreeMap::new();
-    // An order starts issued when it was created with codes (no issuance event lists them).
-    let issued_by_report = v
-        .events
-        .iter()
-        .any(|e| e.action == ISSUE_ACTION && e.outcome == AuditOutcome::Accepted);
-    let mut status = if issued_by_report || v.vouchers.is_empty() {
-        "awaiting_issuance".to_owned()
-    } else {
-        "issued".to_owned()
-    };
-    for (n, e) in v.events.iter().enumerate() {
-        let ctx = format!("order {id} event {n} ({} {})", e.action, e.reason);
-        let accepted = e.outcome == AuditOutcome::Accepted;
-        if e.action == verify_action || e.action == reconcile_action {
-            let changes = e.detail["changes"]
-                .as_array()
-                .ok_or_else(|| format!("{ctx}: no changes"))?;
-            ensure!(
-                accepted || changes.is_empty(),
-                "{ctx}: a replayed verify lists changes"
-            );
-            for c in changes {
-                let code = text(&c["confirm_code"], &ctx)?;
-                let delta = int(&c["delta"], &ctx)?;
-                ensure!(delta > 0, "{ctx}: delta {delta}");
-                let count = counts
-                    .get_mut(code)
-                    .ok_or_else(|| format!("{ctx}: unknown code {code}"))?;
-                *count += delta;
-                ensure!(
-                    *count == int(&c["used"], &ctx)?,
-                    "{ctx}: running count {count} but the entry says {}",
-                    c["used"]
-                );
-            }
-        } else if e.action == "admin.reverse" && accepted {
-            let code = text(&e.detail["confirm_code"], &ctx)?;
-            let count = counts
-                .get_mut(code)
-                .ok_or_else(|| format!("{ctx}: unknown code {code}"))?;
-            *count -= int(&e.detail["quantity"], &ctx)?;
-            ensure!(*count >= 0, "{ctx}: count below zero");
-            ensure!(
-                *count == int(&e.detail["used"], &ctx)?,
-                "{ctx}: running count {count} but the entry says {}",
-                e.detail["used"]
-            );
-        } else if e.action == "admin.request_refund" && accepted {
-            let flow = text(&e.detail["fliggy_refund_flow_id"], &ctx)?.to_owned();
-            let quantity = int(&e.detail["quantity"], &ctx)?;
-            ensure!(
-                requests
-                    .insert(flow, (quantity, RefundState::Pending))
-                    .is_none(),
-                "{ctx}: a flow id opened twice"
-            );
-        } else if e.action == REFUND_ACTION && accepted {
-            let flow = text(&e.detail["fliggy_refund_flow_id"], &ctx)?;
-            let tickets = int(&e.detail["refunded_tickets"], &ctx)?;
-            let request = requests
-                .get_mut(flow)
-                .ok_or_else(|| format!("{ctx}: settles an unknown request"))?;
-            ensure!(
-                request.1 == RefundState::Pending,
-                "{ctx}: settles a settled request"
-            );
-            request.1 = match e.reason.as_str() {
-                "refunded" => RefundState::Succeeded,
-                _ => RefundState::Failed,
-            };
-            refunded += tickets;
-        } else if e.action == "order.status" {
-            let from = text(&e.detail["from"], &ctx)?;
-            let to = text(&e.detail["to"], &ctx)?;
-            ensure!(
-                from == status,
-                "{ctx}: a transition from {from}, but the order was {status}"
-            );
-            ensure!(from != to, "{ctx}: a transition to the same status");
-            ensure!(e.reason == to, "{ctx}: reason {} for {to}", e.reason);
-            let cause = n
-                .checked_sub(1)
-                .and_then(|p| v.events.get(p))
-                .ok_or_else(|| format!("{ctx}: a transition without a cause"))?;
-            ensure!(
-                cause.request_id == e.request_id
-                    && cause.outcome == AuditOutcome::Accepted
-                    && cause.action == text(&e.detail["cause"], &ctx)?,
-                "{ctx}: the event before it ({} {}) is not its cause",
-                cause.action,
-                cause.request_id
-            );
-            status = to.to_owned();
-        }
-    }
-    let ledger: BTreeMap<String, i64> = v
-        .vouchers
-        .iter()
-        .map(|x| (x.code.masked(), x.used))
-        .collect();
-    ensure!(
-        counts == ledger,
-        "order {id}: the events rebuild {counts:?}, the ledger has {ledger:?}"
-    );
-    ensure!(
-        refunded == v.order.refunded_tickets,
-        "order {id}: the events refund {refunded} tickets, the order counts {}",
-        v.order.refunded_tickets
-    );
-    let listed: BTreeMap<String, (i64, RefundState)> = v
-        .refunds
-        .iter()
-        .map(|r| (r.flow_id.clone(), (r.quantity, r.state)))
-        .collect();
-    ensure!(
-        requests == listed,
-        "order {id}: the events rebuild requests {requests:?}, the order lists {listed:?}"
-    );
-    ensure!(
-        status == v.status().as_str(),
-        "order {id}: the transitions end at {status}, the order is {}",
-        v.status().as_str()
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixed sequences for the suite
-
-/// SplitMix64: a tiny deterministic generator, so every store runs the same sequences.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        let span = u64::try_from(hi - lo + 1).unwrap_or(1).max(1);
-        lo + i64::try_from(self.next() % span).unwrap_or(0)
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
-/// A code index: mostly the order's two codes, sometimes a third or one never issued.
-fn random_code(rng: &mut Rng) -> usize {
-    if rng.chance(7) {
-        2 + rng.index(2)
-    } else {
-        rng.index(2)
-    }
-}
-
-fn random_report(rng: &mut Rng) -> Report {
-    let cumulative = rng.chance(30);
-    let n = rng.index(2) + 1;
-    let entries = (0..n)
-        .map(|_| {
-            let q = if cumulative {
-                rng.range(0, 5)
-            } else {
-                rng.range(1, 2)
-            };
-            let gate = if rng.chance(15) {
-                None
-            } else {
-                Some(rng.range(0, 5400))
-            };
-            (random_code(rng), q, gate)
-        })
-        .collect();
-    Report {
-        cumulative,
-        entries,
-    }
-}
-
-fn random_step(rng: &mut Rng, nested: bool) -> Step {
-    let order = if rng.chance(65) { 0 } else { 1 };
-    // Weights out of 20: issue 1, verify 6, replay 2, refund request 2, refund 3, reversal 2,
-    // race 2, wait 2 (no race or wait inside a race).
-    match rng.index(if nested { 16 } else { 20 }) {
-        0 => Step::Issue {
-            order,
-            report: match rng.index(4) {
-                0 | 1 => IssueReport::Own,
-                2 => IssueReport::Other,
-                _ => IssueReport::Failed,
-            },
-        },
-        1..=6 => Step::Verify {
-            order,
-            report: random_report(rng),
-        },
-        7 | 8 => Step::Replay { back: rng.index(6) },
-        9 | 10 => Step::RequestRefund {
-            order,
-            tickets: if rng.chance(10) { 0 } else { rng.range(1, 2) },
-        },
-        11..=13 => Step::Refund {
-            order,
-            succeeded: rng.chance(75),
-            refund_num: if rng.chance(60) {
-                None
-            } else {
-                Some(rng.range(0, 3))
-            },
-            flow: match rng.index(20) {
-                0..=7 => FlowPick::None,
-                8..=12 => FlowPick::Newest,
-                13..=17 => FlowPick::Oldest,
-                _ => FlowPick::Unknown,
-            },
-            batch: if rng.chance(30) {
-                None
-            } else {
-                Some(u8::try_from(rng.index(5)).unwrap_or(0))
-            },
-        },
-        14 | 15 => Step::Reverse {
-            order,
-            code: random_code(rng),
-            quantity: if rng.chance(10) { 0 } else { rng.range(1, 2) },
-            window_mins: [5, 60, 1440][rng.index(3)],
-        },
-        16 | 17 => Step::Race(
-            (0..rng.range(2, 5))
-                .map(|_| random_step(rng, true))
-                .collect(),
-        ),
-        _ => Step::Wait {
-            mins: [1, 30, 120, 1500][rng.index(4)],
-        },
-    }
-}
-
-/// The sequence of `len` steps a seed stands for.
-pub fn sequence_from_seed(seed: u64, len: usize) -> Sequence {
-    let mut rng = Rng(seed);
-    let caps = [
-        rng.range(1, 6),
-        rng.range(1, 6),
-        rng.range(1, 6),
-        rng.range(1, 6),
-    ];
-    let quantities = [
-        rng.range(1, caps[0] + caps[1]),
-        rng.range(1, caps[2] + caps[3]),
-    ];
-    let mut steps = vec![Step::Issue {
-        order: 1,
-        report: IssueReport::Own,
-    }];
-    steps.extend((0..len).map(|_| random_step(&mut rng, false)));
-    Sequence {
-        caps,
-        quantities,
-        steps,
-    }
 }
 
 /// Random lifecycle sequences (16 fixed seeds, 60 steps each) of issue, verify (delta,
