@@ -32,12 +32,15 @@
 //! - `load`: the closed-loop workers, warm-up, progress, and their statistics.
 //! - `admin`: preparation and the verification pass over the admin API.
 //! - `target`: starting ticketd (in-process or as a child), the baseline responder, RSS/CPU.
+//! - [`server`]: what the bench needs from the server it starts in this process; the caller
+//!   passes it ([`Server`]), since this crate must not depend on ticketd.
 //! - [`report`]: the report, as text or JSON.
 
 mod admin;
 mod http;
 mod load;
 pub mod report;
+pub mod server;
 mod target;
 mod workload;
 
@@ -52,10 +55,10 @@ use top_protocol::SignMethod;
 
 use self::load::{Shape, Stop};
 use self::report::Report;
+pub use self::server::{Server, ServerOptions, Started};
 pub use self::target::SpawnMode;
 use self::target::Target;
 pub use self::workload::Form;
-use crate::settings::parse_duration;
 
 /// Everything `ticketd bench` can be told.
 #[derive(Debug, Clone, Args)]
@@ -198,10 +201,38 @@ impl From<BenchSignMethod> for SignMethod {
     }
 }
 
+/// Reads `--duration` and `--warmup` as ticketd reads its duration settings: `250ms`, `90s`,
+/// `15m`, `24h`, `2d`, a bare number meaning seconds. The same grammar as ticketd's
+/// `settings::parse_duration`, written again here because this crate must not depend on the
+/// server's.
 fn parse_std_duration(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
+    let text = text.trim();
+    let bad = || format!("{text:?}: expected a number with ms, s, m, h or d");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => chrono::Duration::try_milliseconds(n),
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => n.checked_mul(60).and_then(chrono::Duration::try_seconds),
+        "h" => n.checked_mul(3600).and_then(chrono::Duration::try_seconds),
+        "d" => n
+            .checked_mul(86_400)
+            .and_then(chrono::Duration::try_seconds),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
     d.to_std()
         .map_err(|_| format!("{text:?}: must not be negative"))
+}
+
+/// 32 random hex characters (128 bits): the spawned server's admin token, and the bench app's
+/// key suffix and secret.
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Measured duration when neither `--duration` nor `--requests` is given.
@@ -301,9 +332,12 @@ impl BenchArgs {
 
 /// Runs the benchmark and prints its report (text, or JSON with `--json`). Fails when the
 /// ledger disagrees with what the target acknowledged.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+///
+/// `server` is what `--spawn` starts in this process (ticketd passes itself); an external target
+/// (`--url`) and `--spawn process` do not use it.
+pub async fn run(args: BenchArgs, server: Arc<dyn Server>) -> anyhow::Result<()> {
     let json = args.json;
-    let report = execute(args).await?;
+    let report = execute(args, server).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -318,11 +352,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark and returns its report without printing it (for tests and embedding).
-pub async fn execute(args: BenchArgs) -> anyhow::Result<Report> {
+/// Runs the benchmark and returns its report without printing it (for tests and embedding);
+/// `server` as for [`run`].
+pub async fn execute(args: BenchArgs, server: Arc<dyn Server>) -> anyhow::Result<Report> {
     args.check()?;
     let loadavg_before = target::loadavg();
-    let target = Target::start(&args).await?;
+    let target = Target::start(&args, server).await?;
     let outcome = measure(&args, &target).await;
     let stopped = target.stop().await;
     let mut report = outcome?;
@@ -422,6 +457,19 @@ mod tests {
         Cli::try_parse_from(all)
             .map(|c| c.args)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn durations_read_as_ticketd_reads_its_settings() {
+        assert_eq!(parse_std_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_std_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_std_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_std_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_std_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_std_duration(" 3600 "), Ok(Duration::from_secs(3600)));
+        for bad in ["1w", "h", "-1s", ""] {
+            assert!(parse_std_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,8 +17,8 @@ use tokio::sync::oneshot;
 
 use super::load::Gateway;
 use super::BenchArgs;
-use crate::server::{random_token, Application};
-use crate::settings::Settings;
+use crate::random_token;
+use crate::server::{Server, ServerOptions};
 
 /// How `--spawn` starts the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -61,8 +62,9 @@ enum Running {
 }
 
 impl Target {
-    /// Reaches or starts the target `args` describe, and waits until it is ready.
-    pub(crate) async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
+    /// Reaches or starts the target `args` describe (`server` is what `--spawn` starts in this
+    /// process), and waits until it is ready.
+    pub(crate) async fn start(args: &BenchArgs, server: Arc<dyn Server>) -> anyhow::Result<Self> {
         let Some(mode) = args.spawn else {
             let base_url = args.url.trim_end_matches('/').to_owned();
             return Ok(Self {
@@ -91,25 +93,27 @@ impl Target {
             }
         };
         let token = random_token();
-        let mut settings = Settings::for_data_dir(data_dir.clone());
-        settings.admin_token = Some(token.clone());
-        settings.database_url = args.database_url.clone();
-        let database_url = settings.database_url();
+        let options = ServerOptions {
+            data_dir: data_dir.clone(),
+            database_url: args.database_url.clone(),
+            admin_token: token.clone(),
+        };
+        let database_url = server.database_url(&options);
         let started = Instant::now();
         let (addr, kind, what) = match mode {
             SpawnMode::InProcess => {
                 let server = Background::start("ticketd-server", move |ready, stop| async move {
-                    let app = match Application::build(&settings).await {
-                        Ok(app) => app,
+                    let started = match server.start(options).await {
+                        Ok(started) => started,
                         Err(e) => {
                             let _ = ready.send(Err(e));
                             return Ok(());
                         }
                     };
-                    let _ = ready.send(app.local_addr());
-                    app.run_until_stopped(async {
+                    let _ = ready.send(Ok(started.addr));
+                    (started.serve)(Box::pin(async {
                         let _ = stop.await;
-                    })
+                    }))
                     .await
                 })
                 .await?;

@@ -124,8 +124,8 @@ fn paid_at() -> chrono::DateTime<Utc> {
 }
 
 async fn create_app(admin: &Admin) -> anyhow::Result<(String, String)> {
-    let app_key = format!("bench-{}", &crate::server::random_token()[..12]);
-    let secret = crate::server::random_token();
+    let app_key = format!("bench-{}", &crate::random_token()[..12]);
+    let secret = crate::random_token();
     admin
         .post(
             "/admin/apps",
