@@ -1,5 +1,5 @@
-//! ticket-store's integration tests on libtest's harness, one binary (STYLE §7: one link instead
-//! of one per file).
+//! ticket-store's integration tests on libtest's harness, one binary: one link instead of one
+//! per file.
 //!
 //! - `ci_script`: `.ci/run` sets `CI` itself, so the database tests below can never be skipped
 //!   in CI.
