@@ -5,7 +5,7 @@
 //! wire parameters into a [`VerifyCommand`], a [`LedgerStore`] loads an [`OrderSnapshot`], and
 //! [`plan_verify`] decides — as a pure function — what changes. Keeping the decision pure is what
 //! lets one rule set serve SQLite, PostgreSQL and MySQL alike, and lets the behaviour suite
-//! (`suite`, behind the feature of that name) hold every store to the same answers.
+//! (the `ticket-ledger-suite` crate) hold every store to the same answers.
 //!
 //! # Glossary
 //!
@@ -32,7 +32,6 @@
 //! - [`text`]: the bounds on untrusted text the ledger keeps.
 //! - [`store`]: the [`LedgerStore`] trait every backend implements.
 //! - [`error`]: [`LedgerError`], every way a ledger operation can be refused or fail.
-//! - `suite` (feature `suite`): the behaviour suite every store must pass.
 
 pub mod error;
 pub mod ids;
@@ -41,8 +40,6 @@ pub mod limits;
 pub mod model;
 pub mod rejected;
 pub mod store;
-#[cfg(feature = "suite")]
-pub mod suite;
 pub mod text;
 pub mod verify;
 

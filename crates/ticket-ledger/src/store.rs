@@ -1,5 +1,5 @@
 //! The storage boundary. Every backend (SQLite, PostgreSQL, MySQL) implements [`LedgerStore`]
-//! and must pass the behaviour suite (`suite`, feature `suite`).
+//! and must pass the behaviour suite (the `ticket-ledger-suite` crate).
 //!
 //! The trait is object-safe (`Arc<dyn LedgerStore>`) so the server picks a backend at run time
 //! from the database URL without being generic over it.

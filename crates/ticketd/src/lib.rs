@@ -14,7 +14,8 @@
 //! - [`gateway`]: the `/router/rest` pipeline and one module per TOP method.
 //! - [`admin`]: the operator's JSON API and health endpoints.
 //! - [`paging`]: the page builder that bounds every admin list answer, in entries and bytes.
-//! - [`bench`](mod@bench): `ticketd bench`, the load generator for signed verify traffic and its report.
+//! - [`bench`](mod@bench): `ticketd bench`: ticketd as the server the `ticketd-bench` load
+//!   generator starts in this process.
 //! - [`lifecycle_doc`]: the order lifecycle as data; `docs/LIFECYCLE.md` is rendered from it.
 //! - [`metrics`]: Prometheus counters and histograms served at `/metrics`.
 //! - [`clock`]: the injectable source of "now".

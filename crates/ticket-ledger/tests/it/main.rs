@@ -4,20 +4,9 @@
 //!   and proptest properties over random report sequences.
 //! - `bounds`: every planner's bounds on counts, and its checked arithmetic on stored counts
 //!   beyond them.
-//! - `mem_store` + `suite_on_mem` (feature `suite`): the behaviour suite run against an
-//!   in-memory test double, which checks the suite itself; `suite_lists` checks that
-//!   `behaviour_suite!` runs every case the suite defines.
-//! - `lifecycle` (feature `suite`): a proptest property over random lifecycle sequences (issue,
-//!   verify, refunds, reversals, races) on the in-memory store, with the suite's invariants.
+//!
+//! The behaviour suite and the in-memory store it is checked against are in the
+//! `ticket-ledger-suite` crate.
 
 mod bounds;
 mod rules;
-
-#[cfg(feature = "suite")]
-mod lifecycle;
-#[cfg(feature = "suite")]
-mod mem_store;
-#[cfg(feature = "suite")]
-mod suite_lists;
-#[cfg(feature = "suite")]
-mod suite_on_mem;

@@ -1,6 +1,6 @@
-//! [`SqlStore`] on the real PostgreSQL and MariaDB/MySQL servers: the whole behaviour suite,
-//! then what only a shared server can show — racing pools, lock waits and retries, the schema's
-//! own guards, and moving a ledger between backends.
+//! [`SqlStore`] on the real PostgreSQL and MariaDB/MySQL servers: what only a shared server can
+//! show — racing pools, lock waits and retries, the schema's own guards, and moving a ledger
+//! between backends. The behaviour suite runs on the same servers from `tests/suite.rs`.
 //!
 //! Every test run creates its own databases (`ticket_store::scratch`); without a server the
 //! tests print how to start it and pass, unless `CI` is set (then they fail).
@@ -10,18 +10,18 @@ use std::time::Duration;
 
 use chrono::Duration as Days;
 use sqlx::Connection;
-use ticket_ledger::suite::{
-    app, audit_entry, gate_time_plus, given_app, given_order, issue_cmd, order, received_at,
-    refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh,
-};
 use ticket_ledger::{
     AnomalyFilter, AppAccess, AuditOutcome, IpRange, LedgerError, LedgerStore, OrderId,
     OutcomeKind, RateLimit, Resolution, SecretRotation,
 };
+use ticket_ledger_suite::{
+    app, audit_entry, gate_time_plus, given_app, given_order, issue_cmd, order, received_at,
+    refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh,
+};
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
 
-use crate::support::{assert_totals_beyond_i64, Harnessed, BEYOND_THE_BOUNDS};
+use crate::support::{assert_totals_beyond_i64, BEYOND_THE_BOUNDS};
 
 /// Pool settings for tests: small pools (many cases run at once against one server).
 fn settings() -> PoolSettings {
@@ -36,21 +36,6 @@ async fn open(db: &ScratchDatabase, settings: &PoolSettings) -> SqlStore {
         .await
         .unwrap_or_else(|e| panic!("opening {}: {e}", db.name()))
 }
-
-ticket_ledger::behaviour_suite!(postgres_suite, {
-    // `return` ends the test early (a skip) when there is no server; see the module docs.
-    let Some(db) = ScratchDatabase::shared(Engine::Postgres) else {
-        return;
-    };
-    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
-});
-
-ticket_ledger::behaviour_suite!(mysql_suite, {
-    let Some(db) = ScratchDatabase::shared(Engine::MySql) else {
-        return;
-    };
-    async move { Arc::new(Harnessed::sql(open(db, &settings()).await, db.url())) }
-});
 
 /// Generates one `#[tokio::test]` per engine for each engine-generic test below.
 macro_rules! on_both_engines {
@@ -434,7 +419,7 @@ async fn busy_ledger(store: &dyn LedgerStore) {
     given_app(store, &a).await;
     given_app(store, &b).await;
     // Access settings and a rotated secret travel with the app.
-    let a_key = ticket_ledger::suite::app_key(&a);
+    let a_key = ticket_ledger_suite::app_key(&a);
     store
         .set_app_access(
             &a_key,
@@ -471,7 +456,7 @@ async fn busy_ledger(store: &dyn LedgerStore) {
         .build();
     store.verify(first.clone()).await.expect("verify");
     store
-        .verify(ticket_ledger::suite::retry_of(&first, 5))
+        .verify(ticket_ledger_suite::retry_of(&first, 5))
         .await
         .expect("replay");
     store
