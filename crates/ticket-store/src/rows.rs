@@ -17,7 +17,7 @@ use ticket_ledger::{
     Anomaly, AnomalyFilter, AnomalyKind, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord,
     OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, RejectedCall, Resolution,
-    ResolveAnomaly, UseRecord, VoucherChange, VoucherRecord,
+    UseRecord, VoucherChange, VoucherRecord,
 };
 
 /// `apps` columns in the order [`app`] reads them.
@@ -396,23 +396,6 @@ pub(crate) fn one_row(changed: u64, write: &'static str) -> Result<(), LedgerErr
         Ok(())
     } else {
         Err(LedgerError::WriteChangedNoRow { write })
-    }
-}
-
-/// The audit entry recording an operator's resolution of `current`.
-pub(crate) fn resolution_entry(current: &Anomaly, cmd: &ResolveAnomaly) -> AuditEntry {
-    AuditEntry {
-        seq: 0,
-        request_id: cmd.meta.request_id.clone(),
-        at: cmd.meta.received_at,
-        action: "admin.resolve_anomaly".to_owned(),
-        app_key: current.anomaly.app_key.clone(),
-        order_id: current.anomaly.order_id,
-        outcome: AuditOutcome::Accepted,
-        reason: cmd.resolution.as_str().to_owned(),
-        detail: serde_json::json!({"anomaly_id": cmd.id,
-            "kind": current.anomaly.kind.as_str(), "note": cmd.note}),
-        client_ip: cmd.meta.client_ip.clone(),
     }
 }
 

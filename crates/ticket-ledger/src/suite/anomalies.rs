@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::lifecycle::{Anomaly, AnomalyFilter, AnomalyKind, Resolution};
-use crate::verify::{plan_verify, VerifyCommand, VerifyOutcome};
+use crate::{plan_verify, VerifyCommand, VerifyOutcome};
+use crate::{Anomaly, AnomalyFilter, AnomalyKind, Resolution};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{gate_time, order, received_at, refund_cmd, resolve_cmd, verify_cmd, Fresh};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::model::{App, AppAccess, IpRange, PreviousSecret, RateLimit, SecretRotation};
+use crate::{App, AppAccess, IpRange, PreviousSecret, RateLimit, SecretRotation};
 use crate::{AppKey, LedgerError, LedgerStore};
 
 use super::build::{app, app_created_at, app_key, Fresh};

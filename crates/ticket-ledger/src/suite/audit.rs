@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::model::{AuditEntry, AuditFilter, AuditOutcome};
-use crate::verify::{plan_verify, OrderSnapshot};
+use crate::{plan_verify, OrderSnapshot};
+use crate::{AuditEntry, AuditFilter, AuditOutcome};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{audit_entry, code, gate_time_plus, order, verify_cmd, Fresh};

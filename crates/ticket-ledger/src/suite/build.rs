@@ -14,15 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
-use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
-use crate::lifecycle::{
+use crate::{AppKey, ConfirmCode, OrderId, OutOrderId};
+use crate::{AuditEntry, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher, OrderRecord};
+use crate::{
     IssueCommand, IssueResult, IssuedVoucher, RefundCommand, RefundOutcomeStatus,
     RefundRequestCommand, Resolution, ResolveAnomaly, ReversalCommand,
 };
-use crate::model::{
-    AuditEntry, AuditOutcome, IssueState, NewApp, NewOrder, NewVoucher, OrderRecord,
-};
-use crate::verify::{
+use crate::{
     OrderRef, RequestMeta, VerifyCommand, VerifyOrigin, VerifyPolicy, VerifyUses, VoucherUse,
     WriteOffType,
 };

@@ -1,8 +1,8 @@
 //! Set-up steps and assertions shared by the cases. Each panics with what the case expected.
 
-use crate::lifecycle::{refusal_anomaly, Anomaly, AnomalyFilter};
-use crate::model::{App, AuditEntry, AuditFilter, AuditOutcome, NewOrder, OrderView};
-use crate::verify::{Flag, OutcomeKind, VerifyCommand, VerifyOutcome};
+use crate::{refusal_anomaly, Anomaly, AnomalyFilter};
+use crate::{App, AuditEntry, AuditFilter, AuditOutcome, NewOrder, OrderView};
+use crate::{Flag, OutcomeKind, VerifyCommand, VerifyOutcome};
 use crate::{LedgerError, LedgerStore, OrderId};
 
 use super::build::{app, order_created_audit, order_id};
@@ -209,8 +209,8 @@ pub(super) async fn refused(
 }
 
 /// The snapshot a store plans from, read through `order()` (no fingerprints).
-pub(super) fn snapshot_of(v: &OrderView) -> crate::verify::OrderSnapshot {
-    crate::verify::OrderSnapshot {
+pub(super) fn snapshot_of(v: &OrderView) -> crate::OrderSnapshot {
+    crate::OrderSnapshot {
         order: v.order.clone(),
         vouchers: v.vouchers.clone(),
         seen: std::collections::HashSet::new(),
@@ -232,7 +232,7 @@ pub(super) async fn anomalies_of(store: &dyn LedgerStore, id: i64, ctx: &str) ->
 }
 
 /// Asserts `got` is `want` as stored: a positive id, open (no resolution, note or time).
-pub(super) fn assert_open_anomaly(got: &Anomaly, want: &crate::lifecycle::NewAnomaly, ctx: &str) {
+pub(super) fn assert_open_anomaly(got: &Anomaly, want: &crate::NewAnomaly, ctx: &str) {
     assert!(
         got.id > 0,
         "{ctx}: the store assigns a positive id, got {got:?}"

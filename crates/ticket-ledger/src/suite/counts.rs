@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::model::AuditOutcome;
-use crate::verify::{Flag, OutcomeKind};
+use crate::AuditOutcome;
+use crate::{Flag, OutcomeKind};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{code, gate_time_plus, order, retry_of, verify_cmd, Fresh};

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::error::UsedDateProblem;
-use crate::model::NewOrder;
-use crate::verify::{Flag, VerifyPolicy};
+use crate::NewOrder;
+use crate::UsedDateProblem;
+use crate::{Flag, VerifyPolicy};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{code, order, order_created_at, received_at, verify_cmd, Fresh};

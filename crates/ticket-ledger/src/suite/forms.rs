@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::model::{AuditOutcome, OrderStatus};
-use crate::verify::{Flag, OutcomeKind};
+use crate::{AuditOutcome, OrderStatus};
+use crate::{Flag, OutcomeKind};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{code, gate_time_plus, order, verify_cmd, Fresh};

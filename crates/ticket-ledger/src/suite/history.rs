@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::model::{AuditEntry, AuditOutcome, OrderView};
 use crate::LedgerStore;
+use crate::{AuditEntry, AuditOutcome, OrderView};
 
 use super::build::{audit_entry, gate_time_plus, order, order_id, verify_cmd, Fresh};
 use super::check::{given_app, given_order, history, verify_ok, view};

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::lifecycle::{plan_issue, IssueCommand, ISSUE_ACTION};
-use crate::model::{AuditOutcome, IssueState, OrderStatus, OrderView, VoucherRecord};
-use crate::verify::OutcomeKind;
+use crate::OutcomeKind;
+use crate::{plan_issue, IssueCommand, ISSUE_ACTION};
+use crate::{AuditOutcome, IssueState, OrderStatus, OrderView, VoucherRecord};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{code, issue_cmd, order, out, verify_cmd, Fresh};

@@ -35,7 +35,7 @@
 //! | `refunds` | R8, R9 | refund requests and notifications, and what they do to verify |
 //! | `reversal` | — | operator reversals within the window |
 //! | `anomalies` | — | anomalies stored, listed and resolved |
-//! | `reconcile` | — | the vendor's counts applied as cumulative reports |
+//! | `reconcile` | — | the vendor's counts applied as cumulative reports, whole or not at all |
 //! | `sequences` | all | fixed random lifecycle sequences and the ledger's invariants |
 //! | `tamper` | — | a write that changes no row: refused, rolled back, recorded as an anomaly |
 //!
@@ -138,7 +138,10 @@ pub use races::{
     concurrent_identical_delta_retries_apply_exactly_once,
     concurrent_verifies_never_exceed_capacity,
 };
-pub use reconcile::reconciliation_records_missing_uses_and_never_decreases;
+pub use reconcile::{
+    reconciliation_records_missing_uses_and_never_decreases,
+    reconciliation_refused_at_its_last_code_changes_nothing,
+};
 pub use refunds::{
     each_pending_refund_holds_its_tickets_from_its_own_request, failed_refund_releases_its_tickets,
     refund_notification_is_idempotent_on_batch_no_and_flow_id,
@@ -294,6 +297,7 @@ macro_rules! behaviour_suite {
             resolving_an_anomaly_records_resolution_note_and_time,
             // reconciliation
             reconciliation_records_missing_uses_and_never_decreases,
+            reconciliation_refused_at_its_last_code_changes_nothing,
             // random lifecycle sequences
             random_lifecycle_sequences_keep_the_ledger_consistent,
         ], tampering [

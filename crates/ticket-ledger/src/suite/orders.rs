@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::model::{AuditFilter, NewVoucher, OrderStatus, VoucherRecord};
+use crate::{AuditFilter, NewVoucher, OrderStatus, VoucherRecord};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{

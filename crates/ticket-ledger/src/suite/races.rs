@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::model::AuditOutcome;
-use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
+use crate::AuditOutcome;
 use crate::{LedgerError, LedgerStore};
+use crate::{OutcomeKind, VerifyCommand, VerifyOutcome};
 
 use super::build::{code, gate_time_plus, order, retry_of, verify_cmd, Fresh};
 use super::check::{applied, assert_used, given_app, given_order, order_entries, outcome, view};

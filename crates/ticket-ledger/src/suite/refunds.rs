@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{
+use crate::{
     plan_refund, plan_refund_request, refusal_anomaly, AnomalyFilter, AnomalyKind, RefundCommand,
     RefundRequest, RefundRequestCommand, RefundState,
 };
-use crate::model::{AuditOutcome, OrderStatus, OrderView};
-use crate::verify::{plan_verify, Flag, OutcomeKind};
+use crate::{plan_verify, Flag, OutcomeKind};
+use crate::{AuditOutcome, OrderStatus, OrderView};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{gate_time, order, received_at, refund_cmd, refund_request, verify_cmd, Fresh};

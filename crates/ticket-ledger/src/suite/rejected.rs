@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::rejected::{RejectedCall, RejectedCallFilter};
 use crate::LedgerStore;
+use crate::{RejectedCall, RejectedCallFilter};
 
 use super::build::{received_at, Fresh};
 

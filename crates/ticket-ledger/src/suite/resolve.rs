@@ -290,7 +290,7 @@ pub async fn unissued_order_cannot_be_verified(store: Arc<dyn LedgerStore>) {
 pub async fn refusal_anomaly_of_a_verify_by_out_order_id_names_the_order(
     store: Arc<dyn LedgerStore>,
 ) {
-    use crate::lifecycle::AnomalyKind;
+    use crate::AnomalyKind;
     use chrono::Duration;
     let f = Fresh::new();
     let a = f.key("app");

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{ReversalCommand, ReversalPlan, StatusChange};
-use crate::model::{OrderStatus, OrderView};
 use crate::{LedgerError, LedgerStore};
+use crate::{OrderStatus, OrderView};
+use crate::{ReversalCommand, ReversalPlan, StatusChange};
 
 use super::build::{code, gate_time_plus, order, received_at, reversal, verify_cmd, Fresh};
 use super::check::{

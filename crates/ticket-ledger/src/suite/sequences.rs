@@ -24,13 +24,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::lifecycle::{
+use crate::{
     flag_anomalies, refusal_anomaly, Anomaly, AnomalyFilter, IssueCommand, NewAnomaly,
     RefundCommand, RefundRequestCommand, RefundState, ReversalCommand, ISSUE_ACTION, REFUND_ACTION,
 };
-use crate::model::{AuditOutcome, OrderRecord, OrderView};
-use crate::verify::{VerifyCommand, VerifyOrigin, VerifyOutcome};
+use crate::{AuditOutcome, OrderRecord, OrderView};
 use crate::{LedgerError, LedgerStore};
+use crate::{VerifyCommand, VerifyOrigin, VerifyOutcome};
 
 use super::build::{
     issue_cmd, order, received_at, refund_cmd, refund_request, retry_of, reversal, verify_cmd,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::lifecycle::{AnomalyKind, RefundState};
-use crate::model::{AuditFilter, AuditOutcome};
+use crate::{AnomalyKind, RefundState};
+use crate::{AuditFilter, AuditOutcome};
 use crate::{LedgerError, LedgerStore};
 
 use super::build::{order, received_at, refund_cmd, refund_request, verify_cmd, Fresh};

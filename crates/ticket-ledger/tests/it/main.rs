@@ -2,6 +2,8 @@
 //!
 //! - `rules`: pure tests of [`ticket_ledger::plan_verify`] — a table walking every verify rule,
 //!   and proptest properties over random report sequences.
+//! - `planners`: order creation, anomaly resolution, reconciliation as a whole, and the
+//!   refundable tickets of an order view.
 //! - `bounds`: every planner's bounds on counts, and its checked arithmetic on stored counts
 //!   beyond them.
 //! - `mem_store` + `suite_on_mem` (feature `suite`): the behaviour suite run against an
@@ -11,6 +13,7 @@
 //!   verify, refunds, reversals, races) on the in-memory store, with the suite's invariants.
 
 mod bounds;
+mod planners;
 mod rules;
 
 #[cfg(feature = "suite")]

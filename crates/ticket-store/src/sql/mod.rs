@@ -32,6 +32,7 @@ mod engine;
 mod migrate;
 pub(crate) mod ops;
 mod outcome;
+mod reconcile;
 mod transfer;
 
 use std::time::Duration;
@@ -44,9 +45,9 @@ use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId, OrderRef,
-    OrderView, OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall,
-    RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
-    VerifyOutcome,
+    OrderView, OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest,
+    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
+    SecretRotation, VerifyCommand, VerifyOutcome,
 };
 
 pub use self::engine::Engine;
@@ -606,6 +607,16 @@ impl LedgerStore for SqlStore {
             .keeping_anomaly(result, |err| {
                 refusal_anomaly(err, Some(cmd.order_id), None, &cmd.meta)
             })
+            .await
+    }
+
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        let result = self
+            .db
+            .write(&cmd, |c, e, cmd| Box::pin(reconcile::reconcile(c, e, cmd)))
+            .await;
+        self.db
+            .keeping_anomaly(result, |e| cmd.refusal_anomaly(e))
             .await
     }
 

@@ -31,21 +31,21 @@ use sqlx::query::Query;
 use sqlx::AnyConnection;
 use sqlx::{Any, Row};
 use ticket_ledger::{
-    plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, Anomaly,
-    AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint, IssueCommand,
-    IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord, OrderRef,
-    OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
+    plan_issue, plan_refund, plan_refund_request, plan_resolution, plan_reversal, plan_verify,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint,
+    IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
+    OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
     RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
-    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
+    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 
 use super::engine::{Engine, ErrorClass};
 use crate::rows::{
     self, access_values, capacity_refusal, latest_events_sql, ms, one_row, previous_secret_values,
-    resolution_entry, ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
-    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS, WRITE_ANOMALY_RESOLUTION,
-    WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW, WRITE_REFUND_STATE,
-    WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
+    ListQuery, ReadRow, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL, ORDER_COLUMNS,
+    REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS, WRITE_ANOMALY_RESOLUTION, WRITE_ISSUE_STATE,
+    WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW, WRITE_REFUND_STATE, WRITE_USE_REVERSED,
+    WRITE_VOUCHER_USED,
 };
 
 /// Why one attempt at an operation did not commit.
@@ -299,11 +299,7 @@ pub(crate) async fn create_order(
     .bind(order.valid_from.map(ms))
     .bind(order.valid_until.map(ms))
     .bind(ms(order.created_at))
-    .bind(if order.vouchers.is_empty() {
-        "awaiting"
-    } else {
-        "issued"
-    })
+    .bind(order.first_issue_state().as_str())
     .execute(&mut *conn)
     .await
     // The constraints decide, not a racy look-up first (STYLE §3.6).
@@ -387,7 +383,20 @@ pub(crate) async fn verify(
         order,
     };
     let plan = plan_verify(&snapshot, cmd)?;
+    apply_verify(conn, e, &snapshot, &plan, cmd).await?;
+    Ok(plan.outcome)
+}
 
+/// Writes a verify plan planned on `snapshot` (whose order is locked): the counters, the use
+/// log, fingerprints, refund review marks, audit entries and anomalies.
+pub(crate) async fn apply_verify(
+    conn: &mut AnyConnection,
+    e: Engine,
+    snapshot: &OrderSnapshot,
+    plan: &VerifyPlan,
+    cmd: &VerifyCommand,
+) -> Result<(), Failure> {
+    let id = snapshot.order.order_id;
     for change in &plan.changes {
         let changed = q(
             e,
@@ -467,13 +476,13 @@ pub(crate) async fn verify(
         .rows_affected();
         one_row(changed, WRITE_REFUND_REVIEW)?;
     }
-    for entry in plan.audit_entries(&snapshot, cmd) {
+    for entry in plan.audit_entries(snapshot, cmd) {
         insert_audit(conn, e, &entry).await?;
     }
     for anomaly in plan.anomalies(cmd) {
         insert_anomaly(conn, e, &anomaly).await?;
     }
-    Ok(plan.outcome)
+    Ok(())
 }
 
 /// Those of `fingerprints` already recorded for the order, in one query over the codes the
@@ -523,7 +532,7 @@ async fn seen_fingerprints(
 }
 
 /// The order (by id), locked, with everything a lifecycle planner needs, or `OrderNotFound`.
-async fn locked_snapshot(
+pub(crate) async fn locked_snapshot(
     conn: &mut AnyConnection,
     e: Engine,
     id: OrderId,
@@ -785,9 +794,7 @@ pub(crate) async fn resolve_anomaly(
     )
     .await?
     .ok_or(LedgerError::AnomalyNotFound)?;
-    if current.resolution.is_some() {
-        return Err(LedgerError::AnomalyResolved.into());
-    }
+    let plan = plan_resolution(&current, cmd)?;
     // The resolution's audit entry names the anomaly's order: written under that order's lock
     // like every entry of an order (see [`record`]). Anomaly, then order: no other transaction
     // locks an existing anomaly, so this order of locks cannot deadlock with the others.
@@ -809,7 +816,7 @@ pub(crate) async fn resolve_anomaly(
     .during("resolving an anomaly")?
     .rows_affected();
     one_row(changed, WRITE_ANOMALY_RESOLUTION)?;
-    insert_audit(conn, e, &resolution_entry(&current, cmd)).await?;
+    insert_audit(conn, e, &plan.audit).await?;
     anomaly(conn, e, cmd.id).await?.ok_or_else(|| {
         LedgerError::Internal("a resolved anomaly could not be read back".into()).into()
     })

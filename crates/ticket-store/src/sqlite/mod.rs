@@ -18,6 +18,7 @@ mod durable;
 mod migrate;
 mod ops;
 mod readers;
+mod reconcile;
 mod rows;
 mod snapshots;
 mod transfer;
@@ -33,8 +34,9 @@ use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats,
     IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
-    RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall, RejectedCallFilter,
-    ResolveAnomaly, ReversalCommand, SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
+    ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
+    RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation,
+    StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
 use self::durable::SyncedFile;
@@ -363,6 +365,12 @@ impl LedgerStore for SqliteStore {
                 tx.snapshots.forget(cmd.order_id);
                 ops::reverse_keeping_anomaly(tx, &cmd)
             })
+            .await?
+    }
+
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        self.writer
+            .submit(move |tx| reconcile::reconcile_keeping_anomaly(tx, &cmd))
             .await?
     }
 

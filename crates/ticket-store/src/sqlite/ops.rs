@@ -17,22 +17,22 @@ use std::collections::HashSet;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 use ticket_ledger::{
-    plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
-    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, Fingerprint,
-    IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId, OrderRecord,
-    OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
-    SecretRotation, VerifyCommand, VerifyOutcome, VerifyPlan, VoucherRecord,
+    plan_issue, plan_refund, plan_refund_request, plan_resolution, plan_reversal, plan_verify,
+    refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
+    Fingerprint, IssueCommand, IssueResult, LedgerError, NewAnomaly, NewApp, NewOrder, OrderId,
+    OrderRecord, OrderRef, OrderSnapshot, OrderView, OutOrderId, OutcomeKind, RefundCommand,
+    RefundRequest, RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly,
+    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 
 use super::rows::{self, ledger_error, ms, violation, During, Violation};
 use super::writer::Tx;
 use crate::rows::{
     self as shared, access_values, capacity_refusal, latest_events_sql, one_row,
-    previous_secret_values, resolution_entry, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS,
-    EVENTS_TOTAL_SQL, ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS,
-    WRITE_ANOMALY_RESOLUTION, WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW,
-    WRITE_REFUND_STATE, WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
+    previous_secret_values, ListQuery, SqlValue, ANOMALY_COLUMNS, APP_COLUMNS, EVENTS_TOTAL_SQL,
+    ORDER_COLUMNS, REFUND_COLUMNS, USE_COLUMNS, VOUCHER_COLUMNS, WRITE_ANOMALY_RESOLUTION,
+    WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_REVIEW, WRITE_REFUND_STATE,
+    WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
 };
 
 /// `usize` row counts (rusqlite's) as the shared check takes them.
@@ -162,11 +162,7 @@ pub(crate) fn create_order(
         order.valid_from.map(ms),
         order.valid_until.map(ms),
         ms(order.created_at),
-        if order.vouchers.is_empty() {
-            "awaiting"
-        } else {
-            "issued"
-        },
+        order.first_issue_state().as_str(),
     ])
     // The constraints decide, not a racy look-up first (STYLE §3.6). `orders` has one foreign
     // key (its app) and two unique keys, which SQLite names by their columns.
@@ -304,7 +300,7 @@ fn seen_fingerprints(
 /// row (the snapshot was stale, which the single writer rules out) is answered as the refusal
 /// it stands for ([`capacity_refusal`]), with nothing kept but the anomaly of a
 /// [`LedgerError::WriteChangedNoRow`].
-fn apply_verify(
+pub(super) fn apply_verify(
     conn: &Connection,
     snapshot: &OrderSnapshot,
     plan: &VerifyPlan,
@@ -419,7 +415,10 @@ pub(crate) fn keeping_anomaly<T>(
 }
 
 /// The order with everything a planner needs, read from the database, or `None`.
-fn snapshot_of(conn: &Connection, id: OrderId) -> Result<Option<OrderSnapshot>, LedgerError> {
+pub(super) fn snapshot_of(
+    conn: &Connection,
+    id: OrderId,
+) -> Result<Option<OrderSnapshot>, LedgerError> {
     let Some(order) = order_by_id(conn, id)? else {
         return Ok(None);
     };
@@ -693,9 +692,7 @@ pub(crate) fn resolve_anomaly(
     cmd: &ResolveAnomaly,
 ) -> Result<Anomaly, LedgerError> {
     let current = anomaly(conn, cmd.id)?.ok_or(LedgerError::AnomalyNotFound)?;
-    if current.resolution.is_some() {
-        return Err(LedgerError::AnomalyResolved);
-    }
+    let plan = plan_resolution(&current, cmd)?;
     let changed = conn
         .prepare_cached(
             "UPDATE anomalies SET resolution = ?2, note = ?3, resolved_at_ms = ?4, \
@@ -711,7 +708,7 @@ pub(crate) fn resolve_anomaly(
         ])
         .during("resolving an anomaly")?;
     one_row(changed_rows(changed), WRITE_ANOMALY_RESOLUTION)?;
-    rows::insert_audit(conn, &resolution_entry(&current, cmd))?;
+    rows::insert_audit(conn, &plan.audit)?;
     anomaly(conn, cmd.id)?
         .ok_or_else(|| LedgerError::Internal("a resolved anomaly could not be read back".into()))
 }

@@ -11,9 +11,10 @@ use ticket_ledger::suite::Tamper;
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
     ConfirmCode, IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, NewVoucher, OrderId,
-    OrderRef, OrderView, OutOrderId, OutcomeKind, RefundCommand, RefundRequest,
-    RefundRequestCommand, RequestMeta, ResolveAnomaly, ReversalCommand, SecretRotation,
-    VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
+    OrderRef, OrderView, OutOrderId, OutcomeKind, ReconcileCommand, ReconcileOutcome,
+    RefundCommand, RefundRequest, RefundRequestCommand, RequestMeta, ResolveAnomaly,
+    ReversalCommand, SecretRotation, VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPolicy,
+    VerifyUses, VoucherUse, WriteOffType,
 };
 use ticket_store::{Engine, SqlStore, SqliteStore};
 
@@ -199,6 +200,9 @@ impl<S: LedgerStore> LedgerStore for Harnessed<S> {
     }
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError> {
         self.store.reverse(cmd).await
+    }
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        self.store.reconcile(cmd).await
     }
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError> {
         self.store.anomalies(filter).await
