@@ -24,6 +24,13 @@ impl WriteOffType {
             Self::Cumulative => 1,
         }
     }
+
+    /// The type a wire number names; `None` for any other number.
+    pub fn from_wire(n: i64) -> Option<Self> {
+        [Self::Delta, Self::Cumulative]
+            .into_iter()
+            .find(|t| t.as_i64() == n)
+    }
 }
 
 /// How the request names its order (R3 guarantees at least one key at the wire layer).
