@@ -1,5 +1,5 @@
 //! Envelope rendering: `render_success` and `render_error` with arbitrary strings in every
-//! value (PROTOCOL.md §4.2, §5.3).
+//! value (docs/PROTOCOL.md §4.2, §5.3).
 //!
 //! Input: a format byte, four bytes of error code, then NUL-separated strings (lossy UTF-8):
 //! `msg`, `sub_code`, `sub_msg`, `request_id`, and success field values. Method and field names

@@ -1,5 +1,5 @@
 //! Parameter parsing: `parse_urlencoded` (the query), `parse_body` under any Content-Type (the
-//! body) and `merge` (PROTOCOL.md §1.2, §1.3).
+//! body) and `merge` (docs/PROTOCOL.md §1.2, §1.3).
 //!
 //! Input: `CONTENT-TYPE \n QUERY \n BODY` (the first two newlines split it; the body keeps any
 //! later ones, so multipart bodies with `\r\n` work). Checks, besides "never panics":

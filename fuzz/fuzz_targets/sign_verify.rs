@@ -1,5 +1,5 @@
 //! Signature verification: `top_protocol::sign::verify` on arbitrary parameters and `sign`
-//! text (PROTOCOL.md §3).
+//! text (docs/PROTOCOL.md §3).
 //!
 //! Input: one byte choosing the sign method, then NUL-separated fields: the secret, the `sign`
 //! value offered, then parameter names and values alternately (lossy UTF-8). Checks, besides

@@ -1,5 +1,5 @@
 //! `voucher_infos` decoding: `VerifyParams::from_params` and `IssueParams::from_params` on
-//! arbitrary `voucher_infos` text (PROTOCOL.md §4.1, §4.3, §4.4).
+//! arbitrary `voucher_infos` text (docs/PROTOCOL.md §4.1, §4.3, §4.4).
 //!
 //! Input: one flag byte, then the `voucher_infos` text. Flag bit 0 sets `write_off_type=1`
 //! (cumulative), bit 1 adds a legacy `confirm_code` (the first code of the text, or `X`), bit 2

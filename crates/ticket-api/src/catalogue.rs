@@ -336,7 +336,7 @@ mod tests {
         }
     }
 
-    /// PROTOCOL.md §5.2: taobaopy retries, by itself, exactly these sub codes (its
+    /// docs/PROTOCOL.md §5.2: taobaopy retries, by itself, exactly these sub codes (its
     /// `RETRY_SUB_CODES`, plus the rate limit ones). An unknown commit outcome must be none of
     /// them, nor any `isp.*` code, or a legacy report would be sent — and counted — again.
     #[test]

@@ -1,5 +1,5 @@
 //! `alitrip.travel.ticket.order.create` (成功发码回调): the vendor reports issuing the codes of
-//! a paid order (`issue_type` 1) or failing to (`issue_type` 2). PROTOCOL.md §4.4.
+//! a paid order (`issue_type` 1) or failing to (`issue_type` 2). docs/PROTOCOL.md §4.4.
 
 use serde_json::Value;
 use ticket_ledger::limits::{MAX_CODE_USES, MAX_VOUCHERS};

@@ -2,7 +2,8 @@
 //! parameters and responses, and the catalogue of business errors.
 //!
 //! Both sides use these types — the server to parse and refuse, the SDK to build requests and
-//! read answers — so the two cannot drift apart (STYLE.md §1, mini-redis's shared commands).
+//! read answers — so the two cannot drift apart, as mini-redis's server and client share one
+//! set of command types.
 //! Wire names keep TOP's spelling (`order_id`, `voucher_infos`, `used_quantity`).
 //!
 //! Not here: signing and envelopes (`top-protocol`), the rules that need the ledger

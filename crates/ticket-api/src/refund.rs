@@ -1,5 +1,5 @@
 //! `taobao.travel.ticket.order.refund` (退票结果通知): the vendor reports whether a refund
-//! succeeded and for how many tickets. PROTOCOL.md §4.1 and §4.4 (`refund_type`,
+//! succeeded and for how many tickets. docs/PROTOCOL.md §4.1 and §4.4 (`refund_type`,
 //! `fliggy_refund_flow_id` from the current page; older SDKs send neither).
 
 use top_protocol::{Params, TopError};

@@ -1,9 +1,9 @@
 //! `taobao.travel.ticket.order.verify` (门票核销通知): parameters and response.
 //!
-//! Both request generations are accepted (PROTOCOL.md §4.1, DOMAIN.md §2.1): the legacy form
-//! (`confirm_code`, `check_num`, `total_num`, `return_num`) and `voucher_infos`, a JSON list sent
-//! as one form parameter. [`VerifyParams::from_params`] applies every rule that needs no ledger,
-//! so a malformed request is refused with a precise 40/41 before the ledger is touched:
+//! Both request generations are accepted (docs/PROTOCOL.md §4.1, docs/DOMAIN.md §2.1): the legacy
+//! form (`confirm_code`, `check_num`, `total_num`, `return_num`) and `voucher_infos`, a JSON list
+//! sent as one form parameter. [`VerifyParams::from_params`] applies every rule that needs no
+//! ledger, so a malformed request is refused with a precise 40/41 before the ledger is touched:
 //!
 //! | Rule | Refusal |
 //! |---|---|
@@ -200,7 +200,7 @@ pub fn voucher_infos_json(entries: &[VoucherInfo]) -> String {
     out
 }
 
-/// Parses `voucher_infos` with the tolerance PROTOCOL.md §4.3 requires: any key order,
+/// Parses `voucher_infos` with the tolerance docs/PROTOCOL.md §4.3 requires: any key order,
 /// `null` or missing fields as absent, `used_quantity` as a number or numeric string, unknown
 /// keys ignored — but not a key repeated in one object, which has no single meaning
 /// ([`parse_json_unique_keys`]).

@@ -578,7 +578,7 @@ pub struct OpenedStore {
     pub schema_version: i64,
 }
 
-/// Opens the store the URL's scheme picks (STYLE.md §1: one binary, several backends, like
+/// Opens the store the URL's scheme picks (one binary, several backends, like
 /// vaultwarden's `DbConnType::from_url`): `sqlite:`, `postgres://` / `postgresql://`,
 /// `mysql://` / `mariadb://`. Opening applies the embedded migrations; `pool` sizes the
 /// PostgreSQL and MySQL/MariaDB connection pools.

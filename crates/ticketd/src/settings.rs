@@ -49,7 +49,8 @@ pub struct Settings {
     #[arg(long, env = "TICKETD_TIMESTAMP_WINDOW", default_value_t = 600)]
     pub timestamp_window: u32,
 
-    /// Accept uses dated before an order's `valid_from` (DOMAIN.md R25 refuses them by default).
+    /// Accept uses dated before an order's `valid_from` (docs/DOMAIN.md R25 refuses them by
+    /// default).
     #[arg(long, env = "TICKETD_ALLOW_EARLY_USE")]
     pub allow_early_use: bool,
 

@@ -20,7 +20,7 @@ use crate::request::{Format, Signer};
 use crate::response::{bool_field, parse_response};
 use crate::retry::{refund_is_idempotent, verify_is_idempotent, RetryPolicy};
 
-/// What the SDK sends as `Content-Type` (PROTOCOL.md §1.2: what the official SDKs send).
+/// What the SDK sends as `Content-Type` (docs/PROTOCOL.md §1.2: what the official SDKs send).
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=UTF-8";
 /// Default time allowed for one attempt, connection included.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::fmt;
 use ticket_api::BusinessError;
 use top_protocol::TopError;
 
-/// An `error_response` as the gateway sent it (PROTOCOL.md §4.2, §5).
+/// An `error_response` as the gateway sent it (docs/PROTOCOL.md §4.2, §5).
 ///
 /// Every field is kept as received, so a vendor can log exactly what the platform said and quote
 /// the `request_id` to its operator.
@@ -37,7 +37,7 @@ impl ApiError {
     }
 
     /// Whether the same request may be sent again later: `isp.*` sub codes, rate limiting (7)
-    /// and unavailability (10) — PROTOCOL.md §5.2. `isv.*` answers are final.
+    /// and unavailability (10) — docs/PROTOCOL.md §5.2. `isv.*` answers are final.
     pub fn is_retryable(&self) -> bool {
         self.to_top_error().is_retryable()
     }

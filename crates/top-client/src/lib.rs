@@ -16,8 +16,8 @@
 //! parameters (`method`, `app_key`, `sign_method`, `timestamp`, `v=2.0`, `format`, and
 //! `simplify`, `session`, `partner_id` when configured), the business parameters and `sign`.
 //! Empty business values are neither sent nor signed, the form every gateway verifies
-//! (PROTOCOL.md §3.2). [`TopClient::signed_params`] shows exactly what would be sent for a given
-//! timestamp.
+//! (docs/PROTOCOL.md §3.2). [`TopClient::signed_params`] shows exactly what would be sent for a
+//! given timestamp.
 //!
 //! # Errors
 //!

@@ -1,4 +1,4 @@
-//! Building a signed request, without IO (PROTOCOL.md §2, §3).
+//! Building a signed request, without IO (docs/PROTOCOL.md §2, §3).
 //!
 //! Kept apart from the transport so the exact parameters a call sends — and so its signature —
 //! can be computed for a pinned timestamp and checked against the golden vectors.

@@ -1,5 +1,5 @@
-//! Reading a gateway answer, without IO (PROTOCOL.md §4.2, §5.3): wrapped JSON, simplified JSON
-//! and XML, each either a success or an `error_response`.
+//! Reading a gateway answer, without IO (docs/PROTOCOL.md §4.2, §5.3): wrapped JSON, simplified
+//! JSON and XML, each either a success or an `error_response`.
 //!
 //! The body's first byte decides between XML and JSON, not the format that was asked for: a
 //! gateway answers a bad `format` in XML, whatever the request said.

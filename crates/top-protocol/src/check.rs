@@ -1,4 +1,4 @@
-//! The platform checks of PROTOCOL.md §5.1, in their documented order, without I/O.
+//! The platform checks of docs/PROTOCOL.md §5.1, in their documented order, without I/O.
 //!
 //! The order is split in two at the one step that needs storage: after [`check_envelope`] the
 //! server looks the `app_key` up (answering 29 itself when it is unknown), then passes the app's

@@ -1,5 +1,5 @@
 //! Response bodies: success and `error_response`, in XML, JSON and simplified JSON
-//! (PROTOCOL.md §4.2, §5.3).
+//! (docs/PROTOCOL.md §4.2, §5.3).
 //!
 //! The layout is byte-exact on purpose: \[GO-NEW\] slices `body[18..len-1]` of an error and reads
 //! `body[0..20]` of every body, so a space, a newline, a BOM or a short body breaks it. Bodies are
@@ -86,8 +86,8 @@ impl std::error::Error for UnknownFormat {}
 impl Format {
     /// From the `format` and `simplify` params: absent (or empty) format → Xml; "json" → Json, or
     /// SimplifiedJson when simplify is "true" (ASCII case-insensitive; anything else incl. "1" is
-    /// false — PROTOCOL §4.2, which is what keeps \[PHP-NEW\] working); "xml" → Xml (simplify
-    /// ignored); other → [`UnknownFormat`].
+    /// false — docs/PROTOCOL.md §4.2, which is what keeps \[PHP-NEW\] working); "xml" → Xml
+    /// (simplify ignored); other → [`UnknownFormat`].
     pub fn from_params(params: &Params) -> Result<Format, UnknownFormat> {
         match params.get("format") {
             None | Some("") | Some("xml") => Ok(Format::Xml),
@@ -138,8 +138,8 @@ pub fn response_root(method: &str) -> String {
     root
 }
 
-/// Success body, byte-exact per PROTOCOL §4.2/§5.3: compact JSON, fields in the given order then
-/// `request_id` last (inside the method object), XML with the exact prolog and no whitespace;
+/// Success body, byte-exact per docs/PROTOCOL.md §4.2/§5.3: compact JSON, fields in the given order
+/// then `request_id` last (inside the method object), XML with the exact prolog and no whitespace;
 /// strings JSON-/XML-escaped, non-ASCII raw UTF-8; no BOM, no trailing newline.
 ///
 /// Field names are written as given: pass plain snake_case names (they are also XML element

@@ -1,8 +1,10 @@
-//! Platform error codes (PROTOCOL.md §5.1) and the `error_response` value (§4.2, §5.2).
+//! Platform error codes (docs/PROTOCOL.md §5.1) and the `error_response` value (§4.2, §5.2).
 //!
 //! Every refusal the gateway sends is a [`TopError`]. The numeric codes below 100 and their
 //! `msg` strings live in one table, [`PlatformCode`], so that no other crate spells a platform
-//! message by hand (STYLE.md §3.4). The platform `sub_code`s sit beside them in [`sub_code`].
+//! message by hand: the gateway, the SDK and the generated `docs/ERRORS.md` read the same
+//! pairs, and a message typed twice would drift. The platform `sub_code`s sit beside them in
+//! [`sub_code`].
 //!
 //! A refusal often names what the caller sent wrong, and the caller chose that text: a
 //! 400,000-character parameter name, repeated, once came back three times in a 1.2 MB answer.
@@ -40,7 +42,7 @@ pub fn clip(text: &str, max_chars: usize) -> Cow<'_, str> {
     }
 }
 
-/// The platform `sub_code`s (PROTOCOL.md §5.1, §5.2), without any `:<name>` suffix.
+/// The platform `sub_code`s (docs/PROTOCOL.md §5.1, §5.2), without any `:<name>` suffix.
 ///
 /// Why a table: a `sub_code` may carry a caller's parameter name after a colon
 /// (`isv.invalid-parameter:order_id`), so whoever groups answers by `sub_code` — the server's
@@ -79,7 +81,7 @@ pub mod sub_code {
     }
 }
 
-/// Platform error codes of PROTOCOL.md §5.1 (code < 100), with the exact `msg` to send.
+/// Platform error codes of docs/PROTOCOL.md §5.1 (code < 100), with the exact `msg` to send.
 ///
 /// Why an enum and not bare numbers: the table is the single place where a code is paired with
 /// its wire `msg`, so the gateway, the SDK and `docs/ERRORS.md` cannot drift apart. Code 15 is
@@ -179,7 +181,7 @@ impl PlatformCode {
         self.entry().0
     }
 
-    /// The `msg` to send, exactly as the "msg (send)" column of PROTOCOL.md §5.1 spells it.
+    /// The `msg` to send, exactly as the `msg` column of docs/PROTOCOL.md §5.1 spells it.
     ///
     /// For 40 and 41 this is the prefix only: [`TopError::missing_argument`] and
     /// [`TopError::invalid_argument`] append `:<name>`.
@@ -236,7 +238,7 @@ impl PlatformCode {
 pub struct TopError {
     /// Numeric `code` (< 100 for platform errors; 50 for business failures).
     pub code: u32,
-    /// Human `msg`, English, as in PROTOCOL.md §5.1.
+    /// Human `msg`, English, as in docs/PROTOCOL.md §5.1.
     pub msg: String,
     /// `isv.*` (caller's fault) or `isp.*` (retryable) detail code, §5.2.
     pub sub_code: Option<String>,
@@ -301,7 +303,7 @@ impl TopError {
     }
 
     /// Code 50 "Remote service error" with a business `sub_code`: how ticketd reports every
-    /// business failure (PROTOCOL.md §5.1, following the verify API's own documentation page).
+    /// business failure (docs/PROTOCOL.md §5.1, following the verify API's own documentation page).
     pub fn business(sub_code: impl Into<String>, sub_msg: impl Into<String>) -> Self {
         TopError::platform(PlatformCode::RemoteServiceError).with_sub(sub_code, sub_msg)
     }

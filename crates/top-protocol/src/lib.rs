@@ -13,7 +13,7 @@
 //!
 //! # Modules
 //!
-//! | module | PROTOCOL.md | what |
+//! | module | docs/PROTOCOL.md | what |
 //! |---|---|---|
 //! | [`params`] | §1.2, §1.3 | form-urlencoded and multipart decoding, query ∪ body merge, repeated keys refused |
 //! | [`sign`] | §3 | canonical string, `md5` / `hmac` / `hmac-sha256`, constant-time verify of both empty-value forms |

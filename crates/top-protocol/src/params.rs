@@ -1,4 +1,5 @@
-//! Request parameters: decoding the query and the body, and merging them (PROTOCOL.md §1.2, §1.3).
+//! Request parameters: decoding the query and the body, and merging them (docs/PROTOCOL.md §1.2,
+//! §1.3).
 //!
 //! The signature covers the union of query and body parameters, so the server must see both as one
 //! map before it checks anything. A key that appears twice could be signed with one value and acted
@@ -120,7 +121,7 @@ pub enum ParamError {
 
 impl ParamError {
     /// The `error_response` for this failure. One exhaustive `match`, so a new variant must be
-    /// mapped before it builds (STYLE.md §3.4).
+    /// mapped before it builds: no new way to fail can reach a caller without a decided answer.
     pub fn to_top_error(&self) -> TopError {
         match self {
             ParamError::DuplicateKey(key) => TopError::invalid_argument(key, "参数重复"),
@@ -245,7 +246,7 @@ pub fn parse_body(
 }
 
 /// Merges query and body pairs; a key repeated anywhere (inside one part or across both) is
-/// refused (PROTOCOL §1.2 rule 4).
+/// refused (docs/PROTOCOL.md §1.2 rule 4).
 pub fn merge(
     query: Vec<(String, String)>,
     body: Vec<(String, String)>,

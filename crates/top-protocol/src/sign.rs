@@ -1,4 +1,4 @@
-//! Request signatures (PROTOCOL.md §3): the canonical string, `md5` / `hmac` / `hmac-sha256`,
+//! Request signatures (docs/PROTOCOL.md §3): the canonical string, `md5` / `hmac` / `hmac-sha256`,
 //! and constant-time verification that accepts both empty-value conventions (§3.2).
 
 use hmac::digest::KeyInit;
@@ -53,7 +53,7 @@ impl SignMethod {
     }
 }
 
-/// How empty-valued parameters enter the canonical string (PROTOCOL.md §3.2).
+/// How empty-valued parameters enter the canonical string (docs/PROTOCOL.md §3.2).
 ///
 /// Why both exist: \[JAVA\] and the \[DOC\] sample skip pairs whose value (or name) is empty, while
 /// \[PY-OFF\], \[NODE\], \[TBPY\] and the Go SDKs append the name followed by nothing. A server must

@@ -1,4 +1,4 @@
-//! The `timestamp` parameter and Beijing-time dates (PROTOCOL.md §2.1, §6).
+//! The `timestamp` parameter and Beijing-time dates (docs/PROTOCOL.md §2.1, §6).
 //!
 //! TOP times are wall-clock `yyyy-MM-dd HH:mm:ss` at UTC+08:00 (the platform's zone, \[JAVA\]
 //! `GMT+8`), except that \[PY-OFF\] sends epoch milliseconds. Everything here converts to and from

@@ -1,4 +1,4 @@
-//! The integration tests of `ticket-api`, one binary (STYLE.md §7).
+//! The integration tests of `ticket-api`, one binary: they link once instead of once per file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod properties;

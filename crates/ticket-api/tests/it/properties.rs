@@ -1,7 +1,7 @@
-//! Properties of `voucher_infos` decoding (STYLE.md §7; PROTOCOL.md §4.3): whatever list a real
-//! SDK could put on the wire reads back as the entries it was built from, and through
-//! `to_params` → `from_params` unchanged; any other text is never a panic, only a parse or a
-//! 41 naming `voucher_infos`.
+//! Properties of `voucher_infos` decoding (docs/PROTOCOL.md §4.3), checked on generated lists
+//! rather than a few chosen ones: whatever list a real SDK could put on the wire reads back as the
+//! entries it was built from, and through `to_params` → `from_params` unchanged; any other text is
+//! never a panic, only a parse or a 41 naming `voucher_infos`.
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;

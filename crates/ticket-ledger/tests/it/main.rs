@@ -1,4 +1,4 @@
-//! The crate's one integration-test binary (STYLE.md §7).
+//! The crate's one integration-test binary: the tests link once instead of once per file.
 //!
 //! - `rules`: pure tests of [`ticket_ledger::plan_verify`] — a table walking every verify rule,
 //!   and proptest properties over random report sequences.

@@ -1,4 +1,4 @@
-//! ticket-store's integration tests, one binary (STYLE §7: one link instead of one per file).
+//! ticket-store's integration tests, one binary: one link instead of one per file.
 //!
 //! - `suite`: the shared behaviour suite from `ticket-ledger`, run against [`SqliteStore`].
 //! - `ci_script`: `.ci/run` sets `CI` itself, so the database tests below can never be skipped

@@ -1,4 +1,4 @@
-//! Per-app access controls: the "permissions and rate" step of PROTOCOL.md §5.1, run after the
+//! Per-app access controls: the "permissions and rate" step of docs/PROTOCOL.md §5.1, run after the
 //! caller is authenticated and before the method's parameters are looked at.
 //!
 //! - **IP allow-list** (code 11, `isv.permission-ip-whitelist-limit`): the caller's address is
@@ -24,9 +24,9 @@ use top_protocol::{PlatformCode, TopError};
 
 use super::CallContext;
 
-/// The sub_code of a caller outside the app's allow-list (PROTOCOL.md §5.1, code 11).
+/// The sub_code of a caller outside the app's allow-list (docs/PROTOCOL.md §5.1, code 11).
 pub const IP_NOT_ALLOWED: &str = top_protocol::error::sub_code::IP_NOT_ALLOWED;
-/// The sub_code of a call over the app's rate (PROTOCOL.md §5.1, code 7). taobaopy retries it
+/// The sub_code of a call over the app's rate (docs/PROTOCOL.md §5.1, code 7). taobaopy retries it
 /// after a second (§5.2).
 pub const RATE_LIMITED: &str = top_protocol::error::sub_code::RATE_LIMITED;
 

@@ -1,7 +1,7 @@
 //! The TOP gateway at `/router/rest`: parse → authenticate → dispatch → render.
 //!
-//! Every answer is HTTP 200 with a TOP envelope (PROTOCOL.md §5.3: real SDKs break on any other
-//! status), including refusals and internal faults. Checks run in the order PROTOCOL.md §5.1
+//! Every answer is HTTP 200 with a TOP envelope (docs/PROTOCOL.md §5.3: SDKs break on any other
+//! status), including refusals and internal faults. Checks run in the order docs/PROTOCOL.md §5.1
 //! fixes, so a request with several faults always gets the same code. Every attempt leaves a
 //! record: accepted and replayed ones an audit entry the store writes in the transaction that
 //! applies them; refusals of an authenticated caller an audit entry written by
@@ -39,7 +39,7 @@ use top_protocol::{Field, Format, Params, PlatformCode, TopError};
 
 use crate::server::AppState;
 
-/// Routes of the gateway. A trailing `/` is tolerated (PROTOCOL.md §1.1).
+/// Routes of the gateway. A trailing `/` is tolerated (docs/PROTOCOL.md §1.1).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/router/rest", any(router_rest))

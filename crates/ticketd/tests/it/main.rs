@@ -1,5 +1,5 @@
-//! ticketd's integration tests: one binary (STYLE.md §7), the real server on port 0, called as
-//! vendors and operators call it.
+//! ticketd's integration tests: one binary (they link once instead of once per file), the real
+//! server on port 0, called as vendors and operators call it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 

@@ -1,7 +1,7 @@
-//! The TOP wire protocol through the real server (PROTOCOL.md §1–§5): every platform error code
-//! of §5.1 with its exact body and no ledger change, the checking order, success envelopes
-//! byte for byte for every sign method and format, both empty-value signing forms, and the
-//! places parameters travel (query, body, multipart).
+//! The TOP wire protocol through the real server (docs/PROTOCOL.md §1–§5): every platform error
+//! code of §5.1 with its exact body and no ledger change, the checking order, success envelopes
+//! byte for byte for every sign method and format, both empty-value signing forms, and the places
+//! parameters travel (query, body, multipart).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -1027,7 +1027,7 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     p.to_form_urlencoded()
 }
 
-/// GV5's business parameters (PROTOCOL.md §3.3) re-sent with a fresh timestamp, signed by each
+/// GV5's business parameters (docs/PROTOCOL.md §3.3) re-sent with a fresh timestamp, signed by each
 /// method: accepted and applied exactly as the vector says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gv5_business_params_verify_with_each_sign_method() {

@@ -1,4 +1,4 @@
-//! DOMAIN.md R28: concurrent notifications for one order. Racing gates never use a voucher
+//! docs/DOMAIN.md R28: concurrent notifications for one order. Racing gates never use a voucher
 //! beyond its capacity, each refusal is precise, the audit trail has one entry per attempt,
 //! and concurrent retries of one report count once.
 

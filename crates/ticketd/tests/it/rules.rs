@@ -1,4 +1,4 @@
-//! DOMAIN.md §2.3 (R1–R30) through the HTTP server: one table, one row per situation. Each row
+//! docs/DOMAIN.md §2.3 (R1–R30) through the HTTP server: one table, one row per situation. Each row
 //! creates its own order, sends what it needs first (those must succeed), then the request
 //! under test, and checks the exact answer, the counters afterwards, the audit entry the
 //! request left (outcome and reason, flags), and — for every refusal — that nothing changed.
@@ -1047,7 +1047,7 @@ async fn run_row(
     errs
 }
 
-/// DOMAIN.md R1–R30, every rule that applies to verify, one row each.
+/// docs/DOMAIN.md R1–R30, every rule that applies to verify, one row each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verify_rule_through_the_gateway() {
     let _ = base();

@@ -1,6 +1,6 @@
-//! top-client's integration tests: one binary (STYLE.md §7). The SDK talks to the real ticketd
-//! server on port 0, to in-test servers that fail on purpose, and is checked against the golden
-//! signature vectors of `../shared/vectors`.
+//! top-client's integration tests: one binary, so they link once instead of once per file. The
+//! SDK talks to the real ticketd server on port 0, to in-test servers that fail on purpose, and
+//! is checked against the golden signature vectors of `../shared/vectors`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 

@@ -1,4 +1,4 @@
-//! The platform code table (PROTOCOL.md §5.1).
+//! The platform code table (docs/PROTOCOL.md §5.1).
 
 use top_protocol::{PlatformCode, TopError};
 

@@ -1,4 +1,4 @@
-//! Response bodies, byte-exact (PROTOCOL.md §4.2, §5.3).
+//! Response bodies, byte-exact (docs/PROTOCOL.md §4.2, §5.3).
 
 use std::collections::HashSet;
 use top_protocol::envelope::{

@@ -1,4 +1,5 @@
-//! The integration tests of `top-protocol`, one binary (STYLE.md §7) with one module per area.
+//! The integration tests of `top-protocol`, one binary with one module per area: the tests link
+//! once instead of once per file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod checks;

@@ -1,4 +1,4 @@
-//! Query and body decoding (PROTOCOL.md §1.2, §1.3).
+//! Query and body decoding (docs/PROTOCOL.md §1.2, §1.3).
 
 use crate::pairs;
 use top_protocol::params::{merge, parse_body, parse_urlencoded, ParamError, MAX_PARAMS};

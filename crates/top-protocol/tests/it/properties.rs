@@ -1,6 +1,7 @@
-//! Properties (STYLE.md §7): order never matters, any one-byte change fails verification,
-//! render → parse round-trips (JSON and XML, with any text in the values), and the parsers
-//! refuse exactly what they must: a repeated key, a wrong charset, never a panic.
+//! Properties, checked on generated inputs rather than a few chosen ones: order never matters,
+//! any one-byte change fails verification, render → parse round-trips (JSON and XML, with any
+//! text in the values), and the parsers refuse exactly what they must: a repeated key, a wrong
+//! charset, never a panic.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! `timestamp` and Beijing-time dates (PROTOCOL.md §2.1).
+//! `timestamp` and Beijing-time dates (docs/PROTOCOL.md §2.1).
 
 use chrono::{DateTime, Duration, Utc};
 use top_protocol::timestamp::{

@@ -1,4 +1,4 @@
-//! Golden vectors from real SDKs (`shared/vectors/signatures.json`, PROTOCOL.md §3.3).
+//! Golden vectors from real SDKs (`shared/vectors/signatures.json`, docs/PROTOCOL.md §3.3).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -128,7 +128,7 @@ fn a_vector_signed_with_another_method_fails() {
     }
 }
 
-/// PROTOCOL.md §3.2: [JAVA] skips empty values, the other SDKs keep them; both must pass.
+/// docs/PROTOCOL.md §3.2: [JAVA] skips empty values, the other SDKs keep them; both must pass.
 #[test]
 fn empty_value_request_verifies_in_keep_and_skip_form() {
     let mut p = crate::params(&[
