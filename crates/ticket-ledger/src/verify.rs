@@ -1,5 +1,5 @@
 //! Verify (核销): the rules that decide what a vendor's redemption report changes. The command
-//! itself is in [`command`].
+//! itself is in `verify/command.rs`.
 //!
 //! [`plan_verify`] is a pure function of an [`OrderSnapshot`] (loaded by the store inside the
 //! transaction that will apply the result) and a [`VerifyCommand`]. It either refuses the whole

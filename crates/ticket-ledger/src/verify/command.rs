@@ -170,7 +170,7 @@ pub struct Fingerprint {
 
 impl VerifyCommand {
     /// The fingerprints this request could replay: delta entries that carry their own gate
-    /// time. The store looks these up (and only these) to fill [`OrderSnapshot::seen`].
+    /// time. The store looks these up (and only these) to fill [`crate::OrderSnapshot::seen`].
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
         match (&self.uses, self.mode) {
             (VerifyUses::Vouchers { entries, .. }, WriteOffType::Delta) => entries
