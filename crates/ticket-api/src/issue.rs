@@ -18,6 +18,38 @@ pub const METHOD: &str = "alitrip.travel.ticket.order.create";
 /// assist code and a URL or two.
 pub const MAX_EXTRAS_BYTES: usize = 1024;
 
+/// `issue_type`: what the vendor reports about issuing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueType {
+    /// 1: the codes were issued.
+    Issued,
+    /// 2: issuing failed (`describe` says why).
+    Failed,
+}
+
+impl IssueType {
+    /// Every type, in wire order.
+    pub const ALL: [IssueType; 2] = [Self::Issued, Self::Failed];
+
+    /// The wire number.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Self::Issued => 1,
+            Self::Failed => 2,
+        }
+    }
+
+    /// The type a wire number names; `None` for any other number.
+    pub fn from_wire(n: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_i64() == n)
+    }
+
+    /// The wire numbers, as the parser accepts them.
+    fn wire_numbers() -> [i64; 2] {
+        Self::ALL.map(Self::as_i64)
+    }
+}
+
 /// One issued code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueVoucher {
@@ -39,7 +71,8 @@ pub struct IssueParams {
     pub order_id: i64,
     /// Vendor order id.
     pub out_order_id: String,
-    /// 1 issued, 2 failed.
+    /// 1 issued, 2 failed: [`IssueParams::kind`] reads it as an [`IssueType`]. A number,
+    /// because a client may send what the server refuses.
     pub issue_type: i64,
     /// Why issuing failed (required with `issue_type` 2).
     pub describe: Option<String>,
@@ -54,17 +87,18 @@ impl IssueParams {
     pub fn from_params(params: &Params) -> Result<Self, TopError> {
         let order_id = req_int(params, "order_id", 1)?;
         let out_order_id = required(params, "out_order_id")?.to_owned();
-        let issue_type = opt_choice(params, "issue_type", &[1, 2])?
+        let issue_type = opt_choice(params, "issue_type", &IssueType::wire_numbers())?
             .ok_or_else(|| TopError::missing_argument("issue_type"))?;
+        let kind = IssueType::from_wire(issue_type).ok_or_else(bad_issue_type)?;
         let describe = opt(params, "describe").map(str::to_owned);
-        if issue_type == 2 && describe.is_none() {
+        if kind == IssueType::Failed && describe.is_none() {
             return Err(TopError::missing_argument("describe"));
         }
         let voucher_infos = match opt(params, "voucher_infos") {
             Some(text) => parse_vouchers(text)?,
             None => Vec::new(),
         };
-        if issue_type == 1 && voucher_infos.is_empty() {
+        if kind == IssueType::Issued && voucher_infos.is_empty() {
             return Err(TopError::missing_argument("voucher_infos"));
         }
         let attribute_map = match opt(params, "attribute_map") {
@@ -89,6 +123,12 @@ impl IssueParams {
         })
     }
 
+    /// `issue_type` as the type it names; refused as the parser refuses it when the number
+    /// names none.
+    pub fn kind(&self) -> Result<IssueType, TopError> {
+        IssueType::from_wire(self.issue_type).ok_or_else(bad_issue_type)
+    }
+
     /// The parameters as a client sends them.
     pub fn to_params(&self) -> Vec<(&'static str, String)> {
         let mut out = vec![
@@ -107,6 +147,11 @@ impl IssueParams {
         }
         out
     }
+}
+
+/// The refusal of an `issue_type` that names no [`IssueType`], as `opt_choice` words it.
+fn bad_issue_type() -> TopError {
+    TopError::invalid_argument("issue_type", "只能为1/2之一")
 }
 
 /// Renders issued codes as compact JSON (`confirm_code`, `type`, `quantity`, then extras).
@@ -288,6 +333,27 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         assert_eq!(IssueParams::from_params(&back).unwrap(), p);
+    }
+
+    #[test]
+    fn wire_numbers_name_their_issue_type() {
+        for kind in IssueType::ALL {
+            assert_eq!(IssueType::from_wire(kind.as_i64()), Some(kind));
+        }
+        assert_eq!(IssueType::from_wire(3), None);
+        let mut p = IssueParams::from_params(&params(&[
+            ("order_id", "1"),
+            ("out_order_id", "O"),
+            ("issue_type", "2"),
+            ("describe", "sold out"),
+        ]))
+        .unwrap();
+        assert_eq!(p.kind().unwrap(), IssueType::Failed);
+        p.issue_type = 0;
+        assert_eq!(
+            p.kind().unwrap_err().sub_code.as_deref(),
+            Some("isv.invalid-parameter:issue_type")
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod verify;
 mod wire;
 
 pub use catalogue::BusinessError;
-pub use issue::{IssueParams, IssueVoucher};
+pub use issue::{IssueParams, IssueType, IssueVoucher};
 pub use method::Method;
-pub use refund::RefundParams;
-pub use verify::{VerifyParams, VoucherInfo};
+pub use refund::{RefundParams, RefundStatus, RefundType};
+pub use verify::{VerifyParams, VoucherInfo, WriteOffType};

@@ -22,6 +22,8 @@
 
 use serde_json::Value;
 use ticket_ledger::limits::{MAX_CODE_USES, MAX_ORDER_USES, MAX_TICKETS, MAX_VOUCHERS};
+/// `write_off_type`: how quantities count, shared with the ledger that applies them.
+pub use ticket_ledger::WriteOffType;
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
@@ -65,7 +67,8 @@ pub struct VerifyParams {
     pub return_num: Option<i64>,
     /// The new form; empty when absent.
     pub voucher_infos: Vec<VoucherInfo>,
-    /// 0 (delta, the default) or 1 (cumulative).
+    /// 0 (delta, the default) or 1 (cumulative): [`VerifyParams::mode`] reads it as a
+    /// [`WriteOffType`]. A number, because a client may send what the server refuses.
     pub write_off_type: i64,
 }
 
@@ -77,17 +80,12 @@ impl VerifyParams {
         if order_id.is_none() && out_order_id.is_none() {
             return Err(TopError::missing_argument("order_id"));
         }
-        let write_off_type = match opt(params, "write_off_type") {
-            None | Some("0") => 0,
-            Some("1") => 1,
-            Some(_) => {
-                return Err(TopError::invalid_argument(
-                    "write_off_type",
-                    "只能为0(本次核销数量)或1(累计核销数量)",
-                ))
-            }
+        let mode = match opt(params, "write_off_type") {
+            None | Some("0") => WriteOffType::Delta,
+            Some("1") => WriteOffType::Cumulative,
+            Some(_) => return Err(bad_write_off_type()),
         };
-        let cumulative = write_off_type == 1;
+        let cumulative = mode == WriteOffType::Cumulative;
         let voucher_infos = match opt(params, "voucher_infos") {
             Some(text) => parse_voucher_infos(text, cumulative)?,
             None => Vec::new(),
@@ -134,8 +132,14 @@ impl VerifyParams {
             total_num,
             return_num,
             voucher_infos,
-            write_off_type,
+            write_off_type: mode.as_i64(),
         })
+    }
+
+    /// `write_off_type` as the type it names; refused as the parser refuses it when the number
+    /// names none (a client may build parameters the server refuses).
+    pub fn mode(&self) -> Result<WriteOffType, TopError> {
+        WriteOffType::from_wire(self.write_off_type).ok_or_else(bad_write_off_type)
     }
 
     /// The parameters as a client sends them: only those set, `voucher_infos` as compact JSON
@@ -166,6 +170,11 @@ impl VerifyParams {
         out.push(("write_off_type", self.write_off_type.to_string()));
         out
     }
+}
+
+/// R20: the refusal of a `write_off_type` that is neither 0 nor 1.
+fn bad_write_off_type() -> TopError {
+    TopError::invalid_argument("write_off_type", "只能为0(本次核销数量)或1(累计核销数量)")
 }
 
 /// Renders entries as the compact JSON text SDKs put on the wire.

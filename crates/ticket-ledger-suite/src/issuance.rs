@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use ticket_ledger::lifecycle::ISSUE_ACTION;
 use ticket_ledger::OutcomeKind;
+use ticket_ledger::ISSUE_ACTION;
 use ticket_ledger::{plan_issue, IssueCommand};
 use ticket_ledger::{AuditOutcome, IssueState, OrderStatus, OrderView, VoucherRecord};
 use ticket_ledger::{LedgerError, LedgerStore};

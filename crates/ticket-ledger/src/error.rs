@@ -112,6 +112,17 @@ pub enum LedgerError {
         /// Uses recorded within the window and not yet reversed.
         reversible: i64,
     },
+    /// A reconciliation names a code the vendor counts beyond the uses it allows: the counts
+    /// cannot be right, so nothing of the reconciliation was recorded.
+    #[error("voucher {code} allows {capacity} uses; the vendor reports {reported}")]
+    VendorCountExceedsCapacity {
+        /// The code.
+        code: ConfirmCode,
+        /// Uses it allows.
+        capacity: i64,
+        /// The vendor's count.
+        reported: i64,
+    },
     /// No anomaly with that id.
     #[error("no such anomaly")]
     AnomalyNotFound,

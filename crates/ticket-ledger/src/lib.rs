@@ -23,46 +23,89 @@
 //!
 //! # Modules
 //!
+//! The facts the ledger keeps:
+//!
 //! - [`ids`]: identifier newtypes parsed from untrusted text.
 //! - [`limits`]: the bound of every count that enters the ledger, and checked arithmetic.
-//! - [`model`]: orders, vouchers, apps, audit records and the views the admin API shows.
+//! - [`app`]: vendor apps, their secrets, rate limits and IP allow-lists.
+//! - [`order`]: orders and vouchers as stored, the operator's order view, and order creation
+//!   ([`plan_order_creation`]).
+//! - [`status`]: an order's derived status and the transitions plans report.
+//! - [`audit`]: the audit trail, its actions ([`AuditAction`]) and request metadata.
+//! - [`metrics`]: ledger totals and batching counters for `/metrics`.
+//!
+//! Every step of an order's life, each a pure planner over an [`OrderSnapshot`] ([`snapshot`])
+//! that a store loads inside the transaction applying the plan, so all backends share one set
+//! of rules:
+//!
+//! - [`issue`]: issuance reports ([`plan_issue`]).
 //! - [`verify`]: the verify command and the rule table R1–R30 as [`plan_verify`].
-//! - [`lifecycle`]: issuance, refunds, reversal, anomalies and reconciliation as planners.
+//! - [`refund`]: refund requests and notifications ([`plan_refund_request`], [`plan_refund`]).
+//! - [`reversal`]: operator reversals ([`plan_reversal`]).
+//! - [`reconcile`]: the vendor's counts compared and applied whole ([`plan_reconcile`]).
+//! - [`anomaly`]: anomalies raised by plans and refusals, and their resolution
+//!   ([`plan_resolution`]).
+//!
+//! And around them:
+//!
 //! - [`rejected`]: calls refused before the caller was authenticated, kept apart and bounded.
 //! - [`text`]: the bounds on untrusted text the ledger keeps.
 //! - [`store`]: the [`LedgerStore`] trait every backend implements.
 //! - [`error`]: [`LedgerError`], every way a ledger operation can be refused or fail.
 
+pub mod anomaly;
+pub mod app;
+pub mod audit;
 pub mod error;
 pub mod ids;
-pub mod lifecycle;
+pub mod issue;
 pub mod limits;
-pub mod model;
+pub mod metrics;
+pub mod order;
+pub mod reconcile;
+pub mod refund;
 pub mod rejected;
+pub mod reversal;
+pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod text;
 pub mod verify;
 
+pub use anomaly::{
+    flag_anomalies, plan_resolution, refusal_anomaly, Anomaly, AnomalyFilter, AnomalyKind,
+    NewAnomaly, Resolution, ResolutionPlan, ResolveAnomaly,
+};
+pub use app::{
+    App, AppAccess, IpRange, NewApp, PreviousSecret, RateLimit, RatePeriod, SecretRotation,
+};
+pub use audit::{
+    AuditAction, AuditEntry, AuditFilter, AuditOutcome, RequestMeta, ISSUE_ACTION, REFUND_ACTION,
+};
 pub use error::{LedgerError, UsedDateProblem};
 pub use ids::{
     mask_code, mask_json_code, AppKey, ConfirmCode, OrderId, OutOrderId, MASK_SHOWN_MAX,
 };
-pub use lifecycle::{
-    flag_anomalies, plan_issue, plan_refund, plan_refund_request, plan_reversal, reconcile_diff,
-    refusal_anomaly, Anomaly, AnomalyFilter, AnomalyKind, IssueCommand, IssuePlan, IssueResult,
-    IssuedVoucher, NewAnomaly, ReconcileLine, RefundCommand, RefundOutcomeStatus, RefundPlan,
-    RefundRequest, RefundRequestCommand, RefundRequestPlan, RefundState, Resolution,
-    ResolveAnomaly, ReversalCommand, ReversalPlan, StatusChange, UseRecord,
+pub use issue::{plan_issue, IssueCommand, IssuePlan, IssueResult, IssuedVoucher};
+pub use metrics::{BatchStats, StoreMetrics};
+pub use order::{
+    plan_order_creation, IssueState, NewOrder, NewVoucher, OrderCreationPlan, OrderOrigin,
+    OrderRecord, OrderView, VoucherRecord,
 };
-pub use model::{
-    App, AppAccess, AuditEntry, AuditFilter, AuditOutcome, BatchStats, IpRange, IssueState, NewApp,
-    NewOrder, NewVoucher, OrderRecord, OrderStatus, OrderView, PreviousSecret, RateLimit,
-    RatePeriod, SecretRotation, StoreMetrics, VoucherRecord,
+pub use reconcile::{
+    plan_reconcile, reconcile_diff, ReconcileCommand, ReconcileLine, ReconcileOutcome,
+    ReconcilePlan, ReconcileStep, VendorCount,
+};
+pub use refund::{
+    plan_refund, plan_refund_request, RefundCommand, RefundOutcomeStatus, RefundPlan,
+    RefundRequest, RefundRequestCommand, RefundRequestPlan, RefundState,
 };
 pub use rejected::{RejectedCall, RejectedCallFilter};
+pub use reversal::{plan_reversal, ReversalCommand, ReversalPlan, UseRecord};
+pub use snapshot::OrderSnapshot;
+pub use status::{OrderStatus, StatusChange};
 pub use store::LedgerStore;
 pub use verify::{
-    plan_verify, Fingerprint, Flag, OrderRef, OrderSnapshot, OutcomeKind, RequestMeta,
-    VerifyCommand, VerifyOrigin, VerifyOutcome, VerifyPlan, VerifyPolicy, VerifyUses,
-    VoucherChange, VoucherUse, WriteOffType,
+    plan_verify, Fingerprint, Flag, OrderRef, OutcomeKind, VerifyCommand, VerifyOrigin,
+    VerifyOutcome, VerifyPlan, VerifyPolicy, VerifyUses, VoucherChange, VoucherUse, WriteOffType,
 };

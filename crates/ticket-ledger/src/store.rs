@@ -6,15 +6,17 @@
 
 use async_trait::async_trait;
 
+use crate::anomaly::{Anomaly, AnomalyFilter, ResolveAnomaly};
+use crate::app::{App, AppAccess, NewApp, SecretRotation};
+use crate::audit::{AuditEntry, AuditFilter};
 use crate::ids::{AppKey, OrderId};
-use crate::lifecycle::{
-    Anomaly, AnomalyFilter, IssueCommand, RefundCommand, RefundRequest, RefundRequestCommand,
-    ResolveAnomaly, ReversalCommand,
-};
-use crate::model::{
-    App, AppAccess, AuditEntry, AuditFilter, NewApp, NewOrder, OrderView, SecretRotation,
-};
+use crate::issue::IssueCommand;
+use crate::metrics::StoreMetrics;
+use crate::order::{NewOrder, OrderView};
+use crate::reconcile::{ReconcileCommand, ReconcileOutcome};
+use crate::refund::{RefundCommand, RefundRequest, RefundRequestCommand};
 use crate::rejected::{RejectedCall, RejectedCallFilter};
+use crate::reversal::ReversalCommand;
 use crate::verify::{OutcomeKind, VerifyCommand, VerifyOutcome};
 use crate::LedgerError;
 
@@ -57,8 +59,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         rotation: SecretRotation,
     ) -> Result<App, LedgerError>;
 
-    /// Creates an order (with its vouchers, if issued) and appends `audit` in one transaction.
-    /// Refuses [`LedgerError::OrderExists`], [`LedgerError::UnknownApp`],
+    /// Creates an order (with its vouchers, if issued) in the first issuance state
+    /// [`crate::plan_order_creation`] plans, and appends `audit` (that plan's entry) in one
+    /// transaction. Refuses [`LedgerError::OrderExists`], [`LedgerError::UnknownApp`],
     /// [`LedgerError::OutOrderIdTaken`] and what [`NewOrder::validate`] refuses.
     async fn create_order(
         &self,
@@ -107,10 +110,19 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Gives uses back ([`crate::plan_reversal`]); returns the code's count after.
     async fn reverse(&self, cmd: ReversalCommand) -> Result<i64, LedgerError>;
 
+    /// Compares the vendor's counts with the order's and, with `cmd.apply`, records the missing
+    /// uses ([`crate::plan_reconcile`]): every step in **one** transaction under the order's
+    /// lock, each with its own audit entries and anomalies as a verify of that code would
+    /// write them, or nothing at all when any step is refused (a refusal keeps only the anomaly
+    /// [`ReconcileCommand::refusal_anomaly`] names). [`LedgerError::OrderNotFound`] when the
+    /// order does not exist.
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError>;
+
     /// Lists anomalies, newest first, at most `filter.limit` (default 100, capped at 1000).
     async fn anomalies(&self, filter: AnomalyFilter) -> Result<Vec<Anomaly>, LedgerError>;
 
-    /// Resolves an open anomaly; [`LedgerError::AnomalyResolved`] when it was already.
+    /// Resolves an open anomaly as [`crate::plan_resolution`] plans it, with its audit entry;
+    /// [`LedgerError::AnomalyResolved`] when it was already.
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError>;
 
     /// Appends one audit entry on its own (rejected attempts, protocol failures). An entry that
@@ -135,7 +147,7 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
 
     /// Ledger totals and batching counters for `/metrics`. The totals scan the ledger, so
     /// call it at scrape frequency, not per request.
-    async fn metrics(&self) -> Result<crate::model::StoreMetrics, LedgerError>;
+    async fn metrics(&self) -> Result<StoreMetrics, LedgerError>;
 
     /// Cheap round trip proving the store can answer (for readiness).
     async fn ping(&self) -> Result<(), LedgerError>;

@@ -1,5 +1,5 @@
-//! Verify (核销): the command a vendor's report becomes, and the rules that decide what it
-//! changes.
+//! Verify (核销): the rules that decide what a vendor's redemption report changes. The command
+//! itself is in `verify/command.rs`.
 //!
 //! [`plan_verify`] is a pure function of an [`OrderSnapshot`] (loaded by the store inside the
 //! transaction that will apply the result) and a [`VerifyCommand`]. It either refuses the whole
@@ -11,215 +11,26 @@
 //! R12, R20 and R21 are shape rules checked where wire parameters are parsed (`ticket-api`);
 //! R28 is the store's transaction; R29 is the gateway's authentication; R30 is the wire mapping.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use crate::anomaly::{flag_anomalies, NewAnomaly};
+use crate::audit::{AuditEntry, AuditOutcome};
 use crate::error::UsedDateProblem;
-use crate::ids::{AppKey, ConfirmCode, OrderId, OutOrderId};
-use crate::lifecycle::{
-    flag_anomalies, status_after_uses, NewAnomaly, RefundRequest, RefundState, StatusChange,
-};
+use crate::ids::{ConfirmCode, OrderId};
 use crate::limits::{self, add, sub, sum, MAX_CODE_USES, MAX_ORDER_USES, MAX_TICKETS};
-use crate::model::{AuditEntry, AuditOutcome, IssueState, OrderRecord, VoucherRecord};
+use crate::order::{IssueState, OrderRecord, VoucherRecord};
+use crate::refund::{RefundRequest, RefundState};
+use crate::snapshot::OrderSnapshot;
+use crate::status::{status_after_uses, StatusChange};
 use crate::LedgerError;
 
-/// How the vendor counts (`write_off_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WriteOffType {
-    /// 0: the quantity is this redemption only (the default).
-    #[default]
-    Delta,
-    /// 1: the quantity is the total used so far, this time included.
-    Cumulative,
-}
+mod command;
 
-impl WriteOffType {
-    /// The wire number.
-    pub fn as_i64(self) -> i64 {
-        match self {
-            Self::Delta => 0,
-            Self::Cumulative => 1,
-        }
-    }
-}
-
-/// How the request names its order (R3 guarantees at least one key at the wire layer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderRef {
-    /// By the platform's `order_id`.
-    Id(OrderId),
-    /// By the vendor's `out_order_id` alone, resolved within the calling app (R5).
-    Out(OutOrderId),
-    /// By both; they must name the same order (R5).
-    Both(OrderId, OutOrderId),
-}
-
-impl OrderRef {
-    /// The platform id, when the request gave one.
-    pub fn order_id(&self) -> Option<OrderId> {
-        match self {
-            Self::Id(id) | Self::Both(id, _) => Some(*id),
-            Self::Out(_) => None,
-        }
-    }
-}
-
-/// One `voucher_infos` entry, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VoucherUse {
-    /// The code used.
-    pub code: ConfirmCode,
-    /// `used_quantity`: uses this time (delta) or so far (cumulative).
-    pub quantity: i64,
-    /// `used_date` as an instant; `None` when the vendor sent none (R22: server time is used).
-    pub used_at: Option<DateTime<Utc>>,
-}
-
-/// What the request reports as used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyUses {
-    /// The `voucher_infos` form (R1: it wins over legacy fields).
-    Vouchers {
-        /// Entries with distinct codes (R11 is checked at the wire layer).
-        entries: Vec<VoucherUse>,
-        /// A legacy `confirm_code` sent beside the list, which must be in it (R1).
-        legacy_code: Option<ConfirmCode>,
-    },
-    /// The legacy form for one code: `confirm_code` + `check_num`.
-    Code {
-        /// The code.
-        code: ConfirmCode,
-        /// `check_num`.
-        check_num: i64,
-    },
-    /// R2: the legacy form with no code: `check_num` uses drawn from the order's codes in
-    /// issuance order.
-    Order {
-        /// `check_num`.
-        check_num: i64,
-    },
-}
-
-/// Settings that shape the date rules; copied from the server's configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VerifyPolicy {
-    /// R23: how far in the future a `used_date` may lie (clock skew between gate and server).
-    pub future_tolerance: chrono::Duration,
-    /// R25: whether uses before the order's `valid_from` are accepted.
-    pub allow_before_valid_from: bool,
-}
-
-impl Default for VerifyPolicy {
-    fn default() -> Self {
-        Self {
-            future_tolerance: chrono::Duration::seconds(600),
-            allow_before_valid_from: false,
-        }
-    }
-}
-
-/// Who asked, when, and what they sent, for the audit trail.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestMeta {
-    /// The TOP `request_id` answered to the caller.
-    pub request_id: String,
-    /// When the request arrived; also the gate time for reports without one (R22).
-    pub received_at: DateTime<Utc>,
-    /// The caller's address.
-    pub client_ip: Option<String>,
-    /// The request's business parameters, with confirm codes masked, for the audit trail.
-    pub summary: serde_json::Value,
-}
-
-/// Who reports the uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerifyOrigin {
-    /// The vendor, through `taobao.travel.ticket.order.verify`.
-    #[default]
-    Vendor,
-    /// The operator, applying a reconciliation with the vendor's own counts.
-    Reconciliation,
-}
-
-impl VerifyOrigin {
-    /// The audit action.
-    pub fn action(self) -> &'static str {
-        match self {
-            Self::Vendor => "taobao.travel.ticket.order.verify",
-            Self::Reconciliation => "admin.reconcile",
-        }
-    }
-}
-
-/// A vendor's redemption report, validated in shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VerifyCommand {
-    /// Who reports it.
-    pub origin: VerifyOrigin,
-    /// The calling app (authenticated by signature).
-    pub app_key: AppKey,
-    /// Which order.
-    pub order: OrderRef,
-    /// How quantities count.
-    pub mode: WriteOffType,
-    /// What was used.
-    pub uses: VerifyUses,
-    /// Legacy `total_num`: the vendor's view of total uses allowed (R27).
-    pub total_num: Option<i64>,
-    /// Legacy `return_num`: the vendor's view of tickets cancelled (R27).
-    pub return_num: Option<i64>,
-    /// Date rule settings.
-    pub policy: VerifyPolicy,
-    /// Request metadata.
-    pub meta: RequestMeta,
-}
-
-/// What identifies a delta report of one code so that its retry is recognised (R16): the
-/// code, the gate time and the quantity, within one order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fingerprint {
-    /// The code.
-    pub code: ConfirmCode,
-    /// `used_date` as UTC milliseconds.
-    pub used_at_ms: i64,
-    /// `used_quantity`.
-    pub quantity: i64,
-}
-
-impl VerifyCommand {
-    /// The fingerprints this request could replay: delta entries that carry their own gate
-    /// time. The store looks these up (and only these) to fill [`OrderSnapshot::seen`].
-    pub fn fingerprints(&self) -> Vec<Fingerprint> {
-        match (&self.uses, self.mode) {
-            (VerifyUses::Vouchers { entries, .. }, WriteOffType::Delta) => entries
-                .iter()
-                .filter_map(|e| {
-                    e.used_at.map(|t| Fingerprint {
-                        code: e.code.clone(),
-                        used_at_ms: t.timestamp_millis(),
-                        quantity: e.quantity,
-                    })
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// What the store read, inside the transaction, for [`plan_verify`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderSnapshot {
-    /// The order the request resolved to.
-    pub order: OrderRecord,
-    /// Its vouchers, in issuance order.
-    pub vouchers: Vec<VoucherRecord>,
-    /// Those of [`VerifyCommand::fingerprints`] already recorded for this order.
-    pub seen: HashSet<Fingerprint>,
-    /// Its refund requests, oldest first.
-    pub refunds: Vec<RefundRequest>,
-}
+pub use command::{
+    Fingerprint, OrderRef, VerifyCommand, VerifyOrigin, VerifyPolicy, VerifyUses, VoucherUse,
+    WriteOffType,
+};
 
 /// Facts worth an operator's attention that do not refuse the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

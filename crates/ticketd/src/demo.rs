@@ -4,9 +4,9 @@
 //! Seeding is idempotent: a second `--demo` start finds the app and orders and only prints a
 //! fresh `curl` (its `timestamp` is only valid for the timestamp window, 10 minutes by default).
 
-use serde_json::json;
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, LedgerError, NewOrder, NewVoucher, OrderId,
+    plan_order_creation, App, AppKey, ConfirmCode, LedgerError, NewOrder, NewVoucher, OrderId,
+    OrderOrigin, RequestMeta,
 };
 use top_protocol::envelope::new_request_id;
 use top_protocol::sign::sign;
@@ -72,18 +72,13 @@ pub async fn seed(
             vouchers,
             created_at: now - chrono::Duration::hours(1),
         };
-        let audit = AuditEntry {
-            seq: 0,
+        let meta = RequestMeta {
             request_id: new_request_id(),
-            at: now,
-            action: "admin.create_order".to_owned(),
-            app_key: Some(DEMO_APP_KEY.to_owned()),
-            order_id: Some(*id),
-            outcome: AuditOutcome::Accepted,
-            reason: "demo_seed".to_owned(),
-            detail: json!({}),
+            received_at: now,
             client_ip: None,
+            summary: serde_json::Value::Null,
         };
+        let audit = plan_order_creation(&order, OrderOrigin::DemoSeed, &meta)?.audit;
         match state.store.create_order(order, audit).await {
             Ok(_) | Err(LedgerError::OrderExists) => {}
             Err(e) => return Err(e.into()),

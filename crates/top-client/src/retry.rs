@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ticket_api::refund::RefundParams;
-use ticket_api::verify::VerifyParams;
+use ticket_api::verify::{VerifyParams, WriteOffType};
 
 /// How often and how patiently an idempotent call is retried.
 ///
@@ -73,7 +73,7 @@ impl RetryPolicy {
 /// code, `used_date` and `used_quantity`). A legacy `confirm_code` + `check_num` report, or a
 /// `voucher_infos` entry without `used_date`, is counted again on every arrival.
 pub fn verify_is_idempotent(params: &VerifyParams) -> bool {
-    params.write_off_type == 1
+    matches!(params.mode(), Ok(WriteOffType::Cumulative))
         || (!params.voucher_infos.is_empty()
             && params
                 .voucher_infos

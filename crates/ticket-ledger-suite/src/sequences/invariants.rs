@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use ticket_ledger::lifecycle::{ISSUE_ACTION, REFUND_ACTION};
 use ticket_ledger::{AuditOutcome, OrderRecord, OrderView, RefundState, VerifyOrigin};
+use ticket_ledger::{ISSUE_ACTION, REFUND_ACTION};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {

@@ -18,12 +18,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use ticket_ledger::{
-    plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
-    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, AuditOutcome,
-    Fingerprint, IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder, OrderId,
-    OrderRecord, OrderRef, OrderSnapshot, OrderView, OutcomeKind, PreviousSecret, RefundCommand,
-    RefundRequest, RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand,
-    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VoucherRecord,
+    plan_issue, plan_reconcile, plan_refund, plan_refund_request, plan_resolution, plan_reversal,
+    plan_verify, refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry,
+    AuditFilter, Fingerprint, IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder,
+    OrderId, OrderRecord, OrderRef, OrderSnapshot, OrderView, OutcomeKind, PreviousSecret,
+    ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
+    RefundState, ResolveAnomaly, ReversalCommand, SecretRotation, UseRecord, VerifyCommand,
+    VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 use ticket_ledger_suite::Tamper;
 
@@ -38,7 +39,7 @@ struct OrderData {
     uses: Vec<UseRecord>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     apps: HashMap<AppKey, App>,
     orders: HashMap<OrderId, OrderData>,
@@ -139,9 +140,21 @@ impl State {
             .filter(|fp| recorded.is_some_and(|r| r.contains(fp)))
             .collect();
         let plan = plan_verify(&snapshot, cmd)?;
+        self.apply_verify(id, &snapshot, &plan, cmd)?;
+        Ok(plan.outcome)
+    }
 
+    /// Writes a verify plan planned on `snapshot`, checking every guarded write before it
+    /// writes anything.
+    fn apply_verify(
+        &mut self,
+        id: OrderId,
+        snapshot: &OrderSnapshot,
+        plan: &VerifyPlan,
+        cmd: &VerifyCommand,
+    ) -> Result<(), LedgerError> {
         // Apply like a store's conditional update would: check everything, then write.
-        let mut vouchers = snapshot.vouchers.clone();
+        let mut vouchers = self.data(id)?.vouchers.clone();
         for change in &plan.changes {
             let v = vouchers
                 .iter_mut()
@@ -176,13 +189,26 @@ impl State {
             .entry(id)
             .or_default()
             .extend(plan.new_fingerprints.iter().cloned());
-        for entry in plan.audit_entries(&snapshot, cmd) {
+        for entry in plan.audit_entries(snapshot, cmd) {
             self.append(entry);
         }
         for anomaly in plan.anomalies(cmd) {
             self.store_anomaly(anomaly);
         }
-        Ok(plan.outcome)
+        Ok(())
+    }
+
+    /// Applies every step of the reconciliation to a copy of the whole state and keeps the
+    /// copy only when all of them held: a transaction.
+    fn reconcile(&mut self, cmd: &ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        let snapshot = self.snapshot(cmd.order_id)?;
+        let plan = plan_reconcile(&snapshot, cmd)?;
+        let mut draft = self.clone();
+        for step in &plan.steps {
+            draft.apply_verify(cmd.order_id, &snapshot, &step.plan, &step.cmd)?;
+        }
+        *self = draft;
+        Ok(plan.outcome(cmd.order_id))
     }
 
     fn issue(&mut self, cmd: &IssueCommand) -> Result<OutcomeKind, LedgerError> {
@@ -323,28 +349,10 @@ impl State {
             .iter()
             .position(|a| a.id == cmd.id)
             .ok_or(LedgerError::AnomalyNotFound)?;
-        if self.anomalies[index].resolution.is_some() {
-            return Err(LedgerError::AnomalyResolved);
-        }
-        let a = &mut self.anomalies[index];
-        a.resolution = Some(cmd.resolution);
-        a.note = Some(cmd.note.clone());
-        a.resolved_at = Some(cmd.meta.received_at);
-        let resolved = a.clone();
-        self.append(AuditEntry {
-            seq: 0,
-            request_id: cmd.meta.request_id.clone(),
-            at: cmd.meta.received_at,
-            action: "admin.resolve_anomaly".to_owned(),
-            app_key: resolved.anomaly.app_key.clone(),
-            order_id: resolved.anomaly.order_id,
-            outcome: AuditOutcome::Accepted,
-            reason: cmd.resolution.as_str().to_owned(),
-            detail: serde_json::json!({"anomaly_id": cmd.id,
-                "kind": resolved.anomaly.kind.as_str(), "note": cmd.note}),
-            client_ip: cmd.meta.client_ip.clone(),
-        });
-        Ok(resolved)
+        let plan = plan_resolution(&self.anomalies[index], cmd)?;
+        self.anomalies[index] = plan.resolved.clone();
+        self.append(plan.audit);
+        Ok(plan.resolved)
     }
 }
 
@@ -439,6 +447,7 @@ impl LedgerStore for MemStore {
                 return Err(LedgerError::OutOrderIdTaken);
             }
         }
+        let issue_state = order.first_issue_state();
         let record = OrderRecord {
             order_id: order.order_id,
             app_key: order.app_key,
@@ -447,11 +456,7 @@ impl LedgerStore for MemStore {
             valid_from: order.valid_from,
             valid_until: order.valid_until,
             created_at: order.created_at,
-            issue_state: if order.vouchers.is_empty() {
-                ticket_ledger::IssueState::Awaiting
-            } else {
-                ticket_ledger::IssueState::Issued
-            },
+            issue_state,
             issue_describe: None,
             refunded_tickets: 0,
         };
@@ -510,6 +515,12 @@ impl LedgerStore for MemStore {
         keeping_anomaly(&mut s, result, |e| {
             refusal_anomaly(e, resolved, Some(&cmd.app_key), &cmd.meta)
         })
+    }
+
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        let mut s = self.lock()?;
+        let result = s.reconcile(&cmd);
+        keeping_anomaly(&mut s, result, |e| cmd.refusal_anomaly(e))
     }
 
     async fn issue(&self, cmd: IssueCommand) -> Result<OutcomeKind, LedgerError> {

@@ -2,6 +2,8 @@
 //!
 //! - `rules`: pure tests of [`ticket_ledger::plan_verify`] — a table walking every verify rule,
 //!   and proptest properties over random report sequences.
+//! - `planners`: order creation, anomaly resolution, reconciliation as a whole, and the
+//!   refundable tickets of an order view.
 //! - `bounds`: every planner's bounds on counts, and its checked arithmetic on stored counts
 //!   beyond them.
 //!
@@ -9,4 +11,5 @@
 //! `ticket-ledger-suite` crate.
 
 mod bounds;
+mod planners;
 mod rules;

@@ -2,9 +2,9 @@
 //! requests and notifications, reversals) and of an anomaly's resolution.
 
 use ticket_ledger::{
-    Anomaly, AuditEntry, AuditOutcome, ConfirmCode, IssueCommand, IssuePlan, IssueResult,
-    LedgerError, NewOrder, OrderSnapshot, OutOrderId, OutcomeKind, RefundCommand, RefundPlan,
-    RefundRequestCommand, RefundRequestPlan, ResolveAnomaly, ReversalCommand, ReversalPlan,
+    AuditEntry, ConfirmCode, IssueCommand, IssuePlan, IssueResult, LedgerError, NewOrder,
+    OrderSnapshot, OutOrderId, OutcomeKind, RefundCommand, RefundPlan, RefundRequestCommand,
+    RefundRequestPlan, ResolutionPlan, ResolveAnomaly, ReversalCommand, ReversalPlan,
 };
 
 use super::{AuditRow, Check, Param, Rows, Step, WriteRow};
@@ -34,12 +34,7 @@ impl OrderRows {
                 valid_from_ms: order.valid_from.map(ms),
                 valid_until_ms: order.valid_until.map(ms),
                 created_at_ms: ms(order.created_at),
-                // An order created with its codes is issued already; without, it awaits them.
-                issue_state: if order.vouchers.is_empty() {
-                    "awaiting"
-                } else {
-                    "issued"
-                },
+                issue_state: order.first_issue_state().as_str(),
             },
             vouchers: order
                 .vouchers
@@ -480,21 +475,9 @@ pub(crate) struct ResolutionRows {
 }
 
 impl ResolutionRows {
-    /// The rows resolving `current` as `cmd` says.
-    pub(crate) fn of(current: &Anomaly, cmd: &ResolveAnomaly) -> Self {
-        let entry = AuditEntry {
-            seq: 0,
-            request_id: cmd.meta.request_id.clone(),
-            at: cmd.meta.received_at,
-            action: "admin.resolve_anomaly".to_owned(),
-            app_key: current.anomaly.app_key.clone(),
-            order_id: current.anomaly.order_id,
-            outcome: AuditOutcome::Accepted,
-            reason: cmd.resolution.as_str().to_owned(),
-            detail: serde_json::json!({"anomaly_id": cmd.id,
-                "kind": current.anomaly.kind.as_str(), "note": cmd.note}),
-            client_ip: cmd.meta.client_ip.clone(),
-        };
+    /// The rows of the ledger's decision on `cmd` ([`ticket_ledger::plan_resolution`]).
+    pub(crate) fn of(plan: &ResolutionPlan, cmd: &ResolveAnomaly) -> Self {
+        let entry = plan.audit.clone();
         Self {
             resolution: ResolutionRow {
                 id: cmd.id,

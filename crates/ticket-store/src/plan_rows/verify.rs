@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use ticket_ledger::{
-    ConfirmCode, Fingerprint, NewAnomaly, OrderSnapshot, VerifyCommand, VerifyPlan, VoucherChange,
+    ConfirmCode, Fingerprint, LedgerError, NewAnomaly, OrderSnapshot, ReconcilePlan, VerifyCommand,
+    VerifyPlan, VoucherChange,
 };
 
 use super::{AnomalyRow, AuditRow, Check, Param, Rows, Step, WriteRow};
@@ -41,6 +42,25 @@ impl VerifyRows {
         let mut rows = Self::default();
         rows.add(snapshot, plan, cmd);
         rows
+    }
+
+    /// The rows of a reconciliation's steps, written together or not at all. Each step is added
+    /// with the order as the steps before it leave it, so each healed code's audit entry shows
+    /// its own status transition.
+    pub(crate) fn of_reconcile(
+        mut snapshot: OrderSnapshot,
+        plan: &ReconcilePlan,
+    ) -> Result<Self, LedgerError> {
+        let mut rows = Self::default();
+        for step in &plan.steps {
+            rows.add(&snapshot, &step.plan, &step.cmd);
+            if !step.plan.apply_to(&mut snapshot) {
+                return Err(LedgerError::Internal(
+                    "a reconciliation step does not fit the order it was planned on".into(),
+                ));
+            }
+        }
+        Ok(rows)
     }
 
     /// Adds what `plan` writes. Its audit entries see `snapshot` as it was before the plan

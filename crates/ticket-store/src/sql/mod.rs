@@ -42,6 +42,7 @@ mod migrate;
 mod ops;
 mod outcome;
 mod queries;
+mod reconcile;
 mod trace;
 mod transfer;
 
@@ -54,9 +55,9 @@ use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
     IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderRef, OrderView,
-    OutcomeKind, RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall,
-    RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
-    VerifyOutcome,
+    OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest,
+    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
+    SecretRotation, VerifyCommand, VerifyOutcome,
 };
 
 pub(crate) use self::db::Db;
@@ -382,6 +383,16 @@ impl LedgerStore for SqlStore {
             .keeping_anomaly(result, |err| {
                 refusal_anomaly(err, Some(cmd.order_id), None, &cmd.meta)
             })
+            .await
+    }
+
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        let result = self
+            .db
+            .write(&cmd, |c, e, cmd| Box::pin(reconcile::reconcile(c, e, cmd)))
+            .await;
+        self.db
+            .keeping_anomaly(result, |e| cmd.refusal_anomaly(e))
             .await
     }
 

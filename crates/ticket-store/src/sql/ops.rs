@@ -199,16 +199,14 @@ pub(crate) async fn resolve_anomaly(
     let current = queries::anomaly(conn, e, cmd.id, true)
         .await?
         .ok_or(LedgerError::AnomalyNotFound)?;
-    if current.resolution.is_some() {
-        return Err(LedgerError::AnomalyResolved.into());
-    }
+    let plan = ticket_ledger::plan_resolution(&current, cmd)?;
     // The resolution's audit entry names the anomaly's order: written under that order's lock
     // like every entry of an order (see [`record`]). Anomaly, then order: no other transaction
     // locks an existing anomaly, so this order of locks cannot deadlock with the others.
     if let Some(id) = current.anomaly.order_id.and_then(OrderId::new) {
         lock_order_row(conn, e, id).await?;
     }
-    exec::write(conn, e, &ResolutionRows::of(&current, cmd)).await?;
+    exec::write(conn, e, &ResolutionRows::of(&plan, cmd)).await?;
     queries::anomaly(conn, e, cmd.id, false)
         .await?
         .ok_or_else(|| {

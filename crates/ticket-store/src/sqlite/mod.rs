@@ -22,6 +22,7 @@ mod migrate;
 mod ops;
 mod queries;
 mod readers;
+mod reconcile;
 mod rows;
 mod snapshots;
 mod transfer;
@@ -37,8 +38,9 @@ use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats,
     IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
-    RefundCommand, RefundRequest, RefundRequestCommand, RejectedCall, RejectedCallFilter,
-    ResolveAnomaly, ReversalCommand, SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
+    ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
+    RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation,
+    StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
 use self::durable::SyncedFile;
@@ -367,6 +369,12 @@ impl LedgerStore for SqliteStore {
                 tx.snapshots.forget(cmd.order_id);
                 ops::reverse_keeping_anomaly(tx, &cmd)
             })
+            .await?
+    }
+
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        self.writer
+            .submit(move |tx| reconcile::reconcile_keeping_anomaly(tx, &cmd))
             .await?
     }
 

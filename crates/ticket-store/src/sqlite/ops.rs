@@ -298,10 +298,8 @@ pub(crate) fn resolve_anomaly(
     cmd: &ResolveAnomaly,
 ) -> Result<Anomaly, LedgerError> {
     let current = queries::anomaly(conn, cmd.id)?.ok_or(LedgerError::AnomalyNotFound)?;
-    if current.resolution.is_some() {
-        return Err(LedgerError::AnomalyResolved);
-    }
-    exec::write(conn, &ResolutionRows::of(&current, cmd))?;
+    let plan = ticket_ledger::plan_resolution(&current, cmd)?;
+    exec::write(conn, &ResolutionRows::of(&plan, cmd))?;
     queries::anomaly(conn, cmd.id)?
         .ok_or_else(|| LedgerError::Internal("a resolved anomaly could not be read back".into()))
 }

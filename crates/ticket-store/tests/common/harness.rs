@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use tempfile::TempDir;
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, IssueCommand,
-    LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind, RefundCommand,
-    RefundRequest, RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation,
-    VerifyCommand, VerifyOutcome,
+    LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind, ReconcileCommand,
+    ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
+    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
 };
 use ticket_ledger_suite::Tamper;
 use ticket_store::{Engine, SqlStore, SqliteStore};
@@ -207,6 +207,9 @@ impl<S: LedgerStore> LedgerStore for Harnessed<S> {
     }
     async fn resolve_anomaly(&self, cmd: ResolveAnomaly) -> Result<Anomaly, LedgerError> {
         self.store.resolve_anomaly(cmd).await
+    }
+    async fn reconcile(&self, cmd: ReconcileCommand) -> Result<ReconcileOutcome, LedgerError> {
+        self.store.reconcile(cmd).await
     }
     async fn close(&self) {
         self.store.close().await;

@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use ticket_ledger::{App, AppAccess, AppKey, IpRange, LedgerError, RateLimit, SecretRotation};
+use ticket_ledger::{
+    App, AppAccess, AppKey, AuditAction, IpRange, LedgerError, RateLimit, SecretRotation,
+};
 use top_protocol::timestamp::format_beijing;
 
 use crate::server::{random_token, AppState};
@@ -179,7 +181,7 @@ async fn create_app(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let app = state.store.create_app(new).await?;
     record_admin(
         &state,
-        "admin.create_app",
+        AuditAction::CreateApp,
         Some(app.app_key.as_str()),
         None,
         access_detail(&app),
@@ -287,7 +289,7 @@ async fn patch_app(
         .map_err(app_change_error)?;
     record_admin(
         &state,
-        "admin.set_app_access",
+        AuditAction::SetAppAccess,
         Some(app.app_key.as_str()),
         None,
         access_detail(&app),
@@ -363,7 +365,7 @@ async fn rotate_secret(
         .map_err(app_change_error)?;
     record_admin(
         &state,
-        "admin.rotate_app_secret",
+        AuditAction::RotateAppSecret,
         Some(app.app_key.as_str()),
         None,
         json!({"previous_secret_expires_at": format_beijing(expires_at)}),

@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use ticket_ledger::{AuditEntry, AuditOutcome, LedgerError, OrderId, RequestMeta};
+use ticket_ledger::{AuditAction, AuditEntry, AuditOutcome, LedgerError, OrderId, RequestMeta};
 use top_protocol::envelope::new_request_id;
 
 use crate::server::AppState;
@@ -169,6 +169,7 @@ impl From<LedgerError> for AdminError {
             | LedgerError::VoucherNotFound { .. }
             | LedgerError::LegacyCodeNotInList { .. }
             | LedgerError::CapacityExceeded { .. }
+            | LedgerError::VendorCountExceedsCapacity { .. }
             | LedgerError::OrderCapacityExceeded { .. }
             | LedgerError::TotalNumExceeds { .. }
             | LedgerError::UsedDateInvalid { .. } => (S::CONFLICT, "refused"),
@@ -254,7 +255,7 @@ fn query_error(e: QueryRejection) -> AdminError {
 /// Records an operator action; failures are logged (the action itself already succeeded).
 async fn record_admin(
     state: &AppState,
-    action: &str,
+    action: AuditAction,
     app_key: Option<&str>,
     order_id: Option<i64>,
     detail: Value,
@@ -263,7 +264,7 @@ async fn record_admin(
         seq: 0,
         request_id: new_request_id(),
         at: state.clock.now(),
-        action: action.to_owned(),
+        action: action.as_str().to_owned(),
         app_key: app_key.map(str::to_owned),
         order_id,
         outcome: AuditOutcome::Accepted,
@@ -272,7 +273,7 @@ async fn record_admin(
         client_ip: None,
     };
     if let Err(e) = state.store.record(entry).await {
-        tracing::error!(error = %e, action, "could not record an admin action");
+        tracing::error!(error = %e, action = action.as_str(), "could not record an admin action");
     }
 }
 

@@ -9,10 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::Value;
 use ticket_ledger::{
-    AppKey, AuditEntry, AuditOutcome, ConfirmCode, NewOrder, NewVoucher, OrderId, OrderView,
-    OutOrderId, RefundRequest,
+    plan_order_creation, AppKey, AuditEntry, ConfirmCode, NewOrder, NewVoucher, OrderId,
+    OrderOrigin, OrderView, OutOrderId, RefundRequest, RequestMeta,
 };
 use top_protocol::envelope::new_request_id;
 use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
@@ -124,27 +124,17 @@ async fn create_order(State(state): State<AppState>, body: Bytes) -> Result<Resp
             .transpose()?
             .unwrap_or(now),
     };
-    let audit = AuditEntry {
-        seq: 0,
-        request_id: new_request_id(),
-        at: now,
-        action: "admin.create_order".to_owned(),
-        app_key: Some(order.app_key.as_str().to_owned()),
-        order_id: Some(order_id.get()),
-        outcome: AuditOutcome::Accepted,
-        reason: if order.vouchers.is_empty() {
-            "created_awaiting_issuance".to_owned()
-        } else {
-            "created_issued".to_owned()
+    let plan = plan_order_creation(
+        &order,
+        OrderOrigin::Operator,
+        &RequestMeta {
+            request_id: new_request_id(),
+            received_at: now,
+            client_ip: None,
+            summary: Value::Null,
         },
-        detail: json!({
-            "quantity": order.quantity,
-            "vouchers": order.vouchers.iter().map(|v| json!({
-                "confirm_code": v.code.masked(), "capacity": v.capacity})).collect::<Vec<_>>(),
-        }),
-        client_ip: None,
-    };
-    let view = state.store.create_order(order, audit).await?;
+    )?;
+    let view = state.store.create_order(order, plan.audit).await?;
     Ok((StatusCode::CREATED, Json(OrderAnswer::from(&view))).into_response())
 }
 
@@ -274,7 +264,7 @@ impl From<&OrderView> for OrderAnswer {
             order_id: o.order_id.get(),
             out_order_id: o.out_order_id.as_ref().map(|id| id.as_str().to_owned()),
             quantity: o.quantity,
-            refundable_tickets: refundable_tickets(view),
+            refundable_tickets: view.refundable_tickets(),
             refunded_tickets: o.refunded_tickets,
             refunds: view.refunds.iter().map(RefundAnswer::from).collect(),
             status: view.status().as_str().to_owned(),
@@ -360,15 +350,4 @@ async fn list_order_events(
         next: page.next,
     })
     .into_response())
-}
-
-/// Tickets that can still be asked to be refunded.
-fn refundable_tickets(view: &OrderView) -> i64 {
-    ticket_ledger::OrderSnapshot {
-        order: view.order.clone(),
-        vouchers: view.vouchers.clone(),
-        seen: Default::default(),
-        refunds: view.refunds.clone(),
-    }
-    .refundable_tickets()
 }

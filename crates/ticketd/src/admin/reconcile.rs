@@ -8,10 +8,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use ticket_ledger::{
-    reconcile_diff, ConfirmCode, LedgerError, OrderRef, ReconcileLine, VerifyCommand, VerifyOrigin,
-    VerifyUses, VoucherUse, WriteOffType,
-};
+use ticket_ledger::{ConfirmCode, LedgerError, ReconcileCommand, ReconcileLine};
+use top_protocol::envelope::new_request_id;
 
 use crate::server::AppState;
 
@@ -38,7 +36,8 @@ struct VendorCount {
 }
 
 /// Compares the vendor's per-code counts with the ledger and, with `apply`, records the
-/// missing uses as a cumulative report would (never decreasing a count).
+/// missing uses as cumulative reports would (never decreasing a count), all of them or none:
+/// the ledger plans and applies the whole reconciliation in one store call.
 async fn reconcile(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -46,7 +45,7 @@ async fn reconcile(
 ) -> Result<Response, AdminError> {
     let req: Reconcile = parse_json(&body)?;
     let order_id = path_order(&order_id)?;
-    let vendor = req
+    let counts = req
         .vouchers
         .iter()
         .enumerate()
@@ -54,84 +53,69 @@ async fn reconcile(
             let code = ConfirmCode::parse(&v.confirm_code).ok_or_else(|| {
                 AdminError::field(&format!("vouchers[{i}].confirm_code"), "unknown code")
             })?;
-            Ok((code, v.used))
+            // Each healed code is its own event under its own request id.
+            Ok(ticket_ledger::VendorCount {
+                code,
+                used: v.used,
+                request_id: new_request_id(),
+            })
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
-    let view = state
+    let summary = json!({
+        "vouchers": counts.iter().map(|c| json!({
+            "confirm_code": c.code.masked(), "used": c.used})).collect::<Vec<_>>(),
+        "apply": req.apply,
+    });
+    let outcome = state
         .store
-        .order(order_id)
-        .await?
-        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order"))?;
-    let lines = reconcile_diff(&view.vouchers, &vendor).map_err(|e| match e {
+        .reconcile(ReconcileCommand {
+            order_id,
+            counts,
+            apply: req.apply,
+            policy: state.verify_policy,
+            meta: admin_meta(&state, summary),
+        })
+        .await
+        .map_err(refusal)?;
+    Ok(Json(ReconcileAnswer {
+        applied_uses: outcome.applied_uses(),
+        apply: req.apply,
+        lines: outcome
+            .lines
+            .iter()
+            .map(ReconcileLineAnswer::from)
+            .collect(),
+        order_id: order_id.get(),
+    })
+    .into_response())
+}
+
+/// A refused reconciliation as the operator is answered: the codes named whole (the operator
+/// owns them), and a missing order as every admin route answers it.
+fn refusal(e: LedgerError) -> AdminError {
+    match e {
+        LedgerError::OrderNotFound => {
+            AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order")
+        }
         LedgerError::VoucherNotFound { code } => AdminError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_code",
             format!("voucher {} is not a code of this order", code.as_str()),
         ),
+        LedgerError::VendorCountExceedsCapacity {
+            code,
+            capacity,
+            reported,
+        } => AdminError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            format!(
+                "voucher {} allows {capacity} uses; the vendor reports {reported}",
+                code.as_str()
+            ),
+        ),
         other => AdminError::from(other),
-    })?;
-    let missing: Vec<_> = lines.iter().filter(|l| l.missing() > 0).collect();
-    let mut applied = 0;
-    if req.apply {
-        // Refuse the whole reconciliation before recording anything if a count is impossible.
-        for line in &missing {
-            let capacity = view
-                .vouchers
-                .iter()
-                .find(|v| v.code == line.code)
-                .map_or(0, |v| v.capacity);
-            if line.vendor_used > capacity {
-                return Err(AdminError::new(
-                    StatusCode::CONFLICT,
-                    "refused",
-                    format!(
-                        "voucher {} allows {capacity} uses; the vendor reports {}",
-                        line.code.as_str(),
-                        line.vendor_used
-                    ),
-                ));
-            }
-        }
-        // One cumulative report per code, so each healed code is its own event.
-        for line in missing {
-            let outcome = state
-                .store
-                .verify(VerifyCommand {
-                    origin: VerifyOrigin::Reconciliation,
-                    app_key: view.order.app_key.clone(),
-                    order: OrderRef::Id(order_id),
-                    mode: WriteOffType::Cumulative,
-                    uses: VerifyUses::Vouchers {
-                        entries: vec![VoucherUse {
-                            code: line.code.clone(),
-                            quantity: line.vendor_used,
-                            used_at: None,
-                        }],
-                        legacy_code: None,
-                    },
-                    total_num: None,
-                    return_num: None,
-                    // The vendor's counts are facts already admitted at the gate.
-                    policy: ticket_ledger::VerifyPolicy {
-                        allow_before_valid_from: true,
-                        ..state.verify_policy
-                    },
-                    meta: admin_meta(
-                        &state,
-                        json!({"confirm_code": line.code.masked(), "used": line.vendor_used}),
-                    ),
-                })
-                .await?;
-            applied += outcome.applied_uses;
-        }
     }
-    Ok(Json(ReconcileAnswer {
-        applied_uses: applied,
-        apply: req.apply,
-        lines: lines.iter().map(ReconcileLineAnswer::from).collect(),
-        order_id: order_id.get(),
-    })
-    .into_response())
 }
 
 /// The answer of `POST /admin/orders/{id}/reconcile`. Fields in alphabetical order, as the

@@ -114,6 +114,7 @@ pub fn ledger_to_top(e: &LedgerError) -> TopError {
         | LedgerError::UnknownApp
         | LedgerError::InvalidOrder(_)
         | LedgerError::ReversalNotAllowed { .. }
+        | LedgerError::VendorCountExceedsCapacity { .. }
         | LedgerError::AnomalyNotFound
         | LedgerError::AnomalyResolved => {
             tracing::error!(error = %e, "admin-only ledger error reached the gateway");

@@ -1,7 +1,7 @@
 //! `alitrip.travel.ticket.order.create` (成功发码回调): wire parameters → [`IssueCommand`] →
 //! ledger → `is_success`.
 
-use ticket_api::issue::IssueParams;
+use ticket_api::issue::{IssueParams, IssueType};
 use ticket_ledger::{App, IssueCommand, IssueResult, IssuedVoucher};
 use top_protocol::{Params, TopError};
 
@@ -16,8 +16,8 @@ pub async fn handle(
     ctx: &CallContext,
 ) -> Result<Vec<(&'static str, bool)>, TopError> {
     let wire = IssueParams::from_params(params)?;
-    let result = match (wire.issue_type, wire.describe) {
-        (2, Some(describe)) => IssueResult::Failed { describe },
+    let result = match (wire.kind()?, wire.describe) {
+        (IssueType::Failed, Some(describe)) => IssueResult::Failed { describe },
         _ => IssueResult::Issued(
             wire.voucher_infos
                 .iter()

@@ -1,7 +1,7 @@
 //! `taobao.travel.ticket.order.refund` (退票结果通知): wire parameters → [`RefundCommand`] →
 //! ledger → `is_success`.
 
-use ticket_api::refund::RefundParams;
+use ticket_api::refund::{RefundParams, RefundStatus, RefundType};
 use ticket_ledger::{App, RefundCommand, RefundOutcomeStatus};
 use top_protocol::{Params, TopError};
 
@@ -16,18 +16,18 @@ pub async fn handle(
     ctx: &CallContext,
 ) -> Result<Vec<(&'static str, bool)>, TopError> {
     let wire = RefundParams::from_params(params)?;
+    let partial = wire.kind()? == RefundType::Partial;
     let cmd = RefundCommand {
         app_key: app.app_key.clone(),
         order_id: order_id(wire.order_id)?,
-        status: if wire.refund_status == 1 {
-            RefundOutcomeStatus::Succeeded
-        } else {
-            RefundOutcomeStatus::Failed
+        status: match wire.status()? {
+            RefundStatus::Refunded => RefundOutcomeStatus::Succeeded,
+            RefundStatus::NotRefunded => RefundOutcomeStatus::Failed,
         },
         refund_num: wire.refund_num,
         batch_no: wire.refund_batch_no,
         failure_reason: wire.refund_failure_reason,
-        partial: wire.refund_type == 3,
+        partial,
         flow_id: wire.fliggy_refund_flow_id,
         meta: ctx.meta(params),
     };

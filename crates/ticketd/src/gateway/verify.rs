@@ -2,9 +2,7 @@
 //! ledger → `is_success`.
 
 use ticket_api::verify::VerifyParams;
-use ticket_ledger::{
-    App, OrderRef, VerifyCommand, VerifyOrigin, VerifyUses, VoucherUse, WriteOffType,
-};
+use ticket_ledger::{App, OrderRef, VerifyCommand, VerifyOrigin, VerifyUses, VoucherUse};
 use top_protocol::timestamp::parse_beijing;
 use top_protocol::{Params, TopError};
 
@@ -82,11 +80,7 @@ fn command(
     Ok(VerifyCommand {
         app_key: app.app_key.clone(),
         order,
-        mode: if wire.write_off_type == 1 {
-            WriteOffType::Cumulative
-        } else {
-            WriteOffType::Delta
-        },
+        mode: wire.mode()?,
         uses,
         total_num: wire.total_num,
         return_num: wire.return_num,

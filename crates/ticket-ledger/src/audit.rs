@@ -1,0 +1,252 @@
+//! The append-only audit trail: what every attempt and every operator action leaves, the
+//! actions it names, and the request metadata every plan records itself with.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::order::OrderRecord;
+use crate::status::StatusChange;
+
+/// What an audit entry records: the TOP method of a vendor's call, or an operator's action.
+///
+/// The trail stores the name ([`AuditAction::as_str`]), and [`AuditEntry::action`] stays text:
+/// a refused call is recorded under whatever method name its caller sent, known or not. Every
+/// entry the ledger writes itself names one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A vendor's redemption report (`taobao.travel.ticket.order.verify`).
+    Verify,
+    /// A vendor's issuance report (`alitrip.travel.ticket.order.create`).
+    Issue,
+    /// A vendor's refund notification (`taobao.travel.ticket.order.refund`).
+    Refund,
+    /// An order's status moved; `detail.cause` names the action that moved it.
+    StatusChange,
+    /// The operator created an order.
+    CreateOrder,
+    /// The operator registered an app.
+    CreateApp,
+    /// The operator replaced an app's access settings.
+    SetAppAccess,
+    /// The operator rotated an app's secret.
+    RotateAppSecret,
+    /// The operator opened a refund request.
+    RequestRefund,
+    /// The operator gave uses back.
+    Reverse,
+    /// The operator recorded a code's missing uses from the vendor's counts.
+    Reconcile,
+    /// The operator settled an anomaly.
+    ResolveAnomaly,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: &'static [AuditAction] = &[
+        Self::Verify,
+        Self::Issue,
+        Self::Refund,
+        Self::StatusChange,
+        Self::CreateOrder,
+        Self::CreateApp,
+        Self::SetAppAccess,
+        Self::RotateAppSecret,
+        Self::RequestRefund,
+        Self::Reverse,
+        Self::Reconcile,
+        Self::ResolveAnomaly,
+    ];
+
+    /// The stored and wire name: the TOP method name, or `admin.<action>`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "taobao.travel.ticket.order.verify",
+            Self::Issue => "alitrip.travel.ticket.order.create",
+            Self::Refund => "taobao.travel.ticket.order.refund",
+            Self::StatusChange => "order.status",
+            Self::CreateOrder => "admin.create_order",
+            Self::CreateApp => "admin.create_app",
+            Self::SetAppAccess => "admin.set_app_access",
+            Self::RotateAppSecret => "admin.rotate_app_secret",
+            Self::RequestRefund => "admin.request_refund",
+            Self::Reverse => "admin.reverse",
+            Self::Reconcile => "admin.reconcile",
+            Self::ResolveAnomaly => "admin.resolve_anomaly",
+        }
+    }
+
+    /// Parses a stored name; `None` for a name the ledger never writes itself (a refused call's
+    /// unknown method).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The audit action of an issuance report.
+pub const ISSUE_ACTION: &str = AuditAction::Issue.as_str();
+/// The audit action of a refund notification.
+pub const REFUND_ACTION: &str = AuditAction::Refund.as_str();
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// It changed the ledger.
+    Accepted,
+    /// It repeated something already recorded, or changed nothing by design; answered success.
+    Replayed,
+    /// It was refused; `reason` says why.
+    Rejected,
+}
+
+impl AuditOutcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Replayed => "replayed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(Self::Accepted),
+            "replayed" => Some(Self::Replayed),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One line of the append-only audit trail: every attempt — accepted, replayed, rejected — and
+/// every operator action leaves one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Position in the trail, assigned by the store (0 before it is stored).
+    pub seq: i64,
+    /// The request that caused it (TOP `request_id`, or the admin request's id).
+    pub request_id: String,
+    /// When it was received.
+    pub at: DateTime<Utc>,
+    /// What was attempted: an [`AuditAction`]'s name, or the method name a refused call sent.
+    pub action: String,
+    /// The calling app, when the request named one.
+    pub app_key: Option<String>,
+    /// The order it named, when it named one (even an unknown or foreign one).
+    pub order_id: Option<i64>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// Why: `applied`, `replayed`, a TOP sub_code such as `isv.verify-num-exceed`, or a platform
+    /// code such as `25 Invalid signature`.
+    pub reason: String,
+    /// Details as JSON: the uses applied, flags raised, the sanitized request.
+    pub detail: serde_json::Value,
+    /// The caller's address, when known.
+    pub client_ip: Option<String>,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this order's.
+    pub order_id: Option<i64>,
+    /// Only this app's.
+    pub app_key: Option<String>,
+    /// Only with this outcome.
+    pub outcome: Option<AuditOutcome>,
+    /// Only entries with `seq` greater than this (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many (the store caps it at 1000).
+    pub limit: Option<u32>,
+}
+
+impl AuditFilter {
+    /// One page of an order's events, oldest first after `after_seq`: what
+    /// [`crate::LedgerStore::order_events`] reads once the order is known to exist.
+    pub fn order_events(id: crate::OrderId, after_seq: Option<i64>, limit: u32) -> Self {
+        Self {
+            order_id: Some(id.get()),
+            after_seq,
+            limit: Some(limit),
+            ..Self::default()
+        }
+    }
+}
+
+/// Who asked, when, and what they sent, for the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestMeta {
+    /// The TOP `request_id` answered to the caller.
+    pub request_id: String,
+    /// When the request arrived; also the gate time for reports without one (R22).
+    pub received_at: DateTime<Utc>,
+    /// The caller's address.
+    pub client_ip: Option<String>,
+    /// The request's business parameters, with confirm codes masked, for the audit trail.
+    pub summary: serde_json::Value,
+}
+
+impl RequestMeta {
+    /// An audit entry of this request: every plan records itself through here, so all entries
+    /// carry the same request id, time and caller.
+    pub fn audit_entry(
+        &self,
+        action: AuditAction,
+        order: &OrderRecord,
+        outcome: AuditOutcome,
+        reason: &str,
+        detail: Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            request_id: self.request_id.clone(),
+            at: self.received_at,
+            action: action.as_str().to_owned(),
+            app_key: Some(order.app_key.as_str().to_owned()),
+            order_id: Some(order.order_id.get()),
+            outcome,
+            reason: reason.to_owned(),
+            detail,
+            client_ip: self.client_ip.clone(),
+        }
+    }
+
+    /// `entry`, followed by the status transition it caused (if the status moved).
+    pub(crate) fn with_status(
+        &self,
+        entry: AuditEntry,
+        status: &StatusChange,
+        order: &OrderRecord,
+    ) -> Vec<AuditEntry> {
+        let cause = entry.action.clone();
+        let mut entries = vec![entry];
+        entries.extend(status.audit_entry(order, &self.request_id, self.received_at, &cause));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_actions_round_trip_through_their_stored_names() {
+        for action in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(action.as_str()), Some(*action));
+        }
+        assert_eq!(AuditAction::parse("taobao.travel.ticket.order.query"), None);
+        assert_eq!(AuditAction::Reverse.as_str(), "admin.reverse");
+        assert_eq!(AuditAction::StatusChange.as_str(), "order.status");
+        assert_eq!(ISSUE_ACTION, "alitrip.travel.ticket.order.create");
+        assert_eq!(REFUND_ACTION, "taobao.travel.ticket.order.refund");
+    }
+}

@@ -1,0 +1,44 @@
+//! What the ledger holds in total and how the store is batching, for `/metrics`.
+
+/// What the ledger holds in total, and how the store is batching, for `/metrics`.
+///
+/// The sums are floating point (Prometheus gauges are anyway): reading them must not fail on
+/// any state the ledger holds. Within the bounds ([`crate::limits`]) an `i64` sum would need
+/// more than nine billion orders of the largest size to overflow, but a ledger written before
+/// the bounds can hold a code of capacity `i64::MAX`, and two of them made an integer `SUM`
+/// fail and `/metrics` report `ticketd_ledger_up 0`. A float sum of `i64` values cannot
+/// overflow (`f64` reaches 10³⁰⁸); it is exact up to 2⁵³ ≈ 9 × 10¹⁵ and rounds beyond.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StoreMetrics {
+    /// Orders in the ledger.
+    pub orders: i64,
+    /// Uses issued over all vouchers.
+    pub capacity: f64,
+    /// Uses recorded over all vouchers.
+    pub used: f64,
+    /// Tickets refunded over all orders.
+    pub refunded_tickets: f64,
+    /// Anomalies waiting for an operator.
+    pub open_anomalies: i64,
+    /// Group commit: transactions committed, jobs run, and the largest batch (stores that
+    /// batch writes; `None` elsewhere).
+    pub batches: Option<BatchStats>,
+}
+
+/// Group-commit counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Transactions that failed as a whole (their jobs were answered with an error, or run
+    /// again one by one).
+    pub failed_batches: u64,
+    /// Jobs run.
+    pub jobs: u64,
+    /// The most jobs one transaction carried.
+    pub largest_batch: u64,
+    /// fsyncs that made committed transactions durable (several transactions may share one).
+    pub syncs: u64,
+    /// Writes waiting for a batch right now.
+    pub queued: u64,
+}
