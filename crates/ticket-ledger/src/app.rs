@@ -1,5 +1,5 @@
 //! Vendor apps: who may call the gateway, with which secret, from which addresses and how
-//! often (PROTOCOL.md §5.1).
+//! often (docs/PROTOCOL.md §5.1).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -108,7 +108,7 @@ impl fmt::Debug for SecretRotation {
 }
 
 /// Who may call as an app and how often: checked by the gateway after authentication
-/// (PROTOCOL.md §5.1, "permissions and rate").
+/// (docs/PROTOCOL.md §5.1, "permissions and rate").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppAccess {
     /// The app's own rate limit; `None` follows the server's default.

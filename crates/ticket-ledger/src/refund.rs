@@ -1,7 +1,7 @@
 //! Refunds (退票): a request opened on the platform side reserves tickets, and the vendor's
 //! notification (`taobao.travel.ticket.order.refund`) settles it.
 //!
-//! Accounting (DOMAIN.md §2.2): refunds count per order in tickets; a refunded ticket takes its
+//! Accounting (docs/DOMAIN.md §2.2): refunds count per order in tickets; a refunded ticket takes its
 //! uses (`capacity ÷ quantity`) out of what the order can still use. A pending refund reserves
 //! its tickets' uses against verifies dated after the request (R9); see `docs/LIFECYCLE.md`.
 

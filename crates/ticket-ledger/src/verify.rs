@@ -7,7 +7,7 @@
 //! and the outcome to answer. The store applies the plan with conditional updates in the same
 //! transaction, so a plan computed from a stale snapshot can never over-use a voucher.
 //!
-//! Rules (DOMAIN.md §2.3) enforced here: R1, R2, R4–R7, R10, R13, R16–R19, R22–R27. R3, R11,
+//! Rules (docs/DOMAIN.md §2.3) enforced here: R1, R2, R4–R7, R10, R13, R16–R19, R22–R27. R3, R11,
 //! R12, R20 and R21 are shape rules checked where wire parameters are parsed (`ticket-api`);
 //! R28 is the store's transaction; R29 is the gateway's authentication; R30 is the wire mapping.
 

@@ -1,7 +1,7 @@
 //! What every backend's migration runner shares: the embedded migration, its checksum, and the
 //! check of a database's applied history against the binary.
 //!
-//! Each backend embeds its own files (`migrations/{sqlite,postgres,mysql}/`, STYLE §6) and
+//! Each backend embeds its own files (`migrations/{sqlite,postgres,mysql}/`, because each dialect's DDL differs) and
 //! records applied ones in `schema_migrations (version, name, checksum, applied_at_ms)`. On
 //! open it refuses a database migrated by a newer binary ([`StoreError::SchemaTooNew`]) or one
 //! whose applied migrations differ from the embedded text ([`StoreError::MigrationChanged`]),

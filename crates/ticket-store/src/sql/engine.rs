@@ -3,7 +3,7 @@
 //! The ledger's SQL is written once (in [`crate::statements`]) with `?` placeholders and only
 //! the syntax both engines share: `SELECT … FOR UPDATE`, conditional `UPDATE`s, plain `INSERT`s.
 //! What remains is small and lives here, as a `match` per difference, like vaultwarden's
-//! `DbConnType` (STYLE §1 A6):
+//! `DbConnType` (one binary serving several databases, chosen at run time):
 //!
 //! - placeholders: `?` (MySQL) or `$1, $2, …` (PostgreSQL) — [`Engine::sql`];
 //! - which errors mean "try again" (serialization failures, deadlocks, lock timeouts) or "the

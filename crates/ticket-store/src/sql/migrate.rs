@@ -1,6 +1,6 @@
 //! Embedded migrations for PostgreSQL and MySQL/MariaDB, applied when the store connects.
 //!
-//! Each engine has its own files (`migrations/postgres/`, `migrations/mysql/`, STYLE §6) and
+//! Each engine has its own files (`migrations/postgres/`, `migrations/mysql/`, because each dialect's DDL differs) and
 //! the same bookkeeping as SQLite ([`crate::migrations`]): a `schema_migrations` table with a
 //! checksum per applied file; a database migrated by a newer binary, or whose applied files
 //! were edited, is refused.

@@ -3,7 +3,7 @@
 //! When the connection to the database fails after `COMMIT` was sent, the write may or may not
 //! have been committed: the server may have committed it and lost only the answer. Answering
 //! "nothing was written" (the retryable `isp.service-busy`) would be a lie in the first case,
-//! and some official SDKs resend `isp.*` answers by themselves (PROTOCOL.md §5.2): a resent
+//! and some official SDKs resend `isp.*` answers by themselves (docs/PROTOCOL.md §5.2): a resent
 //! legacy report (`confirm_code` + `check_num`, no gate time to recognise it by) would then
 //! count its use twice.
 //!

@@ -82,7 +82,7 @@ pub(crate) fn audit(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 }
 
 /// A uniqueness or foreign-key violation, the two constraint failures the store turns into
-/// domain refusals (STYLE §3.6, the `on_constraint` pattern).
+/// domain refusals (so a race ends as a refusal the caller understands, not a raw database error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Violation<'a> {
     /// A UNIQUE or PRIMARY KEY constraint; the columns as SQLite names them
@@ -132,7 +132,7 @@ pub(crate) use crate::error::chain;
 /// [`LedgerError::Unavailable`] (a retry may succeed once the fault clears; the gateway answers
 /// the retryable `isp.service-busy`), anything else [`LedgerError::Internal`], logged here with
 /// its whole source chain so the caller can answer with the generic system error alone
-/// (STYLE §3.5).
+/// (internal detail stays in the operator's log, never in an answer).
 pub(crate) fn ledger_error(during: &'static str, err: &rusqlite::Error) -> LedgerError {
     let detail = chain(err);
     if is_busy(err) {

@@ -1,6 +1,6 @@
 //! `sqlite:` database URLs → file paths.
 //!
-//! The server picks its store from the database URL's scheme (STYLE §1, like vaultwarden's
+//! The server picks its store from the database URL's scheme (one binary, several backends, like vaultwarden's
 //! `DbConnType::from_url`); this is the SQLite half. Accepted forms:
 //!
 //! | URL | Path |

@@ -15,7 +15,7 @@
 //!    `Ok` always means committed and fsynced, and a refusal computed against a neighbour's
 //!    uncommitted change is never reported as final.
 //!
-//! Batching is what makes durable writes fast (STYLE §6): under load the fsync is shared by
+//! Batching is what makes durable writes fast without weakening durability: under load the fsync is shared by
 //! the jobs of every batch committed while the previous fsync ran, and a lone request pays no
 //! added latency because the writer never waits for more work to arrive. It is a plain thread,
 //! not a task, so the transaction can never be held open across an `.await`.

@@ -117,7 +117,7 @@ pub fn success_xml(request_id: &str) -> String {
     )
 }
 
-/// Asserts what every TOP answer must be on the wire (PROTOCOL.md §4.2, §5.3): HTTP 200, a
+/// Asserts what every TOP answer must be on the wire (docs/PROTOCOL.md §4.2, §5.3): HTTP 200, a
 /// Content-Type matching the body's format, at least 20 bytes, no BOM, no trailing newline,
 /// compact JSON (no whitespace outside strings), error bodies `{"error_response":…}` ending in
 /// `}}`, and a 13-character lower-case base36 `request_id`. Returns the `request_id`.
@@ -370,7 +370,7 @@ impl Clock for StepClock {
     }
 }
 
-/// The key a wrapped JSON success of `method` sits under (PROTOCOL.md §5.3).
+/// The key a wrapped JSON success of `method` sits under (docs/PROTOCOL.md §5.3).
 pub fn success_root(method: &str) -> String {
     match method {
         VERIFY => "travel_ticket_order_verify_response",

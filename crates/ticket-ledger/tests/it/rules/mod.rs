@@ -1,6 +1,6 @@
 //! Pure tests of [`plan_verify`] on hand-built snapshots: no store, no runtime.
 //!
-//! The table walks every verify rule `plan_verify` enforces (DOMAIN.md §2.3). Rules not here,
+//! The table walks every verify rule `plan_verify` enforces (docs/DOMAIN.md §2.3). Rules not here,
 //! and where they are held:
 //! - R3 (no order key), R11 (a code twice in `voucher_infos`), R12 (quantity ≤ 0, list > 999),
 //!   R20 (`write_off_type` other than 0/1), R21 (malformed `used_date`): wire-shape rules,

@@ -75,7 +75,7 @@ fn order_level_late_redemption_names_the_code_drawn() {
 }
 
 /// R9 with two pending refunds: each holds its tickets against uses dated after *its own*
-/// request (DOMAIN.md R9, `LedgerError::RefundedUsesExceeded`'s docs). Two uses dated between
+/// request (docs/DOMAIN.md R9, `LedgerError::RefundedUsesExceeded`'s docs). Two uses dated between
 /// the first request (gate 0) and the second (gate 200), on three one-use tickets: one ticket
 /// is free, the second request's ticket may be taken (flagged for review), the first's may not.
 /// `plan_verify` instead compares every use dated after the *first* pending request with the

@@ -1,4 +1,4 @@
-//! The rule table: one row per verify rule `plan_verify` enforces (DOMAIN.md §2.3), each
+//! The rule table: one row per verify rule `plan_verify` enforces (docs/DOMAIN.md §2.3), each
 //! checked on a hand-built snapshot.
 
 use super::*;
