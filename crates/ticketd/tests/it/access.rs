@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use ticket_ledger::RateLimit;
-use ticketd::admin::AuditEntryAnswer;
+use ticketd::admin::{AppAnswer, AuditEntryAnswer, ErrorAnswer};
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
@@ -47,6 +47,17 @@ async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: &str) -
     let v =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
     (status, v)
+}
+
+/// An app answer read into the server's own type.
+fn app_answer(body: &Value) -> AppAnswer {
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not an app answer ({e}): {body}"))
+}
+
+/// An admin refusal read into the server's own type.
+fn error_answer(body: &Value) -> ErrorAnswer {
+    serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("not a refusal ({e}): {body}"))
 }
 
 async fn patch(app: &TestApp, body: Value) -> (u16, Value) {
@@ -154,9 +165,10 @@ async fn the_server_default_rate_limits_apps_without_their_own_until_they_set_on
     vendor(&app, json!({}), 702, 10).await;
     let (status, shown) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["rate_limit"], Value::Null, "{shown}");
-    assert_eq!(shown["effective_rate_limit"], "1/m", "{shown}");
-    assert_eq!(shown["effective_burst"], 1, "{shown}");
+    let shown = app_answer(&shown);
+    assert_eq!(shown.rate_limit, None, "{shown:?}");
+    assert_eq!(shown.effective_rate_limit, "1/m", "{shown:?}");
+    assert_eq!(shown.effective_burst, Some(1), "{shown:?}");
 
     assert_success_body(&app.call(&use_one(702, SECRET, &clock)).await);
     let reply = app.call(&use_one(702, SECRET, &clock)).await;
@@ -170,14 +182,15 @@ async fn the_server_default_rate_limits_apps_without_their_own_until_they_set_on
     // The app's own `unlimited` overrides the default; `null` goes back to it.
     let (status, body) = patch(&app, json!({"rate_limit": "unlimited"})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["rate_limit"], "unlimited", "{body}");
-    assert_eq!(body["effective_burst"], Value::Null, "{body}");
+    let answer = app_answer(&body);
+    assert_eq!(answer.rate_limit.as_deref(), Some("unlimited"), "{body}");
+    assert_eq!(answer.effective_burst, None, "{body}");
     for _ in 0..5 {
         assert_success_body(&app.call(&use_one(702, SECRET, &clock)).await);
     }
     let (status, body) = patch(&app, json!({"rate_limit": null})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["effective_rate_limit"], "1/m", "{body}");
+    assert_eq!(app_answer(&body).effective_rate_limit, "1/m", "{body}");
     let (code_, _) = app.call(&use_one(702, SECRET, &clock)).await.error();
     assert_eq!(code_, 7, "the bucket remembers the calls made before");
 }
@@ -216,13 +229,11 @@ async fn callers_outside_the_allow_list_are_refused_with_11_after_authentication
     // Allowing loopback lets the vendor in; refused calls spent none of its 1/h.
     let (status, body) = patch(&app, json!({"ip_allowlist": ["127.0.0.0/8", "::1"]})).await;
     assert_eq!(status, 200, "{body}");
+    let answer = app_answer(&body);
+    assert_eq!(answer.ip_allowlist, ["127.0.0.0/8", "::1"], "{body}");
     assert_eq!(
-        body["ip_allowlist"],
-        json!(["127.0.0.0/8", "::1"]),
-        "{body}"
-    );
-    assert_eq!(
-        body["rate_limit"], "1/h",
+        answer.rate_limit.as_deref(),
+        Some("1/h"),
         "fields not given are kept: {body}"
     );
     assert_success_body(&app.call(&use_one(703, SECRET, &clock)).await);
@@ -267,7 +278,7 @@ async fn an_ipv4_mapped_ipv6_range_admits_the_ipv4_callers_it_names() {
     .await;
     let (status, shown) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["ip_allowlist"], json!(["::ffff:127.0.0.0/104"]));
+    assert_eq!(app_answer(&shown).ip_allowlist, ["::ffff:127.0.0.0/104"]);
     assert_success_body(&app.call(&use_one(705, SECRET, &clock)).await);
     assert_eq!(app.used(705, &code(705)).await, 1);
 
@@ -283,11 +294,12 @@ async fn an_ipv4_mapped_ipv6_range_admits_the_ipv4_callers_it_names() {
     // A mapped range with host bits set is refused like any other, naming the range meant.
     let (status, body) = patch(&app, json!({"ip_allowlist": ["::ffff:127.0.0.1/104"]})).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["field"], "ip_allowlist[0]", "{body}");
+    let refusal = error_answer(&body);
+    assert_eq!(refusal.field.as_deref(), Some("ip_allowlist[0]"), "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("did you mean ::ffff:127.0.0.0/104?")),
+        refusal
+            .message
+            .contains("did you mean ::ffff:127.0.0.0/104?"),
         "{body}"
     );
     assert_eq!(app.used(705, &code(705)).await, 1);
@@ -301,23 +313,27 @@ async fn a_rotated_secret_keeps_working_until_its_overlap_ends() {
 
     let (status, rotated) = rotate(&app, json!({"overlap": "1h"})).await;
     assert_eq!(status, 201, "{rotated}");
-    let new_secret = rotated["app_secret"].as_str().unwrap().to_owned();
+    let rotated_app = app_answer(&rotated);
+    let new_secret = rotated_app
+        .app_secret
+        .clone()
+        .expect("the new secret, shown once");
     assert!(
         new_secret.len() >= 32,
         "weak generated secret {new_secret:?}"
     );
     assert_ne!(new_secret, SECRET);
     assert_eq!(
-        rotated["previous_secret_expires_at"],
-        format_beijing(start + Duration::hours(1)),
+        rotated_app.previous_secret_expires_at,
+        Some(format_beijing(start + Duration::hours(1))),
         "{rotated}"
     );
     let (status, shown) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
     assert_eq!(status, 200, "{shown}");
     assert!(shown.get("app_secret").is_none(), "secret leaked: {shown}");
     assert_eq!(
-        shown["previous_secret_expires_at"],
-        rotated["previous_secret_expires_at"]
+        app_answer(&shown).previous_secret_expires_at,
+        rotated_app.previous_secret_expires_at
     );
     assert!(
         !shown.to_string().contains(SECRET) && !shown.to_string().contains(&new_secret),
@@ -346,7 +362,10 @@ async fn a_rotated_secret_keeps_working_until_its_overlap_ends() {
     )
     .await;
     assert_eq!(status, 201, "{again}");
-    assert_eq!(again["app_secret"], "chosen-secret-0123456789");
+    assert_eq!(
+        app_answer(&again).app_secret.as_deref(),
+        Some("chosen-secret-0123456789")
+    );
     let (code_, _) = app.call(&use_one(704, &new_secret, &clock)).await.error();
     assert_eq!(code_, 25, "a zero overlap ends the old secret at once");
     let (code_, _) = app.call(&use_one(704, SECRET, &clock)).await.error();
@@ -381,28 +400,30 @@ async fn app_settings_are_shown_and_bad_values_refused_naming_the_field() {
     .await;
     let (status, shown) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
     assert_eq!(status, 200, "{shown}");
-    let mut without_created = shown.clone();
-    without_created
-        .as_object_mut()
-        .unwrap()
-        .remove("created_at");
+    let shown = app_answer(&shown);
     assert_eq!(
-        without_created,
-        json!({
-            "app_key": KEY, "name": KEY,
-            "rate_limit": "20/s", "burst": 40,
-            "effective_rate_limit": "20/s", "effective_burst": 40,
-            "ip_allowlist": ["203.0.113.0/24", "::1"],
-            "previous_secret_expires_at": null,
-        })
+        shown,
+        AppAnswer {
+            app_key: KEY.to_owned(),
+            app_secret: None,
+            burst: Some(40),
+            created_at: shown.created_at.clone(),
+            effective_burst: Some(40),
+            effective_rate_limit: "20/s".to_owned(),
+            ip_allowlist: vec!["203.0.113.0/24".to_owned(), "::1".to_owned()],
+            name: KEY.to_owned(),
+            previous_secret_expires_at: None,
+            rate_limit: Some("20/s".to_owned()),
+        }
     );
 
     // A burst alone changes the burst of the app's own rate.
     let (status, body) = patch(&app, json!({"burst": 5})).await;
     assert_eq!(status, 200, "{body}");
+    let answer = app_answer(&body);
     assert_eq!(
-        (&body["rate_limit"], &body["burst"]),
-        (&json!("20/s"), &json!(5))
+        (answer.rate_limit.as_deref(), answer.burst),
+        (Some("20/s"), Some(5))
     );
 
     let many: Vec<String> = (0..257)
@@ -452,14 +473,15 @@ async fn app_settings_are_shown_and_bad_values_refused_naming_the_field() {
     assert_eq!(status, 200);
     let (status, refusal) = patch(&app, json!({"burst": 3})).await;
     assert_eq!(
-        (status, refusal["field"].as_str()),
+        (status, error_answer(&refusal).field.as_deref()),
         (400, Some("burst")),
         "{refusal}"
     );
     // Nothing refused changed anything.
     let (_, now) = app.admin_get(&format!("/admin/apps/{KEY}")).await;
-    assert_eq!(now["rate_limit"], Value::Null, "{now}");
-    assert_eq!(now["ip_allowlist"], shown["ip_allowlist"], "{now}");
+    let now = app_answer(&now);
+    assert_eq!(now.rate_limit, None, "{now:?}");
+    assert_eq!(now.ip_allowlist, shown.ip_allowlist, "{now:?}");
 
     let bad_rotations = [
         (json!({"overlap": "forever"}), "overlap"),
