@@ -367,6 +367,10 @@ pub(crate) async fn run(
             rss_max_kb: rss_max.max(a.rss_kb),
             hwm_kb: a.hwm_kb,
             cpu_seconds: a.cpu_seconds - b.cpu_seconds,
+            write_bytes: a
+                .write_bytes
+                .zip(b.write_bytes)
+                .map(|(a, b)| a.saturating_sub(b)),
         });
     }
     let shared = Arc::into_inner(shared)

@@ -238,6 +238,11 @@ pub struct ServerResources {
     pub cpu_s: f64,
     /// CPU microseconds per measured request.
     pub cpu_us_per_request: f64,
+    /// Bytes the server sent to storage during the measured phase (`/proc/<pid>/io`), when
+    /// the kernel shows them.
+    pub written_bytes: Option<u64>,
+    /// `written_bytes` per measured request.
+    pub written_bytes_per_request: Option<f64>,
 }
 
 /// The machine the run was on.
@@ -381,6 +386,11 @@ impl Report {
                 } else {
                     0.0
                 },
+                written_bytes: r.write_bytes,
+                written_bytes_per_request: r
+                    .write_bytes
+                    .filter(|_| run.requests > 0)
+                    .map(|b| b as f64 / run.requests as f64),
             }),
             machine: Machine {
                 cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -514,6 +524,15 @@ impl Report {
                 "cpu         {:.2} s, {:.0} µs per request ({})",
                 srv.cpu_s, srv.cpu_us_per_request, srv.scope
             );
+            if let (Some(total), Some(each)) = (srv.written_bytes, srv.written_bytes_per_request) {
+                let _ = writeln!(
+                    s,
+                    "disk        {:.1} MB written, {:.1} KB per request ({})",
+                    total as f64 / 1e6,
+                    each / 1e3,
+                    srv.scope
+                );
+            }
         }
         if let Some(cpu) = r.bench_cpu_s {
             let _ = writeln!(
