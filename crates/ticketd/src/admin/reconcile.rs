@@ -11,6 +11,7 @@ use serde_json::json;
 use ticket_ledger::{ConfirmCode, LedgerError, ReconcileCommand, ReconcileLine};
 use top_protocol::envelope::new_request_id;
 
+use crate::gateway::summary::REFUSED_ENTRIES;
 use crate::server::AppState;
 
 use super::{admin_meta, parse_json, path_order, AdminError};
@@ -61,11 +62,7 @@ async fn reconcile(
             })
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
-    let summary = json!({
-        "vouchers": counts.iter().map(|c| json!({
-            "confirm_code": c.code.masked(), "used": c.used})).collect::<Vec<_>>(),
-        "apply": req.apply,
-    });
+    let summary = summary(&counts, req.apply);
     let outcome = state
         .store
         .reconcile(ReconcileCommand {
@@ -159,5 +156,42 @@ impl From<&ReconcileLine> for ReconcileLineAnswer {
             missing: l.missing(),
             vendor_used: l.vendor_used,
         }
+    }
+}
+
+/// What the operator sent, as a refusal's anomaly keeps it: the first entries and how many
+/// there were, as for a refused TOP call, so a list as long as the body allows is not kept
+/// whole.
+fn summary(counts: &[ticket_ledger::VendorCount], apply: bool) -> serde_json::Value {
+    json!({
+        "vouchers": counts.iter().take(REFUSED_ENTRIES).map(|c| json!({
+            "confirm_code": c.code.masked(), "used": c.used})).collect::<Vec<_>>(),
+        "vouchers_total": counts.len(),
+        "apply": apply,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_keeps_the_first_entries_and_the_total() {
+        let code = ConfirmCode::parse("REC-0123456789").expect("a valid code");
+        let counts: Vec<_> = (0..5_000)
+            .map(|i| ticket_ledger::VendorCount {
+                code: code.clone(),
+                used: i,
+                request_id: format!("r{i}"),
+            })
+            .collect();
+        let kept = summary(&counts, true);
+        assert_eq!(kept["vouchers_total"], 5_000);
+        assert_eq!(
+            kept["vouchers"].as_array().map(Vec::len),
+            Some(REFUSED_ENTRIES)
+        );
+        assert_eq!(kept["vouchers"][0]["confirm_code"], code.masked());
+        assert!(kept.to_string().len() < 2_048, "{kept}");
     }
 }
