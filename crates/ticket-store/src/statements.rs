@@ -131,11 +131,12 @@ pub(crate) const SELECT_LATEST_EVENTS: &str = concat!(
 /// How many entries name an order, counted on the `(order_id, seq)` index alone.
 pub(crate) const COUNT_EVENTS: &str = "SELECT count(*) FROM audit_log WHERE order_id = ?";
 /// The `seq`s of an order's entries on SQLite (bind the order twice): the folded ones
-/// (`audit_by_order`) and those of the short tail past `ledger_fold.audit_seq`.
+/// (`audit_by_order` up to `ledger_fold.audit_seq`) and those of the short tail past it, each
+/// entry in exactly one part.
 macro_rules! sqlite_order_seqs {
     () => {
         "SELECT seq FROM audit_by_order WHERE order_id = ? \
-         UNION ALL SELECT seq FROM audit_log \
+         AND seq <= (SELECT audit_seq FROM ledger_fold) UNION ALL SELECT seq FROM audit_log \
          WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id = ?"
     };
 }
@@ -148,14 +149,16 @@ pub(crate) const SQLITE_SELECT_LATEST_EVENTS: &str = concat!(
     "SELECT ",
     audit_columns!(),
     " FROM audit_log WHERE seq IN (\
-     SELECT seq FROM (SELECT seq FROM audit_by_order WHERE order_id = ?1 ORDER BY seq DESC LIMIT ?2) \
+     SELECT seq FROM (SELECT seq FROM audit_by_order WHERE order_id = ?1 \
+     AND seq <= (SELECT audit_seq FROM ledger_fold) ORDER BY seq DESC LIMIT ?2) \
      UNION ALL SELECT seq FROM audit_log \
      WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id = ?1) \
      ORDER BY seq DESC LIMIT ?2"
 );
 /// [`COUNT_EVENTS`] on SQLite (bind the order once, as `?1`).
 pub(crate) const SQLITE_COUNT_EVENTS: &str =
-    "SELECT (SELECT count(*) FROM audit_by_order WHERE order_id = ?1) \
+    "SELECT (SELECT count(*) FROM audit_by_order WHERE order_id = ?1 \
+     AND seq <= (SELECT audit_seq FROM ledger_fold)) \
      + (SELECT count(*) FROM audit_log WHERE seq > (SELECT audit_seq FROM ledger_fold) \
      AND order_id = ?1)";
 
@@ -233,7 +236,8 @@ pub(crate) const SQLITE_SELECT_REVERSIBLE_USES: &str = concat!(
     "SELECT ",
     use_columns!(),
     " FROM voucher_uses WHERE id IN (SELECT use_id FROM uses_by_code \
-     WHERE order_id = ?1 AND confirm_code = ?2 AND recorded_at_ms >= ?3) AND reversed < quantity \
+     WHERE order_id = ?1 AND confirm_code = ?2 AND recorded_at_ms >= ?3 \
+     AND use_id <= (SELECT use_id FROM ledger_fold)) AND reversed < quantity \
      UNION ALL SELECT ",
     use_columns!(),
     " FROM voucher_uses WHERE id > (SELECT use_id FROM ledger_fold) \
@@ -583,21 +587,21 @@ pub(crate) const SQLITE_FOLD_ENDS: &str =
     "SELECT (SELECT coalesce(max(id), 0) FROM voucher_uses), \
      (SELECT coalesce(max(seq), 0) FROM audit_log), \
      (SELECT coalesce(max(id), 0) FROM pending_fingerprints)";
-/// Moves pending fingerprints up to `?` into the keyed table, in key order (one page takes
-/// many rows).
+/// Moves the pending fingerprints with `id` in `(?, ?]` into the keyed table, in key order
+/// (one page takes many rows).
 pub(crate) const SQLITE_FOLD_FINGERPRINTS: &str = "INSERT INTO folded_fingerprints \
      (order_id, confirm_code, used_at_ms, quantity, request_id) \
      SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
-     WHERE id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity";
-/// Forgets the fingerprints folded by [`SQLITE_FOLD_FINGERPRINTS`].
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity";
+/// Forgets the fingerprints folded by [`SQLITE_FOLD_FINGERPRINTS`] (the same bounds).
 pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
-    "DELETE FROM pending_fingerprints WHERE id <= ?";
-/// Folds the uses past the mark up to `?` into `uses_by_code` (bind the mark, the end).
+    "DELETE FROM pending_fingerprints WHERE id > ? AND id <= ?";
+/// Folds the uses with `id` in `(?, ?]` into `uses_by_code`.
 pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
      (order_id, confirm_code, recorded_at_ms, use_id) \
      SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
      WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id";
-/// Folds the entries past the mark up to `?` into `audit_by_order` (bind the mark, the end).
+/// Folds the entries with `seq` in `(?, ?]` into `audit_by_order`.
 pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
      SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";

@@ -142,14 +142,29 @@ pub(crate) fn verify_keeping_anomaly(
         }
     };
     let rows = VerifyRows::of(&snapshot, &plan, cmd);
+    let direct = plan.changes.len() >= fold::FOLD_DIRECTLY_AT;
     let applied = keeping_anomaly(
         tx,
         |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
-        |conn| exec::write(conn, &rows),
+        |conn| {
+            if direct {
+                fold::fold(conn)?;
+                exec::write(conn, &rows)?;
+                fold::fold(conn).map(drop)
+            } else {
+                exec::write(conn, &rows)
+            }
+        },
     )?;
     match applied {
         Ok(()) => {
-            tx.snapshots.pending.add(id, &plan.new_fingerprints);
+            if direct {
+                // The folds emptied `pending_fingerprints`, but only if this batch commits:
+                // read it again rather than guess.
+                tx.snapshots.pending.invalidate();
+            } else {
+                tx.snapshots.pending.add(id, &plan.new_fingerprints);
+            }
             if plan.apply_to(&mut snapshot) {
                 tx.snapshots.put(snapshot);
             }

@@ -442,7 +442,10 @@ impl Folds {
         }
         self.last = std::time::Instant::now();
         match fold::fold_all(conn, &mut snapshots.pending) {
-            Ok(_) => {
+            Ok(f) => {
+                if std::env::var("TICKETD_EXP_FOLD").is_ok() {
+                    eprintln!("fold {:?} in {:?}", f, self.last.elapsed());
+                }
                 self.jobs = 0;
                 stats.folds.fetch_add(1, Ordering::Relaxed);
             }

@@ -322,3 +322,99 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert!(after.contains(&(code.clone(), before.used[&(*id, code.clone())] + 1)));
     store.close().await;
 }
+
+/// Waits until the writer has folded `n` times (it folds after a commit, maybe after that
+/// commit's job was answered).
+async fn folded(store: &SqliteStore, n: u64) {
+    for _ in 0..500 {
+        if store.writer_stats().folds >= n {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    panic!(
+        "the writer folded {} times, not {n}",
+        store.writer_stats().folds
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_report_folds_its_own_rows_and_every_read_counts_them_once() {
+    let (_dir, path) = temp_path();
+    let store = SqliteStore::open(&path).expect("open");
+    let codes: Vec<String> = (0..40).map(|i| format!("BIG{i:05}")).collect();
+    let vouchers: Vec<(&str, i64)> = codes.iter().map(|c| (c.as_str(), 5)).collect();
+    given(&store, "app-g", 7, &vouchers).await;
+    let large = codes
+        .iter()
+        .fold(Verify::of("app-g", 7).request_id("large"), |v, c| {
+            v.entry(c, 1, Some(gate(1)))
+        })
+        .build();
+    assert_eq!(
+        store.verify(large.clone()).await.expect("large").kind,
+        OutcomeKind::Applied
+    );
+    let raw = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(
+        count("SELECT count(*) FROM pending_fingerprints"),
+        0,
+        "folded at once"
+    );
+    assert_eq!(count("SELECT count(*) FROM folded_fingerprints"), 40);
+    assert_eq!(
+        count("SELECT count(*) FROM uses_by_code"),
+        40,
+        "its uses are folded"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM voucher_uses WHERE id > (SELECT use_id FROM ledger_fold)"),
+        0,
+        "the marks moved past them: nothing is left in the tail"
+    );
+    let small = verify_at("app-g", 7, &codes[0], gate(2), "small").build();
+    assert_eq!(
+        store.verify(small.clone()).await.expect("small").kind,
+        OutcomeKind::Applied
+    );
+    let before_fold = history_reads_agree(&store, 7).await;
+    // Before the fold too, code 3's one use is given back once.
+    let window = Duration::days(3650);
+    let first = store
+        .reverse(reversal(7, &codes[3], 1, window, received_at()))
+        .await;
+    assert_eq!(first.expect("one use back"), 0);
+    let second = store
+        .reverse(reversal(7, &codes[3], 1, window, received_at()))
+        .await;
+    assert!(second.is_err(), "{second:?}");
+    let before_fold = before_fold + 1;
+
+    // A later fold folds the small reports only.
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    let other = verify_at("app-g", 7, &codes[1], gate(3), "other").build();
+    assert_eq!(
+        store.verify(other).await.expect("other").kind,
+        OutcomeKind::Applied
+    );
+    folded(&store, 1).await;
+    assert_eq!(count("SELECT count(*) FROM uses_by_code"), 42);
+    assert!(history_reads_agree(&store, 7).await > before_fold);
+    for (cmd, what) in [(large, "large"), (small, "small")] {
+        let retry = store.verify(cmd).await.expect("retry");
+        assert_eq!(retry.kind, OutcomeKind::Replayed, "{what}");
+    }
+    // Code 2 was used once: one use can be given back, a second cannot (a use read from both
+    // the folded lookup and the tail would allow it).
+    let after = store
+        .reverse(reversal(7, &codes[2], 1, window, received_at()))
+        .await
+        .expect("one use back");
+    assert_eq!(after, 0);
+    let again = store
+        .reverse(reversal(7, &codes[2], 1, window, received_at()))
+        .await;
+    assert!(again.is_err(), "{again:?}");
+    store.close().await;
+}
