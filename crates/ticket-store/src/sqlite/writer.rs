@@ -442,10 +442,14 @@ impl Folds {
         }
         self.last = std::time::Instant::now();
         match fold::fold_all(conn, &mut snapshots.pending) {
-            Ok(f) => {
-                if std::env::var("TICKETD_EXP_FOLD").is_ok() {
-                    eprintln!("fold {:?} in {:?}", f, self.last.elapsed());
-                }
+            Ok(folded) => {
+                tracing::debug!(
+                    fingerprints = folded.fingerprints,
+                    uses = folded.uses,
+                    entries = folded.entries,
+                    took_us = u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "folded the ledger's lookups"
+                );
                 self.jobs = 0;
                 stats.folds.fetch_add(1, Ordering::Relaxed);
             }
