@@ -441,6 +441,7 @@ impl LedgerStore for SqliteStore {
             largest_batch: w.largest_batch,
             syncs: w.syncs,
             queued: self.writer.queued() as u64,
+            folds: w.folds,
         });
         Ok(totals)
     }
