@@ -605,7 +605,10 @@ pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
 pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
      SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";
-/// Moves the marks (bind the new use mark, the new entry mark, the old use mark, the old
-/// entry mark: it must change one row, or another writer folded meanwhile).
-pub(crate) const SQLITE_FOLD_ADVANCE: &str = "UPDATE ledger_fold SET use_id = ?, audit_seq = ? \
-     WHERE id = 1 AND use_id = ? AND audit_seq = ?";
+/// Moves the uses' mark (bind the new mark, the old: it must change one row, or another
+/// writer folded meanwhile).
+pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
+    "UPDATE ledger_fold SET use_id = ? WHERE id = 1 AND use_id = ?";
+/// Moves the entries' mark (as [`SQLITE_FOLD_ADVANCE_USES`]).
+pub(crate) const SQLITE_FOLD_ADVANCE_AUDIT: &str =
+    "UPDATE ledger_fold SET audit_seq = ? WHERE id = 1 AND audit_seq = ?";

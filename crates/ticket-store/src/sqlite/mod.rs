@@ -155,9 +155,11 @@ impl SqliteStore {
         migrate::migrate(&mut conn)?;
         // What a previous run appended but did not fold (it stopped, or crashed, between two
         // folds): folded now, so the tail readers scan starts short.
-        fold::fold_all(&conn, &mut fold::Pending::default()).map_err(|e| StoreError::Database {
-            during: "folding the ledger's lookups",
-            source: Box::new(e),
+        fold::fold_parts(&conn, &fold::Part::ALL, &mut fold::Pending::default()).map_err(|e| {
+            StoreError::Database {
+                during: "folding the ledger's lookups",
+                source: Box::new(e),
+            }
         })?;
         // The write connection opened the database in WAL mode, so the log exists; it stays
         // open (and the file in place) as long as that connection lives.
