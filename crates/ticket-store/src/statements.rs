@@ -191,6 +191,10 @@ pub(crate) const MARK_REFUND_REVIEW: &str =
 /// (`sqlite::fold::Pending`).
 pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM folded_fingerprints \
      WHERE order_id = ? AND confirm_code = ? AND used_at_ms = ? AND quantity = ?";
+/// A fingerprint written straight into the folded table (a large report, which folds at once:
+/// `sqlite::fold::FOLD_DIRECTLY_AT`), with the columns of [`INSERT_FINGERPRINT`].
+pub(crate) const SQLITE_INSERT_FOLDED_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \
+     (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?)";
 /// Every fingerprint not folded yet (the writer's memory of them is rebuilt from this).
 pub(crate) const SQLITE_PENDING_FINGERPRINTS: &str =
     "SELECT order_id, confirm_code, used_at_ms, quantity FROM pending_fingerprints";

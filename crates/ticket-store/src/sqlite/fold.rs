@@ -36,6 +36,7 @@ use rusqlite::{params, Connection};
 use ticket_ledger::{Fingerprint, LedgerError, OrderId};
 
 use super::rows::During;
+use crate::plan_rows::{FingerprintRow, WriteRow};
 use crate::statements;
 
 /// Jobs between two folds under load. Each verify between folds adds a row to the tail that
@@ -253,6 +254,20 @@ pub(crate) fn fold(conn: &Connection) -> Result<Folded, LedgerError> {
 /// growing with the ledger). Folding first keeps the marks a single line: everything before
 /// them folded, nothing after.
 pub(crate) const FOLD_DIRECTLY_AT: usize = 32;
+
+/// Writes a large report's fingerprints straight into `folded_fingerprints`, inside its job
+/// (see [`FOLD_DIRECTLY_AT`]).
+pub(crate) fn write_folded(conn: &Connection, rows: &[FingerprintRow]) -> Result<(), LedgerError> {
+    let mut insert = conn
+        .prepare_cached(statements::SQLITE_INSERT_FOLDED_FINGERPRINT)
+        .during("preparing the folded fingerprint insert")?;
+    for row in rows {
+        insert
+            .execute(rusqlite::params_from_iter(row.params()))
+            .during(FingerprintRow::DURING)?;
+    }
+    Ok(())
+}
 
 /// Folds `parts` in a transaction of their own (the writer between batches, the store when
 /// it opens), and empties `pending` once a fold of the fingerprints committed. A failure
