@@ -502,3 +502,95 @@ impl ReadRow for Shifted<'_> {
         self.0.corrupt(column + 1, what)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ConfirmCode {
+        ConfirmCode::parse(text).expect("a valid code")
+    }
+
+    fn named(order_id: i64, text: &str, seq: i64, capacity: i64, used: i64) -> SummaryRow {
+        SummaryRow {
+            order_id,
+            code: Some(text.to_owned()),
+            n: seq,
+            capacity: Some(capacity),
+            used: Some(used),
+        }
+    }
+
+    fn totals(order_id: i64, count: i64, capacity: Option<i64>, used: Option<i64>) -> SummaryRow {
+        SummaryRow {
+            order_id,
+            code: None,
+            n: count,
+            capacity,
+            used,
+        }
+    }
+
+    #[test]
+    fn the_codes_not_named_stand_in_as_one_voucher_with_their_totals() {
+        let (a, b, missing) = (code("A"), code("B"), code("NOPE"));
+        let wanted = HashSet::from([&a, &b, &missing]);
+        let rows = vec![
+            named(7, "B", 3, 5, 4),
+            totals(7, 500, Some(2_500), Some(1_000)),
+            named(7, "A", 1, 5, 0),
+        ];
+        let vouchers = summarise(rows, &wanted).expect("a summary");
+        let codes: Vec<&str> = vouchers.iter().map(|v| v.code.as_str()).collect();
+        // Issuance order, the unknown code absent (so still refused as not found), and the
+        // other 498 codes as one voucher whose code no verify named.
+        assert_eq!(codes, ["A", "B", "~rest~"]);
+        assert_eq!((vouchers[2].capacity, vouchers[2].used), (2_490, 996));
+        let capacity: i64 = vouchers.iter().map(|v| v.capacity).sum();
+        let used: i64 = vouchers.iter().map(|v| v.used).sum();
+        assert_eq!(
+            (capacity, used),
+            (2_500, 1_000),
+            "the order's totals are kept"
+        );
+    }
+
+    #[test]
+    fn an_order_whose_codes_are_all_named_gets_no_stand_in() {
+        let (a, b) = (code("A"), code("B"));
+        let wanted = HashSet::from([&a, &b]);
+        let rows = vec![
+            named(7, "A", 1, 5, 0),
+            named(7, "B", 2, 5, 1),
+            totals(7, 2, Some(10), Some(1)),
+        ];
+        let vouchers = summarise(rows, &wanted).expect("a summary");
+        assert_eq!(vouchers.len(), 2);
+    }
+
+    #[test]
+    fn an_order_without_codes_has_an_empty_snapshot() {
+        let a = code("A");
+        let vouchers = summarise(Vec::new(), &HashSet::from([&a])).expect("a summary");
+        assert!(vouchers.is_empty(), "planned as not issued");
+    }
+
+    #[test]
+    fn totals_out_of_range_or_not_adding_up_send_the_order_to_a_whole_read() {
+        let a = code("A");
+        let wanted = HashSet::from([&a]);
+        assert!(summarise(vec![totals(7, 3, None, Some(0))], &wanted).is_none());
+        assert!(summarise(
+            vec![named(7, "A", 1, 5, 0), totals(7, 1, Some(6), Some(0))],
+            &wanted
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn the_stand_in_code_is_never_one_the_batch_names() {
+        let (rest, longer) = (code("~rest~"), code("~rest~~"));
+        let chosen = stand_in_code(&HashSet::from([&rest, &longer])).expect("a free code");
+        assert_eq!(chosen.as_str(), "~rest~~~");
+    }
+}
