@@ -474,6 +474,23 @@ impl ListQuery {
         q
     }
 
+    /// [`ListQuery::audit`] on SQLite, whose entries by order are folded
+    /// (`statements::SQLITE_ORDER_ENTRIES`).
+    pub(crate) fn sqlite_audit(filter: &AuditFilter) -> Self {
+        let mut q = Self::audit(&AuditFilter {
+            order_id: None,
+            ..filter.clone()
+        });
+        if let Some(order_id) = filter.order_id {
+            q.clauses.insert(0, crate::statements::SQLITE_ORDER_ENTRIES);
+            q.values.splice(
+                0..0,
+                [SqlValue::Int(Some(order_id)), SqlValue::Int(Some(order_id))],
+            );
+        }
+        q
+    }
+
     /// Anomalies matching the filter, newest first.
     pub(crate) fn anomalies(filter: &AnomalyFilter) -> Self {
         let mut q = Self::new(

@@ -130,6 +130,37 @@ pub(crate) const SELECT_LATEST_EVENTS: &str = concat!(
 );
 /// How many entries name an order, counted on the `(order_id, seq)` index alone.
 pub(crate) const COUNT_EVENTS: &str = "SELECT count(*) FROM audit_log WHERE order_id = ?";
+/// The `seq`s of an order's entries on SQLite (bind the order twice): the folded ones
+/// (`audit_by_order` up to `ledger_fold.audit_seq`) and those of the short tail past it, each
+/// entry in exactly one part.
+macro_rules! sqlite_order_seqs {
+    () => {
+        "SELECT seq FROM audit_by_order WHERE order_id = ? \
+         AND seq <= (SELECT audit_seq FROM ledger_fold) UNION ALL SELECT seq FROM audit_log \
+         WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id = ?"
+    };
+}
+/// The clause selecting an order's entries on SQLite (bind the order twice).
+pub(crate) const SQLITE_ORDER_ENTRIES: &str = concat!("seq IN (", sqlite_order_seqs!(), ")");
+/// [`SELECT_LATEST_EVENTS`] on SQLite (bind the order as `?1`, the bound as `?2`): the newest
+/// folded `seq`s walk the `(order_id, seq)` key back from the order's end, and the tail is
+/// scanned, so the read costs what it returns plus the tail.
+pub(crate) const SQLITE_SELECT_LATEST_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE seq IN (\
+     SELECT seq FROM (SELECT seq FROM audit_by_order WHERE order_id = ?1 \
+     AND seq <= (SELECT audit_seq FROM ledger_fold) ORDER BY seq DESC LIMIT ?2) \
+     UNION ALL SELECT seq FROM audit_log \
+     WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id = ?1) \
+     ORDER BY seq DESC LIMIT ?2"
+);
+/// [`COUNT_EVENTS`] on SQLite (bind the order once, as `?1`).
+pub(crate) const SQLITE_COUNT_EVENTS: &str =
+    "SELECT (SELECT count(*) FROM audit_by_order WHERE order_id = ?1 \
+     AND seq <= (SELECT audit_seq FROM ledger_fold)) \
+     + (SELECT count(*) FROM audit_log WHERE seq > (SELECT audit_seq FROM ledger_fold) \
+     AND order_id = ?1)";
 
 // ---------------------------------------------------------------------------------------------
 // Verifies
@@ -155,10 +186,14 @@ pub(crate) const INSERT_FINGERPRINT: &str = concat!(
 pub(crate) const MARK_REFUND_REVIEW: &str =
     "UPDATE refund_requests SET needs_review = 1 WHERE flow_id = ? AND state = 'pending'";
 
-/// Whether one fingerprint is recorded for an order (one lookup per fingerprint: on SQLite a
-/// statement costs no round trip).
-pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM verify_fingerprints \
+/// Whether one fingerprint is among the folded ones of an order (one lookup per fingerprint:
+/// on SQLite a statement costs no round trip). The pending ones are in the writer's memory
+/// (`sqlite::fold::Pending`).
+pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM folded_fingerprints \
      WHERE order_id = ? AND confirm_code = ? AND used_at_ms = ? AND quantity = ?";
+/// Every fingerprint not folded yet (the writer's memory of them is rebuilt from this).
+pub(crate) const SQLITE_PENDING_FINGERPRINTS: &str =
+    "SELECT order_id, confirm_code, used_at_ms, quantity FROM pending_fingerprints";
 
 /// The fingerprints recorded for an order under any of `codes` codes (bind the order, then
 /// each code): one round trip for all the fingerprints a report could replay.
@@ -193,6 +228,20 @@ pub(crate) const SELECT_REVERSIBLE_USES: &str = concat!(
     use_columns!(),
     " FROM voucher_uses WHERE order_id = ? AND confirm_code = ? AND recorded_at_ms >= ? \
      AND reversed < quantity"
+);
+/// [`SELECT_REVERSIBLE_USES`] on SQLite, where uses by code are folded (`uses_by_code`) up to
+/// `ledger_fold.use_id` and the short tail past it is scanned (bind the order, the code, the
+/// instant, as `?1`–`?3`).
+pub(crate) const SQLITE_SELECT_REVERSIBLE_USES: &str = concat!(
+    "SELECT ",
+    use_columns!(),
+    " FROM voucher_uses WHERE id IN (SELECT use_id FROM uses_by_code \
+     WHERE order_id = ?1 AND confirm_code = ?2 AND recorded_at_ms >= ?3 \
+     AND use_id <= (SELECT use_id FROM ledger_fold)) AND reversed < quantity \
+     UNION ALL SELECT ",
+    use_columns!(),
+    " FROM voucher_uses WHERE id > (SELECT use_id FROM ledger_fold) \
+     AND order_id = ?1 AND confirm_code = ?2 AND recorded_at_ms >= ?3 AND reversed < quantity"
 );
 /// Gives uses of a voucher back ([`crate::plan_rows::ReversalCountRow`]), never below zero.
 pub(crate) const REVERSE_USES: &str = "UPDATE vouchers SET used = used - ? \
@@ -566,3 +615,37 @@ pub(crate) const BULK_INSERT_ANOMALIES: BulkInsert = BulkInsert {
         ("request", JsonType::Text),
     ],
 };
+
+// ---------------------------------------------------------------------------------------------
+// SQLite's fold (`sqlite::fold`)
+// ---------------------------------------------------------------------------------------------
+
+/// How far the fold has gone: `(use_id, audit_seq)`.
+pub(crate) const SQLITE_FOLD_MARKS: &str = "SELECT use_id, audit_seq FROM ledger_fold WHERE id = 1";
+/// The newest use and entry: what a fold may go up to.
+pub(crate) const SQLITE_FOLD_ENDS: &str =
+    "SELECT (SELECT coalesce(max(id), 0) FROM voucher_uses), \
+     (SELECT coalesce(max(seq), 0) FROM audit_log), \
+     (SELECT coalesce(max(id), 0) FROM pending_fingerprints)";
+/// Moves the pending fingerprints with `id` in `(?, ?]` into the keyed table, in key order
+/// (one page takes many rows).
+pub(crate) const SQLITE_FOLD_FINGERPRINTS: &str = "INSERT INTO folded_fingerprints \
+     (order_id, confirm_code, used_at_ms, quantity, request_id) \
+     SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity";
+/// Forgets the fingerprints folded by [`SQLITE_FOLD_FINGERPRINTS`] (the same bounds).
+pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
+    "DELETE FROM pending_fingerprints WHERE id > ? AND id <= ?";
+/// Folds the uses with `id` in `(?, ?]` into `uses_by_code`.
+pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
+     (order_id, confirm_code, recorded_at_ms, use_id) \
+     SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id";
+/// Folds the entries with `seq` in `(?, ?]` into `audit_by_order`.
+pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
+     SELECT order_id, seq FROM audit_log \
+     WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";
+/// Moves the marks (bind the new use mark, the new entry mark, the old use mark, the old
+/// entry mark: it must change one row, or another writer folded meanwhile).
+pub(crate) const SQLITE_FOLD_ADVANCE: &str = "UPDATE ledger_fold SET use_id = ?, audit_seq = ? \
+     WHERE id = 1 AND use_id = ? AND audit_seq = ?";

@@ -3,13 +3,14 @@
 //! Each worker owns one connection and keeps exactly one request in flight, so
 //! `--concurrency` is both the number of connections and the number of requests the server
 //! has at once. Workers share only atomics: the next unit of work, the phase flags, the
-//! request budget and the per-order tallies the verification pass compares with the ledger.
+//! request budget, the count of acknowledged verifies and the per-voucher tallies the
+//! verification pass compares with the ledger.
 //! Latencies go into a per-worker HDR histogram (no shared lock on the hot path), merged at
 //! the end.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,21 +57,30 @@ pub(crate) struct Gateway {
     pub(crate) path: String,
 }
 
-/// What the ledger must show afterwards, per prepared order (all phases, warm-up included).
+/// What the ledger must show afterwards for every voucher of the prepared orders (all phases,
+/// warm-up included), one counter pair per [`Workload::slot`]: a fresh request uses each code
+/// of its slot once, so a slot's count is each of its codes' count, and an order's is the sum
+/// of its slots × `batch`.
+///
+/// Preallocated and indexed by the unit the workers already hold, so the hot path pays one
+/// relaxed `fetch_add` per fresh answer, as it did when only orders were counted (no map, no
+/// counter per code). `u32`: a slot
+/// counts at most `--capacity` (≤ 100,000) uses, and half the width halves the memory of a
+/// run over millions of codes.
 #[derive(Debug)]
 pub(crate) struct Tally {
-    /// Uses of fresh requests answered `is_success`.
-    pub(crate) acknowledged: Vec<AtomicU64>,
-    /// Uses of fresh requests whose answer was lost (connection failure after sending): each
-    /// may or may not have been applied.
-    pub(crate) unknown: Vec<AtomicU64>,
+    /// Uses of each code of the slot by fresh requests answered `is_success`.
+    pub(crate) acknowledged: Vec<AtomicU32>,
+    /// Uses of each code of the slot by fresh requests whose answer was lost (a connection failure after
+    /// sending, or an unreadable answer): each may or may not have been applied.
+    pub(crate) unknown: Vec<AtomicU32>,
 }
 
 impl Tally {
-    fn new(orders: usize) -> Self {
+    pub(crate) fn new(slots: usize) -> Self {
         Self {
-            acknowledged: (0..orders).map(|_| AtomicU64::new(0)).collect(),
-            unknown: (0..orders).map(|_| AtomicU64::new(0)).collect(),
+            acknowledged: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            unknown: (0..slots).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -106,6 +116,9 @@ pub(crate) struct RunResult {
     pub(crate) vouchers: u64,
     /// Measured answers other than the kind's expected one.
     pub(crate) unexpected: u64,
+    /// Warm-up answers other than the kind's expected one (not in `unexpected`, which is of
+    /// the measured phase, but just as wrong).
+    pub(crate) warmup_unexpected: u64,
     /// Failed connections and lost answers (all phases).
     pub(crate) transport_errors: u64,
     /// The last transport error, for the report.
@@ -136,6 +149,11 @@ struct Shared {
     budget: AtomicI64,
     /// Measured answers so far (progress).
     done: AtomicU64,
+    /// Requests answered `is_success` so far, in every phase: read when the server process is
+    /// sampled, so its CPU and bytes written are divided by what was acknowledged between the
+    /// same two readings (a warm-up request answered after the first reading counts, as its
+    /// work does).
+    acknowledged_verifies: AtomicU64,
     exhausted: AtomicBool,
     tally: Tally,
     /// With `--rate`: when the run began, and the next send slot to hand out.
@@ -182,6 +200,7 @@ struct WorkerStats {
     kinds: Kinds,
     vouchers: u64,
     unexpected: u64,
+    warmup_unexpected: u64,
     transport_errors: u64,
     last_error: Option<String>,
     warmup_requests: u64,
@@ -199,6 +218,7 @@ impl WorkerStats {
             kinds: Kinds::default(),
             vouchers: 0,
             unexpected: 0,
+            warmup_unexpected: 0,
             transport_errors: 0,
             last_error: None,
             warmup_requests: 0,
@@ -231,8 +251,9 @@ pub(crate) async fn run(
             Stop::Duration(_) => i64::MAX,
         }),
         done: AtomicU64::new(0),
+        acknowledged_verifies: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
-        tally: Tally::new(workload.order_ids.len()),
+        tally: Tally::new(workload.slots()),
         pace: shape.rate.map(|rate| Pace {
             start: Instant::now(),
             interval: Duration::from_secs_f64(1.0 / rate),
@@ -264,6 +285,7 @@ pub(crate) async fn run(
         }
     }
     let before = probe.as_ref().and_then(Probe::sample);
+    let acknowledged_before = shared.acknowledged_verifies.load(Ordering::Relaxed);
     let bench_before = super::target::cpu_seconds(None);
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
@@ -301,6 +323,8 @@ pub(crate) async fn run(
     }
     bar.finish_and_clear();
     let after = probe.as_ref().and_then(Probe::sample);
+    // Every worker has ended: nothing is in flight, so this is exact.
+    let acknowledged_after = shared.acknowledged_verifies.load(Ordering::Relaxed);
     let bench_after = super::target::cpu_seconds(None);
 
     let last = stats.iter().filter_map(|s| s.last_answer).max();
@@ -316,6 +340,7 @@ pub(crate) async fn run(
         kinds: Kinds::default(),
         vouchers: 0,
         unexpected: 0,
+        warmup_unexpected: 0,
         transport_errors: 0,
         last_error: None,
         warmup_requests: 0,
@@ -353,6 +378,7 @@ pub(crate) async fn run(
         result.kinds.reject += s.kinds.reject;
         result.vouchers += s.vouchers;
         result.unexpected += s.unexpected;
+        result.warmup_unexpected += s.warmup_unexpected;
         result.transport_errors += s.transport_errors;
         result.warmup_requests += s.warmup_requests;
         if s.last_error.is_some() {
@@ -371,6 +397,7 @@ pub(crate) async fn run(
                 .write_bytes
                 .zip(b.write_bytes)
                 .map(|(a, b)| a.saturating_sub(b)),
+            acknowledged_verifies: acknowledged_after.saturating_sub(acknowledged_before),
         });
     }
     let shared = Arc::into_inner(shared)
@@ -495,7 +522,7 @@ async fn worker(
                 stats.transport_errors += 1;
                 stats.last_error = Some(e.to_string());
                 if kind == Kind::Fresh {
-                    shared.tally.unknown[unit.order].fetch_add(batch, Ordering::Relaxed);
+                    shared.tally.unknown[w.slot(unit)].fetch_add(1, Ordering::Relaxed);
                 }
                 failures += 1;
                 if failures >= MAX_CONSECUTIVE_FAILURES {
@@ -511,9 +538,12 @@ async fn worker(
             conn = None;
         }
 
+        if matches!(answer, Answer::Success) {
+            shared.acknowledged_verifies.fetch_add(1, Ordering::Relaxed);
+        }
         let expected = match (&answer, kind) {
             (Answer::Success, Kind::Fresh) => {
-                shared.tally.acknowledged[unit.order].fetch_add(batch, Ordering::Relaxed);
+                shared.tally.acknowledged[w.slot(unit)].fetch_add(1, Ordering::Relaxed);
                 if w.form == Form::Vouchers {
                     last_fresh = Some(unit);
                 }
@@ -523,7 +553,7 @@ async fn worker(
                 true
             }
             (Answer::Unreadable { .. }, Kind::Fresh) => {
-                shared.tally.unknown[unit.order].fetch_add(batch, Ordering::Relaxed);
+                shared.tally.unknown[w.slot(unit)].fetch_add(1, Ordering::Relaxed);
                 false
             }
             (Answer::Success, Kind::Replay) | (Answer::Refused { .. }, Kind::Reject) => true,
@@ -531,6 +561,9 @@ async fn worker(
         };
         if !measuring {
             stats.warmup_requests += 1;
+            if !expected {
+                stats.warmup_unexpected += 1;
+            }
             continue;
         }
         stats.requests += 1;

@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
+use anyhow::bail;
 use serde::Serialize;
 
-use super::admin::Verification;
+use super::admin::{Verification, VoucherMismatch};
 use super::load::{AnswerKey, Kinds, RunResult};
 use super::target::{Endpoint, Resources};
 use super::workload::{Form, Workload};
@@ -159,8 +160,12 @@ pub struct Throughput {
     pub answers: Vec<AnswerCount>,
     /// Requests by kind.
     pub kinds: KindCounts,
-    /// Answers other than the one expected for the request's kind.
+    /// Measured answers other than the one expected for the request's kind (a fresh use not
+    /// acknowledged, a replay not acknowledged, an over-capacity request not refused). Any
+    /// makes the command fail.
     pub unexpected: u64,
+    /// The same during the warm-up (not in `unexpected`). Any makes the command fail too.
+    pub warmup_unexpected: u64,
     /// Failed connections and answers lost in transit.
     pub transport_errors: u64,
     /// The last transport error.
@@ -173,33 +178,93 @@ pub struct Throughput {
     pub bench_cpu_s: Option<f64>,
 }
 
-/// The verification pass.
+/// The verification pass. A count agrees when it lies between the uses acknowledged and
+/// those plus the uses whose answer was lost.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerificationInfo {
     /// Prepared orders read back with `GET /admin/orders/{id}`.
     pub orders: u64,
+    /// Their vouchers (codes) in those answers.
+    pub vouchers: u64,
     /// Uses acknowledged to fresh requests (warm-up included).
     pub acknowledged_uses: u64,
     /// Uses the ledger shows on those orders.
     pub ledger_uses: u64,
     /// Uses whose answer was lost (may or may not be counted).
     pub unknown_uses: u64,
-    /// Orders whose count disagrees.
+    /// Orders whose total disagrees.
     pub mismatched_orders: u64,
-    /// Every order agrees.
+    /// Vouchers whose count disagrees (or that are missing from their order's answer): a use
+    /// recorded on the wrong code of the right order leaves the totals equal but not these.
+    pub mismatched_vouchers: u64,
+    /// The first few of those vouchers, in prepared order.
+    pub voucher_mismatches: Vec<VoucherMismatchInfo>,
+    /// Every order and every voucher agrees.
     pub ok: bool,
     /// Seconds the pass took.
     pub seconds: f64,
+}
+
+/// One voucher whose count disagrees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VoucherMismatchInfo {
+    /// Its order.
+    pub order_id: i64,
+    /// Its code, masked as ticketd masks codes (`****0003`; the bench's codes differ only in
+    /// their last four characters).
+    pub confirm_code: String,
+    /// Uses acknowledged to fresh requests.
+    pub acknowledged: u64,
+    /// Uses whose answer was lost (the ledger may show up to this many more).
+    pub unknown: u64,
+    /// Uses the ledger shows; `null` when the order's answer does not list the code.
+    pub ledger: Option<u64>,
+}
+
+impl From<VoucherMismatch> for VoucherMismatchInfo {
+    fn from(m: VoucherMismatch) -> Self {
+        Self {
+            order_id: m.order_id,
+            confirm_code: m.confirm_code,
+            acknowledged: m.acknowledged,
+            unknown: m.unknown,
+            ledger: m.ledger,
+        }
+    }
+}
+
+impl VoucherMismatchInfo {
+    /// `order 1234, code ****0003: 2 acknowledged (+1 in doubt), 1 in the ledger`.
+    fn describe(&self) -> String {
+        format!(
+            "order {}, code {}: {} acknowledged{}, {}",
+            self.order_id,
+            self.confirm_code,
+            self.acknowledged,
+            if self.unknown > 0 {
+                format!(" (+{} in doubt)", self.unknown)
+            } else {
+                String::new()
+            },
+            match self.ledger {
+                Some(n) => format!("{n} in the ledger"),
+                None => "missing from the order".to_owned(),
+            }
+        )
+    }
 }
 
 impl From<Verification> for VerificationInfo {
     fn from(v: Verification) -> Self {
         Self {
             orders: v.orders,
+            vouchers: v.vouchers,
             acknowledged_uses: v.acknowledged_uses,
             ledger_uses: v.ledger_uses,
             unknown_uses: v.unknown_uses,
             mismatched_orders: v.mismatched_orders,
+            mismatched_vouchers: v.mismatched_vouchers,
+            voucher_mismatches: v.mismatches.into_iter().map(Into::into).collect(),
             ok: v.ok,
             seconds: v.seconds,
         }
@@ -221,7 +286,8 @@ pub struct Baseline {
     pub bench_cpu_s: Option<f64>,
 }
 
-/// Memory and CPU of the server process over the measured phase.
+/// Memory and CPU of the server process over the measured phase: from a reading taken when
+/// the warm-up ends to one taken once every worker has stopped.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerResources {
     /// Which process.
@@ -236,13 +302,22 @@ pub struct ServerResources {
     pub hwm_mb: f64,
     /// CPU seconds during the measured phase.
     pub cpu_s: f64,
-    /// CPU microseconds per measured request.
+    /// CPU microseconds per measured request (every kind and answer; kept for comparison
+    /// with earlier reports: warm-up requests answered after the first reading add CPU but
+    /// not requests).
     pub cpu_us_per_request: f64,
     /// Bytes the server sent to storage during the measured phase (`/proc/<pid>/io`), when
     /// the kernel shows them.
     pub written_bytes: Option<u64>,
-    /// `written_bytes` per measured request.
+    /// `written_bytes` per measured request (as `cpu_us_per_request`).
     pub written_bytes_per_request: Option<f64>,
+    /// Requests answered `is_success` (fresh uses and acknowledged replays) between the same
+    /// two readings as `cpu_s` and `written_bytes`: the divisor of the two figures below.
+    pub acknowledged_verifies: u64,
+    /// `cpu_s` per acknowledged verify, in microseconds.
+    pub cpu_us_per_acknowledged_verify: Option<f64>,
+    /// `written_bytes` per acknowledged verify.
+    pub written_bytes_per_acknowledged_verify: Option<f64>,
 }
 
 /// The machine the run was on.
@@ -357,6 +432,7 @@ impl Report {
                     .collect(),
                 kinds: run.kinds.into(),
                 unexpected: run.unexpected,
+                warmup_unexpected: run.warmup_unexpected,
                 transport_errors: run.transport_errors,
                 last_error: run.last_error.clone(),
                 warmup_requests: run.warmup_requests,
@@ -391,12 +467,54 @@ impl Report {
                     .write_bytes
                     .filter(|_| run.requests > 0)
                     .map(|b| b as f64 / run.requests as f64),
+                acknowledged_verifies: r.acknowledged_verifies,
+                cpu_us_per_acknowledged_verify: (r.acknowledged_verifies > 0)
+                    .then(|| r.cpu_seconds * 1e6 / r.acknowledged_verifies as f64),
+                written_bytes_per_acknowledged_verify: r
+                    .write_bytes
+                    .filter(|_| r.acknowledged_verifies > 0)
+                    .map(|b| b as f64 / r.acknowledged_verifies as f64),
             }),
             machine: Machine {
                 cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
                 loadavg_before: None,
                 loadavg_after: None,
             },
+        }
+    }
+
+    /// Whether the run passed: `Err` naming what failed when the ledger disagrees with what
+    /// the target acknowledged (on an order's total or on any voucher), when any answer was
+    /// not the one expected for its request, or when no use was acknowledged at all. `ticketd
+    /// bench` prints the report first, then fails with this error.
+    pub fn verdict(&self) -> anyhow::Result<()> {
+        let v = &self.verification;
+        let r = &self.result;
+        let mut failures = Vec::new();
+        if !v.ok {
+            let mut why = format!(
+                "the ledger does not match what the target acknowledged: {} of {} vouchers and {} of {} orders disagree",
+                v.mismatched_vouchers, v.vouchers, v.mismatched_orders, v.orders
+            );
+            for m in &v.voucher_mismatches {
+                let _ = write!(why, "; {}", m.describe());
+            }
+            failures.push(why);
+        }
+        if r.unexpected > 0 || r.warmup_unexpected > 0 {
+            failures.push(format!(
+                "{} measured answers and {} warm-up answers were not the one expected for their request (see the answers above)",
+                r.unexpected, r.warmup_unexpected
+            ));
+        }
+        if v.acknowledged_uses == 0 {
+            failures
+                .push("the target acknowledged no use at all (see the answers above)".to_owned());
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            bail!("verification failed: {}", failures.join("; and "))
         }
     }
 
@@ -485,11 +603,11 @@ impl Report {
             "requests    fresh {}, replay {}, reject {}; unexpected answers {}, transport errors {}",
             r.kinds.fresh, r.kinds.replay, r.kinds.reject, r.unexpected, r.transport_errors
         );
-        if r.unexpected > 0 {
+        if r.unexpected > 0 || r.warmup_unexpected > 0 {
             let _ = writeln!(
                 s,
-                "WARNING     {} answers were not the one expected for their request (see answers)",
-                r.unexpected
+                "UNEXPECTED  {} answers (and {} in the warm-up) were not the one expected for their request (see answers): the run fails",
+                r.unexpected, r.warmup_unexpected
             );
         }
         if let Some(e) = &r.last_error {
@@ -498,8 +616,9 @@ impl Report {
         let v = &self.verification;
         let _ = writeln!(
             s,
-            "ledger      {} orders read back: {} uses acknowledged, {} in the ledger{} — {}",
+            "ledger      {} orders, {} vouchers read back: {} uses acknowledged, {} in the ledger{} — {}",
             v.orders,
+            v.vouchers,
             v.acknowledged_uses,
             v.ledger_uses,
             if v.unknown_uses > 0 {
@@ -508,11 +627,24 @@ impl Report {
                 String::new()
             },
             if v.ok {
-                "match".to_owned()
+                "every order and voucher matches".to_owned()
             } else {
-                format!("MISMATCH on {} orders", v.mismatched_orders)
+                format!(
+                    "MISMATCH on {} orders and {} vouchers",
+                    v.mismatched_orders, v.mismatched_vouchers
+                )
             }
         );
+        for m in &v.voucher_mismatches {
+            let _ = writeln!(s, "            {}", m.describe());
+        }
+        if v.mismatched_vouchers > v.voucher_mismatches.len() as u64 {
+            let _ = writeln!(
+                s,
+                "            … and {} more vouchers",
+                v.mismatched_vouchers - v.voucher_mismatches.len() as u64
+            );
+        }
         if let Some(srv) = &self.server {
             let _ = writeln!(
                 s,
@@ -521,13 +653,21 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "cpu         {:.2} s, {:.0} µs per request ({})",
-                srv.cpu_s, srv.cpu_us_per_request, srv.scope
+                "cpu         {:.2} s, {} ({}; {} requests answered is_success while sampled)",
+                srv.cpu_s,
+                srv.cpu_us_per_acknowledged_verify
+                    .map_or("no acknowledged verify".to_owned(), |us| format!(
+                        "{us:.0} µs per acknowledged verify"
+                    )),
+                srv.scope,
+                srv.acknowledged_verifies
             );
-            if let (Some(total), Some(each)) = (srv.written_bytes, srv.written_bytes_per_request) {
+            if let (Some(total), Some(each)) =
+                (srv.written_bytes, srv.written_bytes_per_acknowledged_verify)
+            {
                 let _ = writeln!(
                     s,
-                    "disk        {:.1} MB written, {:.1} KB per request ({})",
+                    "disk        {:.1} MB written, {:.1} KB per acknowledged verify ({})",
                     total as f64 / 1e6,
                     each / 1e3,
                     srv.scope

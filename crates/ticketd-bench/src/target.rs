@@ -473,6 +473,10 @@ pub(crate) struct Resources {
     pub(crate) cpu_seconds: f64,
     /// Bytes sent to storage during the measured phase, when the kernel shows them.
     pub(crate) write_bytes: Option<u64>,
+    /// Requests answered `is_success` between the two readings the figures above are the
+    /// difference of (not the measured requests: a warm-up request still in flight when the
+    /// first reading is taken costs the server its work after it, and is counted here).
+    pub(crate) acknowledged_verifies: u64,
 }
 
 fn proc_path(pid: Option<u32>, file: &str) -> PathBuf {

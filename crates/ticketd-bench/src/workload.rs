@@ -95,6 +95,21 @@ impl Workload {
         }
     }
 
+    /// How many tally slots the workload has: one per batch of codes of each order (see
+    /// [`Workload::slot`]).
+    pub(crate) fn slots(&self) -> usize {
+        self.order_ids.len() * self.groups
+    }
+
+    /// The tally slot of a fresh unit: its order's `batch` codes starting at `first_voucher`.
+    /// Fresh requests always use a whole batch, so every code of a slot has had exactly the
+    /// slot's uses: one counter per slot gives every voucher's count without a counter (or a
+    /// map lookup) per code on the hot path. Codes past the last whole batch of an order
+    /// (`vouchers_per_order % batch` of them) are never used.
+    pub(crate) fn slot(&self, unit: Unit) -> usize {
+        unit.order * self.groups + unit.first_voucher / self.batch
+    }
+
     /// The same workload for the baseline responder, which keeps no ledger: the request
     /// bytes are the same kind, and units wrap around instead of running out.
     pub(crate) fn for_baseline(&self) -> Self {
@@ -316,6 +331,24 @@ mod tests {
             assert!(u.round < 3 && matches!(u.first_voucher, 0 | 2));
         }
         assert_ne!(w.unit(0).order, w.unit(1).order);
+    }
+
+    #[test]
+    fn each_order_and_batch_of_codes_has_a_slot_of_its_own() {
+        let w = workload(Form::Vouchers, 2);
+        assert_eq!(w.slots(), 2 * 2);
+        let mut slots = std::collections::HashMap::new();
+        for n in 0..w.units() {
+            let u = w.unit(n);
+            let slot = w.slot(u);
+            assert!(slot < w.slots());
+            // Every round of one (order, batch) lands in the same slot, and no other does.
+            assert_eq!(
+                *slots.entry(slot).or_insert((u.order, u.first_voucher)),
+                (u.order, u.first_voucher)
+            );
+        }
+        assert_eq!(slots.len(), w.slots());
     }
 
     #[test]

@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "rejected_calls",
         sql: include_str!("../../migrations/sqlite/0004_rejected_calls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "folded_lookups",
+        sql: include_str!("../../migrations/sqlite/0005_folded_lookups.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -12,12 +12,13 @@
 //! - [`ops`]: each write operation (snapshot, plan, rows); [`queries`]: what is read;
 //!   [`exec`]: the rows of a plan ([`crate::plan_rows`]) executed; [`rows`]: rusqlite rows
 //!   for the shared readers, and error mapping; [`migrate`]: embedded migrations; [`url`]:
-//!   `sqlite:` URLs.
+//!   `sqlite:` URLs; [`fold`]: the lookups keyed by order, built in bulk.
 //! - The app cache ([`crate::apps::AppCache`]): `app()` runs on every gateway request, so
 //!   apps are kept in memory.
 
 mod durable;
 mod exec;
+mod fold;
 mod migrate;
 mod ops;
 mod queries;
@@ -152,6 +153,12 @@ impl SqliteStore {
         .map_err(|e| StoreError::db("opening the database", e))?;
         configure_writer(&conn, options.busy_timeout)?;
         migrate::migrate(&mut conn)?;
+        // What a previous run appended but did not fold (it stopped, or crashed, between two
+        // folds): folded now, so the tail readers scan starts short.
+        fold::fold_all(&conn, &mut fold::Pending::default()).map_err(|e| StoreError::Database {
+            during: "folding the ledger's lookups",
+            source: Box::new(e),
+        })?;
         // The write connection opened the database in WAL mode, so the log exists; it stays
         // open (and the file in place) as long as that connection lives.
         let mut wal = SyncedFile::wal(path).map_err(|e| StoreError::io(path, e))?;

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use ticket_ledger::{
     plan_issue, plan_refund, plan_refund_request, plan_reversal, plan_verify, refusal_anomaly,
     Anomaly, App, AppAccess, AppKey, AuditEntry, Fingerprint, IssueCommand, LedgerError,
@@ -19,6 +19,7 @@ use ticket_ledger::{
 };
 
 use super::exec::{self, write_row};
+use super::fold;
 use super::queries::{self, snapshot_by_id};
 use super::rows::{ledger_error, violation, During, Violation};
 use super::writer::Tx;
@@ -132,7 +133,7 @@ pub(crate) fn verify_keeping_anomaly(
             None => return refuse(LedgerError::OrderNotFound),
         },
     };
-    snapshot.seen = seen_fingerprints(conn, id, cmd)?;
+    snapshot.seen = seen_fingerprints(tx, id, cmd)?;
     let plan = match plan_verify(&snapshot, cmd) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -141,13 +142,29 @@ pub(crate) fn verify_keeping_anomaly(
         }
     };
     let rows = VerifyRows::of(&snapshot, &plan, cmd);
+    let direct = plan.changes.len() >= fold::FOLD_DIRECTLY_AT;
     let applied = keeping_anomaly(
         tx,
         |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
-        |conn| exec::write(conn, &rows),
+        |conn| {
+            if direct {
+                fold::fold(conn)?;
+                exec::write(conn, &rows)?;
+                fold::fold(conn).map(drop)
+            } else {
+                exec::write(conn, &rows)
+            }
+        },
     )?;
     match applied {
         Ok(()) => {
+            if direct {
+                // The folds emptied `pending_fingerprints`, but only if this batch commits:
+                // read it again rather than guess.
+                tx.snapshots.pending.invalidate();
+            } else {
+                tx.snapshots.pending.add(id, &plan.new_fingerprints);
+            }
             if plan.apply_to(&mut snapshot) {
                 tx.snapshots.put(snapshot);
             }
@@ -161,28 +178,13 @@ pub(crate) fn verify_keeping_anomaly(
 /// Those of the request's fingerprints already recorded for the order. Only these are looked
 /// up, never the order's whole history, so the cost of a verify does not grow with its age.
 fn seen_fingerprints(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     id: OrderId,
     cmd: &VerifyCommand,
 ) -> Result<HashSet<Fingerprint>, LedgerError> {
     let mut seen = HashSet::new();
-    let fingerprints = cmd.fingerprints();
-    if fingerprints.is_empty() {
-        return Ok(seen);
-    }
-    let mut known = conn
-        .prepare_cached(statements::SQLITE_FINGERPRINT_SEEN)
-        .during("preparing the fingerprint lookup")?;
-    for fp in fingerprints {
-        if known
-            .exists(params![
-                id.get(),
-                fp.code.as_str(),
-                fp.used_at_ms,
-                fp.quantity
-            ])
-            .during("looking up a fingerprint")?
-        {
+    for fp in cmd.fingerprints() {
+        if fold::seen(tx.conn, &mut tx.snapshots.pending, id, &fp)? {
             seen.insert(fp);
         }
     }

@@ -103,7 +103,7 @@ pub(crate) fn reversible_uses(
     conn: &Connection,
     cmd: &ReversalCommand,
 ) -> Result<Vec<UseRecord>, LedgerError> {
-    conn.prepare_cached(statements::SELECT_REVERSIBLE_USES)
+    conn.prepare_cached(statements::SQLITE_SELECT_REVERSIBLE_USES)
         .during("preparing the use log query")?
         .query_map(
             params![
@@ -142,7 +142,7 @@ pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderV
     };
     let vouchers = vouchers(conn, id)?;
     let mut events: Vec<AuditEntry> = conn
-        .prepare_cached(statements::SELECT_LATEST_EVENTS)
+        .prepare_cached(statements::SQLITE_SELECT_LATEST_EVENTS)
         .during("preparing the order history")?
         .query_map(
             params![id.get(), i64::from(OrderView::EVENTS_SHOWN)],
@@ -153,7 +153,7 @@ pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderV
         .during("reading the order history")?;
     events.reverse();
     let events_total = conn
-        .prepare_cached(statements::COUNT_EVENTS)
+        .prepare_cached(statements::SQLITE_COUNT_EVENTS)
         .during("preparing the order history count")?
         .query_row([id.get()], |row| row.get(0))
         .during("counting the order history")?;
@@ -187,7 +187,7 @@ pub(crate) fn audit(
     conn: &Connection,
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEntry>, LedgerError> {
-    filtered(conn, &ListQuery::audit(filter), rows::audit)
+    filtered(conn, &ListQuery::sqlite_audit(filter), rows::audit)
 }
 
 /// Kept refused calls, newest first.

@@ -19,6 +19,9 @@
 //!    refunds, reversals, creation) and an import forgets everything: only the verify path
 //!    keeps snapshots up to date, so nothing else has to.
 //!
+//! It also holds the writer's memory of the pending fingerprints ([`Pending`], see
+//! [`super::fold`]), forgotten under the same rules 2–4.
+//!
 //! The cache is bounded by the vouchers it holds ([`MAX_VOUCHERS`]); past it, arbitrary orders
 //! are dropped, which costs their next verify one read.
 
@@ -26,6 +29,8 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 use ticket_ledger::{OrderId, OrderSnapshot};
+
+use super::fold::Pending;
 
 /// Vouchers held at most (≈ 100 bytes each with their order's share): about 10 MB.
 pub(crate) const MAX_VOUCHERS: usize = 100_000;
@@ -36,6 +41,8 @@ pub(crate) struct Snapshots {
     orders: HashMap<OrderId, OrderSnapshot>,
     /// Vouchers in `orders`, for the bound.
     vouchers: usize,
+    /// Fingerprints written since the last fold.
+    pub(crate) pending: Pending,
     /// `PRAGMA data_version` at the start of the last batch.
     data_version: Option<i64>,
     /// Lookups answered from memory and from the database, for tests and tuning.
@@ -79,7 +86,7 @@ impl Snapshots {
             let Some(&victim) = self.orders.keys().next() else {
                 break;
             };
-            self.forget(victim);
+            self.evict(victim);
         }
         self.vouchers += size;
         if let Some(old) = self.orders.insert(snapshot.order.order_id, snapshot) {
@@ -87,17 +94,25 @@ impl Snapshots {
         }
     }
 
-    /// Rule 4: drops one order.
+    /// Rule 4: drops one order, and the memory of pending fingerprints (the operation may
+    /// write some, as a reconciliation does).
     pub(crate) fn forget(&mut self, id: OrderId) {
+        self.evict(id);
+        self.pending.invalidate();
+    }
+
+    /// Drops one order to make room.
+    fn evict(&mut self, id: OrderId) {
         if let Some(old) = self.orders.remove(&id) {
             self.vouchers -= old.vouchers.len();
         }
     }
 
-    /// Rules 2 and 4: drops every order.
+    /// Rules 2–4: drops every order and the memory of pending fingerprints.
     pub(crate) fn clear(&mut self) {
         self.orders.clear();
         self.vouchers = 0;
+        self.pending.invalidate();
     }
 }
 

@@ -34,6 +34,7 @@ use ticket_ledger::LedgerError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::{self, Broken, Fsync, Nudge, RESTART_PAGES, SYNC_QUEUE};
+use super::fold;
 use super::rows::ledger_error;
 use super::snapshots::Snapshots;
 
@@ -81,6 +82,8 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Checkpoints run by the checkpointer thread (WAL pages copied into the database file).
     pub checkpoints: u64,
+    /// Folds of the lookups keyed by order committed by the writer (see `sqlite::fold`).
+    pub folds: u64,
     /// Verifies that found their order's vouchers in the writer's memory, so read nothing.
     pub snapshot_hits: u64,
     /// Verifies that had to read their order's vouchers from the database first.
@@ -96,6 +99,7 @@ pub(crate) struct Stats {
     largest_batch: AtomicU64,
     pub(crate) syncs: AtomicU64,
     checkpoints: AtomicU64,
+    folds: AtomicU64,
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
 }
@@ -286,6 +290,7 @@ impl Writer {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            folds: s.folds.load(Ordering::Relaxed),
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
         }
@@ -329,6 +334,7 @@ fn run(
     conn.wal_hook(Some(remember_wal_pages));
 
     let mut snapshots = Snapshots::default();
+    let mut folds = Folds::default();
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     // `blocking_recv` returns `None` once every sender is gone or `close` was called, and in
     // both cases only after the messages already queued have been taken.
@@ -371,6 +377,7 @@ fn run(
                         )));
                     }
                 }
+                folds.after_commit(&conn, &mut snapshots, size, queue.is_empty(), stats);
                 maintain_wal(&conn, &mut nudge, restart_pages);
             }
             Err(e) => {
@@ -394,6 +401,62 @@ fn run(
         tracing::error!(error = %super::rows::chain(&e), "closing the ledger write connection");
     }
     Ok(())
+}
+
+/// When the writer folds ([`fold`]): after [`fold::FOLD_AT`] jobs, or
+/// [`fold::FOLD_FINGERPRINTS`] pending fingerprints, or once the queue is empty and the last
+/// fold is [`IDLE_FOLD`] old, so that a quiet ledger's tail stays short too.
+#[derive(Debug)]
+struct Folds {
+    jobs: u64,
+    last: std::time::Instant,
+}
+
+/// How old the last fold must be before an idle moment folds what is pending.
+const IDLE_FOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Default for Folds {
+    fn default() -> Self {
+        Self {
+            jobs: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Folds {
+    fn after_commit(
+        &mut self,
+        conn: &Connection,
+        snapshots: &mut Snapshots,
+        jobs: u64,
+        idle: bool,
+        stats: &Stats,
+    ) {
+        self.jobs = self.jobs.saturating_add(jobs);
+        let due = self.jobs >= fold::FOLD_AT
+            || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
+            || (idle && self.jobs > 0 && self.last.elapsed() >= IDLE_FOLD);
+        if !due {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        match fold::fold_all(conn, &mut snapshots.pending) {
+            Ok(folded) => {
+                tracing::debug!(
+                    fingerprints = folded.fingerprints,
+                    uses = folded.uses,
+                    entries = folded.entries,
+                    took_us = u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "folded the ledger's lookups"
+                );
+                self.jobs = 0;
+                stats.folds.fetch_add(1, Ordering::Relaxed);
+            }
+            // The rows stay in the tail, where readers find them; the next batch tries again.
+            Err(e) => tracing::warn!(error = %e, "folding the ledger's lookups failed"),
+        }
+    }
 }
 
 /// After a commit: wake the checkpointer every [`durable::CHECKPOINT_PAGES`] new pages, and

@@ -105,13 +105,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (1, "init".to_owned()),
             (2, "lifecycle".to_owned()),
             (3, "app_access".to_owned()),
-            (4, "rejected_calls".to_owned())
+            (4, "rejected_calls".to_owned()),
+            (5, "folded_lookups".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,8 @@
 //! - `engines`: engine-specific cases on the real PostgreSQL and MariaDB/MySQL
 //!   servers (a scratch database per run; skipped with a note when no server runs, unless
 //!   `CI` is set).
+//! - `fold`: SQLite's lookups keyed by order, read the same across a fold, and a schema 4
+//!   ledger upgraded in place.
 //! - `group_commit`: racing writes through the single writer.
 //! - `store`: SQLite-specific behaviour of reads (app cache, audit limits, instants).
 //!
@@ -20,6 +22,7 @@
 mod ci_script;
 mod durability;
 mod engines;
+mod fold;
 mod group_commit;
 #[path = "../common/harness.rs"]
 mod harness;

@@ -1,12 +1,24 @@
 //! `ticketd bench` against real servers: bounded runs with replays and refusals mixed in, whose
 //! verification pass must find in the ledger exactly what was acknowledged, and whose JSON
-//! report carries every field the docs promise.
+//! report carries every field the docs promise; and runs that must fail: a ledger that
+//! disagrees on one voucher though every order total agrees, and answers that are not the
+//! ones the requests called for.
 
+use std::sync::{Arc, Mutex};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::Response;
 use clap::Parser;
-use serde_json::Value;
-use ticketd::bench::{execute, BenchArgs};
+use serde_json::{json, Value};
+use ticket_ledger::RateLimit;
+use ticketd::bench::{execute, run, BenchArgs};
+use ticketd::clock::SystemClock;
 
-use crate::helpers::{spawn_app, ADMIN_TOKEN};
+use crate::helpers::{
+    minutes_ago, spawn_app, spawn_app_with, voucher_infos, TestApp, TopCall, ADMIN_TOKEN,
+};
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -102,7 +114,11 @@ async fn a_mixed_run_against_a_running_server_leaves_exactly_the_acknowledged_us
         "an external server without --server-pid"
     );
     assert!(r["machine"]["loadavg_before"].is_string());
-    assert!(report.to_text().contains("match"));
+    assert_eq!(v["vouchers"], 80);
+    assert_eq!(v["mismatched_vouchers"], 0);
+    assert_eq!(v["voucher_mismatches"], json!([]));
+    assert!(report.to_text().contains("every order and voucher matches"));
+    report.verdict().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +256,28 @@ async fn a_child_server_process_is_started_observed_and_stopped() {
     let r = serde_json::to_value(&report).unwrap();
     assert_eq!(r["verification"]["ok"], true, "{r:#}");
     assert_eq!(r["server"]["scope"], "server process");
+    // CPU and bytes written are divided by what was acknowledged between the same two
+    // readings of the server: here at most the 60 requests, every one a fresh use.
+    let srv = &r["server"];
+    let acknowledged = srv["acknowledged_verifies"].as_u64().unwrap();
+    assert!((1..=60).contains(&acknowledged), "{srv:#}");
+    let cpu_s = srv["cpu_s"].as_f64().unwrap();
+    let per_verify = srv["cpu_us_per_acknowledged_verify"].as_f64().unwrap();
+    assert!(
+        (per_verify - cpu_s * 1e6 / acknowledged as f64).abs() < 1e-6,
+        "{srv:#}"
+    );
+    if let Some(written) = srv["written_bytes"].as_u64() {
+        let each = srv["written_bytes_per_acknowledged_verify"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (each - written as f64 / acknowledged as f64).abs() < 1e-6,
+            "{srv:#}"
+        );
+        assert!(report.to_text().contains("KB per acknowledged verify"));
+    }
+    assert!(report.to_text().contains("µs per acknowledged verify"));
     assert!(r["server"]["hwm_mb"].as_f64().unwrap() > 0.0);
     assert!(r["target"]["description"]
         .as_str()
@@ -262,4 +300,267 @@ async fn a_wrong_admin_token_fails_before_any_load() {
     .await
     .unwrap_err();
     assert!(format!("{err:#}").contains("401"), "{err:#}");
+}
+
+/// A proxy in front of a test server that, once the bench has run its load, makes the ledger
+/// disagree with it on single vouchers while every order's total stays right: on the first
+/// `GET /admin/orders/{id}` of each bench app (the verification pass has begun; the load is
+/// over), it gives back one use of one code of that order (an operator's reversal) and records
+/// one new use of another code (a signed verify as the bench's own app, whose key and secret it
+/// saw at registration). Everything else is passed through unchanged, the load included.
+#[derive(Debug)]
+struct MovingProxy {
+    app: TestApp,
+    /// The bench app registered last and not yet used to move a use: (key, secret).
+    pending: Mutex<Option<(String, String)>>,
+    /// What was moved, one entry per bench run.
+    moved: Mutex<Vec<Moved>>,
+}
+
+/// One use moved from `from` to `to` within `order_id`, every code having had `uses` uses.
+#[derive(Debug, Clone)]
+struct Moved {
+    order_id: i64,
+    from: String,
+    to: String,
+    uses: i64,
+}
+
+impl MovingProxy {
+    /// Starts the proxy in front of `app`; returns it and its base URL.
+    async fn start(app: TestApp) -> (Arc<Self>, String) {
+        let proxy = Arc::new(Self {
+            app,
+            pending: Mutex::new(None),
+            moved: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new()
+            .fallback(Self::forward)
+            .with_state(Arc::clone(&proxy));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (proxy, url)
+    }
+
+    fn moved(&self) -> Vec<Moved> {
+        self.moved.lock().unwrap().clone()
+    }
+
+    async fn forward(State(proxy): State<Arc<Self>>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = to_bytes(body, 16 << 20).await.unwrap();
+        let path = parts.uri.path().to_owned();
+        if parts.method == Method::POST && path == "/admin/apps" {
+            let app: Value = serde_json::from_slice(&body).unwrap();
+            let key = app["app_key"].as_str().unwrap().to_owned();
+            let secret = app["app_secret"].as_str().unwrap().to_owned();
+            *proxy.pending.lock().unwrap() = Some((key, secret));
+        }
+        if parts.method == Method::GET {
+            let order_id = path
+                .strip_prefix("/admin/orders/")
+                .and_then(|id| id.parse::<i64>().ok());
+            let vendor = order_id.and_then(|_| proxy.pending.lock().unwrap().take());
+            if let (Some(order_id), Some((key, secret))) = (order_id, vendor) {
+                let moved = proxy.move_one_use(order_id, &key, &secret).await;
+                proxy.moved.lock().unwrap().push(moved);
+            }
+        }
+        let mut outgoing = proxy
+            .app
+            .http
+            .request(parts.method, proxy.app.url(&parts.uri.to_string()))
+            .body(body);
+        for name in ["authorization", "content-type"] {
+            if let Some(value) = parts.headers.get(name) {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        let answer = outgoing.send().await.unwrap();
+        let mut response = Response::builder().status(answer.status());
+        if let Some(ct) = answer.headers().get("content-type") {
+            response = response.header("content-type", ct);
+        }
+        response
+            .body(Body::from(answer.bytes().await.unwrap()))
+            .unwrap()
+    }
+
+    /// Reverses one use of the order's first used code and verifies one more use of another,
+    /// and checks that the order's total is what it was.
+    async fn move_one_use(&self, order_id: i64, key: &str, secret: &str) -> Moved {
+        let before = self.app.order(order_id).await;
+        let from = before.vouchers.iter().find(|v| v.used > 0).unwrap();
+        let to = before
+            .vouchers
+            .iter()
+            .find(|v| v.confirm_code != from.confirm_code && v.used < v.capacity)
+            .unwrap();
+        let _: Value = self
+            .app
+            .admin_post_ok(
+                &format!("/admin/orders/{order_id}/reversals"),
+                json!({"confirm_code": from.confirm_code, "quantity": 1,
+                       "reason": "moved to another code by the bench test"}),
+                201,
+            )
+            .await;
+        let reply = self
+            .app
+            .call(&TopCall::verify(key, secret).set("order_id", order_id).set(
+                "voucher_infos",
+                voucher_infos(&[(&to.confirm_code, 1, &minutes_ago(1))]),
+            ))
+            .await;
+        assert_eq!(
+            reply.json()["travel_ticket_order_verify_response"]["is_success"],
+            true,
+            "{}",
+            reply.text()
+        );
+        let after = self.app.order(order_id).await;
+        assert_eq!(after.used, before.used, "the order's total must not change");
+        assert_eq!(from.used, to.used, "every code had the same uses");
+        Moved {
+            order_id,
+            from: from.confirm_code.clone(),
+            to: to.confirm_code.clone(),
+            uses: from.used,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_moved_to_another_code_of_its_order_fails_the_run_naming_the_vouchers() {
+    let (proxy, url) = MovingProxy::start(spawn_app().await).await;
+    // 3 orders × 2 codes, 12 fresh uses: every code is used exactly twice.
+    let args = || {
+        bench_args(&[
+            "--url",
+            &url,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--orders",
+            "3",
+            "--vouchers-per-order",
+            "2",
+            "--capacity",
+            "4",
+            "--requests",
+            "12",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "2",
+        ])
+    };
+    let report = execute(args()).await.unwrap();
+    let moved = proxy.moved();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let m = &moved[0];
+    assert_eq!(m.uses, 2, "{m:?}");
+    assert_eq!((m.from.as_str(), m.to.as_str()), ("BENCH0000", "BENCH0001"));
+    let r = serde_json::to_value(&report).unwrap();
+    let v = &r["verification"];
+    assert_eq!(v["mismatched_orders"], 0, "every total agrees: {v:#}");
+    assert_eq!(v["acknowledged_uses"], 12);
+    assert_eq!(v["ledger_uses"], 12);
+    assert_eq!(v["vouchers"], 6);
+    assert_eq!(v["mismatched_vouchers"], 2, "{v:#}");
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["voucher_mismatches"],
+        json!([
+            {"order_id": m.order_id, "confirm_code": "****0000", "acknowledged": 2, "unknown": 0, "ledger": 1},
+            {"order_id": m.order_id, "confirm_code": "****0001", "acknowledged": 2, "unknown": 0, "ledger": 3},
+        ])
+    );
+    let text = report.to_text();
+    assert!(
+        text.contains("MISMATCH on 0 orders and 2 vouchers"),
+        "{text}"
+    );
+    let from = format!(
+        "order {}, code ****0000: 2 acknowledged, 1 in the ledger",
+        m.order_id
+    );
+    let to = format!(
+        "order {}, code ****0001: 2 acknowledged, 3 in the ledger",
+        m.order_id
+    );
+    assert!(text.contains(&from), "{text}");
+    let err = format!("{:#}", report.verdict().unwrap_err());
+    assert!(err.contains(&from) && err.contains(&to), "{err}");
+    assert!(
+        err.contains("2 of 6 vouchers and 0 of 3 orders disagree"),
+        "{err}"
+    );
+
+    // The command itself (report printed, then the verdict) fails the same way.
+    let err = format!("{:#}", run(args()).await.unwrap_err());
+    let moved = proxy.moved();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    let again = format!(
+        "order {}, code ****0000: 2 acknowledged, 1 in the ledger",
+        moved[1].order_id
+    );
+    assert!(err.contains(&again), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_uses_refused_by_the_apps_rate_limit_fail_the_run_though_the_ledger_matches() {
+    // A server whose default rate limit lets a new app make one call a minute: the bench's
+    // first fresh use is acknowledged, the other nine are refused with code 7 instead.
+    let app = spawn_app_with(
+        |s| s.default_rate_limit = RateLimit::parse("1/m", None).unwrap(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let url = format!("http://{}", app.addr);
+    let args = || {
+        bench_args(&[
+            "--url",
+            &url,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--orders",
+            "2",
+            "--vouchers-per-order",
+            "2",
+            "--capacity",
+            "5",
+            "--requests",
+            "10",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "1",
+        ])
+    };
+    let report = execute(args()).await.unwrap();
+    let r = serde_json::to_value(&report).unwrap();
+    assert_eq!(r["verification"]["ok"], true, "the ledger agrees: {r:#}");
+    assert_eq!(r["verification"]["acknowledged_uses"], 1, "{r:#}");
+    assert_eq!(r["result"]["unexpected"], 9, "{r:#}");
+    assert_eq!(r["result"]["warmup_unexpected"], 0, "{r:#}");
+    let limited: u64 = r["result"]["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["code"] == 7)
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(limited, 9, "{r:#}");
+    assert!(report.to_text().contains("UNEXPECTED  9 answers"));
+    let err = format!("{:#}", report.verdict().unwrap_err());
+    assert!(
+        err.contains("9 measured answers and 0 warm-up answers were not the one expected"),
+        "{err}"
+    );
+    assert!(!err.contains("does not match"), "{err}");
+
+    // The command itself: a new app, a new bucket, the same failure.
+    let err = format!("{:#}", run(args()).await.unwrap_err());
+    assert!(err.contains("9 measured answers"), "{err}");
 }

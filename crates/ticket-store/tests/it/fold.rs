@@ -1,0 +1,420 @@
+//! The fold (issue 14): lookups keyed by order built in bulk, read the same before, across and
+//! after a fold, and a ledger written by the schema before it upgraded in place.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::Connection;
+use ticket_ledger::{AuditEntry, AuditFilter, LedgerStore, OutcomeKind};
+use ticket_ledger_suite::build::reversal;
+use ticket_store::SqliteStore;
+
+use crate::support::{gate, given, oid, received_at, temp_path, used, Verify};
+
+/// Every entry naming `order`, oldest first, read without the order filter.
+async fn entries_of(store: &SqliteStore, order: i64) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .audit(AuditFilter {
+                after_seq: after,
+                limit: Some(1000),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        all.extend(page.into_iter().filter(|e| e.order_id == Some(order)));
+    }
+    all
+}
+
+/// The order's history as the order filter pages it, `limit` at a time.
+async fn paged_by_order(store: &SqliteStore, order: i64, limit: u32) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .audit(AuditFilter {
+                order_id: Some(order),
+                after_seq: after,
+                limit: Some(limit),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit page by order");
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        all.extend(page);
+    }
+    all
+}
+
+/// Asserts that every way of reading order `id`'s history gives the same entries.
+async fn history_reads_agree(store: &SqliteStore, id: i64) -> usize {
+    let expected = entries_of(store, id).await;
+    assert!(!expected.is_empty());
+    assert_eq!(paged_by_order(store, id, 2).await, expected, "paged by 2");
+    assert_eq!(paged_by_order(store, id, 1000).await, expected, "one page");
+    let view = store.order(oid(id)).await.expect("order").expect("exists");
+    assert_eq!(view.events_total, expected.len() as i64, "events_total");
+    let shown = view.events.len();
+    assert_eq!(
+        view.events[..],
+        expected[expected.len() - shown..],
+        "latest events"
+    );
+    let events = store
+        .order_events(oid(id), None, 1000)
+        .await
+        .expect("order events")
+        .expect("order exists");
+    assert_eq!(events, expected, "order_events");
+    expected.len()
+}
+
+fn verify_at(app: &str, id: i64, code: &str, at: DateTime<Utc>, request: &str) -> Verify {
+    Verify::of(app, id)
+        .entry(code, 1, Some(at))
+        .request_id(request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_histories_and_reversals_read_the_same_across_a_fold_and_a_restart() {
+    let (_dir, path) = temp_path();
+    let store = SqliteStore::open(&path).expect("open");
+    given(&store, "app-f", 1, &[("CODE0001", 10), ("CODE0002", 10)]).await;
+    let created = entries_of(&store, 1).await.len();
+    let apply = |n: i64| verify_at("app-f", 1, "CODE0001", gate(n), &format!("req-{n}")).build();
+
+    // A, then an idle second so that the writer folds after the next commit, then B (folded
+    // with A), then C (left in the tail).
+    assert_eq!(
+        store.verify(apply(1)).await.expect("A").kind,
+        OutcomeKind::Applied
+    );
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    assert_eq!(
+        store.verify(apply(2)).await.expect("B").kind,
+        OutcomeKind::Applied
+    );
+    // The writer folds after B's commit, maybe after B was answered.
+    for _ in 0..500 {
+        if store.writer_stats().folds > 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    assert_eq!(store.writer_stats().folds, 1, "A and B folded");
+    assert_eq!(
+        store.verify(apply(3)).await.expect("C").kind,
+        OutcomeKind::Applied
+    );
+    assert_eq!(store.writer_stats().folds, 1, "C is in the tail");
+    let raw = Connection::open(&path).expect("raw");
+    let pending: i64 = raw
+        .query_row("SELECT count(*) FROM pending_fingerprints", [], |r| {
+            r.get(0)
+        })
+        .expect("pending");
+    let folded: i64 = raw
+        .query_row("SELECT count(*) FROM folded_fingerprints", [], |r| r.get(0))
+        .expect("folded");
+    assert_eq!(
+        (folded, pending),
+        (2, 1),
+        "two fingerprints folded, one pending"
+    );
+
+    // Each retry is found, whichever side of the fold its fingerprint is on.
+    for n in 1..=3 {
+        let retry = store.verify(apply(n)).await.expect("retry");
+        assert_eq!(retry.kind, OutcomeKind::Replayed, "retry of report {n}");
+    }
+    assert_eq!(
+        used(&store, 1).await,
+        [("CODE0001".to_owned(), 3), ("CODE0002".to_owned(), 0)]
+    );
+    let entries = history_reads_agree(&store, 1).await;
+    // Three uses, three replays, and the status change of the first use.
+    assert!(entries >= created + 6, "{entries} entries");
+
+    // A reversal finds the folded uses and the one in the tail: all three come back.
+    let used_after = store
+        .reverse(reversal(
+            1,
+            "CODE0001",
+            3,
+            Duration::days(3650),
+            received_at(),
+        ))
+        .await
+        .expect("reversal of uses on both sides of the fold");
+    assert_eq!(used_after, 0);
+    assert_eq!(used(&store, 1).await[0].1, 0);
+    let more = store
+        .reverse(reversal(
+            1,
+            "CODE0001",
+            1,
+            Duration::days(3650),
+            received_at(),
+        ))
+        .await;
+    assert!(more.is_err(), "nothing is left to reverse: {more:?}");
+
+    // After a restart (which folds what was pending) every retry is still a retry.
+    store.close().await;
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    let pending: i64 = raw
+        .query_row("SELECT count(*) FROM pending_fingerprints", [], |r| {
+            r.get(0)
+        })
+        .expect("pending");
+    assert_eq!(pending, 0, "opening folds the tail");
+    for n in 1..=3 {
+        let retry = store.verify(apply(n)).await.expect("retry after restart");
+        assert_eq!(retry.kind, OutcomeKind::Replayed, "retry of report {n}");
+    }
+    assert_eq!(
+        store.verify(apply(4)).await.expect("D").kind,
+        OutcomeKind::Applied
+    );
+    history_reads_agree(&store, 1).await;
+    store.close().await;
+}
+
+/// What the fixture held before the upgrade, read with a plain connection.
+struct Before {
+    app: String,
+    used: BTreeMap<(i64, String), i64>,
+    fingerprints: Vec<(i64, String, i64, i64)>,
+    entries: BTreeMap<i64, i64>,
+}
+
+fn read_before(raw: &Connection) -> Before {
+    let app: String = raw
+        .query_row("SELECT app_key FROM apps", [], |r| r.get(0))
+        .expect("the fixture's app");
+    let used = raw
+        .prepare("SELECT order_id, confirm_code, used FROM vouchers")
+        .expect("vouchers")
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .expect("vouchers")
+        .collect::<Result<_, _>>()
+        .expect("vouchers");
+    let fingerprints = raw
+        .prepare(
+            "SELECT order_id, confirm_code, used_at_ms, quantity FROM verify_fingerprints \
+             ORDER BY order_id, confirm_code, used_at_ms",
+        )
+        .expect("fingerprints")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("fingerprints")
+        .collect::<Result<_, _>>()
+        .expect("fingerprints");
+    let entries = raw
+        .prepare("SELECT order_id, count(*) FROM audit_log WHERE order_id IS NOT NULL GROUP BY 1")
+        .expect("entries")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("entries")
+        .collect::<Result<_, _>>()
+        .expect("entries");
+    Before {
+        app,
+        used,
+        fingerprints,
+        entries,
+    }
+}
+
+/// `tests/fixtures/ledger-schema-4.db` was written by `ticketd` at commit 938eeb3 (schema
+/// version 4, the last before the fold): `ticketd bench --spawn process --data-dir DIR
+/// --orders 3 --vouchers-per-order 4 --capacity 50 --requests 120 --warmup 0s --concurrency 4`,
+/// then checkpointed and vacuumed. 3 orders, 12 codes, 120 uses, 120 fingerprints, 127
+/// audit entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact() {
+    let (_dir, path) = temp_path();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ledger-schema-4.db"
+        ),
+        &path,
+    )
+    .expect("copy the fixture");
+    let raw = Connection::open(&path).expect("raw");
+    let version: i64 = raw
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .expect("version");
+    assert_eq!(version, 4, "the fixture is a schema 4 ledger");
+    let before = read_before(&raw);
+    assert_eq!(before.fingerprints.len(), 120);
+    assert_eq!(before.used.values().sum::<i64>(), 120);
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 5);
+    let gone: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema \
+             WHERE name IN ('voucher_uses_by_code', 'audit_log_by_order')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert_eq!(gone, 0, "the per-verify indexes are gone");
+
+    // Every count and every history is as it was.
+    for (&id, &count) in &before.entries {
+        let view = store.order(oid(id)).await.expect("order").expect("exists");
+        for v in &view.vouchers {
+            assert_eq!(
+                Some(&v.used),
+                before.used.get(&(id, v.code.as_str().to_owned())),
+                "{id} {}",
+                v.code.as_str()
+            );
+        }
+        assert_eq!(view.events_total, count, "history of {id}");
+        assert_eq!(history_reads_agree(&store, id).await as i64, count);
+    }
+
+    // Every report the old schema recorded is a retry now, and changes nothing.
+    let now = Utc::now();
+    for (i, (id, code, at_ms, quantity)) in before.fingerprints.iter().enumerate() {
+        let at = DateTime::from_timestamp_millis(*at_ms).expect("gate time");
+        let mut cmd = Verify::of(&before.app, *id)
+            .entry(code, *quantity, Some(at))
+            .request_id(&format!("retry-{i}"))
+            .build();
+        cmd.meta.received_at = now;
+        let outcome = store.verify(cmd).await.expect("retry");
+        assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
+    }
+    for (&(id, ref code), &count) in &before.used {
+        let now_used = used(&store, id).await;
+        assert!(now_used.contains(&(code.clone(), count)), "{id} {code}");
+    }
+
+    // And a new use is counted, once.
+    let (id, code, at_ms, _) = &before.fingerprints[0];
+    let mut fresh = Verify::of(&before.app, *id)
+        .entry(code, 1, DateTime::from_timestamp_millis(at_ms + 1))
+        .request_id("fresh")
+        .build();
+    fresh.meta.received_at = now;
+    assert_eq!(
+        store.verify(fresh.clone()).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+    assert_eq!(
+        store.verify(fresh).await.expect("its retry").kind,
+        OutcomeKind::Replayed
+    );
+    let after = used(&store, *id).await;
+    assert!(after.contains(&(code.clone(), before.used[&(*id, code.clone())] + 1)));
+    store.close().await;
+}
+
+/// Waits until the writer has folded `n` times (it folds after a commit, maybe after that
+/// commit's job was answered).
+async fn folded(store: &SqliteStore, n: u64) {
+    for _ in 0..500 {
+        if store.writer_stats().folds >= n {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    panic!(
+        "the writer folded {} times, not {n}",
+        store.writer_stats().folds
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_report_folds_its_own_rows_and_every_read_counts_them_once() {
+    let (_dir, path) = temp_path();
+    let store = SqliteStore::open(&path).expect("open");
+    let codes: Vec<String> = (0..40).map(|i| format!("BIG{i:05}")).collect();
+    let vouchers: Vec<(&str, i64)> = codes.iter().map(|c| (c.as_str(), 5)).collect();
+    given(&store, "app-g", 7, &vouchers).await;
+    let large = codes
+        .iter()
+        .fold(Verify::of("app-g", 7).request_id("large"), |v, c| {
+            v.entry(c, 1, Some(gate(1)))
+        })
+        .build();
+    assert_eq!(
+        store.verify(large.clone()).await.expect("large").kind,
+        OutcomeKind::Applied
+    );
+    let raw = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(
+        count("SELECT count(*) FROM pending_fingerprints"),
+        0,
+        "folded at once"
+    );
+    assert_eq!(count("SELECT count(*) FROM folded_fingerprints"), 40);
+    assert_eq!(
+        count("SELECT count(*) FROM uses_by_code"),
+        40,
+        "its uses are folded"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM voucher_uses WHERE id > (SELECT use_id FROM ledger_fold)"),
+        0,
+        "the marks moved past them: nothing is left in the tail"
+    );
+    let small = verify_at("app-g", 7, &codes[0], gate(2), "small").build();
+    assert_eq!(
+        store.verify(small.clone()).await.expect("small").kind,
+        OutcomeKind::Applied
+    );
+    let before_fold = history_reads_agree(&store, 7).await;
+    // Before the fold too, code 3's one use is given back once.
+    let window = Duration::days(3650);
+    let first = store
+        .reverse(reversal(7, &codes[3], 1, window, received_at()))
+        .await;
+    assert_eq!(first.expect("one use back"), 0);
+    let second = store
+        .reverse(reversal(7, &codes[3], 1, window, received_at()))
+        .await;
+    assert!(second.is_err(), "{second:?}");
+    let before_fold = before_fold + 1;
+
+    // A later fold folds the small reports only.
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    let other = verify_at("app-g", 7, &codes[1], gate(3), "other").build();
+    assert_eq!(
+        store.verify(other).await.expect("other").kind,
+        OutcomeKind::Applied
+    );
+    folded(&store, 1).await;
+    assert_eq!(count("SELECT count(*) FROM uses_by_code"), 42);
+    assert!(history_reads_agree(&store, 7).await > before_fold);
+    for (cmd, what) in [(large, "large"), (small, "small")] {
+        let retry = store.verify(cmd).await.expect("retry");
+        assert_eq!(retry.kind, OutcomeKind::Replayed, "{what}");
+    }
+    // Code 2 was used once: one use can be given back, a second cannot (a use read from both
+    // the folded lookup and the tail would allow it).
+    let after = store
+        .reverse(reversal(7, &codes[2], 1, window, received_at()))
+        .await
+        .expect("one use back");
+    assert_eq!(after, 0);
+    let again = store
+        .reverse(reversal(7, &codes[2], 1, window, received_at()))
+        .await;
+    assert!(again.is_err(), "{again:?}");
+    store.close().await;
+}
