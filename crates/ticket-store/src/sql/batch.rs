@@ -12,8 +12,10 @@
 //!
 //! 1. lock every order of the batch, in `order_id` order (`SELECT … FOR UPDATE`; the same order
 //!    in every process, so two batches can wait for each other but never deadlock), and read
-//!    their vouchers, refund requests and the fingerprints the batch could replay — four
-//!    statements whatever the batch's size;
+//!    the codes the batch names with their orders' totals (`bulk::load_orders`: not every
+//!    code of every order), the refund requests and the fingerprints the batch could replay —
+//!    four statements whatever the batch's size (five when a legacy report without a code
+//!    makes its order be read whole);
 //! 2. plan each verify with the domain's rules ([`plan_verify`]) in arrival order, on snapshots
 //!    that earlier verifies of the batch have already updated, exactly as if they had run one
 //!    after another. A refused verify contributes nothing but the anomaly its refusal raises;
