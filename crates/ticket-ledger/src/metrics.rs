@@ -41,4 +41,7 @@ pub struct BatchStats {
     pub syncs: u64,
     /// Writes waiting for a batch right now.
     pub queued: u64,
+    /// Folds of the lookups keyed by order, on a store that builds them in bulk (SQLite's
+    /// `fold`); 0 on one that keeps them as indexes.
+    pub folds: u64,
 }

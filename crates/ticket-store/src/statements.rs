@@ -191,6 +191,10 @@ pub(crate) const MARK_REFUND_REVIEW: &str =
 /// (`sqlite::fold::Pending`).
 pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM folded_fingerprints \
      WHERE order_id = ? AND confirm_code = ? AND used_at_ms = ? AND quantity = ?";
+/// A fingerprint written straight into the folded table (a large report, which folds at once:
+/// `sqlite::fold::FOLD_DIRECTLY_AT`), with the columns of [`INSERT_FINGERPRINT`].
+pub(crate) const SQLITE_INSERT_FOLDED_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \
+     (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?)";
 /// Every fingerprint not folded yet (the writer's memory of them is rebuilt from this).
 pub(crate) const SQLITE_PENDING_FINGERPRINTS: &str =
     "SELECT order_id, confirm_code, used_at_ms, quantity FROM pending_fingerprints";
@@ -645,7 +649,10 @@ pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
 pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
      SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";
-/// Moves the marks (bind the new use mark, the new entry mark, the old use mark, the old
-/// entry mark: it must change one row, or another writer folded meanwhile).
-pub(crate) const SQLITE_FOLD_ADVANCE: &str = "UPDATE ledger_fold SET use_id = ?, audit_seq = ? \
-     WHERE id = 1 AND use_id = ? AND audit_seq = ?";
+/// Moves the uses' mark (bind the new mark, the old: it must change one row, or another
+/// writer folded meanwhile).
+pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
+    "UPDATE ledger_fold SET use_id = ? WHERE id = 1 AND use_id = ?";
+/// Moves the entries' mark (as [`SQLITE_FOLD_ADVANCE_USES`]).
+pub(crate) const SQLITE_FOLD_ADVANCE_AUDIT: &str =
+    "UPDATE ledger_fold SET audit_seq = ? WHERE id = 1 AND audit_seq = ?";

@@ -132,6 +132,7 @@ impl Batcher {
             largest_batch: c.largest.load(Ordering::Relaxed),
             syncs: commits,
             queued: c.queued.load(Ordering::Relaxed),
+            folds: 0,
         }
     }
 

@@ -11,10 +11,10 @@
 //! 5.3 KB without all three).
 //!
 //! So the writer folds them: every [`FOLD_AT`] jobs (or [`FOLD_FINGERPRINTS`] pending
-//! fingerprints, or once the queue is idle), one transaction of its own moves what was
-//! appended since the last fold into `folded_fingerprints`, `uses_by_code` and
-//! `audit_by_order`, sorted by key, so one page takes many rows; `ledger_fold` records how
-//! far it went. Nothing is lost in between, and nothing is read wrong:
+//! fingerprints, or once the queue is idle), three transactions of its own, one per lookup
+//! ([`Part`]) and each after a batch, move what was appended since the last fold into
+//! `folded_fingerprints`, `uses_by_code` and `audit_by_order`, sorted by key, so one page
+//! takes many rows; `ledger_fold` records how far each went. Nothing is lost in between, and nothing is read wrong:
 //!
 //! - What is not folded yet is still in the appended tables, committed with the verify that
 //!   wrote it. A reader finds an order's history and a code's uses in the folded table plus
@@ -27,7 +27,7 @@
 //!   write that is not a verify's). The writer is the only writer, so its memory and the
 //!   table agree; when in doubt, it reads the table again.
 //! - A crash between a verify and the next fold leaves the appended rows and the old marks:
-//!   the store folds them when it opens ([`fold_all`]). A fold interrupted by a crash never
+//!   the store folds them when it opens ([`fold_parts`]). A fold interrupted by a crash never
 //!   committed, so it is simply done again.
 
 use std::collections::HashSet;
@@ -36,6 +36,7 @@ use rusqlite::{params, Connection};
 use ticket_ledger::{Fingerprint, LedgerError, OrderId};
 
 use super::rows::During;
+use crate::plan_rows::{FingerprintRow, WriteRow};
 use crate::statements;
 
 /// Jobs between two folds under load. Each verify between folds adds a row to the tail that
@@ -186,38 +187,62 @@ fn move_fingerprints(conn: &Connection, after: i64, upto: i64) -> Result<u64, Le
     Ok(moved)
 }
 
-/// Folds everything appended since the last fold, inside the caller's write transaction.
-pub(crate) fn fold(conn: &Connection) -> Result<Folded, LedgerError> {
+/// One of the three lookups a fold builds. The writer folds them in turn, each in a
+/// transaction of its own ([`fold_part`]), so that no single transaction (and the fsync that
+/// makes it durable, which the next batch waits for) carries all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Pending fingerprints into `folded_fingerprints`.
+    Fingerprints,
+    /// Uses into `uses_by_code`, up to `ledger_fold.use_id`.
+    Uses,
+    /// Entries into `audit_by_order`, up to `ledger_fold.audit_seq`.
+    Audit,
+}
+
+impl Part {
+    /// Every part, in the order the writer folds them.
+    pub(crate) const ALL: [Part; 3] = [Part::Fingerprints, Part::Uses, Part::Audit];
+}
+
+/// Folds one part of everything appended since the last fold, inside the caller's write
+/// transaction; returns the rows moved.
+pub(crate) fn fold_one(conn: &Connection, part: Part) -> Result<u64, LedgerError> {
     let (use_mark, audit_mark): (i64, i64) = conn
         .prepare_cached(statements::SQLITE_FOLD_MARKS)
         .during("preparing the fold marks")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .during("reading the fold marks")?;
     let end = ends(conn)?;
-    let (use_end, audit_end) = (end.use_id.max(use_mark), end.audit_seq.max(audit_mark));
-    let fingerprints = move_fingerprints(conn, 0, end.fingerprint_id)?;
-    let uses = run(
-        conn,
-        statements::SQLITE_FOLD_USES,
-        [use_mark, use_end],
-        "folding uses",
-    )?;
-    let entries = run(
-        conn,
-        statements::SQLITE_FOLD_AUDIT,
-        [audit_mark, audit_end],
-        "folding the audit trail",
-    )?;
-    let advanced = conn
-        .prepare_cached(statements::SQLITE_FOLD_ADVANCE)
-        .during("preparing the fold marks' update")?
-        .execute(params![use_end, audit_end, use_mark, audit_mark])
-        .during("advancing the fold marks")?;
-    crate::rows::one_row(u64::try_from(advanced).unwrap_or(u64::MAX), "ledger_fold")?;
+    let (sql, advance, mark, upto, during) = match part {
+        Part::Fingerprints => return move_fingerprints(conn, 0, end.fingerprint_id),
+        Part::Uses => (
+            statements::SQLITE_FOLD_USES,
+            statements::SQLITE_FOLD_ADVANCE_USES,
+            use_mark,
+            end.use_id.max(use_mark),
+            "folding uses",
+        ),
+        Part::Audit => (
+            statements::SQLITE_FOLD_AUDIT,
+            statements::SQLITE_FOLD_ADVANCE_AUDIT,
+            audit_mark,
+            end.audit_seq.max(audit_mark),
+            "folding the audit trail",
+        ),
+    };
+    let moved = run(conn, sql, [mark, upto], during)?;
+    let advanced = run(conn, advance, [upto, mark], "advancing a fold mark")?;
+    crate::rows::one_row(advanced, "ledger_fold")?;
+    Ok(moved)
+}
+
+/// Folds every part, inside the caller's write transaction.
+pub(crate) fn fold(conn: &Connection) -> Result<Folded, LedgerError> {
     Ok(Folded {
-        fingerprints,
-        uses,
-        entries,
+        fingerprints: fold_one(conn, Part::Fingerprints)?,
+        uses: fold_one(conn, Part::Uses)?,
+        entries: fold_one(conn, Part::Audit)?,
     })
 }
 
@@ -230,21 +255,53 @@ pub(crate) fn fold(conn: &Connection) -> Result<Folded, LedgerError> {
 /// them folded, nothing after.
 pub(crate) const FOLD_DIRECTLY_AT: usize = 32;
 
-/// Folds in a transaction of its own (the writer between batches, the store when it opens),
-/// and empties `pending` once it committed. A failure rolls back and leaves `pending` as it
-/// was: the rows stay in the tail, correct, until a later fold succeeds.
-pub(crate) fn fold_all(conn: &Connection, pending: &mut Pending) -> Result<Folded, LedgerError> {
+/// Writes a large report's fingerprints straight into `folded_fingerprints`, inside its job
+/// (see [`FOLD_DIRECTLY_AT`]).
+pub(crate) fn write_folded(conn: &Connection, rows: &[FingerprintRow]) -> Result<(), LedgerError> {
+    let mut insert = conn
+        .prepare_cached(statements::SQLITE_INSERT_FOLDED_FINGERPRINT)
+        .during("preparing the folded fingerprint insert")?;
+    for row in rows {
+        insert
+            .execute(rusqlite::params_from_iter(row.params()))
+            .during(FingerprintRow::DURING)?;
+    }
+    Ok(())
+}
+
+/// Folds `parts` in a transaction of their own (the writer between batches, the store when
+/// it opens), and empties `pending` once a fold of the fingerprints committed. A failure
+/// rolls back and leaves `pending` as it was: the rows stay in the tail, correct, until a
+/// later fold succeeds.
+pub(crate) fn fold_parts(
+    conn: &Connection,
+    parts: &[Part],
+    pending: &mut Pending,
+) -> Result<Folded, LedgerError> {
     let during = |d| move |e: rusqlite::Error| super::rows::ledger_error(d, &e);
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(during("starting a fold"))?;
-    let folded = fold(conn).and_then(|folded| {
-        conn.execute_batch("COMMIT")
-            .map_err(during("committing a fold"))
-            .map(|()| folded)
-    });
-    match folded {
-        Ok(folded) => {
-            pending.emptied();
+    let mut folded = Folded::default();
+    let result = parts
+        .iter()
+        .try_for_each(|&part| {
+            let moved = fold_one(conn, part)?;
+            match part {
+                Part::Fingerprints => folded.fingerprints = moved,
+                Part::Uses => folded.uses = moved,
+                Part::Audit => folded.entries = moved,
+            }
+            Ok(())
+        })
+        .and_then(|()| {
+            conn.execute_batch("COMMIT")
+                .map_err(during("committing a fold"))
+        });
+    match result {
+        Ok(()) => {
+            if parts.contains(&Part::Fingerprints) {
+                pending.emptied();
+            }
             Ok(folded)
         }
         Err(e) => {

@@ -141,8 +141,15 @@ pub(crate) fn verify_keeping_anomaly(
             return refuse(refusal);
         }
     };
-    let rows = VerifyRows::of(&snapshot, &plan, cmd);
+    let mut rows = VerifyRows::of(&snapshot, &plan, cmd);
     let direct = plan.changes.len() >= fold::FOLD_DIRECTLY_AT;
+    // A large report's fingerprints go straight to the folded table, not through the pending
+    // one it would fold them from a moment later.
+    let folded_fingerprints = if direct {
+        std::mem::take(&mut rows.fingerprints)
+    } else {
+        Vec::new()
+    };
     let applied = keeping_anomaly(
         tx,
         |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
@@ -150,6 +157,7 @@ pub(crate) fn verify_keeping_anomaly(
             if direct {
                 fold::fold(conn)?;
                 exec::write(conn, &rows)?;
+                fold::write_folded(conn, &folded_fingerprints)?;
                 fold::fold(conn).map(drop)
             } else {
                 exec::write(conn, &rows)

@@ -113,6 +113,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     b.syncs as f64,
                 ));
                 extra.push(gauge(
+                    "ticketd_store_folds_total",
+                    "Folds of the lookups keyed by order into their tables (SQLite).",
+                    b.folds as f64,
+                ));
+                extra.push(gauge(
                     "ticketd_store_queued_writes",
                     "Writes waiting for a batch.",
                     b.queued as f64,
