@@ -8,8 +8,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use ticket_ledger::{
-    plan_verify, refusal_anomaly, Fingerprint, LedgerError, OrderId, OrderRecord, OrderSnapshot,
-    VerifyCommand, VerifyOutcome,
+    plan_verify, refusal_anomaly, ConfirmCode, Fingerprint, LedgerError, OrderId, OrderRecord,
+    OrderSnapshot, VerifyCommand, VerifyOutcome, VerifyUses, VoucherRecord,
 };
 
 use super::db::{During, Failure};
@@ -21,7 +21,7 @@ use crate::rows::{self, ReadRow, WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
     BulkInsert, BULK_COUNT_USES, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT,
     BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES, BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS,
-    BULK_MARK_REFUND_REVIEWS, BULK_SELECT_REFUNDS, BULK_SELECT_VOUCHERS,
+    BULK_MARK_REFUND_REVIEWS, BULK_SELECT_REFUNDS, BULK_SELECT_VOUCHERS, BULK_VOUCHER_SUMMARY,
 };
 
 /// The answers of a batch, in its order.
@@ -48,7 +48,7 @@ pub(crate) async fn plan_batch(
     cmds: &[&VerifyCommand],
 ) -> Result<(Answers, VerifyRows), Failure> {
     let ids_json = to_json(&order_ids(cmds))?;
-    let mut orders = load_orders(conn, e, &ids_json).await?;
+    let mut orders = load_orders(conn, e, &ids_json, cmds).await?;
 
     let wanted: Vec<FingerprintRow> = cmds
         .iter()
@@ -104,10 +104,18 @@ pub(crate) async fn plan_batch(
 
 /// Locks the batch's orders (in `order_id` order) and reads each one's vouchers and refund
 /// requests: the snapshots the batch is planned on, by `order_id`.
+///
+/// An order whose verifies all name their codes gets a snapshot in brief ([`summarise`]): the
+/// named codes, and the rest of its codes as one voucher holding their totals. Every rule of
+/// `plan_verify` reads the codes a verify names and the order's totals, nothing else of the
+/// other codes (the order's capacity and uses, its status, what a refund holds); only a
+/// legacy report without a code draws down the codes one by one in issuance order, so an
+/// order with such a verify in the batch is read whole.
 async fn load_orders(
     conn: &mut AnyConnection,
     e: Engine,
     ids_json: &str,
+    cmds: &[&VerifyCommand],
 ) -> Result<HashMap<i64, OrderSnapshot>, Failure> {
     let locked = all(
         conn,
@@ -128,16 +136,94 @@ async fn load_orders(
             (snapshot.order.order_id.get(), snapshot)
         })
         .collect();
-    let vouchers = all(
-        conn,
-        q_owned(e, e.select_by_ids(&BULK_SELECT_VOUCHERS)).bind(ids_json.to_owned()),
-        |row| Ok((row.int(0)?, rows::voucher(&Shifted(row))?)),
-        "reading the batch's vouchers",
-    )
-    .await?;
-    for (order, voucher) in vouchers {
-        if let Some(s) = orders.get_mut(&order) {
-            s.vouchers.push(voucher);
+
+    // The codes each order's verifies name; `None` for an order read whole.
+    let mut named: HashMap<i64, Option<HashSet<&ConfirmCode>>> = HashMap::new();
+    for cmd in cmds {
+        let Some(id) = cmd.order.order_id().map(OrderId::get) else {
+            continue;
+        };
+        if !orders.contains_key(&id) {
+            continue;
+        }
+        let codes = named.entry(id).or_insert_with(|| Some(HashSet::new()));
+        match (&cmd.uses, codes.as_mut()) {
+            (VerifyUses::Vouchers { entries, .. }, Some(codes)) => {
+                codes.extend(entries.iter().map(|entry| &entry.code));
+            }
+            (VerifyUses::Code { code, .. }, Some(codes)) => {
+                codes.insert(code);
+            }
+            (VerifyUses::Order { .. }, _) => *codes = None,
+            (_, None) => {}
+        }
+    }
+    let mut whole: Vec<i64> = named
+        .iter()
+        .filter(|(_, codes)| codes.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let briefly: Vec<(i64, HashSet<&ConfirmCode>)> = named
+        .into_iter()
+        .filter_map(|(id, codes)| Some((id, codes?)))
+        .collect();
+    if !briefly.is_empty() {
+        let keys: Vec<NamedCode<'_>> = briefly
+            .iter()
+            .flat_map(|(id, codes)| {
+                codes.iter().map(|code| NamedCode {
+                    order_id: *id,
+                    code: code.as_str(),
+                })
+            })
+            .collect();
+        let ids: Vec<i64> = briefly.iter().map(|(id, _)| *id).collect();
+        let found = all(
+            conn,
+            q_owned(e, e.voucher_summary(&BULK_VOUCHER_SUMMARY))
+                .bind(to_json(&keys)?)
+                .bind(to_json(&ids)?),
+            |row| {
+                Ok(SummaryRow {
+                    order_id: row.int(0)?,
+                    code: row.opt_text(1)?,
+                    n: row.int(2)?,
+                    capacity: row.opt_int(3)?,
+                    used: row.opt_int(4)?,
+                })
+            },
+            "reading the batch's vouchers",
+        )
+        .await?;
+        let mut found_by_order: HashMap<i64, Vec<SummaryRow>> = HashMap::new();
+        for row in found {
+            found_by_order.entry(row.order_id).or_default().push(row);
+        }
+        for (id, codes) in &briefly {
+            let rows = found_by_order.remove(id).unwrap_or_default();
+            match summarise(rows, codes) {
+                Some(vouchers) => {
+                    if let Some(s) = orders.get_mut(id) {
+                        s.vouchers = vouchers;
+                    }
+                }
+                None => whole.push(*id),
+            }
+        }
+    }
+    if !whole.is_empty() {
+        whole.sort_unstable();
+        let vouchers = all(
+            conn,
+            q_owned(e, e.select_by_ids(&BULK_SELECT_VOUCHERS)).bind(to_json(&whole)?),
+            |row| Ok((row.int(0)?, rows::voucher(&Shifted(row))?)),
+            "reading the batch's vouchers",
+        )
+        .await?;
+        for (order, voucher) in vouchers {
+            if let Some(s) = orders.get_mut(&order) {
+                s.vouchers.push(voucher);
+            }
         }
     }
     let refunds = all(
@@ -153,6 +239,88 @@ async fn load_orders(
         }
     }
     Ok(orders)
+}
+
+/// A code a batch names, as [`BULK_VOUCHER_SUMMARY`] reads it.
+#[derive(Debug, Serialize)]
+struct NamedCode<'a> {
+    #[serde(rename = "o")]
+    order_id: i64,
+    #[serde(rename = "c")]
+    code: &'a str,
+}
+
+/// A row of [`BULK_VOUCHER_SUMMARY`]: a named code (`code` set, `n` its `seq`) or an order's
+/// totals (`code` NULL, `n` its count of codes, a sum NULL when it does not fit an `i64`).
+#[derive(Debug)]
+struct SummaryRow {
+    order_id: i64,
+    code: Option<String>,
+    n: i64,
+    capacity: Option<i64>,
+    used: Option<i64>,
+}
+
+/// One order's snapshot vouchers in brief: its named codes that exist, in issuance order, then
+/// — when it has other codes — one voucher standing for all of them, with their summed
+/// capacity and uses. `None` when the order must be read whole instead (a sum out of range,
+/// or rows that do not add up).
+///
+/// The stand-in's code is one no verify of the batch names for this order, so a verify that
+/// names an unknown code is still refused as not found, and no plan ever changes the
+/// stand-in: a plan changes only the codes its verify names.
+fn summarise(rows: Vec<SummaryRow>, named: &HashSet<&ConfirmCode>) -> Option<Vec<VoucherRecord>> {
+    let mut codes: Vec<(i64, VoucherRecord)> = Vec::new();
+    let mut totals = None;
+    for row in rows {
+        match row.code {
+            Some(code) => codes.push((
+                row.n,
+                VoucherRecord {
+                    code: ConfirmCode::parse(&code)?,
+                    capacity: row.capacity?,
+                    used: row.used?,
+                },
+            )),
+            None => totals = Some((row.n, row.capacity?, row.used?)),
+        }
+    }
+    let Some((count, capacity, used)) = totals else {
+        // No codes at all (not issued): nothing can be named either.
+        return codes.is_empty().then(Vec::new);
+    };
+    codes.sort_unstable_by_key(|(seq, _)| *seq);
+    let rest = count.checked_sub(i64::try_from(codes.len()).ok()?)?;
+    let rest_capacity = codes
+        .iter()
+        .try_fold(capacity, |left, (_, v)| left.checked_sub(v.capacity))?;
+    let rest_used = codes
+        .iter()
+        .try_fold(used, |left, (_, v)| left.checked_sub(v.used))?;
+    let mut vouchers: Vec<VoucherRecord> = codes.into_iter().map(|(_, v)| v).collect();
+    if rest > 0 {
+        vouchers.push(VoucherRecord {
+            code: stand_in_code(named)?,
+            capacity: rest_capacity,
+            used: rest_used,
+        });
+    } else if rest < 0 || rest_capacity != 0 || rest_used != 0 {
+        return None;
+    }
+    Some(vouchers)
+}
+
+/// A code none of `named` is: `~rest~`, longer if need be.
+fn stand_in_code(named: &HashSet<&ConfirmCode>) -> Option<ConfirmCode> {
+    let mut text = String::from("~rest~");
+    while text.len() <= ConfirmCode::MAX_LEN {
+        let code = ConfirmCode::parse(&text)?;
+        if !named.contains(&code) {
+            return Some(code);
+        }
+        text.push('~');
+    }
+    None
 }
 
 /// Those of `wanted` already recorded, as `(order_id, fingerprint)`.
@@ -332,5 +500,97 @@ impl ReadRow for Shifted<'_> {
 
     fn corrupt(&self, column: usize, what: String) -> sqlx::Error {
         self.0.corrupt(column + 1, what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ConfirmCode {
+        ConfirmCode::parse(text).expect("a valid code")
+    }
+
+    fn named(order_id: i64, text: &str, seq: i64, capacity: i64, used: i64) -> SummaryRow {
+        SummaryRow {
+            order_id,
+            code: Some(text.to_owned()),
+            n: seq,
+            capacity: Some(capacity),
+            used: Some(used),
+        }
+    }
+
+    fn totals(order_id: i64, count: i64, capacity: Option<i64>, used: Option<i64>) -> SummaryRow {
+        SummaryRow {
+            order_id,
+            code: None,
+            n: count,
+            capacity,
+            used,
+        }
+    }
+
+    #[test]
+    fn the_codes_not_named_stand_in_as_one_voucher_with_their_totals() {
+        let (a, b, missing) = (code("A"), code("B"), code("NOPE"));
+        let wanted = HashSet::from([&a, &b, &missing]);
+        let rows = vec![
+            named(7, "B", 3, 5, 4),
+            totals(7, 500, Some(2_500), Some(1_000)),
+            named(7, "A", 1, 5, 0),
+        ];
+        let vouchers = summarise(rows, &wanted).expect("a summary");
+        let codes: Vec<&str> = vouchers.iter().map(|v| v.code.as_str()).collect();
+        // Issuance order, the unknown code absent (so still refused as not found), and the
+        // other 498 codes as one voucher whose code no verify named.
+        assert_eq!(codes, ["A", "B", "~rest~"]);
+        assert_eq!((vouchers[2].capacity, vouchers[2].used), (2_490, 996));
+        let capacity: i64 = vouchers.iter().map(|v| v.capacity).sum();
+        let used: i64 = vouchers.iter().map(|v| v.used).sum();
+        assert_eq!(
+            (capacity, used),
+            (2_500, 1_000),
+            "the order's totals are kept"
+        );
+    }
+
+    #[test]
+    fn an_order_whose_codes_are_all_named_gets_no_stand_in() {
+        let (a, b) = (code("A"), code("B"));
+        let wanted = HashSet::from([&a, &b]);
+        let rows = vec![
+            named(7, "A", 1, 5, 0),
+            named(7, "B", 2, 5, 1),
+            totals(7, 2, Some(10), Some(1)),
+        ];
+        let vouchers = summarise(rows, &wanted).expect("a summary");
+        assert_eq!(vouchers.len(), 2);
+    }
+
+    #[test]
+    fn an_order_without_codes_has_an_empty_snapshot() {
+        let a = code("A");
+        let vouchers = summarise(Vec::new(), &HashSet::from([&a])).expect("a summary");
+        assert!(vouchers.is_empty(), "planned as not issued");
+    }
+
+    #[test]
+    fn totals_out_of_range_or_not_adding_up_send_the_order_to_a_whole_read() {
+        let a = code("A");
+        let wanted = HashSet::from([&a]);
+        assert!(summarise(vec![totals(7, 3, None, Some(0))], &wanted).is_none());
+        assert!(summarise(
+            vec![named(7, "A", 1, 5, 0), totals(7, 1, Some(6), Some(0))],
+            &wanted
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn the_stand_in_code_is_never_one_the_batch_names() {
+        let (rest, longer) = (code("~rest~"), code("~rest~~"));
+        let chosen = stand_in_code(&HashSet::from([&rest, &longer])).expect("a free code");
+        assert_eq!(chosen.as_str(), "~rest~~~");
     }
 }
