@@ -11,10 +11,10 @@
 //! 5.3 KB without all three).
 //!
 //! So the writer folds them: every [`FOLD_AT`] jobs (or [`FOLD_FINGERPRINTS`] pending
-//! fingerprints, or once the queue is idle), three transactions of its own, one per lookup
-//! ([`Part`]) and each after a batch, move what was appended since the last fold into
-//! `folded_fingerprints`, `uses_by_code` and `audit_by_order`, sorted by key, so one page
-//! takes many rows; `ledger_fold` records how far each went. Nothing is lost in between, and nothing is read wrong:
+//! fingerprints, or once the queue is idle), one transaction of its own moves what was
+//! appended since the last fold into `folded_fingerprints`, `uses_by_code` and
+//! `audit_by_order` ([`Part`]), sorted by key, so one page takes many rows; `ledger_fold`
+//! records how far each went. Nothing is lost in between, and nothing is read wrong:
 //!
 //! - What is not folded yet is still in the appended tables, committed with the verify that
 //!   wrote it. A reader finds an order's history and a code's uses in the folded table plus
@@ -187,9 +187,7 @@ fn move_fingerprints(conn: &Connection, after: i64, upto: i64) -> Result<u64, Le
     Ok(moved)
 }
 
-/// One of the three lookups a fold builds. The writer folds them in turn, each in a
-/// transaction of its own ([`fold_part`]), so that no single transaction (and the fsync that
-/// makes it durable, which the next batch waits for) carries all three.
+/// One of the three lookups a fold builds, each with its own mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Part {
     /// Pending fingerprints into `folded_fingerprints`.
@@ -201,7 +199,7 @@ pub(crate) enum Part {
 }
 
 impl Part {
-    /// Every part, in the order the writer folds them.
+    /// Every part.
     pub(crate) const ALL: [Part; 3] = [Part::Fingerprints, Part::Uses, Part::Audit];
 }
 
