@@ -632,11 +632,14 @@ pub(crate) const SQLITE_FOLD_ENDS: &str =
      (SELECT coalesce(max(seq), 0) FROM audit_log), \
      (SELECT coalesce(max(id), 0) FROM pending_fingerprints)";
 /// Moves the pending fingerprints with `id` in `(?, ?]` into the keyed table, in key order
-/// (one page takes many rows).
+/// (one page takes many rows). Rows a staged fold ([`SQLITE_STAGE_FINGERPRINTS`]) already
+/// copied are skipped, here and in the two statements below: copies past the marks are
+/// invisible to readers until the fold that made them, or this one, moves the marks.
 pub(crate) const SQLITE_FOLD_FINGERPRINTS: &str = "INSERT INTO folded_fingerprints \
      (order_id, confirm_code, used_at_ms, quantity, request_id) \
      SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
-     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity";
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity \
+     ON CONFLICT DO NOTHING";
 /// Forgets the fingerprints folded by [`SQLITE_FOLD_FINGERPRINTS`] (the same bounds).
 pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
     "DELETE FROM pending_fingerprints WHERE id > ? AND id <= ?";
@@ -644,11 +647,13 @@ pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
 pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
      (order_id, confirm_code, recorded_at_ms, use_id) \
      SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
-     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id";
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id \
+     ON CONFLICT DO NOTHING";
 /// Folds the entries with `seq` in `(?, ?]` into `audit_by_order`.
 pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
      SELECT order_id, seq FROM audit_log \
-     WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";
+     WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq \
+     ON CONFLICT DO NOTHING";
 /// Moves the uses' mark (bind the new mark, the old: it must change one row, or another
 /// writer folded meanwhile).
 pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
@@ -656,3 +661,28 @@ pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
 /// Moves the entries' mark (as [`SQLITE_FOLD_ADVANCE_USES`]).
 pub(crate) const SQLITE_FOLD_ADVANCE_AUDIT: &str =
     "UPDATE ledger_fold SET audit_seq = ? WHERE id = 1 AND audit_seq = ?";
+
+// A staged fold (`sqlite::fold::Staged`): the same rows, read once in key order and copied a
+// slice per transaction, so that no transaction holds the writer for long.
+
+/// The pending fingerprints up to an id (bind it), in key order.
+pub(crate) const SQLITE_STAGE_FINGERPRINTS: &str =
+    "SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
+     WHERE id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity";
+/// The uses with `id` in `(?, ?]`, in key order.
+pub(crate) const SQLITE_STAGE_USES: &str =
+    "SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
+     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id";
+/// The entries naming an order with `seq` in `(?, ?]`, in key order.
+pub(crate) const SQLITE_STAGE_AUDIT: &str = "SELECT order_id, seq FROM audit_log \
+     WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq";
+/// Copies one staged fingerprint (a copy an interrupted fold left is kept).
+pub(crate) const SQLITE_STAGE_COPY_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \
+     (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT DO NOTHING";
+/// Copies one staged use.
+pub(crate) const SQLITE_STAGE_COPY_USE: &str = "INSERT INTO uses_by_code \
+     (order_id, confirm_code, recorded_at_ms, use_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
+/// Copies one staged entry.
+pub(crate) const SQLITE_STAGE_COPY_ENTRY: &str =
+    "INSERT INTO audit_by_order (order_id, seq) VALUES (?, ?) ON CONFLICT DO NOTHING";

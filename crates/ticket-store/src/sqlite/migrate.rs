@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "folded_lookups",
         sql: include_str!("../../migrations/sqlite/0005_folded_lookups.sql"),
     },
+    Migration {
+        version: 6,
+        name: "staged_fold",
+        sql: include_str!("../../migrations/sqlite/0006_staged_fold.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -377,7 +377,7 @@ fn run(
                         )));
                     }
                 }
-                folds.after_commit(&conn, &mut snapshots, size, queue.is_empty(), stats);
+                folds.after_commit(&conn, &mut snapshots, size, || queue.is_empty(), stats);
                 maintain_wal(&conn, &mut nudge, restart_pages);
             }
             Err(e) => {
@@ -405,13 +405,17 @@ fn run(
 
 /// When the writer folds ([`fold`]): after [`fold::FOLD_AT`] jobs, or
 /// [`fold::FOLD_FINGERPRINTS`] pending fingerprints, or once the queue is empty and the last
-/// fold is [`IDLE_FOLD`] old, so that a quiet ledger's tail stays short too. (Folding the
-/// three lookups in three transactions, one after each batch, was measured: 11.3–11.6k
-/// verifies/s against 12.4–12.7k in one, and no better p99; so one transaction.)
+/// fold is [`IDLE_FOLD`] old, so that a quiet ledger's tail stays short too. A fold is
+/// [`fold::Staged`]: one step after each batch, and every step that is due while the queue is
+/// empty. (One transaction per part, each after a batch, was measured: 11.3–11.6k verifies/s
+/// against 12.4–12.7k in one, and no better p99, because those parts were copied in the order
+/// they were appended, each page taking one row per transaction; slices of keys in order do
+/// not have that cost.)
 #[derive(Debug)]
 struct Folds {
     jobs: u64,
     last: std::time::Instant,
+    staged: Option<fold::Staged>,
 }
 
 /// How old the last fold must be before an idle moment folds what is pending.
@@ -422,41 +426,64 @@ impl Default for Folds {
         Self {
             jobs: 0,
             last: std::time::Instant::now(),
+            staged: None,
         }
     }
 }
 
 impl Folds {
+    /// Called after each committed batch of `jobs` jobs; `idle` says whether the queue is
+    /// empty now (asked again before each further step).
     fn after_commit(
         &mut self,
         conn: &Connection,
         snapshots: &mut Snapshots,
         jobs: u64,
-        idle: bool,
+        idle: impl Fn() -> bool,
         stats: &Stats,
     ) {
         self.jobs = self.jobs.saturating_add(jobs);
-        let due = self.jobs >= fold::FOLD_AT
-            || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
-            || (idle && self.jobs > 0 && self.last.elapsed() >= IDLE_FOLD);
-        if !due {
-            return;
-        }
-        self.last = std::time::Instant::now();
-        match fold::fold_parts(conn, &fold::Part::ALL, &mut snapshots.pending) {
-            Ok(folded) => {
-                tracing::debug!(
-                    fingerprints = folded.fingerprints,
-                    uses = folded.uses,
-                    entries = folded.entries,
-                    took_us = u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    "folded the ledger's lookups"
-                );
-                self.jobs = 0;
-                stats.folds.fetch_add(1, Ordering::Relaxed);
+        if self.staged.is_none() {
+            let due = self.jobs >= fold::FOLD_AT
+                || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
+                || (self.jobs > 0 && self.last.elapsed() >= IDLE_FOLD && idle());
+            if !due {
+                return;
             }
-            // The rows stay in the tail, where readers find them; the next batch tries again.
-            Err(e) => tracing::warn!(error = %e, "folding the ledger's lookups failed"),
+            self.last = std::time::Instant::now();
+            self.jobs = 0;
+            match fold::Staged::start(conn) {
+                Ok(staged) => self.staged = staged,
+                Err(e) => tracing::warn!(error = %e, "starting a fold failed"),
+            }
+        }
+        let mut first = true;
+        while let Some(staged) = &mut self.staged {
+            if !first && !idle() {
+                return;
+            }
+            first = false;
+            match staged.step(conn, &mut snapshots.pending) {
+                Ok(fold::Step::More) => {}
+                Ok(fold::Step::Done(folded)) => {
+                    tracing::debug!(
+                        fingerprints = folded.fingerprints,
+                        uses = folded.uses,
+                        entries = folded.entries,
+                        took_us =
+                            u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "folded the ledger's lookups"
+                    );
+                    stats.folds.fetch_add(1, Ordering::Relaxed);
+                    self.staged = None;
+                }
+                // The rows stay in the tail, where readers find them; a later fold starts
+                // again from the marks.
+                Err(e) => {
+                    tracing::warn!(error = %e, "folding the ledger's lookups failed");
+                    self.staged = None;
+                }
+            }
         }
     }
 }

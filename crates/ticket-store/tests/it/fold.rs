@@ -260,7 +260,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 5);
+    assert_eq!(store.schema_version(), 6);
     let gone: i64 = raw
         .query_row(
             "SELECT count(*) FROM sqlite_schema \
@@ -416,5 +416,215 @@ async fn a_large_report_folds_its_own_rows_and_every_read_counts_them_once() {
         .reverse(reversal(7, &codes[2], 1, window, received_at()))
         .await;
     assert!(again.is_err(), "{again:?}");
+    store.close().await;
+}
+
+/// Copies what lies past the fold marks into the folded tables, as a staged fold interrupted
+/// by a crash leaves them (copies, marks unmoved); returns how many uses it copied.
+fn copy_past_the_marks(raw: &Connection) -> i64 {
+    let tx = raw.unchecked_transaction().expect("raw transaction");
+    tx.execute(
+        "INSERT INTO folded_fingerprints (order_id, confirm_code, used_at_ms, quantity, request_id) \
+         SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
+         WHERE true ON CONFLICT DO NOTHING",
+        [],
+    )
+    .expect("copy fingerprints");
+    let uses = tx
+        .execute(
+            "INSERT INTO uses_by_code (order_id, confirm_code, recorded_at_ms, use_id) \
+             SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
+             WHERE id > (SELECT use_id FROM ledger_fold) ON CONFLICT DO NOTHING",
+            [],
+        )
+        .expect("copy uses");
+    tx.execute(
+        "INSERT INTO audit_by_order (order_id, seq) SELECT order_id, seq FROM audit_log \
+         WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id IS NOT NULL \
+         ON CONFLICT DO NOTHING",
+        [],
+    )
+    .expect("copy entries");
+    tx.commit().expect("commit the copies");
+    i64::try_from(uses).expect("uses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_an_interrupted_fold_left_are_read_once_and_the_next_fold_skips_them() {
+    let (_dir, path) = temp_path();
+    let store = SqliteStore::open(&path).expect("open");
+    given(&store, "app-i", 3, &[("CODE0001", 50), ("CODE0002", 50)]).await;
+    let raw = Connection::open(&path).expect("raw");
+    let apply = |n: i64| verify_at("app-i", 3, "CODE0001", gate(n), &format!("req-{n}")).build();
+    // Reports until some are in the tail when the copies are made (an idle fold may take the
+    // first ones if this test runs slowly).
+    let mut n = 0;
+    let copied = loop {
+        for _ in 0..3 {
+            n += 1;
+            let outcome = store.verify(apply(n)).await.expect("verify");
+            assert_eq!(outcome.kind, OutcomeKind::Applied);
+        }
+        let copied = copy_past_the_marks(&raw);
+        if copied > 0 {
+            break copied;
+        }
+        assert!(n < 30, "the tail stayed empty");
+    };
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert!(
+        count("SELECT count(*) FROM pending_fingerprints") >= copied,
+        "the copied fingerprints are still pending"
+    );
+
+    // Every read counts each fact once: the copies lie past the marks.
+    let with_copies = history_reads_agree(&store, 3).await;
+    assert_eq!(
+        count("SELECT count(*) FROM verify_fingerprints"),
+        n,
+        "the view shows a copied fingerprint once"
+    );
+    for m in 1..=n {
+        let retry = store.verify(apply(m)).await.expect("retry");
+        assert_eq!(retry.kind, OutcomeKind::Replayed, "retry of report {m}");
+    }
+    // Give back all but one of the uses, then ask for two: a use read both from the copies
+    // and the tail would allow it.
+    let window = Duration::days(3650);
+    let left = store
+        .reverse(reversal(3, "CODE0001", n - 1, window, received_at()))
+        .await
+        .expect("reverse all but one");
+    assert_eq!(left, 1);
+    let too_many = store
+        .reverse(reversal(3, "CODE0001", 2, window, received_at()))
+        .await;
+    assert!(too_many.is_err(), "{too_many:?}");
+
+    // The next fold moves the marks over the copies instead of failing on them.
+    let folds = store.writer_stats().folds;
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    let after = store.verify(apply(n + 1)).await.expect("one more");
+    assert_eq!(after.kind, OutcomeKind::Applied);
+    folded(&store, folds + 1).await;
+    assert_eq!(count("SELECT count(*) FROM pending_fingerprints"), 0);
+    assert_eq!(count("SELECT count(*) FROM folded_fingerprints"), n + 1);
+    assert_eq!(
+        count("SELECT count(*) FROM uses_by_code"),
+        count("SELECT count(*) FROM voucher_uses")
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM audit_by_order"),
+        count("SELECT count(*) FROM audit_log WHERE order_id IS NOT NULL")
+    );
+    assert!(history_reads_agree(&store, 3).await > with_copies);
+    assert_eq!(used(&store, 3).await[0].1, 2);
+    store.close().await;
+    drop(store);
+    // Copies made again and a restart: opening folds over them too.
+    let store = SqliteStore::open(&path).expect("reopen");
+    let more = store.verify(apply(n + 2)).await.expect("after reopen");
+    assert_eq!(more.kind, OutcomeKind::Applied);
+    store.close().await;
+    drop(store);
+    copy_past_the_marks(&raw);
+    let store = SqliteStore::open(&path).expect("open over copies");
+    assert_eq!(count("SELECT count(*) FROM verify_fingerprints"), n + 2);
+    assert_eq!(used(&store, 3).await[0].1, 3);
+    history_reads_agree(&store, 3).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
+    let (_dir, path) = temp_path();
+    let store = std::sync::Arc::new(SqliteStore::open(&path).expect("open"));
+    // 1,500 codes over 30 orders, each used once by its own report: 1,500 fingerprints, uses
+    // and entries, more than a slice of each.
+    let orders: i64 = 30;
+    let per_order: i64 = 50;
+    for id in 1..=orders {
+        let codes: Vec<String> = (0..per_order).map(|c| format!("S{id:03}C{c:03}")).collect();
+        let vouchers: Vec<(&str, i64)> = codes.iter().map(|c| (c.as_str(), 1)).collect();
+        given(&*store, "app-s", id, &vouchers).await;
+    }
+    let folds = store.writer_stats().folds;
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for id in 1..=orders {
+                for c in (worker..per_order).step_by(16) {
+                    let code = format!("S{id:03}C{c:03}");
+                    let cmd = verify_at("app-s", id, &code, gate(c), &format!("r-{id}-{c}"));
+                    let outcome = store.verify(cmd.build()).await.expect("verify");
+                    assert_eq!(outcome.kind, OutcomeKind::Applied, "{code}");
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    // A reader while the writes go on: no entry of a history is read twice, and none that
+    // was read disappears.
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+            for round in 0..60 {
+                let id = 1 + round % orders;
+                let seqs: Vec<i64> = paged_by_order(&store, id, 7)
+                    .await
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect();
+                assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+                let before = seen.entry(id).or_default();
+                assert!(before.iter().all(|s| seqs.contains(s)), "an entry vanished");
+                *before = seqs;
+            }
+        })
+    };
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.expect("writer task");
+    }
+    reader.await.expect("reader");
+    assert_eq!(applied, orders * per_order);
+    // The idle fold takes everything, in slices.
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    let last = verify_at("app-s", 1, "S001C000", gate(0), "r-1-0").build();
+    assert_eq!(
+        store.verify(last).await.expect("retry").kind,
+        OutcomeKind::Replayed
+    );
+    folded(&store, folds + 1).await;
+    let raw = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    for _ in 0..500 {
+        if count("SELECT count(*) FROM pending_fingerprints") == 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    assert_eq!(count("SELECT count(*) FROM pending_fingerprints"), 0);
+    assert_eq!(count("SELECT count(*) FROM folded_fingerprints"), applied);
+    assert_eq!(
+        count("SELECT count(*) FROM voucher_uses WHERE id > (SELECT use_id FROM ledger_fold)"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM uses_by_code"), applied);
+    for id in 1..=orders {
+        history_reads_agree(&store, id).await;
+        assert!(used(&*store, id).await.iter().all(|(_, n)| *n == 1));
+    }
+    for id in [1, orders] {
+        let retry = verify_at("app-s", id, &format!("S{id:03}C007"), gate(7), "again").build();
+        assert_eq!(
+            store.verify(retry).await.expect("retry").kind,
+            OutcomeKind::Replayed
+        );
+    }
     store.close().await;
 }
