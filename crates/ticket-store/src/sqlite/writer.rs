@@ -463,7 +463,14 @@ impl Folds {
                 return;
             }
             first = false;
-            match staged.step(conn, &mut snapshots.pending) {
+            let began = std::time::Instant::now();
+            let step = staged.step(conn, &mut snapshots.pending);
+            tracing::trace!(
+                took_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+                ok = step.is_ok(),
+                "a fold step"
+            );
+            match step {
                 Ok(fold::Step::More) => {}
                 Ok(fold::Step::Done(folded)) => {
                     tracing::debug!(
