@@ -45,6 +45,7 @@
 //! | `reversal` | — | operator reversals within the window |
 //! | `anomalies` | — | anomalies stored, listed and resolved |
 //! | `reconcile` | — | the vendor's counts applied as cumulative reports |
+//! | `events` | — | change events: one per accepted change, gap-free, followed while written |
 //! | `sequences` | all | fixed random lifecycle sequences and the ledger's invariants |
 //! | `tamper` | — | a write that changes no row: refused, rolled back, recorded as an anomaly |
 //!
@@ -72,6 +73,7 @@ pub mod build;
 mod check;
 mod counts;
 mod dates;
+mod events;
 mod forms;
 mod history;
 mod issuance;
@@ -116,6 +118,7 @@ const CASES: &[&[Case]] = &[
     reversal::CASES,
     anomalies::CASES,
     reconcile::CASES,
+    events::CASES,
     sequences::CASES,
     tamper::CASES,
 ];

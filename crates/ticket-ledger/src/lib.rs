@@ -57,6 +57,7 @@ pub mod anomaly;
 pub mod app;
 pub mod audit;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod issue;
 pub mod limits;
@@ -83,6 +84,7 @@ pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditOutcome, RequestMeta, ISSUE_ACTION, REFUND_ACTION,
 };
 pub use error::{LedgerError, UsedDateProblem};
+pub use events::{Event, EventPage, EventType, NewEvent};
 pub use ids::{
     mask_code, mask_json_code, AppKey, ConfirmCode, OrderId, OutOrderId, MASK_SHOWN_MAX,
 };

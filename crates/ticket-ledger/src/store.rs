@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::anomaly::{Anomaly, AnomalyFilter, ResolveAnomaly};
 use crate::app::{App, AppAccess, NewApp, SecretRotation};
 use crate::audit::{AuditEntry, AuditFilter};
+use crate::events::EventPage;
 use crate::ids::{AppKey, OrderId};
 use crate::issue::IssueCommand;
 use crate::metrics::StoreMetrics;
@@ -144,6 +145,15 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         &self,
         filter: RejectedCallFilter,
     ) -> Result<Vec<RejectedCall>, LedgerError>;
+
+    /// The change events with `seq` greater than `after`, in `seq` order, at most `limit`
+    /// (default 100 when 0, capped at 1000); see [`crate::events`].
+    ///
+    /// Every store hands out `seq`s from one counter row, advanced in the transaction of the
+    /// change, whose lock that transaction holds until it commits: so `seq`s are consecutive,
+    /// and an event is visible only after every event before it is. A reader that always asks
+    /// after the last `seq` it has seen therefore sees every event once, in order.
+    async fn events(&self, after: i64, limit: u32) -> Result<EventPage, LedgerError>;
 
     /// Ledger totals and batching counters for `/metrics`. The totals scan the ledger, so
     /// call it at scrape frequency, not per request.

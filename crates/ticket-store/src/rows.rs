@@ -327,6 +327,38 @@ pub(crate) fn rejected_call<R: ReadRow>(row: &R) -> Result<RejectedCall, R::Erro
     })
 }
 
+/// A stored change event: the columns of `statements::LIST_EVENTS`.
+pub(crate) fn event<R: ReadRow>(row: &R) -> Result<ticket_ledger::Event, R::Error> {
+    Ok(ticket_ledger::Event {
+        seq: row.int(0)?,
+        kind: row.text(1)?,
+        order_id: row.opt_int(2)?,
+        at: instant(row, 3)?,
+        data: json(row, 4)?,
+    })
+}
+
+/// The `(after, limit)` of a feed page: `limit` 0 means the default, and at most
+/// [`MAX_LIMIT`].
+pub(crate) fn events_page(after: i64, limit: u32) -> (i64, i64) {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    (after.max(0), i64::from(limit.min(MAX_LIMIT)))
+}
+
+/// The page of `events` read after `after`.
+pub(crate) fn event_page(
+    ledger_id: String,
+    after: i64,
+    events: Vec<ticket_ledger::Event>,
+) -> ticket_ledger::EventPage {
+    let next = events.last().map_or(after.max(0), |e| e.seq);
+    ticket_ledger::EventPage {
+        ledger_id,
+        events,
+        next,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pure helpers shared by the operations of every backend
 // ---------------------------------------------------------------------------------------------

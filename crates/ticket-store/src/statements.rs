@@ -621,6 +621,42 @@ pub(crate) const BULK_INSERT_ANOMALIES: BulkInsert = BulkInsert {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Change events (`ticket_ledger::events`)
+// ---------------------------------------------------------------------------------------------
+
+/// Takes the next event `seq` ([`crate::plan_rows::EventSeqRow`]): the counter row stays
+/// locked until the transaction ends, so `seq`s are consecutive and commit in order.
+pub(crate) const ADVANCE_EVENT_SEQ: &str =
+    "UPDATE ledger_event_seq SET last = last + 1 WHERE id = 1";
+/// Writes an event with the `seq` just taken ([`crate::plan_rows::EventRow`]).
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO ledger_events \
+     (seq, event_type, order_id, at_ms, data) \
+     SELECT last, ?, ?, ?, ? FROM ledger_event_seq WHERE id = 1";
+/// Takes a batch's event `seq`s at once (bind how many).
+pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
+    "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";
+/// [`INSERT_EVENT`] for a batch whose `seq`s were taken by [`ADVANCE_EVENT_SEQ_BY`]: each row
+/// says how far before the last `seq` it is (`back`).
+pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
+    into: "ledger_events (seq, event_type, order_id, at_ms, data)",
+    select: "(SELECT last FROM ledger_event_seq WHERE id = 1) - d.back, d.event_type, \
+             d.order_id, d.at_ms, d.data",
+    keys: &[
+        ("i", JsonType::Int),
+        ("back", JsonType::Int),
+        ("event_type", JsonType::Key),
+        ("order_id", JsonType::Int),
+        ("at_ms", JsonType::Int),
+        ("data", JsonType::Text),
+    ],
+};
+/// A page of the feed (bind after, limit).
+pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data \
+     FROM ledger_events WHERE seq > ? ORDER BY seq LIMIT ?";
+/// The ledger's random id, drawn by the migration that created the events.
+pub(crate) const SELECT_LEDGER_ID: &str = "SELECT ledger_id FROM ledger_event_seq WHERE id = 1";
+
+// ---------------------------------------------------------------------------------------------
 // SQLite's fold (`sqlite::fold`)
 // ---------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 //! Moving a whole ledger between stores: [`Transfer`], and the JSON-lines format it writes.
 //!
 //! `ticketd export` writes every row of every table — apps with their secrets, orders,
-//! vouchers, fingerprints, the use log, refund requests, anomalies and the whole audit trail —
+//! vouchers, fingerprints, the use log, refund requests, anomalies, the whole audit trail and
+//! the change events —
 //! and `ticketd import` writes them into an empty store of any backend, keeping every number
 //! (audit `seq`, anomaly and use ids) so nothing that refers to one changes meaning. It is how
 //! an operator moves from SQLite to PostgreSQL without losing an event.
@@ -240,7 +241,24 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         order_by: "seq",
     },
+    Table {
+        name: "ledger_events",
+        columns: &[
+            ("seq", Int),
+            ("event_type", Text),
+            ("order_id", OptInt),
+            ("at_ms", Int),
+            ("data", Json),
+        ],
+        order_by: "seq",
+    },
 ];
+
+/// Run after an import, on every backend: the event counter continues after the last event
+/// imported, so the feed goes on with the next `seq`. (The target keeps its own ledger id, so
+/// the CloudEvents `id`s of the events carried over change; `seq`s do not.)
+pub(crate) const AFTER_IMPORT_EVENTS: &str = "UPDATE ledger_event_seq \
+     SET last = (SELECT COALESCE(MAX(seq), 0) FROM ledger_events) WHERE id = 1";
 
 impl Table {
     fn column_list(&self) -> String {

@@ -46,6 +46,8 @@ struct State {
     fingerprints: HashMap<OrderId, HashSet<Fingerprint>>,
     audit: Vec<AuditEntry>,
     anomalies: Vec<Anomaly>,
+    /// The change events, `seq` 1, 2, 3, …
+    events: Vec<ticket_ledger::Event>,
     next_use_id: i64,
     rejected_calls: std::collections::VecDeque<ticket_ledger::RejectedCall>,
     next_rejected_seq: i64,
@@ -61,10 +63,25 @@ fn changed_no_row(write: &'static str) -> LedgerError {
 impl State {
     fn append(&mut self, mut entry: AuditEntry) {
         entry.seq = i64::try_from(self.audit.len()).expect("fewer than 2^63 entries") + 1;
+        if let Some(event) = ticket_ledger::NewEvent::of_entry(&entry) {
+            self.publish(event);
+        }
         self.audit.push(entry);
     }
 
+    fn publish(&mut self, event: ticket_ledger::NewEvent) {
+        let seq = i64::try_from(self.events.len()).expect("fewer than 2^63 events") + 1;
+        self.events.push(ticket_ledger::Event {
+            seq,
+            kind: event.kind.as_str().to_owned(),
+            order_id: event.order_id,
+            at: event.at,
+            data: event.data,
+        });
+    }
+
     fn store_anomaly(&mut self, anomaly: NewAnomaly) {
+        self.publish(ticket_ledger::NewEvent::of_anomaly(&anomaly));
         let id = i64::try_from(self.anomalies.len()).expect("fewer than 2^63 anomalies") + 1;
         self.anomalies.push(Anomaly {
             id,
@@ -610,6 +627,28 @@ impl LedgerStore for MemStore {
             state.rejected_calls.pop_front();
         }
         Ok(())
+    }
+
+    async fn events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<ticket_ledger::EventPage, LedgerError> {
+        let limit = if limit == 0 { 100 } else { limit.min(1000) };
+        let state = self.lock()?;
+        let events: Vec<_> = state
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let next = events.last().map_or(after.max(0), |e| e.seq);
+        Ok(ticket_ledger::EventPage {
+            ledger_id: "mem".into(),
+            events,
+            next,
+        })
     }
 
     async fn rejected_calls(

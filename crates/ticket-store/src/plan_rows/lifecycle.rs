@@ -7,7 +7,7 @@ use ticket_ledger::{
     RefundRequestPlan, ResolutionPlan, ResolveAnomaly, ReversalCommand, ReversalPlan,
 };
 
-use super::{AuditRow, Check, Param, Rows, Step, WriteRow};
+use super::{event_steps, AuditRow, Check, Param, Rows, Step, WriteRow};
 use crate::rows::{
     ms, WRITE_ANOMALY_RESOLUTION, WRITE_ISSUE_STATE, WRITE_REFUNDED_TICKETS, WRITE_REFUND_STATE,
     WRITE_USE_REVERSED, WRITE_VOUCHER_USED,
@@ -52,6 +52,7 @@ impl Rows for OrderRows {
         std::iter::once(Step::of(&self.order, Check::NewOrder))
             .chain(Step::each(&self.vouchers, |_| Check::Nothing))
             .chain([Step::of(&self.audit, Check::Nothing)])
+            .chain(event_steps(std::slice::from_ref(&self.audit), &[]))
             .collect()
     }
 }
@@ -195,6 +196,7 @@ impl Rows for IssueRows {
         state
             .chain(Step::each(&self.vouchers, |_| Check::Nothing))
             .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .chain(event_steps(&self.audit, &[]))
             .collect()
     }
 }
@@ -256,6 +258,7 @@ impl Rows for RefundRequestRows {
     fn steps(&self) -> Vec<Step<'_>> {
         std::iter::once(Step::of(&self.request, Check::Nothing))
             .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .chain(event_steps(&self.audit, &[]))
             .collect()
     }
 }
@@ -334,6 +337,7 @@ impl Rows for RefundRows {
         });
         settlement
             .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .chain(event_steps(&self.audit, &[]))
             .collect()
     }
 }
@@ -421,6 +425,7 @@ impl Rows for ReversalRows {
                 Check::OneRow(WRITE_USE_REVERSED)
             }))
             .chain(Step::each(&self.audit, |_| Check::Nothing))
+            .chain(event_steps(&self.audit, &[]))
             .collect()
     }
 }
@@ -493,10 +498,13 @@ impl ResolutionRows {
 
 impl Rows for ResolutionRows {
     fn steps(&self) -> Vec<Step<'_>> {
-        vec![
+        [
             Step::of(&self.resolution, Check::OneRow(WRITE_ANOMALY_RESOLUTION)),
             Step::of(&self.audit, Check::Nothing),
         ]
+        .into_iter()
+        .chain(event_steps(std::slice::from_ref(&self.audit), &[]))
+        .collect()
     }
 }
 

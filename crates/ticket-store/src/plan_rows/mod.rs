@@ -20,8 +20,8 @@ mod verify;
 
 use serde::Serialize;
 use ticket_ledger::{
-    App, AppAccess, AppKey, AuditEntry, ConfirmCode, LedgerError, NewAnomaly, RejectedCall,
-    SecretRotation,
+    App, AppAccess, AppKey, AuditEntry, ConfirmCode, EventType, LedgerError, NewAnomaly, NewEvent,
+    RejectedCall, SecretRotation,
 };
 
 pub(crate) use self::lifecycle::{
@@ -184,13 +184,24 @@ pub(crate) struct AuditRow {
     pub(crate) detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) client_ip: Option<String>,
+    /// The change event this entry records, if it records one ([`NewEvent::of_entry`]):
+    /// written with it, in the same transaction.
+    #[serde(skip)]
+    pub(crate) event: Option<EventRow>,
 }
 
 impl AuditRow {
     /// The row of `entry` (its `seq` is the database's to hand out).
     pub(crate) fn of(position: usize, entry: AuditEntry) -> Self {
+        let detail = entry.detail.to_string();
         Self {
             position,
+            event: EventType::of_entry(&entry).map(|kind| EventRow {
+                event_type: kind.as_str(),
+                order_id: entry.order_id,
+                at_ms: ms(entry.at),
+                data: NewEvent::entry_data_json(&entry, &detail),
+            }),
             request_id: entry.request_id,
             at_ms: ms(entry.at),
             action: entry.action,
@@ -198,7 +209,7 @@ impl AuditRow {
             order_id: entry.order_id,
             outcome: entry.outcome.as_str(),
             reason: entry.reason,
-            detail: entry.detail.to_string(),
+            detail,
             client_ip: entry.client_ip,
         }
     }
@@ -249,6 +260,9 @@ pub(crate) struct AnomalyRow {
     pub(crate) detail: String,
     /// JSON text.
     pub(crate) request: String,
+    /// The event of its opening.
+    #[serde(skip)]
+    pub(crate) event: EventRow,
 }
 
 impl AnomalyRow {
@@ -256,6 +270,7 @@ impl AnomalyRow {
     pub(crate) fn of(position: usize, anomaly: &NewAnomaly) -> Self {
         Self {
             position,
+            event: EventRow::of(&NewEvent::of_anomaly(anomaly)),
             kind: anomaly.kind.as_str(),
             order_id: anomaly.order_id,
             app_key: anomaly.app_key.clone(),
@@ -270,16 +285,101 @@ impl AnomalyRow {
 /// Entries appended on their own.
 impl Rows for [AuditRow] {
     fn steps(&self) -> Vec<Step<'_>> {
-        Step::each(self, |_| Check::Nothing).collect()
+        Step::each(self, |_| Check::Nothing)
+            .chain(event_steps(self, &[]))
+            .collect()
     }
 }
 
 /// An anomaly recorded on its own.
 impl Rows for AnomalyRow {
     fn steps(&self) -> Vec<Step<'_>> {
-        vec![Step::of(self, Check::Nothing)]
+        std::iter::once(Step::of(self, Check::Nothing))
+            .chain(event_steps(&[], std::slice::from_ref(self)))
+            .collect()
     }
 }
+
+/// A change event as `ledger_events` stores it ([`NewEvent`]); its `seq` is taken from
+/// `ledger_event_seq` by the [`EventSeqRow`] step before it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EventRow {
+    pub(crate) event_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) order_id: Option<i64>,
+    pub(crate) at_ms: i64,
+    /// JSON text.
+    pub(crate) data: String,
+}
+
+impl EventRow {
+    fn of(event: &NewEvent) -> Self {
+        Self {
+            event_type: event.kind.as_str(),
+            order_id: event.order_id,
+            at_ms: ms(event.at),
+            data: event.data.to_string(),
+        }
+    }
+}
+
+impl WriteRow for EventRow {
+    const SQL: &'static str = statements::INSERT_EVENT;
+    const DURING: &'static str = "writing a change event";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        [
+            Param::text(self.event_type),
+            Param::Int(self.order_id),
+            Param::int(self.at_ms),
+            Param::text(&self.data),
+        ]
+    }
+}
+
+/// Takes the next event `seq` (no values).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventSeqRow;
+
+impl WriteRow for EventSeqRow {
+    const SQL: &'static str = statements::ADVANCE_EVENT_SEQ;
+    const DURING: &'static str = "taking an event seq";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        []
+    }
+}
+
+/// The events of `audit` and `anomalies`, in that order.
+pub(crate) fn events<'a>(
+    audit: &'a [AuditRow],
+    anomalies: &'a [AnomalyRow],
+) -> impl Iterator<Item = &'a EventRow> + 'a {
+    audit
+        .iter()
+        .filter_map(|row| row.event.as_ref())
+        .chain(anomalies.iter().map(|row| &row.event))
+}
+
+/// The steps writing the events of `audit` and `anomalies`: for each, take a `seq`, then
+/// write the event with it. Writers put them last, so that the counter row is locked for as
+/// short a time as possible (on PostgreSQL and MySQL other writers wait for it).
+pub(crate) fn event_steps<'a>(
+    audit: &'a [AuditRow],
+    anomalies: &'a [AnomalyRow],
+) -> impl Iterator<Item = Step<'a>> + 'a {
+    events(audit, anomalies).flat_map(|event| {
+        [
+            Step::of(&EventSeqRow, Check::OneRow(WRITE_EVENT_SEQ)),
+            Step::of(event, Check::OneRow(WRITE_EVENT)),
+        ]
+    })
+}
+
+/// The write taking an event `seq`, for `WriteChangedNoRow`.
+pub(crate) const WRITE_EVENT_SEQ: &str = "ledger_event_seq";
+/// The write of an event, for `WriteChangedNoRow`.
+pub(crate) const WRITE_EVENT: &str = "ledger_events";
 
 impl WriteRow for AnomalyRow {
     const SQL: &'static str = statements::INSERT_ANOMALY;

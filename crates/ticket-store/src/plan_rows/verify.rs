@@ -8,7 +8,7 @@ use ticket_ledger::{
     VerifyPlan, VoucherChange,
 };
 
-use super::{AnomalyRow, AuditRow, Check, Param, Rows, Step, WriteRow};
+use super::{event_steps, AnomalyRow, AuditRow, Check, Param, Rows, Step, WriteRow};
 use crate::rows::{ms, WRITE_REFUND_REVIEW};
 use crate::statements;
 
@@ -145,6 +145,7 @@ impl Rows for VerifyRows {
         }))
         .chain(Step::each(&self.audit, |_| Check::Nothing))
         .chain(Step::each(&self.anomalies, |_| Check::Nothing))
+        .chain(event_steps(&self.audit, &self.anomalies))
         .collect()
     }
 }

@@ -14,14 +14,15 @@ use ticket_ledger::{
 
 use super::db::{During, Failure};
 use super::engine::Engine;
-use super::queries::{all, q_owned};
+use super::queries::{all, q, q_owned};
 use super::trace::Mark;
-use crate::plan_rows::{FingerprintRow, VerifyRows};
+use crate::plan_rows::{events, EventRow, FingerprintRow, VerifyRows, WRITE_EVENT_SEQ};
 use crate::rows::{self, ReadRow, WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
-    BulkInsert, BULK_COUNT_USES, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT,
-    BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES, BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS,
-    BULK_MARK_REFUND_REVIEWS, BULK_SELECT_REFUNDS, BULK_SELECT_VOUCHERS, BULK_VOUCHER_SUMMARY,
+    BulkInsert, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT,
+    BULK_INSERT_EVENTS, BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES,
+    BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS, BULK_MARK_REFUND_REVIEWS, BULK_SELECT_REFUNDS,
+    BULK_SELECT_VOUCHERS, BULK_VOUCHER_SUMMARY,
 };
 
 /// The answers of a batch, in its order.
@@ -440,6 +441,58 @@ pub(crate) async fn write_verify(
         &BULK_INSERT_ANOMALIES,
         &rows.anomalies,
         "recording the batch's anomalies",
+    )
+    .await?;
+    write_events(conn, e, rows).await
+}
+
+/// One event of a batch, with how far before the batch's last `seq` it is.
+#[derive(Serialize)]
+struct BatchEvent<'a> {
+    i: usize,
+    back: usize,
+    #[serde(flatten)]
+    event: &'a EventRow,
+}
+
+/// Takes the batch's event `seq`s at once and writes its events with them: last, so the
+/// counter row (which every writer of the ledger waits for) is held only through the commit.
+async fn write_events(
+    conn: &mut AnyConnection,
+    e: Engine,
+    rows: &VerifyRows,
+) -> Result<(), Failure> {
+    let events: Vec<&EventRow> = events(&rows.audit, &rows.anomalies).collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len();
+    let taken = q(e, ADVANCE_EVENT_SEQ_BY)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await
+        .during("taking the batch's event seqs")?
+        .rows_affected();
+    if taken != 1 {
+        return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+            write: WRITE_EVENT_SEQ,
+        }));
+    }
+    let batch: Vec<BatchEvent<'_>> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| BatchEvent {
+            i,
+            back: n - 1 - i,
+            event,
+        })
+        .collect();
+    insert(
+        conn,
+        e,
+        &BULK_INSERT_EVENTS,
+        &batch,
+        "writing the batch's events",
     )
     .await
 }

@@ -37,6 +37,11 @@ const POSTGRES: &[Migration] = &[
         name: "rejected_calls",
         sql: include_str!("../../migrations/postgres/0003_rejected_calls.sql"),
     },
+    Migration {
+        version: 4,
+        name: "events",
+        sql: include_str!("../../migrations/postgres/0004_events.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -55,6 +60,11 @@ const MYSQL: &[Migration] = &[
         version: 3,
         name: "rejected_calls",
         sql: include_str!("../../migrations/mysql/0003_rejected_calls.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "events",
+        sql: include_str!("../../migrations/mysql/0004_events.sql"),
     },
 ];
 

@@ -444,6 +444,18 @@ impl LedgerStore for SqlStore {
             .await
     }
 
+    async fn events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<ticket_ledger::EventPage, LedgerError> {
+        self.db
+            .read(&(after, limit), |c, e, &(after, limit)| {
+                Box::pin(queries::events(c, e, after, limit))
+            })
+            .await
+    }
+
     async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
         self.db
             .read(&(), |c, engine, ()| {

@@ -383,3 +383,22 @@ pub(crate) async fn rejected_calls(
         .bind(limit);
     all(conn, query, rows::rejected_call, "listing rejected calls").await
 }
+
+/// A page of the change events after `after` ([`ticket_ledger::LedgerStore::events`]).
+pub(crate) async fn events(
+    conn: &mut AnyConnection,
+    e: Engine,
+    after: i64,
+    limit: u32,
+) -> Result<ticket_ledger::EventPage, Failure> {
+    let (after, limit) = rows::events_page(after, limit);
+    let ledger_id: String = q(e, statements::SELECT_LEDGER_ID)
+        .fetch_one(&mut *conn)
+        .await
+        .during("reading the ledger id")?
+        .try_get(0)
+        .during("reading the ledger id")?;
+    let query = q(e, statements::LIST_EVENTS).bind(after).bind(limit);
+    let events = all(conn, query, rows::event, "listing events").await?;
+    Ok(rows::event_page(ledger_id, after, events))
+}

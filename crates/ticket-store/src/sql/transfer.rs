@@ -20,10 +20,12 @@ impl SqlStore {
 }
 
 /// Statements that move each identity sequence past the ids an import wrote (PostgreSQL does
-/// not do it by itself for explicit values; MySQL's AUTO_INCREMENT does).
+/// not do it by itself for explicit values; MySQL's AUTO_INCREMENT does), and the event
+/// counter past the events imported (on every engine).
 fn after_import(engine: Engine) -> &'static [&'static str] {
     match engine {
         Engine::Postgres => &[
+            crate::transfer::AFTER_IMPORT_EVENTS,
             "SELECT setval(pg_get_serial_sequence('audit_log', 'seq'), \
              COALESCE((SELECT MAX(seq) FROM audit_log), 0) + 1, false)",
             "SELECT setval(pg_get_serial_sequence('anomalies', 'id'), \
@@ -31,7 +33,7 @@ fn after_import(engine: Engine) -> &'static [&'static str] {
             "SELECT setval(pg_get_serial_sequence('voucher_uses', 'id'), \
              COALESCE((SELECT MAX(id) FROM voucher_uses), 0) + 1, false)",
         ],
-        Engine::MySql => &[],
+        Engine::MySql => &[crate::transfer::AFTER_IMPORT_EVENTS],
     }
 }
 

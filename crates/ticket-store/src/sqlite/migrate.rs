@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "staged_fold",
         sql: include_str!("../../migrations/sqlite/0006_staged_fold.sql"),
     },
+    Migration {
+        version: 7,
+        name: "events",
+        sql: include_str!("../../migrations/sqlite/0007_events.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

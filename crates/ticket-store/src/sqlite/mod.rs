@@ -37,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
-    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats,
+    Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats, EventPage,
     IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
     ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
     RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation,
@@ -419,6 +419,11 @@ impl LedgerStore for SqliteStore {
         filter: RejectedCallFilter,
     ) -> Result<Vec<RejectedCall>, LedgerError> {
         self.read(move |conn| queries::rejected_calls(conn, &filter))
+            .await
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<EventPage, LedgerError> {
+        self.read(move |conn| queries::events(conn, after, limit))
             .await
     }
 

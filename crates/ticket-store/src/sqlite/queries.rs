@@ -219,3 +219,26 @@ fn filtered<T>(
         .collect::<rusqlite::Result<_>>()
         .during("reading a filtered query")
 }
+
+/// A page of the change events after `after` ([`ticket_ledger::LedgerStore::events`]), read
+/// in one transaction so the ledger id and the events agree.
+pub(crate) fn events(
+    conn: &Connection,
+    after: i64,
+    limit: u32,
+) -> Result<ticket_ledger::EventPage, LedgerError> {
+    let (after, limit) = shared::events_page(after, limit);
+    let ledger_id: String = conn
+        .prepare_cached(statements::SELECT_LEDGER_ID)
+        .during("preparing the ledger id read")?
+        .query_row([], |row| row.get(0))
+        .during("reading the ledger id")?;
+    let events = conn
+        .prepare_cached(statements::LIST_EVENTS)
+        .during("preparing the event list")?
+        .query_map(params![after, limit], |row| shared::event(row))
+        .during("listing events")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading events")?;
+    Ok(shared::event_page(ledger_id, after, events))
+}

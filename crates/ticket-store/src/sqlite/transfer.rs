@@ -84,6 +84,8 @@ impl Transfer for SqliteStore {
                         .execute(rusqlite::params_from_iter(values))
                         .during("importing a row")?;
                 }
+                conn.execute(crate::transfer::AFTER_IMPORT_EVENTS, [])
+                    .during("moving the event counter past the imported events")?;
                 Ok(Ok(()))
             })
             .await??;

@@ -165,6 +165,13 @@ impl<S: LedgerStore> LedgerStore for Harnessed<S> {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         self.store.audit(filter).await
     }
+    async fn events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<ticket_ledger::EventPage, LedgerError> {
+        self.store.events(after, limit).await
+    }
     async fn record_rejected_call(
         &self,
         call: ticket_ledger::RejectedCall,

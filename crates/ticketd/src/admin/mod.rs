@@ -34,6 +34,7 @@ use crate::server::AppState;
 mod anomalies;
 mod apps;
 mod audit;
+mod events;
 mod health;
 mod orders;
 mod reconcile;
@@ -43,6 +44,7 @@ mod rejected;
 pub use anomalies::{AnomaliesPage, AnomalyAnswer};
 pub use apps::AppAnswer;
 pub use audit::{AuditEntryAnswer, AuditPage};
+pub use events::{FeedPage, MAX_WAITING, MAX_WAIT_SECS};
 pub use health::HealthAnswer;
 pub use orders::{EventsPage, OrderAnswer, RefundAnswer, VoucherAnswer};
 pub use reconcile::{ReconcileAnswer, ReconcileLineAnswer};
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(anomalies::router())
         .merge(audit::router())
         .merge(rejected::router())
+        .merge(events::router())
         // Layers run last-added first: the token, then the body limits, so a stranger's body
         // is never read. The extractors' own cap is set to the same size, so only one limit
         // answers (JSON, from `admin_body_limits`), whatever `--max-body-bytes` is.

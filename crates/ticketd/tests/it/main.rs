@@ -11,6 +11,7 @@ mod bounds;
 mod cli;
 mod crash;
 mod durability;
+mod events;
 mod faults;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;

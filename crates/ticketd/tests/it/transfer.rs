@@ -155,7 +155,27 @@ async fn operator_view(app: &TestApp) -> Value {
         after = last["seq"].as_i64().unwrap();
         audit.extend(entries);
     }
-    json!({"orders": orders, "anomalies": anomalies, "audit": audit})
+    // The change feed, without each event's `id` and `source` (they name the store's own
+    // ledger id; the `seq` carries over).
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = app
+            .admin_get(&format!("/admin/events?after={after}&limit=1000"))
+            .await;
+        let page_events = page["events"].as_array().unwrap().clone();
+        if page_events.is_empty() {
+            break;
+        }
+        after = page["next"].as_i64().unwrap();
+        events.extend(page_events.into_iter().map(|mut e| {
+            let object = e.as_object_mut().unwrap();
+            object.remove("id");
+            object.remove("source");
+            e
+        }));
+    }
+    json!({"orders": orders, "anomalies": anomalies, "audit": audit, "events": events})
 }
 
 /// Runs `ticketd <args>` with `stdin`; returns stdout, panicking with stderr on failure.
@@ -200,7 +220,7 @@ async fn a_busy_sqlite_ledger_moves_without_losing_an_event(engine: Engine) {
     let migrated = ticketd(&["migrate", "--database-url", db.url()], Stdio::null());
     assert_eq!(
         String::from_utf8_lossy(&migrated).trim(),
-        "schema version 3"
+        "schema version 4"
     );
     ticketd(
         &["import", "--database-url", db.url()],
@@ -226,6 +246,7 @@ async fn a_busy_sqlite_ledger_moves_without_losing_an_event(engine: Engine) {
         ("orders", "orders"),
         ("anomalies", "anomalies"),
         ("audit", "audit"),
+        ("events", "events"),
     ] {
         assert_eq!(
             after[key],
@@ -240,6 +261,23 @@ async fn a_busy_sqlite_ledger_moves_without_losing_an_event(engine: Engine) {
     // Row by row, every column (voucher extras, the use log, fingerprints, who settled what).
     let exported_again = ticketd(&["export", "--database-url", db.url()], Stdio::null());
     assert_eq!(rows(&exported_again), rows(&export));
+
+    // The feed goes on where the source's ended.
+    let last = before["events"].as_array().unwrap().len();
+    assert!(last > 10, "{before}");
+    let url = db.url().to_owned();
+    let target = spawn_app_with(
+        move |s| s.database_url = Some(url),
+        std::sync::Arc::new(ticketd::clock::SystemClock),
+    )
+    .await;
+    target.create_order(9100, KEY, &[("T9-A", 1)]).await;
+    let (_, page) = target
+        .admin_get(&format!("/admin/events?after={last}"))
+        .await;
+    assert_eq!(page["events"][0]["seq"], last + 1, "{page}");
+    assert_eq!(page["events"][0]["type"], "ticketd.order.created");
+    target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,230 @@
+//! The change events (`ticket_ledger::events`): every accepted change is one event, written
+//! with it; `seq`s are consecutive across the ledger; a reader following the feed sees every
+//! event once, in order, while writers race.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ticket_ledger::{Event, LedgerStore, OutcomeKind};
+
+use super::build::{gate_time_plus, order, retry_of, reversal, verify_cmd, Fresh};
+use super::check::{given_app, given_order};
+
+cases! {
+    every_accepted_change_is_one_event_and_replays_and_refusals_are_none,
+    a_reader_following_the_feed_sees_every_event_once_in_order_while_writers_race,
+}
+
+/// Reads every event after `after`, page by page (pages of `limit`), checking that `seq`s
+/// follow each other without a gap; returns them and the last `seq`.
+async fn follow(store: &dyn LedgerStore, after: i64, limit: u32) -> (Vec<Event>, i64) {
+    let mut all = Vec::new();
+    let mut next = after;
+    loop {
+        let page = store.events(next, limit).await.expect("events should list");
+        assert!(!page.ledger_id.is_empty(), "every ledger has an id");
+        if page.events.is_empty() {
+            assert_eq!(page.next, next, "an empty page points where it was asked");
+            return (all, next);
+        }
+        for event in &page.events {
+            assert_eq!(
+                event.seq,
+                next + 1,
+                "event seqs follow each other without a gap (after {next})"
+            );
+            next = event.seq;
+        }
+        assert_eq!(page.next, next, "next is the page's last seq");
+        all.extend(page.events);
+    }
+}
+
+/// The types of `events` naming order `id`, in order.
+fn types_of(events: &[Event], id: i64) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e.order_id == Some(id))
+        .map(|e| e.kind.as_str())
+        .collect()
+}
+
+/// Creating an order, a verify, its retry, a refused verify and a reversal: the accepted
+/// changes are events of the right types naming the order, each once, with the request's id
+/// and the codes masked; the retry and the refusal add no `voucher.used`.
+async fn every_accepted_change_is_one_event_and_replays_and_refusals_are_none(
+    store: Arc<dyn LedgerStore>,
+) {
+    let f = Fresh::new();
+    let a = f.key("app");
+    let id = f.id(1);
+    let (_, start) = follow(&*store, 0, 1000).await;
+    given_app(&*store, &a).await;
+    given_order(&*store, order(id, &a, &[("EVENTCODE01", 2)])).await;
+
+    let used = verify_cmd(&a, id)
+        .entry_at("EVENTCODE01", 1, Some(gate_time_plus(1)))
+        .build();
+    let outcome = store.verify(used.clone()).await.expect("verify applies");
+    assert_eq!(outcome.kind, OutcomeKind::Applied);
+    let retry = store
+        .verify(retry_of(&used, 5))
+        .await
+        .expect("retry answers");
+    assert_eq!(retry.kind, OutcomeKind::Replayed);
+    let too_many = verify_cmd(&a, id)
+        .entry_at("EVENTCODE01", 5, Some(gate_time_plus(2)))
+        .build();
+    assert!(store.verify(too_many).await.is_err(), "over capacity");
+    let (events, _) = follow(&*store, start, 7).await;
+    let mine = types_of(&events, id);
+    assert_eq!(
+        mine.iter()
+            .filter(|t| !t.starts_with("ticketd.anomaly."))
+            .copied()
+            .collect::<Vec<_>>(),
+        [
+            "ticketd.order.created",
+            "ticketd.voucher.used",
+            "ticketd.order.status_changed"
+        ],
+        "the creation, the verify and the status it moved: not the retry, not the refusal"
+    );
+    let verify = events
+        .iter()
+        .find(|e| e.order_id == Some(id) && e.kind == "ticketd.voucher.used")
+        .expect("the verify's event");
+    assert_eq!(verify.data["request_id"], used.meta.request_id.as_str());
+    assert_eq!(verify.data["app_key"], a.as_str());
+    let text = verify.data.to_string();
+    assert!(
+        !text.contains("EVENTCODE01"),
+        "codes are masked in events: {text}"
+    );
+    assert!(
+        text.contains("****DE01"),
+        "the masked code keeps its tail: {text}"
+    );
+
+    let left = store
+        .reverse(reversal(
+            id,
+            "EVENTCODE01",
+            1,
+            chrono::Duration::days(3650),
+            gate_time_plus(10),
+        ))
+        .await
+        .expect("the use is given back");
+    assert_eq!(left, 0);
+    let (after, _) = follow(&*store, start, 1000).await;
+    let reversed = types_of(&after, id)
+        .into_iter()
+        .filter(|t| *t == "ticketd.voucher.use_reversed")
+        .count();
+    assert_eq!(reversed, 1, "one reversal, one event");
+    // The whole feed from the start is gap-free too.
+    follow(&*store, 0, 1000).await;
+}
+
+/// Readers follow the feed while writers verify many orders at once: each reader sees every
+/// event once, in `seq` order, and the events of each verify that applied are there.
+async fn a_reader_following_the_feed_sees_every_event_once_in_order_while_writers_race(
+    store: Arc<dyn LedgerStore>,
+) {
+    let f = Fresh::new();
+    let a = f.key("app");
+    let orders: Vec<i64> = (1..=8).map(|n| f.id(n)).collect();
+    given_app(&*store, &a).await;
+    for &id in &orders {
+        given_order(
+            &*store,
+            order(id, &a, &[("FEEDCODE01", 100), ("FEEDCODE02", 100)]),
+        )
+        .await;
+    }
+    let (_, start) = follow(&*store, 0, 1000).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let store = Arc::clone(&store);
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut seen: Vec<Event> = Vec::new();
+                let mut next = start;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let (page, last) = follow(&*store, next, 3 + r).await;
+                    next = last;
+                    seen.extend(page);
+                    if finished {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            let a = a.clone();
+            let orders = orders.clone();
+            tokio::spawn(async move {
+                let mut applied = Vec::new();
+                for n in 0..6 {
+                    let id = orders[(w + n) % orders.len()];
+                    let code = if (w + n) % 2 == 0 {
+                        "FEEDCODE01"
+                    } else {
+                        "FEEDCODE02"
+                    };
+                    let cmd = verify_cmd(&a, id)
+                        .entry_at(
+                            code,
+                            1,
+                            Some(gate_time_plus(i64::try_from(w * 10 + n).unwrap())),
+                        )
+                        .build();
+                    let outcome = store.verify(cmd.clone()).await.expect("verify applies");
+                    assert_eq!(outcome.kind, OutcomeKind::Applied);
+                    applied.push(cmd.meta.request_id.clone());
+                }
+                applied
+            })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for writer in writers {
+        applied.extend(writer.await.expect("writer"));
+    }
+    done.store(true, Ordering::SeqCst);
+    // Other cases may write on: what a follower saw is a prefix of what is there now.
+    let (all, _) = follow(&*store, start, 1000).await;
+    for reader in readers {
+        let seen = reader.await.expect("reader");
+        assert!(seen.len() <= all.len());
+        assert_eq!(
+            seen[..],
+            all[..seen.len()],
+            "a follower sees every event once, in order"
+        );
+        // It read on after every writer finished: every verify is there, once.
+        let used: BTreeMap<&str, usize> = seen
+            .iter()
+            .filter(|e| e.kind == "ticketd.voucher.used")
+            .filter_map(|e| e.data["request_id"].as_str())
+            .fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r).or_default() += 1;
+                m
+            });
+        for request in &applied {
+            assert_eq!(
+                used.get(request.as_str()),
+                Some(&1),
+                "the verify {request} is one event"
+            );
+        }
+    }
+}

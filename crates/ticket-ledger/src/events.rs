@@ -1,0 +1,362 @@
+//! The ledger's change events: what other systems (settlement, buyer notifications, the data
+//! warehouse) learn from, in the order the changes committed.
+//!
+//! An event is written by the store in the same transaction as the change it describes (the
+//! outbox pattern), so there is no event without its change and no change without its event.
+//! Every change of the ledger already records itself as an accepted audit entry (or, for an
+//! anomaly, as the anomaly); [`NewEvent::of_entry`] and [`NewEvent::of_anomaly`] decide here,
+//! in one place, which of those are events and what they carry. Replayed and refused calls
+//! are never events (their entries are not `accepted`); an anomaly a refused call opened is
+//! one, because the anomaly queue changed.
+//!
+//! The store hands each event a `seq`: consecutive integers in commit order across the whole
+//! ledger, without gaps. [`Event::cloud_event`] renders a stored event as a CloudEvents 1.0
+//! JSON object, the same bytes for the feed (`GET /admin/events`) and every relay.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::anomaly::NewAnomaly;
+use crate::audit::{AuditAction, AuditEntry, AuditOutcome};
+
+/// What happened. Every name starts with `ticketd.`; `docs/EVENTS.md` documents each one's
+/// `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// An operator created an order.
+    OrderCreated,
+    /// A vendor issued an order's vouchers.
+    OrderIssued,
+    /// A vendor reported that issuing failed.
+    OrderIssueFailed,
+    /// A verify applied uses (one event per request, listing its entries and the counts
+    /// after).
+    VoucherUsed,
+    /// An operator gave uses back.
+    VoucherUseReversed,
+    /// An operator opened a refund request.
+    RefundRequested,
+    /// A vendor settled a refund request: refunded.
+    RefundSucceeded,
+    /// A vendor settled a refund request: not refunded.
+    RefundFailed,
+    /// An order's status moved.
+    OrderStatusChanged,
+    /// An anomaly was raised.
+    AnomalyOpened,
+    /// An operator resolved an anomaly.
+    AnomalyResolved,
+    /// An operator recorded a code's missing uses from the vendor's counts.
+    OrderReconciled,
+}
+
+impl EventType {
+    /// Every type.
+    pub const ALL: &'static [EventType] = &[
+        Self::OrderCreated,
+        Self::OrderIssued,
+        Self::OrderIssueFailed,
+        Self::VoucherUsed,
+        Self::VoucherUseReversed,
+        Self::RefundRequested,
+        Self::RefundSucceeded,
+        Self::RefundFailed,
+        Self::OrderStatusChanged,
+        Self::AnomalyOpened,
+        Self::AnomalyResolved,
+        Self::OrderReconciled,
+    ];
+
+    /// The CloudEvents `type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderCreated => "ticketd.order.created",
+            Self::OrderIssued => "ticketd.order.issued",
+            Self::OrderIssueFailed => "ticketd.order.issue_failed",
+            Self::VoucherUsed => "ticketd.voucher.used",
+            Self::VoucherUseReversed => "ticketd.voucher.use_reversed",
+            Self::RefundRequested => "ticketd.refund.requested",
+            Self::RefundSucceeded => "ticketd.refund.succeeded",
+            Self::RefundFailed => "ticketd.refund.failed",
+            Self::OrderStatusChanged => "ticketd.order.status_changed",
+            Self::AnomalyOpened => "ticketd.anomaly.opened",
+            Self::AnomalyResolved => "ticketd.anomaly.resolved",
+            Self::OrderReconciled => "ticketd.order.reconciled",
+        }
+    }
+
+    /// Parses a stored type.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.as_str() == s)
+    }
+
+    /// The type of the event `entry` records, if it records a change: only accepted entries
+    /// of the actions [`EventType::of_action`] names.
+    pub fn of_entry(entry: &AuditEntry) -> Option<Self> {
+        if entry.outcome != AuditOutcome::Accepted {
+            return None;
+        }
+        Self::of_action(AuditAction::parse(&entry.action)?, &entry.reason)
+    }
+
+    /// The event of an accepted entry of `action` with `reason`, if that is a change other
+    /// systems hear of. Apps' settings are not: they are configuration, and a rotation's
+    /// entry is about a secret.
+    fn of_action(action: AuditAction, reason: &str) -> Option<Self> {
+        match action {
+            AuditAction::Verify => Some(Self::VoucherUsed),
+            AuditAction::Issue => Some(if reason == "issue_failed" {
+                Self::OrderIssueFailed
+            } else {
+                Self::OrderIssued
+            }),
+            AuditAction::Refund => Some(if reason == "refunded" {
+                Self::RefundSucceeded
+            } else {
+                Self::RefundFailed
+            }),
+            AuditAction::StatusChange => Some(Self::OrderStatusChanged),
+            AuditAction::CreateOrder => Some(Self::OrderCreated),
+            AuditAction::RequestRefund => Some(Self::RefundRequested),
+            AuditAction::Reverse => Some(Self::VoucherUseReversed),
+            AuditAction::Reconcile => Some(Self::OrderReconciled),
+            AuditAction::ResolveAnomaly => Some(Self::AnomalyResolved),
+            AuditAction::CreateApp | AuditAction::SetAppAccess | AuditAction::RotateAppSecret => {
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to be stored with its change (its `seq` is the store's to hand out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventType,
+    /// The order it concerns (the CloudEvents `subject`).
+    pub order_id: Option<i64>,
+    /// When the change was made (the request's arrival).
+    pub at: DateTime<Utc>,
+    /// The CloudEvents `data`: codes masked as in the audit trail.
+    pub data: Value,
+}
+
+impl NewEvent {
+    /// The event recording `entry`, if it records a change (see [`EventType::of_action`]).
+    pub fn of_entry(entry: &AuditEntry) -> Option<Self> {
+        let kind = EventType::of_entry(entry)?;
+        let mut data = Map::new();
+        data.insert("request_id".into(), json!(entry.request_id));
+        data.insert("app_key".into(), json!(entry.app_key));
+        data.insert("order_id".into(), json!(entry.order_id));
+        data.insert("reason".into(), json!(entry.reason));
+        data.insert("detail".into(), entry.detail.clone());
+        Some(Self {
+            kind,
+            order_id: entry.order_id,
+            at: entry.at,
+            data: Value::Object(data),
+        })
+    }
+
+    /// [`NewEvent::of_entry`]'s `data` as JSON text, given the entry's `detail` already
+    /// serialized as `detail_json` (a store writing both the entry and its event serializes
+    /// the detail, often the largest part, once). Equal, once parsed, to `of_entry`'s.
+    pub fn entry_data_json(entry: &AuditEntry, detail_json: &str) -> String {
+        format!(
+            "{{\"request_id\":{},\"app_key\":{},\"order_id\":{},\"reason\":{},\"detail\":{}}}",
+            json_text(&entry.request_id),
+            json_text(&entry.app_key),
+            json_text(&entry.order_id),
+            json_text(&entry.reason),
+            detail_json
+        )
+    }
+
+    /// The event recording that `anomaly` was raised.
+    pub fn of_anomaly(anomaly: &NewAnomaly) -> Self {
+        Self {
+            kind: EventType::AnomalyOpened,
+            order_id: anomaly.order_id,
+            at: anomaly.at,
+            data: json!({
+                "request_id": anomaly.request_id,
+                "app_key": anomaly.app_key,
+                "order_id": anomaly.order_id,
+                "kind": anomaly.kind.as_str(),
+                "detail": anomaly.detail,
+            }),
+        }
+    }
+
+    /// The events of `entries`, in their order.
+    pub fn of_entries<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Self> {
+        entries.into_iter().filter_map(Self::of_entry).collect()
+    }
+}
+
+/// `value` as JSON text (strings, integers and options of them cannot fail to serialize).
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Its place in the ledger's sequence: 1, 2, 3, … in commit order, without gaps.
+    pub seq: i64,
+    /// The stored type (an [`EventType`]'s name).
+    pub kind: String,
+    /// The order it concerns.
+    pub order_id: Option<i64>,
+    /// When the change was made.
+    pub at: DateTime<Utc>,
+    /// The event's data.
+    pub data: Value,
+}
+
+impl Event {
+    /// The CloudEvents 1.0 JSON object of this event in the ledger `ledger_id` (a random id
+    /// each ledger draws once, so that two ledgers' events never share an `id`).
+    pub fn cloud_event(&self, ledger_id: &str) -> Value {
+        json!({
+            "specversion": "1.0",
+            "id": format!("{ledger_id}-{}", self.seq),
+            "source": format!("/ticketd/{ledger_id}"),
+            "type": self.kind,
+            "subject": self.order_id.map(|id| id.to_string()),
+            "time": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "datacontenttype": "application/json",
+            "seq": self.seq,
+            "data": self.data,
+        })
+    }
+}
+
+/// One page of the feed: the events after a `seq`, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// The ledger's random id (see [`Event::cloud_event`]).
+    pub ledger_id: String,
+    /// At most the page's limit, in `seq` order.
+    pub events: Vec<Event>,
+    /// The `seq` to ask after next time: the last event's, or the one asked after if the page
+    /// is empty.
+    pub next: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use chrono::TimeZone;
+
+    fn entry(action: AuditAction, outcome: AuditOutcome, reason: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            request_id: "r1".into(),
+            at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            action: action.as_str().into(),
+            app_key: Some("app".into()),
+            order_id: Some(7),
+            outcome,
+            reason: reason.into(),
+            detail: json!({"changes": [{"confirm_code": "****1234", "used": 1}]}),
+            client_ip: Some("192.0.2.1".into()),
+        }
+    }
+
+    #[test]
+    fn only_accepted_changes_are_events() {
+        let used = entry(AuditAction::Verify, AuditOutcome::Accepted, "applied");
+        let event = NewEvent::of_entry(&used).expect("a verify is an event");
+        assert_eq!(event.kind, EventType::VoucherUsed);
+        assert_eq!(
+            event.data["detail"]["changes"][0]["confirm_code"],
+            "****1234"
+        );
+        assert!(event.data.get("client_ip").is_none());
+        for outcome in [AuditOutcome::Replayed, AuditOutcome::Rejected] {
+            let e = entry(AuditAction::Verify, outcome, "replayed");
+            assert_eq!(NewEvent::of_entry(&e), None, "{outcome:?}");
+        }
+        let app = entry(
+            AuditAction::RotateAppSecret,
+            AuditOutcome::Accepted,
+            "rotated",
+        );
+        assert_eq!(NewEvent::of_entry(&app), None);
+        let mut unknown = used.clone();
+        unknown.action = "taobao.some.other.method".into();
+        assert_eq!(NewEvent::of_entry(&unknown), None);
+    }
+
+    #[test]
+    fn the_data_written_from_a_serialized_detail_is_the_same_data() {
+        let mut e = entry(AuditAction::Verify, AuditOutcome::Accepted, "applied");
+        e.request_id = "quote\" and \\ 中文".into();
+        e.app_key = None;
+        let detail = e.detail.to_string();
+        let text = NewEvent::entry_data_json(&e, &detail);
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, NewEvent::of_entry(&e).unwrap().data);
+    }
+
+    #[test]
+    fn reasons_pick_the_settlement_and_issuance_types() {
+        let kind = |action, reason| {
+            NewEvent::of_entry(&entry(action, AuditOutcome::Accepted, reason)).map(|e| e.kind)
+        };
+        assert_eq!(
+            kind(AuditAction::Refund, "refunded"),
+            Some(EventType::RefundSucceeded)
+        );
+        assert_eq!(
+            kind(AuditAction::Refund, "refund_failed"),
+            Some(EventType::RefundFailed)
+        );
+        assert_eq!(
+            kind(AuditAction::Issue, "issued"),
+            Some(EventType::OrderIssued)
+        );
+        assert_eq!(
+            kind(AuditAction::Issue, "issue_failed"),
+            Some(EventType::OrderIssueFailed)
+        );
+    }
+
+    #[test]
+    fn every_type_is_named_under_ticketd_and_parses_back() {
+        for t in EventType::ALL {
+            assert!(t.as_str().starts_with("ticketd."), "{t}");
+            assert_eq!(EventType::parse(t.as_str()), Some(*t));
+        }
+    }
+
+    #[test]
+    fn a_stored_event_renders_as_a_cloud_event() {
+        let event = Event {
+            seq: 42,
+            kind: EventType::VoucherUsed.as_str().into(),
+            order_id: Some(7),
+            at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            data: json!({"reason": "applied"}),
+        };
+        assert_eq!(
+            event.cloud_event("L1"),
+            json!({
+                "specversion": "1.0", "id": "L1-42", "source": "/ticketd/L1",
+                "type": "ticketd.voucher.used", "subject": "7",
+                "time": "2026-01-02T03:04:05.000Z", "datacontenttype": "application/json",
+                "seq": 42, "data": {"reason": "applied"}
+            })
+        );
+    }
+}
