@@ -102,7 +102,7 @@ impl EventType {
     /// The event of an accepted entry of `action` with `reason`, if that is a change other
     /// systems hear of. Apps' settings are not: they are configuration, and a rotation's
     /// entry is about a secret.
-    fn of_action(action: AuditAction, reason: &str) -> Option<Self> {
+    pub fn of_action(action: AuditAction, reason: &str) -> Option<Self> {
         match action {
             AuditAction::Verify => Some(Self::VoucherUsed),
             AuditAction::Issue => Some(if reason == "issue_failed" {

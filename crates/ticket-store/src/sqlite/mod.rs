@@ -530,8 +530,22 @@ fn configure_writer(conn: &Connection, busy_timeout: Duration) -> Result<(), Sto
     conn.busy_timeout(busy_timeout)
         .map_err(|e| db("setting busy_timeout", e))?;
     // WAL: readers never block the writer nor it them, and a commit is one sequential append.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| db("enabling WAL", e))?;
+    // Switching a new file to WAL needs it alone, and SQLite answers "locked" at once, without
+    // its busy handler, while another process opens it too (two `ticketd serve` started
+    // together): so wait here, up to the busy timeout.
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(db("enabling WAL", e)),
+        }
+    }
     // NORMAL: COMMIT appends to the WAL without an fsync. Durability is not weakened: the
     // syncer fsyncs the WAL before any job is answered (`durable`), which is the fsync FULL
     // would run inside COMMIT, taken off the one thread that can write.

@@ -28,7 +28,7 @@ use crate::server::AppState;
 pub const MAX_WAIT_SECS: u64 = 60;
 
 /// How often a held request reads the ledger again.
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
 /// Requests held at once (each re-reads the ledger every [`POLL`]); one more is answered
 /// 503 at once rather than held.

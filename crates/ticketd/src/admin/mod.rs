@@ -44,7 +44,7 @@ mod rejected;
 pub use anomalies::{AnomaliesPage, AnomalyAnswer};
 pub use apps::AppAnswer;
 pub use audit::{AuditEntryAnswer, AuditPage};
-pub use events::{FeedPage, MAX_WAITING, MAX_WAIT_SECS};
+pub use events::{FeedPage, MAX_WAITING, MAX_WAIT_SECS, POLL};
 pub use health::HealthAnswer;
 pub use orders::{EventsPage, OrderAnswer, RefundAnswer, VoucherAnswer};
 pub use reconcile::{ReconcileAnswer, ReconcileLineAnswer};

@@ -246,3 +246,141 @@ async fn two_processes_on_one_postgres_database_count_racing_verifies_exactly() 
 async fn two_processes_on_one_mariadb_database_count_racing_verifies_exactly() {
     racing_verifies_through_two_processes_are_counted_exactly(Engine::MySql).await;
 }
+
+/// Follows `GET /admin/events` on `server` from `after` until `stop` is set and a last read
+/// comes back empty; returns every event read.
+async fn follow_feed(
+    server: &Server,
+    mut after: i64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let finished = stop.load(std::sync::atomic::Ordering::SeqCst);
+        let page = server
+            .admin_get(&format!("/admin/events?after={after}&limit=37&wait=1"))
+            .await;
+        let events = page["events"].as_array().unwrap();
+        for event in events {
+            assert_eq!(event["seq"], after + 1, "a gap or a repeat after {after}");
+            after += 1;
+        }
+        assert_eq!(page["next"], after);
+        if events.is_empty() && finished {
+            return seen;
+        }
+        seen.extend(events.iter().cloned());
+    }
+}
+
+/// Two processes write one ledger through 64 concurrent vendors while a reader on each
+/// follows the change feed: both readers see the same events, each once, in `seq` order
+/// without a gap, and every verify answered success is exactly one `ticketd.voucher.used`.
+async fn readers_follow_the_feed_while_two_processes_write(url: &str, name: &str) {
+    let (a, b) = tokio::join!(Server::start(url), Server::start(url));
+    a.admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    let paid = format_beijing(Utc::now() - chrono::Duration::days(1));
+    let orders: Vec<i64> = (8001..=8008).collect();
+    for order_id in &orders {
+        a.admin_post(
+            "/admin/orders",
+            json!({"order_id": order_id, "app_key": KEY, "quantity": 1000, "created_at": paid,
+                   "vouchers": [{"confirm_code": format!("FEED-{order_id}"), "quantity": 1000}]}),
+        )
+        .await;
+    }
+    let start = a.admin_get("/admin/events?after=0&limit=1000").await["next"]
+        .as_i64()
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let clients = [a.client(), b.client()];
+    let gate = Utc::now() - chrono::Duration::hours(3);
+    let writers = futures::future::join_all((0..64_i64).map(|w| {
+        let client = &clients[usize::try_from(w % 2).unwrap()];
+        let orders = &orders;
+        async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..8_i64 {
+                let order_id = orders[usize::try_from((w + n) % 8).unwrap()];
+                let params = VerifyParams {
+                    order_id: Some(order_id),
+                    voucher_infos: vec![VoucherInfo {
+                        confirm_code: format!("FEED-{order_id}"),
+                        used_quantity: 1,
+                        used_date: Some(format_beijing(
+                            gate + chrono::Duration::seconds(w * 100 + n),
+                        )),
+                    }],
+                    ..VerifyParams::default()
+                };
+                let answer = client.verify(&params).await.expect("verify");
+                assert!(answer.is_success);
+                acknowledged.push((order_id, gate + chrono::Duration::seconds(w * 100 + n)));
+            }
+            acknowledged
+        }
+    }));
+    let (acknowledged, seen_a, seen_b) = tokio::join!(
+        async {
+            let all = writers.await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            all
+        },
+        follow_feed(&a, start, &stop),
+        follow_feed(&b, start, &stop),
+    );
+    assert_eq!(seen_a, seen_b, "both readers see the same feed on {name}");
+    // Each use is one event, found by its order and gate time (second precision, as sent).
+    let mut used: std::collections::HashMap<(i64, i64), usize> = Default::default();
+    for event in &seen_a {
+        if event["type"] == "ticketd.voucher.used" {
+            let order = event["data"]["order_id"].as_i64().unwrap();
+            let info = &event["data"]["detail"]["request"]["voucher_infos"][0];
+            let at = info["used_date"]
+                .as_str()
+                .and_then(top_protocol::timestamp::parse_beijing)
+                .unwrap_or_else(|| panic!("{event}"))
+                .timestamp();
+            *used.entry((order, at)).or_default() += 1;
+        }
+    }
+    let acknowledged: Vec<(i64, i64)> = acknowledged
+        .into_iter()
+        .flatten()
+        .map(|(order, at)| (order, at.timestamp()))
+        .collect();
+    assert_eq!(acknowledged.len(), 512);
+    for key in &acknowledged {
+        assert_eq!(used.get(key), Some(&1), "{key:?} on {name}");
+    }
+    assert_eq!(
+        used.len(),
+        512,
+        "no event without an acknowledged verify on {name}"
+    );
+}
+
+async fn feed_on(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    readers_follow_the_feed_while_two_processes_write(db.url(), engine.name()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_follow_the_feed_while_two_processes_write_postgres() {
+    feed_on(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_follow_the_feed_while_two_processes_write_mariadb() {
+    feed_on(Engine::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_follow_the_feed_while_two_processes_write_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    readers_follow_the_feed_while_two_processes_write(&url, "sqlite").await;
+}
