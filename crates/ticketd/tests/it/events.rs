@@ -22,6 +22,12 @@ async fn page(app: &TestApp, query: &str) -> FeedPage {
     serde_json::from_value(body).expect("a feed page")
 }
 
+/// Sends `GET path` with the admin token on a task of its own (a held request).
+fn spawn_get(app: &TestApp, path: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app.http.get(app.url(path)).bearer_auth(ADMIN_TOKEN);
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
 fn verify(order_id: i64, code: &str, n: i64) -> TopCall {
     TopCall::verify(KEY, SECRET)
         .set("order_id", order_id)
@@ -116,24 +122,11 @@ async fn a_held_request_answers_when_the_next_event_is_written() {
     app.create_order(9002, KEY, &[("FEED-CODE-0002", 5)]).await;
     let now = page(&app, "").await.next;
     let started = Instant::now();
-    let waiting = {
-        let http = app.http.clone();
-        let url = app.url(&format!("/admin/events?after={now}&wait=20"));
-        tokio::spawn(async move {
-            http.get(url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json::<FeedPage>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = spawn_get(&app, &format!("/admin/events?after={now}&wait=20"));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!waiting.is_finished(), "nothing new: the request is held");
     assert_success_body(&app.call(&verify(9002, "FEED-CODE-0002", 1)).await);
-    let got = waiting.await.unwrap();
+    let got: FeedPage = waiting.await.unwrap().json().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(got.events[0]["seq"], now + 1);
     assert_eq!(got.events[0]["type"], "ticketd.voucher.used");
@@ -178,19 +171,7 @@ async fn what_a_caller_can_ask_is_bounded() {
     // Held requests are bounded: past MAX_WAITING, one more is answered 503 at once.
     let end = capped.next + 10_000;
     let held: Vec<_> = (0..MAX_WAITING)
-        .map(|_| {
-            let http = app.http.clone();
-            let url = app.url(&format!("/admin/events?after={end}&wait=3"));
-            tokio::spawn(async move {
-                http.get(url)
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
+        .map(|_| spawn_get(&app, &format!("/admin/events?after={end}&wait=3")))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
@@ -202,6 +183,6 @@ async fn what_a_caller_can_ask_is_bounded() {
         "answered at once"
     );
     for h in held {
-        assert_eq!(h.await.unwrap(), 200);
+        assert_eq!(h.await.unwrap().status().as_u16(), 200);
     }
 }
