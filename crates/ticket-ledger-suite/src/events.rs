@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ticket_ledger::{Event, LedgerStore, OutcomeKind};
+use ticket_ledger::{AnomalyFilter, Event, LedgerStore, OutcomeKind, Resolution};
 
-use super::build::{gate_time_plus, order, retry_of, reversal, verify_cmd, Fresh};
+use super::build::{
+    gate_time_plus, order, refund_cmd, resolve_cmd, retry_of, reversal, verify_cmd, Fresh,
+};
 use super::check::{given_app, given_order};
 
 cases! {
@@ -124,6 +126,40 @@ async fn every_accepted_change_is_one_event_and_replays_and_refusals_are_none(
         .filter(|t| *t == "ticketd.voucher.use_reversed")
         .count();
     assert_eq!(reversed, 1, "one reversal, one event");
+    // A refund notification without a refund request is refused and opens an anomaly: its
+    // event names it, and resolving it is an event that names the same anomaly.
+    assert!(store.refund(refund_cmd(&a, id).build()).await.is_err());
+    let (after, _) = follow(&*store, start, 1000).await;
+    let open = store
+        .anomalies(AnomalyFilter {
+            order_id: Some(id),
+            ..AnomalyFilter::default()
+        })
+        .await
+        .expect("anomalies list");
+    let anomaly = open.first().expect("the refusal opened an anomaly");
+    let opened: Vec<&Event> = after
+        .iter()
+        .filter(|e| e.order_id == Some(id) && e.kind == "ticketd.anomaly.opened")
+        .collect();
+    assert_eq!(opened.len(), open.len(), "one event per anomaly");
+    assert!(
+        opened.iter().any(|e| e.anomaly_id == Some(anomaly.id)),
+        "the event names anomaly {}: {opened:?}",
+        anomaly.id
+    );
+    let rendered = opened[0].cloud_event("L");
+    assert!(rendered["data"]["anomaly_id"].is_i64(), "{rendered}");
+    store
+        .resolve_anomaly(resolve_cmd(anomaly.id, Resolution::Dismissed, "checked"))
+        .await
+        .expect("resolve");
+    let (last, _) = follow(&*store, start, 1000).await;
+    let resolved = last
+        .iter()
+        .find(|e| e.order_id == Some(id) && e.kind == "ticketd.anomaly.resolved")
+        .expect("the resolution's event");
+    assert_eq!(resolved.data["detail"]["anomaly_id"], anomaly.id);
     // The whole feed from the start is gap-free too.
     follow(&*store, 0, 1000).await;
 }

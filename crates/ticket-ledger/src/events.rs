@@ -219,12 +219,19 @@ pub struct Event {
     pub at: DateTime<Utc>,
     /// The event's data.
     pub data: Value,
+    /// For `ticketd.anomaly.opened`: the anomaly's id, handed out by the store when it wrote
+    /// the anomaly (after the data was built); [`Event::cloud_event`] adds it to the data.
+    pub anomaly_id: Option<i64>,
 }
 
 impl Event {
     /// The CloudEvents 1.0 JSON object of this event in the ledger `ledger_id` (a random id
     /// each ledger draws once, so that two ledgers' events never share an `id`).
     pub fn cloud_event(&self, ledger_id: &str) -> Value {
+        let mut data = self.data.clone();
+        if let (Some(id), Some(object)) = (self.anomaly_id, data.as_object_mut()) {
+            object.insert("anomaly_id".into(), json!(id));
+        }
         json!({
             "specversion": "1.0",
             "id": format!("{ledger_id}-{}", self.seq),
@@ -234,7 +241,7 @@ impl Event {
             "time": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
             "datacontenttype": "application/json",
             "seq": self.seq,
-            "data": self.data,
+            "data": data,
         })
     }
 }
@@ -348,6 +355,7 @@ mod tests {
             order_id: Some(7),
             at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
             data: json!({"reason": "applied"}),
+            anomaly_id: None,
         };
         assert_eq!(
             event.cloud_event("L1"),

@@ -335,6 +335,7 @@ pub(crate) fn event<R: ReadRow>(row: &R) -> Result<ticket_ledger::Event, R::Erro
         order_id: row.opt_int(2)?,
         at: instant(row, 3)?,
         data: json(row, 4)?,
+        anomaly_id: row.opt_int(5)?,
     })
 }
 

@@ -632,15 +632,39 @@ pub(crate) const ADVANCE_EVENT_SEQ: &str =
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO ledger_events \
      (seq, event_type, order_id, at_ms, data) \
      SELECT last, ?, ?, ?, ? FROM ledger_event_seq WHERE id = 1";
+/// The newest anomaly of a request and kind (bind both): the one just written in this
+/// transaction. Walks the primary key back from the end, where that anomaly is.
+macro_rules! anomaly_of_request {
+    ($request:literal, $kind:literal) => {
+        concat!(
+            "(SELECT a.id FROM anomalies a WHERE a.request_id = ",
+            $request,
+            " AND a.kind = ",
+            $kind,
+            " ORDER BY a.id DESC LIMIT 1)"
+        )
+    };
+}
+/// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id.
+pub(crate) const INSERT_ANOMALY_EVENT: &str = concat!(
+    "INSERT INTO ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id) \
+     SELECT last, ?, ?, ?, ?, ",
+    anomaly_of_request!("?", "?"),
+    " FROM ledger_event_seq WHERE id = 1"
+);
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";
 /// [`INSERT_EVENT`] for a batch whose `seq`s were taken by [`ADVANCE_EVENT_SEQ_BY`]: each row
 /// says how far before the last `seq` it is (`back`).
 pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
-    into: "ledger_events (seq, event_type, order_id, at_ms, data)",
-    select: "(SELECT last FROM ledger_event_seq WHERE id = 1) - d.back, d.event_type, \
-             d.order_id, d.at_ms, d.data",
+    into: "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)",
+    select: concat!(
+        "(SELECT last FROM ledger_event_seq WHERE id = 1) - d.back, d.event_type, \
+         d.order_id, d.at_ms, d.data, CASE WHEN d.anomaly_request IS NULL THEN NULL ELSE ",
+        anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
+        " END"
+    ),
     keys: &[
         ("i", JsonType::Int),
         ("back", JsonType::Int),
@@ -648,11 +672,13 @@ pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
         ("order_id", JsonType::Int),
         ("at_ms", JsonType::Int),
         ("data", JsonType::Text),
+        ("anomaly_request", JsonType::Key),
+        ("anomaly_kind", JsonType::Key),
     ],
 };
 /// A page of the feed (bind after, limit).
-pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data \
-     FROM ledger_events WHERE seq > ? ORDER BY seq LIMIT ?";
+pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data, \
+     anomaly_id FROM ledger_events WHERE seq > ? ORDER BY seq LIMIT ?";
 /// The ledger's random id, drawn by the migration that created the events.
 pub(crate) const SELECT_LEDGER_ID: &str = "SELECT ledger_id FROM ledger_event_seq WHERE id = 1";
 

@@ -249,6 +249,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("order_id", OptInt),
             ("at_ms", Int),
             ("data", Json),
+            ("anomaly_id", OptInt),
         ],
         order_by: "seq",
     },

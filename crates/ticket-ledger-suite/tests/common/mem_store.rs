@@ -64,12 +64,12 @@ impl State {
     fn append(&mut self, mut entry: AuditEntry) {
         entry.seq = i64::try_from(self.audit.len()).expect("fewer than 2^63 entries") + 1;
         if let Some(event) = ticket_ledger::NewEvent::of_entry(&entry) {
-            self.publish(event);
+            self.publish(event, None);
         }
         self.audit.push(entry);
     }
 
-    fn publish(&mut self, event: ticket_ledger::NewEvent) {
+    fn publish(&mut self, event: ticket_ledger::NewEvent, anomaly_id: Option<i64>) {
         let seq = i64::try_from(self.events.len()).expect("fewer than 2^63 events") + 1;
         self.events.push(ticket_ledger::Event {
             seq,
@@ -77,12 +77,13 @@ impl State {
             order_id: event.order_id,
             at: event.at,
             data: event.data,
+            anomaly_id,
         });
     }
 
     fn store_anomaly(&mut self, anomaly: NewAnomaly) {
-        self.publish(ticket_ledger::NewEvent::of_anomaly(&anomaly));
         let id = i64::try_from(self.anomalies.len()).expect("fewer than 2^63 anomalies") + 1;
+        self.publish(ticket_ledger::NewEvent::of_anomaly(&anomaly), Some(id));
         self.anomalies.push(Anomaly {
             id,
             anomaly,

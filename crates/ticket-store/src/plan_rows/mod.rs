@@ -262,7 +262,7 @@ pub(crate) struct AnomalyRow {
     pub(crate) request: String,
     /// The event of its opening.
     #[serde(skip)]
-    pub(crate) event: EventRow,
+    pub(crate) event: AnomalyEventRow,
 }
 
 impl AnomalyRow {
@@ -270,7 +270,11 @@ impl AnomalyRow {
     pub(crate) fn of(position: usize, anomaly: &NewAnomaly) -> Self {
         Self {
             position,
-            event: EventRow::of(&NewEvent::of_anomaly(anomaly)),
+            event: AnomalyEventRow {
+                event: EventRow::of(&NewEvent::of_anomaly(anomaly)),
+                request_id: anomaly.request_id.clone(),
+                kind: anomaly.kind.as_str(),
+            },
             kind: anomaly.kind.as_str(),
             order_id: anomaly.order_id,
             app_key: anomaly.app_key.clone(),
@@ -337,6 +341,27 @@ impl WriteRow for EventRow {
     }
 }
 
+/// An anomaly's event: written with the id of the anomaly, the newest of its request and
+/// kind (`statements::INSERT_ANOMALY_EVENT`), which the database handed out when it wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct AnomalyEventRow {
+    pub(crate) event: EventRow,
+    pub(crate) request_id: String,
+    pub(crate) kind: &'static str,
+}
+
+impl WriteRow for AnomalyEventRow {
+    const SQL: &'static str = statements::INSERT_ANOMALY_EVENT;
+    const DURING: &'static str = "writing an anomaly's event";
+
+    fn params(&self) -> impl IntoIterator<Item = Param<'_>> {
+        self.event
+            .params()
+            .into_iter()
+            .chain([Param::text(&self.request_id), Param::text(self.kind)])
+    }
+}
+
 /// Takes the next event `seq` (no values).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventSeqRow;
@@ -350,15 +375,20 @@ impl WriteRow for EventSeqRow {
     }
 }
 
-/// The events of `audit` and `anomalies`, in that order.
+/// The events of `audit` and `anomalies`, in that order, each with its anomaly's request and
+/// kind when it records one.
 pub(crate) fn events<'a>(
     audit: &'a [AuditRow],
     anomalies: &'a [AnomalyRow],
-) -> impl Iterator<Item = &'a EventRow> + 'a {
+) -> impl Iterator<Item = (&'a EventRow, Option<&'a AnomalyEventRow>)> + 'a {
     audit
         .iter()
-        .filter_map(|row| row.event.as_ref())
-        .chain(anomalies.iter().map(|row| &row.event))
+        .filter_map(|row| row.event.as_ref().map(|event| (event, None)))
+        .chain(
+            anomalies
+                .iter()
+                .map(|row| (&row.event.event, Some(&row.event))),
+        )
 }
 
 /// The steps writing the events of `audit` and `anomalies`: for each, take a `seq`, then
@@ -368,10 +398,13 @@ pub(crate) fn event_steps<'a>(
     audit: &'a [AuditRow],
     anomalies: &'a [AnomalyRow],
 ) -> impl Iterator<Item = Step<'a>> + 'a {
-    events(audit, anomalies).flat_map(|event| {
+    events(audit, anomalies).flat_map(|(event, anomaly)| {
         [
             Step::of(&EventSeqRow, Check::OneRow(WRITE_EVENT_SEQ)),
-            Step::of(event, Check::OneRow(WRITE_EVENT)),
+            match anomaly {
+                Some(anomaly) => Step::of(anomaly, Check::OneRow(WRITE_EVENT)),
+                None => Step::of(event, Check::OneRow(WRITE_EVENT)),
+            },
         ]
     })
 }

@@ -446,13 +446,18 @@ pub(crate) async fn write_verify(
     write_events(conn, e, rows).await
 }
 
-/// One event of a batch, with how far before the batch's last `seq` it is.
+/// One event of a batch, with how far before the batch's last `seq` it is, and for an
+/// anomaly's event the anomaly's request and kind.
 #[derive(Serialize)]
 struct BatchEvent<'a> {
     i: usize,
     back: usize,
     #[serde(flatten)]
     event: &'a EventRow,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anomaly_request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anomaly_kind: Option<&'static str>,
 }
 
 /// Takes the batch's event `seq`s at once and writes its events with them: last, so the
@@ -462,7 +467,7 @@ async fn write_events(
     e: Engine,
     rows: &VerifyRows,
 ) -> Result<(), Failure> {
-    let events: Vec<&EventRow> = events(&rows.audit, &rows.anomalies).collect();
+    let events: Vec<_> = events(&rows.audit, &rows.anomalies).collect();
     if events.is_empty() {
         return Ok(());
     }
@@ -481,10 +486,12 @@ async fn write_events(
     let batch: Vec<BatchEvent<'_>> = events
         .into_iter()
         .enumerate()
-        .map(|(i, event)| BatchEvent {
+        .map(|(i, (event, anomaly))| BatchEvent {
             i,
             back: n - 1 - i,
             event,
+            anomaly_request: anomaly.map(|a| a.request_id.as_str()),
+            anomaly_kind: anomaly.map(|a| a.kind),
         })
         .collect();
     insert(

@@ -42,6 +42,11 @@ const POSTGRES: &[Migration] = &[
         name: "events",
         sql: include_str!("../../migrations/postgres/0004_events.sql"),
     },
+    Migration {
+        version: 5,
+        name: "event_anomaly_id",
+        sql: include_str!("../../migrations/postgres/0005_event_anomaly_id.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -65,6 +70,11 @@ const MYSQL: &[Migration] = &[
         version: 4,
         name: "events",
         sql: include_str!("../../migrations/mysql/0004_events.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "event_anomaly_id",
+        sql: include_str!("../../migrations/mysql/0005_event_anomaly_id.sql"),
     },
 ];
 

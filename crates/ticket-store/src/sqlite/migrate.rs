@@ -58,6 +58,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "events",
         sql: include_str!("../../migrations/sqlite/0007_events.sql"),
     },
+    Migration {
+        version: 8,
+        name: "event_anomaly_id",
+        sql: include_str!("../../migrations/sqlite/0008_event_anomaly_id.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

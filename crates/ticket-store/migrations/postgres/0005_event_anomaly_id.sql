@@ -1,0 +1,11 @@
+-- 0005_event_anomaly_id (PostgreSQL): an `ticketd.anomaly.opened` event names its anomaly; equal in meaning
+-- to SQLite's 0008.
+--
+-- NEVER EDIT THIS FILE once a database anywhere has applied it; add `0006_<what>.sql` instead
+-- (see `src/sql/migrate.rs`).
+--
+-- The anomaly's id is handed out by the database when the anomaly is written, after its event's
+-- data was built, so the event row keeps it in a column of its own (found, in the same
+-- transaction, as the newest anomaly of the request and kind) and the feed adds it to `data`.
+-- One statement (MySQL commits DDL on its own).
+ALTER TABLE ledger_events ADD COLUMN anomaly_id BIGINT;
