@@ -14,6 +14,7 @@ use super::build::{
 use super::check::{given_app, given_order};
 
 cases! {
+    one_relay_holds_the_lease_and_only_it_moves_the_position,
     every_accepted_change_is_one_event_and_replays_and_refusals_are_none,
     a_reader_following_the_feed_sees_every_event_once_in_order_while_writers_race,
 }
@@ -263,4 +264,63 @@ async fn a_reader_following_the_feed_sees_every_event_once_in_order_while_writer
             );
         }
     }
+}
+
+/// The relay's lease: one holder at a time, renewed by its holder, taken over once it
+/// expires; only the holder moves the position, and only from where it stands.
+async fn one_relay_holds_the_lease_and_only_it_moves_the_position(store: Arc<dyn LedgerStore>) {
+    let f = Fresh::new();
+    let (a, b) = (f.key("relay-a"), f.key("relay-b"));
+    let lease = chrono::Duration::seconds(10);
+    // A day ago: every lease taken here has expired for whatever relays this ledger next.
+    let t0 = chrono::Utc::now() - chrono::Duration::days(1);
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    let start = store
+        .claim_relay(&a, at(0), lease)
+        .await
+        .expect("claim")
+        .expect("a free lease is taken");
+    assert_eq!(
+        store.claim_relay(&b, at(1), lease).await.expect("claim"),
+        None
+    );
+    assert_eq!(
+        store.claim_relay(&a, at(5), lease).await.expect("renew"),
+        Some(start),
+        "the holder renews"
+    );
+    assert!(!store
+        .advance_relay(&b, start, start + 3)
+        .await
+        .expect("advance"));
+    assert!(store
+        .advance_relay(&a, start, start + 3)
+        .await
+        .expect("advance"));
+    assert!(
+        !store
+            .advance_relay(&a, start, start + 4)
+            .await
+            .expect("advance"),
+        "only from where it stands"
+    );
+    // Renewed at 5 s, so still held at 14 s; free at 16 s.
+    assert_eq!(
+        store.claim_relay(&b, at(14), lease).await.expect("claim"),
+        None
+    );
+    assert_eq!(
+        store.claim_relay(&b, at(16), lease).await.expect("claim"),
+        Some(start + 3),
+        "an expired lease is taken over, with the position"
+    );
+    assert!(!store
+        .advance_relay(&a, start + 3, start + 5)
+        .await
+        .expect("advance"));
+    // Back where it stood, for whatever relays this ledger next.
+    assert!(store
+        .advance_relay(&b, start + 3, start)
+        .await
+        .expect("advance"));
 }

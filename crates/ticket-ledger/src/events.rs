@@ -251,6 +251,8 @@ impl Event {
 pub struct EventPage {
     /// The ledger's random id (see [`Event::cloud_event`]).
     pub ledger_id: String,
+    /// The last `seq` handed out when the page was read (what a relay's lag is measured to).
+    pub last_seq: i64,
     /// At most the page's limit, in `seq` order.
     pub events: Vec<Event>,
     /// The `seq` to ask after next time: the last event's, or the one asked after if the page

@@ -155,6 +155,21 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// after the last `seq` it has seen therefore sees every event once, in order.
     async fn events(&self, after: i64, limit: u32) -> Result<EventPage, LedgerError>;
 
+    /// Takes, or renews, the event relay's lease for `holder` until `now + lease`, if nobody
+    /// else holds a current one; answers the relay's position (the last `seq` relayed) when
+    /// `holder` holds the lease, `None` when another does. One relay at a time per ledger,
+    /// whatever the number of processes.
+    async fn claim_relay(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<i64>, LedgerError>;
+
+    /// Moves the relay's position from `from` to `to`, only while `holder` holds the lease and
+    /// nobody moved it meanwhile; `false` when not (the caller lost the lease).
+    async fn advance_relay(&self, holder: &str, from: i64, to: i64) -> Result<bool, LedgerError>;
+
     /// Ledger totals and batching counters for `/metrics`. The totals scan the ledger, so
     /// call it at scrape frequency, not per request.
     async fn metrics(&self) -> Result<StoreMetrics, LedgerError>;

@@ -348,13 +348,14 @@ pub(crate) fn events_page(after: i64, limit: u32) -> (i64, i64) {
 
 /// The page of `events` read after `after`.
 pub(crate) fn event_page(
-    ledger_id: String,
+    (ledger_id, last_seq): (String, i64),
     after: i64,
     events: Vec<ticket_ledger::Event>,
 ) -> ticket_ledger::EventPage {
     let next = events.last().map_or(after.max(0), |e| e.seq);
     ticket_ledger::EventPage {
         ledger_id,
+        last_seq,
         events,
         next,
     }

@@ -679,8 +679,21 @@ pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
 /// A page of the feed (bind after, limit).
 pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data, \
      anomaly_id FROM ledger_events WHERE seq > ? ORDER BY seq LIMIT ?";
-/// The ledger's random id, drawn by the migration that created the events.
-pub(crate) const SELECT_LEDGER_ID: &str = "SELECT ledger_id FROM ledger_event_seq WHERE id = 1";
+/// The ledger's random id, drawn by the migration that created the events, and the last
+/// `seq` handed out.
+pub(crate) const SELECT_LEDGER_ID: &str =
+    "SELECT ledger_id, last FROM ledger_event_seq WHERE id = 1";
+/// Takes or renews the relay's lease (bind holder, until, holder, now): one row when `holder`
+/// holds it now.
+pub(crate) const CLAIM_RELAY: &str = "UPDATE ledger_event_relay SET holder = ?, \
+     lease_until_ms = ? WHERE id = 1 AND (holder = ? OR holder IS NULL OR lease_until_ms < ?)";
+/// Where the relay stands.
+pub(crate) const SELECT_RELAY_POSITION: &str =
+    "SELECT position FROM ledger_event_relay WHERE id = 1";
+/// Moves the relay's position (bind to, holder, from): one row only while `holder` holds the
+/// lease and the position is still `from`.
+pub(crate) const ADVANCE_RELAY: &str = "UPDATE ledger_event_relay SET position = ? \
+     WHERE id = 1 AND holder = ? AND position = ?";
 
 // ---------------------------------------------------------------------------------------------
 // SQLite's fold (`sqlite::fold`)

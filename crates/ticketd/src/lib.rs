@@ -38,6 +38,7 @@ pub mod gateway;
 pub mod lifecycle_doc;
 pub mod metrics;
 pub mod paging;
+pub mod relay;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

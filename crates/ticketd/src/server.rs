@@ -73,6 +73,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Per-app token buckets (in this process's memory) and the default rate limit.
     pub rate_limiter: Arc<crate::gateway::access::RateLimiter>,
+    /// The change events' relay to NATS, for `/metrics` (disabled unless `--events-nats`).
+    pub relay: Arc<crate::relay::RelayStatus>,
 }
 
 /// A built, bound, not yet running server.
@@ -85,6 +87,8 @@ pub struct Application {
     tls: Option<TlsAcceptor>,
     /// Timeouts and the connection cap.
     connections: ConnectionArgs,
+    /// Where the change events are relayed (`--events-nats`), if anywhere.
+    relay: Option<crate::relay::RelayTarget>,
     state: AppState,
 }
 
@@ -146,12 +150,20 @@ impl Application {
             rate_limiter: Arc::new(crate::gateway::access::RateLimiter::new(
                 settings.default_rate_limit,
             )),
+            relay: Arc::default(),
         };
         Ok(Self {
             gateway,
             admin,
             tls,
             connections: settings.connections.clone(),
+            relay: settings
+                .events_nats
+                .clone()
+                .map(|url| crate::relay::RelayTarget {
+                    url,
+                    stream: settings.events_stream.clone(),
+                }),
             state,
         })
     }
@@ -193,6 +205,7 @@ impl Application {
             admin,
             tls,
             connections,
+            relay,
             state,
         } = self;
         let served = match admin {
@@ -214,6 +227,15 @@ impl Application {
                 stopping.clone(),
             ));
         }
+        let relay = relay.map(|target| {
+            tokio::spawn(crate::relay::run(
+                state.store.clone(),
+                state.clock.clone(),
+                target,
+                state.relay.clone(),
+                stopping.clone(),
+            ))
+        });
         tokio::select! {
             () = shutdown => {}
             // The loops end only when told to, so this is a panic: stop the others too.
@@ -226,6 +248,12 @@ impl Application {
         while let Some(ended) = listeners.join_next().await {
             if let Err(e) = ended {
                 failure = Some(e);
+            }
+        }
+        if let Some(relay) = relay {
+            // It stops at its next pause; what it had not recorded is sent again next time.
+            if let Err(e) = relay.await {
+                tracing::error!(error = %e, "the event relay stopped unexpectedly");
             }
         }
         // After the last answer, so every acknowledged write is in the batch it flushes.

@@ -96,6 +96,16 @@ pub struct Settings {
     #[command(flatten)]
     pub connections: ConnectionArgs,
 
+    /// Publish every change event to NATS JetStream at this URL (`nats://host:4222`): see
+    /// docs/EVENTS.md. NATS being down never blocks a verify; events wait in the ledger.
+    #[arg(long, env = "TICKETD_EVENTS_NATS")]
+    pub events_nats: Option<String>,
+
+    /// The JetStream stream the events go to (created if missing, subjects `ticketd.events.>`).
+    #[arg(long, env = "TICKETD_EVENTS_STREAM", default_value = "TICKETD_EVENTS",
+          value_parser = stream_name)]
+    pub events_stream: String,
+
     /// Seed a demo vendor app and a few issued orders, and print a ready-to-paste `curl`.
     #[arg(long)]
     pub demo: bool,
@@ -124,6 +134,8 @@ impl Settings {
             tls_cert: None,
             tls_key: None,
             connections: ConnectionArgs::default(),
+            events_nats: None,
+            events_stream: "TICKETD_EVENTS".to_owned(),
             demo: false,
             log_format: LogFormat::Text,
         }
@@ -271,6 +283,19 @@ fn bad(text: &str) -> String {
     format!("{text:?}: expected a number with ms, s, m, h or d")
 }
 
+/// A JetStream stream name: 1 to 255 characters, none of them whitespace, `.`, `*`, `>`, `/`
+/// or `\\` (NATS refuses those).
+fn stream_name(s: &str) -> Result<String, String> {
+    let bad = |c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\');
+    if s.is_empty() || s.len() > 255 || s.chars().any(bad) {
+        return Err(format!(
+            "{s:?} is not a JetStream stream name (1 to 255 characters, no spaces, '.', '*', \
+             '>', '/' or '\\')"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +313,25 @@ mod tests {
             Ok(std::time::Duration::from_millis(250))
         );
         assert!(parse_std_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn stream_names_nats_refuses_are_refused() {
+        assert_eq!(
+            super::stream_name("TICKETD_EVENTS").as_deref(),
+            Ok("TICKETD_EVENTS")
+        );
+        for bad in [
+            "",
+            "a.b",
+            "a b",
+            "a*",
+            "a>",
+            "a/b",
+            "a\\b",
+            &"x".repeat(256),
+        ] {
+            assert!(super::stream_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -48,6 +48,8 @@ struct State {
     anomalies: Vec<Anomaly>,
     /// The change events, `seq` 1, 2, 3, …
     events: Vec<ticket_ledger::Event>,
+    /// The event relay: position, holder, lease end.
+    relay: (i64, Option<String>, chrono::DateTime<chrono::Utc>),
     next_use_id: i64,
     rejected_calls: std::collections::VecDeque<ticket_ledger::RejectedCall>,
     next_rejected_seq: i64,
@@ -647,9 +649,37 @@ impl LedgerStore for MemStore {
         let next = events.last().map_or(after.max(0), |e| e.seq);
         Ok(ticket_ledger::EventPage {
             ledger_id: "mem".into(),
+            last_seq: i64::try_from(state.events.len()).unwrap_or(i64::MAX),
             events,
             next,
         })
+    }
+
+    async fn claim_relay(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<i64>, LedgerError> {
+        let mut state = self.lock()?;
+        let (position, current, until) = &mut state.relay;
+        let free = current.is_none() || current.as_deref() == Some(holder) || *until < now;
+        if !free {
+            return Ok(None);
+        }
+        *current = Some(holder.to_owned());
+        *until = now + lease;
+        Ok(Some(*position))
+    }
+
+    async fn advance_relay(&self, holder: &str, from: i64, to: i64) -> Result<bool, LedgerError> {
+        let mut state = self.lock()?;
+        let (position, current, _) = &mut state.relay;
+        if current.as_deref() != Some(holder) || *position != from {
+            return Ok(false);
+        }
+        *position = to;
+        Ok(true)
     }
 
     async fn rejected_calls(

@@ -47,6 +47,11 @@ const POSTGRES: &[Migration] = &[
         name: "event_anomaly_id",
         sql: include_str!("../../migrations/postgres/0005_event_anomaly_id.sql"),
     },
+    Migration {
+        version: 6,
+        name: "event_relay",
+        sql: include_str!("../../migrations/postgres/0006_event_relay.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -75,6 +80,11 @@ const MYSQL: &[Migration] = &[
         version: 5,
         name: "event_anomaly_id",
         sql: include_str!("../../migrations/mysql/0005_event_anomaly_id.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "event_relay",
+        sql: include_str!("../../migrations/mysql/0006_event_relay.sql"),
     },
 ];
 

@@ -456,6 +456,33 @@ impl LedgerStore for SqlStore {
             .await
     }
 
+    async fn claim_relay(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<i64>, LedgerError> {
+        let args = (
+            holder.to_owned(),
+            now.timestamp_millis(),
+            (now + lease).timestamp_millis(),
+        );
+        self.db
+            .write(&args, |c, e, (holder, now_ms, until_ms)| {
+                Box::pin(ops::claim_relay(c, e, holder, *now_ms, *until_ms))
+            })
+            .await
+    }
+
+    async fn advance_relay(&self, holder: &str, from: i64, to: i64) -> Result<bool, LedgerError> {
+        self.db
+            .write(
+                &(holder.to_owned(), from, to),
+                |c, e, (holder, from, to)| Box::pin(ops::advance_relay(c, e, holder, *from, *to)),
+            )
+            .await
+    }
+
     async fn metrics(&self) -> Result<ticket_ledger::StoreMetrics, LedgerError> {
         self.db
             .read(&(), |c, engine, ()| {

@@ -275,3 +275,51 @@ pub(crate) async fn record_rejected_call(
     }
     Ok(())
 }
+
+/// [`ticket_ledger::LedgerStore::claim_relay`]: the lease and the position, in one write.
+pub(crate) async fn claim_relay(
+    conn: &mut AnyConnection,
+    e: Engine,
+    holder: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<Option<i64>, Failure> {
+    let claimed = q(e, statements::CLAIM_RELAY)
+        .bind(holder.to_owned())
+        .bind(until_ms)
+        .bind(holder.to_owned())
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .during("claiming the event relay")?
+        .rows_affected();
+    if claimed != 1 {
+        return Ok(None);
+    }
+    one(
+        conn,
+        q(e, statements::SELECT_RELAY_POSITION),
+        |row| row.int(0),
+        "reading the relay position",
+    )
+    .await
+}
+
+/// [`ticket_ledger::LedgerStore::advance_relay`].
+pub(crate) async fn advance_relay(
+    conn: &mut AnyConnection,
+    e: Engine,
+    holder: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, Failure> {
+    let moved = q(e, statements::ADVANCE_RELAY)
+        .bind(to)
+        .bind(holder.to_owned())
+        .bind(from)
+        .execute(conn)
+        .await
+        .during("advancing the event relay")?
+        .rows_affected();
+    Ok(moved == 1)
+}

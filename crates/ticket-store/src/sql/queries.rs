@@ -392,13 +392,15 @@ pub(crate) async fn events(
     limit: u32,
 ) -> Result<ticket_ledger::EventPage, Failure> {
     let (after, limit) = rows::events_page(after, limit);
-    let ledger_id: String = q(e, statements::SELECT_LEDGER_ID)
+    let row = q(e, statements::SELECT_LEDGER_ID)
         .fetch_one(&mut *conn)
         .await
-        .during("reading the ledger id")?
-        .try_get(0)
         .during("reading the ledger id")?;
+    let ledger: (String, i64) = (
+        row.try_get(0).during("reading the ledger id")?,
+        row.try_get(1).during("reading the last event seq")?,
+    );
     let query = q(e, statements::LIST_EVENTS).bind(after).bind(limit);
     let events = all(conn, query, rows::event, "listing events").await?;
-    Ok(rows::event_page(ledger_id, after, events))
+    Ok(rows::event_page(ledger, after, events))
 }

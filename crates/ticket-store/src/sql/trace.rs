@@ -262,3 +262,19 @@ impl Traced<()> for AuditEntry {
         None
     }
 }
+
+/// A relay claim `(holder, now, until)`: done again by the relay's next round whatever became
+/// of it (claiming a lease one holds renews it).
+impl Traced<Option<i64>> for (String, i64, i64) {
+    fn trace(&self, _: &Option<i64>) -> Option<Trace> {
+        None
+    }
+}
+
+/// A relay advance `(holder, from, to)`: if it committed unseen, the relay's next claim reads
+/// the new position; if not, the events are sent again and JetStream drops the duplicates.
+impl Traced<bool> for (String, i64, i64) {
+    fn trace(&self, _: &bool) -> Option<Trace> {
+        None
+    }
+}

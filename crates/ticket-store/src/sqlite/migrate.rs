@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event_anomaly_id",
         sql: include_str!("../../migrations/sqlite/0008_event_anomaly_id.sql"),
     },
+    Migration {
+        version: 9,
+        name: "event_relay",
+        sql: include_str!("../../migrations/sqlite/0009_event_relay.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -427,6 +427,27 @@ impl LedgerStore for SqliteStore {
             .await
     }
 
+    async fn claim_relay(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<i64>, LedgerError> {
+        let holder = holder.to_owned();
+        let now_ms = now.timestamp_millis();
+        let until_ms = (now + lease).timestamp_millis();
+        self.writer
+            .submit(move |tx| ops::claim_relay(tx.conn, &holder, now_ms, until_ms))
+            .await
+    }
+
+    async fn advance_relay(&self, holder: &str, from: i64, to: i64) -> Result<bool, LedgerError> {
+        let holder = holder.to_owned();
+        self.writer
+            .submit(move |tx| ops::advance_relay(tx.conn, &holder, from, to))
+            .await
+    }
+
     async fn close(&self) {
         // The inherent method (it also serves callers holding the concrete type).
         SqliteStore::close(self).await;

@@ -350,3 +350,40 @@ pub(crate) fn record_rejected_call(
     }
     Ok(())
 }
+
+/// [`ticket_ledger::LedgerStore::claim_relay`]: the lease and the position, in one write.
+pub(crate) fn claim_relay(
+    conn: &Connection,
+    holder: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<Option<i64>, LedgerError> {
+    let claimed = conn
+        .prepare_cached(statements::CLAIM_RELAY)
+        .during("preparing the relay claim")?
+        .execute(rusqlite::params![holder, until_ms, holder, now_ms])
+        .during("claiming the event relay")?;
+    if claimed != 1 {
+        return Ok(None);
+    }
+    conn.prepare_cached(statements::SELECT_RELAY_POSITION)
+        .during("preparing the relay position read")?
+        .query_row([], |row| row.get(0))
+        .during("reading the relay position")
+        .map(Some)
+}
+
+/// [`ticket_ledger::LedgerStore::advance_relay`].
+pub(crate) fn advance_relay(
+    conn: &Connection,
+    holder: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, LedgerError> {
+    let moved = conn
+        .prepare_cached(statements::ADVANCE_RELAY)
+        .during("preparing the relay advance")?
+        .execute(rusqlite::params![to, holder, from])
+        .during("advancing the event relay")?;
+    Ok(moved == 1)
+}

@@ -228,10 +228,10 @@ pub(crate) fn events(
     limit: u32,
 ) -> Result<ticket_ledger::EventPage, LedgerError> {
     let (after, limit) = shared::events_page(after, limit);
-    let ledger_id: String = conn
+    let ledger: (String, i64) = conn
         .prepare_cached(statements::SELECT_LEDGER_ID)
         .during("preparing the ledger id read")?
-        .query_row([], |row| row.get(0))
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .during("reading the ledger id")?;
     let events = conn
         .prepare_cached(statements::LIST_EVENTS)
@@ -240,5 +240,5 @@ pub(crate) fn events(
         .during("listing events")?
         .collect::<rusqlite::Result<_>>()
         .during("reading events")?;
-    Ok(shared::event_page(ledger_id, after, events))
+    Ok(shared::event_page(ledger, after, events))
 }

@@ -172,6 +172,17 @@ impl<S: LedgerStore> LedgerStore for Harnessed<S> {
     ) -> Result<ticket_ledger::EventPage, LedgerError> {
         self.store.events(after, limit).await
     }
+    async fn claim_relay(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<i64>, LedgerError> {
+        self.store.claim_relay(holder, now, lease).await
+    }
+    async fn advance_relay(&self, holder: &str, from: i64, to: i64) -> Result<bool, LedgerError> {
+        self.store.advance_relay(holder, from, to).await
+    }
     async fn record_rejected_call(
         &self,
         call: ticket_ledger::RejectedCall,

@@ -18,6 +18,8 @@ const STUBBED: &[&str] = &[
     "pg_ctlcluster",
     "mariadb-admin",
     "start-stop-daemon",
+    "nats-server",
+    "apt-get",
 ];
 
 #[test]

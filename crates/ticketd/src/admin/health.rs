@@ -59,6 +59,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut extra = Vec::new();
     let gauge = |name: &str, help: &str, value: f64| (name.to_owned(), help.to_owned(), value);
+    let relay = &state.relay;
+    if relay.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::sync::atomic::Ordering::Relaxed;
+        extra.push(gauge(
+            "ticketd_events_relay_lag_events",
+            "Change events not yet acknowledged by NATS JetStream (as the relay last saw).",
+            relay.lag_events.load(Relaxed) as f64,
+        ));
+        extra.push(gauge(
+            "ticketd_events_relay_lag_seconds",
+            "Age of the oldest change event not yet acknowledged by NATS JetStream.",
+            relay.lag_ms.load(Relaxed) as f64 / 1000.0,
+        ));
+        extra.push(gauge(
+            "ticketd_events_relay_leading",
+            "1 while this process holds the relay's lease (one process relays per ledger).",
+            f64::from(u8::from(relay.leading.load(Relaxed))),
+        ));
+        extra.push(gauge(
+            "ticketd_events_relayed_total",
+            "Change events this process published and JetStream acknowledged.",
+            relay.published.load(Relaxed) as f64,
+        ));
+    }
     match state.store.metrics().await {
         Ok(m) => {
             extra.push(gauge(

@@ -24,5 +24,6 @@ mod metrics;
 mod multiprocess;
 mod protocol;
 mod race;
+mod relay;
 mod rules;
 mod transfer;
