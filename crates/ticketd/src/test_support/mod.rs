@@ -94,6 +94,18 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics` (unauthenticated), which must answer 200: the exposition text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200);
+        r.text().await.expect("the /metrics body")
+    }
+
     /// `GET /admin/...`, which must answer 200, read into its answer type.
     pub async fn admin_get_ok<T: DeserializeOwned>(&self, path: &str) -> T {
         let (status, body) = self.admin_get(path).await;

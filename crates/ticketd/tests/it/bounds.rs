@@ -90,12 +90,6 @@ fn series(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {name} in:\n{text}"))
 }
 
-async fn metrics(app: &TestApp) -> String {
-    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_code_above_a_million_uses_is_refused_41_and_the_ledger_is_unchanged() {
     let app = vendor_app().await;
@@ -413,7 +407,7 @@ async fn metrics_stay_up_on_the_largest_state_the_ledger_accepts() {
         "voucher_infos",
         "voucher_infos[0].quantity",
     );
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(series(&text, "ticketd_ledger_up"), 1.0, "{text}");
     assert_eq!(series(&text, "ticketd_ledger_orders"), 3.0);
     assert_eq!(
@@ -441,7 +435,7 @@ async fn metrics_stay_up_on_a_legacy_ledger_whose_totals_exceed_i64() {
             "UPDATE vouchers SET capacity = {HUGE}, used = {HUGE} WHERE order_id = 9040"
         ))
         .unwrap();
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(series(&text, "ticketd_ledger_up"), 1.0, "{text}");
     assert_eq!(
         series(&text, "ticketd_ledger_capacity_uses"),

@@ -148,15 +148,7 @@ async fn the_rejected_call_record_keeps_only_the_newest_configured_number() {
     assert_eq!(keys, ["nobody-39", "nobody-38", "nobody-37"]);
 
     // Every one is still counted.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counted: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("ticketd_top_calls_total{") && l.contains("code=\"29\""))

@@ -1,6 +1,6 @@
 //! `/metrics`: what an operator's Prometheus sees after real calls.
 
-use crate::helpers::{minutes_ago, spawn_app, voucher_infos, TestApp, TopCall};
+use crate::helpers::{minutes_ago, spawn_app, voucher_infos, TopCall};
 
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
@@ -80,13 +80,6 @@ async fn metrics_count_calls_by_code_latency_and_the_ledger() {
     assert_eq!(value(&text, "ticketd_store_errors_total"), 0.0);
 }
 
-/// `GET /metrics` as a scraper sees it.
-async fn scrape(app: &TestApp) -> String {
-    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
 /// Every value of label `name` in the exposition's samples (label values here never hold `"`).
 fn label_values(text: &str, name: &str) -> Vec<String> {
     let mut values = Vec::new();
@@ -153,7 +146,7 @@ async fn a_huge_repeated_parameter_name_grows_neither_metrics_nor_the_answer() {
         .to_form_urlencoded();
     let name = "K".repeat(400_000);
     let body = format!("{name}=1&{name}=2").into_bytes();
-    let before = scrape(&app).await.len();
+    let before = app.metrics().await.len();
 
     let clipped = format!("{}…", "K".repeat(64));
     for _ in 0..20 {
@@ -173,7 +166,7 @@ async fn a_huge_repeated_parameter_name_grows_neither_metrics_nor_the_answer() {
         assert_eq!(longest_run(&reply.text(), 'K'), 64, "{}", reply.text());
     }
 
-    let text = scrape(&app).await;
+    let text = app.metrics().await;
     assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
     // One call series and one latency histogram for `unknown` are new; nothing per request.
     assert!(
@@ -222,7 +215,7 @@ async fn method_names_a_caller_chose_are_labelled_unknown() {
         (41, "isv.invalid-parameter:method".to_owned())
     );
 
-    let text = scrape(&app).await;
+    let text = app.metrics().await;
     assert_labels_closed(&text);
     assert!(!text.contains("verify2"), "{text}");
     assert!(
@@ -279,7 +272,7 @@ async fn sub_codes_are_labelled_by_their_base_without_the_parameter_name() {
         (40, "isv.missing-parameter:check_num".to_owned())
     );
 
-    let text = scrape(&app).await;
+    let text = app.metrics().await;
     assert_labels_closed(&text);
     assert!(!text.contains(":order_id"), "{text}");
     let verify = "method=\"taobao.travel.ticket.order.verify\"";

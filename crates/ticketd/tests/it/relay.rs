@@ -197,8 +197,7 @@ async fn every_event_reaches_the_stream_once_in_order_even_across_a_nats_outage(
         started.elapsed() < Duration::from_secs(10),
         "NATS down blocked verifies"
     );
-    let (_, metrics) = (0, app.http.get(app.url("/metrics")).send().await.unwrap());
-    let text = metrics.text().await.unwrap();
+    let text = app.metrics().await;
     assert!(text.contains("ticketd_events_relay_lag_events"), "{text}");
     let (status, ready) = app.admin_get("/readyz").await;
     assert_eq!(status, 200, "still ready without NATS: {ready}");
@@ -210,15 +209,7 @@ async fn every_event_reaches_the_stream_once_in_order_even_across_a_nats_outage(
     assert_stream_is_the_feed(&caught_up(&nats, &app).await, &events);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         if text.contains("ticketd_events_relay_lag_events 0") {
             break;
         }
