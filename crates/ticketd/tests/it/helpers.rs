@@ -420,3 +420,40 @@ pub async fn anomalies(app: &TestApp, query: &str) -> Vec<AnomalyAnswer> {
     let page: AnomaliesPage = app.admin_get_ok(&format!("/admin/anomalies?{query}")).await;
     page.anomalies
 }
+
+/// Starts `ticketd serve --listen 127.0.0.1:0 <args> --data-dir <data_dir>` as a child
+/// process, killed when dropped, and waits for its "listening on" line; returns it and its base
+/// URL. Its stderr is drained so the child never blocks on a full pipe.
+pub async fn serve_child(
+    args: &[&str],
+    data_dir: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("TICKETD_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ticketd serve");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return rest.split("/router/rest").next().unwrap().to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("ticketd exited before listening: {seen:?}");
+    })
+    .await
+    .expect("ticketd did not start within 30 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}

@@ -6,15 +6,11 @@
 //! Each run uses a scratch database of its own (`ticket_store::scratch`); without a server the
 //! test prints how to start it and passes, unless `CI` is set.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use chrono::Utc;
 use serde_json::{json, Value};
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::Engine;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use top_client::{TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
@@ -35,35 +31,17 @@ impl Server {
     /// Starts `ticketd serve` on `url` and waits for its "listening on" line.
     async fn start(url: &str) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-            .args(["--admin-token", TOKEN, "--db-max-connections", "6"])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env("TICKETD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn ticketd serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    return rest.split("/router/rest").next().unwrap().to_owned();
-                }
-                seen.push(line);
-            }
-            panic!("ticketd exited before listening: {seen:?}");
-        })
-        .await
-        .expect("ticketd did not start within 30 s");
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let args = [
+            "--database-url",
+            url,
+            "--admin-token",
+            TOKEN,
+            "--db-max-connections",
+            "6",
+        ];
+        let (child, base) = crate::helpers::serve_child(&args, data_dir.path()).await;
         Self {
-            base: format!("http://{addr}"),
+            base,
             http: reqwest::Client::new(),
             _child: child,
             _data_dir: data_dir,

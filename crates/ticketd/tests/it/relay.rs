@@ -221,38 +221,16 @@ async fn every_event_reaches_the_stream_once_in_order_even_across_a_nats_outage(
 
 /// A `ticketd serve` child process relaying to `nats`, on `data_dir`.
 async fn serve_child(data_dir: &std::path::Path, nats: &Nats) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "relay-token",
-        ])
-        .args(["--events-nats", &nats.url(), "--events-stream", STREAM])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("TICKETD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ticketd serve");
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                return rest.split("/router/rest").next().unwrap().to_owned();
-            }
-        }
-        panic!("ticketd exited before listening");
-    })
-    .await
-    .expect("ticketd did not start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+    let url = nats.url();
+    let args = [
+        "--admin-token",
+        "relay-token",
+        "--events-nats",
+        &url,
+        "--events-stream",
+        STREAM,
+    ];
+    crate::helpers::serve_child(&args, data_dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
