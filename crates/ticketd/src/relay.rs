@@ -85,13 +85,25 @@ pub async fn run(
     // A holder name of its own: this process, this run.
     let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
     let mut stream: Option<jetstream::Context> = None;
+    let mut lease = Lease::default();
     while !*stopping.borrow() {
-        let pause = match round(&*store, &*clock, &target, &holder, &status, &mut stream).await {
+        let pause = match round(
+            &*store,
+            &*clock,
+            &target,
+            &holder,
+            &status,
+            &mut stream,
+            &mut lease,
+        )
+        .await
+        {
             Ok(Some(pause)) => pause,
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "relaying events to NATS failed; retrying");
                 stream = None;
+                lease = Lease::default();
                 RETRY
             }
         };
@@ -102,8 +114,17 @@ pub async fn run(
     }
 }
 
-/// One round: claim the lease, read what is not relayed, publish it, wait for every ack, move
-/// the position. `Ok(None)`: go on at once; `Ok(Some(pause))`: wait that long first.
+/// What this process knows of its lease: the position it last read or moved, and when to
+/// renew. Renewing is a write to the ledger, so it is done a third of the way into the lease,
+/// not every round (an idle relay polls every [`IDLE`]).
+#[derive(Debug, Default)]
+struct Lease {
+    held: Option<(i64, tokio::time::Instant)>,
+}
+
+/// One round: claim the lease (when due), read what is not relayed, publish it, wait for
+/// every ack, move the position. `Ok(None)`: go on at once; `Ok(Some(pause))`: wait that long
+/// first.
 async fn round(
     store: &dyn LedgerStore,
     clock: &dyn Clock,
@@ -111,12 +132,23 @@ async fn round(
     holder: &str,
     status: &RelayStatus,
     stream: &mut Option<jetstream::Context>,
+    lease: &mut Lease,
 ) -> anyhow::Result<Option<Duration>> {
     let now = clock.now();
-    let lease = chrono::Duration::from_std(LEASE)?;
-    let Some(position) = store.claim_relay(holder, now, lease).await? else {
-        status.leading.store(false, Ordering::Relaxed);
-        return Ok(Some(RETRY));
+    let position = match lease.held {
+        Some((position, renew_at)) if tokio::time::Instant::now() < renew_at => position,
+        _ => {
+            let Some(position) = store
+                .claim_relay(holder, now, chrono::Duration::from_std(LEASE)?)
+                .await?
+            else {
+                lease.held = None;
+                status.leading.store(false, Ordering::Relaxed);
+                return Ok(Some(RETRY));
+            };
+            lease.held = Some((position, tokio::time::Instant::now() + LEASE / 3));
+            position
+        }
     };
     status.leading.store(true, Ordering::Relaxed);
     let page = store.events(position, PAGE).await?;
@@ -150,8 +182,12 @@ async fn round(
     }
     if !store.advance_relay(holder, position, last).await? {
         // Another process took the lease meanwhile: it goes on from where it stands.
+        lease.held = None;
         status.leading.store(false, Ordering::Relaxed);
         return Ok(Some(RETRY));
+    }
+    if let Some((held, _)) = &mut lease.held {
+        *held = last;
     }
     let sent = i64::try_from(page.events.len()).unwrap_or(i64::MAX);
     status.published.fetch_add(sent, Ordering::Relaxed);

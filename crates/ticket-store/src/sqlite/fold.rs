@@ -15,8 +15,8 @@
 //! into `folded_fingerprints`, `uses_by_code` and `audit_by_order` ([`Part`]), sorted by key,
 //! so one page takes many rows, and then moves the marks in `ledger_fold`. Under load the copy
 //! is [`Staged`]: read [`READ`] keys per step and sorted, then copied [`SLICE`] rows per
-//! transaction between the writer's batches, in key order, so a slice fills neighbouring pages and no transaction holds the
-//! writer for long (a whole fold in one transaction held it 25–70 ms, and the requests queued
+//! transaction between the writer's batches, in key order, so a slice fills neighbouring
+//! pages and no transaction holds the writer for long (a whole fold in one transaction held it 25–70 ms, and the requests queued
 //! behind it set the p99 at half load). Copies past the marks are invisible to every reader
 //! until the last transaction moves the marks and forgets the folded pending fingerprints.
 //! Nothing is lost in between, and nothing is read wrong:
