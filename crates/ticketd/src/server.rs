@@ -75,6 +75,9 @@ pub struct AppState {
     pub rate_limiter: Arc<crate::gateway::access::RateLimiter>,
     /// The change events' relay to NATS, for `/metrics` (disabled unless `--events-nats`).
     pub relay: Arc<crate::relay::RelayStatus>,
+    /// Permits for `GET /admin/events` requests held waiting (`admin::MAX_WAITING`), per
+    /// server.
+    pub feed_waiting: Arc<tokio::sync::Semaphore>,
 }
 
 /// A built, bound, not yet running server.
@@ -151,6 +154,7 @@ impl Application {
                 settings.default_rate_limit,
             )),
             relay: Arc::default(),
+            feed_waiting: Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_WAITING)),
         };
         Ok(Self {
             gateway,

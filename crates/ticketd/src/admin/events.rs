@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ticket_ledger::Event;
-use tokio::sync::Semaphore;
 
 use super::{query_error, AdminError};
 use crate::paging::{self, Budget};
@@ -33,8 +32,6 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Requests held at once (each re-reads the ledger every [`POLL`]); one more is answered
 /// 503 at once rather than held.
 pub const MAX_WAITING: usize = 64;
-
-static WAITING: Semaphore = Semaphore::const_new(MAX_WAITING);
 
 /// The route, to be merged behind the admin token.
 pub(super) fn router() -> Router<AppState> {
@@ -82,7 +79,7 @@ async fn list(
     if !first.events.is_empty() || wait == 0 {
         return Ok(Json(first).into_response());
     }
-    let Ok(_permit) = WAITING.try_acquire() else {
+    let Ok(_permit) = state.feed_waiting.try_acquire() else {
         return Err(AdminError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
