@@ -10,10 +10,11 @@
 //! one, because the anomaly queue changed.
 //!
 //! The store hands each event a `seq`: consecutive integers in commit order across the whole
-//! ledger, without gaps. [`Event::cloud_event`] renders a stored event as a CloudEvents 1.0
+//! ledger, without gaps. [`Event::to_json`] renders a stored event as a CloudEvents 1.0
 //! JSON object, the same bytes for the feed (`GET /admin/events`) and every relay.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::anomaly::NewAnomaly;
@@ -207,7 +208,7 @@ fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// A stored event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// Its place in the ledger's sequence: 1, 2, 3, … in commit order, without gaps.
     pub seq: i64,
@@ -217,39 +218,78 @@ pub struct Event {
     pub order_id: Option<i64>,
     /// When the change was made.
     pub at: DateTime<Utc>,
-    /// The event's data.
-    pub data: Value,
+    /// The event's data, as the store keeps it: JSON text, checked to be JSON when read. It
+    /// is handed on as it is — the feed and the relay render thousands of events a second, and
+    /// parsing each one's data only to write it out again cost most of their time.
+    pub data: Box<RawValue>,
     /// For `ticketd.anomaly.opened`: the anomaly's id, handed out by the store when it wrote
-    /// the anomaly (after the data was built); [`Event::cloud_event`] adds it to the data.
+    /// the anomaly (after the data was built); [`Event::to_json`] adds it to the data.
     pub anomaly_id: Option<i64>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.kind == other.kind
+            && self.order_id == other.order_id
+            && self.at == other.at
+            && self.data.get() == other.data.get()
+            && self.anomaly_id == other.anomaly_id
+    }
 }
 
 impl Event {
     /// The CloudEvents 1.0 JSON object of this event in the ledger `ledger_id` (a random id
-    /// each ledger draws once, so that two ledgers' events never share an `id`).
-    pub fn cloud_event(&self, ledger_id: &str) -> Value {
-        let mut data = self.data.clone();
-        if let (Some(id), Some(object)) = (self.anomaly_id, data.as_object_mut()) {
-            object.insert("anomaly_id".into(), json!(id));
+    /// each ledger draws once, so that two ledgers' events never share an `id`), as text: the
+    /// one rendering of an event, byte for byte the same in the feed and on NATS.
+    pub fn to_json(&self, ledger_id: &str) -> String {
+        let data = self.data.get();
+        let mut out = String::with_capacity(data.len() + 256 + 2 * ledger_id.len());
+        out.push_str("{\"data\":");
+        match (self.anomaly_id, data.strip_prefix('{')) {
+            (Some(id), Some(rest)) => {
+                let separator = if rest.trim_start().starts_with('}') {
+                    ""
+                } else {
+                    ","
+                };
+                out.push_str(&format!("{{\"anomaly_id\":{id}{separator}"));
+                out.push_str(rest);
+            }
+            _ => out.push_str(data),
         }
-        json!({
-            "specversion": "1.0",
-            "id": format!("{ledger_id}-{}", self.seq),
-            "source": format!("/ticketd/{ledger_id}"),
-            "type": self.kind,
-            "subject": self.order_id.map(|id| id.to_string()),
-            "time": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "datacontenttype": "application/json",
-            "seq": self.seq,
-            "data": data,
-        })
+        out.push_str(",\"datacontenttype\":\"application/json\",\"id\":");
+        out.push_str(&json_text(&format!("{ledger_id}-{}", self.seq)));
+        out.push_str(&format!(",\"seq\":{},\"source\":", self.seq));
+        out.push_str(&json_text(&format!("/ticketd/{ledger_id}")));
+        out.push_str(",\"specversion\":\"1.0\",\"subject\":");
+        match self.order_id {
+            Some(id) => out.push_str(&format!("\"{id}\"")),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"time\":\"");
+        out.push_str(&self.at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        out.push_str("\",\"type\":");
+        out.push_str(&json_text(&self.kind));
+        out.push('}');
+        out
+    }
+
+    /// [`Event::to_json`], parsed (for readers that look inside).
+    pub fn cloud_event(&self, ledger_id: &str) -> Value {
+        serde_json::from_str(&self.to_json(ledger_id)).unwrap_or(Value::Null)
+    }
+
+    /// The event's data, parsed.
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(self.data.get()).unwrap_or(Value::Null)
     }
 }
 
 /// One page of the feed: the events after a `seq`, and where the next page starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
-    /// The ledger's random id (see [`Event::cloud_event`]).
+    /// The ledger's random id (see [`Event::to_json`]).
     pub ledger_id: String,
     /// The last `seq` handed out when the page was read (what a relay's lag is measured to).
     pub last_seq: i64,
@@ -349,24 +389,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stored_event_renders_as_a_cloud_event() {
-        let event = Event {
+    fn stored(data: &str, order_id: Option<i64>, anomaly_id: Option<i64>) -> Event {
+        Event {
             seq: 42,
             kind: EventType::VoucherUsed.as_str().into(),
-            order_id: Some(7),
+            order_id,
             at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-            data: json!({"reason": "applied"}),
-            anomaly_id: None,
-        };
+            data: RawValue::from_string(data.to_owned()).unwrap(),
+            anomaly_id,
+        }
+    }
+
+    #[test]
+    fn a_stored_event_renders_as_a_cloud_event() {
+        let event = stored(
+            r#"{"reason":"applied","detail":{"b":1,"a":"中文\"q"}}"#,
+            Some(7),
+            None,
+        );
+        assert_eq!(
+            event.to_json("L1"),
+            concat!(
+                r#"{"data":{"reason":"applied","detail":{"b":1,"a":"中文\"q"}},"#,
+                r#""datacontenttype":"application/json","id":"L1-42","seq":42,"#,
+                r#""source":"/ticketd/L1","specversion":"1.0","subject":"7","#,
+                r#""time":"2026-01-02T03:04:05.000Z","type":"ticketd.voucher.used"}"#
+            )
+        );
         assert_eq!(
             event.cloud_event("L1"),
             json!({
                 "specversion": "1.0", "id": "L1-42", "source": "/ticketd/L1",
                 "type": "ticketd.voucher.used", "subject": "7",
                 "time": "2026-01-02T03:04:05.000Z", "datacontenttype": "application/json",
-                "seq": 42, "data": {"reason": "applied"}
+                "seq": 42, "data": {"reason": "applied", "detail": {"a": "中文\"q", "b": 1}}
             })
         );
+    }
+
+    #[test]
+    fn an_opened_anomaly_carries_its_id_in_its_data() {
+        let opened = stored(r#"{"kind":"over_capacity"}"#, None, Some(9));
+        assert_eq!(
+            opened.cloud_event("L")["data"],
+            json!({"anomaly_id": 9, "kind": "over_capacity"})
+        );
+        assert_eq!(opened.cloud_event("L")["subject"], Value::Null);
+        let empty = stored("{}", None, Some(9));
+        assert_eq!(empty.cloud_event("L")["data"], json!({"anomaly_id": 9}));
+        // Only objects take an id; the rendering stays JSON whatever the data.
+        let odd = stored("[1]", None, Some(9));
+        assert_eq!(odd.cloud_event("L")["data"], json!([1]));
     }
 }

@@ -187,6 +187,16 @@ fn json<R: ReadRow>(row: &R, column: usize) -> Result<serde_json::Value, R::Erro
     serde_json::from_str(&text).map_err(|e| row.corrupt(column, format!("invalid JSON: {e}")))
 }
 
+/// JSON text kept as it is, once checked to be JSON.
+fn raw_json<R: ReadRow>(
+    row: &R,
+    column: usize,
+) -> Result<Box<serde_json::value::RawValue>, R::Error> {
+    let text = row.text(column)?;
+    serde_json::value::RawValue::from_string(text)
+        .map_err(|e| row.corrupt(column, format!("invalid JSON: {e}")))
+}
+
 /// Reads [`app_columns!`].
 pub(crate) fn app<R: ReadRow>(row: &R) -> Result<App, R::Error> {
     let rate_limit = match row.opt_text(4)? {
@@ -334,7 +344,7 @@ pub(crate) fn event<R: ReadRow>(row: &R) -> Result<ticket_ledger::Event, R::Erro
         kind: row.text(1)?,
         order_id: row.opt_int(2)?,
         at: instant(row, 3)?,
-        data: json(row, 4)?,
+        data: raw_json(row, 4)?,
         anomaly_id: row.opt_int(5)?,
     })
 }

@@ -6,8 +6,10 @@
 //! `Nats-Msg-Id` = the event's `id`, so that JetStream drops a copy sent twice.
 //!
 //! - **Where it stands is in the ledger** (`ledger_event_relay.position`, the last `seq`
-//!   JetStream acknowledged), moved only after JetStream acknowledged every event up to it. A
-//!   relay that dies re-sends at most what it had not recorded, which JetStream drops.
+//!   JetStream acknowledged), moved only after JetStream confirmed every event up to it: a page
+//!   of events goes out as a chain that JetStream stores only in order, and the last event's
+//!   acknowledgement confirms the page (see [`publish_chained`]). A relay that dies re-sends at
+//!   most what it had not recorded, which JetStream drops.
 //! - **One relay per ledger**: a process relays only while it holds the relay's lease in the
 //!   ledger ([`LEASE`], renewed every round); when it dies another process takes over once the
 //!   lease expires.
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use ticket_ledger::{EventPage, LedgerStore};
+use ticket_ledger::{Event, EventPage, LedgerStore};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -63,6 +65,9 @@ pub struct RelayStatus {
     pub lag_ms: AtomicI64,
     /// Events JetStream acknowledged since this process started.
     pub published: AtomicI64,
+    /// Pages published one event at a time because their chain broke (see
+    /// [`publish_chained`]); growing steadily, it means another publisher writes to the stream.
+    pub unchained: AtomicI64,
 }
 
 /// The subject of an event of type `kind`.
@@ -84,17 +89,11 @@ pub async fn run(
     status.enabled.store(true, Ordering::Relaxed);
     // A holder name of its own: this process, this run.
     let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let mut stream: Option<jetstream::Context> = None;
+    let mut nats: Option<Nats> = None;
     let mut lease = Lease::default();
     while !*stopping.borrow() {
         let pause = match round(
-            &*store,
-            &*clock,
-            &target,
-            &holder,
-            &status,
-            &mut stream,
-            &mut lease,
+            &*store, &*clock, &target, &holder, &status, &mut nats, &mut lease,
         )
         .await
         {
@@ -102,7 +101,7 @@ pub async fn run(
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "relaying events to NATS failed; retrying");
-                stream = None;
+                nats = None;
                 lease = Lease::default();
                 RETRY
             }
@@ -131,7 +130,7 @@ async fn round(
     target: &RelayTarget,
     holder: &str,
     status: &RelayStatus,
-    stream: &mut Option<jetstream::Context>,
+    nats: &mut Option<Nats>,
     lease: &mut Lease,
 ) -> anyhow::Result<Option<Duration>> {
     let now = clock.now();
@@ -156,61 +155,167 @@ async fn round(
     let Some(last) = page.events.last().map(|e| e.seq) else {
         return Ok(Some(IDLE));
     };
-    let js = match stream {
-        Some(js) => js.clone(),
+    let nats = match nats {
+        Some(nats) => nats.clone(),
         None => {
-            let js = connect(target).await?;
-            *stream = Some(js.clone());
-            js
+            let connected = connect(target).await?;
+            *nats = Some(connected.clone());
+            connected
         }
     };
-    let mut acks = Vec::with_capacity(page.events.len());
-    for event in &page.events {
-        let body = serde_json::to_vec(&event.cloud_event(&page.ledger_id))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{}-{}", page.ledger_id, event.seq).as_str(),
+    let chained = page.events.len() > 1 && publish_chained(&nats, &page, position).await?;
+    let (confirmed, failed) = if chained {
+        (last, Ok(()))
+    } else {
+        if page.events.len() > 1 {
+            status.unchained.fetch_add(1, Ordering::Relaxed);
+        }
+        publish_one_by_one(&nats, &page, position).await
+    };
+    if confirmed > position {
+        if !store.advance_relay(holder, position, confirmed).await? {
+            // Another process took the lease meanwhile: it goes on from where it stands.
+            lease.held = None;
+            status.leading.store(false, Ordering::Relaxed);
+            return Ok(Some(RETRY));
+        }
+        if let Some((held, _)) = &mut lease.held {
+            *held = confirmed;
+        }
+        // seqs are consecutive: the events confirmed are the seqs after `position`.
+        status
+            .published
+            .fetch_add(confirmed - position, Ordering::Relaxed);
+        status.lag_events.store(
+            page.last_seq.saturating_sub(confirmed).max(0),
+            Ordering::Relaxed,
         );
-        acks.push(
-            js.publish_with_headers(subject(&event.kind), headers, body.into())
-                .await?,
-        );
     }
-    for ack in acks {
-        ack.await?;
-    }
-    if !store.advance_relay(holder, position, last).await? {
-        // Another process took the lease meanwhile: it goes on from where it stands.
-        lease.held = None;
-        status.leading.store(false, Ordering::Relaxed);
-        return Ok(Some(RETRY));
-    }
-    if let Some((held, _)) = &mut lease.held {
-        *held = last;
-    }
-    let sent = i64::try_from(page.events.len()).unwrap_or(i64::MAX);
-    status.published.fetch_add(sent, Ordering::Relaxed);
-    status
-        .lag_events
-        .store(page.last_seq.saturating_sub(last).max(0), Ordering::Relaxed);
+    // What JetStream refused stops the relay before that event, which waits in the ledger.
+    failed?;
     Ok(None)
 }
 
+/// The relay's connection: the client for the page's unacknowledged publishes and its
+/// JetStream context for the acknowledged ones.
+#[derive(Clone)]
+struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
 /// Connects and makes sure the stream exists.
-async fn connect(target: &RelayTarget) -> anyhow::Result<jetstream::Context> {
+async fn connect(target: &RelayTarget) -> anyhow::Result<Nats> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .connect(target.url.as_str())
         .await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     js.get_or_create_stream(jetstream::stream::Config {
         name: target.stream.clone(),
         subjects: vec![SUBJECTS.to_owned()],
         ..Default::default()
     })
     .await?;
-    Ok(js)
+    Ok(Nats { client, js })
+}
+
+/// The JetStream message id of the event `seq` of the ledger `ledger_id` (the event's `id`).
+fn message_id(ledger_id: &str, seq: i64) -> String {
+    format!("{ledger_id}-{seq}")
+}
+
+/// The event's body and headers: its JSON as the feed gives it, and its message id.
+fn message(ledger_id: &str, event: &Event) -> (async_nats::HeaderMap, Vec<u8>) {
+    let body = event.to_json(ledger_id).into_bytes();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        message_id(ledger_id, event.seq).as_str(),
+    );
+    (headers, body)
+}
+
+/// Publishes a page as one chain and waits for one acknowledgement, the last event's.
+///
+/// Every event but the last goes out without asking for an answer (JetStream's answer to each
+/// costs the server a third of its work per message), each with `Nats-Expected-Last-Msg-Id` =
+/// the event before it: JetStream stores it only if that event is the last message it stored,
+/// and otherwise drops it, which breaks the chain from there on. So the last event's
+/// acknowledgement proves that the event before it was stored, which was itself stored only
+/// after the one before it, and so on back to `after`: the whole page is in the stream.
+/// Duplicates do not weaken this, because events are stored only in `seq` order (here, and one
+/// by one in [`publish_one_by_one`]): an event stored by an earlier run had all the events
+/// before it stored too.
+///
+/// `Ok(false)`: the chain broke — a duplicate (an earlier run published part of the page), a
+/// message of another publisher on the stream, NATS restarted and forgot its last message id —
+/// and the page must be published one by one.
+async fn publish_chained(nats: &Nats, page: &EventPage, after: i64) -> anyhow::Result<bool> {
+    let mut previous = (after > 0).then(|| message_id(&page.ledger_id, after));
+    let mut last_ack = None;
+    let count = page.events.len();
+    for (index, event) in page.events.iter().enumerate() {
+        let (mut headers, body) = message(&page.ledger_id, event);
+        if let Some(previous) = &previous {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                previous.as_str(),
+            );
+        }
+        previous = Some(message_id(&page.ledger_id, event.seq));
+        let subject = subject(&event.kind);
+        if index + 1 == count {
+            last_ack = Some(
+                nats.js
+                    .publish_with_headers(subject, headers, body.into())
+                    .await?,
+            );
+        } else {
+            nats.client
+                .publish_with_headers(subject, headers, body.into())
+                .await?;
+        }
+    }
+    let Some(ack) = last_ack else {
+        return Ok(false);
+    };
+    match ack.await {
+        Ok(ack) => Ok(!ack.duplicate),
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastMessageId => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes a page one event at a time, each after the one before it was acknowledged (a
+/// duplicate's acknowledgement included: that event is in the stream already). Slower than
+/// [`publish_chained`] by a round trip per event; it repairs a broken chain and keeps the
+/// stream's events in `seq` order, which the chain's proof relies on.
+///
+/// Answers the last `seq` acknowledged (`after` if none) and why it stopped before the page's
+/// end, if it did: an event JetStream refuses (larger than the stream allows, say) holds the
+/// relay there, and the events before it are not sent again.
+async fn publish_one_by_one(
+    nats: &Nats,
+    page: &EventPage,
+    after: i64,
+) -> (i64, anyhow::Result<()>) {
+    let mut confirmed = after;
+    for event in &page.events {
+        let published = async {
+            let (headers, body) = message(&page.ledger_id, event);
+            nats.js
+                .publish_with_headers(subject(&event.kind), headers, body.into())
+                .await?
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = published.await {
+            return (confirmed, Err(e.context(format!("event {}", event.seq))));
+        }
+        confirmed = event.seq;
+    }
+    (confirmed, Ok(()))
 }
 
 /// The lag as this round saw it: events not relayed, and the age of the oldest of them.

@@ -78,7 +78,7 @@ impl State {
             kind: event.kind.as_str().to_owned(),
             order_id: event.order_id,
             at: event.at,
-            data: event.data,
+            data: serde_json::value::to_raw_value(&event.data).expect("JSON"),
             anomaly_id,
         });
     }

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use ticket_ledger::Event;
 
@@ -48,14 +49,42 @@ struct FeedQuery {
     wait: Option<u64>,
 }
 
-/// One page of the feed.
+/// One page of the feed. A client reads the events as [`Value`]s; the server writes each as
+/// [`Event::to_json`] rendered it, the same bytes the relay publishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedPage {
+pub struct FeedPage<E = Value> {
     /// CloudEvents 1.0 objects, in `seq` order.
-    pub events: Vec<Value>,
+    pub events: Vec<E>,
     /// The `after` of the next request: the last event's `seq`, or the `after` asked when
     /// there was none.
     pub next: i64,
+}
+
+/// An event of a page as the server writes it: its text, and its `seq` for the page's `next`.
+#[derive(Debug)]
+pub(super) struct Rendered {
+    seq: i64,
+    /// JSON by construction (`Event::to_json` of data the store checked); were it not, the
+    /// answer fails rather than send broken JSON.
+    json: Result<Box<RawValue>, String>,
+}
+
+impl Rendered {
+    fn of(ledger: &str, event: &Event) -> Self {
+        Self {
+            seq: event.seq,
+            json: RawValue::from_string(event.to_json(ledger)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Serialize for Rendered {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.json {
+            Ok(raw) => raw.serialize(serializer),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
 }
 
 async fn list(
@@ -90,7 +119,7 @@ async fn list(
     loop {
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Ok(Json(FeedPage {
+            return Ok(Json(FeedPage::<Rendered> {
                 events: Vec::new(),
                 next: after,
             })
@@ -105,7 +134,11 @@ async fn list(
 }
 
 /// One page after `after`, bounded by `limit` and the answer's byte budget.
-async fn read(state: &AppState, after: i64, limit: usize) -> Result<FeedPage, AdminError> {
+async fn read(
+    state: &AppState,
+    after: i64,
+    limit: usize,
+) -> Result<FeedPage<Rendered>, AdminError> {
     let page = paging::page(
         limit,
         Budget::for_list(),
@@ -125,15 +158,10 @@ async fn read(state: &AppState, after: i64, limit: usize) -> Result<FeedPage, Ad
             }
         },
         |(_, event): &(String, Event)| event.seq,
-        |(ledger, event): &(String, Event)| event.cloud_event(ledger),
+        |(ledger, event): &(String, Event)| Rendered::of(ledger, event),
     )
     .await?;
-    let next = page
-        .entries
-        .last()
-        .and_then(|e| e.get("seq"))
-        .and_then(Value::as_i64)
-        .unwrap_or(after);
+    let next = page.entries.last().map_or(after, |e| e.seq);
     Ok(FeedPage {
         events: page.entries,
         next,

@@ -82,6 +82,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Change events this process published and JetStream acknowledged.",
             relay.published.load(Relaxed) as f64,
         ));
+        extra.push(gauge(
+            "ticketd_events_relay_unchained_pages_total",
+            "Pages of events published one by one because their chain broke: after a restart, \
+             or because something else publishes to the stream.",
+            relay.unchained.load(Relaxed) as f64,
+        ));
     }
     match state.store.metrics().await {
         Ok(m) => {
