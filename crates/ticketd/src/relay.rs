@@ -8,7 +8,7 @@
 //! - **Where it stands is in the ledger** (`ledger_event_relay.position`, the last `seq`
 //!   JetStream acknowledged), moved only after JetStream confirmed every event up to it: a page
 //!   of events goes out as a chain that JetStream stores only in order, and the last event's
-//!   acknowledgement confirms the page (see [`publish_chained`]). A relay that dies re-sends at
+//!   acknowledgement confirms the page (see `publish_chained`). A relay that dies re-sends at
 //!   most what it had not recorded, which JetStream drops.
 //! - **One relay per ledger**: a process relays only while it holds the relay's lease in the
 //!   ledger ([`LEASE`], renewed every round); when it dies another process takes over once the
@@ -66,7 +66,7 @@ pub struct RelayStatus {
     /// Events JetStream acknowledged since this process started.
     pub published: AtomicI64,
     /// Pages published one event at a time because their chain broke (see
-    /// [`publish_chained`]); growing steadily, it means another publisher writes to the stream.
+    /// `publish_chained`); growing steadily, it means another publisher writes to the stream.
     pub unchained: AtomicI64,
 }
 
