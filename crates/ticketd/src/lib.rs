@@ -33,6 +33,7 @@ pub mod bench;
 pub mod cli;
 pub mod client_cli;
 pub mod clock;
+pub mod console;
 pub mod demo;
 pub mod gateway;
 pub mod lifecycle_doc;

@@ -78,6 +78,8 @@ pub struct AppState {
     /// Permits for `GET /admin/events` requests held waiting (`admin::MAX_WAITING`), per
     /// server.
     pub feed_waiting: Arc<tokio::sync::Semaphore>,
+    /// The operator console's sessions and sign-in limits.
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 /// A built, bound, not yet running server.
@@ -155,6 +157,10 @@ impl Application {
             )),
             relay: Arc::default(),
             feed_waiting: Arc::new(tokio::sync::Semaphore::new(crate::admin::MAX_WAITING)),
+            console: Arc::new(crate::console::ConsoleState::new(
+                settings.console_session_ttl,
+                tls.is_some(),
+            )),
         };
         Ok(Self {
             gateway,

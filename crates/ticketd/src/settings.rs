@@ -106,6 +106,11 @@ pub struct Settings {
           value_parser = stream_name)]
     pub events_stream: String,
 
+    /// How long an operator stays signed in to the console (`/console/`) after signing in.
+    #[arg(long, env = "TICKETD_CONSOLE_SESSION_TTL", default_value = "8h",
+          value_parser = parse_std_duration)]
+    pub console_session_ttl: std::time::Duration,
+
     /// Seed a demo vendor app and a few issued orders, and print a ready-to-paste `curl`.
     #[arg(long)]
     pub demo: bool,
@@ -136,6 +141,7 @@ impl Settings {
             connections: ConnectionArgs::default(),
             events_nats: None,
             events_stream: "TICKETD_EVENTS".to_owned(),
+            console_session_ttl: std::time::Duration::from_secs(8 * 3600),
             demo: false,
             log_format: LogFormat::Text,
         }

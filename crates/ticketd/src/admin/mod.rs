@@ -51,7 +51,8 @@ pub use reconcile::{ReconcileAnswer, ReconcileLineAnswer};
 pub use refunds::ReversalAnswer;
 pub use rejected::{RejectedCallAnswer, RejectedCallsPage};
 
-/// Health endpoints (no token) and the admin API (bearer token), one router per area.
+/// Health endpoints (no token), the admin API (bearer token), one router per area, and the
+/// operator console (its own sign-in, `crate::console`).
 pub fn router(state: AppState) -> Router<AppState> {
     let admin = Router::new()
         .merge(apps::router())
@@ -71,7 +72,9 @@ pub fn router(state: AppState) -> Router<AppState> {
             crate::server::admin_body_limits,
         ))
         .route_layer(middleware::from_fn_with_state(state, require_token));
-    health::router().merge(admin)
+    health::router()
+        .merge(admin)
+        .merge(crate::console::router())
 }
 
 /// An admin API refusal.

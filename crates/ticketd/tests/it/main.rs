@@ -9,6 +9,7 @@ mod bench;
 mod bounded;
 mod bounds;
 mod cli;
+mod console;
 mod crash;
 mod durability;
 mod events;
