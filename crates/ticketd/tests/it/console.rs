@@ -53,7 +53,21 @@ async fn get(
     path: &str,
     cookie: Option<&str>,
 ) -> reqwest::Response {
+    get_in(app, http, path, "", cookie).await
+}
+
+/// [`get`] from a browser whose languages are `accept_language`.
+async fn get_in(
+    app: &TestApp,
+    http: &reqwest::Client,
+    path: &str,
+    accept_language: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
     let mut request = http.get(app.url(path));
+    if !accept_language.is_empty() {
+        request = request.header(ACCEPT_LANGUAGE, accept_language);
+    }
     if let Some(cookie) = cookie {
         request = request.header(COOKIE, cookie);
     }
@@ -209,12 +223,14 @@ async fn a_session_ends_after_its_ttl() {
 async fn pages_speak_the_browsers_language_and_switch_on_request() {
     let app = spawn_app().await;
     let http = browser();
-    let r = http
-        .get(app.url("/console/login"))
-        .header(ACCEPT_LANGUAGE, "zh-CN,zh;q=0.9,en;q=0.8")
-        .send()
-        .await
-        .unwrap();
+    let r = get_in(
+        &app,
+        &http,
+        "/console/login",
+        "zh-CN,zh;q=0.9,en;q=0.8",
+        None,
+    )
+    .await;
     let page = r.text().await.unwrap();
     assert!(page.contains(r#"<html lang="zh-CN">"#), "{page}");
     assert!(page.contains("登录 ticketd 控制台"), "{page}");
@@ -224,12 +240,7 @@ async fn pages_speak_the_browsers_language_and_switch_on_request() {
     );
 
     // The switch to English is remembered in a cookie of the console's own.
-    let r = http
-        .get(app.url("/console/login?lang=en"))
-        .header(ACCEPT_LANGUAGE, "zh-CN")
-        .send()
-        .await
-        .unwrap();
+    let r = get_in(&app, &http, "/console/login?lang=en", "zh-CN", None).await;
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(set.starts_with("ticketd_console_lang=en;"), "{set}");
     assert!(set.contains("Path=/console"), "{set}");
@@ -238,30 +249,15 @@ async fn pages_speak_the_browsers_language_and_switch_on_request() {
         .await
         .unwrap()
         .contains("Sign in to the ticketd console"));
-    let page = http
-        .get(app.url("/console/login"))
-        .header(ACCEPT_LANGUAGE, "zh-CN")
-        .header(COOKIE, "ticketd_console_lang=en")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cookie = Some("ticketd_console_lang=en");
+    let r = get_in(&app, &http, "/console/login", "zh-CN", cookie).await;
+    let page = r.text().await.unwrap();
     assert!(page.contains(r#"<html lang="en">"#), "{page}");
 
     // A signed-in page in Chinese: its totals and the sign-out form.
     let cookie = signed_in(&app, &http).await;
-    let page = http
-        .get(app.url("/console/"))
-        .header(COOKIE, &cookie)
-        .header(ACCEPT_LANGUAGE, "zh")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let r = get_in(&app, &http, "/console/", "zh", Some(&cookie)).await;
+    let page = r.text().await.unwrap();
     assert!(page.contains("概览") && page.contains("退出登录"), "{page}");
     app.stop().await;
 }
