@@ -11,8 +11,8 @@
 //!   acknowledgement confirms the page (see `publish_chained`). A relay that dies re-sends at
 //!   most what it had not recorded, which JetStream drops.
 //! - **One relay per ledger**: a process relays only while it holds the relay's lease in the
-//!   ledger ([`LEASE`], renewed every round); when it dies another process takes over once the
-//!   lease expires.
+//!   ledger ([`LEASE`], renewed a third of the way into it); when it dies another process takes
+//!   over once the lease expires.
 //! - **NATS down or slow never blocks a verify**: events wait in the ledger; the relay retries
 //!   every [`RETRY`] and catches up in order. Its lag (events and seconds) is on `/metrics`.
 

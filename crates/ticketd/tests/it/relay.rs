@@ -558,7 +558,7 @@ async fn an_event_jetstream_refuses_holds_the_relay_before_it() {
         .await
         .create_stream(async_nats::jetstream::stream::Config {
             name: STREAM.to_owned(),
-            subjects: vec!["ticketd.events.>".to_owned()],
+            subjects: vec![ticketd::relay::SUBJECTS.to_owned()],
             max_message_size: i32::try_from(MAX).unwrap(),
             ..Default::default()
         })
