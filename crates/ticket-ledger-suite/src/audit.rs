@@ -18,6 +18,7 @@ cases! {
     audit_lists_oldest_first_with_increasing_seq,
     audit_filters_by_order_app_outcome_after_seq_and_limit,
     order_events_are_its_audit_entries_oldest_first,
+    order_events_newest_first_walk_back_from_the_newest_with_before_seq,
     verify_audit_entry_is_the_plans_entry,
     refused_verify_writes_nothing,
     committed_counts_are_seen_by_later_reads,
@@ -339,6 +340,96 @@ async fn order_events_are_its_audit_entries_oldest_first(store: Arc<dyn LedgerSt
         events, listed,
         "order().events should equal audit(order_id)"
     );
+}
+
+/// `AuditFilter::order_events_newest_first` lists an order's entries newest first: a page of
+/// `limit` from the newest, and each next page before the smallest `seq` seen, until an empty
+/// page; the walk is the order's history reversed. `before_seq` alone also means newest first,
+/// and the other filters still apply.
+async fn order_events_newest_first_walk_back_from_the_newest_with_before_seq(
+    store: Arc<dyn LedgerStore>,
+) {
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&*store, &a).await;
+    given_order(&*store, order(f.id(1), &a, &[("A", 9)])).await;
+    given_order(&*store, order(f.id(2), &a, &[("A", 9)])).await;
+    for n in 0..4 {
+        let cmd = verify_cmd(&a, f.id(1))
+            .entry_at("A", 1, Some(gate_time_plus(n)))
+            .build();
+        verify_ok(&*store, cmd, "a verify of order 1").await;
+        let other = verify_cmd(&a, f.id(2))
+            .entry_at("A", 1, Some(gate_time_plus(n)))
+            .build();
+        verify_ok(&*store, other, "a verify of order 2").await;
+    }
+    let oldest_first = audit(
+        &*store,
+        AuditFilter {
+            order_id: Some(f.id(1)),
+            limit: Some(1000),
+            ..AuditFilter::default()
+        },
+        "order 1's history",
+    )
+    .await;
+    assert!(oldest_first.len() >= 6, "{oldest_first:?}");
+    let id = super::build::order_id(f.id(1));
+    let mut walked: Vec<AuditEntry> = Vec::new();
+    let mut before = None;
+    for _ in 0..oldest_first.len() + 1 {
+        let page = audit(
+            &*store,
+            AuditFilter::order_events_newest_first(id, before, 2),
+            "a page back",
+        )
+        .await;
+        assert!(page.len() <= 2, "at most the limit");
+        let Some(last) = page.last() else { break };
+        before = Some(last.seq);
+        walked.extend(page);
+    }
+    let mut reversed = oldest_first.clone();
+    reversed.reverse();
+    assert_eq!(
+        walked, reversed,
+        "the history, newest first, each entry once"
+    );
+
+    let newest = oldest_first.last().expect("entries");
+    let before_only = audit(
+        &*store,
+        AuditFilter {
+            order_id: Some(f.id(1)),
+            before_seq: Some(newest.seq),
+            limit: Some(2),
+            ..AuditFilter::default()
+        },
+        "before_seq alone",
+    )
+    .await;
+    assert_eq!(before_only, reversed[1..3], "before_seq means newest first");
+    let by_outcome = audit(
+        &*store,
+        AuditFilter {
+            app_key: Some(a.clone()),
+            outcome: Some(AuditOutcome::Accepted),
+            newest_first: true,
+            limit: Some(3),
+            ..AuditFilter::default()
+        },
+        "the app's accepted entries, newest first",
+    )
+    .await;
+    let seqs: Vec<i64> = by_outcome.iter().map(|e| e.seq).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable_by(|x, y| y.cmp(x));
+    assert_eq!(seqs, sorted, "decreasing seq");
+    assert_eq!(by_outcome.len(), 3);
+    assert!(by_outcome
+        .iter()
+        .all(|e| e.app_key.as_deref() == Some(a.as_str()) && e.outcome == AuditOutcome::Accepted));
 }
 
 /// A verify's audit entries are the plan's own (`VerifyPlan::audit_entries`): the verify itself

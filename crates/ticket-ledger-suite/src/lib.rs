@@ -36,7 +36,7 @@
 //! | `forms` | R1, R2, R10, R13–R15 | report forms and capacity |
 //! | `counts` | R16–R19, R22 | retries and count modes |
 //! | `dates` | R22–R27 | gate times, legacy `total_num`/`return_num` |
-//! | `audit` | — | the trail, refusals writing nothing, reads after writes |
+//! | `audit` | — | the trail (oldest or newest first), refusals writing nothing, reads after writes |
 //! | `rejected` | — | the pruned record of calls refused before authentication |
 //! | `history` | — | an order's latest events and their total; walking all of them while written |
 //! | `races` | R28 | racing gates |
@@ -44,6 +44,7 @@
 //! | `refunds` | R8, R9 | refund requests and notifications, and what they do to verify |
 //! | `reversal` | — | operator reversals within the window |
 //! | `anomalies` | — | anomalies stored, listed and resolved |
+//! | `listing` | — | the order list (newest first, cursor paging, search text, app, status, scan budget) and the app list |
 //! | `reconcile` | — | the vendor's counts applied as cumulative reports |
 //! | `events` | — | change events: one per accepted change, gap-free, followed while written |
 //! | `sequences` | all | fixed random lifecycle sequences and the ledger's invariants |
@@ -77,6 +78,7 @@ mod events;
 mod forms;
 mod history;
 mod issuance;
+mod listing;
 mod orders;
 mod races;
 mod reconcile;
@@ -117,6 +119,7 @@ const CASES: &[&[Case]] = &[
     refunds::verify::CASES,
     reversal::CASES,
     anomalies::CASES,
+    listing::CASES,
     reconcile::CASES,
     events::CASES,
     sequences::CASES,

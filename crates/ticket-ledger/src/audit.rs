@@ -165,6 +165,13 @@ pub struct AuditFilter {
     pub outcome: Option<AuditOutcome>,
     /// Only entries with `seq` greater than this (paging).
     pub after_seq: Option<i64>,
+    /// Only entries with `seq` less than this; when set, entries come newest first (paging
+    /// back from the newest: the next page is before the smallest `seq` seen).
+    pub before_seq: Option<i64>,
+    /// Entries in decreasing `seq` (newest first) instead of increasing; implied by
+    /// `before_seq`. A timeline shows the latest entries first, and reading them from the end
+    /// of the `(order_id, seq)` index costs what the page holds however long the history is.
+    pub newest_first: bool,
     /// At most this many (the store caps it at 1000).
     pub limit: Option<u32>,
 }
@@ -179,6 +186,28 @@ impl AuditFilter {
             limit: Some(limit),
             ..Self::default()
         }
+    }
+
+    /// One page of an order's events, newest first before `before_seq` (from the newest when
+    /// `None`): the order's timeline, read back from its end.
+    pub fn order_events_newest_first(
+        id: crate::OrderId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Self {
+        Self {
+            order_id: Some(id.get()),
+            before_seq,
+            newest_first: true,
+            limit: Some(limit),
+            ..Self::default()
+        }
+    }
+
+    /// Whether entries come newest first: [`AuditFilter::newest_first`], or a
+    /// [`AuditFilter::before_seq`] cursor.
+    pub fn descending(&self) -> bool {
+        self.newest_first || self.before_seq.is_some()
     }
 }
 
@@ -196,16 +225,28 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
+    /// The key of [`RequestMeta::summary`] under which an operator's request names where it
+    /// came from (`"console"`); the request's audit entries carry it into their detail. TOP
+    /// calls never have it: their summaries keep only the methods' known parameters.
+    pub const ORIGIN_KEY: &'static str = "origin";
+
     /// An audit entry of this request: every plan records itself through here, so all entries
-    /// carry the same request id, time and caller.
+    /// carry the same request id, time and caller, and the request's origin when it names one
+    /// ([`RequestMeta::ORIGIN_KEY`]).
     pub fn audit_entry(
         &self,
         action: AuditAction,
         order: &OrderRecord,
         outcome: AuditOutcome,
         reason: &str,
-        detail: Value,
+        mut detail: Value,
     ) -> AuditEntry {
+        if let (Some(origin), Value::Object(map)) =
+            (self.summary.get(Self::ORIGIN_KEY), &mut detail)
+        {
+            map.entry(Self::ORIGIN_KEY.to_owned())
+                .or_insert_with(|| origin.clone());
+        }
         AuditEntry {
             seq: 0,
             request_id: self.request_id.clone(),

@@ -32,6 +32,8 @@
 //!   ([`plan_order_creation`]).
 //! - [`status`]: an order's derived status and the transitions plans report.
 //! - [`audit`]: the audit trail, its actions ([`AuditAction`]) and request metadata.
+//! - [`listing`]: the operator's list of orders ([`OrderFilter`], [`OrderPage`]), paged newest
+//!   first, and the walk every store makes to answer it ([`OrderScan`]).
 //! - [`metrics`]: ledger totals and batching counters for `/metrics`.
 //!
 //! Every step of an order's life, each a pure planner over an [`OrderSnapshot`] ([`snapshot`])
@@ -61,6 +63,7 @@ pub mod events;
 pub mod ids;
 pub mod issue;
 pub mod limits;
+pub mod listing;
 pub mod metrics;
 pub mod order;
 pub mod reconcile;
@@ -89,6 +92,10 @@ pub use ids::{
     mask_code, mask_json_code, AppKey, ConfirmCode, OrderId, OutOrderId, MASK_SHOWN_MAX,
 };
 pub use issue::{plan_issue, IssueCommand, IssuePlan, IssueResult, IssuedVoucher};
+pub use listing::{
+    apps_page_size, OrderCursor, OrderCursorError, OrderFilter, OrderPage, OrderQuery, OrderRead,
+    OrderScan, OrderSummary, MAX_APPS_LISTED,
+};
 pub use metrics::{BatchStats, StoreMetrics};
 pub use order::{
     plan_order_creation, IssueState, NewOrder, NewVoucher, OrderCreationPlan, OrderOrigin,

@@ -51,6 +51,19 @@ impl OrderStatus {
     pub fn derive(order: &OrderRecord, vouchers: &[VoucherRecord], pending_refund: bool) -> Self {
         let capacity: i128 = vouchers.iter().map(|v| i128::from(v.capacity)).sum();
         let used: i128 = vouchers.iter().map(|v| i128::from(v.used)).sum();
+        Self::derive_from_totals(order, capacity, used, pending_refund)
+    }
+
+    /// [`OrderStatus::derive`] from the sums of the order's voucher capacities and uses, for a
+    /// reader that sums them itself instead of holding every voucher (the order list,
+    /// [`crate::OrderSummary`]). The sums are `i128` so that they are exact for any stored
+    /// counts, as in `derive`.
+    pub fn derive_from_totals(
+        order: &OrderRecord,
+        capacity: i128,
+        used: i128,
+        pending_refund: bool,
+    ) -> Self {
         let refunded = if order.quantity > 0 {
             i128::from(order.refunded_tickets) * capacity / i128::from(order.quantity)
         } else {
@@ -92,6 +105,14 @@ impl OrderStatus {
             Self::Refunded => "refunded",
             Self::Closed => "closed",
         }
+    }
+
+    /// Parses the wire name; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|status| status.as_str() == s)
     }
 
     /// Every status, in precedence order.

@@ -12,6 +12,7 @@ use crate::audit::{AuditEntry, AuditFilter};
 use crate::events::EventPage;
 use crate::ids::{AppKey, OrderId};
 use crate::issue::IssueCommand;
+use crate::listing::{OrderFilter, OrderPage};
 use crate::metrics::StoreMetrics;
 use crate::order::{NewOrder, OrderView};
 use crate::reconcile::{ReconcileCommand, ReconcileOutcome};
@@ -93,6 +94,28 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Option<Vec<AuditEntry>>, LedgerError>;
 
+    /// One page of the operator's order list ([`crate::listing`]): the orders `filter` admits,
+    /// newest first by `(created_at, order_id)`, after `filter.after`, each with its totals and
+    /// derived status, at most [`OrderFilter::page_size`] of them.
+    ///
+    /// The status is derived from the counters, never stored, so a status filter cannot be a
+    /// `WHERE`: the store walks the candidates in order as [`crate::OrderScan`] decides and
+    /// looks at no more than [`OrderFilter::MAX_SCANNED`] of them per call, so a rare status
+    /// answers a short page (even an empty one) with `next` to go on rather than reading the
+    /// whole ledger in one request. Candidates are read on indexes (`(created_at, order_id)`,
+    /// `(app_key, created_at, order_id)`, `out_order_id`) so a page costs what it reads, and
+    /// within one call from one snapshot, so totals and status agree with each other.
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, LedgerError>;
+
+    /// Registered apps ordered by app_key, after `after`, at most `limit` (clamped to 1..=200,
+    /// [`crate::apps_page_size`]).
+    ///
+    /// Ordered by the key's bytes on every store (whatever the database's collation), so a
+    /// walk passing the last key of a page as `after` sees every app once. The answer holds
+    /// the apps' secrets, like [`LedgerStore::app`]: callers showing it to anyone leave them
+    /// out.
+    async fn list_apps(&self, after: Option<AppKey>, limit: u32) -> Result<Vec<App>, LedgerError>;
+
     /// Applies a verify report atomically; see the trait docs.
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError>;
 
@@ -131,8 +154,8 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// order's history stays in `seq` order for [`LedgerStore::order_events`].
     async fn record(&self, entry: AuditEntry) -> Result<(), LedgerError>;
 
-    /// Lists audit entries, oldest first, at most `filter.limit` (default 100, capped at
-    /// 1000).
+    /// Lists audit entries, oldest first — newest first when [`AuditFilter::descending`] —
+    /// at most `filter.limit` (default 100, capped at 1000).
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError>;
 
     /// Keeps a call refused before its caller was authenticated, then drops the oldest such

@@ -38,9 +38,10 @@
 //!   weakening durability. Serialising writes also serialises verifies of one order, so
 //!   capacity can never be overrun; a conditional `UPDATE … WHERE used + n <= capacity` and a
 //!   `CHECK` constraint back that up.
-//! - **Reads beside writes.** `app`, `order`, `audit` and `ping` use a small pool of read-only
-//!   connections on blocking threads and see the last committed snapshot without queueing
-//!   behind writes. Apps, read on every gateway request, are also cached in memory.
+//! - **Reads beside writes.** `app`, `order`, `audit`, the order and app lists and `ping` use a
+//!   small pool of read-only connections on blocking threads and see the last committed
+//!   snapshot without queueing behind writes. Apps, read on every gateway request, are also
+//!   cached in memory.
 //! - **Schema.** Embedded, append-only migrations (`migrations/sqlite/`); instants are UTC
 //!   milliseconds in INTEGER columns; the audit trail is append-only, enforced by triggers.
 //! - **Shutdown.** [`SqliteStore::close`] commits what is queued and waits for the writer.

@@ -14,12 +14,14 @@
 //! the writes it guards, and the filters of the list queries), so the two stay one piece of
 //! logic.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, AnomalyKind, App, AppAccess, AppKey, AuditEntry, AuditFilter,
-    AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderId, OrderRecord,
-    OutOrderId, PreviousSecret, RateLimit, RefundRequest, RefundState, RejectedCall, Resolution,
-    UseRecord, VoucherRecord,
+    AuditOutcome, ConfirmCode, IssueState, LedgerError, NewAnomaly, OrderFilter, OrderId,
+    OrderRead, OrderRecord, OrderSummary, OutOrderId, PreviousSecret, RateLimit, RefundRequest,
+    RefundState, RejectedCall, Resolution, UseRecord, VoucherRecord,
 };
 
 use crate::plan_rows::Param;
@@ -118,6 +120,63 @@ pub(crate) fn rejected_calls_page(filter: &ticket_ledger::RejectedCallFilter) ->
         filter.before_seq.unwrap_or(i64::MAX),
         i64::from(filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)),
     )
+}
+
+/// The `?` values of [`crate::statements::LIST_APPS`]: the key to list after (`""`, before
+/// every key, from the first) and the limit clamped as `LedgerStore::list_apps` says.
+pub(crate) fn apps_page(after: Option<&AppKey>, limit: u32) -> (String, i64) {
+    (
+        after.map_or_else(String::new, |key| key.as_str().to_owned()),
+        i64::from(ticket_ledger::apps_page_size(limit)),
+    )
+}
+
+/// The candidates one read of the order list found ([`ListQuery::order_candidates`]), one list
+/// per statement, merged into the list's order: newest first by `(created_at, order_id)`,
+/// each order once (a search text can name an order twice: by its id and by its app), at most
+/// `limit`. Each statement read the first `limit` of its own candidates after the cursor, so
+/// the first `limit` of the union are among them.
+pub(crate) fn merge_candidates(found: Vec<Vec<OrderRecord>>, limit: u32) -> Vec<OrderRecord> {
+    let mut all: Vec<OrderRecord> = found.into_iter().flatten().collect();
+    all.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.order_id)));
+    all.dedup_by_key(|o| o.order_id);
+    all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    all
+}
+
+/// What the order list shows beside each order's row, gathered for a chunk of orders: the sums
+/// of its vouchers' capacities and uses, exact in `i128` (SQL's `sum` fails past `i64::MAX`,
+/// which a ledger older than its bounds can reach), and whether a refund is pending.
+#[derive(Debug, Default)]
+pub(crate) struct OrderTotals {
+    /// `(capacity, used)` summed per order id.
+    sums: HashMap<i64, (i128, i128)>,
+    /// The orders with a pending refund request.
+    pending: HashSet<i64>,
+}
+
+impl OrderTotals {
+    /// Counts one voucher of the order `order_id`.
+    pub(crate) fn voucher(&mut self, order_id: i64, capacity: i64, used: i64) {
+        let sums = self.sums.entry(order_id).or_default();
+        // Fewer than 2^64 vouchers of at most 2^63 each: an `i128` sum cannot overflow.
+        sums.0 += i128::from(capacity);
+        sums.1 += i128::from(used);
+    }
+
+    /// Marks the order `order_id` as having a pending refund request.
+    pub(crate) fn refund_pending(&mut self, order_id: i64) {
+        self.pending.insert(order_id);
+    }
+
+    /// The list's summary of `order`, its status derived from the totals as the order view
+    /// derives it.
+    pub(crate) fn summary(&self, order: OrderRecord) -> OrderSummary {
+        let id = order.order_id.get();
+        let (capacity, used) = self.sums.get(&id).copied().unwrap_or_default();
+        let pending = self.pending.contains(&id);
+        OrderSummary::from_totals(order, capacity, used, pending)
+    }
 }
 
 /// Entries a list query returns when the filter names no limit.
@@ -493,11 +552,16 @@ impl ListQuery {
         format!("{}{filter} ORDER BY {} LIMIT ?", self.select, self.order_by)
     }
 
-    /// Audit entries matching every field of `filter`, oldest first.
+    /// Audit entries matching every field of `filter`, oldest first (newest first when
+    /// [`AuditFilter::descending`]).
     pub(crate) fn audit(filter: &AuditFilter) -> Self {
         let mut q = Self::new(
             format!("SELECT {AUDIT_COLUMNS} FROM audit_log"),
-            "seq",
+            if filter.descending() {
+                "seq DESC"
+            } else {
+                "seq"
+            },
             filter.limit,
         );
         if let Some(order_id) = filter.order_id {
@@ -514,6 +578,9 @@ impl ListQuery {
         }
         if let Some(after) = filter.after_seq {
             q.and("seq > ?", Some(SqlValue::Int(Some(after))));
+        }
+        if let Some(before) = filter.before_seq {
+            q.and("seq < ?", Some(SqlValue::Int(Some(before))));
         }
         q
     }
@@ -533,6 +600,66 @@ impl ListQuery {
             );
         }
         q
+    }
+
+    /// The statements reading one chunk of the order list's candidates (`read`, what
+    /// [`ticket_ledger::OrderScan`] asks): the orders `filter` admits (all but its status)
+    /// after the read's cursor, newest first by `(created_at_ms, order_id)`, at most its limit.
+    ///
+    /// One statement without a search text. With one, a statement per identifier the text can
+    /// be (an `order_id`, an `out_order_id`, an `app_key`), each on its own index, merged by
+    /// [`merge_candidates`]: an `OR` of the three would make the engines collect every order
+    /// of a matching app and sort them, on every page. A text that is none of them reads
+    /// nothing.
+    ///
+    /// The cursor is `created_at_ms <= ? AND (created_at_ms < ? OR order_id < ?)`: the first
+    /// term bounds the walk on the index, the rest drops the cursor's own millisecond's orders
+    /// up to and including it.
+    pub(crate) fn order_candidates(filter: &OrderFilter, read: OrderRead) -> Vec<Self> {
+        let query = |term: Option<(&'static str, SqlValue)>| {
+            let mut q = Self::new(
+                format!("SELECT {ORDER_COLUMNS} FROM orders"),
+                "created_at_ms DESC, order_id DESC",
+                Some(read.limit),
+            );
+            if let Some((clause, value)) = term {
+                q.and(clause, Some(value));
+            }
+            if let Some(app) = &filter.app_key {
+                q.and(
+                    "app_key = ?",
+                    Some(SqlValue::Text(Some(app.as_str().to_owned()))),
+                );
+            }
+            if let Some(after) = read.after {
+                let at = ms(after.created_at);
+                q.clauses
+                    .push("created_at_ms <= ? AND (created_at_ms < ? OR order_id < ?)");
+                q.values.extend([
+                    SqlValue::Int(Some(at)),
+                    SqlValue::Int(Some(at)),
+                    SqlValue::Int(Some(after.order_id.get())),
+                ]);
+            }
+            q
+        };
+        let Some(terms) = filter.q_terms() else {
+            return vec![query(None)];
+        };
+        let text = |s: &str| SqlValue::Text(Some(s.to_owned()));
+        [
+            terms
+                .order_id
+                .map(|id| ("order_id = ?", SqlValue::Int(Some(id.get())))),
+            terms
+                .out_order_id
+                .map(|out| ("out_order_id = ?", text(out.as_str()))),
+            terms.app_key.map(|key| ("app_key = ?", text(key.as_str()))),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|term| query(Some(term)))
+        .collect()
     }
 
     /// Anomalies matching the filter, newest first.
@@ -609,5 +736,122 @@ mod tests {
         });
         assert!(q.sql().ends_with("WHERE id < ? ORDER BY id DESC LIMIT ?"));
         assert_eq!(q.values, [SqlValue::Int(Some(40))]);
+    }
+
+    #[test]
+    fn newest_first_audit_queries_walk_seq_down_from_a_cursor() {
+        let q = ListQuery::audit(&AuditFilter::order_events_newest_first(
+            OrderId::new(7).expect("positive"),
+            Some(50),
+            20,
+        ));
+        assert_eq!(
+            q.sql(),
+            format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE order_id = ? AND seq < ? \
+                 ORDER BY seq DESC LIMIT ?"
+            )
+        );
+        assert_eq!(q.values, [SqlValue::Int(Some(7)), SqlValue::Int(Some(50))]);
+        assert_eq!(q.limit, 20);
+        let q = ListQuery::audit(&AuditFilter {
+            newest_first: true,
+            ..AuditFilter::default()
+        });
+        assert!(q
+            .sql()
+            .ends_with("FROM audit_log ORDER BY seq DESC LIMIT ?"));
+        let q = ListQuery::audit(&AuditFilter::default());
+        assert!(q.sql().ends_with("FROM audit_log ORDER BY seq LIMIT ?"));
+    }
+
+    fn record(id: i64, ms: i64) -> OrderRecord {
+        OrderRecord {
+            order_id: OrderId::new(id).expect("positive"),
+            app_key: AppKey::parse("k").expect("valid"),
+            out_order_id: None,
+            quantity: 1,
+            valid_from: None,
+            valid_until: None,
+            created_at: DateTime::from_timestamp_millis(ms).expect("in range"),
+            issue_state: IssueState::Issued,
+            issue_describe: None,
+            refunded_tickets: 0,
+        }
+    }
+
+    #[test]
+    fn order_candidates_read_one_index_per_identifier_a_search_text_can_be() {
+        use ticket_ledger::{OrderCursor, OrderFilter, OrderRead};
+        let read = OrderRead {
+            after: Some(OrderCursor::of(&record(9, 1000))),
+            limit: 51,
+        };
+        let all = ListQuery::order_candidates(&OrderFilter::default(), read);
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            all[0].sql(),
+            format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE created_at_ms <= ? AND \
+                 (created_at_ms < ? OR order_id < ?) ORDER BY created_at_ms DESC, \
+                 order_id DESC LIMIT ?"
+            )
+        );
+        assert_eq!(
+            all[0].values,
+            [
+                SqlValue::Int(Some(1000)),
+                SqlValue::Int(Some(1000)),
+                SqlValue::Int(Some(9))
+            ]
+        );
+        assert_eq!(all[0].limit, 51);
+        let text = |q: &str| OrderFilter {
+            q: Some(q.to_owned()),
+            app_key: AppKey::parse("app"),
+            ..OrderFilter::default()
+        };
+        let first = OrderRead {
+            after: None,
+            limit: 10,
+        };
+        let by_number = ListQuery::order_candidates(&text("42"), first);
+        let clauses: Vec<_> = by_number.iter().map(|q| q.clauses.clone()).collect();
+        assert_eq!(
+            clauses,
+            [
+                ["order_id = ?", "app_key = ?"],
+                ["out_order_id = ?", "app_key = ?"],
+                ["app_key = ?", "app_key = ?"]
+            ]
+        );
+        assert_eq!(ListQuery::order_candidates(&text("-1x"), first).len(), 2);
+        assert!(ListQuery::order_candidates(&text("a b"), first).is_empty());
+    }
+
+    #[test]
+    fn merged_candidates_are_newest_first_once_each_and_at_most_the_limit() {
+        let merged = merge_candidates(
+            vec![
+                vec![record(5, 20), record(3, 10)],
+                vec![record(5, 20), record(4, 10), record(1, 5)],
+            ],
+            3,
+        );
+        let ids: Vec<i64> = merged.iter().map(|o| o.order_id.get()).collect();
+        assert_eq!(ids, [5, 4, 3]);
+    }
+
+    #[test]
+    fn order_totals_sum_exactly_and_show_a_huge_total_as_i64_max() {
+        let mut totals = OrderTotals::default();
+        totals.voucher(1, i64::MAX, 3);
+        totals.voucher(1, i64::MAX, 4);
+        totals.refund_pending(2);
+        let one = totals.summary(record(1, 0));
+        assert_eq!((one.capacity, one.used), (i64::MAX, 7));
+        let two = totals.summary(record(2, 0));
+        assert_eq!((two.capacity, two.used), (0, 0));
+        assert_eq!(two.status, ticket_ledger::OrderStatus::Refunding);
     }
 }

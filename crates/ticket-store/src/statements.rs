@@ -70,6 +70,24 @@ pub(crate) const SELECT_APP: &str =
     concat!("SELECT ", app_columns!(), " FROM apps WHERE app_key = ?");
 /// Every app, to fill the cache when a store opens.
 pub(crate) const SELECT_APPS: &str = concat!("SELECT ", app_columns!(), " FROM apps");
+/// The apps after a key in the key's byte order, at most the bound limit (bind the key, `""`
+/// from the first, then the limit): SQLite compares TEXT as bytes (BINARY), MySQL's columns
+/// are `utf8mb4_bin`. PostgreSQL's text follows the database's collation, so it runs
+/// [`SERVER_LIST_APPS_POSTGRES`] instead.
+pub(crate) const LIST_APPS: &str = concat!(
+    "SELECT ",
+    app_columns!(),
+    " FROM apps WHERE app_key > ? ORDER BY app_key LIMIT ?"
+);
+/// [`LIST_APPS`] on PostgreSQL, compared and ordered as bytes (`COLLATE "C"`) whatever the
+/// database's collation, so every store lists apps in one order. It sorts the apps after the
+/// key rather than walk the key's index: the apps are a short table (every store caches all of
+/// them in memory).
+pub(crate) const SERVER_LIST_APPS_POSTGRES: &str = concat!(
+    "SELECT ",
+    app_columns!(),
+    " FROM apps WHERE app_key COLLATE \"C\" > ? ORDER BY app_key COLLATE \"C\" LIMIT ?"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Orders and their vouchers
@@ -111,6 +129,27 @@ pub(crate) const SELECT_VOUCHERS: &str = concat!(
     voucher_columns!(),
     " FROM vouchers WHERE order_id = ? ORDER BY seq"
 );
+/// An order's vouchers' `(capacity, used)`, summed by the reader of the order list
+/// ([`crate::rows::OrderTotals`]) exactly, in `i128`: SQL's `sum` fails past `i64::MAX`.
+pub(crate) const SQLITE_SELECT_VOUCHER_COUNTS: &str =
+    "SELECT capacity, used FROM vouchers WHERE order_id = ?";
+/// Whether an order has a pending refund request (one row, or none).
+pub(crate) const SQLITE_SELECT_REFUND_PENDING: &str =
+    "SELECT 1 FROM refund_requests WHERE order_id = ? AND state = 'pending' LIMIT 1";
+/// The `(order_id, capacity, used)` of every voucher of `orders` orders (bind each id): the
+/// order list's totals in one round trip for a chunk of orders.
+pub(crate) fn server_voucher_counts_of_orders(orders: usize) -> String {
+    let marks = vec!["?"; orders].join(", ");
+    format!("SELECT order_id, capacity, used FROM vouchers WHERE order_id IN ({marks})")
+}
+/// Those of `orders` orders that have a pending refund request (bind each id).
+pub(crate) fn server_refund_pending_of_orders(orders: usize) -> String {
+    let marks = vec!["?"; orders].join(", ");
+    format!(
+        "SELECT DISTINCT order_id FROM refund_requests \
+         WHERE state = 'pending' AND order_id IN ({marks})"
+    )
+}
 /// One voucher's `(capacity, used)` as it is now, for `rows::capacity_refusal`.
 pub(crate) const SELECT_VOUCHER_COUNT: &str =
     "SELECT capacity, used FROM vouchers WHERE order_id = ? AND confirm_code = ?";

@@ -21,10 +21,10 @@ use ticket_ledger::{
     plan_issue, plan_reconcile, plan_refund, plan_refund_request, plan_resolution, plan_reversal,
     plan_verify, refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry,
     AuditFilter, Fingerprint, IssueCommand, LedgerError, LedgerStore, NewAnomaly, NewApp, NewOrder,
-    OrderId, OrderRecord, OrderRef, OrderSnapshot, OrderView, OutcomeKind, PreviousSecret,
-    ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
-    RefundState, ResolveAnomaly, ReversalCommand, SecretRotation, UseRecord, VerifyCommand,
-    VerifyOutcome, VerifyPlan, VoucherRecord,
+    OrderFilter, OrderId, OrderPage, OrderRecord, OrderRef, OrderScan, OrderSnapshot, OrderSummary,
+    OrderView, OutcomeKind, PreviousSecret, ReconcileCommand, ReconcileOutcome, RefundCommand,
+    RefundRequest, RefundRequestCommand, RefundState, ResolveAnomaly, ReversalCommand,
+    SecretRotation, UseRecord, VerifyCommand, VerifyOutcome, VerifyPlan, VoucherRecord,
 };
 use ticket_ledger_suite::Tamper;
 
@@ -527,6 +527,45 @@ impl LedgerStore for MemStore {
         ))
     }
 
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, LedgerError> {
+        let s = self.lock()?;
+        // Every order the filter admits, newest first, read chunk by chunk as the scan asks,
+        // like a store walking its index.
+        let mut admitted: Vec<&OrderData> = s
+            .orders
+            .values()
+            .filter(|d| filter.admits(&d.record))
+            .collect();
+        admitted.sort_by_key(|d| std::cmp::Reverse((d.record.created_at, d.record.order_id)));
+        let mut scan = OrderScan::new(&filter);
+        while let Some(read) = scan.next_read() {
+            let found = admitted
+                .iter()
+                .filter(|d| read.after.is_none_or(|after| after.precedes(&d.record)))
+                .take(usize::try_from(read.limit).unwrap_or(usize::MAX))
+                .map(|d| {
+                    let pending = d.refunds.iter().any(|r| r.state == RefundState::Pending);
+                    OrderSummary::new(d.record.clone(), &d.vouchers, pending)
+                })
+                .collect();
+            scan.take(found);
+        }
+        Ok(scan.finish())
+    }
+
+    async fn list_apps(&self, after: Option<AppKey>, limit: u32) -> Result<Vec<App>, LedgerError> {
+        let s = self.lock()?;
+        let mut apps: Vec<&App> = s
+            .apps
+            .values()
+            .filter(|a| after.as_ref().is_none_or(|after| a.app_key > *after))
+            .collect();
+        // `AppKey` orders as its text's bytes, like every store.
+        apps.sort_by(|a, b| a.app_key.cmp(&b.app_key));
+        let limit = usize::try_from(ticket_ledger::apps_page_size(limit)).unwrap_or(usize::MAX);
+        Ok(apps.into_iter().take(limit).cloned().collect())
+    }
+
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         let mut s = self.lock()?;
         // The anomaly names the order the request resolved to, however it named it.
@@ -701,10 +740,13 @@ impl LedgerStore for MemStore {
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, LedgerError> {
         let limit = usize::try_from(filter.limit.unwrap_or(100).min(1000)).unwrap_or(1000);
-        Ok(self
-            .lock()?
-            .audit
-            .iter()
+        let state = self.lock()?;
+        let entries: Box<dyn Iterator<Item = &AuditEntry>> = if filter.descending() {
+            Box::new(state.audit.iter().rev())
+        } else {
+            Box::new(state.audit.iter())
+        };
+        Ok(entries
             .filter(|e| filter.order_id.is_none_or(|id| e.order_id == Some(id)))
             .filter(|e| {
                 filter
@@ -714,6 +756,7 @@ impl LedgerStore for MemStore {
             })
             .filter(|e| filter.outcome.is_none_or(|o| e.outcome == o))
             .filter(|e| filter.after_seq.is_none_or(|after| e.seq > after))
+            .filter(|e| filter.before_seq.is_none_or(|before| e.seq < before))
             .take(limit)
             .cloned()
             .collect())

@@ -52,6 +52,11 @@ const POSTGRES: &[Migration] = &[
         name: "event_relay",
         sql: include_str!("../../migrations/postgres/0006_event_relay.sql"),
     },
+    Migration {
+        version: 7,
+        name: "order_list",
+        sql: include_str!("../../migrations/postgres/0007_order_list.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -85,6 +90,11 @@ const MYSQL: &[Migration] = &[
         version: 6,
         name: "event_relay",
         sql: include_str!("../../migrations/mysql/0006_event_relay.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "order_list",
+        sql: include_str!("../../migrations/mysql/0007_order_list.sql"),
     },
 ];
 

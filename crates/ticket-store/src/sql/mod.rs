@@ -27,11 +27,11 @@
 //!    the success, `Unavailable`, or — still unknown after a few seconds —
 //!    [`LedgerError::OutcomeUnknown`].
 //!
-//! Reads that must see one state (`order`) run in a REPEATABLE READ read-only transaction;
-//! list reads (`audit`, `anomalies`) are single statements. Apps are cached in memory like on
-//! SQLite ([`AppCache`]): a change made through this store updates the cache when it commits,
-//! and a cached app is read again after a few seconds, so a change made through another
-//! process is seen soon too.
+//! Reads that must see one state (`order`, `list_orders`) run in a REPEATABLE READ read-only
+//! transaction; list reads (`audit`, `anomalies`, `list_apps`) are single statements. Apps are
+//! cached in memory like on SQLite ([`AppCache`]): a change made through this store updates
+//! the cache when it commits, and a cached app is read again after a few seconds, so a change
+//! made through another process is seen soon too.
 
 mod batch;
 mod bulk;
@@ -54,10 +54,10 @@ use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
-    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderRef, OrderView,
-    OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest,
-    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
-    SecretRotation, VerifyCommand, VerifyOutcome,
+    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderFilter, OrderId, OrderPage,
+    OrderRef, OrderView, OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand,
+    RefundRequest, RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly,
+    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
 };
 
 pub(crate) use self::db::Db;
@@ -324,6 +324,24 @@ impl LedgerStore for SqlStore {
         self.db
             .read(&(id, after_seq, limit), |c, e, (id, after, limit)| {
                 Box::pin(queries::order_events(c, e, *id, *after, *limit))
+            })
+            .await
+    }
+
+    /// In one REPEATABLE READ read-only transaction, so every chunk of the walk, and each
+    /// order's row, vouchers and refunds, are one state.
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, LedgerError> {
+        self.db
+            .read_snapshot(&filter, |c, e, f| Box::pin(queries::list_orders(c, e, f)))
+            .await
+    }
+
+    /// From the database, not the app cache, which may not hold an app another process
+    /// registered moments ago.
+    async fn list_apps(&self, after: Option<AppKey>, limit: u32) -> Result<Vec<App>, LedgerError> {
+        self.db
+            .read(&(after, limit), |c, e, (after, limit)| {
+                Box::pin(queries::list_apps(c, e, after.as_ref(), *limit))
             })
             .await
     }

@@ -10,8 +10,9 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, Fingerprint, LedgerError,
-    OrderId, OrderRecord, OrderRef, OrderSnapshot, OrderView, OutOrderId, RefundRequest,
-    RejectedCall, RejectedCallFilter, ReversalCommand, UseRecord, VerifyCommand, VoucherRecord,
+    OrderFilter, OrderId, OrderPage, OrderRead, OrderRecord, OrderRef, OrderScan, OrderSnapshot,
+    OrderSummary, OrderView, OutOrderId, RefundRequest, RejectedCall, RejectedCallFilter,
+    ReversalCommand, UseRecord, VerifyCommand, VoucherRecord,
 };
 
 use super::db::{During, Failure};
@@ -110,6 +111,88 @@ pub(crate) async fn all_apps(conn: &mut AnyConnection, e: Engine) -> Result<Vec<
         "listing apps",
     )
     .await
+}
+
+/// The apps after `after` in the keys' byte order, at most `limit` clamped
+/// (`LedgerStore::list_apps`).
+pub(crate) async fn list_apps(
+    conn: &mut AnyConnection,
+    e: Engine,
+    after: Option<&AppKey>,
+    limit: u32,
+) -> Result<Vec<App>, Failure> {
+    let (after, limit) = rows::apps_page(after, limit);
+    let sql = match e {
+        Engine::Postgres => statements::SERVER_LIST_APPS_POSTGRES,
+        Engine::MySql => statements::LIST_APPS,
+    };
+    let query = q(e, sql).bind(after).bind(limit);
+    all(conn, query, rows::app, "listing apps").await
+}
+
+/// One page of the order list (`LedgerStore::list_orders`), walked as [`OrderScan`] decides.
+/// Callers run it in a snapshot transaction, so every chunk sees one state.
+pub(crate) async fn list_orders(
+    conn: &mut AnyConnection,
+    e: Engine,
+    filter: &OrderFilter,
+) -> Result<OrderPage, Failure> {
+    let mut scan = OrderScan::new(filter);
+    while let Some(read) = scan.next_read() {
+        let found = order_candidates(conn, e, filter, read).await?;
+        scan.take(found);
+    }
+    Ok(scan.finish())
+}
+
+/// One read of the order list: the candidates (one statement per identifier a search text can
+/// be, merged), then the chunk's vouchers and pending refunds in one statement each, so a
+/// chunk costs a few round trips whatever its size.
+async fn order_candidates(
+    conn: &mut AnyConnection,
+    e: Engine,
+    filter: &OrderFilter,
+    read: OrderRead,
+) -> Result<Vec<OrderSummary>, Failure> {
+    let mut found = Vec::new();
+    for list in ListQuery::order_candidates(filter, read) {
+        found.push(filtered(conn, e, &list, rows::order).await?);
+    }
+    let orders = rows::merge_candidates(found, read.limit);
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = orders.iter().map(|o| o.order_id.get()).collect();
+    let mut totals = rows::OrderTotals::default();
+    let query = ids.iter().fold(
+        q_owned(e, statements::server_voucher_counts_of_orders(ids.len())),
+        |query, id| query.bind(*id),
+    );
+    let counts = all(
+        conn,
+        query,
+        |row| Ok((row.int(0)?, row.int(1)?, row.int(2)?)),
+        "reading the order list's vouchers",
+    )
+    .await?;
+    for (id, capacity, used) in counts {
+        totals.voucher(id, capacity, used);
+    }
+    let query = ids.iter().fold(
+        q_owned(e, statements::server_refund_pending_of_orders(ids.len())),
+        |query, id| query.bind(*id),
+    );
+    let pending = all(
+        conn,
+        query,
+        |row| row.int(0),
+        "reading the order list's pending refunds",
+    )
+    .await?;
+    for id in pending {
+        totals.refund_pending(id);
+    }
+    Ok(orders.into_iter().map(|o| totals.summary(o)).collect())
 }
 
 /// The id of the order a verify names, without locking it (for naming an anomaly).
@@ -353,7 +436,8 @@ async fn filtered<T>(
     all(conn, query.bind(list.limit), read, "running a list query").await
 }
 
-/// Audit entries matching every field of `filter`, oldest first.
+/// Audit entries matching every field of `filter`, oldest first (newest first when
+/// [`AuditFilter::descending`]).
 pub(crate) async fn audit(
     conn: &mut AnyConnection,
     e: Engine,

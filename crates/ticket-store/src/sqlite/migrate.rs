@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event_relay",
         sql: include_str!("../../migrations/sqlite/0009_event_relay.sql"),
     },
+    Migration {
+        version: 10,
+        name: "order_list",
+        sql: include_str!("../../migrations/sqlite/0010_order_list.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

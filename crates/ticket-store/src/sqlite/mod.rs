@@ -7,8 +7,9 @@
 //! - [`durable`]: the syncer thread fsyncs the WAL before a batch is answered (one fsync for
 //!   every batch committed meanwhile), and the checkpointer thread copies the WAL into the
 //!   database file, both off the writer's thread.
-//! - [`readers`]: a pool of read-only connections for `app`, `order`, `audit` and `ping`, so
-//!   reads never wait for writes (WAL gives each a consistent snapshot).
+//! - [`readers`]: a pool of read-only connections for `app`, `order`, `audit`, the order and
+//!   app lists and `ping`, so reads never wait for writes (WAL gives each a consistent
+//!   snapshot).
 //! - [`ops`]: each write operation (snapshot, plan, rows); [`queries`]: what is read;
 //!   [`exec`]: the rows of a plan ([`crate::plan_rows`]) executed; [`rows`]: rusqlite rows
 //!   for the shared readers, and error mapping; [`migrate`]: embedded migrations; [`url`]:
@@ -38,10 +39,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, BatchStats, EventPage,
-    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind,
-    ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand,
-    RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand, SecretRotation,
-    StoreMetrics, VerifyCommand, VerifyOutcome,
+    IssueCommand, LedgerError, LedgerStore, NewApp, NewOrder, OrderFilter, OrderId, OrderPage,
+    OrderView, OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest,
+    RefundRequestCommand, RejectedCall, RejectedCallFilter, ResolveAnomaly, ReversalCommand,
+    SecretRotation, StoreMetrics, VerifyCommand, VerifyOutcome,
 };
 
 use self::durable::SyncedFile;
@@ -78,9 +79,10 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Prepared statements cached per connection: every fixed statement plus the 16 shapes of the
-/// audit query fit.
-pub(crate) const STATEMENT_CACHE: usize = 64;
+/// Prepared statements cached per connection: every fixed statement plus the shapes of the
+/// audit query (which filters are in use, which order) and of the order list's candidates
+/// fit.
+pub(crate) const STATEMENT_CACHE: usize = 128;
 
 /// The durability-relevant settings of the write connection, as SQLite reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,6 +332,22 @@ impl LedgerStore for SqliteStore {
         limit: u32,
     ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
         self.read(move |conn| queries::order_events(conn, id, after_seq, limit))
+            .await
+    }
+
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, LedgerError> {
+        self.read(move |conn| {
+            // One read transaction: every chunk of the walk sees one snapshot.
+            let tx = conn.transaction().during("starting a read transaction")?;
+            queries::list_orders(&tx, &filter)
+        })
+        .await
+    }
+
+    /// From the database, not the app cache: the cache may not hold an app another process
+    /// registered a moment ago, and a list must not depend on what this process has seen.
+    async fn list_apps(&self, after: Option<AppKey>, limit: u32) -> Result<Vec<App>, LedgerError> {
+        self.read(move |conn| queries::list_apps(conn, after.as_ref(), limit))
             .await
     }
 

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use ticket_ledger::{
-    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, LedgerError, OrderId,
-    OrderRecord, OrderSnapshot, OrderView, OutOrderId, RefundRequest, RejectedCall,
-    RejectedCallFilter, ReversalCommand, UseRecord, VoucherRecord,
+    Anomaly, AnomalyFilter, App, AppKey, AuditEntry, AuditFilter, LedgerError, OrderFilter,
+    OrderId, OrderPage, OrderRead, OrderRecord, OrderScan, OrderSnapshot, OrderSummary, OrderView,
+    OutOrderId, RefundRequest, RejectedCall, RejectedCallFilter, ReversalCommand, UseRecord,
+    VoucherRecord,
 };
 
 use super::rows::{self, ms, During};
@@ -31,6 +32,74 @@ pub(crate) fn all_apps(conn: &Connection) -> Result<Vec<App>, LedgerError> {
         .during("listing apps")?
         .collect::<rusqlite::Result<_>>()
         .during("reading apps")
+}
+
+/// The apps after `after` in key order, at most `limit` clamped (`LedgerStore::list_apps`).
+pub(crate) fn list_apps(
+    conn: &Connection,
+    after: Option<&AppKey>,
+    limit: u32,
+) -> Result<Vec<App>, LedgerError> {
+    let (after, limit) = shared::apps_page(after, limit);
+    conn.prepare_cached(statements::LIST_APPS)
+        .during("preparing the app list")?
+        .query_map(params![after, limit], rows::app)
+        .during("listing apps")?
+        .collect::<rusqlite::Result<_>>()
+        .during("reading apps")
+}
+
+/// One page of the order list (`LedgerStore::list_orders`), walked as [`OrderScan`] decides.
+/// Callers run it in one read transaction, so every chunk sees the same snapshot.
+pub(crate) fn list_orders(
+    conn: &Connection,
+    filter: &OrderFilter,
+) -> Result<OrderPage, LedgerError> {
+    let mut scan = OrderScan::new(filter);
+    while let Some(read) = scan.next_read() {
+        scan.take(order_candidates(conn, filter, read)?);
+    }
+    Ok(scan.finish())
+}
+
+/// One read of the order list: the candidates (one statement per identifier a search text can
+/// be, merged) with their totals. On SQLite a statement costs no round trip, so each order's
+/// vouchers and pending refund are two indexed look-ups of cached statements.
+fn order_candidates(
+    conn: &Connection,
+    filter: &OrderFilter,
+    read: OrderRead,
+) -> Result<Vec<OrderSummary>, LedgerError> {
+    let found = crate::rows::ListQuery::order_candidates(filter, read)
+        .iter()
+        .map(|query| filtered(conn, query, rows::order))
+        .collect::<Result<Vec<_>, _>>()?;
+    let orders = shared::merge_candidates(found, read.limit);
+    let mut totals = shared::OrderTotals::default();
+    let mut counts = conn
+        .prepare_cached(statements::SQLITE_SELECT_VOUCHER_COUNTS)
+        .during("preparing the order list's voucher counts")?;
+    let mut pending = conn
+        .prepare_cached(statements::SQLITE_SELECT_REFUND_PENDING)
+        .during("preparing the order list's refund look-up")?;
+    for order in &orders {
+        let id = order.order_id.get();
+        let mut rows = counts.query([id]).during("reading an order's vouchers")?;
+        while let Some(row) = rows.next().during("reading an order's vouchers")? {
+            let (capacity, used): (i64, i64) = (
+                row.get(0).during("reading a voucher's capacity")?,
+                row.get(1).during("reading a voucher's uses")?,
+            );
+            totals.voucher(id, capacity, used);
+        }
+        if pending
+            .exists([id])
+            .during("looking up an order's pending refund")?
+        {
+            totals.refund_pending(id);
+        }
+    }
+    Ok(orders.into_iter().map(|o| totals.summary(o)).collect())
 }
 
 pub(crate) fn order_by_id(
@@ -182,7 +251,8 @@ pub(crate) fn order_events(
     audit(conn, &filter).map(Some)
 }
 
-/// Audit entries matching every field of `filter`, oldest first (see [`filtered`]).
+/// Audit entries matching every field of `filter`, oldest first or, when
+/// [`AuditFilter::descending`], newest first (see [`filtered`]).
 pub(crate) fn audit(
     conn: &Connection,
     filter: &AuditFilter,

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use tempfile::TempDir;
 use ticket_ledger::{
     Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter, IssueCommand,
-    LedgerError, LedgerStore, NewApp, NewOrder, OrderId, OrderView, OutcomeKind, ReconcileCommand,
-    ReconcileOutcome, RefundCommand, RefundRequest, RefundRequestCommand, ResolveAnomaly,
-    ReversalCommand, SecretRotation, VerifyCommand, VerifyOutcome,
+    LedgerError, LedgerStore, NewApp, NewOrder, OrderFilter, OrderId, OrderPage, OrderView,
+    OutcomeKind, ReconcileCommand, ReconcileOutcome, RefundCommand, RefundRequest,
+    RefundRequestCommand, ResolveAnomaly, ReversalCommand, SecretRotation, VerifyCommand,
+    VerifyOutcome,
 };
 use ticket_ledger_suite::Tamper;
 use ticket_store::{Engine, SqlStore, SqliteStore};
@@ -155,6 +156,12 @@ impl<S: LedgerStore> LedgerStore for Harnessed<S> {
         limit: u32,
     ) -> Result<Option<Vec<AuditEntry>>, LedgerError> {
         self.store.order_events(id, after_seq, limit).await
+    }
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, LedgerError> {
+        self.store.list_orders(filter).await
+    }
+    async fn list_apps(&self, after: Option<AppKey>, limit: u32) -> Result<Vec<App>, LedgerError> {
+        self.store.list_apps(after, limit).await
     }
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.store.verify(cmd).await

@@ -260,7 +260,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 9);
+    assert_eq!(store.schema_version(), 10);
     let gone: i64 = raw
         .query_row(
             "SELECT count(*) FROM sqlite_schema \

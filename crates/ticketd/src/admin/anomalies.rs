@@ -8,14 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use ticket_ledger::{Anomaly, AnomalyFilter, AnomalyKind, Resolution, ResolveAnomaly};
+use serde_json::Value;
+use ticket_ledger::{Anomaly, AnomalyFilter, AnomalyKind};
 use top_protocol::timestamp::format_beijing;
 
 use crate::paging::{self, Budget};
 use crate::server::AppState;
 
-use super::{admin_meta, parse_json, query_error, AdminError};
+use super::actions::{self, Origin};
+use super::{parse_json, query_error, AdminError};
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
@@ -167,23 +168,7 @@ async fn resolve_anomaly(
     let id: i64 = id
         .parse()
         .map_err(|_| AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such anomaly"))?;
-    let resolution = Resolution::parse(&req.resolution).ok_or_else(|| {
-        AdminError::field(
-            "resolution",
-            "one of accepted, reversed, refund_adjusted, dismissed",
-        )
-    })?;
-    let anomaly = state
-        .store
-        .resolve_anomaly(ResolveAnomaly {
-            id,
-            resolution,
-            note: req.note.clone(),
-            meta: admin_meta(
-                &state,
-                json!({"resolution": req.resolution, "note": req.note}),
-            ),
-        })
-        .await?;
+    let anomaly =
+        actions::resolve_anomaly(&state, Origin::AdminApi, id, &req.resolution, req.note).await?;
     Ok(Json(AnomalyAnswer::from(&anomaly)).into_response())
 }

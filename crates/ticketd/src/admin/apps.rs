@@ -1,26 +1,28 @@
-//! Vendor apps: registration, access settings (rate limit, IP allow-list) and secret rotation.
+//! Vendor apps: registration, the list, access settings (rate limit, IP allow-list) and secret
+//! rotation.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use ticket_ledger::{
-    App, AppAccess, AppKey, AuditAction, IpRange, LedgerError, RateLimit, SecretRotation,
-};
+use ticket_ledger::{App, AppKey};
 use top_protocol::timestamp::format_beijing;
 
-use crate::server::{random_token, AppState};
+use crate::paging::Budget;
+use crate::server::AppState;
 
-use super::{parse_json, record_admin, AdminError};
+use super::actions::{self, AccessChange, NewAppFields, Origin};
+use super::orders::list_limit;
+use super::{parse_json, query_error, AdminError};
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/admin/apps", post(create_app))
+        .route("/admin/apps", post(create_app).get(list_apps))
         .route("/admin/apps/{app_key}", get(get_app).patch(patch_app))
         .route(
             "/admin/apps/{app_key}/secret-rotations",
@@ -78,7 +80,7 @@ pub struct AppAnswer {
 
 impl AppAnswer {
     /// The answer for `app`; its secret only when `with_secret`.
-    fn new(state: &AppState, app: &App, with_secret: bool) -> Self {
+    pub(crate) fn new(state: &AppState, app: &App, with_secret: bool) -> Self {
         let own = app.access.rate_limit;
         let effective = state.rate_limiter.effective(app);
         Self {
@@ -104,89 +106,17 @@ impl AppAnswer {
     }
 }
 
-/// A rate limit from the admin API's `rate_limit` and `burst` fields, naming the bad one.
-fn rate_limit(rate: &str, burst: Option<u32>) -> Result<RateLimit, AdminError> {
-    if let Some(b) = burst {
-        if !(1..=RateLimit::MAX).contains(&b) {
-            return Err(AdminError::field(
-                "burst",
-                format!("1..={} calls", RateLimit::MAX),
-            ));
-        }
-    }
-    match RateLimit::parse(rate, None) {
-        Err(why) => Err(AdminError::field("rate_limit", why)),
-        Ok(RateLimit::Unlimited) if burst.is_some() => Err(AdminError::field(
-            "burst",
-            "a burst needs a limited rate_limit",
-        )),
-        Ok(_) => RateLimit::parse(rate, burst).map_err(|why| AdminError::field("burst", why)),
-    }
-}
-
-/// An allow-list from the admin API's `ip_allowlist`, naming the bad entry. Repeated entries
-/// are kept once.
-fn ip_allowlist(entries: &[String]) -> Result<Vec<IpRange>, AdminError> {
-    if entries.len() > AppAccess::MAX_ALLOWLIST {
-        return Err(AdminError::field(
-            "ip_allowlist",
-            format!("at most {} entries", AppAccess::MAX_ALLOWLIST),
-        ));
-    }
-    let mut list: Vec<IpRange> = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let range = IpRange::parse(entry)
-            .map_err(|why| AdminError::field(&format!("ip_allowlist[{i}]"), why))?;
-        if !list.contains(&range) {
-            list.push(range);
-        }
-    }
-    Ok(list)
-}
-
-/// A secret the operator chose: 1-256 bytes.
-fn chosen_secret(secret: String) -> Result<String, AdminError> {
-    if secret.is_empty() || secret.len() > 256 {
-        return Err(AdminError::field("app_secret", "1-256 bytes"));
-    }
-    Ok(secret)
-}
-
 async fn create_app(State(state): State<AppState>, body: Bytes) -> Result<Response, AdminError> {
     let req: CreateApp = parse_json(&body)?;
-    let app_key = AppKey::parse(&req.app_key)
-        .ok_or_else(|| AdminError::field("app_key", "1-64 visible ASCII characters"))?;
-    let secret = match req.app_secret {
-        Some(s) => chosen_secret(s)?,
-        None => random_token(),
+    let fields = NewAppFields {
+        app_key: req.app_key,
+        name: req.name,
+        app_secret: req.app_secret,
+        rate_limit: req.rate_limit,
+        burst: req.burst,
+        ip_allowlist: req.ip_allowlist.unwrap_or_default(),
     };
-    let access = AppAccess {
-        rate_limit: match (req.rate_limit.as_deref(), req.burst) {
-            (Some(rate), burst) => Some(rate_limit(rate, burst)?),
-            (None, Some(_)) => {
-                return Err(AdminError::field("burst", "a burst needs a rate_limit"))
-            }
-            (None, None) => None,
-        },
-        ip_allowlist: ip_allowlist(req.ip_allowlist.as_deref().unwrap_or_default())?,
-    };
-    let now = state.clock.now();
-    let mut new = App::new(
-        app_key.clone(),
-        req.name.unwrap_or_else(|| app_key.as_str().to_owned()),
-        secret,
-        now,
-    );
-    new.access = access;
-    let app = state.store.create_app(new).await?;
-    record_admin(
-        &state,
-        AuditAction::CreateApp,
-        Some(app.app_key.as_str()),
-        None,
-        access_detail(&app),
-    )
-    .await;
+    let app = actions::create_app(&state, Origin::AdminApi, fields).await?;
     Ok((
         StatusCode::CREATED,
         Json(AppAnswer::new(&state, &app, true)),
@@ -194,37 +124,11 @@ async fn create_app(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .into_response())
 }
 
-/// What an audit entry records of an app's access settings (never a secret).
-fn access_detail(app: &App) -> Value {
-    json!({
-        "rate_limit": app.access.rate_limit.map(|r| r.rate_text()),
-        "burst": app.access.rate_limit.and_then(|r| r.burst()),
-        "ip_allowlist": app.access.ip_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    })
-}
-
-/// The app named by the path; 404 when there is none.
-async fn path_app(state: &AppState, app_key: &str) -> Result<App, AdminError> {
-    let not_found = || AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such app");
-    let key = AppKey::parse(app_key).ok_or_else(not_found)?;
-    state.store.app(&key).await?.ok_or_else(not_found)
-}
-
-/// A store refusal of an app change: the app vanished between the lookup and the write.
-fn app_change_error(e: LedgerError) -> AdminError {
-    match e {
-        LedgerError::UnknownApp => {
-            AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such app")
-        }
-        other => AdminError::from(other),
-    }
-}
-
 async fn get_app(
     State(state): State<AppState>,
     Path(app_key): Path<String>,
 ) -> Result<Response, AdminError> {
-    let app = path_app(&state, &app_key).await?;
+    let app = actions::find_app(&state, &app_key).await?;
     Ok(Json(AppAnswer::new(&state, &app, false)).into_response())
 }
 
@@ -258,43 +162,12 @@ async fn patch_app(
     body: Bytes,
 ) -> Result<Response, AdminError> {
     let req: PatchApp = parse_json(&body)?;
-    let current = path_app(&state, &app_key).await?;
-    let mut access = current.access.clone();
-    match (req.rate_limit, req.burst) {
-        (Some(Some(rate)), burst) => access.rate_limit = Some(rate_limit(&rate, burst)?),
-        (Some(None), None) => access.rate_limit = None,
-        (Some(None), Some(_)) => {
-            return Err(AdminError::field("burst", "a burst needs a rate_limit"))
-        }
-        (None, Some(burst)) => match current.access.rate_limit {
-            Some(own @ RateLimit::Limited { .. }) => {
-                access.rate_limit = Some(rate_limit(&own.rate_text(), Some(burst))?);
-            }
-            _ => {
-                return Err(AdminError::field(
-                    "burst",
-                    "the app has no limited rate_limit of its own: give rate_limit too",
-                ))
-            }
-        },
-        (None, None) => {}
-    }
-    if let Some(list) = req.ip_allowlist {
-        access.ip_allowlist = ip_allowlist(list.as_deref().unwrap_or_default())?;
-    }
-    let app = state
-        .store
-        .set_app_access(&current.app_key, access)
-        .await
-        .map_err(app_change_error)?;
-    record_admin(
-        &state,
-        AuditAction::SetAppAccess,
-        Some(app.app_key.as_str()),
-        None,
-        access_detail(&app),
-    )
-    .await;
+    let change = AccessChange {
+        rate_limit: req.rate_limit,
+        burst: req.burst,
+        ip_allowlist: req.ip_allowlist,
+    };
+    let app = actions::set_app_access(&state, Origin::AdminApi, &app_key, change).await?;
     Ok(Json(AppAnswer::new(&state, &app, false)).into_response())
 }
 
@@ -308,9 +181,6 @@ struct RotateSecret {
     #[serde(default)]
     app_secret: Option<String>,
 }
-
-/// The longest overlap a rotation may give the replaced secret.
-const MAX_OVERLAP_DAYS: i64 = 30;
 
 /// `POST /admin/apps/{app_key}/secret-rotations`: a new secret, answered once; the replaced
 /// one keeps working until `previous_secret_expires_at` (`"overlap": "0s"` ends it at once,
@@ -328,52 +198,90 @@ async fn rotate_secret(
     } else {
         parse_json(&body)?
     };
-    let overlap = match req.overlap.as_deref() {
-        None => chrono::Duration::hours(24),
-        Some(text) => crate::settings::parse_duration(text)
-            .ok()
-            .filter(|d| *d <= chrono::Duration::days(MAX_OVERLAP_DAYS))
-            .ok_or_else(|| {
-                AdminError::field(
-                    "overlap",
-                    format!("a duration such as 24h, 90m or 0s, at most {MAX_OVERLAP_DAYS}d"),
-                )
-            })?,
-    };
-    let current = path_app(&state, &app_key).await?;
-    let new_secret = match req.app_secret {
-        Some(s) => chosen_secret(s)?,
-        None => random_token(),
-    };
-    if new_secret == current.secret {
-        return Err(AdminError::field(
-            "app_secret",
-            "must differ from the current secret",
-        ));
-    }
-    let expires_at = state.clock.now() + overlap;
-    let app = state
-        .store
-        .rotate_app_secret(
-            &current.app_key,
-            SecretRotation {
-                new_secret,
-                previous_expires_at: expires_at,
-            },
-        )
-        .await
-        .map_err(app_change_error)?;
-    record_admin(
+    let app = actions::rotate_app_secret(
         &state,
-        AuditAction::RotateAppSecret,
-        Some(app.app_key.as_str()),
-        None,
-        json!({"previous_secret_expires_at": format_beijing(expires_at)}),
+        Origin::AdminApi,
+        &app_key,
+        req.overlap.as_deref(),
+        req.app_secret,
     )
-    .await;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(AppAnswer::new(&state, &app, true)),
     )
         .into_response())
+}
+
+/// `GET /admin/apps`: one page of the registered apps, by key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppsPage {
+    /// The apps in the byte order of their keys, each as `GET /admin/apps/{app_key}` shows it:
+    /// never a secret.
+    pub apps: Vec<AppAnswer>,
+    /// Pass as `after` for the next page (the last key shown); `null` when the list ends here.
+    pub next: Option<String>,
+}
+
+/// Apps a page holds when the request names no `limit`.
+const DEFAULT_APPS_LIMIT: u32 = 50;
+
+#[derive(Debug, Deserialize)]
+struct ListAppsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /admin/apps?after=&limit=`: the apps after the key `after`, by key, at most `limit`
+/// (1-200, default 50), `{"apps": [...], "next": KEY|null}`. Like `GET /admin/apps/{app_key}`,
+/// never a secret (current or previous). An empty parameter counts as not given.
+async fn list_apps(
+    State(state): State<AppState>,
+    query: Result<Query<ListAppsQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(req) = query.map_err(query_error)?;
+    let after = req
+        .after
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            AppKey::parse(&text).ok_or_else(|| {
+                AdminError::field(
+                    "after",
+                    "an app_key (1-64 visible ASCII characters), as `next` gave it",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = list_limit(
+        req.limit,
+        DEFAULT_APPS_LIMIT,
+        ticket_ledger::MAX_APPS_LISTED,
+    )?;
+    let apps = state.store.list_apps(after, limit).await?;
+    // An app's name and allow-list are the operator's text, as long as the body limit let
+    // through: the answer is bounded in bytes like every admin list.
+    let mut budget = Budget::for_list();
+    let mut shown: Vec<AppAnswer> = Vec::with_capacity(apps.len());
+    for app in &apps {
+        let answer = AppAnswer::new(&state, app, false);
+        if !budget.take(&answer, shown.is_empty()) {
+            break;
+        }
+        shown.push(answer);
+    }
+    let next = match shown.last().map(|a| a.app_key.clone()) {
+        // Cut short by the byte budget: the rest follows.
+        Some(key) if shown.len() < apps.len() => Some(key),
+        // A full page: whether another app follows is one more look-up of one row, so that
+        // the last page says it is the last.
+        Some(key) if u32::try_from(apps.len()).is_ok_and(|n| n >= limit) => {
+            let follows = match AppKey::parse(&key) {
+                Some(after) => !state.store.list_apps(Some(after), 1).await?.is_empty(),
+                None => false,
+            };
+            follows.then_some(key)
+        }
+        _ => None,
+    };
+    Ok(Json(AppsPage { apps: shown, next }).into_response())
 }

@@ -106,6 +106,7 @@ async fn list_audit(
         outcome,
         after_seq: None,
         limit: None,
+        ..AuditFilter::default()
     };
     let page = paging::page(
         paging::limit(q.limit),

@@ -5,11 +5,11 @@
 //! `"field"` when a request body names a bad field.
 //!
 //! One file per area, each with its own `router()` merged here behind the token and the body
-//! limits: `apps`, `orders` (creation, view, events), `refunds` (refund requests and
-//! reversals), `reconcile`, `anomalies`, `audit`, `rejected` (calls refused before
-//! authentication) and `health` (`/healthz`, `/readyz`, `/metrics`, no token). What they
-//! share lives here: the error type, the token check, JSON body and query parsing, and the
-//! audit record of an operator's action.
+//! limits: `apps` (registration, list, access, secrets), `orders` (creation, list, view,
+//! events), `refunds` (refund requests and reversals), `reconcile`, `anomalies`, `audit`,
+//! `rejected` (calls refused before authentication) and `health` (`/healthz`, `/readyz`,
+//! `/metrics`, no token). What they share lives here: the error type, the token check, JSON
+//! body and query parsing, and the audit record of an operator's action.
 //!
 //! Every answer is a typed struct (`…Answer`, `…Page`) defined beside its handler and
 //! re-exported here, so tests and clients read answers into the types the server writes.
@@ -31,6 +31,7 @@ use top_protocol::envelope::new_request_id;
 
 use crate::server::AppState;
 
+pub(crate) mod actions;
 mod anomalies;
 mod apps;
 mod audit;
@@ -41,12 +42,16 @@ mod reconcile;
 mod refunds;
 mod rejected;
 
+pub use actions::Origin;
 pub use anomalies::{AnomaliesPage, AnomalyAnswer};
-pub use apps::AppAnswer;
+pub use apps::{AppAnswer, AppsPage};
 pub use audit::{AuditEntryAnswer, AuditPage};
 pub use events::{FeedPage, MAX_WAITING, MAX_WAIT_SECS, POLL};
 pub use health::HealthAnswer;
-pub use orders::{EventsPage, OrderAnswer, RefundAnswer, VoucherAnswer};
+pub use orders::{
+    EventsPage, OrderAnswer, OrderSummaryAnswer, OrdersPage, RefundAnswer, VoucherAnswer,
+    MAX_SEARCH_BYTES,
+};
 pub use reconcile::{ReconcileAnswer, ReconcileLineAnswer};
 pub use refunds::ReversalAnswer;
 pub use rejected::{RejectedCallAnswer, RejectedCallsPage};
@@ -87,7 +92,7 @@ pub struct AdminError {
 }
 
 impl AdminError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -96,7 +101,18 @@ impl AdminError {
         }
     }
 
-    fn field(field: &str, message: impl Into<String>) -> Self {
+    /// What went wrong, for a person (the console shows it).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status the admin API answers it with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// A 400 naming the request field at fault.
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: Some(field.to_owned()),
             ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -230,13 +246,14 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, AdminErro
     })
 }
 
-/// The metadata of an operator's request, as the ledger records it.
-fn admin_meta(state: &AppState, body: Value) -> RequestMeta {
+/// The metadata of an operator's request, as the ledger records it, marked with where it
+/// came from ([`Origin`]).
+fn operator_meta(state: &AppState, origin: Origin, body: Value) -> RequestMeta {
     RequestMeta {
         request_id: new_request_id(),
         received_at: state.clock.now(),
         client_ip: None,
-        summary: body,
+        summary: origin.mark(body),
     }
 }
 
@@ -258,12 +275,13 @@ fn query_error(e: QueryRejection) -> AdminError {
     AdminError::field(&field, text)
 }
 
-/// Records an operator action; failures are logged (the action itself already succeeded).
+/// Records an operator action that the ledger call itself does not record (an app's
+/// registration and changes); failures are logged, since the action itself already succeeded.
 async fn record_admin(
     state: &AppState,
+    origin: Origin,
     action: AuditAction,
     app_key: Option<&str>,
-    order_id: Option<i64>,
     detail: Value,
 ) {
     let entry = AuditEntry {
@@ -272,10 +290,10 @@ async fn record_admin(
         at: state.clock.now(),
         action: action.as_str().to_owned(),
         app_key: app_key.map(str::to_owned),
-        order_id,
+        order_id: None,
         outcome: AuditOutcome::Accepted,
         reason: "ok".to_owned(),
-        detail,
+        detail: origin.mark(detail),
         client_ip: None,
     };
     if let Err(e) = state.store.record(entry).await {
@@ -342,6 +360,16 @@ mod tests {
             "excess": 0}]}));
         same_bytes::<ReversalAnswer>(json!({"order_id": 5, "confirm_code": "A", "reversed": 1,
             "used": 0, "reason": "scanned twice"}));
+        let summary = json!({"order_id": 5, "app_key": "k", "out_order_id": "O-5",
+            "status": "partly_used", "quantity": 2, "capacity": 2, "used": 1,
+            "refunded_tickets": 0, "created_at": "2024-05-01 10:00:00", "valid_from": null,
+            "valid_until": null, "issue_describe": null});
+        same_bytes::<OrderSummaryAnswer>(summary.clone());
+        same_bytes::<OrdersPage>(json!({"orders": [summary], "next": "1714528800000.5"}));
+        same_bytes::<AppsPage>(json!({"apps": [{"app_key": "k", "name": "k",
+            "created_at": "2024-05-01 10:00:00", "rate_limit": null, "burst": null,
+            "effective_rate_limit": "unlimited", "effective_burst": null, "ip_allowlist": [],
+            "previous_secret_expires_at": null}], "next": null}));
         same_bytes::<RejectedCallsPage>(json!({"next": null, "calls": [{"seq": 1,
             "request_id": "r3", "at": "2024-05-01 10:00:00", "client_ip": null,
             "app_key": "k", "method": null, "code": 25, "sub_code": null}]}));

@@ -1,4 +1,4 @@
-//! Orders: creation by the operator, the order view and its paged events.
+//! Orders: creation by the operator, the paged list, the order view and its paged events.
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ticket_ledger::{
-    plan_order_creation, AppKey, AuditEntry, ConfirmCode, NewOrder, NewVoucher, OrderId,
-    OrderOrigin, OrderView, OutOrderId, RefundRequest, RequestMeta,
+    plan_order_creation, AppKey, AuditEntry, ConfirmCode, NewOrder, NewVoucher, OrderCursor,
+    OrderFilter, OrderId, OrderOrigin, OrderStatus, OrderSummary, OrderView, OutOrderId,
+    RefundRequest, RequestMeta,
 };
 use top_protocol::envelope::new_request_id;
 use top_protocol::timestamp::{format_beijing, parse_beijing_date_or_datetime};
@@ -25,7 +26,7 @@ use super::{parse_json, path_order, query_error, AdminError, AuditEntryAnswer};
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/admin/orders", post(create_order))
+        .route("/admin/orders", post(create_order).get(list_orders))
         .route("/admin/orders/{order_id}", get(get_order))
         .route("/admin/orders/{order_id}/events", get(list_order_events))
 }
@@ -136,6 +137,184 @@ async fn create_order(State(state): State<AppState>, body: Bytes) -> Result<Resp
     )?;
     let view = state.store.create_order(order, plan.audit).await?;
     Ok((StatusCode::CREATED, Json(OrderAnswer::from(&view))).into_response())
+}
+
+/// `GET /admin/orders`: one page of the order list, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrdersPage {
+    /// Pass as `after` for the next page; `null` when the list ends here. Opaque text (it
+    /// names the page's last order); a page filtered by `status` may stop short, even empty,
+    /// with a `next`, after looking at 2000 orders (keep following it).
+    pub next: Option<String>,
+    /// The orders, newest first by `created_at` (then by decreasing `order_id`).
+    pub orders: Vec<OrderSummaryAnswer>,
+}
+
+/// One order in `GET /admin/orders`: its row, totals and status. Its codes, refunds and
+/// history are in `GET /admin/orders/{order_id}`. Fields in alphabetical order, like every
+/// admin answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderSummaryAnswer {
+    /// The vendor app the order belongs to.
+    pub app_key: String,
+    /// Uses issued over all its codes.
+    pub capacity: i64,
+    /// When it was paid, `yyyy-MM-dd HH:mm:ss` UTC+8.
+    pub created_at: String,
+    /// The vendor's reason when issuing failed, else `null`.
+    pub issue_describe: Option<String>,
+    /// The platform's order id.
+    pub order_id: i64,
+    /// The vendor's own order id, once given.
+    pub out_order_id: Option<String>,
+    /// Tickets bought.
+    pub quantity: i64,
+    /// Tickets refunded so far.
+    pub refunded_tickets: i64,
+    /// Where it stands, as `GET /admin/orders/{order_id}` derives it (`partly_used`, …).
+    pub status: String,
+    /// Uses recorded over all its codes.
+    pub used: i64,
+    /// First instant it may be used, if bounded.
+    pub valid_from: Option<String>,
+    /// Last instant it may be used, if bounded.
+    pub valid_until: Option<String>,
+}
+
+impl From<&OrderSummary> for OrderSummaryAnswer {
+    fn from(s: &OrderSummary) -> Self {
+        let o = &s.order;
+        Self {
+            app_key: o.app_key.as_str().to_owned(),
+            capacity: s.capacity,
+            created_at: format_beijing(o.created_at),
+            issue_describe: o.issue_describe.clone(),
+            order_id: o.order_id.get(),
+            out_order_id: o.out_order_id.as_ref().map(|id| id.as_str().to_owned()),
+            quantity: o.quantity,
+            refunded_tickets: o.refunded_tickets,
+            status: s.status.as_str().to_owned(),
+            used: s.used,
+            valid_from: o.valid_from.map(format_beijing),
+            valid_until: o.valid_until.map(format_beijing),
+        }
+    }
+}
+
+/// The longest search text `GET /admin/orders` takes: the longest identifier it can match
+/// (an `out_order_id`). Longer text could match nothing, so it is refused rather than read.
+pub const MAX_SEARCH_BYTES: usize = OutOrderId::MAX_LEN;
+
+/// `GET /admin/orders`'s query. Every parameter is text, so that an empty one (`q=&status=`,
+/// what a search form sends for a blank field) means "not given" and a bad one is refused
+/// with a message naming it.
+#[derive(Debug, Deserialize)]
+struct ListOrdersQuery {
+    q: Option<String>,
+    status: Option<String>,
+    app_key: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// A query parameter's value, `None` when absent or empty.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// A list's `limit`: `default` when not given, else a whole number in `1..=max`.
+pub(super) fn list_limit(text: Option<String>, default: u32, max: u32) -> Result<u32, AdminError> {
+    let Some(text) = given(text) else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n) && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| AdminError::field("limit", format!("a whole number from 1 to {max}")))
+}
+
+/// `GET /admin/orders?q=&status=&app_key=&after=&limit=`: one page of the orders, newest
+/// first, `{"orders": [...], "next": CURSOR|null}`.
+///
+/// `q` finds an order by its `order_id`, its `out_order_id` or its `app_key`, each compared
+/// whole; `status` keeps the orders whose derived status it names; `app_key` keeps one app's;
+/// `after` is the `next` of the previous page; `limit` is 1–200 (default 50). The page is also
+/// bounded in bytes like every admin list ([`paging::MAX_ANSWER_BYTES`]).
+async fn list_orders(
+    State(state): State<AppState>,
+    query: Result<Query<ListOrdersQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(req) = query.map_err(query_error)?;
+    let q = match given(req.q) {
+        Some(text) if text.len() > MAX_SEARCH_BYTES => {
+            return Err(AdminError::field(
+                "q",
+                format!("at most {MAX_SEARCH_BYTES} bytes: an order_id, out_order_id or app_key"),
+            ))
+        }
+        Some(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+        None => None,
+    };
+    let status = given(req.status)
+        .map(|text| {
+            OrderStatus::parse(&text).ok_or_else(|| {
+                let all: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+                AdminError::field("status", format!("one of {}", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let app_key = given(req.app_key)
+        .map(|text| {
+            AppKey::parse(&text)
+                .ok_or_else(|| AdminError::field("app_key", "1-64 visible ASCII characters"))
+        })
+        .transpose()?;
+    let after = given(req.after)
+        .map(|text| {
+            text.parse::<OrderCursor>().map_err(|_| {
+                AdminError::field(
+                    "after",
+                    "a cursor as the `next` of a previous page gave it, unchanged",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = list_limit(
+        req.limit,
+        OrderFilter::DEFAULT_LIMIT,
+        OrderFilter::MAX_LIMIT,
+    )?;
+    let page = state
+        .store
+        .list_orders(OrderFilter {
+            q,
+            status,
+            app_key,
+            after,
+            limit,
+        })
+        .await?;
+    // At most 200 orders, but an order's `issue_describe` is the vendor's text: the answer is
+    // bounded in bytes like every admin list, ending early with the last order it holds.
+    let mut budget = Budget::for_list();
+    let mut orders: Vec<OrderSummaryAnswer> = Vec::with_capacity(page.orders.len());
+    let mut next = page.next;
+    for (n, summary) in page.orders.iter().enumerate() {
+        let answer = OrderSummaryAnswer::from(summary);
+        if !budget.take(&answer, orders.is_empty()) {
+            next = n
+                .checked_sub(1)
+                .and_then(|last| page.orders.get(last))
+                .map(OrderSummary::cursor);
+            break;
+        }
+        orders.push(answer);
+    }
+    Ok(Json(OrdersPage {
+        next: next.map(|cursor| cursor.to_string()),
+        orders,
+    })
+    .into_response())
 }
 
 async fn get_order(

@@ -7,12 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use ticket_ledger::{ConfirmCode, RefundRequestCommand, ReversalCommand};
 
 use crate::server::AppState;
 
-use super::{admin_meta, parse_json, path_order, AdminError, RefundAnswer};
+use super::actions::{self, Origin, Reversal};
+use super::{parse_json, path_order, AdminError, RefundAnswer};
 
 /// This area's routes.
 pub(super) fn router() -> Router<AppState> {
@@ -34,17 +33,7 @@ async fn request_refund(
 ) -> Result<Response, AdminError> {
     let req: CreateRefund = parse_json(&body)?;
     let order_id = path_order(&order_id)?;
-    if req.quantity < 1 {
-        return Err(AdminError::field("quantity", "at least 1 ticket"));
-    }
-    let refund = state
-        .store
-        .request_refund(RefundRequestCommand {
-            order_id,
-            quantity: req.quantity,
-            meta: admin_meta(&state, json!({"quantity": req.quantity})),
-        })
-        .await?;
+    let refund = actions::request_refund(&state, Origin::AdminApi, order_id, req.quantity).await?;
     Ok((StatusCode::CREATED, Json(RefundAnswer::from(&refund))).into_response())
 }
 
@@ -63,38 +52,15 @@ async fn reverse(
 ) -> Result<Response, AdminError> {
     let req: CreateReversal = parse_json(&body)?;
     let order_id = path_order(&order_id)?;
-    let code = ConfirmCode::parse(&req.confirm_code)
-        .ok_or_else(|| AdminError::field("confirm_code", "1-128 visible ASCII characters"))?;
-    if req.quantity < 1 {
-        return Err(AdminError::field("quantity", "at least 1 use"));
-    }
-    if req.reason.trim().is_empty() {
-        return Err(AdminError::field(
-            "reason",
-            "say why the uses are given back",
-        ));
-    }
-    let used = state
-        .store
-        .reverse(ReversalCommand {
-            order_id,
-            code: code.clone(),
-            quantity: req.quantity,
-            reason: req.reason.clone(),
-            window: state.reversal_window,
-            meta: admin_meta(
-                &state,
-                json!({"confirm_code": code.masked(), "quantity": req.quantity, "reason": req.reason}),
-            ),
-        })
-        .await?;
+    let reversal = Reversal::parse(&req.confirm_code, req.quantity, &req.reason)?;
+    let used = actions::reverse(&state, Origin::AdminApi, order_id, &reversal).await?;
     Ok((
         StatusCode::CREATED,
         Json(ReversalAnswer {
-            confirm_code: code.as_str().to_owned(),
+            confirm_code: reversal.code.as_str().to_owned(),
             order_id: order_id.get(),
-            reason: req.reason,
-            reversed: req.quantity,
+            reason: reversal.reason,
+            reversed: reversal.quantity,
             used,
         }),
     )

@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod admin_lists;
 mod bench;
 mod bounded;
 mod bounds;
