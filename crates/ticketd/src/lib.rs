@@ -43,6 +43,7 @@ pub mod relay;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
+pub mod traffic;
 pub mod transfer;
 
 #[cfg(feature = "test-support")]

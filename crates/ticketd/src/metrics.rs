@@ -113,6 +113,8 @@ pub struct Metrics {
     latency: Family<MethodLabels, Histogram>,
     /// Store failures (unavailable or internal) seen by any caller.
     store_errors: Counter,
+    /// The last hour of calls by minute, for the console.
+    traffic: crate::traffic::Traffic,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,7 @@ impl Default for Metrics {
             calls: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             store_errors: Counter::default(),
+            traffic: crate::traffic::Traffic::default(),
         }
     }
 }
@@ -147,6 +150,11 @@ impl Metrics {
         self.latency
             .get_or_create(&MethodLabels { method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The last hour of calls, minute by minute (the console's chart).
+    pub fn traffic(&self) -> &crate::traffic::Traffic {
+        &self.traffic
     }
 
     /// Counts a store failure.

@@ -33,8 +33,14 @@ use subtle::ConstantTimeEq;
 
 use crate::server::AppState;
 
+mod anomalies;
+mod apps;
+mod audit;
+mod chart;
 mod i18n;
+mod orders;
 pub mod session;
+mod view;
 
 pub use i18n::Lang;
 use i18n::Texts;
@@ -46,8 +52,10 @@ pub const SESSION_COOKIE: &str = "ticketd_console";
 /// The language cookie's name.
 pub const LANG_COOKIE: &str = "ticketd_console_lang";
 
-/// The largest form the console reads: its forms are a few short fields.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+/// The largest form the console reads: a reconciliation lists every code of an order (up to
+/// 999 codes of up to 128 characters, with their counts); every other form is a few short
+/// fields.
+pub const MAX_FORM_BYTES: usize = 256 * 1024;
 
 /// The stylesheet, embedded (no CDN: machines may have no internet).
 const STYLESHEET: &str = include_str!("console.css");
@@ -58,6 +66,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/login", get(login_page).post(sign_in))
         .route("/console/logout", post(sign_out))
         .route("/console/", get(overview))
+        .merge(orders::router())
+        .merge(anomalies::router())
+        .merge(audit::router())
+        .merge(apps::router())
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/assets/console.css", get(stylesheet))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
@@ -163,7 +175,19 @@ fn layout(lang: Lang, title: &str, path: &str, session: Option<&SignedIn>, body:
                     span.brand { "ticketd" }
                     @if session.is_some() {
                         nav aria-label=(t.navigation) {
-                            a href="/console/" { (t.overview) }
+                            @for (href, name) in [
+                                ("/console/", t.overview),
+                                ("/console/orders", t.orders),
+                                ("/console/anomalies", t.anomalies),
+                                ("/console/audit", t.audit),
+                                ("/console/apps", t.apps),
+                            ] {
+                                @if section_of(path) == href {
+                                    a href=(href) aria-current="page" { (name) }
+                                } @else {
+                                    a href=(href) { (name) }
+                                }
+                            }
                         }
                     }
                     span.langs {
@@ -171,7 +195,7 @@ fn layout(lang: Lang, title: &str, path: &str, session: Option<&SignedIn>, body:
                             @if other == lang {
                                 strong lang=(other.tag()) { (other.name()) }
                             } @else {
-                                a href={ (path) "?lang=" (other.tag()) } lang=(other.tag()) hreflang=(other.tag()) { (other.name()) }
+                                a href=(with_lang(path, other)) lang=(other.tag()) hreflang=(other.tag()) { (other.name()) }
                             }
                         }
                     }
@@ -185,6 +209,88 @@ fn layout(lang: Lang, title: &str, path: &str, session: Option<&SignedIn>, body:
                 main { (body) }
             }
         }
+    }
+}
+
+/// The navigation entry a page belongs to: `/console/orders/5` is under `/console/orders`.
+fn section_of(path: &str) -> &str {
+    let path = path.split('?').next().unwrap_or(path);
+    [
+        "/console/orders",
+        "/console/anomalies",
+        "/console/audit",
+        "/console/apps",
+    ]
+    .into_iter()
+    .find(|s| path.starts_with(s))
+    .unwrap_or("/console/")
+}
+
+/// The language switch's link: the page as it is (its query kept, a previous `lang` dropped),
+/// in `lang`.
+fn with_lang(path: &str, lang: Lang) -> String {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != "lang" {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair("lang", lang.tag());
+    format!("{base}?{}", out.finish())
+}
+
+/// What every signed-in page knows of its request.
+struct Ctx {
+    /// The language the page is in.
+    lang: Lang,
+    /// Its texts.
+    t: &'static Texts,
+    /// The cookie that remembers a language switch, when the request made one.
+    lang_cookie: Option<HeaderValue>,
+    /// The session.
+    session: SignedIn,
+}
+
+impl Ctx {
+    /// The request's context, or the redirect to the sign-in page when it has no live session.
+    ///
+    /// The refusal is boxed: a `Response` is large, and the happy path should not carry its
+    /// size.
+    fn of(state: &AppState, headers: &HeaderMap, lang: Option<&str>) -> Result<Ctx, Box<Response>> {
+        let (lang, lang_cookie) = language(headers, lang);
+        let Some(session) = signed_in(state, headers) else {
+            return Err(Box::new(Redirect::to("/console/login").into_response()));
+        };
+        Ok(Ctx {
+            lang,
+            t: Texts::of(lang),
+            lang_cookie,
+            session,
+        })
+    }
+
+    /// The request's context for a form: as [`Ctx::of`], and 403 unless the form carries the
+    /// session's CSRF token.
+    fn for_form(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Ctx, Box<Response>> {
+        let ctx = Ctx::of(state, headers, None)?;
+        if !ctx.session.csrf_matches(csrf) {
+            tracing::warn!("console form without its CSRF token refused");
+            return Err(Box::new(forbidden(ctx.lang)));
+        }
+        Ok(ctx)
+    }
+
+    /// A page in the console's frame. `path` is the page's own address with its query, for
+    /// the language switch.
+    fn page(self, status: StatusCode, title: &str, path: &str, body: Markup) -> Response {
+        let markup = layout(self.lang, title, path, Some(&self.session), body);
+        page(status, self.lang_cookie, markup)
+    }
+
+    /// The hidden field every state-changing form carries.
+    fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name="csrf" value=(self.session.csrf); }
     }
 }
 
@@ -340,16 +446,26 @@ async fn overview(
     headers: HeaderMap,
     Query(q): Query<LangQuery>,
 ) -> Response {
-    let (lang, lang_cookie) = language(&headers, q.lang.as_deref());
-    let Some(session) = signed_in(&state, &headers) else {
-        return Redirect::to("/console/login").into_response();
+    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
+        Ok(ctx) => ctx,
+        Err(to_login) => return *to_login,
     };
-    let t = Texts::of(lang);
+    let t = ctx.t;
     let totals = state.store.metrics().await;
+    let window = state.metrics.traffic().window(state.clock.now());
     let relay = &state.relay;
     let relay_on = relay.enabled.load(std::sync::atomic::Ordering::Relaxed);
     let body = html! {
         h1 { (t.overview) }
+        section aria-labelledby="calls" {
+            h2 id="calls" { (t.calls_per_minute) }
+            (chart::calls_per_minute(t, &window))
+            p.hint { (t.this_process_only) }
+        }
+        section aria-labelledby="codes" {
+            h2 id="codes" { (t.answers_by_code) }
+            (chart::answers_by_code(t, &window))
+        }
         @match &totals {
             Ok(m) => {
                 section aria-labelledby="totals" {
@@ -359,7 +475,7 @@ async fn overview(
                         dt { (t.uses_issued) } dd { (m.capacity) }
                         dt { (t.uses_recorded) } dd { (m.used) }
                         dt { (t.tickets_refunded) } dd { (m.refunded_tickets) }
-                        dt { (t.open_anomalies) } dd { (m.open_anomalies) }
+                        dt { a href="/console/anomalies" { (t.open_anomalies) } } dd { (m.open_anomalies) }
                     }
                 }
             }
@@ -379,11 +495,7 @@ async fn overview(
             }
         }
     };
-    page(
-        StatusCode::OK,
-        lang_cookie,
-        layout(lang, t.overview, "/console/", Some(&session), body),
-    )
+    ctx.page(StatusCode::OK, t.overview, "/console/", body)
 }
 
 /// The console's part of the server's state.

@@ -14,7 +14,7 @@ pub async fn handle(
     params: &Params,
     app: &App,
     ctx: &CallContext,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<super::Accepted, TopError> {
     let wire = IssueParams::from_params(params)?;
     let result = match (wire.kind()?, wire.describe) {
         (IssueType::Failed, Some(describe)) => IssueResult::Failed { describe },

@@ -29,8 +29,8 @@ use serde_json::json;
 use ticket_api::Method;
 use ticket_ledger::text::clip_bytes;
 use ticket_ledger::{
-    App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, RejectedCall,
-    RequestMeta,
+    App, AppKey, AuditEntry, AuditOutcome, ConfirmCode, OrderId, OutOrderId, OutcomeKind,
+    RejectedCall, RequestMeta,
 };
 use top_protocol::check::{check_envelope, check_freshness, check_signature};
 use top_protocol::envelope::{new_request_id, render_error, render_success};
@@ -38,6 +38,7 @@ use top_protocol::params::{merge, parse_body, parse_urlencoded};
 use top_protocol::{Field, Format, Params, PlatformCode, TopError};
 
 use crate::server::AppState;
+use crate::traffic::CallOutcome;
 
 /// Routes of the gateway. A trailing `/` is tolerated (docs/PROTOCOL.md §1.1).
 pub fn router() -> Router<AppState> {
@@ -74,12 +75,49 @@ impl CallContext {
     }
 }
 
+/// An accepted call's answer fields, and whether the ledger knew it already (a retry), which
+/// the answer does not say (R30) but the console's chart does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The fields of the success envelope.
+    pub fields: Vec<(&'static str, bool)>,
+    /// Whether every entry had been recorded before.
+    pub replayed: bool,
+}
+
+/// What the ledger answered an accepted call with says whether it was a replay.
+pub trait Replay {
+    /// Whether the call changed nothing because it had been recorded before.
+    fn replayed(&self) -> bool;
+}
+
+impl Replay for OutcomeKind {
+    fn replayed(&self) -> bool {
+        *self == OutcomeKind::Replayed
+    }
+}
+
+impl Replay for ticket_ledger::VerifyOutcome {
+    fn replayed(&self) -> bool {
+        self.kind.replayed()
+    }
+}
+
+impl<T> Replay for (T, OutcomeKind) {
+    fn replayed(&self) -> bool {
+        self.1.replayed()
+    }
+}
+
 /// The answer to an accepted call: `is_success` true, replays included (R30).
-pub fn is_success<T>(
+pub fn is_success<T: Replay>(
     result: Result<T, ticket_ledger::LedgerError>,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<Accepted, TopError> {
     result
-        .map(|_| vec![("is_success", true)])
+        .map(|outcome| Accepted {
+            fields: vec![("is_success", true)],
+            replayed: outcome.replayed(),
+        })
         .map_err(|e| errors::ledger_to_top(&e))
 }
 
@@ -104,7 +142,7 @@ pub fn out_order_id(id: &str) -> Result<OutOrderId, TopError> {
 struct Answer {
     format: Format,
     method: String,
-    result: Result<Vec<(&'static str, bool)>, TopError>,
+    result: Result<Accepted, TopError>,
     /// Whether the caller had shown the app's secret when the answer was decided: where a
     /// refusal is kept depends on it (module doc).
     authenticated: bool,
@@ -167,10 +205,22 @@ async fn answer_call(state: AppState, request: Request, ctx: CallContext) -> Res
         sub_code,
         started.elapsed(),
     );
+    let outcome = match &answer.result {
+        Ok(accepted) if accepted.replayed => CallOutcome::Replayed,
+        Ok(_) => CallOutcome::Accepted,
+        Err(_) => CallOutcome::Refused,
+    };
+    state
+        .metrics
+        .traffic()
+        .observe(ctx.received_at, outcome, code);
     let body = match &answer.result {
-        Ok(fields) => {
-            let fields: Vec<(&str, Field<'_>)> =
-                fields.iter().map(|(k, v)| (*k, Field::Bool(*v))).collect();
+        Ok(accepted) => {
+            let fields: Vec<(&str, Field<'_>)> = accepted
+                .fields
+                .iter()
+                .map(|(k, v)| (*k, Field::Bool(*v)))
+                .collect();
             render_success(answer.format, &answer.method, &fields, &ctx.request_id)
         }
         Err(e) => render_error(answer.format, e, &ctx.request_id),
@@ -269,7 +319,7 @@ async fn dispatch(
     app: &App,
     method: &str,
     ctx: &CallContext,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<Accepted, TopError> {
     check_freshness(params, ctx.received_at, state.timestamp_window)?;
     access::check(&state.rate_limiter, app, ctx)?;
     match Method::parse(method) {

@@ -14,7 +14,7 @@ pub async fn handle(
     params: &Params,
     app: &App,
     ctx: &CallContext,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<super::Accepted, TopError> {
     let wire = RefundParams::from_params(params)?;
     let partial = wire.kind()? == RefundType::Partial;
     let cmd = RefundCommand {

@@ -15,7 +15,7 @@ pub async fn handle(
     params: &Params,
     app: &App,
     ctx: &CallContext,
-) -> Result<Vec<(&'static str, bool)>, TopError> {
+) -> Result<super::Accepted, TopError> {
     let wire = VerifyParams::from_params(params)?;
     let cmd = command(wire, app, state, ctx, params)?;
     is_success(state.store.verify(cmd).await)

@@ -11,6 +11,7 @@ mod bounded;
 mod bounds;
 mod cli;
 mod console;
+mod console_pages;
 mod crash;
 mod durability;
 mod events;
