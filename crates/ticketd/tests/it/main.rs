@@ -9,6 +9,7 @@ mod admin_lists;
 mod bench;
 mod bounded;
 mod bounds;
+mod browser;
 mod cli;
 mod console;
 mod console_pages;
