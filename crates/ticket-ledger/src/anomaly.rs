@@ -290,8 +290,8 @@ pub fn plan_resolution(
         order_id: current.anomaly.order_id,
         outcome: AuditOutcome::Accepted,
         reason: cmd.resolution.as_str().to_owned(),
-        detail: json!({"anomaly_id": cmd.id,
-            "kind": current.anomaly.kind.as_str(), "note": cmd.note}),
+        detail: cmd.meta.with_origin(json!({"anomaly_id": cmd.id,
+            "kind": current.anomaly.kind.as_str(), "note": cmd.note})),
         client_ip: cmd.meta.client_ip.clone(),
     };
     Ok(ResolutionPlan {

@@ -239,14 +239,8 @@ impl RequestMeta {
         order: &OrderRecord,
         outcome: AuditOutcome,
         reason: &str,
-        mut detail: Value,
+        detail: Value,
     ) -> AuditEntry {
-        if let (Some(origin), Value::Object(map)) =
-            (self.summary.get(Self::ORIGIN_KEY), &mut detail)
-        {
-            map.entry(Self::ORIGIN_KEY.to_owned())
-                .or_insert_with(|| origin.clone());
-        }
         AuditEntry {
             seq: 0,
             request_id: self.request_id.clone(),
@@ -256,9 +250,22 @@ impl RequestMeta {
             order_id: Some(order.order_id.get()),
             outcome,
             reason: reason.to_owned(),
-            detail,
+            detail: self.with_origin(detail),
             client_ip: self.client_ip.clone(),
         }
+    }
+
+    /// `detail` with the request's origin added, when the request names one
+    /// ([`RequestMeta::ORIGIN_KEY`]) and `detail` is an object without it: every entry a
+    /// request leaves says where it came from.
+    pub fn with_origin(&self, mut detail: Value) -> Value {
+        if let (Some(origin), Value::Object(map)) =
+            (self.summary.get(Self::ORIGIN_KEY), &mut detail)
+        {
+            map.entry(Self::ORIGIN_KEY.to_owned())
+                .or_insert_with(|| origin.clone());
+        }
+        detail
     }
 
     /// `entry`, followed by the status transition it caused (if the status moved).

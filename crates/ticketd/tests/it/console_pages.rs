@@ -434,6 +434,12 @@ async fn anomalies_are_listed_and_resolved_from_the_console() {
     let a = resolved.iter().find(|a| a.id == id).unwrap();
     assert_eq!(a.resolution.as_deref(), Some("dismissed"));
     assert_eq!(a.note.as_deref(), Some("vendor test call"));
+    let entries = audit_entries(&app, "order_id=7501").await;
+    let resolution = entries
+        .iter()
+        .find(|e| e.action == "admin.resolve_anomaly")
+        .expect("the resolution's audit entry");
+    assert_eq!(resolution.detail["origin"], "console", "{resolution:?}");
     let (_, page) = console.get("/console/anomalies").await;
     assert!(
         !page.contains(&format!("id=\"anomaly-{id}\"")),
