@@ -1,11 +1,11 @@
 //! Anomalies: the queue of facts that could not be applied but matter, newest first, and the
 //! operator's resolution of one (the fields and values of `POST /admin/anomalies/{id}/resolve`).
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::html;
 use serde::Deserialize;
 use ticket_ledger::{AnomalyFilter, AnomalyKind, Resolution};
@@ -13,7 +13,7 @@ use ticket_ledger::{AnomalyFilter, AnomalyKind, Resolution};
 use crate::admin::actions::{self, Origin};
 use crate::server::AppState;
 
-use super::{view, Ctx};
+use super::{view, SignedForm, SignedPage};
 
 /// How many anomalies a page shows.
 const SHOWN: u32 = 50;
@@ -30,29 +30,20 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ListQuery {
     /// `open` (the default), `resolved` or `all`.
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     order_id: String,
     before: Option<i64>,
     done: Option<i64>,
-    lang: Option<String>,
 }
 
 async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<ListQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let t = ctx.t;
     let open = match q.status.as_str() {
         "" | "open" => Some(true),
@@ -181,44 +172,30 @@ async fn list(
     ctx.page(status, t.anomalies, &path, body)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ResolveForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     resolution: String,
-    #[serde(default)]
     note: String,
 }
 
 async fn resolve(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    form: Result<Form<ResolveForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<ResolveForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let csrf = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, csrf) {
-        Ok(ctx) => ctx,
-        Err(refusal) => return *refusal,
-    };
     let t = ctx.t;
-    let outcome = match (id.parse::<i64>(), form) {
-        (Ok(id), Some(form)) => {
+    let outcome = match id.parse::<i64>() {
+        Ok(id) => {
             let note: String = form.note.chars().take(MAX_NOTE_CHARS).collect();
             actions::resolve_anomaly(&state, Origin::Console, id, &form.resolution, note)
                 .await
                 .map(|a| a.id)
         }
-        (Err(_), _) => Err(crate::admin::AdminError::new(
+        Err(_) => Err(crate::admin::AdminError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such anomaly",
-        )),
-        (_, None) => Err(crate::admin::AdminError::field(
-            "resolution",
-            "one of accepted, reversed, refund_adjusted, dismissed",
         )),
     };
     match outcome {

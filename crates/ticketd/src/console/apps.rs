@@ -5,11 +5,11 @@
 //! or rotation), which is a page of its own rather than a redirect, so it is in no address,
 //! no history entry and (`Cache-Control: no-store`) no cache. Every other page shows none.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::{html, Markup};
 use serde::Deserialize;
 use ticket_ledger::{App, AppKey};
@@ -19,7 +19,7 @@ use crate::admin::{AdminError, AppAnswer};
 use crate::server::AppState;
 
 use super::i18n::Texts;
-use super::{view, Ctx};
+use super::{view, Ctx, SignedForm, SignedPage};
 
 /// How many apps a page of the list shows.
 const SHOWN: u32 = 50;
@@ -34,22 +34,15 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ListQuery {
-    #[serde(default)]
     after: String,
-    lang: Option<String>,
 }
 
 async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<ListQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let after = AppKey::parse(&q.after);
     let apps = state.store.list_apps(after, SHOWN).await;
     let t = ctx.t;
@@ -110,20 +103,13 @@ fn allowlist_text(t: &Texts, answer: &AppAnswer) -> String {
 
 /// The registration form, as the operator filled it (kept when it was refused).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct NewAppForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     app_key: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     app_secret: String,
-    #[serde(default)]
     rate_limit: String,
-    #[serde(default)]
     burst: String,
-    #[serde(default)]
     ip_allowlist: String,
 }
 
@@ -201,14 +187,8 @@ fn secret_page(ctx: Ctx, status: StatusCode, app: &App, heading: &str) -> Respon
 
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<NewAppForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<NewAppForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, &form.csrf) {
-        Ok(ctx) => ctx,
-        Err(refusal) => return *refusal,
-    };
     let created = match burst(&form.burst) {
         Ok(burst) => {
             let fields = NewAppFields {
@@ -241,22 +221,16 @@ async fn create(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct AppQuery {
     done: Option<String>,
-    lang: Option<String>,
 }
 
 async fn app_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(app_key): Path<String>,
-    query: Result<Query<AppQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<AppQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     match actions::find_app(&state, &app_key).await {
         Ok(app) => {
             let notice = (q.done.as_deref() == Some("access")).then_some(ctx.t.access_saved);
@@ -334,28 +308,18 @@ fn app_view(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct AccessForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     rate_limit: String,
-    #[serde(default)]
     burst: String,
-    #[serde(default)]
     ip_allowlist: String,
 }
 
 async fn set_access(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(app_key): Path<String>,
-    form: Result<Form<AccessForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<AccessForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, &form.csrf) {
-        Ok(ctx) => ctx,
-        Err(refusal) => return *refusal,
-    };
     // The form shows every setting, so it sets every one: an emptied field clears it.
     let changed = match burst(&form.burst) {
         Ok(burst) => {
@@ -373,32 +337,21 @@ async fn set_access(
         Ok(app) => {
             Redirect::to(&format!("{}?done=access", app_path(app.app_key.as_str()))).into_response()
         }
-        Err(e) => match actions::find_app(&state, &app_key).await {
-            Ok(app) => app_view(ctx, &state, &app, None, Some(&e)),
-            Err(missing) => refused(ctx, &missing),
-        },
+        Err(e) => refused_on_app(ctx, &state, &app_key, &e).await,
     }
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RotateForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     overlap: String,
 }
 
 async fn rotate(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(app_key): Path<String>,
-    form: Result<Form<RotateForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<RotateForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, &form.csrf) {
-        Ok(ctx) => ctx,
-        Err(refusal) => return *refusal,
-    };
     let overlap = given(&form.overlap);
     match actions::rotate_app_secret(&state, Origin::Console, &app_key, overlap.as_deref(), None)
         .await
@@ -407,10 +360,16 @@ async fn rotate(
             let heading = ctx.t.rotate_secret;
             secret_page(ctx, StatusCode::CREATED, &app, heading)
         }
-        Err(e) => match actions::find_app(&state, &app_key).await {
-            Ok(app) => app_view(ctx, &state, &app, None, Some(&e)),
-            Err(missing) => refused(ctx, &missing),
-        },
+        Err(e) => refused_on_app(ctx, &state, &app_key, &e).await,
+    }
+}
+
+/// A refused change of an app: its page with the refusal above the forms, or the refusal
+/// alone when the app is gone.
+async fn refused_on_app(ctx: Ctx, state: &AppState, app_key: &str, e: &AdminError) -> Response {
+    match actions::find_app(state, app_key).await {
+        Ok(app) => app_view(ctx, state, &app, None, Some(e)),
+        Err(missing) => refused(ctx, &missing),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The audit trail with the admin API's filters (order, app, outcome), newest first, paged;
 //! and the calls refused before their caller was known (`GET /admin/rejected-calls`).
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -13,7 +13,7 @@ use ticket_ledger::{AuditFilter, AuditOutcome, RejectedCallFilter};
 use crate::server::AppState;
 
 use super::orders::events_table;
-use super::{view, Ctx};
+use super::{view, SignedPage};
 
 /// How many entries a page shows.
 const SHOWN: u32 = 50;
@@ -30,27 +30,18 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct AuditQuery {
-    #[serde(default)]
     order_id: String,
-    #[serde(default)]
     app_key: String,
-    #[serde(default)]
     outcome: String,
     before: Option<i64>,
-    lang: Option<String>,
 }
 
 async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<AuditQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let t = ctx.t;
     let mut problems = Vec::new();
     let order_id = match q.order_id.trim() {

@@ -294,6 +294,65 @@ impl Ctx {
     }
 }
 
+/// A signed-in page request: its context and its query (`Q::default()` when the query does
+/// not parse, so a mangled bookmark shows the page's first view rather than an error). Not
+/// signed in: the redirect to the sign-in page.
+struct SignedPage<Q>(Ctx, Q);
+
+impl<Q> axum::extract::FromRequestParts<AppState> for SignedPage<Q>
+where
+    Q: serde::de::DeserializeOwned + Default + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let lang: LangQuery = lenient_query(&parts.uri);
+        let ctx = Ctx::of(state, &parts.headers, lang.lang.as_deref()).map_err(|r| *r)?;
+        Ok(SignedPage(ctx, lenient_query(&parts.uri)))
+    }
+}
+
+/// A signed-in form post: its context and its fields (`F::default()` for a body that does not
+/// parse, so a mangled form is refused by the action's own checks). Refused with 403, before
+/// any field is looked at, unless the body's `csrf` is the session's token; not signed in:
+/// the redirect to the sign-in page; a body over [`MAX_FORM_BYTES`]: 413.
+struct SignedForm<F>(Ctx, F);
+
+impl<F> axum::extract::FromRequest<AppState> for SignedForm<F>
+where
+    F: serde::de::DeserializeOwned + Default + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let csrf = pairs
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        let ctx = Ctx::for_form(state, &headers, csrf).map_err(|r| *r)?;
+        Ok(SignedForm(
+            ctx,
+            serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+        ))
+    }
+}
+
+/// The request's query read into `T`; its default when it does not parse.
+fn lenient_query<T: serde::de::DeserializeOwned + Default>(uri: &axum::http::Uri) -> T {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default()
+}
+
 /// An HTML answer, with the language cookie when the request switched language.
 fn page(status: StatusCode, lang_cookie: Option<HeaderValue>, markup: Markup) -> Response {
     let mut response = (status, axum::response::Html(markup.into_string())).into_response();
@@ -443,13 +502,8 @@ async fn sign_out(
 
 async fn overview(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<LangQuery>,
+    SignedPage(ctx, _): SignedPage<LangQuery>,
 ) -> Response {
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let t = ctx.t;
     let totals = state.store.metrics().await;
     let window = state.metrics.traffic().window(state.clock.now());

@@ -5,11 +5,11 @@
 //! button sends it again with `confirm=yes`. Applying goes through [`crate::admin::actions`],
 //! the calls the admin API makes, so the ledger's checks and audit entries are the same.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::{html, Markup};
 use serde::Deserialize;
 use ticket_ledger::{AuditFilter, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView};
@@ -19,7 +19,7 @@ use crate::admin::AdminError;
 use crate::server::AppState;
 
 use super::i18n::Texts;
-use super::{view, Ctx};
+use super::{view, Ctx, SignedForm, SignedPage};
 
 /// How many orders a page of the list shows.
 const ORDERS_SHOWN: u32 = 50;
@@ -41,26 +41,17 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ListQuery {
-    #[serde(default)]
     q: String,
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     after: String,
-    lang: Option<String>,
 }
 
 async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<ListQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let t = ctx.t;
     let search = q.q.trim();
     let status = OrderStatus::ALL
@@ -187,6 +178,7 @@ fn list_path(q: &str, status: &str, after: &str) -> String {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct OrderQuery {
     /// The timeline page: events before this `seq`.
     before: Option<i64>,
@@ -194,7 +186,6 @@ struct OrderQuery {
     show: Option<usize>,
     /// The action just applied, for the notice.
     done: Option<String>,
-    lang: Option<String>,
 }
 
 /// Reads the order a path names; `None` when there is none (to this operator, every order).
@@ -207,15 +198,9 @@ async fn load(state: &AppState, order_id: &str) -> Result<Option<OrderView>, Adm
 
 async fn order_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(order_id): Path<String>,
-    query: Result<Query<OrderQuery>, axum::extract::rejection::QueryRejection>,
+    SignedPage(ctx, q): SignedPage<OrderQuery>,
 ) -> Response {
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = match Ctx::of(&state, &headers, q.lang.as_deref()) {
-        Ok(ctx) => ctx,
-        Err(to_login) => return *to_login,
-    };
     let view = match load(&state, &order_id).await {
         Ok(Some(view)) => view,
         Ok(None) => return not_found(ctx),
@@ -515,14 +500,25 @@ fn refused(ctx: Ctx, view: &OrderView, e: &AdminError) -> Response {
     ctx.page(view::refusal_status(e), t.not_done, &path, body)
 }
 
-/// The fields every action form has.
-#[derive(Debug, Deserialize)]
+/// The order an action's form names (its CSRF token already checked by [`SignedForm`]); a
+/// missing order is answered as the order page answers it.
+async fn action_target(
+    state: &AppState,
+    ctx: Ctx,
+    order_id: &str,
+) -> Result<(Ctx, OrderView), Box<Response>> {
+    match load(state, order_id).await {
+        Ok(Some(view)) => Ok((ctx, view)),
+        Ok(None) => Err(Box::new(not_found(ctx))),
+        Err(e) => Err(Box::new(failed(ctx, &e))),
+    }
+}
+
+/// A refund request's form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RefundForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     quantity: String,
-    #[serde(default)]
     confirm: String,
 }
 
@@ -535,23 +531,12 @@ fn count(field: &str, text: &str) -> Result<i64, AdminError> {
 
 async fn refund(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(order_id): Path<String>,
-    form: Result<Form<RefundForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<RefundForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let csrf = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, csrf) {
-        Ok(ctx) => ctx,
+    let (ctx, view) = match action_target(&state, ctx, &order_id).await {
+        Ok(target) => target,
         Err(refusal) => return *refusal,
-    };
-    let Some(form) = form else {
-        return failed(ctx, &AdminError::field("quantity", "a whole number"));
-    };
-    let view = match load(&state, &order_id).await {
-        Ok(Some(view)) => view,
-        Ok(None) => return not_found(ctx),
-        Err(e) => return failed(ctx, &e),
     };
     let id = view.order.order_id;
     let quantity = match count("quantity", &form.quantity) {
@@ -584,39 +569,23 @@ async fn refund(
     ctx.page(StatusCode::OK, t.confirm_title, &path, body)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct ReverseForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     confirm_code: String,
-    #[serde(default)]
     quantity: String,
-    #[serde(default)]
     reason: String,
-    #[serde(default)]
     confirm: String,
 }
 
 async fn reverse(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(order_id): Path<String>,
-    form: Result<Form<ReverseForm>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, form): SignedForm<ReverseForm>,
 ) -> Response {
-    let form = form.map(|Form(f)| f).ok();
-    let csrf = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or_default();
-    let ctx = match Ctx::for_form(&state, &headers, csrf) {
-        Ok(ctx) => ctx,
+    let (ctx, view) = match action_target(&state, ctx, &order_id).await {
+        Ok(target) => target,
         Err(refusal) => return *refusal,
-    };
-    let Some(form) = form else {
-        return failed(ctx, &AdminError::field("confirm_code", "a code"));
-    };
-    let view = match load(&state, &order_id).await {
-        Ok(Some(view)) => view,
-        Ok(None) => return not_found(ctx),
-        Err(e) => return failed(ctx, &e),
     };
     let id = view.order.order_id;
     let reversal = match count("quantity", &form.quantity)
@@ -662,33 +631,19 @@ async fn reverse(
     ctx.page(StatusCode::OK, t.confirm_title, &path, body)
 }
 
-/// A reconciliation form: `csrf`, `confirm`, and one `used` per code of the order, in the
+/// A reconciliation form: `confirm`, and one `used` per code of the order, in the
 /// order the page lists them (read as a list of pairs: a struct cannot hold repeated names).
 /// Codes are not sent back: the page shows them masked, so the form must not carry them
 /// whole.
 async fn reconcile(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(order_id): Path<String>,
-    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+    SignedForm(ctx, pairs): SignedForm<Vec<(String, String)>>,
 ) -> Response {
-    let pairs = form.map(|Form(f)| f).unwrap_or_default();
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
-    let ctx = match Ctx::for_form(&state, &headers, field("csrf")) {
-        Ok(ctx) => ctx,
+    let confirm = pairs.iter().any(|(k, v)| k == "confirm" && v == "yes");
+    let (ctx, view) = match action_target(&state, ctx, &order_id).await {
+        Ok(target) => target,
         Err(refusal) => return *refusal,
-    };
-    let confirm = field("confirm") == "yes";
-    let view = match load(&state, &order_id).await {
-        Ok(Some(view)) => view,
-        Ok(None) => return not_found(ctx),
-        Err(e) => return failed(ctx, &e),
     };
     let id = view.order.order_id;
     let used: Vec<&String> = pairs
