@@ -74,6 +74,10 @@ pub(crate) struct Reversal {
 }
 
 impl Reversal {
+    /// The longest reason kept: it is stored in the audit trail, so it is bounded like every
+    /// text a caller sends.
+    pub(crate) const MAX_REASON_CHARS: usize = 2_000;
+
     /// Checks the fields of a reversal request.
     pub(crate) fn parse(
         confirm_code: &str,
@@ -89,6 +93,12 @@ impl Reversal {
             return Err(AdminError::field(
                 "reason",
                 "say why the uses are given back",
+            ));
+        }
+        if reason.chars().count() > Self::MAX_REASON_CHARS {
+            return Err(AdminError::field(
+                "reason",
+                format!("at most {} characters", Self::MAX_REASON_CHARS),
             ));
         }
         Ok(Self {
@@ -158,12 +168,17 @@ pub(crate) async fn reconcile(
             meta: super::operator_meta(state, origin, summary),
         })
         .await
-        .map_err(reconcile_refusal)
+        .map_err(|e| reconcile_refusal(e, origin))
 }
 
-/// A refused reconciliation as the operator is answered: the codes named whole (the operator
-/// owns them), and a missing order as every admin route answers it.
-fn reconcile_refusal(e: LedgerError) -> AdminError {
+/// A refused reconciliation as the operator is answered: the codes named whole to the admin
+/// API (the operator owns them), masked on a console page (which shows codes masked), and a
+/// missing order as every admin route answers it.
+fn reconcile_refusal(e: LedgerError, origin: Origin) -> AdminError {
+    let name = |code: &ConfirmCode| match origin {
+        Origin::AdminApi => code.as_str().to_owned(),
+        Origin::Console => code.masked(),
+    };
     match e {
         LedgerError::OrderNotFound => {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such order")
@@ -171,7 +186,7 @@ fn reconcile_refusal(e: LedgerError) -> AdminError {
         LedgerError::VoucherNotFound { code } => AdminError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_code",
-            format!("voucher {} is not a code of this order", code.as_str()),
+            format!("voucher {} is not a code of this order", name(&code)),
         ),
         LedgerError::VendorCountExceedsCapacity {
             code,
@@ -182,7 +197,7 @@ fn reconcile_refusal(e: LedgerError) -> AdminError {
             "refused",
             format!(
                 "voucher {} allows {capacity} uses; the vendor reports {reported}",
-                code.as_str()
+                name(&code)
             ),
         ),
         other => AdminError::from(other),
@@ -253,6 +268,14 @@ pub(crate) async fn create_app(
 ) -> Result<App, AdminError> {
     let app_key = AppKey::parse(&fields.app_key)
         .ok_or_else(|| AdminError::field("app_key", "1-64 visible ASCII characters"))?;
+    // `.` and `..` are path segments every HTTP client resolves away: an app so named could
+    // never be addressed as /admin/apps/{app_key} or /console/apps/{app_key}.
+    if matches!(app_key.as_str(), "." | "..") {
+        return Err(AdminError::field(
+            "app_key",
+            "not `.` or `..`: they cannot be part of an address",
+        ));
+    }
     let secret = match fields.app_secret {
         Some(s) => chosen_secret(s)?,
         None => random_token(),

@@ -18,8 +18,8 @@ use super::{view, SignedForm, SignedPage};
 /// How many anomalies a page shows.
 const SHOWN: u32 = 50;
 
-/// The longest note kept from the form (the admin API keeps what its body limit allows; a
-/// note is a sentence or two).
+/// The longest note the form takes (a note is a sentence or two); a longer one is refused,
+/// never cut.
 const MAX_NOTE_CHARS: usize = 2_000;
 
 /// This area's routes.
@@ -50,25 +50,34 @@ async fn list(
         "resolved" => Some(false),
         _ => None,
     };
+    let known_status = matches!(q.status.as_str(), "" | "open" | "resolved" | "all");
     let kind = AnomalyKind::parse(&q.kind);
     let order_id = q.order_id.trim().parse::<i64>().ok();
     let mut problems = Vec::new();
+    if !known_status {
+        problems.push(t.unknown_status);
+    }
     if !q.kind.is_empty() && kind.is_none() {
         problems.push(t.unknown_kind);
     }
     if !q.order_id.trim().is_empty() && order_id.is_none() {
         problems.push(t.bad_order_id);
     }
-    let anomalies = state
-        .store
-        .anomalies(AnomalyFilter {
-            open,
-            order_id,
-            kind,
-            before_id: q.before,
-            limit: Some(SHOWN),
-        })
-        .await;
+    // A filter that did not parse lists nothing rather than everything.
+    let anomalies = if !problems.is_empty() {
+        Ok(Vec::new())
+    } else {
+        state
+            .store
+            .anomalies(AnomalyFilter {
+                open,
+                order_id,
+                kind,
+                before_id: q.before,
+                limit: Some(SHOWN),
+            })
+            .await
+    };
     let status_value = if open == Some(false) {
         "resolved"
     } else if open.is_none() {
@@ -186,9 +195,11 @@ async fn resolve(
 ) -> Response {
     let t = ctx.t;
     let outcome = match id.parse::<i64>() {
+        Ok(_) if form.note.chars().count() > MAX_NOTE_CHARS => {
+            Err(crate::admin::AdminError::field("note", t.note_too_long))
+        }
         Ok(id) => {
-            let note: String = form.note.chars().take(MAX_NOTE_CHARS).collect();
-            actions::resolve_anomaly(&state, Origin::Console, id, &form.resolution, note)
+            actions::resolve_anomaly(&state, Origin::Console, id, &form.resolution, form.note)
                 .await
                 .map(|a| a.id)
         }

@@ -297,6 +297,7 @@ fn app_view(
             h2 id="rotate" { (t.rotate_secret) }
             form method="post" action={ (path) "/rotate" } {
                 (ctx.csrf_field())
+                (ctx.once_field(state))
                 label for="overlap" { (t.overlap) }
                 input id="overlap" name="overlap" type="text" value="24h" maxlength="16";
                 button type="submit" { (t.rotate_secret) }
@@ -345,6 +346,10 @@ async fn set_access(
 #[serde(default)]
 struct RotateForm {
     overlap: String,
+    /// The page's one-time token: a rotation sent twice (a double click, a reload of the page
+    /// showing the new secret) must not rotate again and cut off the secret vendors still
+    /// use before its overlap ends.
+    once: String,
 }
 
 async fn rotate(
@@ -353,9 +358,17 @@ async fn rotate(
     SignedForm(ctx, form): SignedForm<RotateForm>,
 ) -> Response {
     let overlap = given(&form.overlap);
-    match actions::rotate_app_secret(&state, Origin::Console, &app_key, overlap.as_deref(), None)
-        .await
-    {
+    let rotated = if ctx.spend_once(&state, &form.once) {
+        actions::rotate_app_secret(&state, Origin::Console, &app_key, overlap.as_deref(), None)
+            .await
+    } else {
+        Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "already_sent",
+            ctx.t.already_sent,
+        ))
+    };
+    match rotated {
         Ok(app) => {
             let heading = ctx.t.rotate_secret;
             secret_page(ctx, StatusCode::CREATED, &app, heading)

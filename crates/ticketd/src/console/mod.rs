@@ -288,6 +288,19 @@ impl Ctx {
         page(status, self.lang_cookie, markup)
     }
 
+    /// The hidden field of a confirmation form: a one-time token, spent when the action is
+    /// applied ([`Sessions::confirmation`]).
+    fn once_field(&self, state: &AppState) -> Markup {
+        let token = state.console.sessions.confirmation(&self.session.id);
+        html! { input type="hidden" name="once" value=(token); }
+    }
+
+    /// Spends the confirmation token a form carried: false when it was spent before (the
+    /// form was sent twice) or never issued.
+    fn spend_once(&self, state: &AppState, presented: &str) -> bool {
+        state.console.sessions.spend(&self.session.id, presented)
+    }
+
     /// The hidden field every state-changing form carries.
     fn csrf_field(&self) -> Markup {
         html! { input type="hidden" name="csrf" value=(self.session.csrf); }

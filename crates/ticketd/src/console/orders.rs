@@ -454,10 +454,12 @@ fn failed(ctx: Ctx, e: &AdminError) -> Response {
     ctx.page(view::refusal_status(e), t.not_done, "/console/orders", body)
 }
 
-/// The confirmation step: what the action will change, the same fields again as hidden
-/// inputs with `confirm=yes`, and a way back that changes nothing.
+/// The confirmation step: what the action will change, the fields again as hidden inputs
+/// with `confirm=yes` and a one-time token (so sending it twice applies it once), and a way
+/// back that changes nothing.
 fn confirmation(
     ctx: &Ctx,
+    state: &AppState,
     action: &str,
     id: i64,
     what: Markup,
@@ -470,6 +472,7 @@ fn confirmation(
             (what)
             form method="post" action={ "/console/orders/" (id) "/" (action) } {
                 (ctx.csrf_field())
+                (ctx.once_field(state))
                 @for (name, value) in fields {
                     input type="hidden" name=(name) value=(value);
                 }
@@ -479,6 +482,39 @@ fn confirmation(
                 a.cancel href={ "/console/orders/" (id) } { (t.cancel) }
             }
         }
+    }
+}
+
+/// The confirmation page of an action, with the order's summary above it.
+fn confirm_page(
+    ctx: Ctx,
+    state: &AppState,
+    view: &OrderView,
+    action: &str,
+    what: Markup,
+    fields: &[(&str, String)],
+) -> Response {
+    let t = ctx.t;
+    let id = view.order.order_id.get();
+    let body = html! {
+        (summary(t, view))
+        (confirmation(&ctx, state, action, id, what, fields))
+    };
+    let path = format!("/console/orders/{id}");
+    ctx.page(StatusCode::OK, t.confirm_title, &path, body)
+}
+
+/// Spends a confirmation's one-time token; the refusal when it was spent before (the form
+/// was sent twice: the first one applied the action) or is unknown.
+fn spend(ctx: &Ctx, state: &AppState, once: &str) -> Result<(), AdminError> {
+    if ctx.spend_once(state, once) {
+        Ok(())
+    } else {
+        Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "already_sent",
+            ctx.t.already_sent,
+        ))
     }
 }
 
@@ -520,6 +556,7 @@ async fn action_target(
 struct RefundForm {
     quantity: String,
     confirm: String,
+    once: String,
 }
 
 /// A count as typed in a form: a whole number, else the refusal naming the field.
@@ -539,43 +576,60 @@ async fn refund(
         Err(refusal) => return *refusal,
     };
     let id = view.order.order_id;
+    let t = ctx.t;
+    let refundable = view.refundable_tickets();
     let quantity = match count("quantity", &form.quantity) {
+        Ok(q) if q < 1 => Err(AdminError::field("quantity", "at least 1 ticket")),
+        // What the ledger would refuse is refused here, with no confirmation to offer.
+        Ok(q) if q > refundable => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "refund_exceeds_unused",
+            format!("{} ({refundable})", t.refund_over_refundable),
+        )),
+        other => other,
+    };
+    let quantity = match quantity {
         Ok(q) => q,
         Err(e) => return refused(ctx, &view, &e),
     };
     if form.confirm == "yes" {
-        return match actions::request_refund(&state, Origin::Console, id, quantity).await {
+        let applied_now = match spend(&ctx, &state, &form.once) {
+            Ok(()) => actions::request_refund(&state, Origin::Console, id, quantity).await,
+            Err(e) => Err(e),
+        };
+        return match applied_now {
             Ok(_) => applied(id.get(), "refund"),
             Err(e) => refused(ctx, &view, &e),
         };
     }
-    let t = ctx.t;
-    let refundable = view.refundable_tickets();
     let what = html! {
         p { (t.refund_will_ask) " " strong { (quantity) } " " (t.tickets_of_order) " " (id.get()) "." }
         dl.totals {
-            dt { (t.refundable) } dd { (refundable) " → " (refundable.saturating_sub(quantity)) }
+            dt { (t.refundable) } dd { (refundable) " → " (refundable - quantity) }
             dt { (t.status) } dd { (view::status(t, view.status())) " → " (view::status(t, OrderStatus::Refunding)) }
         }
-        @if quantity > refundable || quantity < 1 {
-            p.error role="alert" { (t.refund_over_refundable) }
-        }
     };
-    let body = html! {
-        (summary(t, &view))
-        (confirmation(&ctx, "refund", id.get(), what, &[("quantity", quantity.to_string())]))
-    };
-    let path = format!("/console/orders/{}", id.get());
-    ctx.page(StatusCode::OK, t.confirm_title, &path, body)
+    confirm_page(
+        ctx,
+        &state,
+        &view,
+        "refund",
+        what,
+        &[("quantity", quantity.to_string())],
+    )
 }
 
+/// A reversal's form: the code as the operator typed it, or (from the confirmation page,
+/// which shows the code masked and must not carry it whole) its place in the order.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ReverseForm {
     confirm_code: String,
+    voucher: String,
     quantity: String,
     reason: String,
     confirm: String,
+    once: String,
 }
 
 async fn reverse(
@@ -588,89 +642,125 @@ async fn reverse(
         Err(refusal) => return *refusal,
     };
     let id = view.order.order_id;
-    let reversal = match count("quantity", &form.quantity)
-        .and_then(|q| Reversal::parse(form.confirm_code.trim(), q, &form.reason))
-    {
+    let t = ctx.t;
+    let code = match form.voucher.trim().parse::<usize>() {
+        Ok(i) => view.vouchers.get(i).map(|v| v.code.as_str().to_owned()),
+        Err(_) => Some(form.confirm_code.trim().to_owned()),
+    };
+    let reversal = match count("quantity", &form.quantity).and_then(|q| {
+        let code = code.ok_or_else(|| AdminError::field("voucher", t.code_not_in_order))?;
+        Reversal::parse(&code, q, &form.reason)
+    }) {
         Ok(r) => r,
         Err(e) => return refused(ctx, &view, &e),
     };
+    let Some((index, voucher)) = view
+        .vouchers
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.code == reversal.code)
+    else {
+        let e = AdminError::field("confirm_code", t.code_not_in_order);
+        return refused(ctx, &view, &e);
+    };
+    if reversal.quantity > voucher.used {
+        let e = AdminError::new(
+            StatusCode::CONFLICT,
+            "reversal_not_allowed",
+            t.reverse_over_used,
+        );
+        return refused(ctx, &view, &e);
+    }
     if form.confirm == "yes" {
-        return match actions::reverse(&state, Origin::Console, id, &reversal).await {
+        let applied_now = match spend(&ctx, &state, &form.once) {
+            Ok(()) => actions::reverse(&state, Origin::Console, id, &reversal).await,
+            Err(e) => Err(e),
+        };
+        return match applied_now {
             Ok(_) => applied(id.get(), "reverse"),
             Err(e) => refused(ctx, &view, &e),
         };
     }
-    let t = ctx.t;
-    let voucher = view.vouchers.iter().find(|v| v.code == reversal.code);
-    let Some(voucher) = voucher else {
-        let e = AdminError::field("confirm_code", t.code_not_in_order);
-        return refused(ctx, &view, &e);
-    };
     let what = html! {
         p { (t.reverse_will_give_back) " " strong { (reversal.quantity) } " " (t.uses_of_code) " " code { (reversal.code.masked()) } "." }
         dl.totals {
             dt { (t.used_of_capacity) }
-            dd { (voucher.used) " / " (voucher.capacity) " → " (voucher.used.saturating_sub(reversal.quantity)) " / " (voucher.capacity) }
+            dd { (voucher.used) " / " (voucher.capacity) " → " (voucher.used - reversal.quantity) " / " (voucher.capacity) }
             dt { (t.reason) } dd { (reversal.reason) }
-        }
-        @if reversal.quantity > voucher.used {
-            p.error role="alert" { (t.reverse_over_used) }
         }
         p.hint { (t.reversal_window_hint) }
     };
     let fields = [
-        ("confirm_code", reversal.code.as_str().to_owned()),
+        ("voucher", index.to_string()),
         ("quantity", reversal.quantity.to_string()),
         ("reason", reversal.reason.clone()),
     ];
-    let body = html! {
-        (summary(t, &view))
-        (confirmation(&ctx, "reverse", id.get(), what, &fields))
-    };
-    let path = format!("/console/orders/{}", id.get());
-    ctx.page(StatusCode::OK, t.confirm_title, &path, body)
+    confirm_page(ctx, &state, &view, "reverse", what, &fields)
 }
 
-/// A reconciliation form: `confirm`, and one `used` per code of the order, in the
-/// order the page lists them (read as a list of pairs: a struct cannot hold repeated names).
-/// Codes are not sent back: the page shows them masked, so the form must not carry them
-/// whole.
+/// A reconciliation form: `confirm`, and one `used` per code of the order, in the order the
+/// page lists them (read as a list of pairs: a struct cannot hold repeated names). Codes are
+/// not sent back: the page shows them masked, so the form must not carry them whole.
 async fn reconcile(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     SignedForm(ctx, pairs): SignedForm<Vec<(String, String)>>,
 ) -> Response {
-    let confirm = pairs.iter().any(|(k, v)| k == "confirm" && v == "yes");
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let confirm = field("confirm") == "yes";
     let (ctx, view) = match action_target(&state, ctx, &order_id).await {
         Ok(target) => target,
         Err(refusal) => return *refusal,
     };
     let id = view.order.order_id;
+    let t = ctx.t;
     let used: Vec<&String> = pairs
         .iter()
         .filter(|(k, _)| k == "used")
         .map(|(_, v)| v)
         .collect();
     if used.len() != view.vouchers.len() {
-        let e = AdminError::field("used", ctx.t.codes_changed);
+        let e = AdminError::field("used", t.codes_changed);
         return refused(ctx, &view, &e);
     }
-    let vendor: Result<Vec<(String, i64)>, AdminError> = view
-        .vouchers
-        .iter()
-        .zip(used)
-        .map(|(v, used)| Ok((v.code.as_str().to_owned(), count("used", used)?)))
-        .collect();
-    let vendor = match vendor {
-        Ok(v) => v,
-        Err(e) => return refused(ctx, &view, &e),
-    };
-    // The comparison itself is the preview: the ledger's own plan, applied only on confirm.
+    let mut vendor = Vec::with_capacity(used.len());
+    for (v, used) in view.vouchers.iter().zip(used) {
+        let reported = match count("used", used) {
+            Ok(n) if n < 0 => Err(AdminError::field("used", "0 or more")),
+            Ok(n) if n > v.capacity => Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "refused",
+                format!(
+                    "{} {}: {} > {}",
+                    t.vendor_over_capacity,
+                    v.code.masked(),
+                    n,
+                    v.capacity
+                ),
+            )),
+            other => other,
+        };
+        match reported {
+            Ok(n) => vendor.push((v.code.as_str().to_owned(), n)),
+            Err(e) => return refused(ctx, &view, &e),
+        }
+    }
+    if confirm {
+        if let Err(e) = spend(&ctx, &state, field("once")) {
+            return refused(ctx, &view, &e);
+        }
+    }
+    // The comparison itself is the preview: the ledger's comparison, applied only on confirm.
     match actions::reconcile(&state, Origin::Console, id, &vendor, confirm).await {
         Err(e) => refused(ctx, &view, &e),
         Ok(_) if confirm => applied(id.get(), "reconcile"),
         Ok(outcome) => {
-            let t = ctx.t;
             let missing: i64 = outcome.lines.iter().map(|l| l.missing()).sum();
             let what = html! {
                 div.scroll { table {
@@ -700,12 +790,7 @@ async fn reconcile(
                 .iter()
                 .map(|(_, used)| ("used", used.to_string()))
                 .collect();
-            let body = html! {
-                (summary(t, &view))
-                (confirmation(&ctx, "reconcile", id.get(), what, &fields))
-            };
-            let path = format!("/console/orders/{}", id.get());
-            ctx.page(StatusCode::OK, t.confirm_title, &path, body)
+            confirm_page(ctx, &state, &view, "reconcile", what, &fields)
         }
     }
 }

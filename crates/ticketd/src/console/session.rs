@@ -25,11 +25,17 @@ pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
 /// Client addresses whose attempts are counted at once; past it the oldest count is dropped.
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
+/// Confirmation tokens a session holds at once; issuing one more forgets the oldest (its
+/// page then answers "open the page again" instead of applying).
+pub const MAX_PENDING_CONFIRMATIONS: usize = 32;
+
 /// One signed-in operator.
 #[derive(Debug, Clone)]
 struct Session {
     csrf: String,
     expires: Instant,
+    /// One-time tokens of the confirmation pages shown and not yet used.
+    pending: std::collections::VecDeque<String>,
 }
 
 /// The signed-in sessions.
@@ -89,6 +95,7 @@ impl Sessions {
             Session {
                 csrf: csrf.clone(),
                 expires: now + self.ttl,
+                pending: std::collections::VecDeque::new(),
             },
         );
         SignedIn { id, csrf }
@@ -107,6 +114,39 @@ impl Sessions {
                 None
             }
             None => None,
+        }
+    }
+
+    /// A one-time token for a confirmation page of session `id` (empty when the session is
+    /// gone). A confirmed action spends it ([`Sessions::spend`]), so sending the confirmation
+    /// twice — a double click, the browser resending a POST — applies the action once.
+    pub fn confirmation(&self, id: &str) -> String {
+        let mut map = self.lock();
+        let Some(session) = map.get_mut(id) else {
+            return String::new();
+        };
+        let token = random_token();
+        if session.pending.len() >= MAX_PENDING_CONFIRMATIONS {
+            session.pending.pop_front();
+        }
+        session.pending.push_back(token.clone());
+        token
+    }
+
+    /// Spends the confirmation token `presented` of session `id`: true the first time it is
+    /// presented, false after that or for a token the session never had.
+    pub fn spend(&self, id: &str, presented: &str) -> bool {
+        let mut map = self.lock();
+        let Some(session) = map.get_mut(id) else {
+            return false;
+        };
+        let found = session
+            .pending
+            .iter()
+            .position(|t| bool::from(t.as_bytes().ct_eq(presented.as_bytes())));
+        match found {
+            Some(i) => session.pending.remove(i).is_some(),
+            None => false,
         }
     }
 
@@ -202,6 +242,23 @@ mod tests {
         sessions.end(&again.id);
         assert_eq!(sessions.get(&again.id, t0), None);
         assert_eq!(sessions.get("not-a-session", t0), None);
+    }
+
+    #[test]
+    fn a_confirmation_is_spent_once_and_a_session_holds_few() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let s = sessions.start(Instant::now());
+        let token = sessions.confirmation(&s.id);
+        assert!(!sessions.spend(&s.id, "forged"));
+        assert!(sessions.spend(&s.id, &token));
+        assert!(!sessions.spend(&s.id, &token), "spent once");
+        let first = sessions.confirmation(&s.id);
+        for _ in 0..10 * MAX_PENDING_CONFIRMATIONS {
+            sessions.confirmation(&s.id);
+        }
+        assert!(!sessions.spend(&s.id, &first), "the oldest is forgotten");
+        assert_eq!(sessions.confirmation("no-such-session"), "");
+        assert!(!sessions.spend("no-such-session", ""));
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl<'a> Console<'a> {
     }
 }
 
+/// The one-time token of a confirmation form on `page`.
+fn once_of(page: &str) -> String {
+    let at = page
+        .find("name=\"once\" value=\"")
+        .expect("a one-time token")
+        + 19;
+    page[at..at + 64].to_owned()
+}
+
 /// A page's text without its tags, whitespace folded, for "the page says" checks.
 fn text(page: &str) -> String {
     let mut out = String::new();
@@ -243,18 +252,34 @@ async fn order_actions_show_what_they_change_and_apply_only_when_confirmed() {
     assert_eq!(status, 200);
     assert!(text(&page).contains("2 / 2 → 1 / 2"), "{}", text(&page));
     assert!(page.contains("name=\"confirm\" value=\"yes\""));
+    assert!(
+        !page.contains("ACT-CODE-1"),
+        "the confirmation shows and carries the code masked"
+    );
     assert_eq!(
         app.used(7301, "ACT-CODE-1").await,
         2,
         "a review changes nothing"
     );
     // Confirmed: applied, and the order page says so.
-    let mut confirmed = form.to_vec();
-    confirmed.push(("confirm", "yes"));
+    let once = once_of(&page);
+    let confirmed = [
+        ("csrf", csrf.as_str()),
+        ("voucher", "0"),
+        ("quantity", "1"),
+        ("reason", "scanned twice at gate 3"),
+        ("confirm", "yes"),
+        ("once", once.as_str()),
+    ];
     let (status, location, _) = console
         .post("/console/orders/7301/reverse", &confirmed)
         .await;
     assert_eq!(status, 303);
+    // The same confirmation sent again (a double click): refused, applied once.
+    let (status, _, page) = console
+        .post("/console/orders/7301/reverse", &confirmed)
+        .await;
+    assert_eq!(status, 409, "{}", text(&page));
     assert_eq!(
         location.as_deref(),
         Some("/console/orders/7301?done=reverse")
@@ -272,6 +297,20 @@ async fn order_actions_show_what_they_change_and_apply_only_when_confirmed() {
     assert_eq!(reversal.detail["origin"], "console", "{reversal:?}");
     assert_eq!(reversal.detail["reason"], "scanned twice at gate 3");
 
+    // A reason is bounded like every text kept in the audit trail.
+    let long = "r".repeat(200_000);
+    let (status, _, _) = console
+        .post(
+            "/console/orders/7301/reverse",
+            &[
+                ("csrf", csrf.as_str()),
+                ("confirm_code", "ACT-CODE-1"),
+                ("quantity", "1"),
+                ("reason", long.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
     // A forged POST without the CSRF token: 403, nothing changed.
     let forged = [
         ("confirm_code", "ACT-CODE-1"),
@@ -301,17 +340,35 @@ async fn order_actions_show_what_they_change_and_apply_only_when_confirmed() {
         text(&page)
     );
     assert!(app.order(7301).await.refunds.is_empty());
+    let once = once_of(&page);
+    let confirmed = [
+        ("csrf", csrf.as_str()),
+        ("quantity", "2"),
+        ("confirm", "yes"),
+        ("once", once.as_str()),
+    ];
+    let (status, _, _) = console
+        .post("/console/orders/7301/refund", &confirmed)
+        .await;
+    assert_eq!(status, 303);
+    let (status, _, _) = console
+        .post("/console/orders/7301/refund", &confirmed)
+        .await;
+    assert_eq!(
+        status, 409,
+        "a resent confirmation asks for no second refund"
+    );
     let (status, _, _) = console
         .post(
             "/console/orders/7301/refund",
             &[
                 ("csrf", csrf.as_str()),
-                ("quantity", "2"),
+                ("quantity", "1"),
                 ("confirm", "yes"),
             ],
         )
         .await;
-    assert_eq!(status, 303);
+    assert_eq!(status, 409, "no confirmation without its page's token");
     let order = app.order(7301).await;
     assert_eq!(order.refunds.len(), 1);
     assert_eq!(order.status, "refunding");
@@ -329,6 +386,16 @@ async fn order_actions_show_what_they_change_and_apply_only_when_confirmed() {
     assert_eq!(status, 409);
     assert!(text(&page).contains("Not done"));
     assert_eq!(app.order(7301).await.refunds.len(), 1);
+    for quantity in ["-5", "0", "3"] {
+        let (status, _, page) = console
+            .post(
+                "/console/orders/7301/refund",
+                &[("csrf", csrf.as_str()), ("quantity", quantity)],
+            )
+            .await;
+        assert!(status == 400 || status == 409, "{quantity}: {status}");
+        assert!(!page.contains("name=\"once\""), "no confirmation offered");
+    }
     let (status, _, page) = console
         .post(
             "/console/orders/7301/refund",
@@ -362,12 +429,18 @@ async fn reconciliation_previews_the_ledgers_plan_and_records_it_on_confirm() {
         1,
         "the preview records nothing"
     );
+    let once = once_of(&page);
     let mut confirmed = form.to_vec();
     confirmed.push(("confirm", "yes"));
+    confirmed.push(("once", once.as_str()));
     let (status, location, _) = console
         .post("/console/orders/7401/reconcile", &confirmed)
         .await;
     assert_eq!(status, 303, "{location:?}");
+    let (status, _, _) = console
+        .post("/console/orders/7401/reconcile", &confirmed)
+        .await;
+    assert_eq!(status, 409, "sent twice, applied once");
     assert_eq!(app.used(7401, "REC-A").await, 3);
     assert_eq!(app.used(7401, "REC-B").await, 1);
     // More than a code allows: refused, nothing recorded.
@@ -379,7 +452,14 @@ async fn reconciliation_previews_the_ledgers_plan_and_records_it_on_confirm() {
     ];
     let (status, _, page) = console.post("/console/orders/7401/reconcile", &over).await;
     assert_eq!(status, 409, "{}", text(&page));
+    assert!(!page.contains("REC-B"), "the refusal names the code masked");
     assert_eq!(app.used(7401, "REC-B").await, 1);
+    // The preview refuses it too, rather than offer a confirmation the ledger would refuse.
+    let (status, _, page) = console
+        .post("/console/orders/7401/reconcile", &over[..3])
+        .await;
+    assert_eq!(status, 409);
+    assert!(!page.contains("name=\"once\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,13 +608,24 @@ async fn apps_are_created_limited_and_rotated_and_a_secret_is_shown_once() {
     assert!(text(&page).contains("Not done"));
 
     // Rotation: a new secret, shown once; the old one keeps working for the overlap.
+    let (_, page) = console.get("/console/apps/gate-system").await;
+    let once = once_of(&page);
+    let rotate = [
+        ("csrf", csrf.as_str()),
+        ("overlap", "1h"),
+        ("once", once.as_str()),
+    ];
     let (status, _, page) = console
-        .post(
-            "/console/apps/gate-system/rotate",
-            &[("csrf", csrf.as_str()), ("overlap", "1h")],
-        )
+        .post("/console/apps/gate-system/rotate", &rotate)
         .await;
     assert_eq!(status, 201);
+    // Sent again (a reload of the page showing the secret): no second rotation, which would
+    // end the overlap of the secret vendors still sign with.
+    let (status, _, again) = console
+        .post("/console/apps/gate-system/rotate", &rotate)
+        .await;
+    assert_eq!(status, 409);
+    assert!(!again.contains("id=\"new-secret\""));
     let at = page.find("id=\"new-secret\">").unwrap() + 16;
     let rotated = page[at..at + page[at..].find('<').unwrap()].to_owned();
     assert_ne!(rotated, secret);
@@ -563,6 +654,18 @@ async fn apps_are_created_limited_and_rotated_and_a_secret_is_shown_once() {
     }
     // A key that is no app.
     assert_eq!(console.get("/console/apps/nobody").await.0, 404);
+    // Keys no address can hold are refused, in the console as in the admin API.
+    for key in [".", ".."] {
+        let (status, _, _) = console
+            .post(
+                "/console/apps",
+                &[("csrf", csrf.as_str()), ("app_key", key)],
+            )
+            .await;
+        assert_eq!(status, 400, "{key}");
+        let (status, _) = app.admin_post("/admin/apps", json!({"app_key": key})).await;
+        assert_eq!(status, 400, "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
