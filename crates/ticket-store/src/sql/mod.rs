@@ -38,6 +38,7 @@ mod bulk;
 mod db;
 mod engine;
 mod exec;
+mod hosts;
 mod migrate;
 mod ops;
 mod outcome;
@@ -148,11 +149,23 @@ impl SqlStore {
                 url: redact(url),
                 source,
             };
+        // Several hosts (PostgreSQL, as libpq takes them): the one that accepts writes, then
+        // followed as it changes (hosts.rs).
+        let hosts = hosts::Hosts::parse(url).map_err(|why| StoreError::InvalidUrl {
+            url: redact(url),
+            why,
+        })?;
+        let chosen = match &hosts {
+            Some(hosts) => hosts.find().await.map_err(|why| unreachable(why.into()))?,
+            None => url.to_owned(),
+        };
+        let current = hosts::Current::new(&chosen);
+        let url = chosen.as_str();
         // One plain connection first: a pool that cannot connect only says it timed out,
         // while the operator needs the reason (refused, unknown host, bad password, no such
         // database).
         let setup = engine.session_setup(settings.lock_timeout);
-        let connector = Connector::new(url, setup.clone());
+        let connector = Connector::new(current.clone(), setup.clone());
         let mut conn = tokio::time::timeout(settings.acquire_timeout, AnyConnection::connect(url))
             .await
             .map_err(|_| {
@@ -182,6 +195,9 @@ impl SqlStore {
             })
             .connect_lazy(url)
             .map_err(|e| unreachable(Box::new(e)))?;
+        if let Some(hosts) = hosts {
+            hosts::watch(hosts, pool.clone(), current);
+        }
         let server_version = engine.check_server(&mut conn).await?;
         migrate::migrate(engine, &mut conn).await?;
         let apps =

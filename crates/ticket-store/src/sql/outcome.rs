@@ -116,8 +116,9 @@ where
 /// Opens connections outside the pool, for lookups (module docs).
 #[derive(Clone)]
 pub(crate) struct Connector {
-    /// The database URL, password included: never printed.
-    url: Arc<str>,
+    /// The database URL, password included: never printed. The host it names changes when
+    /// the store follows a failover (`hosts.rs`).
+    url: super::hosts::Current,
     /// The session setup every connection runs (`Engine::session_setup`).
     setup: Arc<[String]>,
 }
@@ -129,15 +130,16 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(url: &str, setup: Vec<String>) -> Self {
+    pub(crate) fn new(url: super::hosts::Current, setup: Vec<String>) -> Self {
         Self {
-            url: url.into(),
+            url,
             setup: setup.into(),
         }
     }
 
     async fn connect(&self) -> Result<AnyConnection, sqlx::Error> {
-        let mut conn = AnyConnection::connect(&self.url).await?;
+        let url = self.url.get();
+        let mut conn = AnyConnection::connect(&url).await?;
         for statement in self.setup.iter() {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
                 .execute(&mut conn)

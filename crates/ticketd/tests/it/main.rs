@@ -16,6 +16,7 @@ mod console_pages;
 mod crash;
 mod durability;
 mod events;
+mod failover;
 mod faults;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;
