@@ -18,6 +18,7 @@ mod durability;
 mod events;
 mod failover;
 mod faults;
+mod galera;
 #[allow(dead_code)] // not every test module uses every helper
 mod helpers;
 mod hostile;

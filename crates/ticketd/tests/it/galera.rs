@@ -1,0 +1,458 @@
+//! A three-node MariaDB Galera cluster (`scripts/cluster/galera`), every node written by its
+//! own ticketd process (issue 17). In Galera a row lock holds only on its own node until
+//! commit: two nodes changing the same voucher both go ahead and one fails certification at
+//! commit (error 1213), which ticketd runs again like any deadlock. The capacity of a code
+//! must hold across the nodes as it does on one server.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use top_client::{RetryPolicy, TopClient, VerifyParams, VoucherInfo};
+use top_protocol::timestamp::format_beijing;
+
+const TOKEN: &str = "galera-admin-token";
+const KEY: &str = "galera-vendor";
+const SECRET: &str = "galera-secret-0123456789";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster/galera")
+}
+
+/// Whether this machine can run the cluster: MariaDB's server, Galera's provider (the script
+/// installs it when missing, which needs root) and root (the servers run as `mysql`).
+fn cluster_possible() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let server = std::process::Command::new("sh")
+        .args(["-c", "command -v mariadbd && command -v mariadb-install-db"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    root && server
+}
+
+/// The cluster, stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn run(&self, args: &[&str]) {
+        let out = std::process::Command::new(script())
+            .arg(args[0])
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "galera {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The mariadbd pid of node `n` (1-3).
+    fn pid(&self, n: usize) -> i32 {
+        let out = std::process::Command::new(script())
+            .arg("pids")
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .nth(n - 1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn start() -> (Self, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "galera start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let urls: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(urls.len(), 3, "{urls:?}");
+        (Self { dir }, urls)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// A use sent under load: its number, the node (0-2) it went to, whether it was
+/// acknowledged, and the `sub_code` of a refusal.
+type Answered = (i64, usize, bool, Option<String>);
+
+/// One ticketd process on one node.
+struct Node {
+    base: String,
+    http: reqwest::Client,
+    client: TopClient,
+    _child: tokio::process::Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn ready(&self) -> u16 {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    async fn start(url: &str) -> Node {
+        let data_dir = tempfile::tempdir().unwrap();
+        // A lost node shows within a second rather than the default acquire timeout.
+        let args = [
+            "--database-url",
+            url,
+            "--admin-token",
+            TOKEN,
+            "--db-acquire-timeout",
+            "1s",
+        ];
+        let (child, base) = crate::helpers::serve_child(&args, data_dir.path()).await;
+        // No client retries: what ticketd answers at each moment is what the test sees.
+        let client = TopClient::builder(format!("{base}/router/rest"), KEY, SECRET)
+            .retry_policy(RetryPolicy::never())
+            .build()
+            .unwrap();
+        Node {
+            base,
+            http: reqwest::Client::new(),
+            client,
+            _child: child,
+            _data_dir: data_dir,
+        }
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{path}");
+    }
+
+    /// The order as this node's process reads it (`None` until it is there).
+    async fn order(&self, id: i64) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}/admin/orders/{id}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            Some(r.json().await.unwrap())
+        } else {
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capacity() {
+    if !cluster_possible() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this machine cannot run scripts/cluster/galera"
+        );
+        eprintln!("note: skipping: no MariaDB server, or not root");
+        return;
+    }
+    let (cluster, urls) = Cluster::start();
+    // One process at a time: the first one migrates the schema (see docs/SCALING.md).
+    let mut nodes = Vec::new();
+    for url in &urls {
+        nodes.push(Node::start(url).await);
+    }
+    nodes[0]
+        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    const ORDER: i64 = 17_101;
+    const CAPACITY: i64 = 10;
+    nodes[0]
+        .admin_post(
+            "/admin/orders",
+            json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
+                "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
+                "vouchers": [{"confirm_code": "GALERA-1", "quantity": CAPACITY}]}),
+        )
+        .await;
+    // Galera applies a commit on the other nodes just after it: wait until every node has it.
+    for node in &nodes {
+        let mut tries = 0;
+        while node.order(ORDER).await.is_none() {
+            tries += 1;
+            assert!(tries < 100, "the order did not reach every node");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // 64 distinct uses (each its own gate time), all at once, spread over the three nodes.
+    let gate = Utc::now() - chrono::Duration::hours(1);
+    let params: Vec<VerifyParams> = (0..64)
+        .map(|n| VerifyParams {
+            order_id: Some(ORDER),
+            voucher_infos: vec![VoucherInfo {
+                confirm_code: "GALERA-1".to_owned(),
+                used_quantity: 1,
+                used_date: Some(format_beijing(gate + chrono::Duration::seconds(n))),
+            }],
+            ..VerifyParams::default()
+        })
+        .collect();
+    let barrier = tokio::sync::Barrier::new(params.len());
+    let answers = futures::future::join_all(params.iter().enumerate().map(|(i, p)| {
+        let node = &nodes[i % 3];
+        let barrier = &barrier;
+        async move {
+            barrier.wait().await;
+            node.client.verify(p).await
+        }
+    }))
+    .await;
+    let mut accepted = 0;
+    let mut busy = Vec::new();
+    for (i, answer) in answers.iter().enumerate() {
+        match answer {
+            Ok(r) => {
+                assert!(r.is_success);
+                accepted += 1;
+            }
+            Err(e) => {
+                let api = e.api().unwrap_or_else(|| panic!("use {i}: {e}"));
+                match api.sub_code.as_deref() {
+                    Some("isv.verify-num-exceed") => {}
+                    // Too many certification conflicts in a row: nothing written; the vendor
+                    // sends it again.
+                    Some(s) if s.starts_with("isp.") => busy.push(i),
+                    other => panic!("use {i}: unexpected refusal {other:?}: {api:?}"),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{accepted} accepted, {} answered busy at first (sent again)",
+        busy.len()
+    );
+    for i in busy {
+        match nodes[i % 3].client.verify(&params[i]).await {
+            Ok(r) => {
+                assert!(r.is_success);
+                accepted += 1;
+            }
+            Err(e) => {
+                let api = e.api().unwrap_or_else(|| panic!("use {i}: {e}"));
+                assert_eq!(
+                    api.sub_code.as_deref(),
+                    Some("isv.verify-num-exceed"),
+                    "{api:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(accepted, CAPACITY, "exactly the capacity is accepted");
+    // Every node's process reads the same count.
+    for (n, node) in nodes.iter().enumerate() {
+        let mut tries = 0;
+        loop {
+            let order = node.order(ORDER).await.unwrap();
+            if order["used"] == json!(CAPACITY) {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "node {}: {order}", n + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    drop(nodes);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
+    if !cluster_possible() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this machine cannot run scripts/cluster/galera"
+        );
+        eprintln!("note: skipping: no MariaDB server, or not root");
+        return;
+    }
+    let (cluster, urls) = Cluster::start();
+    let mut nodes = Vec::new();
+    for url in &urls {
+        nodes.push(Node::start(url).await);
+    }
+    let nodes = std::sync::Arc::new(nodes);
+    nodes[0]
+        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    const ORDER: i64 = 17_201;
+    nodes[0]
+        .admin_post(
+            "/admin/orders",
+            json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
+                "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
+                "vouchers": [{"confirm_code": "GALERA-KILL", "quantity": 1_000_000}]}),
+        )
+        .await;
+    for node in nodes.iter() {
+        let mut tries = 0;
+        while node.order(ORDER).await.is_none() {
+            tries += 1;
+            assert!(tries < 100, "the order did not reach every node");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // Load on all three: each use its own gate time, so a use answered with an error can be
+    // sent again and still count once.
+    let gate = Utc::now() - chrono::Duration::hours(2);
+    let use_of = move |n: i64| VerifyParams {
+        order_id: Some(ORDER),
+        voucher_infos: vec![VoucherInfo {
+            confirm_code: "GALERA-KILL".to_owned(),
+            used_quantity: 1,
+            used_date: Some(format_beijing(gate + chrono::Duration::seconds(n))),
+        }],
+        ..VerifyParams::default()
+    };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers: std::sync::Arc<std::sync::Mutex<Vec<Answered>>> = std::sync::Arc::default();
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (nodes, next, stop, answers) =
+                (nodes.clone(), next.clone(), stop.clone(), answers.clone());
+            tokio::spawn(async move {
+                let node = w % 3;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= 6_000 {
+                        break;
+                    }
+                    let answer = nodes[node].client.verify(&use_of(n)).await;
+                    let (ok, sub) = match &answer {
+                        Ok(r) => (r.is_success, None),
+                        Err(e) => (false, e.api().and_then(|a| a.sub_code.clone())),
+                    };
+                    answers.lock().unwrap().push((n, node, ok, sub));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    // SIGKILL node 3's server.
+    let cut_at = answers.lock().unwrap().len();
+    let pid = cluster.pid(3);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut tries = 0;
+    while nodes[2].ready().await != 503 {
+        tries += 1;
+        assert!(tries < 200, "node 3's ticketd still says ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let during: Vec<_> = answers.lock().unwrap()[cut_at..].to_vec();
+    let others_acknowledged = during.iter().filter(|a| a.1 != 2 && a.2).count();
+    assert!(others_acknowledged > 0, "the other two nodes go on");
+    let refused_on_3: Vec<_> = during.iter().filter(|a| a.1 == 2 && !a.2).collect();
+    assert!(
+        !refused_on_3.is_empty(),
+        "node 3's ticketd answers while its node is down"
+    );
+    for a in &refused_on_3 {
+        assert!(
+            a.3.as_deref().is_some_and(|s| s.starts_with("isp.")),
+            "node 3's ticketd refuses as the platform does when busy: {a:?}"
+        );
+    }
+
+    // Node 3 rejoins; its ticketd is ready again without a restart.
+    cluster.run(&["restart-node", "3"]);
+    let mut tries = 0;
+    while nodes[2].ready().await != 200 {
+        tries += 1;
+        assert!(
+            tries < 300,
+            "node 3's ticketd is not ready after its node rejoined"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    // Every use not acknowledged is sent again (to node 1), as a vendor would; then each use
+    // is in the ledger exactly once, read through every node.
+    let answers = answers.lock().unwrap().clone();
+    let sent = answers.len() as i64;
+    let again: Vec<i64> = answers.iter().filter(|a| !a.2).map(|a| a.0).collect();
+    for n in &again {
+        let r = nodes[0].client.verify(&use_of(*n)).await;
+        assert!(r.as_ref().is_ok_and(|r| r.is_success), "use {n}: {r:?}");
+    }
+    eprintln!(
+        "{sent} uses, {} acknowledged under load, {} sent again",
+        answers.iter().filter(|a| a.2).count(),
+        again.len()
+    );
+    for (n, node) in nodes.iter().enumerate() {
+        let mut tries = 0;
+        loop {
+            let order = node.order(ORDER).await.unwrap();
+            if order["used"] == json!(sent) {
+                break;
+            }
+            tries += 1;
+            assert!(
+                tries < 100,
+                "node {}: used {} of {sent}",
+                n + 1,
+                order["used"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    drop(cluster);
+}
