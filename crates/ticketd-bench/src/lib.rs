@@ -66,7 +66,10 @@ pub use self::workload::Form;
 /// Everything `ticketd bench` can be told.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Base URL of a running ticketd (gateway and admin API). Not used with `--spawn`.
+    /// Base URL of a running ticketd (gateway and admin API). Not used with `--spawn`. Several,
+    /// comma-separated, for servers sharing one ledger (a database cluster): the load's
+    /// connections go to each in turn, and the first prepares the workload and reads the
+    /// ledger back.
     #[arg(
         long,
         env = "TICKETD_BENCH_URL",
@@ -400,7 +403,14 @@ async fn measure(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
 
     let shape = args.shape(false);
     let probe = target.probe();
-    let run = load::run(endpoint.gateway.clone(), "target", &workload, &shape, probe).await?;
+    let run = load::run(
+        endpoint.gateways.clone(),
+        "target",
+        &workload,
+        &shape,
+        probe,
+    )
+    .await?;
     let verification = admin::verify(&admin, &workload, &run.ledger).await?;
 
     let baseline = if args.baseline {
@@ -408,7 +418,7 @@ async fn measure(args: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
         let shape = args.shape(true);
         let baseline_workload = Arc::new(workload.for_baseline());
         let result = load::run(
-            responder.gateway(),
+            vec![responder.gateway()],
             "baseline",
             &baseline_workload,
             &shape,

@@ -231,10 +231,11 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating a latency histogram")
 }
 
-/// Runs the load shape against `gateway` and returns what it measured. `probe` names the
-/// server process whose RSS and CPU to record, when it can be observed.
+/// Runs the load shape against `gateways` (connection `i` to gateway `i mod n`) and returns
+/// what it measured. `probe` names the server process whose RSS and CPU to record, when it
+/// can be observed.
 pub(crate) async fn run(
-    gateway: Gateway,
+    gateways: Vec<Gateway>,
     label: &'static str,
     workload: &Arc<Workload>,
     shape: &Shape,
@@ -260,12 +261,13 @@ pub(crate) async fn run(
             next: AtomicU64::new(0),
         }),
     });
-    let gateway = Arc::new(gateway);
+    anyhow::ensure!(!gateways.is_empty(), "no gateway to send the load to");
+    let gateways: Vec<Arc<Gateway>> = gateways.into_iter().map(Arc::new).collect();
     let seed: u64 = rand::random();
     let mut workers = Vec::with_capacity(shape.concurrency);
-    for i in 0..shape.concurrency {
+    for (i, gateway) in (0..shape.concurrency).zip(gateways.iter().cycle()) {
         let (g, w, s) = (
-            Arc::clone(&gateway),
+            Arc::clone(gateway),
             Arc::clone(workload),
             Arc::clone(&shared),
         );

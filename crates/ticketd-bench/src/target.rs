@@ -36,7 +36,9 @@ pub(crate) struct Endpoint {
     /// `http://host:port` (no trailing slash).
     pub(crate) base_url: String,
     pub(crate) admin_token: String,
-    pub(crate) gateway: Gateway,
+    /// The gateway the load goes to: one, or with several `--url`s one per server, the load's
+    /// connections spread over them in turn.
+    pub(crate) gateways: Vec<Gateway>,
     /// How the target was reached or started, for the report.
     pub(crate) description: String,
     /// The spawned server's database URL (not known for an external target).
@@ -66,13 +68,30 @@ impl Target {
     /// process), and waits until it is ready.
     pub(crate) async fn start(args: &BenchArgs, server: Arc<dyn Server>) -> anyhow::Result<Self> {
         let Some(mode) = args.spawn else {
-            let base_url = args.url.trim_end_matches('/').to_owned();
+            // Several servers on one ledger (`--url a,b,c`): the load spreads over them; the
+            // admin API of the first prepares the workload and reads the ledger back.
+            let urls: Vec<String> = args
+                .url
+                .split(',')
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .collect();
+            let mut gateways = Vec::with_capacity(urls.len());
+            for url in &urls {
+                gateways.push(gateway_of(url).await?);
+            }
+            let base_url = urls.first().cloned().unwrap_or_default();
             return Ok(Self {
                 endpoint: Endpoint {
-                    gateway: gateway_of(&base_url).await?,
+                    gateways,
                     base_url: base_url.clone(),
                     admin_token: args.admin_token.clone().unwrap_or_default(),
-                    description: format!("external ticketd at {base_url}"),
+                    description: match urls.len() {
+                        1 => format!("external ticketd at {base_url}"),
+                        n => format!(
+                            "{n} external ticketd servers on one ledger: {}",
+                            urls.join(", ")
+                        ),
+                    },
                     database_url: None,
                     startup: None,
                 },
@@ -136,11 +155,11 @@ impl Target {
         let base_url = format!("http://{addr}");
         let target = Self {
             endpoint: Endpoint {
-                gateway: Gateway {
+                gateways: vec![Gateway {
                     addr,
                     host: addr.to_string(),
                     path: "/router/rest".to_owned(),
-                },
+                }],
                 base_url: base_url.clone(),
                 admin_token: token,
                 description: format!("{what} at {base_url}"),

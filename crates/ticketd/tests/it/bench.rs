@@ -564,3 +564,60 @@ async fn fresh_uses_refused_by_the_apps_rate_limit_fail_the_run_though_the_ledge
     let err = format!("{:#}", run(args()).await.unwrap_err());
     assert!(err.contains("9 measured answers"), "{err}");
 }
+
+/// Two servers on one PostgreSQL ledger, the load spread over both (`--url a,b`): the run
+/// goes to both, and the ledger read back through the first holds exactly what either
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_two_servers_on_one_ledger_spreads_the_load_and_verifies() {
+    let Some(db) = ticket_store::scratch::ScratchDatabase::fresh(ticket_store::Engine::Postgres)
+    else {
+        return;
+    };
+    let on_db = |s: &mut ticketd::settings::Settings| s.database_url = Some(db.url().to_owned());
+    let a = spawn_app_with(on_db, Arc::new(SystemClock)).await;
+    let b = spawn_app_with(on_db, Arc::new(SystemClock)).await;
+    let urls = format!("http://{},http://{}", a.addr, b.addr);
+    let report = execute(bench_args(&[
+        "--url",
+        &urls,
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--orders",
+        "10",
+        "--vouchers-per-order",
+        "2",
+        "--requests",
+        "200",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "4",
+    ]))
+    .await
+    .unwrap();
+    let r = serde_json::to_value(&report).unwrap();
+    assert_eq!(r["verification"]["ok"], true, "{r:#}");
+    assert_eq!(r["result"]["unexpected"], 0, "{r:#}");
+    let description = r["target"]["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("2 external ticketd servers"),
+        "{description}"
+    );
+    // Both took calls: each audited some of the verifies.
+    for app in [&a, &b] {
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains(
+                "ticketd_top_calls_total{method=\"taobao.travel.ticket.order.verify\",code=\"0\""
+            ),
+            "{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("top_calls"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    report.verdict().unwrap();
+}
