@@ -12,6 +12,8 @@
 //! - MySQL/MariaDB: `GET_LOCK` on the connection. DDL commits implicitly there, so a migration
 //!   that fails half-way leaves the tables it created; remove them by hand before retrying
 //!   (docs/OPERATIONS.md says how).
+//! - MariaDB Galera (`wsrep_on`): `GET_LOCK` holds on one node only, so a lease row that every
+//!   node certifies in one order ([`galera_lease`]).
 
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection, Row};
@@ -136,6 +138,13 @@ pub(crate) async fn migrate(engine: Engine, conn: &mut AnyConnection) -> Result<
             apply(engine, &mut tx).await?;
             tx.commit().await.map_err(db("committing migrations"))
         }
+        Engine::MySql if galera(conn).await => {
+            let holder = galera_lease::acquire(conn).await?;
+            let result = apply(engine, conn).await;
+            let released = galera_lease::release(conn, &holder).await;
+            result?;
+            released
+        }
         Engine::MySql => {
             let locked: Option<i64> = sqlx::query("SELECT GET_LOCK('ticketd.migrate', 60)")
                 .fetch_one(&mut *conn)
@@ -158,6 +167,116 @@ pub(crate) async fn migrate(engine: Engine, conn: &mut AnyConnection) -> Result<
                 .map(drop)
                 .map_err(db("releasing the migration lock"))
         }
+    }
+}
+
+/// Whether the server is a Galera cluster node (`wsrep_on`), where `GET_LOCK` holds on that
+/// node only.
+async fn galera(conn: &mut AnyConnection) -> bool {
+    let on: Result<Option<String>, _> = sqlx::query("SELECT CAST(@@wsrep_on AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|row| row.try_get(0));
+    // MySQL and MariaDB without Galera have no such variable: not Galera.
+    matches!(on, Ok(Some(v)) if v == "1" || v.eq_ignore_ascii_case("on"))
+}
+
+/// The migration lock on a Galera cluster: `GET_LOCK` is not replicated, so processes starting
+/// on different nodes would migrate at once (and one would fail on a table the other created).
+/// Instead a row of `ticketd_migration_lock` is the lock: taking it is a write every node
+/// certifies in one order, so of two processes taking it at once one commits and the other is
+/// refused (error 1213) and tries again, and then finds it held. It is a lease, so a process
+/// killed while migrating does not hold it forever.
+mod galera_lease {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use sqlx::{AnyConnection, Row};
+
+    use super::super::engine::{Engine, ErrorClass};
+    use super::db;
+    use crate::StoreError;
+
+    /// How long a lease lasts; a migration finishes well within it.
+    const LEASE: Duration = Duration::from_secs(600);
+    /// How long a process waits for another's lease before giving up.
+    const WAIT: Duration = Duration::from_secs(120);
+
+    fn now_ms() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Takes the lease; answers the holder name to release it with.
+    pub(super) async fn acquire(conn: &mut AnyConnection) -> Result<String, StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS ticketd_migration_lock (\
+               id INT NOT NULL PRIMARY KEY, holder VARCHAR(64) NOT NULL, \
+               until_ms BIGINT NOT NULL) ENGINE = InnoDB",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db("creating the migration lock table"))?;
+        let holder = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let give_up = std::time::Instant::now() + WAIT;
+        loop {
+            let now = now_ms();
+            let until = now.saturating_add(i64::try_from(LEASE.as_millis()).unwrap_or(0));
+            // Taken when free or expired; an existing live lease is left as it is.
+            let taken = sqlx::query(
+                "INSERT INTO ticketd_migration_lock (id, holder, until_ms) VALUES (1, ?, ?) \
+                 ON DUPLICATE KEY UPDATE \
+                   holder = IF(until_ms < ?, VALUES(holder), holder), \
+                   until_ms = IF(until_ms < ?, VALUES(until_ms), until_ms)",
+            )
+            .bind(&holder)
+            .bind(until)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await;
+            match taken {
+                Ok(_) => {
+                    let current: String =
+                        sqlx::query("SELECT holder FROM ticketd_migration_lock WHERE id = 1")
+                            .fetch_one(&mut *conn)
+                            .await
+                            .and_then(|row| row.try_get(0))
+                            .map_err(db("reading the migration lock"))?;
+                    if current == holder {
+                        return Ok(holder);
+                    }
+                }
+                // Another node's take was certified first (error 1213): look again.
+                Err(e) if Engine::MySql.classify(&e) == ErrorClass::Retry => {}
+                Err(e) => return Err(db("taking the migration lock")(e)),
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(StoreError::Database {
+                    during: "taking the migration lock",
+                    source: format!(
+                        "another process held ticketd_migration_lock for {} s",
+                        WAIT.as_secs()
+                    )
+                    .into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Gives the lease back.
+    pub(super) async fn release(conn: &mut AnyConnection, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ticketd_migration_lock WHERE id = 1 AND holder = ?")
+            .bind(holder)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(db("releasing the migration lock"))
     }
 }
 

@@ -192,11 +192,46 @@ async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capa
         return;
     }
     let (cluster, urls) = Cluster::start();
-    // One process at a time: the first one migrates the schema (see docs/SCALING.md).
-    let mut nodes = Vec::new();
-    for url in &urls {
-        nodes.push(Node::start(url).await);
-    }
+    // All three at once, on a fresh cluster: GET_LOCK would hold on each node alone and two
+    // would migrate at once (one failing on the tables the other created); the replicated
+    // migration lease makes them take turns.
+    let (a, b, c) = tokio::join!(
+        Node::start(&urls[0]),
+        Node::start(&urls[1]),
+        Node::start(&urls[2])
+    );
+    let nodes = [a, b, c];
+    // They did take turns through the lease: its table is there, replicated, and free.
+    let port = urls[1]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap();
+    let lease = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            port,
+            "-u",
+            "ticketd",
+            "-pticketd",
+            "-N",
+            "-B",
+        ])
+        .args([
+            "ticketd",
+            "-e",
+            "SELECT COUNT(*) FROM ticketd_migration_lock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&lease.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
     nodes[0]
         .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
         .await;
