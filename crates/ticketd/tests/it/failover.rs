@@ -8,7 +8,6 @@
 //! acknowledged is sent again, as a vendor would, and the ledger must then hold each use
 //! exactly once: nothing acknowledged lost, nothing counted twice.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +17,8 @@ use serde_json::{json, Value};
 use top_client::{RetryPolicy, TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
+use crate::cluster::{running_as, Cluster};
+
 const TOKEN: &str = "failover-admin-token";
 const KEY: &str = "failover-vendor";
 const SECRET: &str = "failover-secret-0123456789";
@@ -26,77 +27,13 @@ const CODE: &str = "FAILOVER-CODE";
 /// Uses the load sends at most (one gate time per second, within the last two hours).
 const MAX_USES: i64 = 6_000;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster/pg-standby")
-}
-
-/// Whether this machine can run the cluster: PostgreSQL's server binaries, and root (the
-/// script runs the servers as the `postgres` user) or the `postgres` user itself.
+/// Whether this machine can run `scripts/cluster/pg-standby`: PostgreSQL's server binaries,
+/// and root or the `postgres` user (PostgreSQL refuses to run as root).
 fn cluster_possible() -> bool {
     let binaries = std::fs::read_dir("/usr/lib/postgresql")
         .map(|dirs| dirs.flatten().any(|d| d.path().join("bin/pg_ctl").exists()))
         .unwrap_or(false);
-    let user = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .map(|o| {
-            matches!(
-                String::from_utf8_lossy(&o.stdout).trim(),
-                "root" | "postgres"
-            )
-        })
-        .unwrap_or(false);
-    binaries && user
-}
-
-/// The cluster, stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> (Self, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-standby start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
-        (Self { dir }, url)
-    }
-
-    fn promote(&self) {
-        let out = std::process::Command::new(script())
-            .arg("promote")
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-standby promote: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
+    binaries && running_as("postgres")
 }
 
 fn verify_params(gate: chrono::DateTime<Utc>, n: i64) -> VerifyParams {
@@ -113,15 +50,14 @@ fn verify_params(gate: chrono::DateTime<Utc>, n: i64) -> VerifyParams {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_promoted_standby_takes_over_and_every_acknowledged_use_is_kept_once() {
-    if !cluster_possible() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but this machine cannot run scripts/cluster/pg-standby"
-        );
-        eprintln!("note: skipping: no PostgreSQL server binaries, or not root");
+    let Some((cluster, urls)) = Cluster::start(
+        "pg-standby",
+        cluster_possible(),
+        "PostgreSQL's server binaries and root",
+    ) else {
         return;
-    }
-    let (cluster, url) = Cluster::start();
+    };
+    let url = urls[0].clone();
     assert!(
         url.contains(',') && url.contains("target_session_attrs=read-write"),
         "{url}"
@@ -203,7 +139,7 @@ async fn a_promoted_standby_takes_over_and_every_acknowledged_use_is_kept_once()
     let cut = Instant::now();
     // Blocks this worker for the promotion's fraction of a second; the load runs on the
     // others.
-    cluster.promote();
+    cluster.run(&["promote"]);
     // Keep the load on until the new primary has taken writes for a while.
     let recovered = loop {
         let first_after = answers

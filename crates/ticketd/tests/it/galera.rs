@@ -4,103 +4,33 @@
 //! commit (error 1213), which ticketd runs again like any deadlock. The capacity of a code
 //! must hold across the nodes as it does on one server.
 
-use std::path::{Path, PathBuf};
-
 use chrono::Utc;
 use serde_json::{json, Value};
 use top_client::{RetryPolicy, TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
+use crate::cluster::{running_as, Cluster};
+
 const TOKEN: &str = "galera-admin-token";
 const KEY: &str = "galera-vendor";
 const SECRET: &str = "galera-secret-0123456789";
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster/galera")
-}
-
-/// Whether this machine can run the cluster: MariaDB's server, Galera's provider (the script
-/// installs it when missing, which needs root) and root (the servers run as `mysql`).
+/// Whether this machine can run `scripts/cluster/galera`: MariaDB's server, and root (the
+/// script installs galera-4 when missing, and runs the servers as `mysql`).
 fn cluster_possible() -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
     let server = std::process::Command::new("sh")
         .args(["-c", "command -v mariadbd && command -v mariadb-install-db"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    root && server
+    server && running_as("root")
 }
 
-/// The cluster, stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn run(&self, args: &[&str]) {
-        let out = std::process::Command::new(script())
-            .arg(args[0])
-            .arg(self.dir.path())
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "galera {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The mariadbd pid of node `n` (1-3).
-    fn pid(&self, n: usize) -> i32 {
-        let out = std::process::Command::new(script())
-            .arg("pids")
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .nth(n - 1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn start() -> (Self, Vec<String>) {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "galera start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let urls: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(urls.len(), 3, "{urls:?}");
-        (Self { dir }, urls)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
+/// The three-node cluster and its URLs; `None`: skip.
+fn galera() -> Option<(Cluster, Vec<String>)> {
+    let started = Cluster::start("galera", cluster_possible(), "MariaDB's server and root")?;
+    assert_eq!(started.1.len(), 3, "{:?}", started.1);
+    Some(started)
 }
 
 /// A use sent under load: its number, the node (0-2) it went to, whether it was
@@ -183,15 +113,9 @@ impl Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capacity() {
-    if !cluster_possible() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but this machine cannot run scripts/cluster/galera"
-        );
-        eprintln!("note: skipping: no MariaDB server, or not root");
+    let Some((cluster, urls)) = galera() else {
         return;
-    }
-    let (cluster, urls) = Cluster::start();
+    };
     // All three at once, on a fresh cluster: GET_LOCK would hold on each node alone and two
     // would migrate at once (one failing on the tables the other created); the replicated
     // migration lease makes them take turns.
@@ -338,15 +262,9 @@ async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
-    if !cluster_possible() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but this machine cannot run scripts/cluster/galera"
-        );
-        eprintln!("note: skipping: no MariaDB server, or not root");
+    let Some((cluster, urls)) = galera() else {
         return;
-    }
-    let (cluster, urls) = Cluster::start();
+    };
     let mut nodes = Vec::new();
     for url in &urls {
         nodes.push(Node::start(url).await);

@@ -11,6 +11,7 @@ mod bounded;
 mod bounds;
 mod browser;
 mod cli;
+mod cluster;
 mod console;
 mod console_pages;
 mod crash;
