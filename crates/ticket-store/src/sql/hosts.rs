@@ -5,7 +5,7 @@
 //! sqlx connects to one host, so the store picks one: on start, the first host (in the order
 //! given) that answers and, with `target_session_attrs=read-write` (the default here, since a
 //! ledger only writes), is not in recovery. A watcher then checks every
-//! [`CHECK_EVERY`] that the pool's host still accepts writes; when it does not (it died, or
+//! [`CHECK_EVERY`], on one of the pool's connections, that the pool's host still accepts writes; when it does not (it died, or
 //! it was demoted), the watcher looks for the host that does and points the pool's future
 //! connections at it. Connections to the dead host fail their health check and are dropped,
 //! so the store follows the failover without a restart; until then its calls fail, the
@@ -23,6 +23,11 @@ pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// How long one host may take to answer a check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the pool's check may take. The pool keeps trying a dead host until its acquire
+/// timeout, so this is what a failover waits before the hosts are looked at afresh; a busy
+/// pool that cannot lend a connection this fast only costs one look at the hosts.
+const POOL_CHECK_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// The most hosts one URL may name.
 const MAX_HOSTS: usize = 16;
@@ -135,11 +140,18 @@ async fn check(url: &str, want: Want) -> Result<(), String> {
     let mut conn = AnyConnection::connect(url)
         .await
         .map_err(|e| e.to_string())?;
-    let verdict = match want {
+    let verdict = accepts(&mut conn, want).await;
+    let _ = conn.close().await;
+    verdict
+}
+
+/// Whether the host `conn` is connected to is what `want` asks for.
+async fn accepts(conn: &mut AnyConnection, want: Want) -> Result<(), String> {
+    match want {
         Want::Any => Ok(()),
         Want::ReadWrite => {
             let (in_recovery,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
-                .fetch_one(&mut conn)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(|e| e.to_string())?;
             if in_recovery {
@@ -148,9 +160,14 @@ async fn check(url: &str, want: Want) -> Result<(), String> {
                 Ok(())
             }
         }
-    };
-    let _ = conn.close().await;
-    verdict
+    }
+}
+
+/// Whether the pool's host is still what `want` asks for, asked on one of the pool's own
+/// connections: the check every [`CHECK_EVERY`] opens no connection of its own.
+async fn pool_accepts(pool: &AnyPool, want: Want) -> Result<(), String> {
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    accepts(&mut conn, want).await
 }
 
 /// The URL the store's connections go to now, shared by the pool's watcher and the
@@ -188,13 +205,13 @@ pub(crate) fn watch(hosts: Hosts, pool: AnyPool, current: Current) {
             if pool.is_closed() {
                 return;
             }
-            let url = current.get();
-            if tokio::time::timeout(CHECK_TIMEOUT, check(&url, hosts.want))
+            if tokio::time::timeout(POOL_CHECK_TIMEOUT, pool_accepts(&pool, hosts.want))
                 .await
                 .is_ok_and(|r| r.is_ok())
             {
                 continue;
             }
+            let url = current.get();
             match hosts.find().await {
                 Ok(found) if *found != *url => match found.parse::<AnyConnectOptions>() {
                     Ok(options) => {
