@@ -16,7 +16,7 @@
 
 use crate::rows::{
     anomaly_columns, app_columns, audit_columns, order_columns, refund_columns,
-    rejected_call_columns, use_columns, voucher_columns, ORDER_COLUMNS,
+    rejected_call_columns, use_columns, voucher_columns,
 };
 
 // The tables written both one row at a time and in bulk, with the columns an insert names:
@@ -491,10 +491,17 @@ pub(crate) struct BulkJoin {
 }
 
 /// Locks a batch's orders and reads them.
+///
+/// Its rows are [`ORDER_COLUMNS`](crate::rows::ORDER_COLUMNS) then the order's totals kept by the database (migration
+/// `0008_order_totals` on both engines): `voucher_count, capacity_total, used_total`, a sum
+/// NULL when it does not fit a `BIGINT`.
 pub(crate) const BULK_LOCK_ORDERS: BulkByIds = BulkByIds {
     table: "orders",
     index: "PRIMARY",
-    columns: ORDER_COLUMNS,
+    columns: concat!(
+        order_columns!(),
+        ", voucher_count, capacity_total, used_total"
+    ),
     order_by: "order_id",
     lock: true,
 };
@@ -514,44 +521,21 @@ pub(crate) const BULK_SELECT_VOUCHERS: BulkByIds = BulkByIds {
     order_by: "vouchers.order_id, seq",
     lock: false,
 };
-/// The codes a batch names and the totals of their orders' vouchers, in one statement
-/// (`Engine::voucher_summary`): what a batch of verifies that name their codes is planned on,
-/// instead of every voucher of every order ([`BULK_SELECT_VOUCHERS`]).
-///
-/// Its rows: `(order_id, confirm_code, seq, capacity, used)` for each named code that exists,
-/// and `(order_id, NULL, count, sum of capacity, sum of used)` for each order with vouchers,
-/// a sum NULL when it does not fit a `BIGINT`. The named codes are looked up by primary key
-/// (JSON rows `{"o": order_id, "c": code}`, [`crate::plan_rows::VoucherKey`]), the totals are
-/// summed on the server: a tour group's order has 500 codes, and reading them all for every
-/// batch cost ticketd about 450 µs of CPU per verify (decoding 500 rows) and PostgreSQL more.
-pub(crate) const BULK_VOUCHER_SUMMARY: BulkSummary = BulkSummary {
-    table: "vouchers",
+/// The codes a batch names (`(order_id, confirm_code, seq, capacity, used)` of each that
+/// exists), looked up by primary key (JSON rows `{"o": order_id, "c": code}`): with the
+/// totals [`BULK_LOCK_ORDERS`] reads, what a batch of verifies that name their codes is
+/// planned on, instead of every voucher of every order ([`BULK_SELECT_VOUCHERS`]: a tour
+/// group's order has 500 codes, and reading them all for every batch cost ticketd about
+/// 450 µs of CPU per verify, and summing them on the server about 170 µs per order).
+pub(crate) const BULK_NAMED_VOUCHERS: BulkJoin = BulkJoin {
+    table: "vouchers AS t",
     index: "PRIMARY",
-    named: "t.order_id, t.confirm_code, t.seq, t.capacity, t.used",
+    set: "t.order_id, t.confirm_code, t.seq, t.capacity, t.used",
     keys: &[("o", JsonType::Int), ("c", JsonType::Key)],
+    lookup: ("t.order_id", "o"),
     on: "t.order_id = d.o AND t.confirm_code = d.c",
-    totals: ("count(*)", "capacity", "used"),
+    and_where: "",
 };
-
-/// A statement naming some rows of `table` by key and summing the rest per order: see
-/// [`BULK_VOUCHER_SUMMARY`] and `Engine::voucher_summary`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BulkSummary {
-    /// The table, whose rows lead with `order_id`.
-    pub(crate) table: &'static str,
-    /// Its primary key, which `on` matches whole.
-    pub(crate) index: &'static str,
-    /// The columns of a named row of `table` (aliased `t`): `order_id` first, then the code,
-    /// its issuance order and the two columns summed.
-    pub(crate) named: &'static str,
-    /// The keys of the JSON rows `d` naming rows.
-    pub(crate) keys: JsonKeys,
-    /// How a row of `table` (`t`) matches a row of `d`.
-    pub(crate) on: &'static str,
-    /// The count, and the two columns summed, of an order's totals row.
-    pub(crate) totals: (&'static str, &'static str, &'static str),
-}
-
 /// A batch's refund requests, each row led by its `order_id`.
 pub(crate) const BULK_SELECT_REFUNDS: BulkByIds = BulkByIds {
     table: "refund_requests",

@@ -8,8 +8,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use ticket_ledger::{
-    plan_verify, refusal_anomaly, ConfirmCode, Fingerprint, LedgerError, OrderId, OrderRecord,
-    OrderSnapshot, VerifyCommand, VerifyOutcome, VerifyUses, VoucherRecord,
+    plan_verify, refusal_anomaly, ConfirmCode, Fingerprint, LedgerError, OrderId, OrderSnapshot,
+    VerifyCommand, VerifyOutcome, VerifyUses, VoucherRecord,
 };
 
 use super::db::{During, Failure};
@@ -21,8 +21,8 @@ use crate::rows::{self, ReadRow, WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
     BulkInsert, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT,
     BULK_INSERT_EVENTS, BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES,
-    BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS, BULK_MARK_REFUND_REVIEWS, BULK_SELECT_REFUNDS,
-    BULK_SELECT_VOUCHERS, BULK_VOUCHER_SUMMARY,
+    BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS, BULK_MARK_REFUND_REVIEWS, BULK_NAMED_VOUCHERS,
+    BULK_SELECT_REFUNDS, BULK_SELECT_VOUCHERS,
 };
 
 /// The answers of a batch, in its order.
@@ -107,11 +107,12 @@ pub(crate) async fn plan_batch(
 /// requests: the snapshots the batch is planned on, by `order_id`.
 ///
 /// An order whose verifies all name their codes gets a snapshot in brief ([`summarise`]): the
-/// named codes, and the rest of its codes as one voucher holding their totals. Every rule of
-/// `plan_verify` reads the codes a verify names and the order's totals, nothing else of the
-/// other codes (the order's capacity and uses, its status, what a refund holds); only a
-/// legacy report without a code draws down the codes one by one in issuance order, so an
-/// order with such a verify in the batch is read whole.
+/// named codes, and the rest of its codes as one voucher holding their totals, which the
+/// database keeps on the order's row. Every rule of `plan_verify` reads the codes a verify
+/// names and the order's totals, nothing else of the other codes (the order's capacity and
+/// uses, its status, what a refund holds); only a legacy report without a code draws down the
+/// codes one by one in issuance order, so an order with such a verify in the batch is read
+/// whole, as is an order whose totals are beyond a `BIGINT`.
 async fn load_orders(
     conn: &mut AnyConnection,
     e: Engine,
@@ -121,22 +122,35 @@ async fn load_orders(
     let locked = all(
         conn,
         q_owned(e, e.select_by_ids(&BULK_LOCK_ORDERS)).bind(ids_json.to_owned()),
-        rows::order,
+        |row| {
+            let totals = match (row.opt_int(11)?, row.opt_int(12)?) {
+                (Some(capacity), Some(used)) => Some(Totals {
+                    count: row.int(10)?,
+                    capacity,
+                    used,
+                }),
+                _ => None,
+            };
+            Ok((rows::order(row)?, totals))
+        },
         "locking the batch's orders",
     )
     .await?;
-    let mut orders: HashMap<i64, OrderSnapshot> = locked
-        .into_iter()
-        .map(|order: OrderRecord| {
-            let snapshot = OrderSnapshot {
+    let mut totals: HashMap<i64, Option<Totals>> = HashMap::with_capacity(locked.len());
+    let mut orders: HashMap<i64, OrderSnapshot> = HashMap::with_capacity(locked.len());
+    for (order, order_totals) in locked {
+        let id = order.order_id.get();
+        totals.insert(id, order_totals);
+        orders.insert(
+            id,
+            OrderSnapshot {
                 order,
                 vouchers: Vec::new(),
                 seen: HashSet::new(),
                 refunds: Vec::new(),
-            };
-            (snapshot.order.order_id.get(), snapshot)
-        })
-        .collect();
+            },
+        );
+    }
 
     // The codes each order's verifies name; `None` for an order read whole.
     let mut named: HashMap<i64, Option<HashSet<&ConfirmCode>>> = HashMap::new();
@@ -144,10 +158,12 @@ async fn load_orders(
         let Some(id) = cmd.order.order_id().map(OrderId::get) else {
             continue;
         };
-        if !orders.contains_key(&id) {
+        let Some(order_totals) = totals.get(&id) else {
             continue;
-        }
-        let codes = named.entry(id).or_insert_with(|| Some(HashSet::new()));
+        };
+        let codes = named
+            .entry(id)
+            .or_insert_with(|| order_totals.is_some().then(HashSet::new));
         match (&cmd.uses, codes.as_mut()) {
             (VerifyUses::Vouchers { entries, .. }, Some(codes)) => {
                 codes.extend(entries.iter().map(|entry| &entry.code));
@@ -178,31 +194,37 @@ async fn load_orders(
                 })
             })
             .collect();
-        let ids: Vec<i64> = briefly.iter().map(|(id, _)| *id).collect();
-        let found = all(
-            conn,
-            q_owned(e, e.voucher_summary(&BULK_VOUCHER_SUMMARY))
-                .bind(to_json(&keys)?)
-                .bind(to_json(&ids)?),
-            |row| {
-                Ok(SummaryRow {
-                    order_id: row.int(0)?,
-                    code: row.opt_text(1)?,
-                    n: row.int(2)?,
-                    capacity: row.opt_int(3)?,
-                    used: row.opt_int(4)?,
-                })
-            },
-            "reading the batch's vouchers",
-        )
-        .await?;
-        let mut found_by_order: HashMap<i64, Vec<SummaryRow>> = HashMap::new();
+        let found = if keys.is_empty() {
+            Vec::new()
+        } else {
+            all(
+                conn,
+                q_owned(e, e.bulk_select(&BULK_NAMED_VOUCHERS)).bind(to_json(&keys)?),
+                |row| {
+                    Ok(NamedRow {
+                        order_id: row.int(0)?,
+                        code: row.text(1)?,
+                        seq: row.int(2)?,
+                        capacity: row.int(3)?,
+                        used: row.int(4)?,
+                    })
+                },
+                "reading the batch's vouchers",
+            )
+            .await?
+        };
+        let mut found_by_order: HashMap<i64, Vec<NamedRow>> = HashMap::new();
         for row in found {
             found_by_order.entry(row.order_id).or_default().push(row);
         }
         for (id, codes) in &briefly {
             let rows = found_by_order.remove(id).unwrap_or_default();
-            match summarise(rows, codes) {
+            let brief = totals
+                .get(id)
+                .copied()
+                .flatten()
+                .and_then(|order_totals| summarise(rows, order_totals, codes));
+            match brief {
                 Some(vouchers) => {
                     if let Some(s) = orders.get_mut(id) {
                         s.vouchers = vouchers;
@@ -242,7 +264,7 @@ async fn load_orders(
     Ok(orders)
 }
 
-/// A code a batch names, as [`BULK_VOUCHER_SUMMARY`] reads it.
+/// A code a batch names, as [`BULK_NAMED_VOUCHERS`] reads it.
 #[derive(Debug, Serialize)]
 struct NamedCode<'a> {
     #[serde(rename = "o")]
@@ -251,53 +273,59 @@ struct NamedCode<'a> {
     code: &'a str,
 }
 
-/// A row of [`BULK_VOUCHER_SUMMARY`]: a named code (`code` set, `n` its `seq`) or an order's
-/// totals (`code` NULL, `n` its count of codes, a sum NULL when it does not fit an `i64`).
+/// A row of [`BULK_NAMED_VOUCHERS`]: a named code that exists.
 #[derive(Debug)]
-struct SummaryRow {
+struct NamedRow {
     order_id: i64,
-    code: Option<String>,
-    n: i64,
-    capacity: Option<i64>,
-    used: Option<i64>,
+    code: String,
+    seq: i64,
+    capacity: i64,
+    used: i64,
+}
+
+/// An order's totals as the database keeps them on its row (`0008_order_totals`).
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    /// Its codes.
+    count: i64,
+    /// Their capacities, summed.
+    capacity: i64,
+    /// Their uses, summed.
+    used: i64,
 }
 
 /// One order's snapshot vouchers in brief: its named codes that exist, in issuance order, then
 /// — when it has other codes — one voucher standing for all of them, with their summed
-/// capacity and uses. `None` when the order must be read whole instead (a sum out of range,
-/// or rows that do not add up).
+/// capacity and uses. `None` when the order must be read whole instead (rows that do not add
+/// up to the totals).
 ///
 /// The stand-in's code is one no verify of the batch names for this order, so a verify that
 /// names an unknown code is still refused as not found, and no plan ever changes the
 /// stand-in: a plan changes only the codes its verify names.
-fn summarise(rows: Vec<SummaryRow>, named: &HashSet<&ConfirmCode>) -> Option<Vec<VoucherRecord>> {
-    let mut codes: Vec<(i64, VoucherRecord)> = Vec::new();
-    let mut totals = None;
+fn summarise(
+    rows: Vec<NamedRow>,
+    totals: Totals,
+    named: &HashSet<&ConfirmCode>,
+) -> Option<Vec<VoucherRecord>> {
+    let mut codes: Vec<(i64, VoucherRecord)> = Vec::with_capacity(rows.len());
     for row in rows {
-        match row.code {
-            Some(code) => codes.push((
-                row.n,
-                VoucherRecord {
-                    code: ConfirmCode::parse(&code)?,
-                    capacity: row.capacity?,
-                    used: row.used?,
-                },
-            )),
-            None => totals = Some((row.n, row.capacity?, row.used?)),
-        }
+        codes.push((
+            row.seq,
+            VoucherRecord {
+                code: ConfirmCode::parse(&row.code)?,
+                capacity: row.capacity,
+                used: row.used,
+            },
+        ));
     }
-    let Some((count, capacity, used)) = totals else {
-        // No codes at all (not issued): nothing can be named either.
-        return codes.is_empty().then(Vec::new);
-    };
     codes.sort_unstable_by_key(|(seq, _)| *seq);
-    let rest = count.checked_sub(i64::try_from(codes.len()).ok()?)?;
+    let rest = totals.count.checked_sub(i64::try_from(codes.len()).ok()?)?;
     let rest_capacity = codes
         .iter()
-        .try_fold(capacity, |left, (_, v)| left.checked_sub(v.capacity))?;
+        .try_fold(totals.capacity, |left, (_, v)| left.checked_sub(v.capacity))?;
     let rest_used = codes
         .iter()
-        .try_fold(used, |left, (_, v)| left.checked_sub(v.used))?;
+        .try_fold(totals.used, |left, (_, v)| left.checked_sub(v.used))?;
     let mut vouchers: Vec<VoucherRecord> = codes.into_iter().map(|(_, v)| v).collect();
     if rest > 0 {
         vouchers.push(VoucherRecord {
@@ -571,21 +599,19 @@ mod tests {
         ConfirmCode::parse(text).expect("a valid code")
     }
 
-    fn named(order_id: i64, text: &str, seq: i64, capacity: i64, used: i64) -> SummaryRow {
-        SummaryRow {
+    fn named(order_id: i64, text: &str, seq: i64, capacity: i64, used: i64) -> NamedRow {
+        NamedRow {
             order_id,
-            code: Some(text.to_owned()),
-            n: seq,
-            capacity: Some(capacity),
-            used: Some(used),
+            code: text.to_owned(),
+            seq,
+            capacity,
+            used,
         }
     }
 
-    fn totals(order_id: i64, count: i64, capacity: Option<i64>, used: Option<i64>) -> SummaryRow {
-        SummaryRow {
-            order_id,
-            code: None,
-            n: count,
+    fn totals(count: i64, capacity: i64, used: i64) -> Totals {
+        Totals {
+            count,
             capacity,
             used,
         }
@@ -595,12 +621,8 @@ mod tests {
     fn the_codes_not_named_stand_in_as_one_voucher_with_their_totals() {
         let (a, b, missing) = (code("A"), code("B"), code("NOPE"));
         let wanted = HashSet::from([&a, &b, &missing]);
-        let rows = vec![
-            named(7, "B", 3, 5, 4),
-            totals(7, 500, Some(2_500), Some(1_000)),
-            named(7, "A", 1, 5, 0),
-        ];
-        let vouchers = summarise(rows, &wanted).expect("a summary");
+        let rows = vec![named(7, "B", 3, 5, 4), named(7, "A", 1, 5, 0)];
+        let vouchers = summarise(rows, totals(500, 2_500, 1_000), &wanted).expect("a summary");
         let codes: Vec<&str> = vouchers.iter().map(|v| v.code.as_str()).collect();
         // Issuance order, the unknown code absent (so still refused as not found), and the
         // other 498 codes as one voucher whose code no verify named.
@@ -619,29 +641,33 @@ mod tests {
     fn an_order_whose_codes_are_all_named_gets_no_stand_in() {
         let (a, b) = (code("A"), code("B"));
         let wanted = HashSet::from([&a, &b]);
-        let rows = vec![
-            named(7, "A", 1, 5, 0),
-            named(7, "B", 2, 5, 1),
-            totals(7, 2, Some(10), Some(1)),
-        ];
-        let vouchers = summarise(rows, &wanted).expect("a summary");
+        let rows = vec![named(7, "A", 1, 5, 0), named(7, "B", 2, 5, 1)];
+        let vouchers = summarise(rows, totals(2, 10, 1), &wanted).expect("a summary");
         assert_eq!(vouchers.len(), 2);
     }
 
     #[test]
     fn an_order_without_codes_has_an_empty_snapshot() {
         let a = code("A");
-        let vouchers = summarise(Vec::new(), &HashSet::from([&a])).expect("a summary");
+        let vouchers =
+            summarise(Vec::new(), totals(0, 0, 0), &HashSet::from([&a])).expect("a summary");
         assert!(vouchers.is_empty(), "planned as not issued");
     }
 
     #[test]
-    fn totals_out_of_range_or_not_adding_up_send_the_order_to_a_whole_read() {
+    fn totals_not_adding_up_send_the_order_to_a_whole_read() {
         let a = code("A");
         let wanted = HashSet::from([&a]);
-        assert!(summarise(vec![totals(7, 3, None, Some(0))], &wanted).is_none());
+        // One code of capacity 5 cannot total 6, nor can a code be missing from a count of 1
+        // and uses be left over, nor more codes be named than the order has.
+        assert!(summarise(vec![named(7, "A", 1, 5, 0)], totals(1, 6, 0), &wanted).is_none());
+        assert!(summarise(Vec::new(), totals(0, 0, 1), &wanted).is_none());
+        assert!(summarise(vec![named(7, "A", 1, 5, 0)], totals(0, 5, 0), &wanted).is_none());
+        // A named code whose capacity is more than the total (rows read under another
+        // snapshot) cannot be subtracted either.
         assert!(summarise(
-            vec![named(7, "A", 1, 5, 0), totals(7, 1, Some(6), Some(0))],
+            vec![named(7, "A", 1, i64::MAX, 0)],
+            totals(2, -5, 0),
             &wanted
         )
         .is_none());

@@ -23,7 +23,7 @@ use sqlx::error::ErrorKind;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::statements::{BulkByIds, BulkInsert, BulkJoin, BulkSummary, JsonType};
+use crate::statements::{BulkByIds, BulkInsert, BulkJoin, JsonType};
 use crate::StoreError;
 
 /// A server-side SQL engine the ledger runs on.
@@ -161,65 +161,6 @@ impl Engine {
                  FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS ids \
                  JOIN {table} FORCE INDEX ({index}) ON {table}.order_id = ids.id \
                  ORDER BY {order_by}{lock}"
-            ),
-        }
-    }
-
-    /// The statement of a [`BulkSummary`]: the named rows (bind their JSON rows first), then
-    /// one totals row per order of one JSON array of ids (bound second).
-    ///
-    /// Each named row is found by its primary key, as in [`bulk_select`]: on PostgreSQL a
-    /// `LATERAL` subquery kept from being flattened (`OFFSET 0`), so that it is an index
-    /// look-up per JSON row whatever the statistics of a fresh database say. The totals go
-    /// through the `order_id` prefix of the primary key (`= ANY (ARRAY(…))` there,
-    /// `STRAIGHT_JOIN … FORCE INDEX` here, as in [`select_by_ids`]). A sum that does not fit
-    /// a `BIGINT` reads as NULL rather than failing the statement: the batch then reads that
-    /// order's vouchers whole, and the domain refuses its counts as it would anyway.
-    ///
-    /// [`bulk_select`]: Engine::bulk_select
-    /// [`select_by_ids`]: Engine::select_by_ids
-    pub(crate) fn voucher_summary(self, statement: &BulkSummary) -> String {
-        let BulkSummary {
-            table,
-            index,
-            named,
-            keys,
-            on,
-            totals: (count, first, second),
-        } = *statement;
-        let source = self.json_rows(keys);
-        let bigint = match self {
-            Self::Postgres => "bigint",
-            Self::MySql => "SIGNED",
-        };
-        let sum = |column: &str| {
-            format!(
-                "CASE WHEN sum({table}.{column}) <= 9223372036854775807 \
-                 THEN CAST(sum({table}.{column}) AS {bigint}) END"
-            )
-        };
-        let totals = format!(
-            "{table}.order_id, NULL, {count}, {}, {}",
-            sum(first),
-            sum(second)
-        );
-        match self {
-            Self::Postgres => format!(
-                "SELECT n.* FROM {source} CROSS JOIN LATERAL \
-                 (SELECT {named} FROM {table} AS t WHERE {on} OFFSET 0) AS n \
-                 UNION ALL \
-                 SELECT {totals} FROM {table} WHERE order_id = ANY (ARRAY(\
-                 SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS bigint))) \
-                 GROUP BY {table}.order_id"
-            ),
-            Self::MySql => format!(
-                "SELECT STRAIGHT_JOIN {named} FROM {source} \
-                 JOIN {table} AS t FORCE INDEX ({index}) ON {on} \
-                 UNION ALL \
-                 SELECT STRAIGHT_JOIN {totals} \
-                 FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS ids \
-                 JOIN {table} FORCE INDEX ({index}) ON {table}.order_id = ids.id \
-                 GROUP BY {table}.order_id"
             ),
         }
     }

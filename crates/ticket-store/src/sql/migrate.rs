@@ -59,6 +59,11 @@ const POSTGRES: &[Migration] = &[
         name: "order_list",
         sql: include_str!("../../migrations/postgres/0007_order_list.sql"),
     },
+    Migration {
+        version: 8,
+        name: "order_totals",
+        sql: include_str!("../../migrations/postgres/0008_order_totals.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -97,6 +102,11 @@ const MYSQL: &[Migration] = &[
         version: 7,
         name: "order_list",
         sql: include_str!("../../migrations/mysql/0007_order_list.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "order_totals",
+        sql: include_str!("../../migrations/mysql/0008_order_totals.sql"),
     },
 ];
 

@@ -71,7 +71,225 @@ on_both_engines!(
     a_batch_that_fails_runs_its_verifies_one_by_one,
     a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name,
     ledger_totals_beyond_i64_are_read_not_refused,
+    order_totals_are_built_on_upgrade_and_follow_every_write,
 );
+
+/// What undoes migration 8 (`0008_order_totals`): a database as schema 7 wrote it.
+fn back_to_schema_7(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Postgres => &[
+            "DROP TRIGGER vouchers_totals_insert ON vouchers",
+            "DROP TRIGGER vouchers_totals_update ON vouchers",
+            "DROP TRIGGER vouchers_totals_delete ON vouchers",
+            "DROP FUNCTION ticketd_vouchers_inserted()",
+            "DROP FUNCTION ticketd_vouchers_updated()",
+            "DROP FUNCTION ticketd_vouchers_deleted()",
+            "DROP FUNCTION ticketd_total_plus(BIGINT, NUMERIC)",
+            "ALTER TABLE orders DROP COLUMN voucher_count, DROP COLUMN capacity_total, \
+             DROP COLUMN used_total",
+            "DELETE FROM schema_migrations WHERE version = 8",
+        ],
+        Engine::MySql => &[
+            "DROP TRIGGER vouchers_totals_insert",
+            "DROP TRIGGER vouchers_totals_update",
+            "DROP TRIGGER vouchers_totals_delete",
+            "ALTER TABLE orders DROP COLUMN voucher_count, DROP COLUMN capacity_total, \
+             DROP COLUMN used_total",
+            "DELETE FROM schema_migrations WHERE version = 8",
+        ],
+    }
+}
+
+/// `(voucher_count, capacity_total, used_total)` of order `id` as stored, and as its vouchers
+/// add up (a sum beyond `i64` reads as `None`, as the migration stores it).
+async fn stored_and_summed_totals(
+    shell: &mut sqlx::AnyConnection,
+    id: i64,
+) -> (
+    (i64, Option<i64>, Option<i64>),
+    (i64, Option<i64>, Option<i64>),
+) {
+    use sqlx::Row;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT voucher_count, capacity_total, used_total FROM orders WHERE order_id = {id}"
+    )))
+    .fetch_one(&mut *shell)
+    .await
+    .expect("the order's totals");
+    let stored = (
+        row.get::<i64, _>(0),
+        row.get::<Option<i64>, _>(1),
+        row.get::<Option<i64>, _>(2),
+    );
+    let vouchers = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT capacity, used FROM vouchers WHERE order_id = {id}"
+    )))
+    .fetch_all(&mut *shell)
+    .await
+    .expect("the order's vouchers");
+    let sum = |column: usize| {
+        let total: i128 = vouchers
+            .iter()
+            .map(|v| i128::from(v.get::<i64, _>(column)))
+            .sum();
+        i64::try_from(total).ok()
+    };
+    let count = i64::try_from(vouchers.len()).expect("count");
+    (stored, (count, sum(0), sum(1)))
+}
+
+/// Migration 8 keeps each order's count of codes and the sums of their capacity and uses on
+/// its row (a batch of verifies reads them instead of summing 500 codes): on a ledger written
+/// by schema 7 it builds them from the vouchers, and then every write — issuance, a verify, a
+/// reversal, a hand edit beyond `i64` — keeps them equal to what the vouchers add up to. A
+/// total once beyond `i64` stays NULL (unknown), and its order is read whole, as before.
+async fn order_totals_are_built_on_upgrade_and_follow_every_write(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let f = Fresh::new();
+    let a = f.key("app");
+    let (one, two) = (f.id(1), f.id(2));
+    let store = open(&db, &settings()).await;
+    given_app(&store, &a).await;
+    given_order(
+        &store,
+        order(one, &a, &[("T-1", 5), ("T-2", 3), ("T-3", 1)]),
+    )
+    .await;
+    given_order(&store, order(two, &a, &[])).await;
+    store
+        .verify(verify_cmd(&a, one).entry("T-1", 2).entry("T-3", 1).build())
+        .await
+        .expect("a verify on schema 8");
+    store.close().await;
+
+    sqlx::any::install_default_drivers();
+    let mut shell = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    for sql in back_to_schema_7(engine) {
+        sqlx::raw_sql(*sql).execute(&mut shell).await.expect(sql);
+    }
+
+    let store = open(&db, &settings()).await;
+    let totals = stored_and_summed_totals(&mut shell, one).await;
+    assert_eq!(
+        totals,
+        ((3, Some(9), Some(3)), (3, Some(9), Some(3))),
+        "built"
+    );
+    let totals = stored_and_summed_totals(&mut shell, two).await;
+    assert_eq!(
+        totals,
+        ((0, Some(0), Some(0)), (0, Some(0), Some(0))),
+        "none yet"
+    );
+
+    store
+        .issue(
+            issue_cmd(&a, two, "OUT-2")
+                .codes(&[("U-1", 4), ("U-2", 2)])
+                .build(),
+        )
+        .await
+        .expect("issue");
+    let totals = stored_and_summed_totals(&mut shell, two).await;
+    assert_eq!(
+        totals,
+        ((2, Some(6), Some(0)), (2, Some(6), Some(0))),
+        "issued"
+    );
+
+    // A verify planned on the totals: U-1 is the named code, U-2 the rest.
+    let outcome = store
+        .verify(verify_cmd(&a, two).entry("U-1", 3).build())
+        .await
+        .expect("verify");
+    assert_eq!(outcome.applied_uses, 3);
+    let over = store
+        .verify(verify_cmd(&a, two).entry("U-1", 2).build())
+        .await;
+    assert!(over.is_err(), "past U-1's capacity: {over:?}");
+    let totals = stored_and_summed_totals(&mut shell, two).await;
+    assert_eq!(
+        totals,
+        ((2, Some(6), Some(3)), (2, Some(6), Some(3))),
+        "used"
+    );
+
+    let reversed = store
+        .reverse(reversal(
+            one,
+            "T-1",
+            1,
+            Days::hours(1),
+            received_at() + Days::minutes(1),
+        ))
+        .await
+        .expect("reverse");
+    assert_eq!(reversed, 1);
+    let totals = stored_and_summed_totals(&mut shell, one).await;
+    assert_eq!(
+        totals,
+        ((3, Some(9), Some(2)), (3, Some(9), Some(2))),
+        "reversed"
+    );
+
+    // A ledger from before the bounds: a capacity of i64::MAX puts the sum beyond a BIGINT.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE vouchers SET capacity = 9223372036854775807 \
+         WHERE order_id = {one} AND confirm_code = 'T-2'"
+    )))
+    .execute(&mut shell)
+    .await
+    .expect("a capacity beyond the bounds");
+    let totals = stored_and_summed_totals(&mut shell, one).await;
+    assert_eq!(
+        totals,
+        ((3, None, Some(2)), (3, None, Some(2))),
+        "beyond i64"
+    );
+    let refused = store
+        .verify(verify_cmd(&a, one).entry("T-2", 1).build())
+        .await;
+    assert!(
+        matches!(refused, Err(LedgerError::CountOverflow { .. })),
+        "the order's capacity is beyond i64, read whole and refused as before: {refused:?}"
+    );
+    // Back within the bounds by hand: the total stays unknown (NULL), the order is still read
+    // whole, and verified right.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE vouchers SET capacity = 3 WHERE order_id = {one} AND confirm_code = 'T-2'"
+    )))
+    .execute(&mut shell)
+    .await
+    .expect("a capacity back within the bounds");
+    let outcome = store
+        .verify(verify_cmd(&a, one).entry("T-2", 3).build())
+        .await
+        .expect("an order with unknown totals is read whole");
+    assert_eq!(outcome.applied_uses, 3);
+    let full = store
+        .verify(
+            verify_cmd(&a, one)
+                .entry_at("T-3", 1, Some(gate_time_plus(5)))
+                .build(),
+        )
+        .await;
+    assert!(full.is_err(), "T-3 is used up: {full:?}");
+    let totals = stored_and_summed_totals(&mut shell, one).await;
+    assert_eq!(totals, ((3, None, Some(5)), (3, Some(9), Some(5))), "after");
+    let view = store
+        .order(OrderId::new(one).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    let used: Vec<i64> = view.vouchers.iter().map(|v| v.used).collect();
+    assert_eq!(used, [1, 3, 1]);
+    let _ = shell.close().await;
+    store.close().await;
+}
 
 /// `/metrics` reads its totals as doubles (a NUMERIC or DECIMAL sum cast to `BIGINT` failed
 /// past `i64::MAX`): a ledger from before the bounds, whose sums are beyond `i64`, is still
