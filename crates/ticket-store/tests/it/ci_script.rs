@@ -20,6 +20,10 @@ const STUBBED: &[&str] = &[
     "start-stop-daemon",
     "nats-server",
     "apt-get",
+    "chromium",
+    "chromedriver",
+    "fc-list",
+    "rsync",
 ];
 
 #[test]
