@@ -372,3 +372,66 @@ async fn the_wal_restarts_from_its_start_instead_of_growing_under_sustained_writ
         .unwrap_or(0);
     assert!(wal_bytes < 200 * 4200, "WAL of {wal_bytes} bytes");
 }
+
+/// A job that writes nothing: what `Linger` moves is jobs, not their work.
+struct Nothing;
+
+impl Job for Nothing {
+    fn run(&mut self, _: &mut Tx<'_>) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: Result<(), LedgerError>) {}
+}
+
+/// A batch of one, three more jobs queued behind it, and `unsynced` commits in the syncer:
+/// the batch's size after `Linger::wait` of a writer whose batches averaged `average` jobs.
+fn linger_with(average: u64, unsynced: u64) -> usize {
+    let (queue, mut jobs) = mpsc::channel(8);
+    for _ in 0..3 {
+        queue
+            .try_send(Message::Job(Box::new(Nothing)))
+            .unwrap_or_else(|_| panic!("queue"));
+    }
+    let stats = Stats::default();
+    stats.unsynced.store(unsynced, Ordering::Release);
+    let mut linger = Linger {
+        average: 16 * average,
+    };
+    let mut batch: Vec<Box<dyn Job>> = vec![Box::new(Nothing)];
+    linger.wait(&mut jobs, &mut batch, &stats);
+    batch.len()
+}
+
+#[test]
+fn a_small_batch_below_saturation_takes_the_jobs_that_come_while_an_fsync_is_in_flight() {
+    // The fsync never returns here: the wait ends by itself (`Linger::MAX`).
+    assert_eq!(linger_with(1, 1), 4);
+}
+
+#[test]
+fn a_batch_never_waits_when_nothing_is_being_synced() {
+    assert_eq!(linger_with(1, 0), 1);
+}
+
+#[test]
+fn a_writer_whose_batches_have_been_large_never_waits() {
+    // At saturation a writer that waits is throughput lost (docs/PERFORMANCE.md).
+    assert_eq!(linger_with(64, 1), 1);
+}
+
+#[test]
+fn the_average_follows_the_batches() {
+    let (_queue, mut jobs) = mpsc::channel::<Message>(1);
+    let stats = Stats::default();
+    let mut linger = Linger::default();
+    assert!(
+        linger.average >= 16 * Linger::BELOW,
+        "a new writer does not wait"
+    );
+    for _ in 0..64 {
+        let mut batch: Vec<Box<dyn Job>> = vec![Box::new(Nothing)];
+        linger.wait(&mut jobs, &mut batch, &stats);
+    }
+    assert!(linger.average < 16 * 2, "{}", linger.average);
+}
