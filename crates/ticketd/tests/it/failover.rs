@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde_json::json;
 use top_client::{RetryPolicy, TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
 use crate::cluster::{running_as, Cluster};
+use crate::helpers::ServedChild;
 
 const TOKEN: &str = "failover-admin-token";
 const KEY: &str = "failover-vendor";
@@ -62,41 +63,24 @@ async fn a_promoted_standby_takes_over_and_every_acknowledged_use_is_kept_once()
         url.contains(',') && url.contains("target_session_attrs=read-write"),
         "{url}"
     );
-    let data_dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--database-url",
-        url.as_str(),
-        "--admin-token",
-        TOKEN,
-        "--db-max-connections",
-        "8",
-    ];
-    let (_child, base) = crate::helpers::serve_child(&args, data_dir.path()).await;
-    let http = reqwest::Client::new();
-    let admin = |path: &str| format!("{base}{path}");
-    for (path, body) in [
-        ("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET})),
-        (
+    let args = ["--database-url", url.as_str(), "--db-max-connections", "8"];
+    let server = ServedChild::start(&args, TOKEN).await;
+    server
+        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    server
+        .admin_post(
             "/admin/orders",
             json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
                 "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
                 "vouchers": [{"confirm_code": CODE, "quantity": 1_000_000}]}),
-        ),
-    ] {
-        let r = http
-            .post(admin(path))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "{path}");
-    }
+        )
+        .await;
 
     // Load: eight vendors' gates, each use its own gate time. Half retry as the SDK does by
     // default; half never retry, so calls caught at the cut are answered with an error and
     // sent again at the end.
-    let gateway = format!("{base}/router/rest");
+    let gateway = format!("{}/router/rest", server.base);
     let client = Arc::new(
         TopClient::builder(gateway.as_str(), KEY, SECRET)
             .build()
@@ -168,8 +152,7 @@ async fn a_promoted_standby_takes_over_and_every_acknowledged_use_is_kept_once()
         recovered <= Duration::from_secs(10),
         "ticketd took {recovered:?} to write to the promoted standby"
     );
-    let r = http.get(admin("/readyz")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200, "ready again without a restart");
+    assert_eq!(server.ready().await, 200, "ready again without a restart");
 
     // Every use not acknowledged is sent again, as the vendor's system would.
     let answers = answers.lock().unwrap().clone();
@@ -189,15 +172,7 @@ async fn a_promoted_standby_takes_over_and_every_acknowledged_use_is_kept_once()
     );
 
     // The ledger, read from the new primary: each use exactly once.
-    let order: Value = http
-        .get(admin(&format!("/admin/orders/{ORDER}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order = server.admin_get(&format!("/admin/orders/{ORDER}")).await;
     assert_eq!(order["used"], json!(sent), "{order}");
     drop(cluster);
 }

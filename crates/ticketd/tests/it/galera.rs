@@ -10,6 +10,7 @@ use top_client::{RetryPolicy, TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
 use crate::cluster::{running_as, Cluster};
+use crate::helpers::ServedChild;
 
 const TOKEN: &str = "galera-admin-token";
 const KEY: &str = "galera-vendor";
@@ -39,75 +40,28 @@ type Answered = (i64, usize, bool, Option<String>);
 
 /// One ticketd process on one node.
 struct Node {
-    base: String,
-    http: reqwest::Client,
+    served: ServedChild,
     client: TopClient,
-    _child: tokio::process::Child,
-    _data_dir: tempfile::TempDir,
 }
 
 impl Node {
-    async fn ready(&self) -> u16 {
-        self.http
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    }
-
     async fn start(url: &str) -> Node {
-        let data_dir = tempfile::tempdir().unwrap();
         // A lost node shows within a second rather than the default acquire timeout.
-        let args = [
-            "--database-url",
-            url,
-            "--admin-token",
-            TOKEN,
-            "--db-acquire-timeout",
-            "1s",
-        ];
-        let (child, base) = crate::helpers::serve_child(&args, data_dir.path()).await;
+        let args = ["--database-url", url, "--db-acquire-timeout", "1s"];
+        let served = ServedChild::start(&args, TOKEN).await;
         // No client retries: what ticketd answers at each moment is what the test sees.
-        let client = TopClient::builder(format!("{base}/router/rest"), KEY, SECRET)
+        let client = TopClient::builder(format!("{}/router/rest", served.base), KEY, SECRET)
             .retry_policy(RetryPolicy::never())
             .build()
             .unwrap();
-        Node {
-            base,
-            http: reqwest::Client::new(),
-            client,
-            _child: child,
-            _data_dir: data_dir,
-        }
-    }
-
-    async fn admin_post(&self, path: &str, body: Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "{path}");
+        Node { served, client }
     }
 
     /// The order as this node's process reads it (`None` until it is there).
     async fn order(&self, id: i64) -> Option<Value> {
-        let r = self
-            .http
-            .get(format!("{}/admin/orders/{id}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
+        self.served
+            .admin_try_get(&format!("/admin/orders/{id}"))
             .await
-            .unwrap();
-        if r.status().as_u16() == 200 {
-            Some(r.json().await.unwrap())
-        } else {
-            None
-        }
     }
 }
 
@@ -157,11 +111,13 @@ async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capa
         String::from_utf8_lossy(&lease.stderr)
     );
     nodes[0]
+        .served
         .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
         .await;
     const ORDER: i64 = 17_101;
     const CAPACITY: i64 = 10;
     nodes[0]
+        .served
         .admin_post(
             "/admin/orders",
             json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
@@ -271,10 +227,12 @@ async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
     }
     let nodes = std::sync::Arc::new(nodes);
     nodes[0]
+        .served
         .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
         .await;
     const ORDER: i64 = 17_201;
     nodes[0]
+        .served
         .admin_post(
             "/admin/orders",
             json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
@@ -338,7 +296,7 @@ async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
         .unwrap();
     assert!(killed.success());
     let mut tries = 0;
-    while nodes[2].ready().await != 503 {
+    while nodes[2].served.ready().await != 503 {
         tries += 1;
         assert!(tries < 200, "node 3's ticketd still says ready");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -390,7 +348,7 @@ async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
     // Node 3 rejoins; its ticketd is ready again without a restart.
     cluster.run(&["restart-node", "3"]);
     let mut tries = 0;
-    while nodes[2].ready().await != 200 {
+    while nodes[2].served.ready().await != 200 {
         tries += 1;
         assert!(
             tries < 300,

@@ -457,3 +457,79 @@ pub async fn serve_child(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, format!("http://{addr}"))
 }
+
+/// A `ticketd serve` child process ([`serve_child`]) with its own data directory, and the
+/// admin API as an operator's script calls it: what the multi-process and cluster tests share.
+pub struct ServedChild {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    http: reqwest::Client,
+    token: &'static str,
+    /// Killed when dropped (`kill_on_drop`).
+    _child: tokio::process::Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ServedChild {
+    /// Starts `ticketd serve <args> --admin-token <token>` and waits until it listens.
+    pub async fn start(args: &[&str], token: &'static str) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut all = args.to_vec();
+        all.extend(["--admin-token", token]);
+        let (child, base) = serve_child(&all, data_dir.path()).await;
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            token,
+            _child: child,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// `POST path` with `body`, which must be answered 201; the answer's JSON.
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{path}");
+        r.json().await.unwrap()
+    }
+
+    /// `GET path`: its JSON if answered 200, `None` otherwise.
+    pub async fn admin_try_get(&self, path: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token)
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            Some(r.json().await.unwrap())
+        } else {
+            None
+        }
+    }
+
+    /// `GET path`, which must be answered 200; its JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        self.admin_try_get(path)
+            .await
+            .unwrap_or_else(|| panic!("{path} was not answered 200"))
+    }
+
+    /// The status `/readyz` answers (0 when the process does not answer at all).
+    pub async fn ready(&self) -> u16 {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+}

@@ -10,67 +10,31 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::Engine;
-use tokio::process::Child;
 use top_client::{TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
+
+use crate::helpers::ServedChild;
 
 const TOKEN: &str = "multiprocess-admin-token";
 const KEY: &str = "mp-vendor";
 const SECRET: &str = "mp-secret-0123456789";
 
-/// A `ticketd serve` child process on port 0.
-struct Server {
-    base: String,
-    http: reqwest::Client,
-    /// Killed when the test ends (`kill_on_drop`).
-    _child: Child,
-    _data_dir: tempfile::TempDir,
+/// A `ticketd serve` child process on port 0 ([`ServedChild`]), called as the vendors do.
+struct Server(ServedChild);
+
+impl std::ops::Deref for Server {
+    type Target = ServedChild;
+
+    fn deref(&self) -> &ServedChild {
+        &self.0
+    }
 }
 
 impl Server {
     /// Starts `ticketd serve` on `url` and waits for its "listening on" line.
     async fn start(url: &str) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let args = [
-            "--database-url",
-            url,
-            "--admin-token",
-            TOKEN,
-            "--db-max-connections",
-            "6",
-        ];
-        let (child, base) = crate::helpers::serve_child(&args, data_dir.path()).await;
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            _child: child,
-            _data_dir: data_dir,
-        }
-    }
-
-    async fn admin_post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "{path}");
-        r.json().await.unwrap()
-    }
-
-    async fn admin_get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{path}");
-        r.json().await.unwrap()
+        let args = ["--database-url", url, "--db-max-connections", "6"];
+        Self(ServedChild::start(&args, TOKEN).await)
     }
 
     fn client(&self) -> TopClient {
