@@ -65,6 +65,33 @@ impl Node {
     }
 }
 
+/// The vendor's app and an order of one code of `capacity`, written through the first node,
+/// and waited for until every node reads it (Galera applies a commit on the other nodes just
+/// after it).
+async fn given_order_on_every_node(nodes: &[Node], order: i64, code: &str, capacity: i64) {
+    nodes[0]
+        .served
+        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
+        .await;
+    nodes[0]
+        .served
+        .admin_post(
+            "/admin/orders",
+            json!({"order_id": order, "app_key": KEY, "quantity": 1,
+                "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
+                "vouchers": [{"confirm_code": code, "quantity": capacity}]}),
+        )
+        .await;
+    for node in nodes {
+        let mut tries = 0;
+        while node.order(order).await.is_none() {
+            tries += 1;
+            assert!(tries < 100, "the order did not reach every node");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capacity() {
     let Some((cluster, urls)) = galera() else {
@@ -110,30 +137,9 @@ async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capa
         "{}",
         String::from_utf8_lossy(&lease.stderr)
     );
-    nodes[0]
-        .served
-        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
-        .await;
     const ORDER: i64 = 17_101;
     const CAPACITY: i64 = 10;
-    nodes[0]
-        .served
-        .admin_post(
-            "/admin/orders",
-            json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
-                "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
-                "vouchers": [{"confirm_code": "GALERA-1", "quantity": CAPACITY}]}),
-        )
-        .await;
-    // Galera applies a commit on the other nodes just after it: wait until every node has it.
-    for node in &nodes {
-        let mut tries = 0;
-        while node.order(ORDER).await.is_none() {
-            tries += 1;
-            assert!(tries < 100, "the order did not reach every node");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    given_order_on_every_node(&nodes, ORDER, "GALERA-1", CAPACITY).await;
 
     // 64 distinct uses (each its own gate time), all at once, spread over the three nodes.
     let gate = Utc::now() - chrono::Duration::hours(1);
@@ -226,28 +232,8 @@ async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
         nodes.push(Node::start(url).await);
     }
     let nodes = std::sync::Arc::new(nodes);
-    nodes[0]
-        .served
-        .admin_post("/admin/apps", json!({"app_key": KEY, "app_secret": SECRET}))
-        .await;
     const ORDER: i64 = 17_201;
-    nodes[0]
-        .served
-        .admin_post(
-            "/admin/orders",
-            json!({"order_id": ORDER, "app_key": KEY, "quantity": 1,
-                "created_at": format_beijing(Utc::now() - chrono::Duration::days(1)),
-                "vouchers": [{"confirm_code": "GALERA-KILL", "quantity": 1_000_000}]}),
-        )
-        .await;
-    for node in nodes.iter() {
-        let mut tries = 0;
-        while node.order(ORDER).await.is_none() {
-            tries += 1;
-            assert!(tries < 100, "the order did not reach every node");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    given_order_on_every_node(&nodes, ORDER, "GALERA-KILL", 1_000_000).await;
 
     // Load on all three: each use its own gate time, so a use answered with an error can be
     // sent again and still count once.
