@@ -92,6 +92,28 @@ async fn given_order_on_every_node(nodes: &[Node], order: i64, code: &str, capac
     }
 }
 
+/// Waits until every node's process reads `used` uses of `order` (each node applies the
+/// others' commits just after them), and fails naming the node that does not.
+async fn every_node_reads_used(nodes: &[Node], order: i64, used: i64) {
+    for (n, node) in nodes.iter().enumerate() {
+        let mut tries = 0;
+        loop {
+            let read = node.order(order).await.unwrap();
+            if read["used"] == json!(used) {
+                break;
+            }
+            tries += 1;
+            assert!(
+                tries < 100,
+                "node {}: used {} of {used}",
+                n + 1,
+                read["used"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capacity() {
     let Some((cluster, urls)) = galera() else {
@@ -206,18 +228,7 @@ async fn sixty_four_racing_uses_over_three_written_nodes_accept_exactly_the_capa
     }
     assert_eq!(accepted, CAPACITY, "exactly the capacity is accepted");
     // Every node's process reads the same count.
-    for (n, node) in nodes.iter().enumerate() {
-        let mut tries = 0;
-        loop {
-            let order = node.order(ORDER).await.unwrap();
-            if order["used"] == json!(CAPACITY) {
-                break;
-            }
-            tries += 1;
-            assert!(tries < 100, "node {}: {order}", n + 1);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    every_node_reads_used(&nodes, ORDER, CAPACITY).await;
     drop(nodes);
     drop(cluster);
 }
@@ -362,22 +373,6 @@ async fn a_killed_node_stops_its_ticketd_the_others_go_on_and_it_rejoins() {
         answers.iter().filter(|a| a.2).count(),
         again.len()
     );
-    for (n, node) in nodes.iter().enumerate() {
-        let mut tries = 0;
-        loop {
-            let order = node.order(ORDER).await.unwrap();
-            if order["used"] == json!(sent) {
-                break;
-            }
-            tries += 1;
-            assert!(
-                tries < 100,
-                "node {}: used {} of {sent}",
-                n + 1,
-                order["used"]
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    every_node_reads_used(&nodes, ORDER, sent).await;
     drop(cluster);
 }
