@@ -17,6 +17,7 @@ cases! {
     one_relay_holds_the_lease_and_only_it_moves_the_position,
     every_accepted_change_is_one_event_and_replays_and_refusals_are_none,
     a_reader_following_the_feed_sees_every_event_once_in_order_while_writers_race,
+    refusals_raced_together_each_open_an_anomaly_that_their_own_event_names,
 }
 
 /// Reads every event after `after`, page by page (pages of `limit`), checking that `seq`s
@@ -270,6 +271,66 @@ async fn a_reader_following_the_feed_sees_every_event_once_in_order_while_writer
             );
         }
     }
+}
+
+/// Verifies of a refunded order started at once (so a store that batches writes them in one
+/// batch): each is refused and opens its own `verify_after_refund` anomaly, and each of those
+/// anomalies is named by exactly one `anomaly.opened` event, none by two (PostgreSQL writes a
+/// batch's events in a statement of their own, after the one writing its anomalies, and
+/// each event looks its anomaly up by request and kind).
+async fn refusals_raced_together_each_open_an_anomaly_that_their_own_event_names(
+    store: Arc<dyn LedgerStore>,
+) {
+    use ticket_ledger::{AnomalyKind, LedgerError};
+    let f = Fresh::new();
+    let a = f.key("app");
+    let id = f.id(1);
+    given_app(&*store, &a).await;
+    given_order(&*store, order(id, &a, &[("REFUNDED-RACE-01", 1)])).await;
+    let t = super::build::received_at() - chrono::Duration::hours(3);
+    store
+        .request_refund(super::build::refund_request(id, 1, t))
+        .await
+        .expect("refund request");
+    store
+        .refund(refund_cmd(&a, id).received_at(t).build())
+        .await
+        .expect("refund");
+    let (_, start) = follow(&*store, 0, 1000).await;
+
+    let n = 8;
+    let cmds = (0..n)
+        .map(|i| {
+            verify_cmd(&a, id)
+                .entry_at("REFUNDED-RACE-01", 1, Some(gate_time_plus(i)))
+                .build()
+        })
+        .collect();
+    for answer in super::races::race(&store, cmds).await {
+        assert_eq!(answer, Err(LedgerError::OrderRefunded));
+    }
+    let anomalies: BTreeMap<i64, AnomalyKind> =
+        super::check::anomalies_of(&*store, id, "refused verifies")
+            .await
+            .into_iter()
+            .map(|x| (x.id, x.anomaly.kind))
+            .collect();
+    assert_eq!(anomalies.len(), 8, "one anomaly per refusal: {anomalies:?}");
+    assert!(anomalies
+        .values()
+        .all(|kind| *kind == AnomalyKind::VerifyAfterRefund));
+    let (events, _) = follow(&*store, start, 1000).await;
+    let mut named: Vec<i64> = events
+        .iter()
+        .filter(|e| e.order_id == Some(id) && e.kind == "ticketd.anomaly.opened")
+        .map(|e| e.anomaly_id.expect("an anomaly's event names it"))
+        .collect();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        anomalies.keys().copied().collect::<Vec<_>>(),
+        "each anomaly is named by one event"
+    );
 }
 
 /// The relay's lease: one holder at a time, renewed by its holder, taken over once it

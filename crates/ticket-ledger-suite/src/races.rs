@@ -24,7 +24,7 @@ async fn applied_entries(store: &dyn LedgerStore, id: i64) -> usize {
 }
 
 /// Starts every command at once on its own task and collects the results in command order.
-async fn race(
+pub(super) async fn race(
     store: &Arc<dyn LedgerStore>,
     cmds: Vec<VerifyCommand>,
 ) -> Vec<Result<VerifyOutcome, LedgerError>> {

@@ -688,16 +688,40 @@ pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
         anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
         " END"
     ),
-    keys: &[
-        ("i", JsonType::Int),
-        ("back", JsonType::Int),
-        ("event_type", JsonType::Key),
-        ("order_id", JsonType::Int),
-        ("at_ms", JsonType::Int),
-        ("data", JsonType::Text),
-        ("anomaly_request", JsonType::Key),
-        ("anomaly_kind", JsonType::Key),
-    ],
+    keys: EVENT_KEYS,
+};
+/// The keys of a batch's events (`bulk::BatchEvent`).
+const EVENT_KEYS: JsonKeys = &[
+    ("i", JsonType::Int),
+    ("back", JsonType::Int),
+    ("event_type", JsonType::Key),
+    ("order_id", JsonType::Int),
+    ("at_ms", JsonType::Int),
+    ("data", JsonType::Text),
+    ("anomaly_request", JsonType::Key),
+    ("anomaly_kind", JsonType::Key),
+];
+/// The name of the `WITH` query taking the event `seq`s in `Engine::pg_write_events`
+/// ([`ADVANCE_EVENT_SEQ_BY`] returning `last`).
+macro_rules! events_seq {
+    () => {
+        "event_seq_taken"
+    };
+}
+/// See [`events_seq`].
+pub(crate) const BULK_EVENTS_SEQ: &str = events_seq!();
+/// [`BULK_INSERT_EVENTS`] with the `seq`s taken in the same statement, which cannot see its
+/// own update of the counter row: from what that update returns, joined so that no counter
+/// row means no event.
+pub(crate) const BULK_INSERT_EVENTS_TAKEN: BulkInsert = BulkInsert {
+    into: "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)",
+    select: concat!(
+        "taken.last - d.back, d.event_type, d.order_id, d.at_ms, d.data, \
+         CASE WHEN d.anomaly_request IS NULL THEN NULL ELSE ",
+        anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
+        " END"
+    ),
+    keys: EVENT_KEYS,
 };
 /// A page of the feed (bind after, limit).
 pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data, \

@@ -21,19 +21,20 @@
 //!    after another. A refused verify contributes nothing but the anomaly its refusal raises;
 //! 3. write every accepted plan in bulk — counters (still the conditional
 //!    `used + n <= capacity`), the use log, fingerprints, review marks, audit entries,
-//!    anomalies — one statement each, the rows of every plan ([`VerifyRows`]) travelling as
-//!    one JSON parameter (`Engine::json_rows`), then commit once. Only then is any verify of the batch
-//!    answered.
+//!    anomalies — the rows of every plan ([`VerifyRows`]) travelling as one JSON parameter
+//!    per table (`Engine::json_rows`): on MySQL one statement per table, on PostgreSQL one
+//!    statement for them all and one for the events (`Engine::pg_write_verify`), then commit
+//!    once. Only then is any verify of the batch answered.
 //!
-//! A batch is about ten round trips for up to [`MAX_BATCH`] verifies instead of ten each, and
-//! one durable commit instead of one each. A batch the engine asks to retry (deadlock,
-//! serialization failure, lock timeout) runs again from the start, with fresh reads. A batch
-//! that fails otherwise is not answered with its failure: each of its verifies runs again alone
-//! ([`Db::verify_alone`]), so a request never fails because of a neighbour. That includes a
-//! batch whose conditional updates did not change every row they must: under the orders' locks
-//! that means the database disagrees with what was read, and running alone pins it on the
-//! verify whose write changes no row, which is refused with `LedgerError::WriteChangedNoRow`
-//! and recorded as an anomaly, while its neighbours apply.
+//! A batch is about ten round trips (seven on PostgreSQL) for up to [`MAX_BATCH`] verifies
+//! instead of ten each, and one durable commit instead of one each. A batch the engine asks to
+//! retry (deadlock, serialization failure, lock timeout) runs again from the start, with fresh
+//! reads. A batch that fails otherwise is not answered with its failure: each of its verifies
+//! runs again alone ([`Db::verify_alone`]), so a request never fails because of a neighbour.
+//! That includes a batch whose conditional updates did not change every row they must: under
+//! the orders' locks that means the database disagrees with what was read, and running alone
+//! pins it on the verify whose write changes no row, which is refused with
+//! `LedgerError::WriteChangedNoRow` and recorded as an anomaly, while its neighbours apply.
 //!
 //! A batch whose `COMMIT` got no answer (the connection failed) is looked up like any write
 //! ([`super::outcome`]): found, every verify gets its planned answer; not found, it failed

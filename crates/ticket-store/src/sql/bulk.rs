@@ -3,6 +3,7 @@
 //! as one JSON parameter.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -401,8 +402,92 @@ pub(crate) fn mark(rows: &VerifyRows) -> Option<Mark> {
     })
 }
 
-/// Step 3: the rows of every plan of the batch, one statement per table that has rows.
+/// Step 3: the rows of every plan of the batch: on PostgreSQL in one statement
+/// ([`Engine::pg_write_verify`]), on MySQL one statement per table that has rows.
 pub(crate) async fn write_verify(
+    conn: &mut AnyConnection,
+    e: Engine,
+    rows: &VerifyRows,
+) -> Result<(), Failure> {
+    match e {
+        Engine::Postgres => write_verify_at_once(conn, rows).await,
+        Engine::MySql => write_verify_by_table(conn, e, rows).await,
+    }
+}
+
+/// [`Engine::pg_write_verify`] and [`Engine::pg_write_events`], numbered for PostgreSQL once.
+static PG_WRITE_VERIFY: LazyLock<String> = LazyLock::new(|| {
+    Engine::Postgres
+        .sql(Engine::pg_write_verify())
+        .0
+        .into_owned()
+});
+static PG_WRITE_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    Engine::Postgres
+        .sql(Engine::pg_write_events())
+        .0
+        .into_owned()
+});
+
+/// Step 3 on PostgreSQL: two round trips, with the checks of [`write_verify_by_table`].
+async fn write_verify_at_once(conn: &mut AnyConnection, rows: &VerifyRows) -> Result<(), Failure> {
+    let e = Engine::Postgres;
+    let (counted, reviewed) = all(
+        conn,
+        q(e, PG_WRITE_VERIFY.as_str())
+            .bind(to_json(&rows.counts)?)
+            .bind(to_json(&rows.reviews)?)
+            .bind(to_json(&rows.uses)?)
+            .bind(to_json(&rows.fingerprints)?)
+            .bind(to_json(&rows.audit)?)
+            .bind(to_json(&rows.anomalies)?),
+        |row| Ok((row.int(0)?, row.int(1)?)),
+        "writing the batch",
+    )
+    .await?
+    .into_iter()
+    .next()
+    .ok_or(Failure::Conflict("the batch's write answered no row"))?;
+    // The checks of `write_verify_by_table`, made once the statement is done: a failed one
+    // rolls its writes back with the transaction.
+    if counted != count(rows.counts.len()) {
+        return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+            write: WRITE_VOUCHER_USED,
+        }));
+    }
+    if reviewed != count(rows.reviews.len()) {
+        return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+            write: WRITE_REFUND_REVIEW,
+        }));
+    }
+    let batch = batch_events(rows);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let written = q(e, PG_WRITE_EVENTS.as_str())
+        .bind(count(batch.len()))
+        .bind(to_json(&batch)?)
+        .execute(&mut *conn)
+        .await
+        .during("writing the batch's events")?
+        .rows_affected();
+    // Each event is joined with the counter's row: none written means there was no such row.
+    if written != batch.len() as u64 {
+        return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+            write: WRITE_EVENT_SEQ,
+        }));
+    }
+    Ok(())
+}
+
+/// `len` as a count the database answers.
+fn count(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+/// Step 3 on MySQL, which has no data-modifying `WITH`: one statement per table that has
+/// rows.
+async fn write_verify_by_table(
     conn: &mut AnyConnection,
     e: Engine,
     rows: &VerifyRows,
@@ -495,11 +580,11 @@ async fn write_events(
     e: Engine,
     rows: &VerifyRows,
 ) -> Result<(), Failure> {
-    let events: Vec<_> = events(&rows.audit, &rows.anomalies).collect();
-    if events.is_empty() {
+    let batch = batch_events(rows);
+    if batch.is_empty() {
         return Ok(());
     }
-    let n = events.len();
+    let n = batch.len();
     let taken = q(e, ADVANCE_EVENT_SEQ_BY)
         .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .execute(&mut *conn)
@@ -511,7 +596,21 @@ async fn write_events(
             write: WRITE_EVENT_SEQ,
         }));
     }
-    let batch: Vec<BatchEvent<'_>> = events
+    insert(
+        conn,
+        e,
+        &BULK_INSERT_EVENTS,
+        &batch,
+        "writing the batch's events",
+    )
+    .await
+}
+
+/// The batch's events, each with how far before the batch's last `seq` it is.
+fn batch_events(rows: &VerifyRows) -> Vec<BatchEvent<'_>> {
+    let events: Vec<_> = events(&rows.audit, &rows.anomalies).collect();
+    let n = events.len();
+    events
         .into_iter()
         .enumerate()
         .map(|(i, (event, anomaly))| BatchEvent {
@@ -521,15 +620,7 @@ async fn write_events(
             anomaly_request: anomaly.map(|a| a.request_id.as_str()),
             anomaly_kind: anomaly.map(|a| a.kind),
         })
-        .collect();
-    insert(
-        conn,
-        e,
-        &BULK_INSERT_EVENTS,
-        &batch,
-        "writing the batch's events",
-    )
-    .await
+        .collect()
 }
 
 /// Inserts `rows` with `statement`, nothing when there are none.

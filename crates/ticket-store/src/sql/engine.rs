@@ -23,7 +23,11 @@ use sqlx::error::ErrorKind;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::statements::{BulkByIds, BulkInsert, BulkJoin, JsonType};
+use crate::statements::{
+    BulkByIds, BulkInsert, BulkJoin, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
+    BULK_EVENTS_SEQ, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN,
+    BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES, BULK_MARK_REFUND_REVIEWS,
+};
 use crate::StoreError;
 
 /// A server-side SQL engine the ledger runs on.
@@ -222,29 +226,70 @@ impl Engine {
             index,
             set,
             keys,
-            lookup: (column, _),
             on,
             and_where,
+            ..
         } = *statement;
-        let source = self.json_rows(keys);
         match self {
             Self::Postgres => {
-                // `table` is `name AS alias`, and `column` names the alias.
-                let alias = column.split_once('.').map_or(table, |(alias, _)| alias);
-                format!(
-                    "WITH d AS MATERIALIZED (SELECT * FROM {source}), \
-                     k AS MATERIALIZED (SELECT x.row_id, d.* FROM d CROSS JOIN LATERAL \
-                     (SELECT {alias}.ctid AS row_id FROM {table} WHERE {on} OFFSET 0) AS x) \
-                     UPDATE {table} SET {set} FROM k AS d \
-                     WHERE {alias}.ctid = ANY (ARRAY(SELECT row_id FROM k)) \
-                     AND {alias}.ctid = d.row_id AND {and_where}"
-                )
+                let (ctes, update) = pg_update(statement, "");
+                format!("WITH {ctes} {update}")
             }
             Self::MySql => format!(
                 "UPDATE {source} STRAIGHT_JOIN {table} FORCE INDEX ({index}) ON {on} \
-                 SET {set} WHERE {and_where}"
+                 SET {set} WHERE {and_where}",
+                source = self.json_rows(keys),
             ),
         }
+    }
+
+    /// PostgreSQL: the writes of a batch of verifies ([`crate::plan_rows::VerifyRows`]) but
+    /// its events, in one statement of data-modifying `WITH` queries, instead of one round
+    /// trip per table (counters, review marks, use log, fingerprints, audit entries,
+    /// anomalies). Each statement cost ticketd (sqlx) and PostgreSQL (parse, bind, executor
+    /// start, a wake-up on each side) about the same whatever its rows, and a batch averages
+    /// about ten verifies. The events follow in a statement of their own
+    /// ([`Engine::pg_write_events`]), so that the event counter, which every writer waits
+    /// for, is taken only once this statement and its triggers are done.
+    ///
+    /// The parts are [`bulk_update`] and [`bulk_insert`] of the same `BULK_*` statements the
+    /// MySQL path runs one by one, so the two cannot drift.
+    ///
+    /// Bind, in order: the counts, the reviews, the uses, the fingerprints, the audit entries,
+    /// the anomalies, each a JSON array. The one row answered is how many counters and how
+    /// many reviews changed.
+    ///
+    /// [`bulk_update`]: Engine::bulk_update
+    /// [`bulk_insert`]: Engine::bulk_insert
+    pub(crate) fn pg_write_verify() -> String {
+        let (count_ctes, count) = pg_update(&BULK_COUNT_USES, "c");
+        let (review_ctes, review) = pg_update(&BULK_MARK_REFUND_REVIEWS, "r");
+        let insert = |statement: &BulkInsert| Self::Postgres.bulk_insert(statement);
+        format!(
+            "WITH {count_ctes}, counted AS ({count} RETURNING 1), \
+             {review_ctes}, reviewed AS ({review} RETURNING 1), \
+             uses AS ({uses}), fingerprints AS ({fingerprints}), audit AS ({audit}), \
+             anomalies AS ({anomalies}) \
+             SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM reviewed)",
+            uses = insert(&BULK_INSERT_VOUCHER_USES),
+            fingerprints = insert(&BULK_INSERT_FINGERPRINTS),
+            audit = insert(&BULK_INSERT_AUDIT),
+            anomalies = insert(&BULK_INSERT_ANOMALIES),
+        )
+    }
+
+    /// PostgreSQL: [`ADVANCE_EVENT_SEQ_BY`] and [`BULK_INSERT_EVENTS`] in one statement, the
+    /// events' `seq`s taken from what the counter's update returns. No counter row, no event
+    /// written (the caller counts them). Bind the number of events, then the events.
+    pub(crate) fn pg_write_events() -> String {
+        let BulkInsert { into, select, keys } = BULK_INSERT_EVENTS_TAKEN;
+        format!(
+            "WITH {taken} AS ({ADVANCE_EVENT_SEQ_BY} RETURNING last) \
+             INSERT INTO {into} SELECT {select} FROM {source} CROSS JOIN {taken} AS taken \
+             ORDER BY d.i",
+            taken = BULK_EVENTS_SEQ,
+            source = Self::Postgres.json_rows(keys),
+        )
     }
 
     /// `INSERT INTO into SELECT select FROM <the statement's JSON rows> ORDER BY d.i`: the rows
@@ -446,6 +491,37 @@ impl Engine {
             }
         }
     }
+}
+
+/// PostgreSQL's form of [`Engine::bulk_update`], as the `WITH` queries it needs and the
+/// `UPDATE` itself, its queries named `{name}d` and `{name}k` so that several updates can
+/// share one statement ([`Engine::pg_write_verify`]). Why it reaches rows by `ctid`: see
+/// [`Engine::bulk_update`].
+fn pg_update(statement: &BulkJoin, name: &str) -> (String, String) {
+    let BulkJoin {
+        table,
+        set,
+        keys,
+        lookup: (column, _),
+        on,
+        and_where,
+        ..
+    } = *statement;
+    let source = Engine::Postgres.json_rows(keys);
+    // `table` is `name AS alias`, and `column` names the alias.
+    let alias = column.split_once('.').map_or(table, |(alias, _)| alias);
+    (
+        format!(
+            "{name}d AS MATERIALIZED (SELECT * FROM {source}), \
+             {name}k AS MATERIALIZED (SELECT x.row_id, d.* FROM {name}d AS d CROSS JOIN LATERAL \
+             (SELECT {alias}.ctid AS row_id FROM {table} WHERE {on} OFFSET 0) AS x)"
+        ),
+        format!(
+            "UPDATE {table} SET {set} FROM {name}k AS d \
+             WHERE {alias}.ctid = ANY (ARRAY(SELECT row_id FROM {name}k)) \
+             AND {alias}.ctid = d.row_id AND {and_where}"
+        ),
+    )
 }
 
 /// The key a MySQL duplicate-entry message names: `Duplicate entry 'x' for key 'name'` (MySQL
