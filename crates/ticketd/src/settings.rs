@@ -183,8 +183,10 @@ pub struct PoolArgs {
 
     /// Batches of verifies applied at once, each on its own connection (PostgreSQL,
     /// MySQL/MariaDB): verifies queued together share one transaction and one commit. More
-    /// overlap the database's round trips; fewer make bigger batches.
-    #[arg(long, env = "TICKETD_DB_BATCH_WORKERS", default_value_t = 4)]
+    /// overlap the database's round trips; fewer make bigger batches. Every batch that writes
+    /// events holds the event counter through its commit, so commits go one at a time: two
+    /// workers (one committing, one gathering and planning) are the pipeline that fits.
+    #[arg(long, env = "TICKETD_DB_BATCH_WORKERS", default_value_t = 2)]
     pub db_batch_workers: usize,
 }
 
