@@ -951,6 +951,92 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
     }
 }
 
+/// A batch whose counters' update changes fewer rows than it names (here a trigger skips the
+/// update of one order's counter, as a database disagreeing with what the batch read under
+/// its locks would) writes nothing: each verify runs again alone, the sound ones apply, and
+/// the one whose write changes no row is refused with `WriteChangedNoRow` and recorded as an
+/// anomaly, with nothing of it written. PostgreSQL writes a batch in one statement and counts
+/// the counters it changed after the fact; this checks that count. (InnoDB cannot skip a row
+/// from a trigger, and MySQL counts the rows an update matched, so there is no such
+/// disagreement to stage there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_alone() {
+    let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 6).await;
+    let store = Arc::new(store);
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let skipped = f.id(3);
+    for statement in [
+        "CREATE FUNCTION skip_counter() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RETURN NULL; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER skip_counter BEFORE UPDATE ON vouchers FOR EACH ROW \
+             WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_counter()"
+        ),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .expect("trigger");
+    }
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+
+    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
+    let queued: Vec<_> = (1..=6)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let cmd = verify_cmd(&a, f.id(i)).entry("C", 1).build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        })
+        .collect();
+    until_queued(&store, 6).await;
+
+    held.release().await.expect("the blocked verify");
+    for (i, task) in (1..=6).zip(queued) {
+        let answer = task.await.expect("join");
+        if i == 3 {
+            assert_eq!(
+                answer.err(),
+                Some(LedgerError::WriteChangedNoRow {
+                    write: "vouchers.used"
+                })
+            );
+        } else {
+            assert_eq!(answer.expect("a sound verify").applied_uses, 1, "order {i}");
+        }
+    }
+    let after = store.metrics().await.expect("metrics").batches.expect("b");
+    assert_eq!(after.failed_batches - before.failed_batches, 1, "{after:?}");
+    for i in 1..=6 {
+        let view = store
+            .order(OrderId::new(f.id(i)).expect("id"))
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(view.vouchers[0].used, i64::from(i != 3), "order {i}");
+        let applied = view.events.iter().filter(|e| e.reason == "applied").count();
+        assert_eq!(
+            applied,
+            usize::from(i != 3),
+            "order {i}: its accepted entries"
+        );
+    }
+    let anomalies = store
+        .anomalies(AnomalyFilter {
+            order_id: Some(skipped),
+            ..AnomalyFilter::default()
+        })
+        .await
+        .expect("anomalies");
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0].anomaly.detail["write"], "vouchers.used");
+}
+
 /// A batch locks only the orders it names: with another order locked elsewhere (a long
 /// transaction), a verify of a different order is answered at once — on a table small enough
 /// that the engine would rather scan it, which on InnoDB would lock every row on the way.
