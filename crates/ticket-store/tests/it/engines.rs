@@ -16,7 +16,7 @@ use ticket_ledger::{
 };
 use ticket_ledger_suite::{
     app, audit_entry, gate_time_plus, given_app, given_order, issue_cmd, order, received_at,
-    refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh,
+    refund_cmd, refund_request, resolve_cmd, reversal, verify_cmd, Fresh, VerifyCommandBuilder,
 };
 use ticket_store::scratch::ScratchDatabase;
 use ticket_store::{Engine, PoolSettings, SqlStore, SqliteStore, StoreError, Transfer};
@@ -911,30 +911,46 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
             .await
             .expect("trigger");
     }
-    let before = store.metrics().await.expect("metrics").batches.expect("b");
+    let poisoned =
+        six_in_one_batch_the_third_failing(&store, &db, &f, &a, |cmd| cmd.request_id("poison"))
+            .await;
+    assert!(
+        matches!(poisoned, Err(LedgerError::Internal(_))),
+        "{poisoned:?}"
+    );
+}
 
-    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
+/// Verifies of orders `f.id(1..=6)`, one use of code `C` each, queued behind a held worker so
+/// that they make one batch, order 3's changed by `third`: the batch fails (once), the five
+/// others apply when run alone, and order 3 is left unused. Returns order 3's answer.
+async fn six_in_one_batch_the_third_failing(
+    store: &Arc<SqlStore>,
+    db: &ScratchDatabase,
+    f: &Fresh,
+    a: &str,
+    third: impl Fn(VerifyCommandBuilder) -> VerifyCommandBuilder,
+) -> Result<ticket_ledger::VerifyOutcome, LedgerError> {
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+    let held = HeldWorker::hold(db, store, f, a, before.jobs).await;
     let queued: Vec<_> = (1..=6)
         .map(|i| {
-            let store = Arc::clone(&store);
-            let mut cmd = verify_cmd(&a, f.id(i)).entry("C", 1);
+            let store = Arc::clone(store);
+            let mut cmd = verify_cmd(a, f.id(i)).entry("C", 1);
             if i == 3 {
-                cmd = cmd.request_id("poison");
+                cmd = third(cmd);
             }
             let cmd = cmd.build();
             tokio::spawn(async move { store.verify(cmd).await })
         })
         .collect();
-    until_queued(&store, 6).await;
+    until_queued(store, 6).await;
 
     held.release().await.expect("the blocked verify");
+    let mut third_answer = None;
     for (i, task) in (1..=6).zip(queued) {
         let answer = task.await.expect("join");
         if i == 3 {
-            assert!(
-                matches!(answer, Err(LedgerError::Internal(_))),
-                "{answer:?}"
-            );
+            third_answer = Some(answer);
         } else {
             assert_eq!(answer.expect("a sound verify").applied_uses, 1, "order {i}");
         }
@@ -948,7 +964,14 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
             .expect("read")
             .expect("order");
         assert_eq!(view.vouchers[0].used, i64::from(i != 3), "order {i}");
+        let applied = view.events.iter().filter(|e| e.reason == "applied").count();
+        assert_eq!(
+            applied,
+            usize::from(i != 3),
+            "order {i}: its accepted entries"
+        );
     }
+    third_answer.expect("order 3 was answered")
 }
 
 /// A batch whose counters' update changes fewer rows than it names (here a trigger skips the
@@ -984,48 +1007,13 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
             .await
             .expect("trigger");
     }
-    let before = store.metrics().await.expect("metrics").batches.expect("b");
-
-    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
-    let queued: Vec<_> = (1..=6)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            let cmd = verify_cmd(&a, f.id(i)).entry("C", 1).build();
-            tokio::spawn(async move { store.verify(cmd).await })
+    let skipped_answer = six_in_one_batch_the_third_failing(&store, &db, &f, &a, |cmd| cmd).await;
+    assert_eq!(
+        skipped_answer.err(),
+        Some(LedgerError::WriteChangedNoRow {
+            write: "vouchers.used"
         })
-        .collect();
-    until_queued(&store, 6).await;
-
-    held.release().await.expect("the blocked verify");
-    for (i, task) in (1..=6).zip(queued) {
-        let answer = task.await.expect("join");
-        if i == 3 {
-            assert_eq!(
-                answer.err(),
-                Some(LedgerError::WriteChangedNoRow {
-                    write: "vouchers.used"
-                })
-            );
-        } else {
-            assert_eq!(answer.expect("a sound verify").applied_uses, 1, "order {i}");
-        }
-    }
-    let after = store.metrics().await.expect("metrics").batches.expect("b");
-    assert_eq!(after.failed_batches - before.failed_batches, 1, "{after:?}");
-    for i in 1..=6 {
-        let view = store
-            .order(OrderId::new(f.id(i)).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
-        assert_eq!(view.vouchers[0].used, i64::from(i != 3), "order {i}");
-        let applied = view.events.iter().filter(|e| e.reason == "applied").count();
-        assert_eq!(
-            applied,
-            usize::from(i != 3),
-            "order {i}: its accepted entries"
-        );
-    }
+    );
     let anomalies = store
         .anomalies(AnomalyFilter {
             order_id: Some(skipped),
