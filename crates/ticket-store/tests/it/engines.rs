@@ -888,9 +888,6 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
     };
     let (store, f, a) = one_worker(&db, 6).await;
     let store = Arc::new(store);
-    let mut admin = sqlx::AnyConnection::connect(db.url())
-        .await
-        .expect("connect");
     let poison = match engine {
         Engine::Postgres => vec![
             "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -905,31 +902,38 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
              SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned'; END IF; END",
         ],
     };
-    for statement in poison {
-        sqlx::raw_sql(statement)
-            .execute(&mut admin)
-            .await
-            .expect("trigger");
-    }
-    let poisoned =
-        six_in_one_batch_the_third_failing(&store, &db, &f, &a, |cmd| cmd.request_id("poison"))
-            .await;
+    let poison: Vec<String> = poison.into_iter().map(str::to_owned).collect();
+    let poisoned = six_in_one_batch_the_third_failing(&store, &db, &poison, &f, &a, |cmd| {
+        cmd.request_id("poison")
+    })
+    .await;
     assert!(
         matches!(poisoned, Err(LedgerError::Internal(_))),
         "{poisoned:?}"
     );
 }
 
-/// Verifies of orders `f.id(1..=6)`, one use of code `C` each, queued behind a held worker so
-/// that they make one batch, order 3's changed by `third`: the batch fails (once), the five
-/// others apply when run alone, and order 3 is left unused. Returns order 3's answer.
+/// Runs `setup` on a connection of its own, then verifies of orders `f.id(1..=6)`, one use of
+/// code `C` each, queued behind a held worker so that they make one batch, order 3's changed
+/// by `third`: the batch fails (once), the five others apply when run alone, and order 3 is
+/// left unused. Returns order 3's answer.
 async fn six_in_one_batch_the_third_failing(
     store: &Arc<SqlStore>,
     db: &ScratchDatabase,
+    setup: &[String],
     f: &Fresh,
     a: &str,
     third: impl Fn(VerifyCommandBuilder) -> VerifyCommandBuilder,
 ) -> Result<ticket_ledger::VerifyOutcome, LedgerError> {
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    for statement in setup {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str()))
+            .execute(&mut admin)
+            .await
+            .expect("setup");
+    }
     let before = store.metrics().await.expect("metrics").batches.expect("b");
     let held = HeldWorker::hold(db, store, f, a, before.jobs).await;
     let queued: Vec<_> = (1..=6)
@@ -989,11 +993,8 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
     };
     let (store, f, a) = one_worker(&db, 6).await;
     let store = Arc::new(store);
-    let mut admin = sqlx::AnyConnection::connect(db.url())
-        .await
-        .expect("connect");
     let skipped = f.id(3);
-    for statement in [
+    let skip = [
         "CREATE FUNCTION skip_counter() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RETURN NULL; END $$"
             .to_owned(),
@@ -1001,13 +1002,9 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
             "CREATE TRIGGER skip_counter BEFORE UPDATE ON vouchers FOR EACH ROW \
              WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_counter()"
         ),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut admin)
-            .await
-            .expect("trigger");
-    }
-    let skipped_answer = six_in_one_batch_the_third_failing(&store, &db, &f, &a, |cmd| cmd).await;
+    ];
+    let skipped_answer =
+        six_in_one_batch_the_third_failing(&store, &db, &skip, &f, &a, |cmd| cmd).await;
     assert_eq!(
         skipped_answer.err(),
         Some(LedgerError::WriteChangedNoRow {
