@@ -7,7 +7,7 @@
 //! - `SQLITE_*`: SQLite only;
 //! - `LOCK_*` and `SERVER_*`: PostgreSQL and MySQL/MariaDB only (`SELECT … FOR UPDATE`, and
 //!   what a write shared by several processes must look up again);
-//! - `BULK_*`: the group commit's statements over one JSON parameter ([`Bulk`]); their text
+//! - `BULK_*`: the group commit's statements over one JSON parameter ([`BulkByIds`], [`BulkInsert`], [`BulkJoin`]); their text
 //!   per engine is built by `Engine::bulk_*`.
 //!
 //! A statement that writes one row of [`crate::plan_rows`] is that row type's
@@ -711,8 +711,8 @@ macro_rules! events_seq {
 /// See [`events_seq`].
 pub(crate) const BULK_EVENTS_SEQ: &str = events_seq!();
 /// [`BULK_INSERT_EVENTS`] with the `seq`s taken in the same statement, which cannot see its
-/// own update of the counter row: from what that update returns, joined so that no counter
-/// row means no event.
+/// own update of the counter row: from what that update returns (joined as `taken` by
+/// `Engine::pg_write_events`), so that no counter row means no event.
 pub(crate) const BULK_INSERT_EVENTS_TAKEN: BulkInsert = BulkInsert {
     into: "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)",
     select: concat!(

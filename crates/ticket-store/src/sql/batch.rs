@@ -16,7 +16,7 @@
 //!    code of every order), the refund requests and the fingerprints the batch could replay —
 //!    four statements whatever the batch's size (five when a legacy report without a code
 //!    makes its order be read whole);
-//! 2. plan each verify with the domain's rules ([`plan_verify`]) in arrival order, on snapshots
+//! 2. plan each verify with the domain's rules ([`plan_verify`](ticket_ledger::plan_verify)) in arrival order, on snapshots
 //!    that earlier verifies of the batch have already updated, exactly as if they had run one
 //!    after another. A refused verify contributes nothing but the anomaly its refusal raises;
 //! 3. write every accepted plan in bulk — counters (still the conditional

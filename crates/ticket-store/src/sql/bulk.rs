@@ -402,8 +402,9 @@ pub(crate) fn mark(rows: &VerifyRows) -> Option<Mark> {
     })
 }
 
-/// Step 3: the rows of every plan of the batch: on PostgreSQL in one statement
-/// ([`Engine::pg_write_verify`]), on MySQL one statement per table that has rows.
+/// Step 3: the rows of every plan of the batch: on PostgreSQL in one statement and its
+/// events in a second ([`Engine::pg_write_verify`], [`Engine::pg_write_events`]), on MySQL one
+/// statement per table that has rows.
 pub(crate) async fn write_verify(
     conn: &mut AnyConnection,
     e: Engine,
@@ -415,13 +416,14 @@ pub(crate) async fn write_verify(
     }
 }
 
-/// [`Engine::pg_write_verify`] and [`Engine::pg_write_events`], numbered for PostgreSQL once.
+/// [`Engine::pg_write_verify`], numbered for PostgreSQL once.
 static PG_WRITE_VERIFY: LazyLock<String> = LazyLock::new(|| {
     Engine::Postgres
         .sql(Engine::pg_write_verify())
         .0
         .into_owned()
 });
+/// [`Engine::pg_write_events`], numbered for PostgreSQL once.
 static PG_WRITE_EVENTS: LazyLock<String> = LazyLock::new(|| {
     Engine::Postgres
         .sql(Engine::pg_write_events())
@@ -586,7 +588,7 @@ async fn write_events(
     }
     let n = batch.len();
     let taken = q(e, ADVANCE_EVENT_SEQ_BY)
-        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(count(n))
         .execute(&mut *conn)
         .await
         .during("taking the batch's event seqs")?

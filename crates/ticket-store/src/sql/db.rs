@@ -69,7 +69,7 @@ pub(crate) struct Db {
     pub(crate) engine: Engine,
     pub(crate) pool: AnyPool,
     pub(crate) max_attempts: u32,
-    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`]).
+    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`](super::outcome)).
     pub(crate) connector: Connector,
 }
 

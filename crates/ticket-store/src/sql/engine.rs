@@ -281,6 +281,8 @@ impl Engine {
     /// PostgreSQL: [`ADVANCE_EVENT_SEQ_BY`] and [`BULK_INSERT_EVENTS`] in one statement, the
     /// events' `seq`s taken from what the counter's update returns. No counter row, no event
     /// written (the caller counts them). Bind the number of events, then the events.
+    ///
+    /// [`BULK_INSERT_EVENTS`]: crate::statements::BULK_INSERT_EVENTS
     pub(crate) fn pg_write_events() -> String {
         let BulkInsert { into, select, keys } = BULK_INSERT_EVENTS_TAKEN;
         format!(
@@ -582,6 +584,20 @@ mod tests {
         assert_eq!(
             Engine::Postgres.sql(sql).0,
             "UPDATE v SET used = used + $1 WHERE id = $2 AND used + $3 <= capacity"
+        );
+    }
+
+    /// The bind order the callers follow (`bulk::write_verify_at_once`): six JSON arrays, then
+    /// the number of events and the events.
+    #[test]
+    fn the_postgres_batch_writes_take_six_and_two_parameters() {
+        let placeholders = |sql: String| sql.matches('?').count();
+        assert_eq!(placeholders(Engine::pg_write_verify()), 6);
+        assert_eq!(placeholders(Engine::pg_write_events()), 2);
+        let numbered = Engine::Postgres.sql(Engine::pg_write_verify()).0;
+        assert!(
+            numbered.contains("$6") && !numbered.contains("$7"),
+            "{numbered}"
         );
     }
 

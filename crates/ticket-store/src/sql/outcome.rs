@@ -22,7 +22,7 @@
 //! found: nothing was written, and the caller gets what any failed write gets
 //! (`LedgerError::Unavailable`, retryable). A lookup that fails (the server is still away, a
 //! lock is still held) is tried again, for at most [`RESOLVE_BOUND`] in all. Still unknown
-//! after that, the caller gets [`LedgerError::OutcomeUnknown`], which the SDKs do not retry,
+//! after that, the caller gets [`LedgerError::OutcomeUnknown`](ticket_ledger::LedgerError::OutcomeUnknown), which the SDKs do not retry,
 //! and a `commit_outcome_unknown` anomaly naming each request is recorded in the background as
 //! soon as the database answers again, with what it then shows (`"landed"`).
 //!
