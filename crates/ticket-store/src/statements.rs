@@ -678,16 +678,36 @@ pub(crate) const INSERT_ANOMALY_EVENT: &str = concat!(
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";
+/// The columns a batch's events fill.
+const BATCH_EVENTS_INTO: &str =
+    "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)";
+/// The select list of a batch's events (JSON rows `d`), each `seq` counted back from `$last`,
+/// the last `seq` the batch took.
+macro_rules! batch_events_select {
+    ($last:literal) => {
+        concat!(
+            $last,
+            " - d.back, d.event_type, d.order_id, d.at_ms, d.data, \
+             CASE WHEN d.anomaly_request IS NULL THEN NULL ELSE ",
+            anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
+            " END"
+        )
+    };
+}
 /// [`INSERT_EVENT`] for a batch whose `seq`s were taken by [`ADVANCE_EVENT_SEQ_BY`]: each row
 /// says how far before the last `seq` it is (`back`).
 pub(crate) const BULK_INSERT_EVENTS: BulkInsert = BulkInsert {
-    into: "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)",
-    select: concat!(
-        "(SELECT last FROM ledger_event_seq WHERE id = 1) - d.back, d.event_type, \
-         d.order_id, d.at_ms, d.data, CASE WHEN d.anomaly_request IS NULL THEN NULL ELSE ",
-        anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
-        " END"
-    ),
+    into: BATCH_EVENTS_INTO,
+    select: batch_events_select!("(SELECT last FROM ledger_event_seq WHERE id = 1)"),
+    keys: EVENT_KEYS,
+};
+/// [`BULK_INSERT_EVENTS`] with the `seq`s taken in the same statement, which cannot see its
+/// own update of the counter row: the `seq`s count back from what that update returns, a
+/// `WITH` query named `taken` (`Engine::pg_write_events`) joined to every event, so that no
+/// counter row means no event.
+pub(crate) const BULK_INSERT_EVENTS_TAKEN: BulkInsert = BulkInsert {
+    into: BATCH_EVENTS_INTO,
+    select: batch_events_select!("taken.last"),
     keys: EVENT_KEYS,
 };
 /// The keys of a batch's events (`bulk::BatchEvent`).
@@ -701,28 +721,6 @@ const EVENT_KEYS: JsonKeys = &[
     ("anomaly_request", JsonType::Key),
     ("anomaly_kind", JsonType::Key),
 ];
-/// The name of the `WITH` query taking the event `seq`s in `Engine::pg_write_events`
-/// ([`ADVANCE_EVENT_SEQ_BY`] returning `last`).
-macro_rules! events_seq {
-    () => {
-        "event_seq_taken"
-    };
-}
-/// See [`events_seq`].
-pub(crate) const BULK_EVENTS_SEQ: &str = events_seq!();
-/// [`BULK_INSERT_EVENTS`] with the `seq`s taken in the same statement, which cannot see its
-/// own update of the counter row: from what that update returns (joined as `taken` by
-/// `Engine::pg_write_events`), so that no counter row means no event.
-pub(crate) const BULK_INSERT_EVENTS_TAKEN: BulkInsert = BulkInsert {
-    into: "ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id)",
-    select: concat!(
-        "taken.last - d.back, d.event_type, d.order_id, d.at_ms, d.data, \
-         CASE WHEN d.anomaly_request IS NULL THEN NULL ELSE ",
-        anomaly_of_request!("d.anomaly_request", "d.anomaly_kind"),
-        " END"
-    ),
-    keys: EVENT_KEYS,
-};
 /// A page of the feed (bind after, limit).
 pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, data, \
      anomaly_id FROM ledger_events WHERE seq > ? ORDER BY seq LIMIT ?";

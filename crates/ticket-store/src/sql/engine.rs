@@ -25,8 +25,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::statements::{
     BulkByIds, BulkInsert, BulkJoin, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
-    BULK_EVENTS_SEQ, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN,
-    BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES, BULK_MARK_REFUND_REVIEWS,
+    BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN, BULK_INSERT_FINGERPRINTS,
+    BULK_INSERT_VOUCHER_USES, BULK_MARK_REFUND_REVIEWS,
 };
 use crate::StoreError;
 
@@ -286,10 +286,8 @@ impl Engine {
     pub(crate) fn pg_write_events() -> String {
         let BulkInsert { into, select, keys } = BULK_INSERT_EVENTS_TAKEN;
         format!(
-            "WITH {taken} AS ({ADVANCE_EVENT_SEQ_BY} RETURNING last) \
-             INSERT INTO {into} SELECT {select} FROM {source} CROSS JOIN {taken} AS taken \
-             ORDER BY d.i",
-            taken = BULK_EVENTS_SEQ,
+            "WITH taken AS ({ADVANCE_EVENT_SEQ_BY} RETURNING last) \
+             INSERT INTO {into} SELECT {select} FROM {source} CROSS JOIN taken ORDER BY d.i",
             source = Self::Postgres.json_rows(keys),
         )
     }
