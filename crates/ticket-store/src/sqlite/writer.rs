@@ -155,6 +155,17 @@ enum Message {
     Close,
 }
 
+impl Message {
+    /// Puts a job into `batch`; a `Close` closes `queue`, which then yields only what was
+    /// queued before it.
+    fn take(self, queue: &mut mpsc::Receiver<Message>, batch: &mut Vec<Box<dyn Job>>) {
+        match self {
+            Self::Job(job) => batch.push(job),
+            Self::Close => queue.close(),
+        }
+    }
+}
+
 /// How the writer makes its commits durable: the WAL the syncer fsyncs, and the connection
 /// the checkpointer copies pages with (`None` for an in-memory database, which has no file to
 /// copy into).
@@ -344,10 +355,7 @@ fn run(
     while let Some(first) = queue.blocking_recv() {
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            match message {
-                Message::Job(job) => batch.push(job),
-                Message::Close => queue.close(),
-            }
+            message.take(&mut queue, &mut batch);
             if batch.len() < MAX_BATCH {
                 next = queue.try_recv().ok();
             }
@@ -457,8 +465,7 @@ impl Linger {
                 && std::time::Instant::now() < until
             {
                 match queue.try_recv() {
-                    Ok(Message::Job(job)) => batch.push(job),
-                    Ok(Message::Close) => queue.close(),
+                    Ok(message) => message.take(queue, batch),
                     Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Self::POLL),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
