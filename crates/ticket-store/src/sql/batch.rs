@@ -26,7 +26,7 @@
 //!    statement for them all and one for the events (`Engine::pg_write_verify`), then commit
 //!    once. Only then is any verify of the batch answered.
 //!
-//! A batch is about ten round trips (seven on PostgreSQL) for up to [`MAX_BATCH`] verifies
+//! A batch is about a dozen round trips (eight on PostgreSQL) for up to [`MAX_BATCH`] verifies
 //! instead of ten each, and one durable commit instead of one each. A batch the engine asks to
 //! retry (deadlock, serialization failure, lock timeout) runs again from the start, with fresh
 //! reads. A batch that fails otherwise is not answered with its failure: each of its verifies

@@ -89,8 +89,9 @@ pub struct PoolSettings {
     /// make bigger batches. The default is 2: a batch that writes events holds the event
     /// counter's row through its commit, so commits go one at a time whatever the number of
     /// workers, and a third or fourth worker only waits for that row with a smaller batch
-    /// (2,000 × 10 and 60 × 500 bench shapes, PostgreSQL and MariaDB: 2 workers 5–15 % faster
-    /// than 4, 8 workers 25–30 % slower; docs/PERFORMANCE.md).
+    /// (2,000 × 10 and 60 × 500 bench shapes on 2 cores: 4 workers 3–9 % slower than 2 on
+    /// average, PostgreSQL and MariaDB; 8 workers 29–41 % slower on PostgreSQL;
+    /// docs/PERFORMANCE.md).
     pub batch_workers: usize,
 }
 
