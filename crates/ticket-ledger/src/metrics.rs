@@ -44,4 +44,6 @@ pub struct BatchStats {
     /// Folds of the lookups keyed by order, on a store that builds them in bulk (SQLite's
     /// `fold`); 0 on one that keeps them as indexes.
     pub folds: u64,
+    /// Uses added to the stored counters from the use log (SQLite, whose counters are folded).
+    pub counted_uses: u64,
 }

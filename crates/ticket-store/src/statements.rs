@@ -782,6 +782,31 @@ pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
 pub(crate) const SQLITE_FOLD_ADVANCE_AUDIT: &str =
     "UPDATE ledger_fold SET audit_seq = ? WHERE id = 1 AND audit_seq = ?";
 
+// The counters (`sqlite::fold::count`): `counted_vouchers.used` holds the uses up to
+// `ledger_fold.counted_use_id`; the view `vouchers` adds the rest (migration 0011).
+
+/// How far the counters go, and the newest use: `(counted_use_id, max(id))`.
+pub(crate) const SQLITE_COUNT_MARKS: &str = "SELECT counted_use_id, \
+     (SELECT coalesce(max(id), 0) FROM voucher_uses) FROM ledger_fold WHERE id = 1";
+/// The uses past the counters' mark, oldest first (bind the mark, the most to read): what
+/// remains of each (`quantity - reversed`) is what it adds to its counter.
+pub(crate) const SQLITE_UNCOUNTED_USES: &str = "SELECT id, order_id, confirm_code, \
+     quantity - reversed FROM voucher_uses WHERE id > ? ORDER BY id LIMIT ?";
+/// Adds folded uses to one counter, only while they fit its capacity (bind the uses, the
+/// order, the code, the uses): it must change one row.
+pub(crate) const SQLITE_COUNT_FOLDED_USES: &str = "UPDATE counted_vouchers SET used = used + ? \
+     WHERE order_id = ? AND confirm_code = ? AND used + ? <= capacity";
+/// Moves the counters' mark (bind the new mark, the old: it must change one row).
+pub(crate) const SQLITE_ADVANCE_COUNTED: &str =
+    "UPDATE ledger_fold SET counted_use_id = ? WHERE id = 1 AND counted_use_id = ?";
+/// After an import: the imported counts include every imported use.
+pub(crate) const SQLITE_COUNTED_AFTER_IMPORT: &str = "UPDATE ledger_fold \
+     SET counted_use_id = (SELECT coalesce(max(id), 0) FROM voucher_uses) WHERE id = 1";
+/// [`REVERSE_USES`] on SQLite, where the count is stored in `counted_vouchers` (a reversal
+/// counts every logged use first, so the stored count is the whole count).
+pub(crate) const SQLITE_REVERSE_USES: &str = "UPDATE counted_vouchers SET used = used - ? \
+     WHERE order_id = ? AND confirm_code = ? AND used - ? >= 0";
+
 // A staged fold (`sqlite::fold::Staged`): the same rows, read once in key order and copied a
 // slice per transaction, so that no transaction holds the writer for long.
 

@@ -134,6 +134,7 @@ impl Batcher {
             syncs: commits,
             queued: c.queued.load(Ordering::Relaxed),
             folds: 0,
+            counted_uses: 0,
         }
     }
 

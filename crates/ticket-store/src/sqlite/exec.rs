@@ -31,11 +31,14 @@ impl ToSql for Param<'_> {
 pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<(), LedgerError> {
     let mut prepared: Option<(&'static str, CachedStatement<'_>)> = None;
     for step in rows.steps() {
+        let Some(sql) = on_sqlite(step.sql) else {
+            continue;
+        };
         let statement = match &mut prepared {
-            Some((sql, statement)) if *sql == step.sql => statement,
+            Some((prepared, statement)) if *prepared == sql => statement,
             _ => {
-                let statement = conn.prepare_cached(step.sql).during(step.during)?;
-                &mut prepared.insert((step.sql, statement)).1
+                let statement = conn.prepare_cached(sql).during(step.during)?;
+                &mut prepared.insert((sql, statement)).1
             }
         };
         let changed = statement.execute(rusqlite::params_from_iter(&step.params));
@@ -50,8 +53,8 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
             (Err(e), Check::NewOrder) => return Err(order_refusal(&e)),
             (Err(e), _) => return Err(ledger_error(step.during, &e)),
         };
-        // The single writer already serialises verifies, so the plan's snapshot is current;
-        // a count's condition is defence in depth should that ever stop being true.
+        // A count that changes no row (a reversal's: SQLite writes no verify count) means
+        // the database disagrees with the plan's snapshot.
         if let Some(miss) = step.check.changed(changed)? {
             let now = conn
                 .prepare_cached(statements::SELECT_VOUCHER_COUNT)
@@ -65,6 +68,26 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The statement SQLite runs for one of the shared plan statements, or `None` when SQLite
+/// does not write it. SQLite's counters are folded from the use log (migration 0011,
+/// `fold::count_uses`), so:
+///
+/// - a verify's count ([`statements::COUNT_USES`]) is not written: its uses, appended with it,
+///   are the count. What keeps a code within its capacity is the plan, checked against the
+///   single writer's snapshot inside the same transaction; the fold checks it again when it
+///   adds the uses to the stored counter.
+/// - a reversal's count changes the stored counter (`counted_vouchers`; `vouchers` is the view
+///   that adds the uses not folded yet), after the reversal counted every logged use.
+fn on_sqlite(sql: &'static str) -> Option<&'static str> {
+    if sql == statements::COUNT_USES {
+        None
+    } else if sql == statements::REVERSE_USES {
+        Some(statements::SQLITE_REVERSE_USES)
+    } else {
+        Some(sql)
+    }
 }
 
 /// The refusal an order's insert stands for. `orders` has one foreign key (its app) and two

@@ -656,3 +656,97 @@ fn in_transaction(
     }
     result
 }
+
+/// Uses the writer adds to the counters per transaction ([`count_uses`]). A slice's uses are
+/// summed per voucher and added in key order, so a counter page takes every use of the slice
+/// that falls on it: with 10,000 codes (≈ 150 pages), a slice of 1,024 single-voucher verifies
+/// writes ≈ 150 pages where the verifies themselves wrote one each.
+pub(crate) const COUNT_SLICE: i64 = 1_024;
+
+/// How far the counters go and the newest use: `(counted_use_id, max(voucher_uses.id))`.
+pub(crate) fn count_marks(conn: &Connection) -> Result<(i64, i64), LedgerError> {
+    conn.prepare_cached(statements::SQLITE_COUNT_MARKS)
+        .during("preparing the counters' mark")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .during("reading the counters' mark")
+}
+
+/// Adds up to `limit` uses past `ledger_fold.counted_use_id` to `counted_vouchers` and moves
+/// the mark past them, inside the caller's write transaction; returns the uses counted.
+///
+/// Each counter changes only while it stays within its capacity, and must change one row: a
+/// use the verify's plan accepted always fits, so a miss means the file disagrees with the
+/// log (a write from outside the store). The caller's transaction then rolls back, leaving the
+/// uses past the mark, where every reader still counts them.
+pub(crate) fn count_uses(conn: &Connection, limit: i64) -> Result<u64, LedgerError> {
+    let (mark, _) = count_marks(conn)?;
+    let during = "reading uses to count";
+    let mut sums: std::collections::BTreeMap<(i64, String), i64> = Default::default();
+    let mut last = mark;
+    let mut read = 0_u64;
+    let mut stmt = conn
+        .prepare_cached(statements::SQLITE_UNCOUNTED_USES)
+        .during(during)?;
+    let mut rows = stmt.query(params![mark, limit]).during(during)?;
+    while let Some(row) = rows.next().during(during)? {
+        let (id, order, code, left): (i64, i64, String, i64) = (
+            row.get(0).during(during)?,
+            row.get(1).during(during)?,
+            row.get(2).during(during)?,
+            row.get(3).during(during)?,
+        );
+        let sum = sums.entry((order, code)).or_insert(0);
+        *sum = sum
+            .checked_add(left)
+            .ok_or_else(|| LedgerError::Internal("a counter's folded uses overflow".into()))?;
+        last = id;
+        read += 1;
+    }
+    drop(rows);
+    if read == 0 {
+        return Ok(0);
+    }
+    let mut add = conn
+        .prepare_cached(statements::SQLITE_COUNT_FOLDED_USES)
+        .during("preparing the counter update")?;
+    for ((order, code), uses) in &sums {
+        // Uses wholly reversed before they were counted add nothing.
+        if *uses == 0 {
+            continue;
+        }
+        let changed = add
+            .execute(params![uses, order, code, uses])
+            .during("counting folded uses")?;
+        crate::rows::one_row(count(changed), crate::rows::WRITE_VOUCHER_USED)?;
+    }
+    let advanced = conn
+        .prepare_cached(statements::SQLITE_ADVANCE_COUNTED)
+        .during("preparing the counters' mark")?
+        .execute(params![last, mark])
+        .during("moving the counters' mark")?;
+    crate::rows::one_row(count(advanced), "ledger_fold.counted_use_id")?;
+    Ok(read)
+}
+
+/// Counts every use past the mark, inside the caller's write transaction (a reversal, which
+/// changes a stored count; the store when it opens).
+pub(crate) fn count_all(conn: &Connection) -> Result<u64, LedgerError> {
+    let mut total = 0_u64;
+    loop {
+        let counted = count_uses(conn, COUNT_SLICE)?;
+        total = total.saturating_add(counted);
+        if counted < u64::try_from(COUNT_SLICE).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
+/// [`count_uses`] in a transaction of its own (the writer between batches).
+pub(crate) fn count_slice(conn: &Connection, limit: i64) -> Result<u64, LedgerError> {
+    let mut counted = 0;
+    in_transaction(conn, "counting uses", || {
+        counted = count_uses(conn, limit)?;
+        Ok(())
+    })?;
+    Ok(counted)
+}

@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "order_list",
         sql: include_str!("../../migrations/sqlite/0010_order_list.sql"),
     },
+    Migration {
+        version: 11,
+        name: "counted_uses",
+        sql: include_str!("../../migrations/sqlite/0011_counted_uses.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

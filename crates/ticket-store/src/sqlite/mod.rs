@@ -163,6 +163,18 @@ impl SqliteStore {
                 source: Box::new(e),
             }
         })?;
+        // And the uses it did not add to the counters. A failure is logged, not fatal: the
+        // uses stay past the mark, where every reader counts them.
+        loop {
+            match fold::count_slice(&conn, fold::COUNT_SLICE) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "counting the logged uses failed");
+                    break;
+                }
+            }
+        }
         // The write connection opened the database in WAL mode, so the log exists; it stays
         // open (and the file in place) as long as that connection lives.
         let mut wal = SyncedFile::wal(path).map_err(|e| StoreError::io(path, e))?;
@@ -488,6 +500,7 @@ impl LedgerStore for SqliteStore {
             syncs: w.syncs,
             queued: self.writer.queued() as u64,
             folds: w.folds,
+            counted_uses: w.counted_uses,
         });
         Ok(totals)
     }

@@ -283,6 +283,8 @@ pub(crate) fn refund_keeping_anomaly(
 
 /// Gives uses back; returns the code's count after.
 pub(crate) fn reverse(conn: &Connection, cmd: &ReversalCommand) -> Result<i64, LedgerError> {
+    // The stored count is changed below: it must hold every logged use first.
+    fold::count_all(conn)?;
     let snapshot = snapshot_by_id(conn, cmd.order_id)?;
     let uses = queries::reversible_uses(conn, cmd)?;
     let plan = plan_reversal(&snapshot, &uses, cmd)?;

@@ -86,6 +86,8 @@ impl Transfer for SqliteStore {
                 }
                 conn.execute(crate::transfer::AFTER_IMPORT_EVENTS, [])
                     .during("moving the event counter past the imported events")?;
+                conn.execute(crate::statements::SQLITE_COUNTED_AFTER_IMPORT, [])
+                    .during("marking the imported uses counted")?;
                 Ok(Ok(()))
             })
             .await??;

@@ -260,7 +260,18 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 10);
+    assert_eq!(store.schema_version(), 11);
+    let (counted, logged): (i64, i64) = raw
+        .query_row(
+            "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the counters' mark");
+    assert_eq!(
+        counted, logged,
+        "every use the old schema counted is counted by the stored counters"
+    );
     let gone: i64 = raw
         .query_row(
             "SELECT count(*) FROM sqlite_schema \

@@ -148,6 +148,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     b.folds as f64,
                 ));
                 extra.push(gauge(
+                    "ticketd_store_counted_uses_total",
+                    "Uses added to the stored counters from the use log (SQLite).",
+                    b.counted_uses as f64,
+                ));
+                extra.push(gauge(
                     "ticketd_store_queued_writes",
                     "Writes waiting for a batch.",
                     b.queued as f64,
