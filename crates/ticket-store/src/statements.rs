@@ -675,6 +675,36 @@ pub(crate) const INSERT_ANOMALY_EVENT: &str = concat!(
     anomaly_of_request!("?", "?"),
     " FROM ledger_event_seq WHERE id = 1"
 );
+/// An audit entry's event data as `NewEvent::entry_data_json` writes it, rebuilt in SQL from
+/// the entry `a` (the same expression as the view `ledger_events` of SQLite's migration 0012).
+macro_rules! sqlite_entry_event_data {
+    () => {
+        "'{\"request_id\":' || json_quote(a.request_id) \
+         || ',\"app_key\":' || json_quote(a.app_key) \
+         || ',\"order_id\":' || coalesce(a.order_id, 'null') \
+         || ',\"reason\":' || json_quote(a.reason) \
+         || ',\"detail\":' || a.detail || '}'"
+    };
+}
+/// [`INSERT_EVENT`] on SQLite (the same parameters), into `event_rows` (migration 0012): when
+/// one of the newest entries rebuilds the event's data byte for byte, the event names that
+/// entry instead of storing the data again; otherwise it stores the data. Either way the view
+/// `ledger_events` reads exactly the data bound.
+pub(crate) const SQLITE_INSERT_EVENT: &str = concat!(
+    "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
+     SELECT s.last, ?1, ?2, ?3, CASE WHEN m.seq IS NULL THEN ?4 END, m.seq \
+     FROM ledger_event_seq AS s LEFT JOIN (SELECT a.seq FROM audit_log AS a \
+     WHERE a.seq > (SELECT max(seq) FROM audit_log) - 16 AND ",
+    sqlite_entry_event_data!(),
+    " = ?4 ORDER BY a.seq DESC LIMIT 1) AS m ON 1 WHERE s.id = 1"
+);
+/// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored).
+pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = concat!(
+    "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, anomaly_id) \
+     SELECT last, ?, ?, ?, ?, ",
+    anomaly_of_request!("?", "?"),
+    " FROM ledger_event_seq WHERE id = 1"
+);
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";

@@ -80,11 +80,18 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
 ///   adds the uses to the stored counter.
 /// - a reversal's count changes the stored counter (`counted_vouchers`; `vouchers` is the view
 ///   that adds the uses not folded yet), after the reversal counted every logged use.
+/// - events are written into `event_rows` (`ledger_events` is the view that rebuilds an
+///   entry's event from the entry, migration 0012), by reference to their entry when it
+///   rebuilds their data exactly.
 fn on_sqlite(sql: &'static str) -> Option<&'static str> {
     if sql == statements::COUNT_USES {
         None
     } else if sql == statements::REVERSE_USES {
         Some(statements::SQLITE_REVERSE_USES)
+    } else if sql == statements::INSERT_EVENT {
+        Some(statements::SQLITE_INSERT_EVENT)
+    } else if sql == statements::INSERT_ANOMALY_EVENT {
+        Some(statements::SQLITE_INSERT_ANOMALY_EVENT)
     } else {
         Some(sql)
     }

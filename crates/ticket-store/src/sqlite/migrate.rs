@@ -78,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "counted_uses",
         sql: include_str!("../../migrations/sqlite/0011_counted_uses.sql"),
     },
+    Migration {
+        version: 12,
+        name: "event_entries",
+        sql: include_str!("../../migrations/sqlite/0012_event_entries.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

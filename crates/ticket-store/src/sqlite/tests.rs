@@ -348,7 +348,7 @@ async fn a_write_that_changes_no_row_is_undone_recorded_and_leaves_no_stale_snap
     .await;
     behind_the_snapshots(
         &store,
-        "CREATE TRIGGER skip_events BEFORE INSERT ON ledger_events \
+        "CREATE TRIGGER skip_events BEFORE INSERT ON event_rows \
          WHEN NEW.event_type = 'ticketd.voucher.used' BEGIN SELECT RAISE(IGNORE); END",
     )
     .await;
@@ -553,4 +553,87 @@ async fn uses_are_added_to_the_stored_counters_and_a_counter_that_does_not_fit_s
     let (stored, mark, newest) = counted(dir.path());
     assert_eq!((stored, mark), (5, newest), "counted when the store opened");
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrys_event_names_its_entry_and_reads_back_as_the_data_it_would_have_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+    let plain = verify(1, "CODE-A", 1, 1);
+    let mut odd = verify(1, "CODE-A", 1, 2);
+    // Everything JSON escapes, and what it need not.
+    odd.meta.request_id = "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀".into();
+    for cmd in [plain, odd] {
+        store.verify(cmd).await.expect("verify");
+    }
+    let view = store
+        .order(OrderId::new(1).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    let page = store.events(0, 100).await.expect("events");
+    let used: Vec<_> = page
+        .events
+        .iter()
+        .filter(|e| e.kind == "ticketd.voucher.used")
+        .collect();
+    assert_eq!(used.len(), 2);
+    for (event, request_id) in used
+        .iter()
+        .zip(["verify-1-1", "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀"])
+    {
+        let entry = view
+            .events
+            .iter()
+            .find(|e| e.request_id == request_id)
+            .expect("the verify's entry");
+        assert_eq!(
+            event.data.get(),
+            ticket_ledger::NewEvent::entry_data_json(entry, &entry.detail.to_string()),
+            "the event reads as the data it would have stored, byte for byte"
+        );
+    }
+    let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    let by_reference: i64 = shell
+        .query_row(
+            "SELECT count(*) FROM event_rows \
+             WHERE event_type = 'ticketd.voucher.used' AND data IS NULL AND audit_seq IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("event rows");
+    assert_eq!(
+        by_reference, 2,
+        "both events name their entries instead of copying them"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_entry_rebuilds_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+    store.close().await;
+    drop(store);
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    conn.execute("UPDATE ledger_event_seq SET last = last + 1", [])
+        .expect("seq");
+    let data = r#"{"request_id":"not-an-entry","detail":{}}"#;
+    let written = conn
+        .execute(
+            crate::statements::SQLITE_INSERT_EVENT,
+            rusqlite::params!["ticketd.voucher.used", 1, 0, data],
+        )
+        .expect("insert");
+    assert_eq!(written, 1);
+    let (stored, entry, read): (Option<String>, Option<i64>, String) = conn
+        .query_row(
+            "SELECT r.data, r.audit_seq, e.data FROM event_rows r JOIN ledger_events e USING (seq) \
+             WHERE r.seq = (SELECT last FROM ledger_event_seq)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the event");
+    assert_eq!((stored.as_deref(), entry), (Some(data), None));
+    assert_eq!(read, data);
 }

@@ -112,13 +112,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (8, "event_anomaly_id".to_owned()),
             (9, "event_relay".to_owned()),
             (10, "order_list".to_owned()),
-            (11, "counted_uses".to_owned())
+            (11, "counted_uses".to_owned()),
+            (12, "event_entries".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 11);
+    assert_eq!(version, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,7 +260,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 11);
+    assert_eq!(store.schema_version(), 12);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -637,5 +637,108 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
             OutcomeKind::Replayed
         );
     }
+    store.close().await;
+}
+
+/// `tests/fixtures/ledger-schema-10.db` was written by `ticketd` at commit b092d37 (schema
+/// version 10, the last before the counters were folded and events named their entries):
+/// `ticketd bench --spawn process --data-dir DIR --orders 3 --vouchers-per-order 4 --capacity
+/// 50 --requests 120 --warmup 0s --concurrency 4`, then checkpointed and vacuumed. 3 orders,
+/// 12 codes, 120 uses, 126 events, each with its data stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_count_and_event() {
+    let (_dir, path) = temp_path();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ledger-schema-10.db"
+        ),
+        &path,
+    )
+    .expect("copy the fixture");
+    type EventRow = (i64, String, Option<i64>, i64, String, Option<i64>);
+    let (app, used_before, events_before) = {
+        let raw = Connection::open(&path).expect("raw");
+        let app: String = raw
+            .query_row("SELECT app_key FROM apps", [], |r| r.get(0))
+            .expect("app");
+        let used: BTreeMap<(i64, String), i64> = raw
+            .prepare("SELECT order_id, confirm_code, used FROM vouchers")
+            .expect("vouchers")
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .expect("vouchers")
+            .collect::<Result<_, _>>()
+            .expect("vouchers");
+        let events: Vec<EventRow> = raw
+            .prepare(
+                "SELECT seq, event_type, order_id, at_ms, data, anomaly_id FROM ledger_events \
+                 ORDER BY seq",
+            )
+            .expect("events")
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .expect("events")
+            .collect::<Result<_, _>>()
+            .expect("events");
+        (app, used, events)
+    };
+    assert_eq!(used_before.values().sum::<i64>(), 120);
+    assert_eq!(events_before.len(), 126);
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 12);
+    let page = store.events(0, 1_000).await.expect("events");
+    assert_eq!(page.events.len(), events_before.len());
+    for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
+        page.events.iter().zip(&events_before)
+    {
+        assert_eq!(
+            (
+                event.seq,
+                &event.kind,
+                event.order_id,
+                event.at.timestamp_millis()
+            ),
+            (*seq, kind, *order_id, *at_ms)
+        );
+        assert_eq!(event.data.get(), data, "event {seq} reads as it was stored");
+        assert_eq!(event.anomaly_id, *anomaly_id);
+    }
+    for (&(id, ref code), &count) in &used_before {
+        assert!(
+            used(&store, id).await.contains(&(code.clone(), count)),
+            "{id} {code}"
+        );
+    }
+
+    // A new use is counted once, and its event names its entry.
+    let (&(id, ref code), &count) = used_before.iter().next().expect("a code");
+    let mut fresh = Verify::of(&app, id)
+        .entry(code, 1, Some(Utc::now()))
+        .request_id("fresh-after-upgrade")
+        .build();
+    fresh.meta.received_at = Utc::now();
+    assert_eq!(
+        store.verify(fresh).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+    assert!(used(&store, id).await.contains(&(code.clone(), count + 1)));
+    let raw = Connection::open(&path).expect("raw");
+    let (stored, entry): (Option<String>, Option<i64>) = raw
+        .query_row(
+            "SELECT data, audit_seq FROM event_rows ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the new event");
+    assert!(stored.is_none() && entry.is_some(), "{stored:?} {entry:?}");
     store.close().await;
 }
