@@ -273,7 +273,7 @@ async fn the_issues_story_no_longer_ends_in_a_success_that_changed_nothing() {
     create_order_with(&app, 9011, KEY, &[("BIG-0001", 1)], json!({"quantity": 2})).await;
     shell(&app)
         .execute_batch(&format!(
-            "UPDATE vouchers SET capacity = {HUGE} WHERE order_id = 9011"
+            "UPDATE counted_vouchers SET capacity = {HUGE} WHERE order_id = 9011"
         ))
         .unwrap();
     let verify = TopCall::verify(KEY, SECRET).set("order_id", 9011).set(
@@ -432,7 +432,7 @@ async fn metrics_stay_up_on_a_legacy_ledger_whose_totals_exceed_i64() {
     .await;
     shell(&app)
         .execute_batch(&format!(
-            "UPDATE vouchers SET capacity = {HUGE}, used = {HUGE} WHERE order_id = 9040"
+            "UPDATE counted_vouchers SET capacity = {HUGE}, used = {HUGE} WHERE order_id = 9040"
         ))
         .unwrap();
     let text = app.metrics().await;
