@@ -668,13 +668,20 @@ macro_rules! anomaly_of_request {
         )
     };
 }
+/// Writes an anomaly's event into `$table` with its anomaly's id.
+macro_rules! insert_anomaly_event {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (seq, event_type, order_id, at_ms, data, anomaly_id) SELECT last, ?, ?, ?, ?, ",
+            anomaly_of_request!("?", "?"),
+            " FROM ledger_event_seq WHERE id = 1"
+        )
+    };
+}
 /// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id.
-pub(crate) const INSERT_ANOMALY_EVENT: &str = concat!(
-    "INSERT INTO ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id) \
-     SELECT last, ?, ?, ?, ?, ",
-    anomaly_of_request!("?", "?"),
-    " FROM ledger_event_seq WHERE id = 1"
-);
+pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_events");
 /// An audit entry's event data as `NewEvent::entry_data_json` writes it, rebuilt in SQL from
 /// the entry `a` (the same expression as the view `ledger_events` of SQLite's migration 0012).
 macro_rules! sqlite_entry_event_data {
@@ -699,12 +706,7 @@ pub(crate) const SQLITE_INSERT_EVENT: &str = concat!(
     " = ?4 ORDER BY a.seq DESC LIMIT 1) AS m ON 1 WHERE s.id = 1"
 );
 /// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored).
-pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = concat!(
-    "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, anomaly_id) \
-     SELECT last, ?, ?, ?, ?, ",
-    anomaly_of_request!("?", "?"),
-    " FROM ledger_event_seq WHERE id = 1"
-);
+pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows");
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";

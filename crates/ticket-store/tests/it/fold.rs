@@ -239,15 +239,7 @@ fn read_before(raw: &Connection) -> Before {
 /// audit entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact() {
-    let (_dir, path) = temp_path();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ledger-schema-4.db"
-        ),
-        &path,
-    )
-    .expect("copy the fixture");
+    let (_dir, path) = fixture("ledger-schema-4.db");
     let raw = Connection::open(&path).expect("raw");
     let version: i64 = raw
         .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
@@ -647,15 +639,7 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
 /// 12 codes, 120 uses, 126 events, each with its data stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_count_and_event() {
-    let (_dir, path) = temp_path();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ledger-schema-10.db"
-        ),
-        &path,
-    )
-    .expect("copy the fixture");
+    let (_dir, path) = fixture("ledger-schema-10.db");
     type EventRow = (i64, String, Option<i64>, i64, String, Option<i64>);
     let (app, used_before, events_before) = {
         let raw = Connection::open(&path).expect("raw");
@@ -741,4 +725,17 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
         .expect("the new event");
     assert!(stored.is_none() && entry.is_some(), "{stored:?} {entry:?}");
     store.close().await;
+}
+
+/// A copy of `tests/fixtures/<name>` in a temporary directory (kept while the guard lives).
+fn fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, path) = temp_path();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+        &path,
+    )
+    .expect("copy the fixture");
+    (dir, path)
 }
