@@ -493,8 +493,10 @@ impl Linger {
 struct Folds {
     jobs: u64,
     last: std::time::Instant,
-    /// When the uses were last added to the counters.
+    /// When the uses were last added to the counters (or that failed).
     counted: std::time::Instant,
+    /// Whether the last count failed.
+    count_failed: bool,
     staged: Option<fold::Staged>,
 }
 
@@ -507,6 +509,7 @@ impl Default for Folds {
             jobs: 0,
             last: std::time::Instant::now(),
             counted: std::time::Instant::now(),
+            count_failed: false,
             staged: None,
         }
     }
@@ -524,8 +527,18 @@ impl Folds {
         stats: &Stats,
     ) {
         self.jobs = self.jobs.saturating_add(jobs);
-        if count_uses(conn, &idle, self.counted.elapsed() >= IDLE_FOLD, stats) {
-            self.counted = std::time::Instant::now();
+        // After a failed count, the next attempt waits as long as an idle count would: a
+        // counter that cannot take its uses fails every time, and is logged once a second,
+        // not once per batch.
+        let stale = self.counted.elapsed() >= IDLE_FOLD;
+        if stale || !self.count_failed {
+            match count_uses(conn, &idle, stale, stats) {
+                Counting::Nothing => {}
+                outcome => {
+                    self.counted = std::time::Instant::now();
+                    self.count_failed = outcome == Counting::Failed;
+                }
+            }
         }
         if self.staged.is_none() {
             let due = self.jobs >= fold::FOLD_AT
@@ -583,16 +596,16 @@ impl Folds {
 /// ([`fold::count_uses`]), a slice per transaction, while a whole slice is waiting, and what is
 /// left once the queue is empty and the last count is `stale` ([`IDLE_FOLD`] old: counting
 /// the few uses of each small batch at half load wrote more than it saved, 16.3 KB per verify
-/// against 15.5). Says whether it counted. A failure is only logged: the uses stay past the
-/// mark, where every reader counts them, and the next commit tries again.
-fn count_uses(conn: &Connection, idle: &impl Fn() -> bool, stale: bool, stats: &Stats) -> bool {
-    let mut any = false;
+/// against 15.5). A failure is only logged: the uses stay past the mark, where every reader
+/// counts them, and a later commit tries again.
+fn count_uses(conn: &Connection, idle: &impl Fn() -> bool, stale: bool, stats: &Stats) -> Counting {
+    let mut any = Counting::Nothing;
     loop {
         let waiting = match fold::count_marks(conn) {
             Ok((mark, newest)) => newest.saturating_sub(mark),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the counters' mark failed");
-                return any;
+                return Counting::Failed;
             }
         };
         if waiting <= 0 || (waiting < fold::COUNT_SLICE && !(stale && idle())) {
@@ -607,17 +620,28 @@ fn count_uses(conn: &Connection, idle: &impl Fn() -> bool, stale: bool, stats: &
                     "counted folded uses"
                 );
                 stats.counted_uses.fetch_add(counted, Ordering::Relaxed);
-                any = true;
+                any = Counting::Counted;
                 if counted == 0 {
                     return any;
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "counting folded uses failed");
-                return any;
+                tracing::error!(error = %e, "counting folded uses failed");
+                return Counting::Failed;
             }
         }
     }
+}
+
+/// What [`count_uses`] did after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// Nothing was due.
+    Nothing,
+    /// Uses were added to the counters.
+    Counted,
+    /// Reading the mark or counting failed.
+    Failed,
 }
 
 /// After a commit: wake the checkpointer every [`durable::CHECKPOINT_PAGES`] new pages, and
