@@ -643,16 +643,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     type EventRow = (i64, String, Option<i64>, i64, String, Option<i64>);
     let (app, used_before, events_before) = {
         let raw = Connection::open(&path).expect("raw");
-        let app: String = raw
-            .query_row("SELECT app_key FROM apps", [], |r| r.get(0))
-            .expect("app");
-        let used: BTreeMap<(i64, String), i64> = raw
-            .prepare("SELECT order_id, confirm_code, used FROM vouchers")
-            .expect("vouchers")
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-            .expect("vouchers")
-            .collect::<Result<_, _>>()
-            .expect("vouchers");
+        let before = read_before(&raw);
         let events: Vec<EventRow> = raw
             .prepare(
                 "SELECT seq, event_type, order_id, at_ms, data, anomaly_id FROM ledger_events \
@@ -672,7 +663,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
             .expect("events")
             .collect::<Result<_, _>>()
             .expect("events");
-        (app, used, events)
+        (before.app, before.used, events)
     };
     assert_eq!(used_before.values().sum::<i64>(), 120);
     assert_eq!(events_before.len(), 126);
