@@ -165,15 +165,8 @@ impl SqliteStore {
         })?;
         // And the uses it did not add to the counters. A failure is logged, not fatal: the
         // uses stay past the mark, where every reader counts them.
-        loop {
-            match fold::count_slice(&conn, fold::COUNT_SLICE) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "counting the logged uses failed");
-                    break;
-                }
-            }
+        if let Err(e) = fold::count_all_in_slices(&conn) {
+            tracing::error!(error = %e, "counting the logged uses failed");
         }
         // The write connection opened the database in WAL mode, so the log exists; it stays
         // open (and the file in place) as long as that connection lives.
