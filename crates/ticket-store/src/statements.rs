@@ -129,10 +129,27 @@ pub(crate) const SELECT_VOUCHERS: &str = concat!(
     voucher_columns!(),
     " FROM vouchers WHERE order_id = ? ORDER BY seq"
 );
-/// An order's vouchers' `(capacity, used)`, summed by the reader of the order list
-/// ([`crate::rows::OrderTotals`]) exactly, in `i128`: SQL's `sum` fails past `i64::MAX`.
-pub(crate) const SQLITE_SELECT_VOUCHER_COUNTS: &str =
-    "SELECT capacity, used FROM vouchers WHERE order_id = ?";
+/// On SQLite, the uses of order `?1` past the counters' mark, summed per code (`t`), and the
+/// order's stored counters (`v`), for the readers of one order. The view `vouchers` (migration
+/// 0011) sums the whole tail of the use log on every read: an order of 10 codes behind a tail
+/// of 1,024 uses read in 578 µs through it and in 33 µs with the tail filtered by order here
+/// (20 µs with no tail), and the writer reads an order this way whenever its memory lacks it.
+macro_rules! sqlite_order_counts_from {
+    () => {
+        "WITH t AS (SELECT confirm_code, sum(quantity - reversed) AS n FROM voucher_uses \
+         WHERE id > (SELECT counted_use_id FROM ledger_fold WHERE id = 1) AND order_id = ?1 \
+         GROUP BY confirm_code) \
+         SELECT v.confirm_code, v.capacity, v.used + coalesce(t.n, 0) \
+         FROM counted_vouchers AS v LEFT JOIN t USING (confirm_code) WHERE v.order_id = ?1"
+    };
+}
+/// [`SELECT_VOUCHERS`] on SQLite (the columns of `voucher_columns!`; bind the order once).
+pub(crate) const SQLITE_SELECT_VOUCHERS: &str =
+    concat!(sqlite_order_counts_from!(), " ORDER BY v.seq");
+/// An order's vouchers' `(code, capacity, used)` on SQLite, of which the reader of the order
+/// list ([`crate::rows::OrderTotals`]) sums the last two exactly, in `i128`: SQL's `sum` fails
+/// past `i64::MAX` (bind the order once).
+pub(crate) const SQLITE_SELECT_VOUCHER_COUNTS: &str = sqlite_order_counts_from!();
 /// Whether an order has a pending refund request (one row, or none).
 pub(crate) const SQLITE_SELECT_REFUND_PENDING: &str =
     "SELECT 1 FROM refund_requests WHERE order_id = ? AND state = 'pending' LIMIT 1";

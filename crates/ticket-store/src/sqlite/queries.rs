@@ -87,8 +87,8 @@ fn order_candidates(
         let mut rows = counts.query([id]).during("reading an order's vouchers")?;
         while let Some(row) = rows.next().during("reading an order's vouchers")? {
             let (capacity, used): (i64, i64) = (
-                row.get(0).during("reading a voucher's capacity")?,
-                row.get(1).during("reading a voucher's uses")?,
+                row.get(1).during("reading a voucher's capacity")?,
+                row.get(2).during("reading a voucher's uses")?,
             );
             totals.voucher(id, capacity, used);
         }
@@ -127,7 +127,7 @@ pub(crate) fn order_by_out(
 
 /// An order's vouchers in issuance order.
 fn vouchers(conn: &Connection, id: OrderId) -> Result<Vec<VoucherRecord>, LedgerError> {
-    conn.prepare_cached(statements::SELECT_VOUCHERS)
+    conn.prepare_cached(statements::SQLITE_SELECT_VOUCHERS)
         .during("preparing the voucher list")?
         .query_map([id.get()], rows::voucher)
         .during("listing vouchers")?

@@ -644,3 +644,49 @@ async fn an_event_no_entry_rebuilds_keeps_its_data() {
     assert_eq!((stored.as_deref(), entry), (Some(data), None));
     assert_eq!(read, data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_readers_add_its_own_uses_past_the_mark_as_the_view_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5), (2, "CODE-A", 5)]).await;
+    for cmd in [
+        verify(1, "CODE-A", 1, 1),
+        verify(1, "CODE-A", 2, 2),
+        verify(2, "CODE-A", 1, 3),
+    ] {
+        store.verify(cmd).await.expect("verify");
+    }
+    store.close().await;
+    drop(store);
+
+    // Every use past the mark, none in the stored counters, and one use partly given back; both
+    // orders have a code `CODE-A`, so a read that took another order's uses would show it.
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    conn.execute_batch(
+        "UPDATE counted_vouchers SET used = 0; UPDATE ledger_fold SET counted_use_id = 0; \
+         UPDATE voucher_uses SET reversed = 1 WHERE order_id = 1 AND quantity = 2",
+    )
+    .expect("uncount");
+    let read = |sql: &str, order: i64, used_at: usize| -> Vec<i64> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([order], |r| r.get(used_at))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    };
+    for (order, used) in [(1, 2), (2, 1)] {
+        let view = read("SELECT used FROM vouchers WHERE order_id = ?1", order, 0);
+        assert_eq!(view, [used], "the view, order {order}");
+        assert_eq!(
+            read(crate::statements::SQLITE_SELECT_VOUCHERS, order, 2),
+            view,
+            "the order's vouchers, order {order}"
+        );
+        assert_eq!(
+            read(crate::statements::SQLITE_SELECT_VOUCHER_COUNTS, order, 2),
+            view,
+            "the order list's counts, order {order}"
+        );
+    }
+}
