@@ -585,11 +585,12 @@ impl ListQuery {
         q
     }
 
-    /// [`ListQuery::audit`] on SQLite, whose entries by order are folded
-    /// (`statements::SQLITE_ORDER_ENTRIES`).
+    /// [`ListQuery::audit`] on SQLite, whose entries by order and by app are folded
+    /// (`statements::SQLITE_ORDER_ENTRIES`, `statements::SQLITE_APP_AUDIT`).
     pub(crate) fn sqlite_audit(filter: &AuditFilter) -> Self {
         let mut q = Self::audit(&AuditFilter {
             order_id: None,
+            app_key: None,
             ..filter.clone()
         });
         if let Some(order_id) = filter.order_id {
@@ -598,6 +599,12 @@ impl ListQuery {
                 0..0,
                 [SqlValue::Int(Some(order_id)), SqlValue::Int(Some(order_id))],
             );
+        }
+        if let Some(app_key) = &filter.app_key {
+            // The select's two parameters come before every clause's.
+            q.select = crate::statements::SQLITE_APP_AUDIT.to_owned();
+            let app = SqlValue::Text(Some(app_key.clone()));
+            q.values.splice(0..0, [app.clone(), app]);
         }
         q
     }

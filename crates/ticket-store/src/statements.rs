@@ -198,6 +198,23 @@ macro_rules! sqlite_order_seqs {
 }
 /// The clause selecting an order's entries on SQLite (bind the order twice).
 pub(crate) const SQLITE_ORDER_ENTRIES: &str = concat!("seq IN (", sqlite_order_seqs!(), ")");
+/// The entries of one app on SQLite, as a table the audit list reads instead of `audit_log`
+/// (bind the app twice): those folded into `audit_by_app` (migration 0013) up to
+/// `ledger_fold.app_seq`, joined to their entries, and the short tail past it. Not a
+/// `seq IN (…)` clause like [`SQLITE_ORDER_ENTRIES`]: an app's entries are unbounded, and SQLite
+/// flattens this `UNION ALL` into the list's query, so its other terms, its order and its limit
+/// reach both arms, each of which walks its key in order and stops at the limit (a clause would
+/// collect every entry of the app first).
+pub(crate) const SQLITE_APP_AUDIT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM (SELECT ",
+    audit_columns!(),
+    " FROM audit_by_app JOIN audit_log USING (app_key, seq) WHERE app_key = ? \
+     AND seq <= (SELECT app_seq FROM ledger_fold) UNION ALL SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE seq > (SELECT app_seq FROM ledger_fold) AND app_key = ?)"
+);
 /// [`SELECT_LATEST_EVENTS`] on SQLite (bind the order as `?1`, the bound as `?2`): the newest
 /// folded `seq`s walk the `(order_id, seq)` key back from the order's end, and the tail is
 /// scanned, so the read costs what it returns plus the tail.
@@ -793,8 +810,9 @@ pub(crate) const ADVANCE_RELAY: &str = "UPDATE ledger_event_relay SET position =
 // SQLite's fold (`sqlite::fold`)
 // ---------------------------------------------------------------------------------------------
 
-/// How far the fold has gone: `(use_id, audit_seq)`.
-pub(crate) const SQLITE_FOLD_MARKS: &str = "SELECT use_id, audit_seq FROM ledger_fold WHERE id = 1";
+/// How far the fold has gone: `(use_id, audit_seq, app_seq)`.
+pub(crate) const SQLITE_FOLD_MARKS: &str =
+    "SELECT use_id, audit_seq, app_seq FROM ledger_fold WHERE id = 1";
 /// The newest use and entry: what a fold may go up to.
 pub(crate) const SQLITE_FOLD_ENDS: &str =
     "SELECT (SELECT coalesce(max(id), 0) FROM voucher_uses), \
@@ -823,6 +841,11 @@ pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id
      SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq \
      ON CONFLICT DO NOTHING";
+/// Folds the entries with `seq` in `(?, ?]` into `audit_by_app` (migration 0013).
+pub(crate) const SQLITE_FOLD_APPS: &str = "INSERT INTO audit_by_app (app_key, seq) \
+     SELECT app_key, seq FROM audit_log \
+     WHERE seq > ? AND seq <= ? AND app_key IS NOT NULL ORDER BY app_key, seq \
+     ON CONFLICT DO NOTHING";
 /// Moves the uses' mark (bind the new mark, the old: it must change one row, or another
 /// writer folded meanwhile).
 pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
@@ -830,6 +853,9 @@ pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
 /// Moves the entries' mark (as [`SQLITE_FOLD_ADVANCE_USES`]).
 pub(crate) const SQLITE_FOLD_ADVANCE_AUDIT: &str =
     "UPDATE ledger_fold SET audit_seq = ? WHERE id = 1 AND audit_seq = ?";
+/// Moves the apps' entries' mark (as [`SQLITE_FOLD_ADVANCE_USES`]).
+pub(crate) const SQLITE_FOLD_ADVANCE_APPS: &str =
+    "UPDATE ledger_fold SET app_seq = ? WHERE id = 1 AND app_seq = ?";
 
 // The counters (`sqlite::fold::count`): `counted_vouchers.used` holds the uses up to
 // `ledger_fold.counted_use_id`; the view `vouchers` adds the rest (migration 0011).
@@ -870,6 +896,9 @@ pub(crate) const SQLITE_STAGE_USES: &str =
 /// The entries naming an order with `seq` in `(?, ?]`.
 pub(crate) const SQLITE_STAGE_AUDIT: &str = "SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL";
+/// The entries naming an app with `seq` in `(?, ?]`.
+pub(crate) const SQLITE_STAGE_APPS: &str = "SELECT app_key, seq FROM audit_log \
+     WHERE seq > ? AND seq <= ? AND app_key IS NOT NULL";
 /// Copies one staged fingerprint (a copy an interrupted fold left is kept).
 pub(crate) const SQLITE_STAGE_COPY_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \
      (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?) \
@@ -880,3 +909,6 @@ pub(crate) const SQLITE_STAGE_COPY_USE: &str = "INSERT INTO uses_by_code \
 /// Copies one staged entry.
 pub(crate) const SQLITE_STAGE_COPY_ENTRY: &str =
     "INSERT INTO audit_by_order (order_id, seq) VALUES (?, ?) ON CONFLICT DO NOTHING";
+/// Copies one staged entry of an app.
+pub(crate) const SQLITE_STAGE_COPY_APP_ENTRY: &str =
+    "INSERT INTO audit_by_app (app_key, seq) VALUES (?, ?) ON CONFLICT DO NOTHING";

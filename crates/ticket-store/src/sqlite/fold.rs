@@ -1,22 +1,24 @@
-//! The fold: the lookups keyed by order, built in bulk instead of by every verify.
+//! The fold: the lookups keyed by order or app, built in bulk instead of by every verify.
 //!
 //! A verify records facts that are appended — its audit entry (`audit_log`, keyed by `seq`),
 //! its uses (`voucher_uses`, keyed by `id`), its fingerprints (`pending_fingerprints`, keyed
-//! by `id`) — and changes its vouchers' counters. Three lookups are keyed by order instead:
-//! an order's fingerprints (is this report a retry?), a code's uses (what may a reversal give
-//! back?) and an order's history. As B-trees that every verify changed, each cost a page at
-//! a random place of the file per verify: written whole into the WAL at every commit, and
-//! again by the checkpoint, about 4 KB each for a fact of 30 bytes (issue 14 measured
-//! 23.5 KB written per single-voucher verify, 10.6 KB without the first two lookups and
-//! 5.3 KB without all three).
+//! by `id`) — and changes its vouchers' counters. Four lookups are keyed otherwise: an
+//! order's fingerprints (is this report a retry?), a code's uses (what may a reversal give
+//! back?), an order's history and an app's entries (the audit list filtered by app). As
+//! B-trees that every verify changed, each cost a page at a random place of the file per
+//! verify: written whole into the WAL at every commit, and again by the checkpoint, about
+//! 4 KB each for a fact of 30 bytes (issue 14 measured 23.5 KB written per single-voucher
+//! verify, 10.6 KB without the first two lookups and 5.3 KB without the first three; the app's
+//! index was 3.3 of 27.5 WAL pages per commit before migration 0013 folded it too).
 //!
 //! So the writer folds them: every [`FOLD_AT`] jobs (or [`FOLD_FINGERPRINTS`] pending
 //! fingerprints, or once the queue is idle) it copies what was appended since the last fold
-//! into `folded_fingerprints`, `uses_by_code` and `audit_by_order` ([`Part`]), sorted by key,
-//! so one page takes many rows, and then moves the marks in `ledger_fold`. Under load the copy
-//! is [`Staged`]: read [`READ`] keys per step and sorted, then copied [`SLICE`] rows per
-//! transaction between the writer's batches, in key order, so a slice fills neighbouring
-//! pages and no transaction holds the writer for long (a whole fold in one transaction held it 25–70 ms, and the requests queued
+//! into `folded_fingerprints`, `uses_by_code`, `audit_by_order` and `audit_by_app` ([`Part`]),
+//! sorted by key, so one page takes many rows, and then moves the marks in `ledger_fold`.
+//! Under load the copy is [`Staged`]: read [`READ`] keys per step and sorted, then copied
+//! [`SLICE`] rows per transaction between the writer's batches, in key order, so a slice fills
+//! neighbouring pages and no transaction holds the writer for long (a whole fold in one
+//! transaction held it 25–70 ms, and the requests queued
 //! behind it set the p99 at half load). Copies past the marks are invisible to every reader
 //! until the last transaction moves the marks and forgets the folded pending fingerprints.
 //! Nothing is lost in between, and nothing is read wrong:
@@ -145,6 +147,8 @@ pub(crate) struct Folded {
     pub(crate) fingerprints: u64,
     pub(crate) uses: u64,
     pub(crate) entries: u64,
+    /// Entries folded into `audit_by_app`.
+    pub(crate) app_entries: u64,
 }
 
 /// The newest use, entry and pending fingerprint: where a fold may go up to.
@@ -152,6 +156,9 @@ pub(crate) struct Folded {
 struct Ends {
     use_id: i64,
     audit_seq: i64,
+    /// In a [`Staged`] fold, where the apps' entries are folded up to; the newest entry
+    /// otherwise.
+    app_seq: i64,
     fingerprint_id: i64,
 }
 
@@ -163,6 +170,7 @@ fn ends(conn: &Connection) -> Result<Ends, LedgerError> {
             Ok(Ends {
                 use_id: row.get(0)?,
                 audit_seq: row.get(1)?,
+                app_seq: row.get(1)?,
                 fingerprint_id: row.get(2)?,
             })
         })
@@ -206,7 +214,7 @@ fn move_fingerprints(conn: &Connection, after: i64, upto: i64) -> Result<u64, Le
     Ok(forgotten)
 }
 
-/// One of the three lookups a fold builds, each with its own mark.
+/// One of the four lookups a fold builds, each with its own mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Part {
     /// Pending fingerprints into `folded_fingerprints`.
@@ -215,33 +223,42 @@ pub(crate) enum Part {
     Uses,
     /// Entries into `audit_by_order`, up to `ledger_fold.audit_seq`.
     Audit,
+    /// Entries into `audit_by_app`, up to `ledger_fold.app_seq` (migration 0013).
+    Apps,
 }
 
 impl Part {
     /// Every part.
-    pub(crate) const ALL: [Part; 3] = [Part::Fingerprints, Part::Uses, Part::Audit];
+    pub(crate) const ALL: [Part; 4] = [Part::Fingerprints, Part::Uses, Part::Audit, Part::Apps];
 }
 
 /// Folds one part of everything appended since the last fold, inside the caller's write
 /// transaction; returns the rows moved.
 pub(crate) fn fold_one(conn: &Connection, part: Part) -> Result<u64, LedgerError> {
-    let (use_mark, audit_mark) = marks(conn)?;
+    let marks = marks(conn)?;
     let end = ends(conn)?;
     let (sql, advance, mark, upto, during) = match part {
         Part::Fingerprints => return move_fingerprints(conn, 0, end.fingerprint_id),
         Part::Uses => (
             statements::SQLITE_FOLD_USES,
             statements::SQLITE_FOLD_ADVANCE_USES,
-            use_mark,
-            end.use_id.max(use_mark),
+            marks.use_id,
+            end.use_id.max(marks.use_id),
             "folding uses",
         ),
         Part::Audit => (
             statements::SQLITE_FOLD_AUDIT,
             statements::SQLITE_FOLD_ADVANCE_AUDIT,
-            audit_mark,
-            end.audit_seq.max(audit_mark),
+            marks.audit_seq,
+            end.audit_seq.max(marks.audit_seq),
             "folding the audit trail",
+        ),
+        Part::Apps => (
+            statements::SQLITE_FOLD_APPS,
+            statements::SQLITE_FOLD_ADVANCE_APPS,
+            marks.app_seq,
+            end.audit_seq.max(marks.app_seq),
+            "folding the audit trail by app",
         ),
     };
     let moved = run(conn, sql, [mark, upto], during)?;
@@ -256,6 +273,7 @@ pub(crate) fn fold(conn: &Connection) -> Result<Folded, LedgerError> {
         fingerprints: fold_one(conn, Part::Fingerprints)?,
         uses: fold_one(conn, Part::Uses)?,
         entries: fold_one(conn, Part::Audit)?,
+        app_entries: fold_one(conn, Part::Apps)?,
     })
 }
 
@@ -299,6 +317,7 @@ pub(crate) fn fold_parts(
                 Part::Fingerprints => folded.fingerprints = moved,
                 Part::Uses => folded.uses = moved,
                 Part::Audit => folded.entries = moved,
+                Part::Apps => folded.app_entries = moved,
             }
             Ok(())
         })
@@ -345,6 +364,7 @@ enum Rows {
     Fingerprints(Vec<(Key, String)>),
     Uses(Vec<(i64, String, i64, i64)>),
     Entries(Vec<(i64, i64)>),
+    AppEntries(Vec<(String, i64)>),
 }
 
 impl Rows {
@@ -353,6 +373,7 @@ impl Rows {
             Part::Fingerprints => Rows::Fingerprints(Vec::new()),
             Part::Uses => Rows::Uses(Vec::new()),
             Part::Audit => Rows::Entries(Vec::new()),
+            Part::Apps => Rows::AppEntries(Vec::new()),
         }
     }
 
@@ -361,6 +382,7 @@ impl Rows {
             Rows::Fingerprints(rows) => rows.len(),
             Rows::Uses(rows) => rows.len(),
             Rows::Entries(rows) => rows.len(),
+            Rows::AppEntries(rows) => rows.len(),
         }
     }
 
@@ -397,6 +419,13 @@ impl Rows {
                 .during(during)?
                 .try_for_each(|row| row.map(|row| rows.push(row)))
                 .during(during),
+            Rows::AppEntries(rows) => conn
+                .prepare_cached(statements::SQLITE_STAGE_APPS)
+                .during(during)?
+                .query_map(bounds, |row| Ok((row.get(0)?, row.get(1)?)))
+                .during(during)?
+                .try_for_each(|row| row.map(|row| rows.push(row)))
+                .during(during),
         }
     }
 
@@ -406,6 +435,7 @@ impl Rows {
             Rows::Fingerprints(rows) => rows.sort_unstable(),
             Rows::Uses(rows) => rows.sort_unstable(),
             Rows::Entries(rows) => rows.sort_unstable(),
+            Rows::AppEntries(rows) => rows.sort_unstable(),
         }
     }
 }
@@ -424,8 +454,8 @@ pub(crate) enum Step {
 /// transaction; a last step forgets the folded pending fingerprints and moves the marks.
 #[derive(Debug)]
 pub(crate) struct Staged {
-    /// `(use_id, audit_seq)` when the fold started: every step checks they did not move.
-    marks: (i64, i64),
+    /// The marks when the fold started: every step checks they did not move.
+    marks: Marks,
     ends: Ends,
     /// Index into [`Part::ALL`] of the part being read or copied; `Part::ALL.len()` when
     /// finishing.
@@ -448,14 +478,19 @@ impl Staged {
     pub(crate) fn start(conn: &Connection) -> Result<Option<Self>, LedgerError> {
         let marks = marks(conn)?;
         let ends = ends(conn)?;
-        if ends.fingerprint_id == 0 && ends.use_id <= marks.0 && ends.audit_seq <= marks.1 {
+        if ends.fingerprint_id == 0
+            && ends.use_id <= marks.use_id
+            && ends.audit_seq <= marks.audit_seq
+            && ends.audit_seq <= marks.app_seq
+        {
             return Ok(None);
         }
         let mut staged = Self {
             marks,
             ends: Ends {
-                use_id: ends.use_id.max(marks.0),
-                audit_seq: ends.audit_seq.max(marks.1),
+                use_id: ends.use_id.max(marks.use_id),
+                audit_seq: ends.audit_seq.max(marks.audit_seq),
+                app_seq: ends.audit_seq.max(marks.app_seq),
                 fingerprint_id: ends.fingerprint_id,
             },
             part: 0,
@@ -474,8 +509,9 @@ impl Staged {
     fn bounds(&self, part: Part) -> (i64, i64) {
         match part {
             Part::Fingerprints => (0, self.ends.fingerprint_id),
-            Part::Uses => (self.marks.0, self.ends.use_id),
-            Part::Audit => (self.marks.1, self.ends.audit_seq),
+            Part::Uses => (self.marks.use_id, self.ends.use_id),
+            Part::Audit => (self.marks.audit_seq, self.ends.audit_seq),
+            Part::Apps => (self.marks.app_seq, self.ends.app_seq),
         }
     }
 
@@ -515,6 +551,7 @@ impl Staged {
                     Part::Fingerprints => self.folded.fingerprints = n,
                     Part::Uses => self.folded.uses = n,
                     Part::Audit => self.folded.entries = n,
+                    Part::Apps => self.folded.app_entries = n,
                 }
             }
             return Ok(Step::More);
@@ -557,12 +594,17 @@ impl Staged {
                 (
                     statements::SQLITE_FOLD_ADVANCE_USES,
                     self.ends.use_id,
-                    self.marks.0,
+                    self.marks.use_id,
                 ),
                 (
                     statements::SQLITE_FOLD_ADVANCE_AUDIT,
                     self.ends.audit_seq,
-                    self.marks.1,
+                    self.marks.audit_seq,
+                ),
+                (
+                    statements::SQLITE_FOLD_ADVANCE_APPS,
+                    self.ends.app_seq,
+                    self.marks.app_seq,
                 ),
             ] {
                 let advanced = run(conn, advance, [to, from], "advancing a fold mark")?;
@@ -576,7 +618,7 @@ impl Staged {
 }
 
 /// Fails if the marks are no longer `started`: something else folded during a staged fold.
-fn check_marks(conn: &Connection, started: (i64, i64)) -> Result<(), LedgerError> {
+fn check_marks(conn: &Connection, started: Marks) -> Result<(), LedgerError> {
     let now = marks(conn)?;
     if now == started {
         Ok(())
@@ -591,11 +633,25 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// `(use_id, audit_seq)` of `ledger_fold`.
-fn marks(conn: &Connection) -> Result<(i64, i64), LedgerError> {
+/// How far each lookup is folded (`ledger_fold`): every row up to its mark is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marks {
+    use_id: i64,
+    audit_seq: i64,
+    app_seq: i64,
+}
+
+/// The [`Marks`] of `ledger_fold`.
+fn marks(conn: &Connection) -> Result<Marks, LedgerError> {
     conn.prepare_cached(statements::SQLITE_FOLD_MARKS)
         .during("preparing the fold marks")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([], |row| {
+            Ok(Marks {
+                use_id: row.get(0)?,
+                audit_seq: row.get(1)?,
+                app_seq: row.get(2)?,
+            })
+        })
         .during("reading the fold marks")
 }
 
@@ -629,6 +685,14 @@ fn copy(conn: &Connection, rows: &Rows, range: std::ops::Range<usize>) -> Result
                 .during(during)?;
             for (order, seq) in rows.get(range).unwrap_or(&[]) {
                 insert.execute(params![order, seq]).during(during)?;
+            }
+        }
+        Rows::AppEntries(rows) => {
+            let mut insert = conn
+                .prepare_cached(statements::SQLITE_STAGE_COPY_APP_ENTRY)
+                .during(during)?;
+            for (app, seq) in rows.get(range).unwrap_or(&[]) {
+                insert.execute(params![app, seq]).during(during)?;
             }
         }
     }

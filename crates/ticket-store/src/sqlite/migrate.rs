@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event_entries",
         sql: include_str!("../../migrations/sqlite/0012_event_entries.sql"),
     },
+    Migration {
+        version: 13,
+        name: "folded_app_entries",
+        sql: include_str!("../../migrations/sqlite/0013_folded_app_entries.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

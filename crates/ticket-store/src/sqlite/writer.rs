@@ -574,6 +574,7 @@ impl Folds {
                         fingerprints = folded.fingerprints,
                         uses = folded.uses,
                         entries = folded.entries,
+                        app_entries = folded.app_entries,
                         took_us =
                             u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
                         "folded the ledger's lookups"

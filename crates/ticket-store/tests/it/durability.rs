@@ -113,13 +113,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (9, "event_relay".to_owned()),
             (10, "order_list".to_owned()),
             (11, "counted_uses".to_owned()),
-            (12, "event_entries".to_owned())
+            (12, "event_entries".to_owned()),
+            (13, "folded_app_entries".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 12);
+    assert_eq!(version, 13);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,87 @@ async fn history_reads_agree(store: &SqliteStore, id: i64) -> usize {
     expected.len()
 }
 
+/// Every entry of `app`, oldest first, read without the app filter.
+async fn all_entries_of_app(store: &SqliteStore, app: &str) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .audit(AuditFilter {
+                after_seq: after,
+                limit: Some(1000),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        all.extend(
+            page.into_iter()
+                .filter(|e| e.app_key.as_deref() == Some(app)),
+        );
+    }
+    all
+}
+
+/// `app`'s entries as the app filter pages them, `limit` at a time, oldest first; or newest
+/// first (paging back with `before_seq`) and then reversed.
+async fn paged_by_app(
+    store: &SqliteStore,
+    app: &str,
+    limit: u32,
+    newest_first: bool,
+) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let filter = AuditFilter {
+            app_key: Some(app.to_owned()),
+            limit: Some(limit),
+            newest_first,
+            ..AuditFilter::default()
+        };
+        let filter = if newest_first {
+            AuditFilter {
+                before_seq: cursor,
+                ..filter
+            }
+        } else {
+            AuditFilter {
+                after_seq: cursor,
+                ..filter
+            }
+        };
+        let page = store.audit(filter).await.expect("audit page by app");
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.seq);
+        all.extend(page);
+    }
+    if newest_first {
+        all.reverse();
+    }
+    all
+}
+
+/// Asserts that every way of reading `app`'s entries gives the same entries; returns how
+/// many.
+async fn app_reads_agree(store: &SqliteStore, app: &str) -> usize {
+    let expected = all_entries_of_app(store, app).await;
+    assert!(!expected.is_empty());
+    assert_eq!(paged_by_app(store, app, 3, false).await, expected, "by 3");
+    assert_eq!(
+        paged_by_app(store, app, 1000, false).await,
+        expected,
+        "one page"
+    );
+    assert_eq!(
+        paged_by_app(store, app, 3, true).await,
+        expected,
+        "back by 3"
+    );
+    expected.len()
+}
+
 fn verify_at(app: &str, id: i64, code: &str, at: DateTime<Utc>, request: &str) -> Verify {
     Verify::of(app, id)
         .entry(code, 1, Some(at))
@@ -252,7 +333,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 12);
+    assert_eq!(store.schema_version(), 13);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -448,6 +529,13 @@ fn copy_past_the_marks(raw: &Connection) -> i64 {
         [],
     )
     .expect("copy entries");
+    tx.execute(
+        "INSERT INTO audit_by_app (app_key, seq) SELECT app_key, seq FROM audit_log \
+         WHERE seq > (SELECT app_seq FROM ledger_fold) AND app_key IS NOT NULL \
+         ON CONFLICT DO NOTHING",
+        [],
+    )
+    .expect("copy entries by app");
     tx.commit().expect("commit the copies");
     i64::try_from(uses).expect("uses")
 }
@@ -482,6 +570,7 @@ async fn copies_an_interrupted_fold_left_are_read_once_and_the_next_fold_skips_t
 
     // Every read counts each fact once: the copies lie past the marks.
     let with_copies = history_reads_agree(&store, 3).await;
+    let app_with_copies = app_reads_agree(&store, "app-i").await;
     assert_eq!(
         count("SELECT count(*) FROM verify_fingerprints"),
         n,
@@ -521,6 +610,11 @@ async fn copies_an_interrupted_fold_left_are_read_once_and_the_next_fold_skips_t
         count("SELECT count(*) FROM audit_log WHERE order_id IS NOT NULL")
     );
     assert!(history_reads_agree(&store, 3).await > with_copies);
+    assert!(app_reads_agree(&store, "app-i").await > app_with_copies);
+    assert_eq!(
+        count("SELECT count(*) FROM audit_by_app"),
+        count("SELECT count(*) FROM audit_log WHERE app_key IS NOT NULL")
+    );
     assert_eq!(used(&store, 3).await[0].1, 2);
     store.close().await;
     drop(store);
@@ -535,6 +629,7 @@ async fn copies_an_interrupted_fold_left_are_read_once_and_the_next_fold_skips_t
     assert_eq!(count("SELECT count(*) FROM verify_fingerprints"), n + 2);
     assert_eq!(used(&store, 3).await[0].1, 3);
     history_reads_agree(&store, 3).await;
+    app_reads_agree(&store, "app-i").await;
     store.close().await;
 }
 
@@ -622,6 +717,7 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
         history_reads_agree(&store, id).await;
         assert!(used(&*store, id).await.iter().all(|(_, n)| *n == 1));
     }
+    app_reads_agree(&store, "app-s").await;
     for id in [1, orders] {
         let retry = verify_at("app-s", id, &format!("S{id:03}C007"), gate(7), "again").build();
         assert_eq!(
@@ -669,7 +765,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 12);
+    assert_eq!(store.schema_version(), 13);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -715,6 +811,93 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
         )
         .expect("the new event");
     assert!(stored.is_none() && entry.is_some(), "{stored:?} {entry:?}");
+    store.close().await;
+}
+
+/// `tests/fixtures/ledger-schema-12.db` was written by `ticketd` at commit 33d6bc3 (schema
+/// version 12, the last before an app's entries were folded): `ticketd bench --spawn process
+/// --data-dir DIR --orders 2 --vouchers-per-order 3 --capacity 50 --requests 40 --warmup 0s
+/// --concurrency 4`, twice (two apps, 45 entries each; the second run's entries past the fold
+/// marks), then checkpointed and vacuumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_entries() {
+    let (_dir, path) = fixture("ledger-schema-12.db");
+    let by_app = |raw: &Connection| -> BTreeMap<String, Vec<i64>> {
+        let mut by_app = BTreeMap::<String, Vec<i64>>::new();
+        let mut stmt = raw
+            .prepare("SELECT app_key, seq FROM audit_log WHERE app_key IS NOT NULL ORDER BY seq")
+            .expect("entries");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .expect("entries");
+        for row in rows {
+            let (app, seq) = row.expect("entry");
+            by_app.entry(app).or_default().push(seq);
+        }
+        by_app
+    };
+    let before = by_app(&Connection::open(&path).expect("raw"));
+    assert_eq!(before.len(), 2);
+    assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 13);
+    let raw = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
+    assert_eq!(
+        count("SELECT count(*) FROM sqlite_master WHERE name = 'audit_log_by_app'"),
+        0,
+        "the index every verify changed is gone"
+    );
+    for (app, seqs) in &before {
+        let read = paged_by_app(&store, app, 7, true).await;
+        assert_eq!(
+            &read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs,
+            "{app}"
+        );
+        assert_eq!(app_reads_agree(&store, app).await, seqs.len());
+    }
+
+    // A new entry lies past the mark until a fold, and is read once before and after it.
+    let (app, seqs) = before.iter().next().expect("an app");
+    let (order, code): (i64, String) = raw
+        .query_row(
+            "SELECT order_id, confirm_code FROM vouchers v JOIN orders o USING (order_id) \
+             WHERE o.app_key = ? LIMIT 1",
+            [app],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a code of the app");
+    let fresh = |n: i64| {
+        let mut fresh = Verify::of(app, order)
+            .entry(&code, 1, Some(Utc::now() - Duration::seconds(n)))
+            .request_id(&format!("fresh-after-upgrade-{n}"))
+            .build();
+        fresh.meta.received_at = Utc::now();
+        fresh
+    };
+    let folds = store.writer_stats().folds;
+    assert_eq!(
+        store.verify(fresh(1)).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+    assert_eq!(count("SELECT app_seq FROM ledger_fold"), 90, "in the tail");
+    assert_eq!(app_reads_agree(&store, app).await, seqs.len() + 1);
+    for (other, seqs) in before.iter().skip(1) {
+        assert_eq!(app_reads_agree(&store, other).await, seqs.len());
+    }
+    // An idle moment folds once the last fold is a second old.
+    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    assert_eq!(
+        store.verify(fresh(2)).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+    folded(&store, folds + 1).await;
+    assert_eq!(count("SELECT app_seq FROM ledger_fold"), 92, "folded");
+    assert_eq!(app_reads_agree(&store, app).await, seqs.len() + 2);
+    assert_eq!(count("SELECT count(*) FROM audit_by_app"), 92);
     store.close().await;
 }
 
