@@ -825,7 +825,7 @@ pub(crate) const SQLITE_FOLD_ENDS: &str =
 pub(crate) const SQLITE_FOLD_FINGERPRINTS: &str = "INSERT INTO folded_fingerprints \
      (order_id, confirm_code, used_at_ms, quantity, request_id) \
      SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
-     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, used_at_ms, quantity \
+     WHERE id > ? AND id <= ? ORDER BY order_id, used_at_ms, confirm_code, quantity \
      ON CONFLICT DO NOTHING";
 /// Forgets the fingerprints folded by [`SQLITE_FOLD_FINGERPRINTS`] (the same bounds).
 pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =

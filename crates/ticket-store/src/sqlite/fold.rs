@@ -436,7 +436,12 @@ impl Rows {
     /// Sorts by the folded table's key, so that consecutive rows share pages.
     fn sort(&mut self) {
         match self {
-            Rows::Fingerprints(rows) => rows.sort_unstable(),
+            // `folded_fingerprints`' key: order, gate time, code, quantity (migration 0014).
+            Rows::Fingerprints(rows) => {
+                rows.sort_unstable_by(|((o1, c1, t1, q1), _), ((o2, c2, t2, q2), _)| {
+                    (o1, t1, c1, q1).cmp(&(o2, t2, c2, q2))
+                })
+            }
             Rows::Uses(rows) => rows.sort_unstable(),
             Rows::Entries(rows) => rows.sort_unstable(),
             Rows::AppEntries(rows) => rows.sort_unstable(),

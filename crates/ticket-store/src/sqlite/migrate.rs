@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "folded_app_entries",
         sql: include_str!("../../migrations/sqlite/0013_folded_app_entries.sql"),
     },
+    Migration {
+        version: 14,
+        name: "fingerprints_by_gate_time",
+        sql: include_str!("../../migrations/sqlite/0014_fingerprints_by_gate_time.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

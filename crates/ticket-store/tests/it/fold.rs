@@ -333,7 +333,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 13);
+    assert_eq!(store.schema_version(), 14);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -765,7 +765,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 13);
+    assert_eq!(store.schema_version(), 14);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -815,10 +815,11 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
 }
 
 /// `tests/fixtures/ledger-schema-12.db` was written by `ticketd` at commit 33d6bc3 (schema
-/// version 12, the last before an app's entries were folded): `ticketd bench --spawn process
+/// version 12, the last before an app's entries were folded and fingerprints keyed by gate
+/// time): `ticketd bench --spawn process
 /// --data-dir DIR --orders 2 --vouchers-per-order 3 --capacity 50 --requests 40 --warmup 0s
-/// --concurrency 4`, twice (two apps, 45 entries each; the second run's entries past the fold
-/// marks), then checkpointed and vacuumed.
+/// --concurrency 4`, twice (two apps, 45 entries each, 80 fingerprints; the second run's
+/// entries and fingerprints past the fold marks), then checkpointed and vacuumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_entries() {
     let (_dir, path) = fixture("ledger-schema-12.db");
@@ -836,15 +837,55 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
         }
         by_app
     };
-    let before = by_app(&Connection::open(&path).expect("raw"));
+    let fingerprints = |raw: &Connection| -> Vec<(i64, String, i64, i64, String)> {
+        raw.prepare(
+            "SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
+             FROM verify_fingerprints ORDER BY order_id, confirm_code, used_at_ms",
+        )
+        .expect("fingerprints")
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect("fingerprints")
+        .collect::<Result<_, _>>()
+        .expect("fingerprints")
+    };
+    let (before, fingerprints_before) = {
+        let raw = Connection::open(&path).expect("raw");
+        let pending: i64 = raw
+            .query_row("SELECT count(*) FROM pending_fingerprints", [], |r| {
+                r.get(0)
+            })
+            .expect("pending");
+        assert_eq!(
+            pending, 40,
+            "the second run's fingerprints are not folded yet"
+        );
+        (by_app(&raw), fingerprints(&raw))
+    };
+    assert_eq!(fingerprints_before.len(), 80);
     assert_eq!(before.len(), 2);
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 13);
+    assert_eq!(store.schema_version(), 14);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
+    // Migration 0014: the fingerprints, folded and pending, are all there, keyed by gate time
+    // within the order, and every one of them makes its report a retry.
+    assert_eq!(fingerprints(&raw), fingerprints_before);
+    let key: String = raw
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'folded_fingerprints'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert!(
+        key.contains("PRIMARY KEY (order_id, used_at_ms, confirm_code, quantity)"),
+        "{key}"
+    );
     assert_eq!(
         count("SELECT count(*) FROM sqlite_master WHERE name = 'audit_log_by_app'"),
         0,
@@ -898,6 +939,23 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert_eq!(count("SELECT app_seq FROM ledger_fold"), 92, "folded");
     assert_eq!(app_reads_agree(&store, app).await, seqs.len() + 2);
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 92);
+    let app_of = |id: i64| -> String {
+        raw.query_row("SELECT app_key FROM orders WHERE order_id = ?", [id], |r| {
+            r.get(0)
+        })
+        .expect("the order's app")
+    };
+    let now = Utc::now();
+    for (i, (id, code, at_ms, quantity, _)) in fingerprints_before.iter().enumerate() {
+        let at = DateTime::from_timestamp_millis(*at_ms).expect("gate time");
+        let mut cmd = Verify::of(&app_of(*id), *id)
+            .entry(code, *quantity, Some(at))
+            .request_id(&format!("retry-{i}"))
+            .build();
+        cmd.meta.received_at = now;
+        let outcome = store.verify(cmd).await.expect("retry");
+        assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
+    }
     store.close().await;
 }
 
