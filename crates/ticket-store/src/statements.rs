@@ -306,9 +306,10 @@ pub(crate) const SELECT_REVERSIBLE_USES: &str = concat!(
     " FROM voucher_uses WHERE order_id = ? AND confirm_code = ? AND recorded_at_ms >= ? \
      AND reversed < quantity"
 );
-/// [`SELECT_REVERSIBLE_USES`] on SQLite, where uses by code are folded (`uses_by_code`) up to
+/// [`SELECT_REVERSIBLE_USES`] on SQLite, where uses are folded (`uses_by_code`) up to
 /// `ledger_fold.use_id` and the short tail past it is scanned (bind the order, the code, the
-/// instant, as `?1`–`?3`).
+/// instant, as `?1`–`?3`). The folded uses are keyed by order and record time (migration
+/// 0015): the read is the order's uses within the window, filtered by code.
 pub(crate) const SQLITE_SELECT_REVERSIBLE_USES: &str = concat!(
     "SELECT ",
     use_columns!(),
@@ -834,7 +835,7 @@ pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
 pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
      (order_id, confirm_code, recorded_at_ms, use_id) \
      SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
-     WHERE id > ? AND id <= ? ORDER BY order_id, confirm_code, recorded_at_ms, id \
+     WHERE id > ? AND id <= ? ORDER BY order_id, recorded_at_ms, id \
      ON CONFLICT DO NOTHING";
 /// Folds the entries with `seq` in `(?, ?]` into `audit_by_order`.
 pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \

@@ -442,7 +442,10 @@ impl Rows {
                     (o1, t1, c1, q1).cmp(&(o2, t2, c2, q2))
                 })
             }
-            Rows::Uses(rows) => rows.sort_unstable(),
+            // `uses_by_code`' key: order, record time, use (migration 0015).
+            Rows::Uses(rows) => {
+                rows.sort_unstable_by_key(|&(order, _, recorded_at, id)| (order, recorded_at, id))
+            }
             Rows::Entries(rows) => rows.sort_unstable(),
             Rows::AppEntries(rows) => rows.sort_unstable(),
         }

@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "fingerprints_by_gate_time",
         sql: include_str!("../../migrations/sqlite/0014_fingerprints_by_gate_time.sql"),
     },
+    Migration {
+        version: 15,
+        name: "uses_by_record_time",
+        sql: include_str!("../../migrations/sqlite/0015_uses_by_record_time.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -333,7 +333,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 14);
+    assert_eq!(store.schema_version(), 15);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -765,7 +765,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 14);
+    assert_eq!(store.schema_version(), 15);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -868,7 +868,7 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 14);
+    assert_eq!(store.schema_version(), 15);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
@@ -956,6 +956,59 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
         let outcome = store.verify(cmd).await.expect("retry");
         assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
     }
+
+    // Migration 0015: a reversal finds a code's uses, folded and in the tail, by record time.
+    let (rev_order, rev_code, logged): (i64, String, i64) = raw
+        .query_row(
+            "SELECT order_id, confirm_code, count(*) FROM voucher_uses \
+             WHERE id <= (SELECT use_id FROM ledger_fold) \
+             AND NOT (order_id = ? AND confirm_code = ?) GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 1",
+            rusqlite::params![order, code],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("a code with folded uses, not used since the upgrade");
+    let count_of = |uses: Vec<(String, i64)>| {
+        uses.into_iter()
+            .find(|(c, _)| *c == rev_code)
+            .map(|(_, n)| n)
+    };
+    let was = count_of(used(&store, rev_order).await).expect("the code");
+    assert!(was >= logged && logged > 0, "{was} {logged}");
+    let none_that_recent = store
+        .reverse(reversal(
+            rev_order,
+            &rev_code,
+            1,
+            Duration::seconds(1),
+            Utc::now(),
+        ))
+        .await;
+    assert!(
+        none_that_recent.is_err(),
+        "no use was recorded in the last second: {none_that_recent:?}"
+    );
+    let left = store
+        .reverse(reversal(
+            rev_order,
+            &rev_code,
+            was,
+            Duration::days(3650),
+            Utc::now(),
+        ))
+        .await
+        .expect("give every use back");
+    assert_eq!(left, 0);
+    assert_eq!(count_of(used(&store, rev_order).await), Some(0));
+    let more = store
+        .reverse(reversal(
+            rev_order,
+            &rev_code,
+            1,
+            Duration::days(3650),
+            Utc::now(),
+        ))
+        .await;
+    assert!(more.is_err(), "nothing is left to give back: {more:?}");
     store.close().await;
 }
 
