@@ -12,45 +12,52 @@ use ticket_store::SqliteStore;
 
 use crate::support::{gate, given, oid, received_at, temp_path, used, Verify};
 
+/// Every entry `filter` selects, oldest first, read `limit` at a time: forwards with
+/// `after_seq`, or (`newest_first`) back from the newest with `before_seq` and then reversed.
+async fn paged(
+    store: &SqliteStore,
+    filter: AuditFilter,
+    limit: u32,
+    newest_first: bool,
+) -> Vec<AuditEntry> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut page_filter = AuditFilter {
+            limit: Some(limit),
+            newest_first,
+            ..filter.clone()
+        };
+        if newest_first {
+            page_filter.before_seq = cursor;
+        } else {
+            page_filter.after_seq = cursor;
+        }
+        let page = store.audit(page_filter).await.expect("audit page");
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.seq);
+        all.extend(page);
+    }
+    if newest_first {
+        all.reverse();
+    }
+    all
+}
+
 /// Every entry naming `order`, oldest first, read without the order filter.
 async fn entries_of(store: &SqliteStore, order: i64) -> Vec<AuditEntry> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .audit(AuditFilter {
-                after_seq: after,
-                limit: Some(1000),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit page");
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        all.extend(page.into_iter().filter(|e| e.order_id == Some(order)));
-    }
+    let mut all = paged(store, AuditFilter::default(), 1000, false).await;
+    all.retain(|e| e.order_id == Some(order));
     all
 }
 
 /// The order's history as the order filter pages it, `limit` at a time.
 async fn paged_by_order(store: &SqliteStore, order: i64, limit: u32) -> Vec<AuditEntry> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .audit(AuditFilter {
-                order_id: Some(order),
-                after_seq: after,
-                limit: Some(limit),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit page by order");
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        all.extend(page);
-    }
-    all
+    let filter = AuditFilter {
+        order_id: Some(order),
+        ..AuditFilter::default()
+    };
+    paged(store, filter, limit, false).await
 }
 
 /// Asserts that every way of reading order `id`'s history gives the same entries.
@@ -78,64 +85,23 @@ async fn history_reads_agree(store: &SqliteStore, id: i64) -> usize {
 
 /// Every entry of `app`, oldest first, read without the app filter.
 async fn all_entries_of_app(store: &SqliteStore, app: &str) -> Vec<AuditEntry> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .audit(AuditFilter {
-                after_seq: after,
-                limit: Some(1000),
-                ..AuditFilter::default()
-            })
-            .await
-            .expect("audit page");
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        all.extend(
-            page.into_iter()
-                .filter(|e| e.app_key.as_deref() == Some(app)),
-        );
-    }
+    let mut all = paged(store, AuditFilter::default(), 1000, false).await;
+    all.retain(|e| e.app_key.as_deref() == Some(app));
     all
 }
 
-/// `app`'s entries as the app filter pages them, `limit` at a time, oldest first; or newest
-/// first (paging back with `before_seq`) and then reversed.
+/// `app`'s entries as the app filter pages them, `limit` at a time (see [`paged`]).
 async fn paged_by_app(
     store: &SqliteStore,
     app: &str,
     limit: u32,
     newest_first: bool,
 ) -> Vec<AuditEntry> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let filter = AuditFilter {
-            app_key: Some(app.to_owned()),
-            limit: Some(limit),
-            newest_first,
-            ..AuditFilter::default()
-        };
-        let filter = if newest_first {
-            AuditFilter {
-                before_seq: cursor,
-                ..filter
-            }
-        } else {
-            AuditFilter {
-                after_seq: cursor,
-                ..filter
-            }
-        };
-        let page = store.audit(filter).await.expect("audit page by app");
-        let Some(last) = page.last() else { break };
-        cursor = Some(last.seq);
-        all.extend(page);
-    }
-    if newest_first {
-        all.reverse();
-    }
-    all
+    let filter = AuditFilter {
+        app_key: Some(app.to_owned()),
+        ..AuditFilter::default()
+    };
+    paged(store, filter, limit, newest_first).await
 }
 
 /// Asserts that every way of reading `app`'s entries gives the same entries; returns how
