@@ -51,13 +51,14 @@ use crate::plan_rows::{FingerprintRow, WriteRow};
 use crate::statements;
 
 /// Jobs between two folds under load. The larger the fold, the more of its rows share a page
-/// of the folded lookups, whose keys (order, code) are spread over the whole table: with
-/// 20,000 codes active (2,000 orders of 10), a fold of 8,192 verifies writes nearly a page per
-/// row. Each verify between folds also adds a row to the tail that readers scan past the
-/// marks: an order's view (its latest entries and their count) took 1.9 ms behind 8,192
-/// entries, 3.8 ms behind 16,384 and 8.0 ms behind 32,768. At saturation, in 30 s runs of
-/// that shape, 8,192 / 16,384 / 32,768 wrote 12.4 / 9.1 / 8.3 KB per verify
-/// (docs/PERFORMANCE.md); 16,384 keeps the readers' worst case under 4 ms.
+/// of the folded lookups, whose keys start with the order: with 2,000 orders active, a fold
+/// writes a page or more per order it touches. (Measured while the fingerprints and uses were
+/// still keyed by order and code, before migrations 0014 and 0015, when a fold wrote nearly a
+/// page per row: at saturation, 30 s runs of 2,000 orders of 10 codes, 8,192 / 16,384 /
+/// 32,768 wrote 12.4 / 9.1 / 8.3 KB per verify.) Each verify between folds also adds a row to
+/// the tail that readers scan past the marks: an order's view (its latest entries and their
+/// count) took 1.9 ms behind 8,192 entries, 3.8 ms behind 16,384 and 8.0 ms behind 32,768;
+/// 16,384 keeps the readers' worst case under 4 ms.
 pub(crate) const FOLD_AT: u64 = 16_384;
 
 /// Pending fingerprints that make a fold due whatever the jobs (999-voucher reports): bounds
