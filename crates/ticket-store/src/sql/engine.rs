@@ -351,8 +351,12 @@ impl Engine {
                     // SELECT FOR UPDATE) are TiDB's documented retryable errors; untested.
                     1213 | 1205 | 1020 | 9007 | 8002 => ErrorClass::Retry,
                     // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN; ER_DISK_FULL and
-                    // ER_RECORD_FILE_FULL (the table space is full).
-                    1040 | 1053 | 1021 | 1114 => ErrorClass::Unavailable,
+                    // ER_RECORD_FILE_FULL (the table space is full); ER_UNKNOWN_COM_ERROR,
+                    // which a Galera node answers to every statement while it is not synced
+                    // with its cluster ("WSREP has not yet prepared node for application use":
+                    // rejoining, or cut off from the primary component). It executed nothing,
+                    // and the node serves again once synced.
+                    1040 | 1053 | 1021 | 1114 | 1047 => ErrorClass::Unavailable,
                     _ => ErrorClass::Other,
                 }
             }

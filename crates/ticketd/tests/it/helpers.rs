@@ -423,7 +423,8 @@ pub async fn anomalies(app: &TestApp, query: &str) -> Vec<AnomalyAnswer> {
 
 /// Starts `ticketd serve --listen 127.0.0.1:0 <args> --data-dir <data_dir>` as a child
 /// process, killed when dropped, and waits for its "listening on" line; returns it and its base
-/// URL. Its stderr is drained so the child never blocks on a full pipe.
+/// URL. Its stderr (warnings and errors) is copied to the test's output, so the child never
+/// blocks on a full pipe and a failing test shows what the server said.
 pub async fn serve_child(
     args: &[&str],
     data_dir: &std::path::Path,
@@ -454,7 +455,13 @@ pub async fn serve_child(
     })
     .await
     .expect("ticketd did not start within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Its warnings and errors go to the test's output, shown when the test fails.
+    let name = addr.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[ticketd {name}] {line}");
+        }
+    });
     (child, format!("http://{addr}"))
 }
 
