@@ -940,40 +940,20 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     };
     let was = count_of(used(&store, rev_order).await).expect("the code");
     assert!(was >= logged && logged > 0, "{was} {logged}");
-    let none_that_recent = store
-        .reverse(reversal(
-            rev_order,
-            &rev_code,
-            1,
-            Duration::seconds(1),
-            Utc::now(),
-        ))
-        .await;
+    let give_back = |quantity: i64, window: Duration| {
+        store.reverse(reversal(rev_order, &rev_code, quantity, window, Utc::now()))
+    };
+    let none_that_recent = give_back(1, Duration::seconds(1)).await;
     assert!(
         none_that_recent.is_err(),
         "no use was recorded in the last second: {none_that_recent:?}"
     );
-    let left = store
-        .reverse(reversal(
-            rev_order,
-            &rev_code,
-            was,
-            Duration::days(3650),
-            Utc::now(),
-        ))
+    let left = give_back(was, Duration::days(3650))
         .await
         .expect("give every use back");
     assert_eq!(left, 0);
     assert_eq!(count_of(used(&store, rev_order).await), Some(0));
-    let more = store
-        .reverse(reversal(
-            rev_order,
-            &rev_code,
-            1,
-            Duration::days(3650),
-            Utc::now(),
-        ))
-        .await;
+    let more = give_back(1, Duration::days(3650)).await;
     assert!(more.is_err(), "nothing is left to give back: {more:?}");
     store.close().await;
 }
