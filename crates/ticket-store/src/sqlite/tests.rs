@@ -115,18 +115,7 @@ async fn hold(
 /// Waits until every task has queued its job. The writer is held, so they will all be in
 /// its next batch.
 async fn until_queued(store: &SqliteStore, tasks: &[tokio::task::JoinHandle<()>]) {
-    until_queued_n(store, tasks.len()).await;
-}
-
-/// Waits until `n` jobs are queued. The queue counts a job once its sender holds a slot, a
-/// moment before the job is in the queue, and a writer released in that moment can miss it
-/// (a CI run saw a verify of `a_failed_commit_…` commit in a batch of its own), so the wait
-/// ends a little after the count.
-async fn until_queued_n(store: &SqliteStore, n: usize) {
-    while !store.writer.queued_at_least(n) {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store.writer.until_queued(tasks.len()).await;
 }
 
 fn used(view: &OrderView) -> i64 {
@@ -229,7 +218,7 @@ async fn a_failed_commit_answers_every_verify_in_the_batch_with_an_error_and_kee
             })
             .await
     });
-    until_queued_n(&store, 2).await;
+    store.writer.until_queued(2).await;
     release.send(()).expect("release");
     gate.await.expect("join").expect("gate");
 

@@ -290,11 +290,17 @@ impl Writer {
         QUEUE_DEPTH - self.queue.capacity()
     }
 
-    /// Whether at least `n` messages wait in the queue (tests hold the writer, queue jobs,
-    /// and wait for this before releasing it, so the batch's content is deterministic).
+    /// Waits until at least `n` messages wait in the queue, and a moment more (tests hold the
+    /// writer, queue jobs, and wait for this before releasing it, so the batch's content is
+    /// deterministic). The queue counts a message once its sender holds a slot, just before
+    /// the message is in it, and a writer released in between can miss it (a CI run saw a job
+    /// commit in a batch of its own), so the wait ends 20 ms after the count.
     #[cfg(test)]
-    pub(crate) fn queued_at_least(&self, n: usize) -> bool {
-        self.queued() >= n
+    pub(crate) async fn until_queued(&self, n: usize) {
+        while self.queued() < n {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     pub(crate) fn stats(&self) -> WriterStats {

@@ -65,7 +65,7 @@ async fn queued_jobs_share_one_commit_and_a_refusal_spares_its_neighbours() {
             .await
         }));
     }
-    until_queued(&writer, 4).await;
+    writer.until_queued(4).await;
     release.send(()).expect("release");
     gate.await.expect("join").expect("gate job");
 
@@ -129,7 +129,7 @@ async fn a_failed_commit_answers_every_job_with_an_error_and_keeps_nothing() {
         })
         .await
     });
-    until_queued(&writer, 2).await;
+    writer.until_queued(2).await;
     release.send(()).expect("release");
     gate.await.expect("join").expect("gate job");
 
@@ -189,7 +189,7 @@ async fn close_finishes_queued_jobs_then_refuses_new_ones() {
         })
         .await
     });
-    until_queued(&writer, 1).await;
+    writer.until_queued(1).await;
     let w = Arc::clone(&writer);
     let closing = tokio::spawn(async move { w.close().await });
     release.send(()).expect("release");
@@ -428,14 +428,4 @@ fn the_average_follows_the_batches() {
         linger.wait(&mut jobs, &mut batch, &stats);
     }
     assert!(linger.average < 16 * 2, "{}", linger.average);
-}
-
-/// Waits until `n` jobs are queued, and a moment more: the queue counts a job once its sender
-/// holds a slot, just before the job is in the queue, and a writer released in between can
-/// miss it.
-async fn until_queued(writer: &Writer, n: usize) {
-    while !writer.queued_at_least(n) {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 }
