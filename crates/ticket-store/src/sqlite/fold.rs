@@ -161,9 +161,6 @@ pub(crate) struct Folded {
 struct Ends {
     use_id: i64,
     audit_seq: i64,
-    /// In a [`Staged`] fold, where the apps' entries are folded up to; the newest entry
-    /// otherwise.
-    app_seq: i64,
     fingerprint_id: i64,
 }
 
@@ -175,7 +172,6 @@ fn ends(conn: &Connection) -> Result<Ends, LedgerError> {
             Ok(Ends {
                 use_id: row.get(0)?,
                 audit_seq: row.get(1)?,
-                app_seq: row.get(1)?,
                 fingerprint_id: row.get(2)?,
             })
         })
@@ -235,40 +231,67 @@ pub(crate) enum Part {
 impl Part {
     /// Every part.
     pub(crate) const ALL: [Part; 4] = [Part::Fingerprints, Part::Uses, Part::Audit, Part::Apps];
+
+    /// The keys of this part's rows a fold moves, `(after, upto]`: from its mark to the newest
+    /// row (the pending fingerprints have no mark: every one of them is moved).
+    fn bounds(self, marks: Marks, ends: Ends) -> (i64, i64) {
+        let from = |mark: i64, newest: i64| (mark, newest.max(mark));
+        match self {
+            Part::Fingerprints => (0, ends.fingerprint_id),
+            Part::Uses => from(marks.use_id, ends.use_id),
+            Part::Audit => from(marks.audit_seq, ends.audit_seq),
+            Part::Apps => from(marks.app_seq, ends.audit_seq),
+        }
+    }
+
+    /// The statement moving this part's mark (bind the new mark, the old), if it has one.
+    fn advance(self) -> Option<&'static str> {
+        match self {
+            Part::Fingerprints => None,
+            Part::Uses => Some(statements::SQLITE_FOLD_ADVANCE_USES),
+            Part::Audit => Some(statements::SQLITE_FOLD_ADVANCE_AUDIT),
+            Part::Apps => Some(statements::SQLITE_FOLD_ADVANCE_APPS),
+        }
+    }
+}
+
+impl Folded {
+    /// Records that `part` moved `n` rows.
+    fn record(&mut self, part: Part, n: u64) {
+        match part {
+            Part::Fingerprints => self.fingerprints = n,
+            Part::Uses => self.uses = n,
+            Part::Audit => self.entries = n,
+            Part::Apps => self.app_entries = n,
+        }
+    }
+}
+
+/// Moves `part`'s mark from `from` to `to`: it must change one row, or something else folded
+/// meanwhile.
+fn advance(conn: &Connection, part: Part, (from, to): (i64, i64)) -> Result<(), LedgerError> {
+    if let Some(sql) = part.advance() {
+        let advanced = run(conn, sql, [to, from], "advancing a fold mark")?;
+        crate::rows::one_row(advanced, "ledger_fold")?;
+    }
+    Ok(())
 }
 
 /// Folds one part of everything appended since the last fold, inside the caller's write
 /// transaction; returns the rows moved.
 pub(crate) fn fold_one(conn: &Connection, part: Part) -> Result<u64, LedgerError> {
-    let marks = marks(conn)?;
-    let end = ends(conn)?;
-    let (sql, advance, mark, upto, during) = match part {
-        Part::Fingerprints => return move_fingerprints(conn, 0, end.fingerprint_id),
-        Part::Uses => (
-            statements::SQLITE_FOLD_USES,
-            statements::SQLITE_FOLD_ADVANCE_USES,
-            marks.use_id,
-            end.use_id.max(marks.use_id),
-            "folding uses",
-        ),
-        Part::Audit => (
-            statements::SQLITE_FOLD_AUDIT,
-            statements::SQLITE_FOLD_ADVANCE_AUDIT,
-            marks.audit_seq,
-            end.audit_seq.max(marks.audit_seq),
-            "folding the audit trail",
-        ),
+    let bounds = part.bounds(marks(conn)?, ends(conn)?);
+    let (sql, during) = match part {
+        Part::Fingerprints => return move_fingerprints(conn, bounds.0, bounds.1),
+        Part::Uses => (statements::SQLITE_FOLD_USES, "folding uses"),
+        Part::Audit => (statements::SQLITE_FOLD_AUDIT, "folding the audit trail"),
         Part::Apps => (
             statements::SQLITE_FOLD_APPS,
-            statements::SQLITE_FOLD_ADVANCE_APPS,
-            marks.app_seq,
-            end.audit_seq.max(marks.app_seq),
             "folding the audit trail by app",
         ),
     };
-    let moved = run(conn, sql, [mark, upto], during)?;
-    let advanced = run(conn, advance, [upto, mark], "advancing a fold mark")?;
-    crate::rows::one_row(advanced, "ledger_fold")?;
+    let moved = run(conn, sql, [bounds.0, bounds.1], during)?;
+    advance(conn, part, bounds)?;
     Ok(moved)
 }
 
@@ -317,13 +340,7 @@ pub(crate) fn fold_parts(
     let mut folded = Folded::default();
     in_transaction(conn, "a fold", || {
         parts.iter().try_for_each(|&part| {
-            let moved = fold_one(conn, part)?;
-            match part {
-                Part::Fingerprints => folded.fingerprints = moved,
-                Part::Uses => folded.uses = moved,
-                Part::Audit => folded.entries = moved,
-                Part::Apps => folded.app_entries = moved,
-            }
+            folded.record(part, fold_one(conn, part)?);
             Ok(())
         })
     })?;
@@ -491,21 +508,16 @@ impl Staged {
     pub(crate) fn start(conn: &Connection) -> Result<Option<Self>, LedgerError> {
         let marks = marks(conn)?;
         let ends = ends(conn)?;
-        if ends.fingerprint_id == 0
-            && ends.use_id <= marks.use_id
-            && ends.audit_seq <= marks.audit_seq
-            && ends.audit_seq <= marks.app_seq
-        {
+        let nothing = |part: Part| {
+            let (after, upto) = part.bounds(marks, ends);
+            upto <= after
+        };
+        if Part::ALL.into_iter().all(nothing) {
             return Ok(None);
         }
         let mut staged = Self {
             marks,
-            ends: Ends {
-                use_id: ends.use_id.max(marks.use_id),
-                audit_seq: ends.audit_seq.max(marks.audit_seq),
-                app_seq: ends.audit_seq.max(marks.app_seq),
-                fingerprint_id: ends.fingerprint_id,
-            },
+            ends,
             part: 0,
             rows: None,
             read_to: 0,
@@ -518,14 +530,9 @@ impl Staged {
         Ok(Some(staged))
     }
 
-    /// The keys of the current part's rows: `(after, upto]`.
+    /// The keys of `part`'s rows this fold moves: `(after, upto]`.
     fn bounds(&self, part: Part) -> (i64, i64) {
-        match part {
-            Part::Fingerprints => (0, self.ends.fingerprint_id),
-            Part::Uses => (self.marks.use_id, self.ends.use_id),
-            Part::Audit => (self.marks.audit_seq, self.ends.audit_seq),
-            Part::Apps => (self.marks.app_seq, self.ends.app_seq),
-        }
+        part.bounds(self.marks, self.ends)
     }
 
     fn begin_part(&mut self) {
@@ -559,13 +566,7 @@ impl Staged {
             if upto >= end {
                 rows.sort();
                 self.sorted = true;
-                let n = count(rows.len());
-                match part {
-                    Part::Fingerprints => self.folded.fingerprints = n,
-                    Part::Uses => self.folded.uses = n,
-                    Part::Audit => self.folded.entries = n,
-                    Part::Apps => self.folded.app_entries = n,
-                }
+                self.folded.record(part, count(rows.len()));
             }
             return Ok(Step::More);
         }
@@ -603,26 +604,9 @@ impl Staged {
                     self.folded.fingerprints
                 )));
             }
-            for (advance, to, from) in [
-                (
-                    statements::SQLITE_FOLD_ADVANCE_USES,
-                    self.ends.use_id,
-                    self.marks.use_id,
-                ),
-                (
-                    statements::SQLITE_FOLD_ADVANCE_AUDIT,
-                    self.ends.audit_seq,
-                    self.marks.audit_seq,
-                ),
-                (
-                    statements::SQLITE_FOLD_ADVANCE_APPS,
-                    self.ends.app_seq,
-                    self.marks.app_seq,
-                ),
-            ] {
-                let advanced = run(conn, advance, [to, from], "advancing a fold mark")?;
-                crate::rows::one_row(advanced, "ledger_fold")?;
-            }
+            Part::ALL
+                .into_iter()
+                .try_for_each(|part| advance(conn, part, self.bounds(part)))?;
             Ok(())
         })?;
         pending.remove(&self.fingerprints);
