@@ -410,44 +410,33 @@ impl Rows {
 
     /// Appends the rows with keys in `(after, upto]`.
     fn read(&mut self, conn: &Connection, after: i64, upto: i64) -> Result<(), LedgerError> {
-        let during = "reading what a staged fold copies";
         let bounds = [after, upto];
         match self {
-            Rows::Fingerprints(rows) => conn
-                .prepare_cached(statements::SQLITE_STAGE_FINGERPRINTS)
-                .during(during)?
-                .query_map(bounds, |row| {
+            Rows::Fingerprints(rows) => append(
+                conn,
+                statements::SQLITE_STAGE_FINGERPRINTS,
+                bounds,
+                rows,
+                |row| {
                     Ok((
                         (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?),
                         row.get(4)?,
                     ))
+                },
+            ),
+            Rows::Uses(rows) => append(conn, statements::SQLITE_STAGE_USES, bounds, rows, |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            }),
+            Rows::Entries(rows) => {
+                append(conn, statements::SQLITE_STAGE_AUDIT, bounds, rows, |row| {
+                    Ok((row.get(0)?, row.get(1)?))
                 })
-                .during(during)?
-                .try_for_each(|row| row.map(|row| rows.push(row)))
-                .during(during),
-            Rows::Uses(rows) => conn
-                .prepare_cached(statements::SQLITE_STAGE_USES)
-                .during(during)?
-                .query_map(bounds, |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            }
+            Rows::AppEntries(rows) => {
+                append(conn, statements::SQLITE_STAGE_APPS, bounds, rows, |row| {
+                    Ok((row.get(0)?, row.get(1)?))
                 })
-                .during(during)?
-                .try_for_each(|row| row.map(|row| rows.push(row)))
-                .during(during),
-            Rows::Entries(rows) => conn
-                .prepare_cached(statements::SQLITE_STAGE_AUDIT)
-                .during(during)?
-                .query_map(bounds, |row| Ok((row.get(0)?, row.get(1)?)))
-                .during(during)?
-                .try_for_each(|row| row.map(|row| rows.push(row)))
-                .during(during),
-            Rows::AppEntries(rows) => conn
-                .prepare_cached(statements::SQLITE_STAGE_APPS)
-                .during(during)?
-                .query_map(bounds, |row| Ok((row.get(0)?, row.get(1)?)))
-                .during(during)?
-                .try_for_each(|row| row.map(|row| rows.push(row)))
-                .during(during),
+            }
         }
     }
 
@@ -468,6 +457,22 @@ impl Rows {
             Rows::AppEntries(rows) => rows.sort_unstable(),
         }
     }
+}
+
+/// Appends the rows `sql` reads with `bounds` to `rows`, each made by `map`.
+fn append<T>(
+    conn: &Connection,
+    sql: &str,
+    bounds: [i64; 2],
+    rows: &mut Vec<T>,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(), LedgerError> {
+    let during = "reading what a staged fold copies";
+    let mut stmt = conn.prepare_cached(sql).during(during)?;
+    for row in stmt.query_map(bounds, map).during(during)? {
+        rows.push(row.during(during)?);
+    }
+    Ok(())
 }
 
 /// What a [`Staged::step`] left to do.
