@@ -279,6 +279,24 @@ fn read_before(raw: &Connection) -> Before {
     }
 }
 
+/// Sends the report of fingerprint `(order, code, gate time, quantity)` again as request
+/// `retry-<i>` of `app`, and asserts that it is answered as a retry.
+async fn sent_again_is_a_retry(
+    store: &SqliteStore,
+    app: &str,
+    i: usize,
+    (id, code, at_ms, quantity): (i64, &str, i64, i64),
+) {
+    let at = DateTime::from_timestamp_millis(at_ms).expect("gate time");
+    let mut cmd = Verify::of(app, id)
+        .entry(code, quantity, Some(at))
+        .request_id(&format!("retry-{i}"))
+        .build();
+    cmd.meta.received_at = Utc::now();
+    let outcome = store.verify(cmd).await.expect("retry");
+    assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
+}
+
 /// `tests/fixtures/ledger-schema-4.db` was written by `ticketd` at commit 938eeb3 (schema
 /// version 4, the last before the fold): `ticketd bench --spawn process --data-dir DIR
 /// --orders 3 --vouchers-per-order 4 --capacity 50 --requests 120 --warmup 0s --concurrency 4`,
@@ -339,14 +357,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     // Every report the old schema recorded is a retry now, and changes nothing.
     let now = Utc::now();
     for (i, (id, code, at_ms, quantity)) in before.fingerprints.iter().enumerate() {
-        let at = DateTime::from_timestamp_millis(*at_ms).expect("gate time");
-        let mut cmd = Verify::of(&before.app, *id)
-            .entry(code, *quantity, Some(at))
-            .request_id(&format!("retry-{i}"))
-            .build();
-        cmd.meta.received_at = now;
-        let outcome = store.verify(cmd).await.expect("retry");
-        assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
+        sent_again_is_a_retry(&store, &before.app, i, (*id, code, *at_ms, *quantity)).await;
     }
     for (&(id, ref code), &count) in &before.used {
         let now_used = used(&store, id).await;
@@ -911,16 +922,8 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
         })
         .expect("the order's app")
     };
-    let now = Utc::now();
     for (i, (id, code, at_ms, quantity, _)) in fingerprints_before.iter().enumerate() {
-        let at = DateTime::from_timestamp_millis(*at_ms).expect("gate time");
-        let mut cmd = Verify::of(&app_of(*id), *id)
-            .entry(code, *quantity, Some(at))
-            .request_id(&format!("retry-{i}"))
-            .build();
-        cmd.meta.received_at = now;
-        let outcome = store.verify(cmd).await.expect("retry");
-        assert_eq!(outcome.kind, OutcomeKind::Replayed, "{id} {code} {at}");
+        sent_again_is_a_retry(&store, &app_of(*id), i, (*id, code, *at_ms, *quantity)).await;
     }
 
     // Migration 0015: a reversal finds a code's uses, folded and in the tail, by record time.
