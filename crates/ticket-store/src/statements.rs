@@ -814,10 +814,14 @@ pub(crate) const ADVANCE_RELAY: &str = "UPDATE ledger_event_relay SET position =
 /// How far the fold has gone: `(use_id, audit_seq, app_seq)`.
 pub(crate) const SQLITE_FOLD_MARKS: &str =
     "SELECT use_id, audit_seq, app_seq FROM ledger_fold WHERE id = 1";
-/// The newest use and entry: what a fold may go up to.
+/// The newest use and entry, and the range of pending fingerprints' ids (the key before the
+/// oldest, the newest): what a fold may go up to, and where its fingerprints start (the ids
+/// of a busy ledger's pending fingerprints never restart, so a range from 0 would grow with
+/// every fingerprint ever forgotten). Each is a lookup of a rowid table's first or last key.
 pub(crate) const SQLITE_FOLD_ENDS: &str =
     "SELECT (SELECT coalesce(max(id), 0) FROM voucher_uses), \
      (SELECT coalesce(max(seq), 0) FROM audit_log), \
+     (SELECT coalesce(min(id), 1) - 1 FROM pending_fingerprints), \
      (SELECT coalesce(max(id), 0) FROM pending_fingerprints)";
 /// Moves the pending fingerprints with `id` in `(?, ?]` into the keyed table, in key order
 /// (one page takes many rows). Rows a staged fold ([`SQLITE_STAGE_FINGERPRINTS`]) already

@@ -4,8 +4,8 @@
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use ticket_ledger::{
-    AuditOutcome, ConfirmCode, NewVoucher, OrderRef, OutcomeKind, RequestMeta, VerifyPolicy,
-    VerifyUses, VoucherUse, WriteOffType,
+    AuditOutcome, ConfirmCode, Fingerprint, NewVoucher, OrderRef, OutcomeKind, RequestMeta,
+    VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
 };
 
 use super::*;
@@ -678,4 +678,96 @@ async fn an_orders_readers_add_its_own_uses_past_the_mark_as_the_view_does() {
             "the order list's counts, order {order}"
         );
     }
+}
+
+/// The pending fingerprints of a ledger that has been busy since it was created: their ids
+/// never restart while verifies keep coming (the table is never empty), so they can be far
+/// from 0. A staged fold reads them from the oldest, and forgets them a slice at a time, each
+/// still found by a lookup in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_fold_starts_at_the_oldest_pending_fingerprint_and_forgets_them_in_slices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 100_000)]).await;
+    store
+        .verify(verify(1, "CODE-A", 1, 1))
+        .await
+        .expect("verify");
+    store.close().await;
+    drop(store);
+
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    let pending = || count("SELECT count(*) FROM pending_fingerprints");
+    let folded_before = count("SELECT count(*) FROM folded_fingerprints");
+    // 5,000 more, as 5,000 verifies of a busy day would have left them: ids from 50 million.
+    let first_id: i64 = 50_000_000;
+    conn.execute("UPDATE pending_fingerprints SET id = ?1", [first_id])
+        .expect("move the verify's fingerprint");
+    let extra: i64 = 5_000;
+    {
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO pending_fingerprints \
+                 (id, order_id, confirm_code, used_at_ms, quantity, request_id) \
+                 VALUES (?1, 1, 'CODE-A', ?2, 1, 'busy')",
+            )
+            .expect("prepare");
+        for n in 1..=extra {
+            insert
+                .execute([first_id + n, 1_000_000 + n])
+                .expect("insert");
+        }
+    }
+    let total = extra + 1;
+    assert_eq!(pending(), total);
+    let fingerprint = |used_at_ms: i64| Fingerprint {
+        code: code("CODE-A"),
+        used_at_ms,
+        quantity: 1,
+    };
+    let id = OrderId::new(1).expect("id");
+    let samples = [1_000_001, 1_002_500, 1_000_000 + extra];
+
+    let mut staged = fold::Staged::start(&conn)
+        .expect("start")
+        .expect("something to fold");
+    let mut memory = fold::Pending::default();
+    let mut steps = 0;
+    let mut left = pending();
+    let folded = loop {
+        steps += 1;
+        assert!(
+            steps <= 200,
+            "a fold of {total} fingerprints took more than 200 steps"
+        );
+        let step = staged.step(&conn, &mut memory).expect("step");
+        let now = pending();
+        assert!(
+            left - now <= fold::FORGET,
+            "one step forgot {} pending fingerprints",
+            left - now
+        );
+        left = now;
+        // Whatever has been forgotten so far is found folded: a fresh memory reads the table.
+        for used_at in samples {
+            let mut fresh = fold::Pending::default();
+            assert!(
+                fold::seen(&conn, &mut fresh, id, &fingerprint(used_at)).expect("lookup"),
+                "fingerprint {used_at} lost after step {steps}"
+            );
+        }
+        if let fold::Step::Done(folded) = step {
+            break folded;
+        }
+    };
+    assert_eq!(folded.fingerprints, u64::try_from(total).expect("count"));
+    assert_eq!(pending(), 0);
+    assert_eq!(
+        count("SELECT count(*) FROM folded_fingerprints"),
+        folded_before + total
+    );
+    assert!(
+        !fold::seen(&conn, &mut memory, id, &fingerprint(999)).expect("lookup"),
+        "a fingerprint never recorded is not seen"
+    );
 }
