@@ -285,6 +285,39 @@ fn check_bounds(cmd: &VerifyCommand) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// Where a code is among an order's vouchers: the first voucher with that code.
+///
+/// A report of a few codes scans the list; a large one looks each code up in a map of it.
+/// Scanning for every code of a 999-code report in an order of 999 compared about 500,000
+/// codes per report: 14.5 % of the writer's samples in that bench shape (perf, 2026-12-05).
+enum CodeIndex<'a> {
+    Scan(&'a [VoucherRecord]),
+    Map(std::collections::HashMap<&'a ConfirmCode, usize>),
+}
+
+impl<'a> CodeIndex<'a> {
+    /// Reports of more codes than this look them up in a map.
+    const SCAN_UP_TO: usize = 8;
+
+    fn new(vouchers: &'a [VoucherRecord], lookups: usize) -> Self {
+        if lookups <= Self::SCAN_UP_TO || vouchers.len() <= Self::SCAN_UP_TO {
+            return CodeIndex::Scan(vouchers);
+        }
+        let mut map = std::collections::HashMap::with_capacity(vouchers.len());
+        for (i, v) in vouchers.iter().enumerate() {
+            map.entry(&v.code).or_insert(i);
+        }
+        CodeIndex::Map(map)
+    }
+
+    fn find(&self, code: &ConfirmCode) -> Option<usize> {
+        match self {
+            CodeIndex::Scan(vouchers) => vouchers.iter().position(|v| &v.code == code),
+            CodeIndex::Map(map) => map.get(code).copied(),
+        }
+    }
+}
+
 /// Decides what a verify request changes, or why it is refused as a whole.
 ///
 /// `snapshot` must be the order the store resolved from `cmd.order` *without* filtering by
@@ -355,11 +388,14 @@ pub fn plan_verify(
     let mut times = vec![cmd.meta.received_at; snapshot.vouchers.len()];
     let mut new_fingerprints = Vec::new();
     let mut replayed_entries = 0;
+    let lookups = match &cmd.uses {
+        VerifyUses::Vouchers { entries, .. } => entries.len(),
+        VerifyUses::Code { .. } | VerifyUses::Order { .. } => 1,
+    };
+    let codes = CodeIndex::new(&snapshot.vouchers, lookups);
     let find = |code: &ConfirmCode| -> Result<usize, LedgerError> {
-        snapshot
-            .vouchers
-            .iter()
-            .position(|v| &v.code == code)
+        codes
+            .find(code)
             .ok_or_else(|| LedgerError::VoucherNotFound { code: code.clone() })
     };
 

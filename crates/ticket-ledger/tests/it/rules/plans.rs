@@ -101,3 +101,43 @@ fn r9_each_pending_refund_holds_its_tickets_from_its_own_request() {
         );
     }
 }
+
+/// R10 in a large report (more codes than a plan scans for; it looks them up in a map of the
+/// order's codes): each entry lands on its own code wherever that code is in the order, and
+/// one code the order lacks still refuses the whole report.
+#[test]
+fn a_large_report_finds_each_code_wherever_it_is_in_the_order() {
+    let names: Vec<String> = (0..30).map(|i| format!("C{i:02}")).collect();
+    // Capacities tell the codes apart: C00 allows 1 use, C29 allows 30.
+    let vouchers: Vec<(&str, i64, i64)> = names
+        .iter()
+        .zip(1..)
+        .map(|(name, capacity)| (name.as_str(), capacity, 0))
+        .collect();
+    let s = snap(&vouchers);
+    let picked = [29, 0, 15, 1, 28, 7, 14, 2, 27, 9, 20, 3];
+    let report: Vec<(&str, i64, Option<DateTime<Utc>>)> = picked
+        .iter()
+        .map(|&i| (names[i].as_str(), 1, None))
+        .collect();
+    let plan = plan_verify(&s, &delta(&report)).expect("every code is the order's");
+    let mut landed: Vec<(String, i64, i64)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.code.as_str().to_owned(), c.delta, c.capacity))
+        .collect();
+    landed.sort();
+    let mut expected: Vec<(String, i64, i64)> = picked
+        .iter()
+        .map(|&i| (names[i].clone(), 1, i64::try_from(i).expect("small") + 1))
+        .collect();
+    expected.sort();
+    assert_eq!(landed, expected);
+
+    let mut unknown = report.clone();
+    unknown.insert(6, ("C99", 1, None));
+    assert_eq!(
+        plan_verify(&s, &delta(&unknown)).map(|p| p.changes.len()),
+        Err(LedgerError::VoucherNotFound { code: code("C99") })
+    );
+}
