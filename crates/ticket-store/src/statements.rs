@@ -893,8 +893,8 @@ pub(crate) const SQLITE_REVERSE_USES: &str = "UPDATE counted_vouchers SET used =
 /// The pending fingerprints with `id` in `(?, ?]` (a range of the table's key: the writer
 /// sorts them; sorting 5,000 in SQLite took 10–20 ms of the writer in one statement).
 pub(crate) const SQLITE_STAGE_FINGERPRINTS: &str =
-    "SELECT order_id, confirm_code, used_at_ms, quantity, request_id FROM pending_fingerprints \
-     WHERE id > ? AND id <= ?";
+    "SELECT order_id, confirm_code, used_at_ms, quantity, request_id, id \
+     FROM pending_fingerprints WHERE id > ? AND id <= ?";
 /// The uses with `id` in `(?, ?]`.
 pub(crate) const SQLITE_STAGE_USES: &str =
     "SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses WHERE id > ? AND id <= ?";

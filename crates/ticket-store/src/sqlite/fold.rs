@@ -389,7 +389,8 @@ pub(crate) const READ: i64 = 1_024;
 /// The rows of one part, sorted by key once all are read.
 #[derive(Debug)]
 enum Rows {
-    Fingerprints(Vec<(Key, String)>),
+    /// Each with its request and its id in `pending_fingerprints`.
+    Fingerprints(Vec<(Key, String, i64)>),
     Uses(Vec<(i64, String, i64, i64)>),
     Entries(Vec<(i64, i64)>),
     AppEntries(Vec<(String, i64)>),
@@ -427,6 +428,7 @@ impl Rows {
                     Ok((
                         (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?),
                         row.get(4)?,
+                        row.get(5)?,
                     ))
                 },
             ),
@@ -451,7 +453,7 @@ impl Rows {
         match self {
             // `folded_fingerprints`' key: order, gate time, code, quantity (migration 0014).
             Rows::Fingerprints(rows) => {
-                rows.sort_unstable_by(|((o1, c1, t1, q1), _), ((o2, c2, t2, q2), _)| {
+                rows.sort_unstable_by(|((o1, c1, t1, q1), ..), ((o2, c2, t2, q2), ..)| {
                     (o1, t1, c1, q1).cmp(&(o2, t2, c2, q2))
                 })
             }
@@ -521,6 +523,9 @@ pub(crate) struct Staged {
     forgot_to: Option<i64>,
     /// Pending fingerprints forgotten so far: all of those copied by the end.
     forgotten: u64,
+    /// The ids of the pending fingerprints copied, in order: a slice forgets exactly those in
+    /// its range, or nothing.
+    copied_ids: Vec<i64>,
     /// The fingerprints copied, forgotten by [`Pending`] once the marks moved.
     fingerprints: Vec<Key>,
     folded: Folded,
@@ -548,6 +553,7 @@ impl Staged {
             next: 0,
             forgot_to: None,
             forgotten: 0,
+            copied_ids: Vec::new(),
             fingerprints: Vec::new(),
             folded: Folded::default(),
         };
@@ -609,7 +615,11 @@ impl Staged {
         if end == rows.len() {
             match self.rows.take() {
                 Some(Rows::Fingerprints(rows)) => {
-                    self.fingerprints = rows.into_iter().map(|(key, _)| key).collect();
+                    let (keys, mut ids): (Vec<Key>, Vec<i64>) =
+                        rows.into_iter().map(|(key, _, id)| (key, id)).unzip();
+                    ids.sort_unstable();
+                    self.fingerprints = keys;
+                    self.copied_ids = ids;
                     self.forgot_to = Some(self.bounds(part).0);
                 }
                 _ => self.next_part(),
@@ -624,11 +634,19 @@ impl Staged {
     }
 
     /// Forgets the copied pending fingerprints with ids in `(from, from + FORGET]`, up to
-    /// `end`; after the last of them, checks that every copied one was forgotten. (The ids a
-    /// fold forgets were all read by it: new fingerprints take ids above the newest, and the
-    /// newest in the range is forgotten last.)
+    /// `end`; after the last of them, checks that every copied one was forgotten.
+    ///
+    /// A slice must delete exactly the copied ids in its range, or it rolls back: a pending
+    /// fingerprint this fold did not copy is never forgotten. (None should be there: new
+    /// fingerprints take ids above the newest, and the newest in the range is forgotten
+    /// last.)
     fn forget(&mut self, conn: &Connection, from: i64, end: i64) -> Result<Step, LedgerError> {
         let upto = end.min(from.saturating_add(FORGET));
+        let ids = &self.copied_ids;
+        let expected = count(
+            ids.partition_point(|&id| id <= upto)
+                .saturating_sub(ids.partition_point(|&id| id <= from)),
+        );
         let mut forgotten = 0;
         if upto > from {
             in_transaction(conn, "forgetting folded fingerprints", || {
@@ -639,7 +657,14 @@ impl Staged {
                     [from, upto],
                     "forgetting folded fingerprints",
                 )?;
-                Ok(())
+                if forgotten == expected {
+                    Ok(())
+                } else {
+                    Err(LedgerError::Internal(format!(
+                        "a staged fold copied {expected} fingerprints with ids in \
+                         ({from}, {upto}] but would forget {forgotten}"
+                    )))
+                }
             })?;
         }
         self.forgotten = self.forgotten.saturating_add(forgotten);
@@ -720,7 +745,7 @@ fn copy(conn: &Connection, rows: &Rows, range: std::ops::Range<usize>) -> Result
             let mut insert = conn
                 .prepare_cached(statements::SQLITE_STAGE_COPY_FINGERPRINT)
                 .during(during)?;
-            for ((order, code, used_at, quantity), request) in rows.get(range).unwrap_or(&[]) {
+            for ((order, code, used_at, quantity), request, _) in rows.get(range).unwrap_or(&[]) {
                 insert
                     .execute(params![order, code, used_at, quantity, request])
                     .during(during)?;
