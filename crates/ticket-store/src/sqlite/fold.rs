@@ -19,8 +19,9 @@
 //! [`SLICE`] rows per transaction between the writer's batches, in key order, so a slice fills
 //! neighbouring pages and no transaction holds the writer for long (a whole fold in one
 //! transaction held it 25–70 ms, and the requests queued
-//! behind it set the p99 at half load). Copies past the marks are invisible to every reader
-//! until the last transaction moves the marks. Once all of them are copied, the pending
+//! behind it set the p99 at half load). Copies of uses and entries past the marks are
+//! invisible to every reader until the last transaction moves the marks; a copied fingerprint
+//! is found at once (a lookup reads both tables). Once all of them are copied, the pending
 //! fingerprints are forgotten [`FORGET`] at a time (a lookup finds a forgotten one folded).
 //! Nothing is lost in between, and nothing is read wrong:
 //!

@@ -433,6 +433,17 @@ async fn a_checkpoint_by_another_connection_keeps_the_snapshots() {
 }
 
 /// The stored counter, the counters' mark and the newest use, read behind the store.
+/// A ledger in `dir` with order 1 (`CODE-A`, `capacity` uses) used `quantity` times by one
+/// verify, and the store closed.
+async fn verified_and_closed(dir: &Path, capacity: i64, quantity: i64) {
+    let store = store_with_orders(dir, &[(1, "CODE-A", capacity)]).await;
+    store
+        .verify(verify(1, "CODE-A", quantity, 1))
+        .await
+        .expect("verify");
+    store.close().await;
+}
+
 fn counted(dir: &Path) -> (i64, i64, i64) {
     Connection::open(dir.join("ledger.db"))
         .expect("shell")
@@ -498,13 +509,7 @@ async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uses_are_added_to_the_stored_counters_and_a_counter_that_does_not_fit_stays_in_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-    store
-        .verify(verify(1, "CODE-A", 2, 1))
-        .await
-        .expect("verify");
-    store.close().await;
-    drop(store);
+    verified_and_closed(dir.path(), 5, 2).await;
 
     let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
     // Whatever the writer had not counted when it stopped.
@@ -685,13 +690,7 @@ async fn an_orders_readers_add_its_own_uses_past_the_mark_as_the_view_does() {
 /// restart while verifies keep coming (the table is never empty). Returns the connection and
 /// the first id; gate times are `1_000_000 + n` for the `n`th (from 0).
 async fn busy_pending_fingerprints(dir: &Path) -> (Connection, i64) {
-    let store = store_with_orders(dir, &[(1, "CODE-A", 100_000)]).await;
-    store
-        .verify(verify(1, "CODE-A", 1, 1))
-        .await
-        .expect("verify");
-    store.close().await;
-    drop(store);
+    verified_and_closed(dir, 100_000, 1).await;
     let conn = Connection::open(dir.join("ledger.db")).expect("shell");
     let first_id: i64 = 50_000_000;
     conn.execute("DELETE FROM pending_fingerprints", [])

@@ -589,10 +589,12 @@ impl Folds {
                     self.staged = None;
                 }
                 // The rows stay in the tail, where readers find them; a later fold starts
-                // again from the marks.
+                // again from the marks. Pending fingerprints it had already forgotten may
+                // still be in the writer's memory: it is read again at the next lookup.
                 Err(e) => {
                     tracing::warn!(error = %e, "folding the ledger's lookups failed");
                     self.staged = None;
+                    snapshots.pending.invalidate();
                 }
             }
         }
