@@ -84,6 +84,11 @@ pub struct WriterStats {
     pub checkpoints: u64,
     /// Folds of the lookups keyed by order committed by the writer (see `sqlite::fold`).
     pub folds: u64,
+    /// Microseconds from the start of the last fold to its end.
+    pub last_fold_us: u64,
+    /// Microseconds of the writer's time the last fold's steps took: at most about one part in
+    /// `FOLD_SHARE` (the writer's pace for folds) of `last_fold_us`, unless the fold fell behind.
+    pub last_fold_busy_us: u64,
     /// Uses added to the stored counters from the use log (see `sqlite::fold::count_uses`).
     pub counted_uses: u64,
     /// Verifies that found their order's vouchers in the writer's memory, so read nothing.
@@ -104,6 +109,8 @@ pub(crate) struct Stats {
     pub(crate) unsynced: AtomicU64,
     checkpoints: AtomicU64,
     folds: AtomicU64,
+    last_fold_us: AtomicU64,
+    last_fold_busy_us: AtomicU64,
     counted_uses: AtomicU64,
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
@@ -156,6 +163,8 @@ enum Message {
     Job(Box<dyn Job>),
     /// Stop taking jobs; finish the queued ones and exit.
     Close,
+    /// A paced fold may take its next step ([`tick_loop`]).
+    Tick,
 }
 
 impl Message {
@@ -165,6 +174,7 @@ impl Message {
         match self {
             Self::Job(job) => batch.push(job),
             Self::Close => queue.close(),
+            Self::Tick => {}
         }
     }
 }
@@ -226,10 +236,12 @@ impl Writer {
         let stats = Arc::new(Stats::default());
         let broken = Arc::new(Broken::default());
         let (thread_stats, thread_broken) = (Arc::clone(&stats), Arc::clone(&broken));
+        let ticks = queue.downgrade();
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                if let Err(e) = run(conn, jobs, durability, &thread_stats, &thread_broken) {
+                let queue = Queue { jobs, ticks };
+                if let Err(e) = run(conn, queue, durability, &thread_stats, &thread_broken) {
                     tracing::error!(error = %e, "the ledger writer could not start its threads");
                 }
                 // Dropped last: whoever waits in `close` wakes once every connection is closed.
@@ -313,6 +325,8 @@ impl Writer {
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             folds: s.folds.load(Ordering::Relaxed),
+            last_fold_us: s.last_fold_us.load(Ordering::Relaxed),
+            last_fold_busy_us: s.last_fold_busy_us.load(Ordering::Relaxed),
             counted_uses: s.counted_uses.load(Ordering::Relaxed),
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
@@ -320,15 +334,26 @@ impl Writer {
     }
 }
 
-/// The writer thread: starts the syncer and the checkpointer, runs batches until the queue is
-/// closed and drained, then stops both and closes its connection.
+/// The writer thread's ends of the queue: where its jobs arrive, and a sender that does not
+/// keep the queue open, for [`tick_loop`].
+struct Queue {
+    jobs: mpsc::Receiver<Message>,
+    ticks: mpsc::WeakSender<Message>,
+}
+
+/// The writer thread: starts the syncer, the checkpointer and the fold's ticker, runs batches
+/// until the queue is closed and drained, then stops them and closes its connection.
 fn run(
     conn: Connection,
-    mut queue: mpsc::Receiver<Message>,
+    queue: Queue,
     durability: Durability,
     stats: &Arc<Stats>,
     broken: &Arc<Broken>,
 ) -> std::io::Result<()> {
+    let Queue {
+        jobs: mut queue,
+        ticks,
+    } = queue;
     let (committed, to_sync) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
     let syncer = {
         let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
@@ -352,6 +377,17 @@ fn run(
         }
         None => None,
     };
+    let (tick, tick_after) = std::sync::mpsc::sync_channel(1);
+    let ticker = std::thread::Builder::new()
+        .name("ledger-fold-tick".into())
+        .spawn(move || tick_loop(&tick_after, &ticks))?;
+    // Asks for a tick unless one is on its way already (which is as good: the fold's pace is
+    // checked again when it arrives).
+    let tick_after = move |wait: Option<std::time::Duration>| {
+        if let Some(wait) = wait {
+            let _ = tick.try_send(wait.min(MAX_TICK));
+        }
+    };
     let mut nudge = Nudge::new(wake, durability.checkpoint_pages);
     let restart_pages = durability.restart_pages;
     conn.wal_hook(Some(remember_wal_pages));
@@ -371,6 +407,8 @@ fn run(
             }
         }
         if batch.is_empty() {
+            // A tick (or the close): the paced fold's next steps, while the queue is empty.
+            tick_after(folds.steps(&conn, &mut snapshots, || queue.is_empty(), stats));
             continue;
         }
         linger.wait(&mut queue, &mut batch, stats);
@@ -401,7 +439,13 @@ fn run(
                         )));
                     }
                 }
-                folds.after_commit(&conn, &mut snapshots, size, || queue.is_empty(), stats);
+                tick_after(folds.after_commit(
+                    &conn,
+                    &mut snapshots,
+                    size,
+                    || queue.is_empty(),
+                    stats,
+                ));
                 maintain_wal(&conn, &mut nudge, restart_pages);
             }
             Err(e) => {
@@ -414,9 +458,12 @@ fn run(
             }
         }
     }
-    // The syncer answers what it holds, then stops; the checkpointer stops at its next wait.
+    // The syncer answers what it holds, then stops; the checkpointer stops at its next wait,
+    // the ticker after its sleep.
     drop(committed);
     drop(nudge);
+    drop(tick_after);
+    let _ = ticker.join();
     let _ = syncer.join();
     if let Some(checkpointer) = checkpointer {
         let _ = checkpointer.join();
@@ -490,11 +537,11 @@ impl Linger {
 /// When the writer folds ([`fold`]): after [`fold::FOLD_AT`] jobs, or
 /// [`fold::FOLD_FINGERPRINTS`] pending fingerprints, or once the queue is empty and the last
 /// fold is [`IDLE_FOLD`] old, so that a quiet ledger's tail stays short too. A fold is
-/// [`fold::Staged`]: one step after each batch, and every step that is due while the queue is
-/// empty. (One transaction per part, each after a batch, was measured: 11.3–11.6k verifies/s
-/// against 12.4–12.7k in one, and no better p99, because those parts were copied in the order
-/// they were appended, each page taking one row per transaction; slices of keys in order do
-/// not have that cost.)
+/// [`fold::Staged`]: one step after a batch, and more while the queue is empty, each taken
+/// only when the fold's pace allows it ([`FOLD_SHARE`]). (One transaction per part, each after
+/// a batch, was measured: 11.3–11.6k verifies/s against 12.4–12.7k in one, and no better p99,
+/// because those parts were copied in the order they were appended, each page taking one row
+/// per transaction; slices of keys in order do not have that cost.)
 #[derive(Debug)]
 struct Folds {
     jobs: u64,
@@ -504,7 +551,23 @@ struct Folds {
     /// Whether the last count failed.
     count_failed: bool,
     staged: Option<fold::Staged>,
+    /// The writer's time the staged fold's steps have taken.
+    spent: std::time::Duration,
 }
+
+/// A staged fold takes at most one part in `FOLD_SHARE` of the writer's time since it started:
+/// once its steps have taken 1 ms in all, the next waits until the fold is 8 ms old. Why: an
+/// empty queue is not an idle writer. At 10,000 verifies/s every request in flight sat waiting
+/// for an fsync while the writer, finding its queue empty, took fold steps back to back
+/// (0.3–1.3 ms each, up to 7 ms in a row); the requests that fsync answered came back to a
+/// busy writer, the fold's pages made the next fsync longer, and for the 216–235 ms a fold
+/// lasted the writer had less capacity than the load: 32–45 % of the requests sent during a
+/// fold took more than 5 ms, against 2–4 % of the others. Paced at a quarter, 11–14 % did;
+/// at an eighth, 4.3–4.5 % (docs/PERFORMANCE.md). A fold's steps take about 7 µs of the
+/// writer's time per job folded, so an eighth keeps up with about 18,000 jobs/s; a fold that
+/// falls behind (the next one is due before it ends, [`fold::FOLD_AT`]) is not paced, so the
+/// tail a reader scans stays bounded whatever the load.
+const FOLD_SHARE: u32 = 8;
 
 /// How old the last fold must be before an idle moment folds what is pending.
 const IDLE_FOLD: std::time::Duration = std::time::Duration::from_secs(1);
@@ -517,13 +580,15 @@ impl Default for Folds {
             counted: std::time::Instant::now(),
             count_failed: false,
             staged: None,
+            spent: std::time::Duration::ZERO,
         }
     }
 }
 
 impl Folds {
     /// Called after each committed batch of `jobs` jobs; `idle` says whether the queue is
-    /// empty now (asked again before each further step).
+    /// empty now (asked again before each further step). Returns how long the writer should
+    /// wait for its next step when nothing else will wake it ([`Folds::steps`]).
     fn after_commit(
         &mut self,
         conn: &Connection,
@@ -531,7 +596,7 @@ impl Folds {
         jobs: u64,
         idle: impl Fn() -> bool,
         stats: &Stats,
-    ) {
+    ) -> Option<std::time::Duration> {
         self.jobs = self.jobs.saturating_add(jobs);
         // After a failed count, the next attempt waits as long as an idle count would: a
         // counter that cannot take its uses fails every time, and is logged once a second,
@@ -551,40 +616,71 @@ impl Folds {
                 || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
                 || (self.jobs > 0 && self.last.elapsed() >= IDLE_FOLD && idle());
             if !due {
-                return;
+                return None;
             }
             self.last = std::time::Instant::now();
             self.jobs = 0;
+            self.spent = std::time::Duration::ZERO;
             match fold::Staged::start(conn) {
                 Ok(staged) => self.staged = staged,
                 Err(e) => tracing::warn!(error = %e, "starting a fold failed"),
             }
         }
+        self.steps(conn, snapshots, idle, stats)
+    }
+
+    /// Takes the staged fold's next steps: the first whenever the fold's pace allows it, more
+    /// while it still does and `idle` says the queue is empty. When the pace stops a step and
+    /// the queue is empty, returns how long until it allows one: nothing else may wake the
+    /// writer before the fold is done (a ledger that turns quiet), so it asks for a tick.
+    fn steps(
+        &mut self,
+        conn: &Connection,
+        snapshots: &mut Snapshots,
+        idle: impl Fn() -> bool,
+        stats: &Stats,
+    ) -> Option<std::time::Duration> {
         let mut first = true;
         while let Some(staged) = &mut self.staged {
             if !first && !idle() {
-                return;
+                return None;
             }
             first = false;
+            // A fold the next one is due behind is not paced: the tail must not grow.
+            let due = if self.jobs >= fold::FOLD_AT {
+                self.last
+            } else {
+                self.last + self.spent.saturating_mul(FOLD_SHARE)
+            };
             let began = std::time::Instant::now();
+            if began < due {
+                return idle().then(|| due - began);
+            }
             let step = staged.step(conn, &mut snapshots.pending);
+            let took = began.elapsed();
+            self.spent = self.spent.saturating_add(took);
             tracing::trace!(
-                took_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+                took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                 ok = step.is_ok(),
                 "a fold step"
             );
             match step {
                 Ok(fold::Step::More) => {}
                 Ok(fold::Step::Done(folded)) => {
+                    let micros =
+                        |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                    let (took_us, busy_us) = (micros(self.last.elapsed()), micros(self.spent));
                     tracing::debug!(
                         fingerprints = folded.fingerprints,
                         uses = folded.uses,
                         entries = folded.entries,
                         app_entries = folded.app_entries,
-                        took_us =
-                            u64::try_from(self.last.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        took_us,
+                        busy_us,
                         "folded the ledger's lookups"
                     );
+                    stats.last_fold_us.store(took_us, Ordering::Relaxed);
+                    stats.last_fold_busy_us.store(busy_us, Ordering::Relaxed);
                     stats.folds.fetch_add(1, Ordering::Relaxed);
                     self.staged = None;
                 }
@@ -598,6 +694,29 @@ impl Folds {
                 }
             }
         }
+        None
+    }
+}
+
+/// The longest the ticker sleeps: the writer asks again if the fold's pace needs more, and
+/// a closing writer never waits longer for its ticker.
+const MAX_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The ticker: sleeps as long as the writer asks, then puts a [`Message::Tick`] in its queue,
+/// so that a paced fold goes on although no job arrives ([`Folds::steps`]). Its sender is
+/// weak: it never keeps the queue open, and it stops once the writer drops its end of
+/// `waits`.
+fn tick_loop(
+    waits: &std::sync::mpsc::Receiver<std::time::Duration>,
+    queue: &mpsc::WeakSender<Message>,
+) {
+    while let Ok(wait) = waits.recv() {
+        std::thread::sleep(wait);
+        let Some(queue) = queue.upgrade() else {
+            return;
+        };
+        // A full queue wakes the writer anyway; a closed one is shutting down.
+        let _ = queue.try_send(Message::Tick);
     }
 }
 

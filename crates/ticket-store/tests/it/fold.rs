@@ -667,7 +667,8 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
     }
     reader.await.expect("reader");
     assert_eq!(applied, orders * per_order);
-    // The idle fold takes everything, in slices.
+    // The idle fold takes everything, in slices. Nothing is written after the retry that
+    // starts it, so only the writer's ticks make it go on.
     tokio::time::sleep(StdDuration::from_millis(1100)).await;
     let last = verify_at("app-s", 1, "S001C000", gate(0), "r-1-0").build();
     assert_eq!(
@@ -675,6 +676,17 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
         OutcomeKind::Replayed
     );
     folded(&store, folds + 1).await;
+    // Paced: its steps took at most about an eighth of its time (`FOLD_SHARE`), although the
+    // queue was empty all along. A fold that ran its steps back to back would take little
+    // more than their time.
+    let stats = store.writer_stats();
+    assert!(stats.last_fold_busy_us > 0, "{stats:?}");
+    assert!(
+        stats.last_fold_us >= 4 * stats.last_fold_busy_us,
+        "a fold took {} µs of the writer's time in {} µs",
+        stats.last_fold_busy_us,
+        stats.last_fold_us
+    );
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     for _ in 0..500 {
