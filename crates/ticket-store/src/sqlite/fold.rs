@@ -19,7 +19,8 @@
 //! [`SLICE`] rows per transaction between the writer's batches, in key order, so a slice fills
 //! neighbouring pages and no transaction holds the writer for long (a whole fold in one
 //! transaction held it 25–70 ms, and the requests queued
-//! behind it set the p99 at half load). Copies of uses and entries past the marks are
+//! behind it set the p99 at half load), paced by the writer so that its steps take at most an
+//! eighth of the writer's time (`FOLD_SHARE` in `writer.rs`). Copies of uses and entries past the marks are
 //! invisible to every reader until the last transaction moves the marks; a copied fingerprint
 //! is found at once (a lookup reads both tables). Once all of them are copied, the pending
 //! fingerprints are forgotten [`FORGET`] at a time (a lookup finds a forgotten one folded).
@@ -59,12 +60,15 @@ use crate::statements;
 /// page per row: at saturation, 30 s runs of 2,000 orders of 10 codes, 8,192 / 16,384 /
 /// 32,768 wrote 12.4 / 9.1 / 8.3 KB per verify.) Each verify between folds also adds a row to
 /// the tail that readers scan past the marks: an order's view (its latest entries and their
-/// count) took 1.9 ms behind 8,192 entries, 3.8 ms behind 16,384 and 8.0 ms behind 32,768;
-/// 16,384 keeps the readers' worst case under 4 ms.
+/// count) took 1.9 ms behind 8,192 entries, 3.8 ms behind 16,384 and 8.0 ms behind 32,768.
+/// A fold leaves past the marks what came after its start until it ends, and a paced fold
+/// lasts long (the writer's `FOLD_SHARE`): it stops pacing at twice this (`BEHIND_AT`),
+/// which keeps the readers' worst case about 8 ms.
 pub(crate) const FOLD_AT: u64 = 16_384;
 
-/// Pending fingerprints that make a fold due whatever the jobs (999-voucher reports): bounds
-/// [`Pending`]'s memory (≈ 100 bytes each, so ≈ 6.5 MB) and the tail.
+/// Pending fingerprints that make a fold due whatever the jobs (999-voucher reports), and a
+/// paced fold stop pacing: bounds [`Pending`]'s memory (≈ 100 bytes each, so ≈ 6.5 MB, and
+/// what arrives while an unpaced fold finishes) and the tail.
 pub(crate) const FOLD_FINGERPRINTS: usize = 65_536;
 
 /// One fingerprint: order, code, gate time, quantity.

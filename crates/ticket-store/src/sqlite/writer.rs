@@ -163,7 +163,8 @@ enum Message {
     Job(Box<dyn Job>),
     /// Stop taking jobs; finish the queued ones and exit.
     Close,
-    /// A paced fold may take its next step ([`tick_loop`]).
+    /// A paced fold may take its next step ([`tick_loop`]). Takes a slot of the queue like a
+    /// job, and adds nothing to a batch.
     Tick,
 }
 
@@ -297,7 +298,8 @@ impl Writer {
         !self.queue.is_closed() && !self.broken.is_set()
     }
 
-    /// Messages waiting in the queue.
+    /// Messages waiting in the queue: jobs, and a [`Message::Tick`] or two while a paced fold
+    /// waits for its next step.
     pub(crate) fn queued(&self) -> usize {
         QUEUE_DEPTH - self.queue.capacity()
     }
@@ -324,7 +326,7 @@ impl Writer {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
-            folds: s.folds.load(Ordering::Relaxed),
+            folds: s.folds.load(Ordering::Acquire),
             last_fold_us: s.last_fold_us.load(Ordering::Relaxed),
             last_fold_busy_us: s.last_fold_busy_us.load(Ordering::Relaxed),
             counted_uses: s.counted_uses.load(Ordering::Relaxed),
@@ -345,15 +347,16 @@ struct Queue {
 /// until the queue is closed and drained, then stops them and closes its connection.
 fn run(
     conn: Connection,
-    queue: Queue,
+    ends: Queue,
     durability: Durability,
     stats: &Arc<Stats>,
     broken: &Arc<Broken>,
 ) -> std::io::Result<()> {
+    // `queue` is where the jobs arrive, as it was before the ticker needed the weak sender.
     let Queue {
         jobs: mut queue,
         ticks,
-    } = queue;
+    } = ends;
     let (committed, to_sync) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
     let syncer = {
         let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
@@ -377,15 +380,17 @@ fn run(
         }
         None => None,
     };
-    let (tick, tick_after) = std::sync::mpsc::sync_channel(1);
+    // The ticker, a thread because `blocking_recv` has no timeout: the writer asks it for a
+    // tick after a wait; it keeps the earliest it was asked for. A request that finds the
+    // channel full is dropped: the ticker has not yet read the ones before it, so a tick is
+    // coming anyway, and the pace is checked again when it arrives.
+    let (tick_waits, waits) = std::sync::mpsc::sync_channel(TICK_REQUESTS);
     let ticker = std::thread::Builder::new()
         .name("ledger-fold-tick".into())
-        .spawn(move || tick_loop(&tick_after, &ticks))?;
-    // Asks for a tick unless one is on its way already (which is as good: the fold's pace is
-    // checked again when it arrives).
-    let tick_after = move |wait: Option<std::time::Duration>| {
+        .spawn(move || tick_loop(&waits, &ticks))?;
+    let request_tick = move |wait: Option<std::time::Duration>| {
         if let Some(wait) = wait {
-            let _ = tick.try_send(wait.min(MAX_TICK));
+            let _ = tick_waits.try_send(wait);
         }
     };
     let mut nudge = Nudge::new(wake, durability.checkpoint_pages);
@@ -408,7 +413,8 @@ fn run(
         }
         if batch.is_empty() {
             // A tick (or the close): the paced fold's next steps, while the queue is empty.
-            tick_after(folds.steps(&conn, &mut snapshots, || queue.is_empty(), stats));
+            request_tick(folds.steps(&conn, &mut snapshots, || queue.is_empty(), stats, broken));
+            maintain_wal(&conn, &mut nudge, restart_pages);
             continue;
         }
         linger.wait(&mut queue, &mut batch, stats);
@@ -439,12 +445,13 @@ fn run(
                         )));
                     }
                 }
-                tick_after(folds.after_commit(
+                request_tick(folds.after_commit(
                     &conn,
                     &mut snapshots,
                     size,
                     || queue.is_empty(),
                     stats,
+                    broken,
                 ));
                 maintain_wal(&conn, &mut nudge, restart_pages);
             }
@@ -452,6 +459,9 @@ fn run(
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 // Snapshots put back by the batch's jobs describe writes that were undone.
                 snapshots.clear();
+                // A staged fold goes on at its next step: a ledger that turns quiet now
+                // would otherwise leave it waiting for the next job.
+                request_tick(folds.wait_for_pace(&snapshots));
                 for job in batch.drain(..) {
                     job.finish(Err(e.clone()));
                 }
@@ -462,7 +472,7 @@ fn run(
     // the ticker after its sleep.
     drop(committed);
     drop(nudge);
-    drop(tick_after);
+    drop(request_tick);
     let _ = ticker.join();
     let _ = syncer.join();
     if let Some(checkpointer) = checkpointer {
@@ -544,8 +554,12 @@ impl Linger {
 /// per transaction; slices of keys in order do not have that cost.)
 #[derive(Debug)]
 struct Folds {
+    /// Jobs committed since the last fold started.
     jobs: u64,
+    /// When the last fold started.
     last: std::time::Instant,
+    /// Jobs the staged fold is folding: those committed since the fold before it started.
+    folding: u64,
     /// When the uses were last added to the counters (or that failed).
     counted: std::time::Instant,
     /// Whether the last count failed.
@@ -564,10 +578,18 @@ struct Folds {
 /// lasted the writer had less capacity than the load: 32–45 % of the requests sent during a
 /// fold took more than 5 ms, against 2–4 % of the others. Paced at a quarter, 11–14 % did;
 /// at an eighth, 4.3–4.5 % (docs/PERFORMANCE.md). A fold's steps take about 7 µs of the
-/// writer's time per job folded, so an eighth keeps up with about 18,000 jobs/s; a fold that
-/// falls behind (the next one is due before it ends, [`fold::FOLD_AT`]) is not paced, so the
-/// tail a reader scans stays bounded whatever the load.
+/// writer's time per job folded, so an eighth keeps up with about 18,000 jobs/s. A fold that
+/// falls behind ([`Folds::behind`]) is not paced, so that what readers scan past the marks,
+/// and the pending fingerprints the writer holds, stay bounded whatever the load.
 const FOLD_SHARE: u32 = 8;
+
+/// Jobs past the marks (those a staged fold folds, and those committed since it started)
+/// from which the fold is behind and no longer paced: twice [`fold::FOLD_AT`]. Pacing makes a
+/// fold last longer, and until it ends readers scan all of these: an order's view took
+/// 3.8 ms behind 16,384 entries and 8.0 ms behind 32,768 (before the pacing, at most about
+/// 4 ms). The pace measured in docs/PERFORMANCE.md stopped once 16,384 jobs came after the
+/// fold's start, about as many past the marks under load.
+const BEHIND_AT: u64 = 2 * fold::FOLD_AT;
 
 /// How old the last fold must be before an idle moment folds what is pending.
 const IDLE_FOLD: std::time::Duration = std::time::Duration::from_secs(1);
@@ -577,6 +599,7 @@ impl Default for Folds {
         Self {
             jobs: 0,
             last: std::time::Instant::now(),
+            folding: 0,
             counted: std::time::Instant::now(),
             count_failed: false,
             staged: None,
@@ -596,6 +619,7 @@ impl Folds {
         jobs: u64,
         idle: impl Fn() -> bool,
         stats: &Stats,
+        broken: &Broken,
     ) -> Option<std::time::Duration> {
         self.jobs = self.jobs.saturating_add(jobs);
         // After a failed count, the next attempt waits as long as an idle count would: a
@@ -619,43 +643,65 @@ impl Folds {
                 return None;
             }
             self.last = std::time::Instant::now();
-            self.jobs = 0;
+            self.folding = std::mem::take(&mut self.jobs);
             self.spent = std::time::Duration::ZERO;
             match fold::Staged::start(conn) {
                 Ok(staged) => self.staged = staged,
                 Err(e) => tracing::warn!(error = %e, "starting a fold failed"),
             }
         }
-        self.steps(conn, snapshots, idle, stats)
+        self.steps(conn, snapshots, idle, stats, broken)
+    }
+
+    /// Whether the staged fold is behind: too many jobs past the marks ([`BEHIND_AT`]), or
+    /// pending fingerprints enough to start a fold ([`fold::FOLD_FINGERPRINTS`]).
+    fn behind(&self, snapshots: &Snapshots) -> bool {
+        self.folding.saturating_add(self.jobs) >= BEHIND_AT
+            || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
+    }
+
+    /// How long until the staged fold's pace allows its next step (zero when it is behind);
+    /// `None` without a staged fold.
+    fn wait_for_pace(&self, snapshots: &Snapshots) -> Option<std::time::Duration> {
+        self.staged.as_ref()?;
+        if self.behind(snapshots) {
+            return Some(std::time::Duration::ZERO);
+        }
+        // Durations, not instants: the budget saturates rather than overflows.
+        let budget = self.spent.saturating_mul(FOLD_SHARE);
+        Some(budget.saturating_sub(self.last.elapsed()))
     }
 
     /// Takes the staged fold's next steps: the first whenever the fold's pace allows it, more
     /// while it still does and `idle` says the queue is empty. When the pace stops a step and
-    /// the queue is empty, returns how long until it allows one: nothing else may wake the
-    /// writer before the fold is done (a ledger that turns quiet), so it asks for a tick.
+    /// the queue is empty, returns how long until it allows one, for the writer to ask the
+    /// ticker: nothing else may wake the writer before the fold is done (a ledger that turns
+    /// quiet). A broken store ([`Broken`]) writes nothing more: the staged fold is dropped.
     fn steps(
         &mut self,
         conn: &Connection,
         snapshots: &mut Snapshots,
         idle: impl Fn() -> bool,
         stats: &Stats,
+        broken: &Broken,
     ) -> Option<std::time::Duration> {
         let mut first = true;
-        while let Some(staged) = &mut self.staged {
+        while let Some(wait) = self.wait_for_pace(snapshots) {
+            if broken.is_set() {
+                self.staged = None;
+                return None;
+            }
             if !first && !idle() {
                 return None;
             }
             first = false;
-            // A fold the next one is due behind is not paced: the tail must not grow.
-            let due = if self.jobs >= fold::FOLD_AT {
-                self.last
-            } else {
-                self.last + self.spent.saturating_mul(FOLD_SHARE)
+            if !wait.is_zero() {
+                return idle().then_some(wait);
+            }
+            let Some(staged) = &mut self.staged else {
+                return None;
             };
             let began = std::time::Instant::now();
-            if began < due {
-                return idle().then(|| due - began);
-            }
             let step = staged.step(conn, &mut snapshots.pending);
             let took = began.elapsed();
             self.spent = self.spent.saturating_add(took);
@@ -681,7 +727,8 @@ impl Folds {
                     );
                     stats.last_fold_us.store(took_us, Ordering::Relaxed);
                     stats.last_fold_busy_us.store(busy_us, Ordering::Relaxed);
-                    stats.folds.fetch_add(1, Ordering::Relaxed);
+                    // Release: whoever sees the count sees the figures of that fold.
+                    stats.folds.fetch_add(1, Ordering::Release);
                     self.staged = None;
                 }
                 // The rows stay in the tail, where readers find them; a later fold starts
@@ -698,25 +745,44 @@ impl Folds {
     }
 }
 
-/// The longest the ticker sleeps: the writer asks again if the fold's pace needs more, and
-/// a closing writer never waits longer for its ticker.
-const MAX_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// Requests for a tick the ticker has not read yet, at most.
+const TICK_REQUESTS: usize = 8;
 
-/// The ticker: sleeps as long as the writer asks, then puts a [`Message::Tick`] in its queue,
-/// so that a paced fold goes on although no job arrives ([`Folds::steps`]). Its sender is
-/// weak: it never keeps the queue open, and it stops once the writer drops its end of
-/// `waits`.
+/// The ticker: puts a [`Message::Tick`] in the writer's queue once the earliest wait it was
+/// asked for has passed, so that a paced fold goes on although no job arrives
+/// ([`Folds::steps`]). Its sender is weak: it never keeps the queue open. It stops as soon as
+/// the writer drops its end of `waits`, sleeping or not.
 fn tick_loop(
     waits: &std::sync::mpsc::Receiver<std::time::Duration>,
     queue: &mpsc::WeakSender<Message>,
 ) {
-    while let Ok(wait) = waits.recv() {
-        std::thread::sleep(wait);
-        let Some(queue) = queue.upgrade() else {
-            return;
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut due: Option<std::time::Instant> = None;
+    loop {
+        let asked = match due {
+            None => waits.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(due) => {
+                waits.recv_timeout(due.saturating_duration_since(std::time::Instant::now()))
+            }
         };
-        // A full queue wakes the writer anyway; a closed one is shutting down.
-        let _ = queue.try_send(Message::Tick);
+        match asked {
+            Ok(wait) => {
+                let at = std::time::Instant::now().checked_add(wait);
+                due = match (due, at) {
+                    (Some(due), Some(at)) => Some(due.min(at)),
+                    (due, at) => due.or(at),
+                };
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                due = None;
+                let Some(queue) = queue.upgrade() else {
+                    return;
+                };
+                // A full queue wakes the writer anyway; a closed one is shutting down.
+                let _ = queue.try_send(Message::Tick);
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 

@@ -429,3 +429,32 @@ fn the_average_follows_the_batches() {
     }
     assert!(linger.average < 16 * 2, "{}", linger.average);
 }
+
+#[test]
+fn the_ticker_ticks_once_after_the_earliest_wait_and_stops_as_soon_as_the_writer_goes() {
+    let (queue, mut jobs) = mpsc::channel::<Message>(4);
+    let ticks = queue.downgrade();
+    let (ask, waits) = std::sync::mpsc::sync_channel(TICK_REQUESTS);
+    let ticker = std::thread::spawn(move || tick_loop(&waits, &ticks));
+    let asked = std::time::Instant::now();
+    ask.send(std::time::Duration::from_millis(20)).expect("ask");
+    ask.send(std::time::Duration::from_secs(60)).expect("ask");
+    assert!(matches!(jobs.blocking_recv(), Some(Message::Tick)));
+    let waited = asked.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(20), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(30), "{waited:?}");
+    // The longer wait, asked for later, did not put the tick off, and was met by it: one
+    // tick, not two.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(jobs.try_recv().is_err(), "a second tick");
+
+    // In the middle of a long wait, the writer goes: the ticker stops at once, and its weak
+    // sender never kept the queue open.
+    ask.send(std::time::Duration::from_secs(60)).expect("ask");
+    let gone = std::time::Instant::now();
+    drop(ask);
+    ticker.join().expect("the ticker stops");
+    assert!(gone.elapsed() < std::time::Duration::from_secs(10));
+    drop(queue);
+    assert!(jobs.blocking_recv().is_none(), "the queue is closed");
+}
