@@ -18,10 +18,10 @@
 //! Under load the copy is [`Staged`]: read [`READ`] keys per step and sorted, then copied
 //! [`SLICE`] rows per transaction between the writer's batches, in key order, so a slice fills
 //! neighbouring pages and no transaction holds the writer for long (a whole fold in one
-//! transaction held it 25–70 ms, and the requests queued
-//! behind it set the p99 at half load), paced by the writer so that its steps take at most an
-//! eighth of the writer's time (`FOLD_SHARE` in `writer.rs`). Copies of uses and entries past the marks are
-//! invisible to every reader until the last transaction moves the marks; a copied fingerprint
+//! transaction held it 25–70 ms, and the requests queued behind it set the p99 at half load),
+//! paced by the writer so that its steps take at most an eighth of the writer's time unless
+//! it falls behind (`FOLD_SHARE` in `writer.rs`). Copies of uses and entries past the marks
+//! are invisible to every reader until the last transaction moves the marks; a copied fingerprint
 //! is found at once (a lookup reads both tables). Once all of them are copied, the pending
 //! fingerprints are forgotten [`FORGET`] at a time (a lookup finds a forgotten one folded).
 //! Nothing is lost in between, and nothing is read wrong:
@@ -66,9 +66,10 @@ use crate::statements;
 /// which keeps the readers' worst case about 8 ms.
 pub(crate) const FOLD_AT: u64 = 16_384;
 
-/// Pending fingerprints that make a fold due whatever the jobs (999-voucher reports), and a
-/// paced fold stop pacing: bounds [`Pending`]'s memory (≈ 100 bytes each, so ≈ 6.5 MB, and
-/// what arrives while an unpaced fold finishes) and the tail.
+/// Pending fingerprints that make a fold due whatever the jobs (reports of several codes,
+/// fewer than [`FOLD_DIRECTLY_AT`]): with the writer's pace, which lets twice as many wait
+/// before it stops (`BEHIND_FINGERPRINTS`), bounds [`Pending`]'s memory (≈ 100 bytes each, so
+/// ≈ 13 MB, and what arrives while an unpaced fold finishes) and the tail.
 pub(crate) const FOLD_FINGERPRINTS: usize = 65_536;
 
 /// One fingerprint: order, code, gate time, quantity.

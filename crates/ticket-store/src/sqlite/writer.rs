@@ -414,7 +414,10 @@ fn run(
         if batch.is_empty() {
             // A tick (or the close): the paced fold's next steps, while the queue is empty.
             request_tick(folds.steps(&conn, &mut snapshots, || queue.is_empty(), stats, broken));
-            maintain_wal(&conn, &mut nudge, restart_pages);
+            // A broken store is never checkpointed (see `durable`).
+            if !broken.is_set() {
+                maintain_wal(&conn, &mut nudge, restart_pages);
+            }
             continue;
         }
         linger.wait(&mut queue, &mut batch, stats);
@@ -469,7 +472,7 @@ fn run(
         }
     }
     // The syncer answers what it holds, then stops; the checkpointer stops at its next wait,
-    // the ticker after its sleep.
+    // the ticker at once.
     drop(committed);
     drop(nudge);
     drop(request_tick);
@@ -591,6 +594,12 @@ const FOLD_SHARE: u32 = 8;
 /// fold's start, about as many past the marks under load.
 const BEHIND_AT: u64 = 2 * fold::FOLD_AT;
 
+/// Pending fingerprints from which a staged fold is behind: twice
+/// [`fold::FOLD_FINGERPRINTS`], the slack [`BEHIND_AT`] gives the jobs. (The writer forgets a
+/// fold's fingerprints only at its end, so a fold that 65,536 pending fingerprints started
+/// would otherwise never be paced.) Bounds the writer's memory of them at about 13 MB.
+const BEHIND_FINGERPRINTS: usize = 2 * fold::FOLD_FINGERPRINTS;
+
 /// How old the last fold must be before an idle moment folds what is pending.
 const IDLE_FOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -622,6 +631,10 @@ impl Folds {
         broken: &Broken,
     ) -> Option<std::time::Duration> {
         self.jobs = self.jobs.saturating_add(jobs);
+        // An fsync failed since the commit: nothing more is written (see `durable`).
+        if broken.is_set() {
+            return None;
+        }
         // After a failed count, the next attempt waits as long as an idle count would: a
         // counter that cannot take its uses fails every time, and is logged once a second,
         // not once per batch.
@@ -654,10 +667,10 @@ impl Folds {
     }
 
     /// Whether the staged fold is behind: too many jobs past the marks ([`BEHIND_AT`]), or
-    /// pending fingerprints enough to start a fold ([`fold::FOLD_FINGERPRINTS`]).
+    /// too many fingerprints pending ([`BEHIND_FINGERPRINTS`]).
     fn behind(&self, snapshots: &Snapshots) -> bool {
         self.folding.saturating_add(self.jobs) >= BEHIND_AT
-            || snapshots.pending.len() >= fold::FOLD_FINGERPRINTS
+            || snapshots.pending.len() >= BEHIND_FINGERPRINTS
     }
 
     /// How long until the staged fold's pace allows its next step (zero when it is behind);

@@ -690,13 +690,14 @@ async fn a_fold_larger_than_a_slice_completes_while_writes_and_reads_go_on() {
             break;
         }
     }
-    // Paced: its steps took at most about an eighth of its time (`FOLD_SHARE`), although the
-    // queue was empty all along. A fold that ran its steps back to back would take little
-    // more than their time.
+    // Paced: its steps took about an eighth of its time (`FOLD_SHARE`), although the queue
+    // was empty all along; asked here for half, so that a last step held up on a loaded
+    // machine cannot fail it. A fold that ran its steps back to back would take little more
+    // than their time.
     let stats = store.writer_stats();
     assert!(stats.last_fold_busy_us > 0, "{stats:?}");
     assert!(
-        stats.last_fold_us >= 4 * stats.last_fold_busy_us,
+        stats.last_fold_us >= 2 * stats.last_fold_busy_us,
         "a fold took {} µs of the writer's time in {} µs",
         stats.last_fold_busy_us,
         stats.last_fold_us
