@@ -241,8 +241,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                let queue = Queue { jobs, ticks };
-                if let Err(e) = run(conn, queue, durability, &thread_stats, &thread_broken) {
+                if let Err(e) = run(conn, jobs, ticks, durability, &thread_stats, &thread_broken) {
                     tracing::error!(error = %e, "the ledger writer could not start its threads");
                 }
                 // Dropped last: whoever waits in `close` wakes once every connection is closed.
@@ -336,27 +335,17 @@ impl Writer {
     }
 }
 
-/// The writer thread's ends of the queue: where its jobs arrive, and a sender that does not
-/// keep the queue open, for [`tick_loop`].
-struct Queue {
-    jobs: mpsc::Receiver<Message>,
-    ticks: mpsc::WeakSender<Message>,
-}
-
-/// The writer thread: starts the syncer, the checkpointer and the fold's ticker, runs batches
-/// until the queue is closed and drained, then stops them and closes its connection.
+/// The writer thread: starts the syncer, the checkpointer and the fold's ticker (which sends
+/// through `ticks`, a sender that does not keep the queue open), runs batches until the queue
+/// is closed and drained, then stops them and closes its connection.
 fn run(
     conn: Connection,
-    ends: Queue,
+    mut queue: mpsc::Receiver<Message>,
+    ticks: mpsc::WeakSender<Message>,
     durability: Durability,
     stats: &Arc<Stats>,
     broken: &Arc<Broken>,
 ) -> std::io::Result<()> {
-    // `queue` is where the jobs arrive, as it was before the ticker needed the weak sender.
-    let Queue {
-        jobs: mut queue,
-        ticks,
-    } = ends;
     let (committed, to_sync) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
     let syncer = {
         let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
