@@ -148,6 +148,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rate: Option<f64>,
 
+    /// Write one line per measured request of the target run to this file, once the run is
+    /// over: when it was scheduled (Unix time, µs; with `--rate` its slot, otherwise when it
+    /// was sent), its latency and how late after that it was sent (µs), as CSV. For placing
+    /// slow requests against what the server logged at the time (`--server-log`). At most
+    /// 4,000,000 lines (the first ones).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+
     /// Warm-up before measuring (its requests are real and are verified, but not reported).
     #[arg(long, value_parser = parse_std_duration, default_value = "2s")]
     pub warmup: Duration,
@@ -331,6 +339,11 @@ impl BenchArgs {
             wrap_units,
             // The baseline measures the ceiling: never paced.
             rate: if wrap_units { None } else { self.rate },
+            timeline: if wrap_units {
+                None
+            } else {
+                self.timeline.clone()
+            },
             progress: std::io::stderr().is_terminal(),
         }
     }

@@ -156,6 +156,10 @@ pub struct Throughput {
     pub vouchers_per_s: f64,
     /// Latency of every measured request.
     pub latency_ms: Latency,
+    /// With `--rate`: how long after its scheduled time each measured request was sent (part
+    /// of `latency_ms`). The load generator's own delay, and, when the server falls behind,
+    /// the wait for a free connection; `null` when unpaced.
+    pub send_lateness_ms: Option<Latency>,
     /// Answers by code/sub_code.
     pub answers: Vec<AnswerCount>,
     /// Requests by kind.
@@ -403,6 +407,7 @@ impl Report {
                 requests_per_s,
                 vouchers_per_s: per_second(run.vouchers, secs),
                 latency_ms: latency(&run.latency),
+                send_lateness_ms: run.send_lateness.as_ref().map(latency),
                 answers: run
                     .answers
                     .iter()
@@ -577,6 +582,13 @@ impl Report {
             "latency     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
             lat.p50, lat.p90, lat.p99, lat.p99_9, lat.max
         );
+        if let Some(late) = &r.send_lateness_ms {
+            let _ = writeln!(
+                s,
+                "sent late   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (after the scheduled time; part of the latency)",
+                late.p50, late.p90, late.p99, late.p99_9, late.max
+            );
+        }
         for (i, a) in r.answers.iter().enumerate() {
             let label = match a.answer {
                 "is_success" => "is_success".to_owned(),

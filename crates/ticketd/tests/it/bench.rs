@@ -105,6 +105,7 @@ async fn a_mixed_run_against_a_running_server_leaves_exactly_the_acknowledged_us
     }
     assert!(lat["p50"].as_f64() <= lat["p99"].as_f64());
     assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
+    assert!(r["result"]["send_lateness_ms"].is_null(), "unpaced");
     assert_eq!(r["load"]["concurrency"], 8);
     assert_eq!(r["load"]["form"], "vouchers");
     assert_eq!(r["load"]["sign_method"], "md5");
@@ -229,6 +230,94 @@ async fn a_run_stops_when_the_prepared_uses_run_out_and_still_verifies() {
         "2 orders × 2 codes × 2 uses"
     );
     assert!(r["result"]["elapsed_s"].as_f64().unwrap() < 30.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_run_sends_no_more_than_its_rate_and_reports_how_late_it_sent() {
+    // 16 connections unpaced would send thousands of requests in a second; at 200/s the run
+    // sends one per slot, and no slot is handed out before it is due.
+    let rate = 200.0;
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.csv");
+    let report = execute(bench_args(&[
+        "--timeline",
+        timeline.to_str().unwrap(),
+        "--spawn",
+        "--orders",
+        "20",
+        "--vouchers-per-order",
+        "5",
+        "--capacity",
+        "20",
+        "--duration",
+        "1500ms",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "16",
+        "--rate",
+        "200",
+    ]))
+    .await
+    .unwrap();
+    let r = serde_json::to_value(&report).unwrap();
+    assert_eq!(r["verification"]["ok"], true, "{r:#}");
+    assert_eq!(r["result"]["unexpected"], 0, "{r:#}");
+    assert_eq!(r["load"]["rate"], rate);
+    let requests = r["result"]["requests"].as_f64().unwrap();
+    let elapsed = r["result"]["elapsed_s"].as_f64().unwrap();
+    // Slots are due from the run's start; the last answer can come a little after the last
+    // slot, never a slot before its time.
+    assert!(
+        requests <= rate * elapsed + 2.0,
+        "{requests} requests in {elapsed} s at {rate}/s"
+    );
+    assert!(requests >= 100.0, "{requests} requests in {elapsed} s");
+    let late = &r["result"]["send_lateness_ms"];
+    let lat = &r["result"]["latency_ms"];
+    for p in ["p50", "p90", "p99", "max"] {
+        // Each request's lateness is part of its latency, so every quantile is too.
+        assert!(
+            late[p].as_f64().unwrap() <= lat[p].as_f64().unwrap(),
+            "{p}: sent {late} late, answered {lat}"
+        );
+    }
+    assert!(report.to_text().contains("sent late   p50"));
+
+    // One line per measured request, in scheduled order, at most one slot per 1/rate.
+    let text = std::fs::read_to_string(&timeline).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("scheduled_unix_us,latency_us,sent_late_us")
+    );
+    let rows: Vec<[u64; 3]> = lines
+        .map(|l| {
+            let f: Vec<u64> = l.split(',').map(|v| v.parse().unwrap()).collect();
+            [f[0], f[1], f[2]]
+        })
+        .collect();
+    assert_eq!(rows.len() as f64, requests);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    for pair in rows.windows(2) {
+        assert!(pair[0][0] <= pair[1][0], "{pair:?}");
+    }
+    let span_us = rows[rows.len() - 1][0] - rows[0][0];
+    assert!(
+        span_us as f64 >= (rows.len() - 1) as f64 * 1e6 / rate - 2.0,
+        "{} slots in {span_us} µs",
+        rows.len()
+    );
+    for [at, latency, late] in &rows {
+        assert!(now_us - at < 60_000_000, "{at} is not a recent Unix time");
+        assert!(
+            late <= latency,
+            "sent {late} µs late, answered in {latency}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
