@@ -161,9 +161,16 @@ pub(crate) fn sync_loop(
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
+            let began = std::time::Instant::now();
             match wal.sync() {
                 Ok(()) => {
                     stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(
+                        commits,
+                        jobs = jobs.len(),
+                        took_us = super::writer::micros(began.elapsed()),
+                        "synced the WAL"
+                    );
                     Ok(())
                 }
                 Err(e) => {

@@ -578,6 +578,25 @@ impl Staged {
         }
     }
 
+    /// What the next step does, for the writer's trace: `read`, `copy` or `forget` and the
+    /// part (`fingerprints`, `uses`, `audit`, `apps`), or `finish`.
+    pub(crate) fn next_step(&self) -> &'static str {
+        let Some(part) = Part::ALL.get(self.part) else {
+            return "finish";
+        };
+        match (part, self.forgot_to.is_some(), self.sorted) {
+            (_, true, _) => "forget fingerprints",
+            (Part::Fingerprints, _, false) => "read fingerprints",
+            (Part::Fingerprints, _, true) => "copy fingerprints",
+            (Part::Uses, _, false) => "read uses",
+            (Part::Uses, _, true) => "copy uses",
+            (Part::Audit, _, false) => "read audit",
+            (Part::Audit, _, true) => "copy audit",
+            (Part::Apps, _, false) => "read apps",
+            (Part::Apps, _, true) => "copy apps",
+        }
+    }
+
     /// Takes the next step. An error leaves the marks where they were: the caller drops the
     /// fold, and the next one starts again from the marks (copies already made are skipped).
     pub(crate) fn step(

@@ -409,13 +409,25 @@ fn run(
             }
             continue;
         }
+        let began = std::time::Instant::now();
         linger.wait(&mut queue, &mut batch, stats);
+        let lingered = began.elapsed();
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
             run_batch(&conn, &mut snapshots, &mut batch)
         };
         let size = batch.len() as u64;
+        // With the fold's steps, the counts and the syncer's fsyncs, the trace of where the
+        // writer's time goes: what a slow request waited behind (`ticketd bench --timeline`).
+        // `took_us` is the batch's work; `lingered_us` the time it waited for jobs first.
+        tracing::trace!(
+            jobs = size,
+            lingered_us = micros(lingered),
+            took_us = micros(began.elapsed().saturating_sub(lingered)),
+            ok = outcome.is_ok(),
+            "ran a batch"
+        );
         stats.jobs.fetch_add(size, Ordering::Relaxed);
         stats.snapshot_hits.store(snapshots.hits, Ordering::Relaxed);
         stats
@@ -704,19 +716,19 @@ impl Folds {
                 return None;
             };
             let began = std::time::Instant::now();
+            let what = staged.next_step();
             let step = staged.step(conn, &mut snapshots.pending);
             let took = began.elapsed();
             self.spent = self.spent.saturating_add(took);
             tracing::trace!(
-                took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                step = what,
+                took_us = micros(took),
                 ok = step.is_ok(),
                 "a fold step"
             );
             match step {
                 Ok(fold::Step::More) => {}
                 Ok(fold::Step::Done(folded)) => {
-                    let micros =
-                        |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
                     let (took_us, busy_us) = (micros(self.last.elapsed()), micros(self.spent));
                     tracing::debug!(
                         fingerprints = folded.fingerprints,
@@ -812,7 +824,7 @@ fn count_uses(conn: &Connection, idle: &impl Fn() -> bool, stale: bool, stats: &
             Ok(counted) => {
                 tracing::trace!(
                     counted,
-                    took_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    took_us = micros(began.elapsed()),
                     "counted folded uses"
                 );
                 stats.counted_uses.fetch_add(counted, Ordering::Relaxed);
@@ -848,10 +860,25 @@ fn maintain_wal(conn: &Connection, nudge: &mut Nudge, restart_pages: i32) {
     let pages = WAL_PAGES.with(Cell::get);
     nudge.after_commit(pages);
     if pages >= restart_pages {
-        if let Err(e) = durable::passive_checkpoint(conn) {
-            tracing::warn!(error = %super::rows::chain(&e), "WAL checkpoint on the writer failed");
+        let began = std::time::Instant::now();
+        match durable::passive_checkpoint(conn) {
+            Ok(progress) => tracing::trace!(
+                pages,
+                ?progress,
+                took_us = micros(began.elapsed()),
+                "checkpointed the WAL on the writer"
+            ),
+            Err(e) => tracing::warn!(
+                error = %super::rows::chain(&e),
+                "WAL checkpoint on the writer failed"
+            ),
         }
     }
+}
+
+/// A duration in whole microseconds, for trace events.
+pub(crate) fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Runs one transaction holding every job of `batch`; the result is the transaction's fate.
