@@ -410,21 +410,24 @@ fn run(
             continue;
         }
         let began = std::time::Instant::now();
-        linger.wait(&mut queue, &mut batch, stats);
-        let lingered = began.elapsed();
+        let hold = linger.hold(batch.len(), stats);
+        let mut held = std::time::Duration::ZERO;
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
-            run_batch(&conn, &mut snapshots, &mut batch)
+            run_batch(&conn, &mut snapshots, &mut batch, |batch| {
+                hold.is_some_and(|until| Linger::next(until, &mut queue, batch, stats, &mut held))
+            })
         };
+        linger.count(batch.len());
         let size = batch.len() as u64;
         // With the fold's steps, the counts and the syncer's fsyncs, the trace of where the
         // writer's time goes: what a slow request waited behind (`ticketd bench --timeline`).
-        // `took_us` is the batch's work; `lingered_us` the time it waited for jobs first.
+        // `took_us` is the batch's work; `held_us` the time it waited for jobs in between.
         tracing::trace!(
             jobs = size,
-            lingered_us = micros(lingered),
-            took_us = micros(began.elapsed().saturating_sub(lingered)),
+            held_us = micros(held),
+            took_us = micros(began.elapsed().saturating_sub(held)),
             ok = outcome.is_ok(),
             "ran a batch"
         );
@@ -488,16 +491,20 @@ fn run(
     Ok(())
 }
 
-/// Whether a small batch waits for the fsync in flight before it runs ([`Linger::wait`]).
+/// Whether a small batch holds its transaction open for the fsync in flight ([`Linger::hold`]),
+/// running the jobs that arrive meanwhile in it, and commits when that fsync returns.
 ///
 /// Why: a commit writes every page it changed into the WAL, and the pages verifies share (the
 /// last page of each appended table, the event counter) are written again by every commit. At
 /// half load the writer committed batches of one to three verifies, each fsynced after the
 /// one in flight anyway, and wrote 16.6–17.1 KB per verify against 10 KB at saturation.
 /// Committing such a batch at once is not acknowledged any sooner: the syncer takes it when
-/// its fsync returns. At saturation the writer must never wait (a writer that waited for the
+/// its fsync returns. A batch that waited for that fsync before it ran (as this did before)
+/// did its work after the fsync, when the requests in it were already due; one that holds runs
+/// each job as it arrives, while the fsync is in flight, and is left with only its `COMMIT`
+/// when it returns. At saturation the writer must never wait (a writer that waited for the
 /// fsync whenever its batch was small lost 6–11 % of its throughput), so only a writer whose
-/// batches have been small on average ([`Linger::average`]) waits.
+/// batches have been small on average ([`Linger::average`]) holds.
 #[derive(Debug)]
 struct Linger {
     /// Recent batch sizes, in sixteenths of a job (an average over about 16 batches).
@@ -513,38 +520,73 @@ impl Default for Linger {
 }
 
 impl Linger {
-    /// Batches smaller than this, from a writer whose batches average less, wait.
+    /// Batches smaller than this, from a writer whose batches average less, hold.
     const BELOW: u64 = 8;
-    /// The longest a batch waits, whatever the syncer does.
+    /// The longest a batch holds, whatever the syncer does.
     const MAX: std::time::Duration = std::time::Duration::from_millis(2);
-    /// How often a waiting batch looks at the queue and the syncer.
+    /// How often a holding batch looks at the queue and the syncer.
     const POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
-    /// Takes the jobs that arrive while an earlier commit's fsync is in flight, when `batch`
-    /// is small and batches have been small; then counts `batch` into the average.
-    fn wait(
-        &mut self,
+    fn small(len: usize) -> bool {
+        (len as u64) < Self::BELOW
+    }
+
+    /// Whether a batch that starts with `len` jobs holds its transaction open for the fsync in
+    /// flight, and until when at most: when it is small, batches have been small, and an
+    /// earlier commit is being synced.
+    fn hold(&self, len: usize, stats: &Stats) -> Option<std::time::Instant> {
+        (Self::small(len)
+            && self.average < 16 * Self::BELOW
+            && stats.unsynced.load(Ordering::Acquire) > 0)
+            .then(|| std::time::Instant::now() + Self::MAX)
+    }
+
+    /// While a batch holds (until `until`): puts the next job to arrive into `batch`, waiting
+    /// for it while the fsync in flight lasts (the time it waits is added to `waited`).
+    /// `false` when the batch should commit now: the fsync returned, `until` passed, the batch
+    /// is no longer small, or the queue closed.
+    fn next(
+        until: std::time::Instant,
         queue: &mut mpsc::Receiver<Message>,
         batch: &mut Vec<Box<dyn Job>>,
         stats: &Stats,
-    ) {
-        let small = |batch: &Vec<Box<dyn Job>>| (batch.len() as u64) < Self::BELOW;
-        if small(batch) && self.average < 16 * Self::BELOW {
-            let until = std::time::Instant::now() + Self::MAX;
-            while small(batch)
-                && stats.unsynced.load(Ordering::Acquire) > 0
-                && std::time::Instant::now() < until
-            {
-                match queue.try_recv() {
-                    Ok(message) => message.take(queue, batch),
-                    Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Self::POLL),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+        waited: &mut std::time::Duration,
+    ) -> bool {
+        let began = std::time::Instant::now();
+        let next = Self::wait_for_next(until, queue, batch, stats);
+        *waited = waited.saturating_add(began.elapsed());
+        next
+    }
+
+    fn wait_for_next(
+        until: std::time::Instant,
+        queue: &mut mpsc::Receiver<Message>,
+        batch: &mut Vec<Box<dyn Job>>,
+        stats: &Stats,
+    ) -> bool {
+        while Self::small(batch.len())
+            && stats.unsynced.load(Ordering::Acquire) > 0
+            && std::time::Instant::now() < until
+        {
+            match queue.try_recv() {
+                Ok(message) => {
+                    let before = batch.len();
+                    message.take(queue, batch);
+                    if batch.len() > before {
+                        return true;
+                    }
                 }
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Self::POLL),
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
+        false
+    }
+
+    /// Counts a batch of `len` jobs into the average.
+    fn count(&mut self, len: usize) {
         // average += (16 * len - average) / 16, in integers.
-        let len = batch.len() as u64;
-        self.average = self.average - self.average / 16 + len;
+        self.average = self.average - self.average / 16 + len as u64;
     }
 }
 
@@ -881,17 +923,29 @@ pub(crate) fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Runs one transaction holding every job of `batch`; the result is the transaction's fate.
+/// Runs one transaction holding every job of `batch`, and those `more` adds to it after the
+/// ones before have run (it returns `false` when the batch should commit); the result is the
+/// transaction's fate.
 fn run_batch(
     conn: &Connection,
     snapshots: &mut Snapshots,
-    batch: &mut [Box<dyn Job>],
+    batch: &mut Vec<Box<dyn Job>>,
+    mut more: impl FnMut(&mut Vec<Box<dyn Job>>) -> bool,
 ) -> Result<(), LedgerError> {
     exec(conn, "BEGIN IMMEDIATE", "starting a write transaction")?;
     let result = snapshots
         .begin_batch(conn)
         .map_err(|e| ledger_error("checking for other writers", &e))
-        .and_then(|()| run_jobs(conn, snapshots, batch))
+        .and_then(|()| {
+            let mut ran = 0;
+            loop {
+                run_jobs(conn, snapshots, batch.get_mut(ran..).unwrap_or_default())?;
+                ran = batch.len();
+                if !more(batch) {
+                    return Ok(());
+                }
+            }
+        })
         .and_then(|()| exec(conn, "COMMIT", "committing"));
     if result.is_err() && !conn.is_autocommit() {
         // COMMIT (or a control statement) failed with the transaction still open: undo it all,

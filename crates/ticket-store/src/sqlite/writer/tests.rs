@@ -367,7 +367,7 @@ async fn the_wal_restarts_from_its_start_instead_of_growing_under_sustained_writ
     assert!(wal_bytes < 200 * 4200, "WAL of {wal_bytes} bytes");
 }
 
-/// A job that writes nothing: what `Linger` moves is jobs, not their work.
+/// A job that writes nothing: what `Linger` takes is jobs, not their work.
 struct Nothing;
 
 impl Job for Nothing {
@@ -379,7 +379,8 @@ impl Job for Nothing {
 }
 
 /// A batch of one, three more jobs queued behind it, and `unsynced` commits in the syncer:
-/// the batch's size after `Linger::wait` of a writer whose batches averaged `average` jobs.
+/// the batch's size once it stops holding (`Linger::hold`, `Linger::next`), for a writer whose
+/// batches averaged `average` jobs.
 fn linger_with(average: u64, unsynced: u64) -> usize {
     let (queue, mut jobs) = mpsc::channel(8);
     for _ in 0..3 {
@@ -389,12 +390,64 @@ fn linger_with(average: u64, unsynced: u64) -> usize {
     }
     let stats = Stats::default();
     stats.unsynced.store(unsynced, Ordering::Release);
-    let mut linger = Linger {
+    let linger = Linger {
         average: 16 * average,
     };
     let mut batch: Vec<Box<dyn Job>> = vec![Box::new(Nothing)];
-    linger.wait(&mut jobs, &mut batch, &stats);
+    if let Some(until) = linger.hold(batch.len(), &stats) {
+        let mut waited = std::time::Duration::ZERO;
+        while Linger::next(until, &mut jobs, &mut batch, &stats, &mut waited) {}
+    }
     batch.len()
+}
+
+/// Inserts its number into `t`, and says how many rows it saw before.
+struct Insert {
+    x: i64,
+    saw: Arc<std::sync::Mutex<Vec<i64>>>,
+}
+
+impl Job for Insert {
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError> {
+        let before = count(tx.conn)?;
+        self.saw.lock().expect("saw").push(before);
+        insert(self.x)(tx).map(drop)
+    }
+
+    fn finish(self: Box<Self>, _: Result<(), LedgerError>) {}
+}
+
+#[test]
+fn a_held_batch_runs_each_job_as_it_comes_in_its_one_transaction() {
+    // What holding is for: the jobs that arrive while the fsync in flight lasts run then, not
+    // after it returns, and still commit together.
+    let conn = scratch();
+    let mut snapshots = Snapshots::default();
+    let saw = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let job = |x| -> Box<dyn Job> {
+        Box::new(Insert {
+            x,
+            saw: Arc::clone(&saw),
+        })
+    };
+    let mut batch = vec![job(1)];
+    let mut asked = Vec::new();
+    let outcome = run_batch(&conn, &mut snapshots, &mut batch, |batch| {
+        // Every job taken so far has run, in the open transaction, before the next is taken.
+        asked.push(count(&conn).expect("count"));
+        assert!(!conn.is_autocommit(), "the batch's transaction is open");
+        if batch.len() < 3 {
+            batch.push(job(i64::try_from(batch.len()).expect("len") + 1));
+            true
+        } else {
+            false
+        }
+    });
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(asked, [1, 2, 3]);
+    assert_eq!(*saw.lock().expect("saw"), [0, 1, 2]);
+    assert!(conn.is_autocommit(), "committed");
+    assert_eq!(count(&conn), Ok(3));
 }
 
 #[test]
@@ -416,7 +469,6 @@ fn a_writer_whose_batches_have_been_large_never_waits() {
 
 #[test]
 fn the_average_follows_the_batches() {
-    let (_queue, mut jobs) = mpsc::channel::<Message>(1);
     let stats = Stats::default();
     let mut linger = Linger::default();
     assert!(
@@ -424,8 +476,8 @@ fn the_average_follows_the_batches() {
         "a new writer does not wait"
     );
     for _ in 0..64 {
-        let mut batch: Vec<Box<dyn Job>> = vec![Box::new(Nothing)];
-        linger.wait(&mut jobs, &mut batch, &stats);
+        assert_eq!(linger.hold(1, &stats), None, "nothing is being synced");
+        linger.count(1);
     }
     assert!(linger.average < 16 * 2, "{}", linger.average);
 }
