@@ -107,6 +107,16 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// `p50 … ms  p90 … ms  p99 … ms  p99.9 … ms  max … ms`, for the text report.
+    fn percentiles(&self) -> String {
+        format!(
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            self.p50, self.p90, self.p99, self.p99_9, self.max
+        )
+    }
+}
+
 /// One distinct answer and how often it came.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnswerCount {
@@ -577,16 +587,12 @@ impl Report {
             }
         );
         let lat = &r.latency_ms;
-        let _ = writeln!(
-            s,
-            "latency     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
-            lat.p50, lat.p90, lat.p99, lat.p99_9, lat.max
-        );
+        let _ = writeln!(s, "latency     {}", lat.percentiles());
         if let Some(late) = &r.send_lateness_ms {
             let _ = writeln!(
                 s,
-                "sent late   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (after the scheduled time; part of the latency)",
-                late.p50, late.p90, late.p99, late.p99_9, late.max
+                "sent late   {} (after the scheduled time; part of the latency)",
+                late.percentiles()
             );
         }
         for (i, a) in r.answers.iter().enumerate() {
