@@ -12,7 +12,7 @@
 //! R28 is the store's transaction; R29 is the gateway's authentication; R30 is the wire mapping.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::anomaly::{flag_anomalies, NewAnomaly};
 use crate::audit::{AuditEntry, AuditOutcome};
@@ -243,13 +243,19 @@ impl VerifyPlan {
             order_id: Some(self.outcome.order_id.get()),
             outcome,
             reason: reason.to_owned(),
-            detail: json!({
-                "applied_uses": self.outcome.applied_uses,
-                "replayed_entries": self.outcome.replayed_entries,
-                "changes": changes,
-                "flags": flags,
-                "request": cmd.meta.summary,
-            }),
+            // Built from its parts rather than with `json!`, which serializes every value it
+            // is given into a new tree: the changes (999 objects for a large report) and the
+            // request summary would each be copied once more on the writer thread.
+            detail: Value::Object(Map::from_iter([
+                ("applied_uses".to_owned(), self.outcome.applied_uses.into()),
+                (
+                    "replayed_entries".to_owned(),
+                    self.outcome.replayed_entries.into(),
+                ),
+                ("changes".to_owned(), Value::Array(changes)),
+                ("flags".to_owned(), Value::Array(flags)),
+                ("request".to_owned(), cmd.meta.summary.clone()),
+            ])),
             client_ip: cmd.meta.client_ip.clone(),
         }
     }

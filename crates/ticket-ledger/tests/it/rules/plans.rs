@@ -6,7 +6,8 @@ use super::*;
 #[test]
 fn plan_audit_entry_records_outcome_reason_and_request() {
     let s = snap(&[("A", 3, 0)]);
-    let c = delta(&[("A", 1, Some(gate(0)))]);
+    let mut c = delta(&[("A", 1, Some(gate(0)))]);
+    c.meta.summary = serde_json::json!({"order_id": "7", "voucher_infos": [{"code": "****"}]});
     let plan = plan_verify(&s, &c).expect("accepted");
     let e = plan.audit_entry(&c);
     assert_eq!(
@@ -21,6 +22,17 @@ fn plan_audit_entry_records_outcome_reason_and_request() {
     assert_eq!(
         e.detail["changes"][0]["confirm_code"], "****",
         "codes are masked"
+    );
+    assert_eq!(
+        e.detail,
+        serde_json::json!({
+            "applied_uses": 1,
+            "replayed_entries": 0,
+            "changes": [{"confirm_code": "****", "delta": 1, "used": 1, "capacity": 3}],
+            "flags": [],
+            "request": {"order_id": "7", "voucher_infos": [{"code": "****"}]},
+        }),
+        "the whole detail, the request's summary included"
     );
 
     let replay = plan_verify(
