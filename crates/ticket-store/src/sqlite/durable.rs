@@ -120,25 +120,23 @@ impl Fsync for SyncedFile {
 /// (3 % without), and their median 0.158 ms against 0.111 (docs/PERFORMANCE.md, "The syncer's
 /// link check"). `statx` asked for the link count alone reads no timestamp.
 ///
-/// A kernel without `statx` (before 4.11), or a sandbox whose seccomp filter refuses it (as
-/// container runtimes' default profiles did before it was added), gets `fstat` and its inode
-/// writes rather than a ledger that cannot sync.
-#[cfg(target_os = "linux")]
+/// A kernel without `statx` (before 4.11), a sandbox whose seccomp filter refuses it (as
+/// container runtimes' default profiles did before it was added), or a system other than
+/// Linux gets `fstat` and its inode writes rather than a ledger that cannot sync.
 fn links(file: &File) -> io::Result<u64> {
-    use rustix::fs::{statx, AtFlags, StatxFlags};
-    use rustix::io::Errno;
     use std::os::unix::fs::MetadataExt;
-    match statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::NLINK) {
-        Ok(stat) if stat.stx_mask & StatxFlags::NLINK.bits() != 0 => Ok(u64::from(stat.stx_nlink)),
-        Ok(_) | Err(Errno::NOSYS | Errno::PERM | Errno::ACCESS) => Ok(file.metadata()?.nlink()),
-        Err(e) => Err(e.into()),
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{statx, AtFlags, StatxFlags};
+        use rustix::io::Errno;
+        match statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::NLINK) {
+            Ok(stat) if stat.stx_mask & StatxFlags::NLINK.bits() != 0 => {
+                return Ok(u64::from(stat.stx_nlink));
+            }
+            Ok(_) | Err(Errno::NOSYS | Errno::PERM | Errno::ACCESS) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-}
-
-/// How many names `file` has, elsewhere than on Linux (no `statx`).
-#[cfg(not(target_os = "linux"))]
-fn links(file: &File) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
     Ok(file.metadata()?.nlink())
 }
 
