@@ -479,6 +479,11 @@ pub(crate) async fn run(
     Ok(result)
 }
 
+/// A duration in whole microseconds (latencies, lateness, the timeline's times).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Writes `--timeline`: a header, then one line per request in scheduled order.
 fn write_timeline(
     path: &std::path::Path,
@@ -599,7 +604,7 @@ async fn worker(
             Some(pace) => {
                 let due = pace.next_due();
                 tokio::time::sleep_until(due.into()).await;
-                let late = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let late = micros(due.elapsed());
                 if measuring {
                     stats
                         .send_lateness
@@ -662,15 +667,15 @@ async fn worker(
         }
         stats.requests += 1;
         stats.last_answer = Some(now);
-        let micros = u64::try_from((now - started).as_micros()).unwrap_or(u64::MAX);
+        let latency_us = micros(now - started);
         stats
             .latency
-            .saturating_record(micros.clamp(1, MAX_LATENCY_US));
+            .saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
         if stats.timeline.len() < shared.timeline_per_worker {
             let since = started.saturating_duration_since(shared.origin.0);
             stats.timeline.push(Sample {
-                at_us: u64::try_from(since.as_micros()).unwrap_or(u64::MAX),
-                latency_us: u32::try_from(micros).unwrap_or(u32::MAX),
+                at_us: micros(since),
+                latency_us: u32::try_from(latency_us).unwrap_or(u32::MAX),
                 late_us: u32::try_from(late).unwrap_or(u32::MAX),
             });
         }
