@@ -345,20 +345,7 @@ impl Engine {
                 let number = db
                     .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
                     .map_or(0, sqlx::mysql::MySqlDatabaseError::number);
-                match number {
-                    // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (MariaDB: record
-                    // changed since last read). 9007 (write conflict) and 8002 (retry a
-                    // SELECT FOR UPDATE) are TiDB's documented retryable errors; untested.
-                    1213 | 1205 | 1020 | 9007 | 8002 => ErrorClass::Retry,
-                    // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN; ER_DISK_FULL and
-                    // ER_RECORD_FILE_FULL (the table space is full); ER_UNKNOWN_COM_ERROR,
-                    // which a Galera node answers to every statement while it is not synced
-                    // with its cluster ("WSREP has not yet prepared node for application use":
-                    // rejoining, or cut off from the primary component). It executed nothing,
-                    // and the node serves again once synced.
-                    1040 | 1053 | 1021 | 1114 | 1047 => ErrorClass::Unavailable,
-                    _ => ErrorClass::Other,
-                }
+                mysql_class(number, db.message())
             }
         }
     }
@@ -528,6 +515,36 @@ fn pg_update(statement: &BulkJoin, name: &str) -> (String, String) {
     )
 }
 
+/// What a MySQL/MariaDB error number means for the operation (past the unique and foreign-key
+/// violations, which the driver names). `message` matters for one number only: 1064, a parse
+/// error.
+fn mysql_class(number: u16, message: &str) -> ErrorClass {
+    match number {
+        // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (MariaDB: record changed since
+        // last read). 9007 (write conflict) and 8002 (retry a SELECT FOR UPDATE) are TiDB's
+        // documented retryable errors; untested.
+        1213 | 1205 | 1020 | 9007 | 8002 => ErrorClass::Retry,
+        // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN; ER_DISK_FULL and ER_RECORD_FILE_FULL (the
+        // table space is full); ER_UNKNOWN_COM_ERROR, which a Galera node answers to every
+        // statement while it is not synced with its cluster ("WSREP has not yet prepared node
+        // for application use": rejoining, or cut off from the primary component). It executed
+        // nothing, and the node serves again once synced.
+        1040 | 1053 | 1021 | 1114 | 1047 => ErrorClass::Unavailable,
+        // A trigger of the table (the order totals on `vouchers`, the append-only guards on
+        // `audit_log`) failed to load when the server opened the table, and the statement was
+        // refused before it touched a row. ticketd's own statements always parse, so this is
+        // never its SQL: MariaDB Galera answered it on a surviving node for some tens of
+        // milliseconds while a killed node rejoined through a state transfer (the trigger's
+        // stored definition read as empty: "Unknown trigger has an error in its body: 'Query
+        // was empty'"), then served again. The transaction is rolled back and run again like
+        // a deadlock; a trigger that stays broken ends as a busy answer after the attempts,
+        // with the server's message in the log. Matched on MariaDB's and MySQL's English
+        // messages; a server set to another `lc_messages` gets the system error instead.
+        1064 if message.contains("has an error in its body") => ErrorClass::Retry,
+        _ => ErrorClass::Other,
+    }
+}
+
 /// The key a MySQL duplicate-entry message names: `Duplicate entry 'x' for key 'name'` (MySQL
 /// 8 writes `table.name`).
 fn mysql_duplicate_key(message: &str) -> Option<String> {
@@ -600,6 +617,47 @@ mod tests {
         assert!(
             numbered.contains("$6") && !numbered.contains("$7"),
             "{numbered}"
+        );
+    }
+
+    #[test]
+    fn a_trigger_that_failed_to_load_is_tried_again_and_a_parse_error_is_not() {
+        // As MariaDB 10.11 answered on a Galera node while another rejoined.
+        assert_eq!(
+            mysql_class(
+                1064,
+                "Unknown trigger has an error in its body: 'Query was empty'"
+            ),
+            ErrorClass::Retry
+        );
+        // The trigger's name was parsed before the error (ER_ERROR_IN_TRIGGER_BODY's text).
+        assert_eq!(
+            mysql_class(
+                1064,
+                "Trigger 'ticketd.audit_log_no_update' has an error in its body: 'x'"
+            ),
+            ErrorClass::Retry
+        );
+        // A statement that does not parse is a bug, never a busy answer.
+        assert_eq!(
+            mysql_class(
+                1064,
+                "You have an error in your SQL syntax; check the manual that corresponds to \
+                 your MariaDB server version for the right syntax to use near 'FROM' at line 1"
+            ),
+            ErrorClass::Other
+        );
+        assert_eq!(
+            mysql_class(1213, "Deadlock found when trying to get lock"),
+            ErrorClass::Retry
+        );
+        assert_eq!(
+            mysql_class(1047, "WSREP has not yet prepared node for application use"),
+            ErrorClass::Unavailable
+        );
+        assert_eq!(
+            mysql_class(1146, "Table 'x' doesn't exist"),
+            ErrorClass::Other
         );
     }
 
