@@ -64,7 +64,7 @@ use ticket_ledger::{LedgerError, VerifyCommand, VerifyOutcome, VerifyUses};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::{self, Answers};
-use super::db::{backoff, failure_text, During, Failure};
+use super::db::{failure_text, During, Failure};
 use super::engine::ErrorClass;
 use super::trace::{unknown_anomaly, Fence, Trace};
 use super::Db;
@@ -234,9 +234,8 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
             Failure::Conflict(_) => ErrorClass::Retry,
             Failure::Refused(_) | Failure::OutcomeUnknown { .. } => ErrorClass::Other,
         };
-        if class == ErrorClass::Retry && attempt < db.max_attempts {
+        if db.again(&class, attempt).await {
             tracing::debug!(attempt, size = cmds.len(), "retrying a verify batch");
-            tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
             continue;
         }

@@ -2,6 +2,7 @@
 //! the engine asks for a retry, its failure mapped to the domain once final (see the module
 //! docs of [`super`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -10,8 +11,9 @@ use ticket_ledger::{
     refusal_anomaly, LedgerError, NewAnomaly, OrderRef, VerifyCommand, VerifyOutcome,
 };
 
-use super::engine::{Engine, ErrorClass};
+use super::engine::{self, Engine, ErrorClass};
 use super::outcome::Connector;
+use super::queries::{q, q_owned};
 use super::trace::Traced;
 use super::{exec, ops, queries};
 
@@ -71,6 +73,8 @@ pub(crate) struct Db {
     pub(crate) max_attempts: u32,
     /// Connections outside the pool, to look up a commit that got no answer ([`outcome`](super::outcome)).
     pub(crate) connector: Connector,
+    /// When the tables with triggers were last closed ([`Db::reload_trigger_tables`]).
+    pub(crate) trigger_reloads: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Db {
@@ -94,13 +98,80 @@ impl Db {
                 // Running it again could apply it twice.
                 Failure::OutcomeUnknown { .. } => ErrorClass::Other,
             };
-            if class == ErrorClass::Retry && attempt < self.max_attempts {
+            if self.again(&class, attempt).await {
                 tracing::debug!(attempt, failure = %failure_text(&failure), "retrying a ledger write");
-                tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
                 continue;
             }
             return Err(self.ledger_error(&failure, &class, attempt));
+        }
+    }
+
+    /// Whether a failure of `class` on attempt `attempt` is run again, after what must come
+    /// first: the backoff, and for triggers that did not load, closing their tables.
+    pub(crate) async fn again(&self, class: &ErrorClass, attempt: u32) -> bool {
+        let retry = match class {
+            ErrorClass::Retry => true,
+            // Closed also after the last attempt: the next request needs the tables too.
+            ErrorClass::TriggersNotLoaded => {
+                self.reload_trigger_tables().await;
+                true
+            }
+            ErrorClass::Unavailable
+            | ErrorClass::Unique(_)
+            | ErrorClass::ForeignKey
+            | ErrorClass::Other => false,
+        };
+        if !retry || attempt >= self.max_attempts {
+            return false;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        true
+    }
+
+    /// Closes the tables that have triggers (`FLUSH LOCAL TABLES`, this server only, not
+    /// replicated), so that the server opens them again and loads their triggers afresh: the
+    /// only way to drop a table whose triggers failed to load from the server's table cache
+    /// (see [`ErrorClass::TriggersNotLoaded`]). At most one at a time and one per
+    /// [`RELOAD_EVERY`]: every write waiting to retry would otherwise close them again. It
+    /// needs the RELOAD privilege; without it the writes end as busy answers, as before, and
+    /// the log says what to grant.
+    async fn reload_trigger_tables(&self) {
+        let mut last = self.trigger_reloads.lock().await;
+        if last.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
+            return;
+        }
+        let reloaded = async {
+            let mut conn = self.pool.acquire().await?;
+            // A table in use is closed once its transaction ends; a long one is not waited for.
+            q(self.engine, "SET SESSION lock_wait_timeout = 2")
+                .execute(&mut *conn)
+                .await?;
+            let flushed = q_owned(
+                self.engine,
+                format!("FLUSH LOCAL TABLES {}", engine::TRIGGER_TABLES),
+            )
+            .execute(&mut *conn)
+            .await;
+            q(self.engine, "SET SESSION lock_wait_timeout = DEFAULT")
+                .execute(&mut *conn)
+                .await?;
+            flushed
+        }
+        .await;
+        *last = Some(std::time::Instant::now());
+        match reloaded {
+            Ok(_) => tracing::warn!(
+                tables = engine::TRIGGER_TABLES,
+                "a trigger failed to load in the database server; closed its tables so that \
+                 they are opened again"
+            ),
+            Err(e) => tracing::error!(
+                tables = engine::TRIGGER_TABLES,
+                error = %crate::error::chain(&e),
+                "a trigger failed to load in the database server, and its tables could not be \
+                 closed (FLUSH needs the RELOAD privilege); writes to them fail until they are"
+            ),
         }
     }
 
@@ -210,7 +281,7 @@ impl Db {
                 tracing::warn!(error = %text, "ledger database unavailable");
                 LedgerError::Unavailable(text)
             }
-            ErrorClass::Retry => {
+            ErrorClass::Retry | ErrorClass::TriggersNotLoaded => {
                 tracing::warn!(attempts, error = %text, "ledger write kept conflicting");
                 LedgerError::Unavailable(format!("busy after {attempts} attempts: {text}"))
             }
@@ -275,12 +346,15 @@ impl Db {
     }
 }
 
+/// The least time between two closings of the tables with triggers ([`Db::reload_trigger_tables`]).
+const RELOAD_EVERY: Duration = Duration::from_millis(100);
+
 /// The `during` of a commit, to tell an unknown outcome from a clean failure.
 pub(crate) const COMMITTING: &str = "committing";
 
 /// The wait before attempt `attempt + 1`: 5 ms doubling, plus up to as much again at random so
 /// that the transactions that collided do not collide again.
-pub(crate) fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32) -> Duration {
     let base = 5_u64 << attempt.min(6).saturating_sub(1);
     let jitter = rand::random_range(0..=base);
     Duration::from_millis(base + jitter)

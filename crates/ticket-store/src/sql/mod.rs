@@ -47,6 +47,7 @@ mod reconcile;
 mod trace;
 mod transfer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -219,6 +220,7 @@ impl SqlStore {
             pool,
             max_attempts: settings.max_attempts.max(1),
             connector,
+            trigger_reloads: Arc::default(),
         };
         Ok(Self {
             batcher: batch::Batcher::start(

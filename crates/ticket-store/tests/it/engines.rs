@@ -1042,3 +1042,84 @@ async fn a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name(engine: Eng
     }
     drop(holder);
 }
+
+/// A table whose triggers failed to load stays in MariaDB's table cache, and the server
+/// refuses every write to it, from any connection, until the table is closed: what a Galera
+/// node did after donating a state transfer (`ErrorClass::TriggersNotLoaded`). Here the
+/// failure is made on the test's own server: the stored trigger text is spoilt, the table
+/// opened with it, and the text put back, so the file is sound and only the cache is broken.
+/// The store closes the tables and the verify goes through, counted once, totals and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_through() {
+    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
+        return;
+    };
+    let store = open(&db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
+
+    sqlx::any::install_default_drivers();
+    let mut shell = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let datadir: String = sqlx::query_scalar("SELECT @@datadir")
+        .fetch_one(&mut shell)
+        .await
+        .expect("datadir");
+    let file = std::path::Path::new(&datadir)
+        .join(db.name())
+        .join("vouchers.TRG");
+    let Ok(stored) = std::fs::read_to_string(&file) else {
+        // The server's files are out of reach (another machine, or not root).
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} cannot be read: this test needs the MariaDB server's data directory",
+            file.display()
+        );
+        eprintln!("skipped: {} cannot be read", file.display());
+        return;
+    };
+    assert!(stored.contains("FOR EACH ROW"), "{stored}");
+    // Changes nothing, but fires the update trigger, so the server checks the table's.
+    let touch = || sqlx::query("UPDATE vouchers SET used = used WHERE order_id = ?").bind(f.id(1));
+    let spoilt = stored.replacen("FOR EACH ROW", "FOR EACH ROW ROW", 1);
+    std::fs::write(&file, spoilt).expect("spoil the trigger");
+    sqlx::raw_sql("FLUSH LOCAL TABLES vouchers")
+        .execute(&mut shell)
+        .await
+        .expect("flush");
+    let refused = touch()
+        .execute(&mut shell)
+        .await
+        .expect_err("a table whose trigger does not parse refuses writes");
+    std::fs::write(&file, &stored).expect("put the trigger back");
+    assert!(
+        refused.to_string().contains("has an error in its body"),
+        "{refused}"
+    );
+    // The file is sound again, but the server still has the broken table open.
+    let still = touch()
+        .execute(&mut shell)
+        .await
+        .expect_err("the table in the cache is still the broken one");
+    assert!(
+        still.to_string().contains("has an error in its body"),
+        "{still}"
+    );
+
+    let outcome = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await
+        .expect("the verify goes through once the tables are loaded again");
+    assert_eq!(outcome.applied_uses, 1);
+    let totals = stored_and_summed_totals(&mut shell, f.id(1)).await;
+    assert_eq!(totals, ((1, Some(3), Some(1)), (1, Some(3), Some(1))));
+    let view = store
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("order")
+        .expect("the order is there");
+    assert_eq!(view.vouchers[0].used, 1, "{view:?}");
+}
