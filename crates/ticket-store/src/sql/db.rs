@@ -71,7 +71,8 @@ pub(crate) struct Db {
     pub(crate) engine: Engine,
     pub(crate) pool: AnyPool,
     pub(crate) max_attempts: u32,
-    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`](super::outcome)).
+    /// Connections outside the pool, to look up a commit that got no answer ([`outcome`](super::outcome))
+    /// and to close the tables whose triggers did not load.
     pub(crate) connector: Connector,
     /// When the tables with triggers were last closed ([`Db::reload_trigger_tables`]).
     pub(crate) trigger_reloads: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
@@ -133,35 +134,35 @@ impl Db {
     /// replicated), so that the server opens them again and loads their triggers afresh: the
     /// only way to drop a table whose triggers failed to load from the server's table cache
     /// (see [`ErrorClass::TriggersNotLoaded`]). At most one at a time and one per
-    /// [`RELOAD_EVERY`]: every write waiting to retry would otherwise close them again. It
-    /// needs the RELOAD privilege; without it the writes end as busy answers, as before, and
-    /// the log says what to grant.
+    /// [`RELOAD_EVERY`]: every write waiting to retry would otherwise close them again. On a
+    /// connection of its own, so that its session setting changes no pooled connection and a
+    /// pool full of the writes waiting to retry does not hold it up. It needs the RELOAD
+    /// privilege; without it the writes end as busy answers, as before, and the log says so.
     async fn reload_trigger_tables(&self) {
         let mut last = self.trigger_reloads.lock().await;
         if last.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
             return;
         }
         let reloaded = async {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.connector.connect().await?;
             // A table in use is closed once its transaction ends; a long one is not waited for.
             q(self.engine, "SET SESSION lock_wait_timeout = 2")
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
-            let flushed = q_owned(
+            q_owned(
                 self.engine,
                 format!("FLUSH LOCAL TABLES {}", engine::TRIGGER_TABLES),
             )
-            .execute(&mut *conn)
-            .await;
-            q(self.engine, "SET SESSION lock_wait_timeout = DEFAULT")
-                .execute(&mut *conn)
-                .await?;
-            flushed
+            .execute(&mut conn)
+            .await?;
+            // Closed, the tables are; a connection that fails to say goodbye changes nothing.
+            let _ = sqlx::Connection::close(conn).await;
+            Ok::<_, sqlx::Error>(())
         }
         .await;
         *last = Some(std::time::Instant::now());
         match reloaded {
-            Ok(_) => tracing::warn!(
+            Ok(()) => tracing::warn!(
                 tables = engine::TRIGGER_TABLES,
                 "a trigger failed to load in the database server; closed its tables so that \
                  they are opened again"
@@ -170,7 +171,7 @@ impl Db {
                 tables = engine::TRIGGER_TABLES,
                 error = %crate::error::chain(&e),
                 "a trigger failed to load in the database server, and its tables could not be \
-                 closed (FLUSH needs the RELOAD privilege); writes to them fail until they are"
+                 closed (closing needs the RELOAD privilege); writes to them fail until they are"
             ),
         }
     }

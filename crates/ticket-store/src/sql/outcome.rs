@@ -113,7 +113,8 @@ where
     Resolution::Unknown
 }
 
-/// Opens connections outside the pool, for lookups (module docs).
+/// Opens connections outside the pool: for lookups (module docs), and for closing the tables
+/// whose triggers did not load (`Db::reload_trigger_tables`).
 #[derive(Clone)]
 pub(crate) struct Connector {
     /// The database URL, password included: never printed. The host it names changes when
@@ -137,7 +138,8 @@ impl Connector {
         }
     }
 
-    async fn connect(&self) -> Result<AnyConnection, sqlx::Error> {
+    /// A connection of its own, set up as the pool's are.
+    pub(crate) async fn connect(&self) -> Result<AnyConnection, sqlx::Error> {
         let url = self.url.get();
         let mut conn = AnyConnection::connect(&url).await?;
         for statement in self.setup.iter() {
