@@ -43,6 +43,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use rusqlite::Connection;
 use ticket_ledger::LedgerError;
 
+use super::clock::ThreadClock;
 use super::writer::{Job, Stats};
 
 /// New WAL pages after which the checkpointer is woken, and how far behind the writer it may
@@ -191,13 +192,17 @@ pub(crate) fn sync_loop(
             Err(Broken::error())
         } else {
             let began = std::time::Instant::now();
+            let clock = ThreadClock::start(tracing::enabled!(tracing::Level::TRACE));
             match wal.sync() {
                 Ok(()) => {
                     stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    let spent = ThreadClock::spent(clock);
                     tracing::trace!(
                         commits,
                         jobs = jobs.len(),
                         took_us = super::writer::micros(began.elapsed()),
+                        cpu_us = spent.cpu_us,
+                        waited_us = spent.waited_us,
                         "synced the WAL"
                     );
                     Ok(())

@@ -17,6 +17,7 @@
 //! - The app cache ([`crate::apps::AppCache`]): `app()` runs on every gateway request, so
 //!   apps are kept in memory.
 
+mod clock;
 mod durable;
 mod exec;
 mod fold;

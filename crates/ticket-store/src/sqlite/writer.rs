@@ -33,6 +33,7 @@ use rusqlite::Connection;
 use ticket_ledger::LedgerError;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::clock::ThreadClock;
 use super::durable::{self, Broken, Fsync, Nudge, RESTART_PAGES, SYNC_QUEUE};
 use super::fold;
 use super::rows::ledger_error;
@@ -410,6 +411,7 @@ fn run(
             continue;
         }
         let began = std::time::Instant::now();
+        let clock = ThreadClock::start(tracing::enabled!(tracing::Level::TRACE));
         let hold = linger.hold(batch.len(), stats);
         let mut held = std::time::Duration::ZERO;
         let outcome = if broken.is_set() {
@@ -423,11 +425,16 @@ fn run(
         let size = batch.len() as u64;
         // With the fold's steps, the counts and the syncer's fsyncs, the trace of where the
         // writer's time goes: what a slow request waited behind (`ticketd bench --timeline`).
-        // `took_us` is the batch's work; `held_us` the time it waited for jobs in between.
+        // `took_us` is the batch's work; `held_us` the time it waited for jobs in between;
+        // `cpu_us` and `waited_us` what the thread spent on a CPU and waiting for one
+        // (`clock`).
+        let spent = ThreadClock::spent(clock);
         tracing::trace!(
             jobs = size,
             held_us = micros(held),
             took_us = micros(began.elapsed().saturating_sub(held)),
+            cpu_us = spent.cpu_us,
+            waited_us = spent.waited_us,
             ok = outcome.is_ok(),
             "ran a batch"
         );
@@ -758,13 +765,17 @@ impl Folds {
                 return None;
             };
             let began = std::time::Instant::now();
+            let clock = ThreadClock::start(tracing::enabled!(tracing::Level::TRACE));
             let what = staged.next_step();
             let step = staged.step(conn, &mut snapshots.pending);
             let took = began.elapsed();
+            let thread = ThreadClock::spent(clock);
             self.spent = self.spent.saturating_add(took);
             tracing::trace!(
                 step = what,
                 took_us = micros(took),
+                cpu_us = thread.cpu_us,
+                waited_us = thread.waited_us,
                 ok = step.is_ok(),
                 "a fold step"
             );
@@ -862,11 +873,16 @@ fn count_uses(conn: &Connection, idle: &impl Fn() -> bool, stale: bool, stats: &
             return any;
         }
         let began = std::time::Instant::now();
-        match fold::count_slice(conn, fold::COUNT_SLICE) {
+        let clock = ThreadClock::start(tracing::enabled!(tracing::Level::TRACE));
+        let slice = fold::count_slice(conn, fold::COUNT_SLICE);
+        let spent = ThreadClock::spent(clock);
+        match slice {
             Ok(counted) => {
                 tracing::trace!(
                     counted,
                     took_us = micros(began.elapsed()),
+                    cpu_us = spent.cpu_us,
+                    waited_us = spent.waited_us,
                     "counted folded uses"
                 );
                 stats.counted_uses.fetch_add(counted, Ordering::Relaxed);
