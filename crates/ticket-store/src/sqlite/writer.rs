@@ -427,7 +427,7 @@ fn run(
         // writer's time goes: what a slow request waited behind (`ticketd bench --timeline`).
         // `took_us` is the batch's work; `held_us` the time it waited for jobs in between;
         // `cpu_us` and `waited_us` what the thread spent on a CPU and waiting for one
-        // (`clock`).
+        // (`clock`), over both: the hold is interleaved with the jobs.
         let spent = ThreadClock::spent(clock);
         tracing::trace!(
             jobs = size,
