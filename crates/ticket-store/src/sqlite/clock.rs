@@ -5,9 +5,10 @@
 //! is placed against the steps in flight (`scripts/bench/place-tail`). A step can be long
 //! because it works, because the thread was runnable while other threads held both cores, or
 //! because it waited for the disk; only the first is the step's own cost. Issue 14's sixth
-//! session guessed the third for the fold's slow reads; these fields showed the second (see
-//! docs/PERFORMANCE.md). Read only while the trace is on: two reads of the thread's clocks per
-//! step, one of them a file in `/proc`.
+//! session guessed the third for the fold's slow reads; these fields showed the second for its
+//! steps over 5 ms, and little disk at all (see docs/PERFORMANCE.md). Read only while the
+//! trace is on: the thread's clocks at the step's start and end, each a clock call and a read
+//! of a file in `/proc`.
 
 /// A thread's CPU time and time spent runnable but not running, at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
