@@ -39,12 +39,12 @@ impl ThreadClock {
 
     /// What this thread spent since `start` (zero without a reading).
     pub(crate) fn spent(start: Option<Self>) -> Spent {
-        match (start, start.and_then(|_| Self::now())) {
-            (Some(start), Some(now)) => Spent {
-                cpu_us: now.cpu_ns.saturating_sub(start.cpu_ns) / 1_000,
-                waited_us: now.waited_ns.saturating_sub(start.waited_ns) / 1_000,
-            },
-            _ => Spent::default(),
+        let (Some(start), Some(now)) = (start, start.and_then(|_| Self::now())) else {
+            return Spent::default();
+        };
+        Spent {
+            cpu_us: now.cpu_ns.saturating_sub(start.cpu_ns) / 1_000,
+            waited_us: now.waited_ns.saturating_sub(start.waited_ns) / 1_000,
         }
     }
 
@@ -100,6 +100,44 @@ mod tests {
         // The 30 ms asleep are neither: what the trace leaves as blocked.
         let blocked = wall_us.saturating_sub(slept.cpu_us + slept.waited_us);
         assert!(blocked >= 29_000, "{slept:?} in {wall_us} µs");
+    }
+
+    /// Two threads spinning on one CPU take turns: each waits for it about half the time.
+    /// A run delay read from the wrong field (or not at all) fails here.
+    #[test]
+    fn a_thread_sharing_its_cpu_shows_the_wait() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let allowed = rustix::thread::sched_getaffinity(None).expect("affinity");
+        let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+            .find(|&c| allowed.is_set(c))
+            .expect("an allowed CPU");
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(cpu);
+        let pin = move || rustix::thread::sched_setaffinity(None, &one).expect("pin");
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin();
+        let start = ThreadClock::start(true);
+        let began = std::time::Instant::now();
+        while began.elapsed() < std::time::Duration::from_millis(200) {
+            std::hint::spin_loop();
+        }
+        let shared = ThreadClock::spent(start);
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().expect("spinner");
+        // Half of 200 ms is 100 ms; 20 ms leaves room for any scheduler's idea of fair.
+        assert!(shared.waited_us >= 20_000, "{shared:?}");
+        assert!(shared.cpu_us >= 20_000, "{shared:?}");
     }
 
     #[test]
