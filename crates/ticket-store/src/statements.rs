@@ -264,6 +264,11 @@ pub(crate) const MARK_REFUND_REVIEW: &str =
 /// (`sqlite::fold::Pending`).
 pub(crate) const SQLITE_FINGERPRINT_SEEN: &str = "SELECT 1 FROM folded_fingerprints \
      WHERE order_id = ? AND confirm_code = ? AND used_at_ms = ? AND quantity = ?";
+/// The latest gate time of an order's folded fingerprints (`sqlite::fold::Horizon`): the last
+/// key of the order's range, since the table is keyed `(order_id, used_at_ms, …)` (migration
+/// 0014).
+pub(crate) const SQLITE_LATEST_FOLDED_GATE_TIME: &str =
+    "SELECT max(used_at_ms) FROM folded_fingerprints WHERE order_id = ?";
 /// A fingerprint written straight into the folded table (a large report, which folds at once:
 /// `sqlite::fold::FOLD_DIRECTLY_AT`), with the columns of [`INSERT_FINGERPRINT`].
 pub(crate) const SQLITE_INSERT_FOLDED_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \

@@ -44,10 +44,10 @@
 //!   report folds inside its own job, [`FOLD_DIRECTLY_AT`]; another process opening the file
 //!   folds at start), the staged one stops, and the next starts from the new marks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection};
-use ticket_ledger::{Fingerprint, LedgerError, OrderId};
+use ticket_ledger::{ConfirmCode, Fingerprint, LedgerError, OrderId};
 
 use super::rows::During;
 use crate::plan_rows::{FingerprintRow, WriteRow};
@@ -79,10 +79,63 @@ type Key = (i64, String, i64, i64);
 /// be read again before it is trusted.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    held: Option<HashSet<Key>>,
+    held: Option<Held>,
+}
+
+/// What [`Pending`] holds when it is trusted.
+#[derive(Debug, Default)]
+struct Held {
+    keys: HashSet<Key>,
+    /// For each order with a pending fingerprint, the latest gate time among them, or a later
+    /// one: a staged fold removes keys without lowering it. An upper bound is all a
+    /// [`Horizon`] needs (a too-late one only costs lookups), and the map is rebuilt from
+    /// `keys` once it outgrows them ([`Held::trim`]), so it stays bounded by them.
+    newest: HashMap<i64, i64>,
+}
+
+impl Held {
+    fn of(keys: HashSet<Key>) -> Self {
+        let mut held = Self {
+            keys,
+            newest: HashMap::new(),
+        };
+        held.rebuild_newest();
+        held
+    }
+
+    fn rebuild_newest(&mut self) {
+        self.newest.clear();
+        for (order, _, at, _) in &self.keys {
+            note_newest(&mut self.newest, *order, *at);
+        }
+    }
+
+    /// Rebuilds `newest` once it names more orders than twice the keys (plus slack), so the
+    /// rebuild's cost is spread over the removals that made it due.
+    fn trim(&mut self) {
+        if self.newest.len() > 2 * self.keys.len() + 1_024 {
+            self.rebuild_newest();
+        }
+    }
+}
+
+/// Raises order `key`'s latest time in `newest` to `at`.
+fn note_newest(newest: &mut HashMap<i64, i64>, key: i64, at: i64) {
+    newest
+        .entry(key)
+        .and_modify(|t| *t = (*t).max(at))
+        .or_insert(at);
 }
 
 impl Pending {
+    /// The trusted memory, read from the table first if it is stale.
+    fn held(&mut self, conn: &Connection) -> Result<&mut Held, LedgerError> {
+        Ok(match &mut self.held {
+            Some(held) => held,
+            empty => empty.insert(Held::of(load(conn)?)),
+        })
+    }
+
     /// Whether `fp` of order `id` is pending, reading the table first if the memory is stale.
     pub(crate) fn contains(
         &mut self,
@@ -90,11 +143,7 @@ impl Pending {
         id: OrderId,
         fp: &Fingerprint,
     ) -> Result<bool, LedgerError> {
-        let held = match &mut self.held {
-            Some(held) => held,
-            empty => empty.insert(load(conn)?),
-        };
-        Ok(held.contains(&(
+        Ok(self.held(conn)?.keys.contains(&(
             id.get(),
             fp.code.as_str().to_owned(),
             fp.used_at_ms,
@@ -102,18 +151,25 @@ impl Pending {
         )))
     }
 
+    /// The latest gate time of order `id`'s pending fingerprints (or a later one, see
+    /// [`Held::newest`]), `None` if it has none.
+    fn newest(&mut self, conn: &Connection, id: OrderId) -> Result<Option<i64>, LedgerError> {
+        Ok(self.held(conn)?.newest.get(&id.get()).copied())
+    }
+
     /// Remembers fingerprints a verify has just written (in the open transaction). A stale
     /// memory stays stale: its next use reads them from the table.
     pub(crate) fn add<'a>(&mut self, id: OrderId, fps: impl IntoIterator<Item = &'a Fingerprint>) {
         if let Some(held) = &mut self.held {
-            held.extend(fps.into_iter().map(|fp| {
-                (
+            for fp in fps {
+                note_newest(&mut held.newest, id.get(), fp.used_at_ms);
+                held.keys.insert((
                     id.get(),
                     fp.code.as_str().to_owned(),
                     fp.used_at_ms,
                     fp.quantity,
-                )
-            }));
+                ));
+            }
         }
     }
 
@@ -124,21 +180,22 @@ impl Pending {
 
     /// After a fold committed: nothing is pending.
     fn emptied(&mut self) {
-        self.held = Some(HashSet::new());
+        self.held = Some(Held::default());
     }
 
     /// After a staged fold committed: `folded` are no longer pending.
     fn remove<'a>(&mut self, folded: impl IntoIterator<Item = &'a Key>) {
         if let Some(held) = &mut self.held {
             for key in folded {
-                held.remove(key);
+                held.keys.remove(key);
             }
+            held.trim();
         }
     }
 
     /// Fingerprints held (0 when stale).
     pub(crate) fn len(&self) -> usize {
-        self.held.as_ref().map_or(0, HashSet::len)
+        self.held.as_ref().map_or(0, |held| held.keys.len())
     }
 }
 
@@ -151,6 +208,71 @@ fn load(conn: &Connection) -> Result<HashSet<Key>, LedgerError> {
         .during("reading the pending fingerprints")?
         .collect::<rusqlite::Result<_>>()
         .during("reading the pending fingerprints")
+}
+
+/// Which passes of one order may be recorded already: those not later than the latest gate
+/// time of the order's fingerprints when its snapshot was read (folded or pending, or a later
+/// time), or than the latest of the same code's recorded since. Any other pass cannot be a
+/// retry, and its lookups are skipped.
+///
+/// Why: every fingerprint of a verify was looked up in `folded_fingerprints`, a B-tree of the
+/// whole history, and almost always missed — gates report their passes as they happen, so a
+/// new pass is later than every one before it. The lookups were 7 % of the writer's time at
+/// saturation (a `perf` profile of the writer thread, issue 14's eighth session). Gate times
+/// have a second's precision and a group passes its codes in the same second, so what is
+/// recorded while the order is held is kept per code. The horizon is held with the order's
+/// snapshot ([`super::snapshots::Snapshots`]) and dropped with it, under the same rules, so
+/// nothing can add a fingerprint to the order behind its back; a fold moves fingerprints from
+/// pending to folded and leaves the latest of both unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Horizon {
+    /// The latest gate time of the order's fingerprints when it was read; `None`: it had none.
+    read: Option<i64>,
+    /// The latest gate time of each code's fingerprints recorded since. Bounded by the order's
+    /// codes: a fingerprint names one of them (R10).
+    since: HashMap<ConfirmCode, i64>,
+}
+
+impl Horizon {
+    /// Reads the horizon of order `id`: the latest folded gate time (the last key of the
+    /// order's range in `folded_fingerprints`) and the latest pending one.
+    pub(crate) fn read(
+        conn: &Connection,
+        pending: &mut Pending,
+        id: OrderId,
+    ) -> Result<Self, LedgerError> {
+        let folded: Option<i64> = conn
+            .prepare_cached(statements::SQLITE_LATEST_FOLDED_GATE_TIME)
+            .during("preparing the latest fingerprint's lookup")?
+            .query_row(params![id.get()], |row| row.get(0))
+            .during("looking up the latest fingerprint")?;
+        Ok(Self {
+            read: folded.max(pending.newest(conn, id)?),
+            since: HashMap::new(),
+        })
+    }
+
+    /// Whether `fp` may be recorded already.
+    pub(crate) fn may_hold(&self, fp: &Fingerprint) -> bool {
+        self.read.is_some_and(|latest| fp.used_at_ms <= latest)
+            || self
+                .since
+                .get(&fp.code)
+                .is_some_and(|&latest| fp.used_at_ms <= latest)
+    }
+
+    /// Counts `fps` as recorded.
+    pub(crate) fn add<'a>(&mut self, fps: impl IntoIterator<Item = &'a Fingerprint>) {
+        for fp in fps {
+            // Looked up first: a held order's codes are mostly known, and need no new key.
+            match self.since.get_mut(&fp.code) {
+                Some(latest) => *latest = (*latest).max(fp.used_at_ms),
+                None => {
+                    self.since.insert(fp.code.clone(), fp.used_at_ms);
+                }
+            }
+        }
+    }
 }
 
 /// What one fold moved.
@@ -918,4 +1040,72 @@ pub(crate) fn count_slice(conn: &Connection, limit: i64) -> Result<u64, LedgerEr
         Ok(())
     })?;
     Ok(counted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp_of(code: &str, at: i64) -> Fingerprint {
+        Fingerprint {
+            code: ConfirmCode::parse(code).expect("code"),
+            used_at_ms: at,
+            quantity: 1,
+        }
+    }
+
+    fn fp(at: i64) -> Fingerprint {
+        fp_of("CODE-A", at)
+    }
+
+    #[test]
+    fn a_horizon_lets_through_only_passes_not_later_than_the_latest() {
+        let mut h = Horizon::default();
+        assert!(
+            !h.may_hold(&fp(i64::MIN)),
+            "an order with no pass holds none"
+        );
+        h.add(&[fp(30), fp(10)]);
+        assert!(h.may_hold(&fp(30)) && h.may_hold(&fp(-5)));
+        assert!(!h.may_hold(&fp(31)));
+        let before = h.clone();
+        h.add(&[fp(20)]);
+        assert_eq!(h, before, "an earlier pass does not move it");
+        // Recorded while held: per code, so a group's codes in one second are all new.
+        assert!(!h.may_hold(&fp_of("CODE-B", 30)));
+        // Read from the database: the order's latest, whatever the code.
+        let read = Horizon {
+            read: Some(30),
+            since: HashMap::new(),
+        };
+        assert!(read.may_hold(&fp_of("CODE-B", 30)) && !read.may_hold(&fp_of("CODE-B", 31)));
+    }
+
+    #[test]
+    fn the_latest_pending_pass_per_order_stays_bounded_by_the_pending_ones() {
+        // Far past the slack: 100,000 orders with a pending pass each, all folded by staged
+        // slices (`remove`), which never lower an order's latest on their own.
+        let keys: HashSet<Key> = (0..100_000)
+            .map(|order| (order, "CODE-A".to_owned(), order * 10, 1))
+            .collect();
+        let mut pending = Pending {
+            held: Some(Held::of(keys.clone())),
+        };
+        let all: Vec<Key> = keys.into_iter().collect();
+        for slice in all.chunks(256) {
+            pending.remove(slice);
+            let held = pending.held.as_ref().expect("held");
+            assert!(
+                held.newest.len() <= 2 * held.keys.len() + 1_024,
+                "{} orders for {} keys",
+                held.newest.len(),
+                held.keys.len()
+            );
+        }
+        assert_eq!(pending.len(), 0);
+        // What is left is an upper bound, never lower than a pending pass.
+        pending.add(OrderId::new(7).expect("id"), &[fp(5)]);
+        let held = pending.held.as_ref().expect("held");
+        assert!(held.newest.get(&7).is_some_and(|&t| t >= 5));
+    }
 }

@@ -126,18 +126,21 @@ pub(crate) fn verify_keeping_anomaly(
     let Some(id) = id else {
         return refuse(LedgerError::OrderNotFound);
     };
-    let mut snapshot = match tx.snapshots.take(id) {
-        Some(snapshot) => snapshot,
+    let (mut snapshot, horizon) = match tx.snapshots.take(id) {
+        Some(held) => held,
         None => match queries::snapshot_of(conn, id)? {
-            Some(snapshot) => snapshot,
+            Some(snapshot) => (
+                snapshot,
+                fold::Horizon::read(conn, &mut tx.snapshots.pending, id)?,
+            ),
             None => return refuse(LedgerError::OrderNotFound),
         },
     };
-    snapshot.seen = seen_fingerprints(tx, id, cmd)?;
+    snapshot.seen = seen_fingerprints(tx, id, cmd, &horizon)?;
     let plan = match plan_verify(&snapshot, cmd) {
         Ok(plan) => plan,
         Err(refusal) => {
-            tx.snapshots.put(snapshot);
+            tx.snapshots.put(snapshot, horizon);
             return refuse(refusal);
         }
     };
@@ -174,7 +177,9 @@ pub(crate) fn verify_keeping_anomaly(
                 tx.snapshots.pending.add(id, &plan.new_fingerprints);
             }
             if plan.apply_to(&mut snapshot) {
-                tx.snapshots.put(snapshot);
+                let mut horizon = horizon;
+                horizon.add(&plan.new_fingerprints);
+                tx.snapshots.put(snapshot, horizon);
             }
             Ok(Ok(plan.outcome))
         }
@@ -184,14 +189,21 @@ pub(crate) fn verify_keeping_anomaly(
 }
 
 /// Those of the request's fingerprints already recorded for the order. Only these are looked
-/// up, never the order's whole history, so the cost of a verify does not grow with its age.
+/// up, never the order's whole history, so the cost of a verify does not grow with its age;
+/// and only those the order's `horizon` says may be recorded (a pass later than the latest
+/// recorded cannot be a retry).
 fn seen_fingerprints(
     tx: &mut Tx<'_>,
     id: OrderId,
     cmd: &VerifyCommand,
+    horizon: &fold::Horizon,
 ) -> Result<HashSet<Fingerprint>, LedgerError> {
     let mut seen = HashSet::new();
     for fp in cmd.fingerprints() {
+        if !horizon.may_hold(&fp) {
+            continue;
+        }
+        tx.snapshots.lookups += 1;
         if fold::seen(tx.conn, &mut tx.snapshots.pending, id, &fp)? {
             seen.insert(fp);
         }

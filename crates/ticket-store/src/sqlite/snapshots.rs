@@ -20,7 +20,8 @@
 //!    keeps snapshots up to date, so nothing else has to.
 //!
 //! It also holds the writer's memory of the pending fingerprints ([`Pending`], see
-//! [`super::fold`]), forgotten under the same rules 2–4.
+//! [`super::fold`]), forgotten under the same rules 2–4, and with each order the latest gate
+//! time of its fingerprints ([`Horizon`]), which lives and dies with the order's snapshot.
 //!
 //! The cache is bounded by the vouchers it holds ([`MAX_VOUCHERS`]); past it, arbitrary orders
 //! are dropped, which costs their next verify one read.
@@ -30,7 +31,7 @@ use std::collections::HashMap;
 use rusqlite::Connection;
 use ticket_ledger::{OrderId, OrderSnapshot};
 
-use super::fold::Pending;
+use super::fold::{Horizon, Pending};
 
 /// Vouchers held at most (≈ 100 bytes each with their order's share): about 10 MB.
 pub(crate) const MAX_VOUCHERS: usize = 100_000;
@@ -38,7 +39,7 @@ pub(crate) const MAX_VOUCHERS: usize = 100_000;
 /// Snapshots of orders as the last commit left them (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct Snapshots {
-    orders: HashMap<OrderId, OrderSnapshot>,
+    orders: HashMap<OrderId, (OrderSnapshot, Horizon)>,
     /// Vouchers in `orders`, for the bound.
     vouchers: usize,
     /// Fingerprints written since the last fold.
@@ -48,6 +49,8 @@ pub(crate) struct Snapshots {
     /// Lookups answered from memory and from the database, for tests and tuning.
     pub(crate) hits: u64,
     pub(crate) misses: u64,
+    /// Fingerprints looked up (those a [`Horizon`] let through), for tests and tuning.
+    pub(crate) lookups: u64,
 }
 
 impl Snapshots {
@@ -61,11 +64,12 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Rule 1: the order's snapshot, if held; the caller puts it back with [`Snapshots::put`].
-    pub(crate) fn take(&mut self, id: OrderId) -> Option<OrderSnapshot> {
+    /// Rule 1: the order's snapshot and horizon, if held; the caller puts them back with
+    /// [`Snapshots::put`].
+    pub(crate) fn take(&mut self, id: OrderId) -> Option<(OrderSnapshot, Horizon)> {
         let taken = self.orders.remove(&id);
         match &taken {
-            Some(s) => {
+            Some((s, _)) => {
                 self.vouchers -= s.vouchers.len();
                 self.hits += 1;
             }
@@ -74,8 +78,9 @@ impl Snapshots {
         taken
     }
 
-    /// Rule 1: remembers `snapshot` as the order stands once the current job's writes commit.
-    pub(crate) fn put(&mut self, mut snapshot: OrderSnapshot) {
+    /// Rule 1: remembers `snapshot` and `horizon` as the order stands once the current job's
+    /// writes commit.
+    pub(crate) fn put(&mut self, mut snapshot: OrderSnapshot, horizon: Horizon) {
         // Fingerprints are looked up per request, never kept.
         snapshot.seen.clear();
         let size = snapshot.vouchers.len();
@@ -89,7 +94,10 @@ impl Snapshots {
             self.evict(victim);
         }
         self.vouchers += size;
-        if let Some(old) = self.orders.insert(snapshot.order.order_id, snapshot) {
+        if let Some((old, _)) = self
+            .orders
+            .insert(snapshot.order.order_id, (snapshot, horizon))
+        {
             self.vouchers -= old.vouchers.len();
         }
     }
@@ -103,7 +111,7 @@ impl Snapshots {
 
     /// Drops one order to make room.
     fn evict(&mut self, id: OrderId) {
-        if let Some(old) = self.orders.remove(&id) {
+        if let Some((old, _)) = self.orders.remove(&id) {
             self.vouchers -= old.vouchers.len();
         }
     }
@@ -157,14 +165,14 @@ mod tests {
         let per_order = 999;
         let orders = MAX_VOUCHERS / per_order + 50;
         for id in 1..=orders {
-            cache.put(snapshot(id as i64, per_order));
+            cache.put(snapshot(id as i64, per_order), Horizon::default());
             assert!(
                 cache.vouchers <= MAX_VOUCHERS,
                 "{} vouchers",
                 cache.vouchers
             );
         }
-        let held: usize = cache.orders.values().map(|s| s.vouchers.len()).sum();
+        let held: usize = cache.orders.values().map(|(s, _)| s.vouchers.len()).sum();
         assert_eq!(held, cache.vouchers, "the count matches what is held");
         assert!(
             held > MAX_VOUCHERS - per_order,
@@ -181,12 +189,12 @@ mod tests {
         let mut cache = Snapshots::default();
         let id = OrderId::new(7).expect("id");
         assert!(cache.take(id).is_none());
-        cache.put(snapshot(7, 3));
-        let mut taken = cache.take(id).expect("held");
+        cache.put(snapshot(7, 3), Horizon::default());
+        let (mut taken, horizon) = cache.take(id).expect("held");
         assert!(cache.take(id).is_none(), "taken out until put back");
         taken.vouchers[0].used = 1;
-        cache.put(taken);
-        assert_eq!(cache.take(id).expect("held").vouchers[0].used, 1);
+        cache.put(taken, horizon);
+        assert_eq!(cache.take(id).expect("held").0.vouchers[0].used, 1);
         assert_eq!((cache.hits, cache.misses), (2, 2));
         assert_eq!(cache.vouchers, 0);
     }

@@ -275,6 +275,71 @@ async fn verifies_of_a_known_order_are_planned_from_memory() {
     store.close().await;
 }
 
+/// A pass later than every recorded pass of its order is new without a lookup (`fold::Horizon`);
+/// one that is not — a retry, or an earlier pass reported late — is looked up, and a retry is
+/// answered as one: while the order is held, once another connection's commit made the
+/// writer forget everything and read the pending fingerprints again, and once a fold moved
+/// them (the store folds what is pending when it opens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_pass_not_later_than_its_orders_latest_is_looked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
+    let expect = |store: &Arc<SqliteStore>, second: u32, kind: OutcomeKind, lookups: u64| {
+        let store = Arc::clone(store);
+        async move {
+            let before = store.writer_stats().fingerprint_lookups;
+            let outcome = store
+                .verify(verify(1, "CODE-A", 1, second))
+                .await
+                .expect("verify");
+            assert_eq!(outcome.kind, kind, "the pass at {second} s");
+            let after = store.writer_stats().fingerprint_lookups;
+            assert_eq!(
+                after - before,
+                lookups,
+                "lookups for the pass at {second} s"
+            );
+        }
+    };
+    expect(&store, 5, OutcomeKind::Applied, 0).await;
+    expect(&store, 7, OutcomeKind::Applied, 0).await;
+    expect(&store, 5, OutcomeKind::Replayed, 1).await;
+    expect(&store, 6, OutcomeKind::Applied, 1).await;
+    expect(&store, 7, OutcomeKind::Replayed, 1).await;
+
+    // Another connection commits: the writer forgets its orders and its pending fingerprints,
+    // and reads the horizon again, from the pending table.
+    let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    shell
+        .execute_batch("CREATE TABLE nudge (x); DROP TABLE nudge")
+        .expect("external commit");
+    drop(shell);
+    expect(&store, 7, OutcomeKind::Replayed, 1).await;
+    expect(&store, 9, OutcomeKind::Applied, 0).await;
+    store.close().await;
+    drop(store);
+
+    // Opened again: everything was folded, and the horizon comes from the folded table.
+    let store = Arc::new(SqliteStore::open(&dir.path().join("ledger.db")).expect("reopen"));
+    let pending: i64 = Connection::open(dir.path().join("ledger.db"))
+        .expect("shell")
+        .query_row("SELECT count(*) FROM pending_fingerprints", [], |row| {
+            row.get(0)
+        })
+        .expect("count");
+    assert_eq!(pending, 0, "folded at open");
+    expect(&store, 9, OutcomeKind::Replayed, 1).await;
+    expect(&store, 8, OutcomeKind::Applied, 1).await;
+    expect(&store, 11, OutcomeKind::Applied, 0).await;
+    let view = store
+        .order(OrderId::new(1).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(used(&view), 6, "the passes at 5, 6, 7, 8, 9 and 11 s");
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_committed_by_another_connection_is_seen_by_the_next_verify() {
     let dir = tempfile::tempdir().expect("tempdir");

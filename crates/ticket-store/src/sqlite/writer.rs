@@ -96,6 +96,9 @@ pub struct WriterStats {
     pub snapshot_hits: u64,
     /// Verifies that had to read their order's vouchers from the database first.
     pub snapshot_misses: u64,
+    /// Fingerprints looked up to tell a retry: those not later than their order's latest
+    /// recorded gate time (`sqlite::fold::Horizon`); the others are new without a lookup.
+    pub fingerprint_lookups: u64,
 }
 
 /// Shared between the writer's threads (which update it) and the store (which reads it).
@@ -115,6 +118,7 @@ pub(crate) struct Stats {
     counted_uses: AtomicU64,
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
+    fingerprint_lookups: AtomicU64,
 }
 
 /// One write, type-erased so jobs of every result type share one queue.
@@ -332,6 +336,7 @@ impl Writer {
             counted_uses: s.counted_uses.load(Ordering::Relaxed),
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
+            fingerprint_lookups: s.fingerprint_lookups.load(Ordering::Relaxed),
         }
     }
 }
@@ -443,6 +448,9 @@ fn run(
         stats
             .snapshot_misses
             .store(snapshots.misses, Ordering::Relaxed);
+        stats
+            .fingerprint_lookups
+            .store(snapshots.lookups, Ordering::Relaxed);
         stats.largest_batch.fetch_max(size, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
