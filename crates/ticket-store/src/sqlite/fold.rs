@@ -35,7 +35,9 @@
 //!   writer's memory of `pending_fingerprints`, rebuilt from that table whenever it may be
 //!   stale (at start, after a failed batch, after another connection's commit, after any
 //!   write that is not a verify's). The writer is the only writer, so its memory and the
-//!   table agree; when in doubt, it reads the table again.
+//!   table agree; when in doubt, it reads the table again. Only a fingerprint its order's
+//!   [`Horizon`] lets through is looked up at all: one later than every recorded pass of the
+//!   order is new.
 //! - A crash between a verify and the next fold leaves the appended rows and the old marks:
 //!   the store folds them when it opens ([`fold_parts`]). A fold interrupted by a crash
 //!   leaves at most copies past the marks, which nobody reads; the next fold skips them
