@@ -118,6 +118,15 @@ async fn until_queued(store: &SqliteStore, tasks: &[tokio::task::JoinHandle<()>]
     store.writer.until_queued(tasks.len()).await;
 }
 
+/// Order `id` as a reader sees it.
+async fn view_of(store: &SqliteStore, id: i64) -> OrderView {
+    store
+        .order(OrderId::new(id).expect("id"))
+        .await
+        .expect("read")
+        .expect("order")
+}
+
 fn used(view: &OrderView) -> i64 {
     view.vouchers.iter().map(|v| v.used).sum()
 }
@@ -231,11 +240,7 @@ async fn a_failed_commit_answers_every_verify_in_the_batch_with_an_error_and_kee
     );
     assert_eq!(store.writer_stats().failed_batches, 1);
 
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 0, "the failed batch's verify was not kept");
     assert_eq!(view.events.len(), 1, "nor its audit entry");
     // The writer recovered: the same report now applies (its fingerprint was not kept).
@@ -266,11 +271,7 @@ async fn verifies_of_a_known_order_are_planned_from_memory() {
         "{after:?}"
     );
     assert_eq!(after.snapshot_hits - before.snapshot_hits, 2, "{after:?}");
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 3);
     store.close().await;
 }
@@ -331,11 +332,7 @@ async fn only_a_pass_not_later_than_its_orders_latest_is_looked_up() {
     expect(&store, 9, OutcomeKind::Replayed, 1).await;
     expect(&store, 8, OutcomeKind::Applied, 1).await;
     expect(&store, 11, OutcomeKind::Applied, 0).await;
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 6, "the passes at 5, 6, 7, 8, 9 and 11 s");
     store.close().await;
 }
@@ -371,11 +368,7 @@ async fn a_change_committed_by_another_connection_is_seen_by_the_next_verify() {
         .await
         .expect("the next verify sees the external change");
     assert_eq!(after.kind, OutcomeKind::Applied);
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 1);
     store.close().await;
 }
@@ -434,11 +427,7 @@ async fn a_write_that_changes_no_row_is_undone_recorded_and_leaves_no_stale_snap
         [("write_changed_no_row", "verify-1-2")],
         "the refusal kept its anomaly and nothing else"
     );
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 5, "nothing of the refused verify was kept");
     assert_eq!(
         view.events.len(),
@@ -458,11 +447,7 @@ async fn a_write_that_changes_no_row_is_undone_recorded_and_leaves_no_stale_snap
         1,
         "the snapshot the refusal found stale was dropped, so the order was read again"
     );
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 6);
     let last = view.events.last().expect("the verify's event");
     assert_eq!(
@@ -556,11 +541,7 @@ async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
         task.await.expect("answered as asserted");
     }
     assert_eq!(store.writer_stats().largest_batch, 2, "one batch held both");
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 1);
     let (stored, mark, newest) = counted(dir.path());
     assert_eq!(
@@ -632,11 +613,7 @@ async fn an_entrys_event_names_its_entry_and_reads_back_as_the_data_it_would_hav
     for cmd in [plain, odd] {
         store.verify(cmd).await.expect("verify");
     }
-    let view = store
-        .order(OrderId::new(1).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, 1).await;
     let page = store.events(0, 100).await.expect("events");
     let used: Vec<_> = page
         .events
