@@ -228,35 +228,40 @@ fn load(conn: &Connection) -> Result<HashSet<Key>, LedgerError> {
 /// pending to folded and leaves the latest of both unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Horizon {
-    /// The latest gate time of the order's fingerprints when it was read; `None`: it had none.
-    read: Option<i64>,
+    /// The latest gate time of the order's fingerprints when it was read (`Some(None)`: it
+    /// had none); `None` until a verify that carries fingerprints needs it, so a verify
+    /// without (a cumulative report, a code and a count) never reads it, nor the pending
+    /// fingerprints behind it.
+    read: Option<Option<i64>>,
     /// The latest gate time of each code's fingerprints recorded since. Bounded by the order's
     /// codes: a fingerprint names one of them (R10).
     since: HashMap<ConfirmCode, i64>,
 }
 
 impl Horizon {
-    /// Reads the horizon of order `id`: the latest folded gate time (the last key of the
-    /// order's range in `folded_fingerprints`) and the latest pending one.
+    /// Reads the horizon of order `id`, unless it was read: the latest folded gate time (the
+    /// last key of the order's range in `folded_fingerprints`) and the latest pending one.
     pub(crate) fn read(
+        &mut self,
         conn: &Connection,
         pending: &mut Pending,
         id: OrderId,
-    ) -> Result<Self, LedgerError> {
-        let folded: Option<i64> = conn
-            .prepare_cached(statements::SQLITE_LATEST_FOLDED_GATE_TIME)
-            .during("preparing the latest fingerprint's lookup")?
-            .query_row(params![id.get()], |row| row.get(0))
-            .during("looking up the latest fingerprint")?;
-        Ok(Self {
-            read: folded.max(pending.newest(conn, id)?),
-            since: HashMap::new(),
-        })
+    ) -> Result<(), LedgerError> {
+        if self.read.is_none() {
+            let folded: Option<i64> = conn
+                .prepare_cached(statements::SQLITE_LATEST_FOLDED_GATE_TIME)
+                .during("preparing the latest fingerprint's lookup")?
+                .query_row(params![id.get()], |row| row.get(0))
+                .during("looking up the latest fingerprint")?;
+            self.read = Some(folded.max(pending.newest(conn, id)?));
+        }
+        Ok(())
     }
 
-    /// Whether `fp` may be recorded already.
+    /// Whether `fp` may be recorded already: always, until the horizon is read.
     pub(crate) fn may_hold(&self, fp: &Fingerprint) -> bool {
-        self.read.is_some_and(|latest| fp.used_at_ms <= latest)
+        self.read
+            .is_none_or(|read| read.is_some_and(|latest| fp.used_at_ms <= latest))
             || self
                 .since
                 .get(&fp.code)
@@ -1062,7 +1067,14 @@ mod tests {
 
     #[test]
     fn a_horizon_lets_through_only_passes_not_later_than_the_latest() {
-        let mut h = Horizon::default();
+        assert!(
+            Horizon::default().may_hold(&fp(i64::MAX)),
+            "one not read yet holds every pass"
+        );
+        let mut h = Horizon {
+            read: Some(None),
+            since: HashMap::new(),
+        };
         assert!(
             !h.may_hold(&fp(i64::MIN)),
             "an order with no pass holds none"
@@ -1077,7 +1089,7 @@ mod tests {
         assert!(!h.may_hold(&fp_of("CODE-B", 30)));
         // Read from the database: the order's latest, whatever the code.
         let read = Horizon {
-            read: Some(30),
+            read: Some(Some(30)),
             since: HashMap::new(),
         };
         assert!(read.may_hold(&fp_of("CODE-B", 30)) && !read.may_hold(&fp_of("CODE-B", 31)));

@@ -126,17 +126,14 @@ pub(crate) fn verify_keeping_anomaly(
     let Some(id) = id else {
         return refuse(LedgerError::OrderNotFound);
     };
-    let (mut snapshot, horizon) = match tx.snapshots.take(id) {
+    let (mut snapshot, mut horizon) = match tx.snapshots.take(id) {
         Some(held) => held,
         None => match queries::snapshot_of(conn, id)? {
-            Some(snapshot) => (
-                snapshot,
-                fold::Horizon::read(conn, &mut tx.snapshots.pending, id)?,
-            ),
+            Some(snapshot) => (snapshot, fold::Horizon::default()),
             None => return refuse(LedgerError::OrderNotFound),
         },
     };
-    snapshot.seen = seen_fingerprints(tx, id, cmd, &horizon)?;
+    snapshot.seen = seen_fingerprints(tx, id, cmd, &mut horizon)?;
     let plan = match plan_verify(&snapshot, cmd) {
         Ok(plan) => plan,
         Err(refusal) => {
@@ -177,7 +174,6 @@ pub(crate) fn verify_keeping_anomaly(
                 tx.snapshots.pending.add(id, &plan.new_fingerprints);
             }
             if plan.apply_to(&mut snapshot) {
-                let mut horizon = horizon;
                 horizon.add(&plan.new_fingerprints);
                 tx.snapshots.put(snapshot, horizon);
             }
@@ -196,10 +192,14 @@ fn seen_fingerprints(
     tx: &mut Tx<'_>,
     id: OrderId,
     cmd: &VerifyCommand,
-    horizon: &fold::Horizon,
+    horizon: &mut fold::Horizon,
 ) -> Result<HashSet<Fingerprint>, LedgerError> {
     let mut seen = HashSet::new();
-    for fp in cmd.fingerprints() {
+    let fingerprints = cmd.fingerprints();
+    if !fingerprints.is_empty() {
+        horizon.read(tx.conn, &mut tx.snapshots.pending, id)?;
+    }
+    for fp in fingerprints {
         if !horizon.may_hold(&fp) {
             continue;
         }

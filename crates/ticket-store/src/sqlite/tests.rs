@@ -337,6 +337,52 @@ async fn only_a_pass_not_later_than_its_orders_latest_is_looked_up() {
     store.close().await;
 }
 
+/// A verify that carries no gate time (a cumulative report) reads no horizon, so neither the
+/// order's latest folded pass nor the pending fingerprints behind it: shown by hiding the
+/// pending table for one batch, which a read would fail on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_without_gate_times_reads_no_horizon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
+    let (release, gate) = hold(&store).await;
+    let rename = |sql: &'static str| {
+        let s = Arc::clone(&store);
+        tokio::spawn(async move {
+            s.writer
+                .submit(move |tx| tx.conn.execute_batch(sql).during("renaming"))
+                .await
+                .expect(sql);
+        })
+    };
+    let hide = rename("ALTER TABLE pending_fingerprints RENAME TO hidden_fingerprints");
+    store.writer.until_queued(1).await;
+    let s = Arc::clone(&store);
+    let mut cumulative = verify(1, "CODE-A", 2, 1);
+    cumulative.mode = WriteOffType::Cumulative;
+    let report = tokio::spawn(async move { s.verify(cumulative).await });
+    store.writer.until_queued(2).await;
+    let show = rename("ALTER TABLE hidden_fingerprints RENAME TO pending_fingerprints");
+    store.writer.until_queued(3).await;
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate");
+    hide.await.expect("join");
+    let outcome = report
+        .await
+        .expect("join")
+        .expect("the report read no fingerprints");
+    assert_eq!(outcome.kind, OutcomeKind::Applied);
+    show.await.expect("join");
+    assert_eq!(store.writer_stats().fingerprint_lookups, 0);
+    // The same order with a gate time reads it, and finds the pass new.
+    let delta = store
+        .verify(verify(1, "CODE-A", 1, 2))
+        .await
+        .expect("verify");
+    assert_eq!(delta.kind, OutcomeKind::Applied);
+    assert_eq!(used(&view_of(&store, 1).await), 3);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_committed_by_another_connection_is_seen_by_the_next_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
