@@ -347,12 +347,7 @@ async fn a_verify_without_gate_times_reads_no_horizon() {
     let (release, gate) = hold(&store).await;
     let rename = |sql: &'static str| {
         let s = Arc::clone(&store);
-        tokio::spawn(async move {
-            s.writer
-                .submit(move |tx| tx.conn.execute_batch(sql).during("renaming"))
-                .await
-                .expect(sql);
-        })
+        tokio::spawn(async move { behind_the_snapshots(&s, sql).await })
     };
     let hide = rename("ALTER TABLE pending_fingerprints RENAME TO hidden_fingerprints");
     store.writer.until_queued(1).await;
