@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "uses_by_record_time",
         sql: include_str!("../../migrations/sqlite/0015_uses_by_record_time.sql"),
     },
+    Migration {
+        version: 16,
+        name: "ids_without_autoincrement",
+        sql: include_str!("../../migrations/sqlite/0016_ids_without_autoincrement.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

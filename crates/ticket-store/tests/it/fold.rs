@@ -317,7 +317,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 15);
+    assert_eq!(store.schema_version(), 16);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -761,7 +761,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 15);
+    assert_eq!(store.schema_version(), 16);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -864,7 +864,7 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 15);
+    assert_eq!(store.schema_version(), 16);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
@@ -977,6 +977,180 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert_eq!(count_of(used(&store, rev_order).await), Some(0));
     let more = give_back(1, Duration::days(3650)).await;
     assert!(more.is_err(), "nothing is left to give back: {more:?}");
+    store.close().await;
+}
+
+/// Every row of `table` ordered by `key`, each column as SQLite stores it.
+fn rows_of(raw: &Connection, table: &str, key: &str) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = raw
+        .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
+        .expect(table);
+    let columns = stmt.column_count();
+    stmt.query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
+        .expect(table)
+        .collect::<Result<_, _>>()
+        .expect(table)
+}
+
+/// `tests/fixtures/ledger-schema-15.db` was written by `ticketd` at commit a5badb0 (schema
+/// version 15, the last whose `audit_log` and `voucher_uses` took their keys with
+/// `AUTOINCREMENT`): `ticketd bench --spawn process --data-dir DIR --orders 2
+/// --vouchers-per-order 3 --capacity 50 --requests 40 --warmup 0s --concurrency 4
+/// --replay-ratio 0.2 --reject-ratio 0.1`, then the same without the two ratios (two apps;
+/// 90 entries, 8 of them replayed and 7 rejected; 65 uses, the second run's past the fold
+/// marks), then checkpointed and vacuumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_ones() {
+    let (_dir, path) = fixture("ledger-schema-15.db");
+    let events = |raw: &Connection| -> Vec<(i64, String)> {
+        raw.prepare("SELECT seq, data FROM ledger_events ORDER BY seq")
+            .expect("events")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("events")
+            .collect::<Result<_, _>>()
+            .expect("events")
+    };
+    // Every view, trigger and index, with its SQL, except the two rebuilt tables'.
+    let schema = |raw: &Connection| -> Vec<(String, String, Option<String>)> {
+        raw.prepare(
+            "SELECT type, name, sql FROM sqlite_schema \
+             WHERE name NOT IN ('audit_log', 'voucher_uses') ORDER BY type, name",
+        )
+        .expect("schema")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("schema")
+        .collect::<Result<_, _>>()
+        .expect("schema")
+    };
+    let (entries, uses, events_before, before, schema_before) = {
+        let raw = Connection::open(&path).expect("raw");
+        let sequence: Vec<(String, i64)> = raw
+            .prepare("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+            .expect("sequence")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("sequence")
+            .collect::<Result<_, _>>()
+            .expect("sequence");
+        // The counters never ran ahead of the rows: the next keys are the same either way.
+        assert_eq!(
+            sequence,
+            vec![
+                ("audit_log".to_owned(), 90),
+                ("voucher_uses".to_owned(), 65)
+            ]
+        );
+        (
+            rows_of(&raw, "audit_log", "seq"),
+            rows_of(&raw, "voucher_uses", "id"),
+            events(&raw),
+            read_before(&raw),
+            schema(&raw),
+        )
+    };
+    assert_eq!((entries.len(), uses.len()), (90, 65));
+    assert_eq!(events_before.len(), 73);
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 16);
+    let raw = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    // Every row kept, column by column, under the same key.
+    assert_eq!(rows_of(&raw, "audit_log", "seq"), entries);
+    assert_eq!(rows_of(&raw, "voucher_uses", "id"), uses);
+    for table in ["audit_log", "voucher_uses"] {
+        let sql: String = raw
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                [table],
+                |r| r.get(0),
+            )
+            .expect(table);
+        assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+    }
+    assert_eq!(count("SELECT count(*) FROM sqlite_sequence"), 0);
+    // The rest of the schema is as it was (the views and their triggers created again), with
+    // one trigger more.
+    let mut schema_after = schema(&raw);
+    let guard = schema_after
+        .iter()
+        .position(|(_, name, _)| name == "voucher_uses_no_delete")
+        .expect("the new trigger");
+    schema_after.remove(guard);
+    let migrations = |s: &mut Vec<(String, String, Option<String>)>| {
+        s.retain(|(_, name, _)| name != "schema_migrations");
+    };
+    let mut schema_before = schema_before;
+    migrations(&mut schema_before);
+    migrations(&mut schema_after);
+    assert_eq!(schema_after, schema_before);
+    // The views rebuilt around the tables read as before.
+    assert_eq!(events(&raw), events_before);
+    for ((id, code), n) in &before.used {
+        assert!(
+            used(&store, *id).await.contains(&(code.clone(), *n)),
+            "{id} {code}"
+        );
+    }
+    let app_of = |id: i64| -> String {
+        raw.query_row("SELECT app_key FROM orders WHERE order_id = ?", [id], |r| {
+            r.get(0)
+        })
+        .expect("the order's app")
+    };
+    for (i, (id, code, at_ms, quantity)) in before.fingerprints.iter().enumerate() {
+        sent_again_is_a_retry(&store, &app_of(*id), i, (*id, code, *at_ms, *quantity)).await;
+    }
+    let retries = before.fingerprints.len() as i64;
+
+    // A new verify takes the next keys: its entry 91 + retries, its use 66, and its event
+    // names its entry.
+    let ((id, code), n) = before.used.iter().next().expect("a code");
+    let mut fresh = Verify::of(&app_of(*id), *id)
+        .entry(code, 1, Some(Utc::now()))
+        .request_id("fresh-after-upgrade")
+        .build();
+    fresh.meta.received_at = Utc::now();
+    assert_eq!(
+        store.verify(fresh).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+    assert!(used(&store, *id).await.contains(&(code.clone(), n + 1)));
+    let entry = 91 + retries;
+    let (seq, request): (i64, String) = raw
+        .query_row(
+            "SELECT seq, request_id FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the new entry");
+    assert_eq!((seq, request.as_str()), (entry, "fresh-after-upgrade"));
+    let (use_id, request): (i64, String) = raw
+        .query_row(
+            "SELECT id, request_id FROM voucher_uses ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the new use");
+    assert_eq!((use_id, request.as_str()), (66, "fresh-after-upgrade"));
+    let named: Option<i64> = raw
+        .query_row(
+            "SELECT audit_seq FROM event_rows ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the new event");
+    assert_eq!(named, Some(entry));
+    assert_eq!(count("SELECT count(*) FROM sqlite_sequence"), 0);
+
+    // Neither table gives a key back: the entries and the uses cannot be deleted.
+    for sql in [
+        "DELETE FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log)",
+        "UPDATE audit_log SET reason = 'edited' WHERE seq = 1",
+        "DELETE FROM voucher_uses WHERE id = 66",
+    ] {
+        let refused = raw.execute(sql, []).expect_err(sql).to_string();
+        assert!(refused.contains("append-only"), "{sql}: {refused}");
+    }
     store.close().await;
 }
 
