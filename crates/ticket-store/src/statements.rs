@@ -273,6 +273,11 @@ pub(crate) const SQLITE_LATEST_FOLDED_GATE_TIME: &str =
 /// `sqlite::fold::FOLD_DIRECTLY_AT`), with the columns of [`INSERT_FINGERPRINT`].
 pub(crate) const SQLITE_INSERT_FOLDED_FINGERPRINT: &str = "INSERT INTO folded_fingerprints \
      (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?)";
+/// [`INSERT_FINGERPRINT`] on SQLite (the same parameters): straight into the pending table,
+/// which is what the view's `INSTEAD OF` trigger does, without running a trigger program for
+/// each fingerprint.
+pub(crate) const SQLITE_INSERT_PENDING_FINGERPRINT: &str = "INSERT INTO pending_fingerprints \
+     (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?)";
 /// Every fingerprint not folded yet (the writer's memory of them is rebuilt from this).
 pub(crate) const SQLITE_PENDING_FINGERPRINTS: &str =
     "SELECT order_id, confirm_code, used_at_ms, quantity FROM pending_fingerprints";

@@ -78,9 +78,13 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
 /// - events are written into `event_rows` (`ledger_events` is the view that rebuilds an
 ///   entry's event from the entry, migration 0012), by reference to their entry when it
 ///   rebuilds their data exactly.
+/// - fingerprints are written into `pending_fingerprints`, where the view
+///   `verify_fingerprints`' trigger would put them (migration 0005).
 fn on_sqlite(sql: &'static str) -> Option<&'static str> {
     if sql == statements::COUNT_USES {
         None
+    } else if sql == statements::INSERT_FINGERPRINT {
+        Some(statements::SQLITE_INSERT_PENDING_FINGERPRINT)
     } else if sql == statements::REVERSE_USES {
         Some(statements::SQLITE_REVERSE_USES)
     } else if sql == statements::INSERT_EVENT {
