@@ -209,18 +209,24 @@ async fn work(mut queue: mpsc::Receiver<Job>, db: Db, counters: Arc<Counters>) {
         counters.queued.fetch_sub(size, Ordering::Relaxed);
         counters.jobs.fetch_add(size, Ordering::Relaxed);
         counters.largest.fetch_max(size, Ordering::Relaxed);
-        let committed = run(&db, batch).await;
-        let counter = if committed {
-            &counters.commits
-        } else {
-            &counters.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        run(&db, batch, &counters).await;
     }
 }
 
-/// Runs one batch to its answers (see the module docs); whether it committed as a batch.
-async fn run(db: &Db, batch: Vec<Job>) -> bool {
+/// Counts a batch as committed or failed. Called before its jobs are answered, so that a
+/// caller who reads the counters after its answer finds its batch in them.
+fn count_batch(counters: &Counters, committed: bool) {
+    let counter = if committed {
+        &counters.commits
+    } else {
+        &counters.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Runs one batch to its answers (see the module docs), counting it as committed (as a batch)
+/// or failed before it answers.
+async fn run(db: &Db, batch: Vec<Job>, counters: &Counters) {
     let started = std::time::Instant::now();
     let cmds: Vec<&VerifyCommand> = batch.iter().map(|j| &j.cmd).collect();
     let mut attempt = 1;
@@ -250,14 +256,15 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
                 committed,
                 "verify batch answered"
             );
+            count_batch(counters, committed);
             for (job, answer) in batch.into_iter().zip(answers) {
                 let _ = job.reply.send(answer);
             }
-            return committed;
         }
         // A lone verify's failure is its own answer, except a write that changed no row: that
         // is pinned (and its anomaly recorded) by running the verify alone, below.
         Err((failure, class, attempts)) if batch.len() == 1 && !changed_no_row(&failure) => {
+            count_batch(counters, false);
             let answer = match failure {
                 Failure::Refused(refusal) => Err(refusal),
                 failure => Err(db.ledger_error(&failure, &class, attempts)),
@@ -274,13 +281,13 @@ async fn run(db: &Db, batch: Vec<Job>) -> bool {
                 failure = %failure_text(&failure),
                 "a verify batch failed; running its verifies one by one"
             );
+            count_batch(counters, false);
             for job in batch {
                 let answer = db.verify_alone(&job.cmd).await;
                 let _ = job.reply.send(answer);
             }
         }
     }
-    false
 }
 
 /// Whether a batch failed because one of its writes changed no row.
