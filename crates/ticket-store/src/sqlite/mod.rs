@@ -359,7 +359,7 @@ impl LedgerStore for SqliteStore {
 
     async fn verify(&self, cmd: VerifyCommand) -> Result<VerifyOutcome, LedgerError> {
         self.writer
-            .submit(move |tx| ops::verify_keeping_anomaly(tx, &cmd))
+            .submit_repeatable(move |tx| ops::verify_keeping_anomaly(tx, &cmd))
             .await?
     }
 

@@ -7,7 +7,10 @@
 //! 1. waits for a job, then takes whatever else is already queued (up to [`MAX_BATCH`]);
 //! 2. runs `BEGIN IMMEDIATE`, then each job inside its own `SAVEPOINT`: a job that is refused or
 //!    fails does `ROLLBACK TO` + `RELEASE`, so it leaves no trace and does not fail its
-//!    neighbours;
+//!    neighbours. A job that can run again (a verify, [`Writer::submit_repeatable`]) runs
+//!    without a savepoint, which costs a copy of each page it changes; if it fails after
+//!    writing, the batch is rolled back and run again with a savepoint for each job
+//!    ([`run_jobs`]);
 //! 3. `COMMIT`s once (one append to the WAL for the whole batch) and hands the batch,
 //!    unanswered, to the syncer thread, which fsyncs the WAL and only then answers every job
 //!    of the batch ([`super::durable`]). Meanwhile this thread already runs the next batch;
@@ -39,11 +42,23 @@ use super::fold;
 use super::rows::ledger_error;
 use super::snapshots::Snapshots;
 
-/// What a write job works with: the write connection, inside its batch's transaction and its
-/// own savepoint, and the writer's [`Snapshots`] of orders.
+/// What a write job works with: the write connection, inside its batch's transaction (and its
+/// own savepoint, unless it runs [`Guard::Unguarded`]), and the writer's [`Snapshots`] of
+/// orders.
 pub(crate) struct Tx<'a> {
     pub(crate) conn: &'a Connection,
     pub(crate) snapshots: &'a mut Snapshots,
+    guard: Guard,
+}
+
+/// How a job's writes can be undone on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// The job runs inside its own `SAVEPOINT job`.
+    Savepoint,
+    /// The job runs without a savepoint ([`Job::repeatable`]); the connection's
+    /// `total_changes` when it started tells whether it has written anything yet.
+    Unguarded { changes: u64 },
 }
 
 impl Tx<'_> {
@@ -51,12 +66,22 @@ impl Tx<'_> {
     /// open, so the job can go on and write what its refusal keeps (the anomaly a refused
     /// request raises) and still answer `Ok`. What the job put in [`Snapshots`] is not undone:
     /// a job that undoes its writes must not have put back a snapshot of them.
+    ///
+    /// A job running without a savepoint that has written nothing has nothing to undo. One
+    /// that has written something cannot undo it alone: the error sends the batch back to be
+    /// run again with a savepoint for each job ([`run_batch`]).
     pub(crate) fn undo(&self) -> Result<(), LedgerError> {
-        exec(
-            self.conn,
-            "ROLLBACK TO job",
-            "undoing a refused job's writes",
-        )
+        match self.guard {
+            Guard::Savepoint => exec(
+                self.conn,
+                "ROLLBACK TO job",
+                "undoing a refused job's writes",
+            ),
+            Guard::Unguarded { changes } if self.conn.total_changes() == changes => Ok(()),
+            Guard::Unguarded { .. } => Err(LedgerError::Internal(
+                "a job without a savepoint cannot undo its writes alone".into(),
+            )),
+        }
     }
 }
 
@@ -77,6 +102,9 @@ pub struct WriterStats {
     pub failed_batches: u64,
     /// Jobs run, whatever their outcome.
     pub jobs: u64,
+    /// Batches run again from their start with a savepoint for each job, because a job
+    /// running without one failed after it had written ([`Job::repeatable`]).
+    pub guarded_reruns: u64,
     /// The most jobs one transaction carried.
     pub largest_batch: u64,
     /// fsyncs of the WAL by the syncer (each makes one or more committed batches durable).
@@ -119,6 +147,7 @@ pub(crate) struct Stats {
     snapshot_hits: AtomicU64,
     snapshot_misses: AtomicU64,
     fingerprint_lookups: AtomicU64,
+    guarded_reruns: AtomicU64,
 }
 
 /// One write, type-erased so jobs of every result type share one queue.
@@ -128,6 +157,58 @@ pub(crate) trait Job: Send {
     fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError>;
     /// Answers the caller once the batch's fate is known (committed and durable, or not).
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>);
+    /// Whether the work can run again, from the start, after its transaction was rolled back
+    /// (its closure is `Fn`). Such a job runs without a savepoint of its own while every job
+    /// before it in the transaction could run again too ([`run_jobs`]).
+    fn repeatable(&self) -> bool {
+        false
+    }
+}
+
+/// A job whose work can run again ([`Writer::submit_repeatable`]).
+struct Repeatable<T, F> {
+    work: F,
+    result: Option<Result<T, LedgerError>>,
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+}
+
+impl<T, F> Job for Repeatable<T, F>
+where
+    T: Send,
+    F: Fn(&mut Tx<'_>) -> Result<T, LedgerError> + Send,
+{
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError> {
+        // A run replaces what an earlier run of a rolled-back transaction left.
+        self.result = None;
+        let result = (self.work)(tx);
+        let status = result.as_ref().map(drop).map_err(Clone::clone);
+        self.result = Some(result);
+        status
+    }
+
+    fn finish(self: Box<Self>, batch: Result<(), LedgerError>) {
+        answer(batch, self.result, self.reply);
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+}
+
+/// Answers a job's caller with its result, or the batch's error.
+fn answer<T>(
+    batch: Result<(), LedgerError>,
+    result: Option<Result<T, LedgerError>>,
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+) {
+    let answer = match (batch, result) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(result)) => result,
+        // The job panicked (its result was never stored); its writes were rolled back.
+        (Ok(()), None) => Err(LedgerError::Internal("a write job panicked".into())),
+    };
+    // The caller may have stopped waiting (request cancelled); the write stands regardless.
+    let _ = reply.send(answer);
 }
 
 /// A job whose work returns `T`, answered through a oneshot.
@@ -153,14 +234,7 @@ where
     }
 
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>) {
-        let answer = match (batch, self.result) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(result)) => result,
-            // The job panicked (its result was never stored); its savepoint was rolled back.
-            (Ok(()), None) => Err(LedgerError::Internal("a write job panicked".into())),
-        };
-        // The caller may have stopped waiting (request cancelled); the write stands regardless.
-        let _ = self.reply.send(answer);
+        answer(batch, self.result, self.reply);
     }
 }
 
@@ -277,6 +351,34 @@ impl Writer {
             result: None,
             reply,
         });
+        self.send(job, answer).await
+    }
+
+    /// [`Writer::submit`] for work that can run again from its start after its transaction was
+    /// rolled back: it reads and writes only through `tx` (what it leaves in [`Snapshots`] is
+    /// cleared with the rollback) and takes nothing by value. Such a job runs without a
+    /// savepoint of its own, which saves the copy of every page it changes into SQLite's
+    /// sub-journal (docs/PERFORMANCE.md); if it fails after writing, its batch is rolled back
+    /// and run again with a savepoint for each job.
+    pub(crate) async fn submit_repeatable<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Tx<'_>) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Repeatable {
+            work,
+            result: None,
+            reply,
+        });
+        self.send(job, answer).await
+    }
+
+    async fn send<T>(
+        &self,
+        job: Box<dyn Job>,
+        answer: oneshot::Receiver<Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
         self.queue
             .send(Message::Job(job))
             .await
@@ -337,6 +439,7 @@ impl Writer {
             snapshot_hits: s.snapshot_hits.load(Ordering::Relaxed),
             snapshot_misses: s.snapshot_misses.load(Ordering::Relaxed),
             fingerprint_lookups: s.fingerprint_lookups.load(Ordering::Relaxed),
+            guarded_reruns: s.guarded_reruns.load(Ordering::Relaxed),
         }
     }
 }
@@ -422,7 +525,7 @@ fn run(
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
-            run_batch(&conn, &mut snapshots, &mut batch, |batch| {
+            run_batch(&conn, &mut snapshots, &mut batch, stats, |batch| {
                 hold.is_some_and(|until| Linger::next(until, &mut queue, batch, stats, &mut held))
             })
         };
@@ -950,20 +1053,35 @@ pub(crate) fn micros(d: std::time::Duration) -> u64 {
 /// Runs one transaction holding every job of `batch`, and those `more` adds to it after the
 /// ones before have run (it returns `false` when the batch should commit); the result is the
 /// transaction's fate.
+///
+/// Jobs run without savepoints while every one so far is [`Job::repeatable`] ([`run_jobs`]).
+/// If one of them fails after writing, its writes cannot be undone alone: the transaction is
+/// rolled back and every job of the batch so far runs again, each in its own savepoint, as
+/// do the jobs `more` adds after that.
 fn run_batch(
     conn: &Connection,
     snapshots: &mut Snapshots,
     batch: &mut Vec<Box<dyn Job>>,
+    stats: &Stats,
     mut more: impl FnMut(&mut Vec<Box<dyn Job>>) -> bool,
 ) -> Result<(), LedgerError> {
     exec(conn, "BEGIN IMMEDIATE", "starting a write transaction")?;
-    let result = snapshots
-        .begin_batch(conn)
-        .map_err(|e| ledger_error("checking for other writers", &e))
+    let result = begin(conn, snapshots)
         .and_then(|()| {
             let mut ran = 0;
+            let mut guarded = false;
             loop {
-                run_jobs(conn, snapshots, batch.get_mut(ran..).unwrap_or_default())?;
+                let jobs = batch.get_mut(ran..).unwrap_or_default();
+                if run_jobs(conn, snapshots, jobs, &mut guarded)? == Ran::Unguarded {
+                    stats.guarded_reruns.fetch_add(1, Ordering::Relaxed);
+                    exec(conn, "ROLLBACK", "rolling back to run a batch again")?;
+                    // What the jobs put in the snapshots describes writes just undone.
+                    snapshots.clear();
+                    exec(conn, "BEGIN IMMEDIATE", "starting a write transaction")?;
+                    begin(conn, snapshots)?;
+                    guarded = true;
+                    run_jobs(conn, snapshots, batch, &mut guarded)?;
+                }
                 ran = batch.len();
                 if !more(batch) {
                     return Ok(());
@@ -981,26 +1099,65 @@ fn run_batch(
     result
 }
 
+fn begin(conn: &Connection, snapshots: &mut Snapshots) -> Result<(), LedgerError> {
+    snapshots
+        .begin_batch(conn)
+        .map_err(|e| ledger_error("checking for other writers", &e))
+}
+
+/// How [`run_jobs`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    /// Every job ran, and those that failed left nothing behind.
+    All,
+    /// A job without a savepoint failed after it had written: the transaction must be rolled
+    /// back (the jobs after it did not run).
+    Unguarded,
+}
+
+/// Runs `jobs` in the open transaction. A job runs in its own `SAVEPOINT job` once `guarded`
+/// is set, which the first job that is not [`Job::repeatable`] sets for the rest of the
+/// transaction; before that, without one.
+///
+/// Why: a savepoint makes SQLite copy every page a job changes into its sub-journal first
+/// (4 KiB each, the last page of every table a verify appends to: about 15,000 of the
+/// writer's 270,000 instructions per verify, docs/PERFORMANCE.md), so that `ROLLBACK TO` can
+/// put them back. A repeatable job that fails without having written (a refusal decided by
+/// its plan, the usual kind) needs nothing put back; one that fails after writing is rare (a
+/// write that changed no row, a full disk), and is worth a second run of its batch.
 fn run_jobs(
     conn: &Connection,
     snapshots: &mut Snapshots,
-    batch: &mut [Box<dyn Job>],
-) -> Result<(), LedgerError> {
-    for job in batch.iter_mut() {
-        exec(conn, "SAVEPOINT job", "opening a job's savepoint")?;
+    jobs: &mut [Box<dyn Job>],
+    guarded: &mut bool,
+) -> Result<Ran, LedgerError> {
+    for job in jobs.iter_mut() {
+        *guarded |= !job.repeatable();
+        let guard = if *guarded {
+            exec(conn, "SAVEPOINT job", "opening a job's savepoint")?;
+            Guard::Savepoint
+        } else {
+            Guard::Unguarded {
+                changes: conn.total_changes(),
+            }
+        };
         let mut tx = Tx {
             conn,
             snapshots: &mut *snapshots,
+            guard,
         };
         let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
             tracing::error!("a ledger write job panicked; its changes are rolled back");
             Err(LedgerError::Internal("a write job panicked".into()))
         });
-        match ran {
-            Ok(()) => exec(conn, "RELEASE job", "releasing a job's savepoint")?,
+        match (ran, guard) {
+            (Ok(()), Guard::Savepoint) => {
+                exec(conn, "RELEASE job", "releasing a job's savepoint")?;
+            }
+            (Ok(()), Guard::Unguarded { .. }) => {}
             // Some errors (I/O, disk full) make SQLite roll the whole transaction back: the
             // neighbours' work is gone too, so the batch fails.
-            Err(e) if conn.is_autocommit() => {
+            (Err(e), _) if conn.is_autocommit() => {
                 return Err(match e {
                     LedgerError::Unavailable(m) => LedgerError::Unavailable(format!(
                         "the write transaction was rolled back: {m}"
@@ -1010,13 +1167,16 @@ fn run_jobs(
                     )),
                 });
             }
-            Err(_) => {
+            (Err(_), Guard::Savepoint) => {
                 exec(conn, "ROLLBACK TO job", "undoing a refused job")?;
                 exec(conn, "RELEASE job", "releasing a refused job's savepoint")?;
             }
+            // Nothing written: the error is the job's answer, and its neighbours stand.
+            (Err(_), Guard::Unguarded { changes }) if conn.total_changes() == changes => {}
+            (Err(_), Guard::Unguarded { .. }) => return Ok(Ran::Unguarded),
         }
     }
-    Ok(())
+    Ok(Ran::All)
 }
 
 /// Runs a parameterless control statement through the statement cache.

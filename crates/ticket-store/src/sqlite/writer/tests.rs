@@ -96,6 +96,184 @@ async fn queued_jobs_share_one_commit_and_a_refusal_spares_its_neighbours() {
     assert_eq!(writer.submit(|tx| count(tx.conn)).await, Ok(3));
 }
 
+/// A repeatable job that inserts `x`. An `x` already in the table is refused before anything
+/// is written (an `Err`). An `x` in `refused_after_writing` is refused after its insert, the way
+/// `ops::keeping_anomaly` refuses: [`Tx::undo`], then a row of what the refusal keeps (`-x`,
+/// as an anomaly), and the refusal as the job's result (`Ok(Err(..))`), which keeps that row.
+fn repeatable_insert(
+    writer: &Arc<Writer>,
+    x: i64,
+    refused_after_writing: &'static [i64],
+) -> tokio::task::JoinHandle<Result<Result<usize, LedgerError>, LedgerError>> {
+    let w = Arc::clone(writer);
+    tokio::spawn(async move {
+        w.submit_repeatable(move |tx| {
+            let taken: i64 = tx
+                .conn
+                .query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0))
+                .map_err(|e| ledger_error("look-up", &e))?;
+            if taken > 0 {
+                return Err(LedgerError::OrderExists);
+            }
+            let inserted = tx
+                .conn
+                .execute("INSERT INTO t (x) VALUES (?1)", [x])
+                .map_err(|e| ledger_error("insert", &e))?;
+            if refused_after_writing.contains(&x) {
+                tx.undo()?;
+                tx.conn
+                    .execute("INSERT INTO t (x) VALUES (?1)", [-x])
+                    .map_err(|e| ledger_error("insert", &e))?;
+                return Ok(Err(REFUSED));
+            }
+            Ok(Ok(inserted))
+        })
+        .await
+    })
+}
+
+const REFUSED: LedgerError = LedgerError::WriteChangedNoRow {
+    write: "a test's refusal after writing",
+};
+
+async fn values(writer: &Writer) -> Vec<i64> {
+    writer
+        .submit(|tx| {
+            let mut stmt = tx
+                .conn
+                .prepare("SELECT x FROM t ORDER BY x")
+                .map_err(|e| ledger_error("select", &e))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<Result<Vec<i64>, _>>())
+                .map_err(|e| ledger_error("select", &e));
+            rows
+        })
+        .await
+        .expect("values")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_jobs_run_without_savepoints_and_a_refusal_before_writing_spares_them() {
+    let writer = Arc::new(writer_over(scratch()));
+    writer
+        .submit(|tx| count(tx.conn).map(drop))
+        .await
+        .expect("warm");
+    let (release, gate) = hold(&writer).await;
+    let before = writer.stats();
+    let tasks: Vec<_> = [1, 2, 2, 3]
+        .into_iter()
+        .map(|x| repeatable_insert(&writer, x, &[]))
+        .collect();
+    writer.until_queued(4).await;
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("join"));
+    }
+    // The two 2s race to the queue: whichever runs second is refused.
+    assert_eq!(results.iter().filter(|r| **r == Ok(Ok(1))).count(), 3);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Err(LedgerError::OrderExists))
+            .count(),
+        1,
+        "{results:?}"
+    );
+    let after = writer.stats();
+    assert_eq!(after.commits - before.commits, 2, "the gate's, then one");
+    assert_eq!(after.guarded_reruns, before.guarded_reruns, "no second run");
+    assert_eq!(values(&writer).await, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_job_that_fails_after_writing_sends_its_batch_round_again_with_savepoints() {
+    let writer = Arc::new(writer_over(scratch()));
+    let (release, gate) = hold(&writer).await;
+    let before = writer.stats();
+    // 2 fails after writing 2: its batch is rolled back and run again, each job in its own
+    // savepoint, so 2's row goes and the row its refusal keeps (-2) stays, as do 1 and 3.
+    let tasks: Vec<_> = [1, 2, 3]
+        .into_iter()
+        .map(|x| repeatable_insert(&writer, x, &[2]))
+        .collect();
+    writer.until_queued(3).await;
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("join"));
+    }
+    assert_eq!(results, vec![Ok(Ok(1)), Ok(Err(REFUSED)), Ok(Ok(1))]);
+    let after = writer.stats();
+    assert_eq!(after.guarded_reruns - before.guarded_reruns, 1);
+    assert_eq!(after.commits - before.commits, 2, "the gate's, then one");
+    assert_eq!(values(&writer).await, vec![-2, 1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_run_again_gives_every_job_after_it_a_savepoint() {
+    let writer = Arc::new(writer_over(scratch()));
+    let (release, gate) = hold(&writer).await;
+    let before = writer.stats();
+    // 1 runs without a savepoint; the plain job after it cannot run again, so 2, which fails
+    // after writing, is undone by its own savepoint, without a second run of the batch.
+    let first = repeatable_insert(&writer, 1, &[]);
+    writer.until_queued(1).await;
+    let w = Arc::clone(&writer);
+    let plain = tokio::spawn(async move {
+        w.submit(|tx| {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (10)", [])
+                .map_err(|e| ledger_error("insert", &e))
+        })
+        .await
+    });
+    writer.until_queued(2).await;
+    let second = repeatable_insert(&writer, 2, &[2]);
+    writer.until_queued(3).await;
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+    assert_eq!(first.await.expect("join"), Ok(Ok(1)));
+    assert_eq!(plain.await.expect("join"), Ok(1));
+    assert_eq!(second.await.expect("join"), Ok(Err(REFUSED)));
+    let after = writer.stats();
+    assert_eq!(after.guarded_reruns, before.guarded_reruns, "no second run");
+    assert_eq!(after.commits - before.commits, 2, "the gate's, then one");
+    assert_eq!(values(&writer).await, vec![-2, 1, 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_job_that_panics_after_writing_leaves_nothing_and_spares_its_neighbours() {
+    let writer = Arc::new(writer_over(scratch()));
+    let (release, gate) = hold(&writer).await;
+    let first = repeatable_insert(&writer, 1, &[]);
+    let w = Arc::clone(&writer);
+    let boom = tokio::spawn(async move {
+        w.submit_repeatable(|tx| -> Result<(), LedgerError> {
+            tx.conn
+                .execute("INSERT INTO t (x) VALUES (7)", [])
+                .map_err(|e| ledger_error("insert", &e))?;
+            panic!("job bug")
+        })
+        .await
+    });
+    let last = repeatable_insert(&writer, 3, &[]);
+    writer.until_queued(3).await;
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+    assert_eq!(first.await.expect("join"), Ok(Ok(1)));
+    assert!(matches!(
+        boom.await.expect("join"),
+        Err(LedgerError::Internal(_))
+    ));
+    assert_eq!(last.await.expect("join"), Ok(Ok(1)));
+    assert_eq!(values(&writer).await, vec![1, 3]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_answers_every_job_with_an_error_and_keeps_nothing() {
     // A deferred foreign key is only checked at COMMIT, which is a cheap, deterministic way
@@ -432,7 +610,8 @@ fn a_held_batch_runs_each_job_as_it_comes_in_its_one_transaction() {
     };
     let mut batch = vec![job(1)];
     let mut asked = Vec::new();
-    let outcome = run_batch(&conn, &mut snapshots, &mut batch, |batch| {
+    let stats = Stats::default();
+    let outcome = run_batch(&conn, &mut snapshots, &mut batch, &stats, |batch| {
         // Every job taken so far has run, in the open transaction, before the next is taken.
         asked.push(count(&conn).expect("count"));
         assert!(!conn.is_autocommit(), "the batch's transaction is open");
