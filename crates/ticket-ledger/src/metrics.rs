@@ -46,4 +46,8 @@ pub struct BatchStats {
     pub folds: u64,
     /// Uses added to the stored counters from the use log (SQLite, whose counters are folded).
     pub counted_uses: u64,
+    /// Transactions run again from their start with a savepoint for each write, because a
+    /// write that runs without one (SQLite's verifies) failed after it had written; 0 on a
+    /// store without such writes.
+    pub guarded_reruns: u64,
 }

@@ -135,6 +135,7 @@ impl Batcher {
             queued: c.queued.load(Ordering::Relaxed),
             folds: 0,
             counted_uses: 0,
+            guarded_reruns: 0,
         }
     }
 

@@ -495,6 +495,7 @@ impl LedgerStore for SqliteStore {
             queued: self.writer.queued() as u64,
             folds: w.folds,
             counted_uses: w.counted_uses,
+            guarded_reruns: w.guarded_reruns,
         });
         Ok(totals)
     }

@@ -153,6 +153,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
                     b.counted_uses as f64,
                 ));
                 extra.push(gauge(
+                    "ticketd_store_guarded_reruns_total",
+                    "Transactions run again with a savepoint for each write, after a write \
+                     without one failed once it had written (SQLite).",
+                    b.guarded_reruns as f64,
+                ));
+                extra.push(gauge(
                     "ticketd_store_queued_writes",
                     "Writes waiting for a batch.",
                     b.queued as f64,

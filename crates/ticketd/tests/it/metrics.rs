@@ -77,6 +77,8 @@ async fn metrics_count_calls_by_code_latency_and_the_ledger() {
     assert_eq!(value(&text, "ticketd_ledger_up"), 1.0);
     assert!(value(&text, "ticketd_store_commits_total") >= 1.0);
     assert!(value(&text, "ticketd_store_largest_batch") >= 1.0);
+    // Verifies that run without savepoints and never failed after writing.
+    assert_eq!(value(&text, "ticketd_store_guarded_reruns_total"), 0.0);
     assert_eq!(value(&text, "ticketd_store_errors_total"), 0.0);
 }
 
