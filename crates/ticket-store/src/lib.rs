@@ -31,8 +31,9 @@
 //!   it was fsynced. A refused or failed write leaves nothing behind.
 //! - **One writer, group commit.** A dedicated OS thread owns the only write connection; every
 //!   write is a job queued to it. It runs all the jobs already waiting in one `BEGIN IMMEDIATE`
-//!   transaction, each in its own savepoint (a refused job rolls back only itself), and commits
-//!   once. A syncer thread fsyncs the WAL and only then answers the batch's jobs, while the
+//!   transaction, each in its own savepoint (a refused job rolls back only itself; a verify,
+//!   which can run again, runs without one, and a verify that fails after writing sends the
+//!   batch round again with savepoints), and commits once. A syncer thread fsyncs the WAL and only then answers the batch's jobs, while the
 //!   writer already runs the next batch; a checkpointer thread copies the WAL into the database
 //!   file. One fsync then serves many requests, which is how the store is fast without
 //!   weakening durability. Serialising writes also serialises verifies of one order, so

@@ -3,7 +3,8 @@
 //! How the pieces fit:
 //!
 //! - [`writer`]: one OS thread owns the only read-write connection; every write is a job it
-//!   runs in a group-committed transaction (one savepoint per job).
+//!   runs in a group-committed transaction (one savepoint per job, but for verifies, which
+//!   can run again instead).
 //! - [`durable`]: the syncer thread fsyncs the WAL before a batch is answered (one fsync for
 //!   every batch committed meanwhile), and the checkpointer thread copies the WAL into the
 //!   database file, both off the writer's thread.
@@ -607,11 +608,12 @@ fn configure_writer(conn: &Connection, busy_timeout: Duration) -> Result<(), Sto
         .map_err(|e| db("setting cache_size", e))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| db("enabling foreign keys", e))?;
-    // Temporary storage in memory: each job's savepoint keeps the pages it changes in a
-    // statement journal, which SQLite moves to a temporary file past 64 KiB — for a
-    // 999-voucher report, a fifth of the writer's time went to writing that file (perf), and
-    // its bytes reached the disk. The journal lives only until the job's savepoint is
-    // released, and a fold's sort is bounded by the fold, so memory stays bounded.
+    // Temporary storage in memory: a job's savepoint (and a statement that writes several
+    // rows) keeps the pages it changes in a statement journal, which SQLite moves to a
+    // temporary file past 64 KiB — for a 999-voucher report, when it still ran in a savepoint,
+    // a fifth of the writer's time went to writing that file (perf), and its bytes reached the
+    // disk. The journal lives only until the savepoint is released, and a fold's sort is
+    // bounded by the fold, so memory stays bounded.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(|e| db("keeping temporary storage in memory", e))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

@@ -4,8 +4,10 @@
 //!
 //! They run on the writer thread inside their job's savepoint (see [`super::writer`]); they
 //! may return a refusal at any point because the savepoint undoes whatever they did before
-//! it. A refusal that raises an anomaly goes through [`keeping_anomaly`], which undoes the
-//! job's writes and keeps only the anomaly.
+//! it. A verify runs without one (it can run again), and the writer runs its batch again with
+//! savepoints if it fails after writing, so the same holds for it. A refusal that raises an
+//! anomaly goes through [`keeping_anomaly`], which undoes the job's writes and keeps only the
+//! anomaly.
 
 use std::collections::HashSet;
 
@@ -91,8 +93,8 @@ pub(crate) fn create_order(
 
 /// Resolves the order, runs the domain's rules on its snapshot, and applies the plan; a
 /// refusal changes nothing but the anomaly it raises ([`refusal_anomaly`]). The outer `Err` is
-/// a failure that must undo the whole job (the writer rolls its savepoint back); the inner
-/// result is the answer.
+/// a failure that must undo the whole job (the writer rolls its savepoint back, or runs the
+/// batch again with one); the inner result is the answer.
 ///
 /// The order is looked up by `order_id` *without* the caller's app as a filter: ownership is
 /// [`plan_verify`]'s decision (R6), so a foreign order is refused exactly like a missing one.
