@@ -788,15 +788,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
 
     // A new use is counted once, and its event names its entry.
     let (&(id, ref code), &count) = used_before.iter().next().expect("a code");
-    let mut fresh = Verify::of(&app, id)
-        .entry(code, 1, Some(Utc::now()))
-        .request_id("fresh-after-upgrade")
-        .build();
-    fresh.meta.received_at = Utc::now();
-    assert_eq!(
-        store.verify(fresh).await.expect("fresh").kind,
-        OutcomeKind::Applied
-    );
+    fresh_use_applies(&store, &app, id, code).await;
     assert!(used(&store, id).await.contains(&(code.clone(), count + 1)));
     let raw = Connection::open(&path).expect("raw");
     let (stored, entry): (Option<String>, Option<i64>) = raw
@@ -980,6 +972,19 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     store.close().await;
 }
 
+/// One new use of `code` of order `id`, gated now (request `fresh-after-upgrade`): applied.
+async fn fresh_use_applies(store: &SqliteStore, app: &str, id: i64, code: &str) {
+    let mut fresh = Verify::of(app, id)
+        .entry(code, 1, Some(Utc::now()))
+        .request_id("fresh-after-upgrade")
+        .build();
+    fresh.meta.received_at = Utc::now();
+    assert_eq!(
+        store.verify(fresh).await.expect("fresh").kind,
+        OutcomeKind::Applied
+    );
+}
+
 /// Every row of `table` ordered by `key`, each column as SQLite stores it.
 fn rows_of(raw: &Connection, table: &str, key: &str) -> Vec<Vec<rusqlite::types::Value>> {
     let mut stmt = raw
@@ -1105,15 +1110,7 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     // A new verify takes the next keys: its entry 91 + retries, its use 66, and its event
     // names its entry.
     let ((id, code), n) = before.used.iter().next().expect("a code");
-    let mut fresh = Verify::of(&app_of(*id), *id)
-        .entry(code, 1, Some(Utc::now()))
-        .request_id("fresh-after-upgrade")
-        .build();
-    fresh.meta.received_at = Utc::now();
-    assert_eq!(
-        store.verify(fresh).await.expect("fresh").kind,
-        OutcomeKind::Applied
-    );
+    fresh_use_applies(&store, &app_of(*id), *id, code).await;
     assert!(used(&store, *id).await.contains(&(code.clone(), n + 1)));
     let entry = 91 + retries;
     let (seq, request): (i64, String) = raw

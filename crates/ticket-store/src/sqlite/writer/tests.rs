@@ -224,14 +224,7 @@ async fn a_job_that_cannot_run_again_gives_every_job_after_it_a_savepoint() {
     let first = repeatable_insert(&writer, 1, &[]);
     writer.until_queued(1).await;
     let w = Arc::clone(&writer);
-    let plain = tokio::spawn(async move {
-        w.submit(|tx| {
-            tx.conn
-                .execute("INSERT INTO t (x) VALUES (10)", [])
-                .map_err(|e| ledger_error("insert", &e))
-        })
-        .await
-    });
+    let plain = tokio::spawn(async move { w.submit(insert(10)).await });
     writer.until_queued(2).await;
     let second = repeatable_insert(&writer, 2, &[2]);
     writer.until_queued(3).await;
