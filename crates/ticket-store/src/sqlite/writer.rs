@@ -103,7 +103,7 @@ pub struct WriterStats {
     /// Jobs run, whatever their outcome.
     pub jobs: u64,
     /// Batches run again from their start with a savepoint for each job, because a job
-    /// running without one failed after it had written ([`Job::repeatable`]).
+    /// running without one (a verify) failed after it had written.
     pub guarded_reruns: u64,
     /// The most jobs one transaction carried.
     pub largest_batch: u64,
