@@ -178,12 +178,11 @@ where
     F: Fn(&mut Tx<'_>) -> Result<T, LedgerError> + Send,
 {
     fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), LedgerError> {
-        // A run replaces what an earlier run of a rolled-back transaction left.
+        // A run replaces what an earlier run of a rolled-back transaction left (a panic now
+        // must not leave that run's result as the answer).
         self.result = None;
         let result = (self.work)(tx);
-        let status = result.as_ref().map(drop).map_err(Clone::clone);
-        self.result = Some(result);
-        status
+        keep(&mut self.result, result)
     }
 
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>) {
@@ -193,6 +192,17 @@ where
     fn repeatable(&self) -> bool {
         true
     }
+}
+
+/// Keeps `result` as a job's answer; returns what the batch needs of it (`Err` carries a copy
+/// of the job's error, see [`Job::run`]).
+fn keep<T>(
+    slot: &mut Option<Result<T, LedgerError>>,
+    result: Result<T, LedgerError>,
+) -> Result<(), LedgerError> {
+    let status = result.as_ref().map(drop).map_err(Clone::clone);
+    *slot = Some(result);
+    status
 }
 
 /// Answers a job's caller with its result, or the batch's error.
@@ -228,9 +238,7 @@ where
             Some(work) => work(tx),
             None => Err(LedgerError::Internal("a write job ran twice".into())),
         };
-        let status = result.as_ref().map(drop).map_err(Clone::clone);
-        self.result = Some(result);
-        status
+        keep(&mut self.result, result)
     }
 
     fn finish(self: Box<Self>, batch: Result<(), LedgerError>) {
@@ -1080,6 +1088,7 @@ fn run_batch(
                     exec(conn, "BEGIN IMMEDIATE", "starting a write transaction")?;
                     begin(conn, snapshots)?;
                     guarded = true;
+                    // Guarded, every job runs to its end: nothing is left to run again.
                     run_jobs(conn, snapshots, batch, &mut guarded)?;
                 }
                 ran = batch.len();

@@ -47,6 +47,24 @@ async fn hold(
     (release, handle)
 }
 
+/// Lets the job [`hold`] blocked finish, and waits for its answer.
+async fn open(
+    release: std::sync::mpsc::Sender<()>,
+    gate: tokio::task::JoinHandle<Result<(), LedgerError>>,
+) {
+    release.send(()).expect("release");
+    gate.await.expect("join").expect("gate job");
+}
+
+/// Every task's result, in the tasks' order.
+async fn joined<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("join"));
+    }
+    results
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_jobs_share_one_commit_and_a_refusal_spares_its_neighbours() {
     let writer = Arc::new(writer_over(scratch()));
@@ -66,13 +84,9 @@ async fn queued_jobs_share_one_commit_and_a_refusal_spares_its_neighbours() {
         }));
     }
     writer.until_queued(4).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
+    open(release, gate).await;
 
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.expect("join"));
-    }
+    let results = joined(tasks).await;
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         3,
@@ -156,10 +170,6 @@ async fn values(writer: &Writer) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeatable_jobs_run_without_savepoints_and_a_refusal_before_writing_spares_them() {
     let writer = Arc::new(writer_over(scratch()));
-    writer
-        .submit(|tx| count(tx.conn).map(drop))
-        .await
-        .expect("warm");
     let (release, gate) = hold(&writer).await;
     let before = writer.stats();
     let tasks: Vec<_> = [1, 2, 2, 3]
@@ -167,12 +177,8 @@ async fn repeatable_jobs_run_without_savepoints_and_a_refusal_before_writing_spa
         .map(|x| repeatable_insert(&writer, x, &[]))
         .collect();
     writer.until_queued(4).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.expect("join"));
-    }
+    open(release, gate).await;
+    let results = joined(tasks).await;
     // The two 2s race to the queue: whichever runs second is refused.
     assert_eq!(results.iter().filter(|r| **r == Ok(Ok(1))).count(), 3);
     assert_eq!(
@@ -201,12 +207,8 @@ async fn a_repeatable_job_that_fails_after_writing_sends_its_batch_round_again_w
         .map(|x| repeatable_insert(&writer, x, &[2]))
         .collect();
     writer.until_queued(3).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.expect("join"));
-    }
+    open(release, gate).await;
+    let results = joined(tasks).await;
     assert_eq!(results, vec![Ok(Ok(1)), Ok(Err(REFUSED)), Ok(Ok(1))]);
     let after = writer.stats();
     assert_eq!(after.guarded_reruns - before.guarded_reruns, 1);
@@ -228,8 +230,7 @@ async fn a_job_that_cannot_run_again_gives_every_job_after_it_a_savepoint() {
     writer.until_queued(2).await;
     let second = repeatable_insert(&writer, 2, &[2]);
     writer.until_queued(3).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
+    open(release, gate).await;
     assert_eq!(first.await.expect("join"), Ok(Ok(1)));
     assert_eq!(plain.await.expect("join"), Ok(1));
     assert_eq!(second.await.expect("join"), Ok(Err(REFUSED)));
@@ -243,6 +244,7 @@ async fn a_job_that_cannot_run_again_gives_every_job_after_it_a_savepoint() {
 async fn a_repeatable_job_that_panics_after_writing_leaves_nothing_and_spares_its_neighbours() {
     let writer = Arc::new(writer_over(scratch()));
     let (release, gate) = hold(&writer).await;
+    let before = writer.stats();
     let first = repeatable_insert(&writer, 1, &[]);
     let w = Arc::clone(&writer);
     let boom = tokio::spawn(async move {
@@ -256,14 +258,19 @@ async fn a_repeatable_job_that_panics_after_writing_leaves_nothing_and_spares_it
     });
     let last = repeatable_insert(&writer, 3, &[]);
     writer.until_queued(3).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
+    open(release, gate).await;
     assert_eq!(first.await.expect("join"), Ok(Ok(1)));
     assert!(matches!(
         boom.await.expect("join"),
         Err(LedgerError::Internal(_))
     ));
     assert_eq!(last.await.expect("join"), Ok(Ok(1)));
+    let after = writer.stats();
+    assert_eq!(
+        after.guarded_reruns - before.guarded_reruns,
+        1,
+        "undone by a second run with savepoints"
+    );
     assert_eq!(values(&writer).await, vec![1, 3]);
 }
 
@@ -301,8 +308,7 @@ async fn a_failed_commit_answers_every_job_with_an_error_and_keeps_nothing() {
         .await
     });
     writer.until_queued(2).await;
-    release.send(()).expect("release");
-    gate.await.expect("join").expect("gate job");
+    open(release, gate).await;
 
     let good = good.await.expect("join");
     let doomed = doomed.await.expect("join");
