@@ -103,6 +103,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "ids_without_autoincrement",
         sql: include_str!("../../migrations/sqlite/0016_ids_without_autoincrement.sql"),
     },
+    Migration {
+        version: 17,
+        name: "checks_without_lists",
+        sql: include_str!("../../migrations/sqlite/0017_checks_without_lists.sql"),
+    },
 ];
 
 /// The schema version this binary expects.
@@ -161,6 +166,18 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if ran > 0 {
         tx.pragma_update(None, "user_version", known)
             .map_err(|e| db("setting user_version", e))?;
+        // A migration that edits `sqlite_schema` itself (0017) moves no schema cookie, so a
+        // connection that read the schema before would keep the old text. Moving it on makes
+        // every connection read the schema again; for a migration that ran DDL it is one
+        // more step of a cookie that moved already.
+        let cookie: i64 = tx
+            .pragma_query_value(None, "schema_version", |row| row.get(0))
+            .map_err(|e| db("reading schema_version", e))?;
+        // SQLite keeps the cookie in 32 bits and only compares it for a change, as SQLite's
+        // own DDL does when it moves it past the largest value.
+        let next = i32::try_from(cookie).map_or(0, |c| c.wrapping_add(1));
+        tx.pragma_update(None, "schema_version", next)
+            .map_err(|e| db("moving schema_version on", e))?;
     }
     tx.commit().map_err(|e| db("committing migrations", e))
 }

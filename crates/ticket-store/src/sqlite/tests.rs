@@ -919,3 +919,55 @@ async fn a_staged_fold_never_forgets_a_pending_fingerprint_it_did_not_copy() {
         "the stray fingerprint is still pending"
     );
 }
+
+/// The opcodes SQLite compiles `sql` into, as `EXPLAIN` lists them.
+fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect(sql);
+    let mut rows = stmt.raw_query();
+    let mut ops = Vec::new();
+    while let Some(row) = rows.next().expect(sql) {
+        ops.push(row.get::<_, String>(1).expect(sql));
+    }
+    ops
+}
+
+#[test]
+fn the_writers_statements_build_no_temporary_b_tree() {
+    // A temporary B-tree is opened, filled and dropped every time its statement runs: a
+    // `CHECK (x IN ('a', 'b', 'c'))` of the table written (migration 0017) built one for every
+    // verify's audit insert, a tenth of the writer's instructions per verify
+    // (docs/PERFORMANCE.md, "Tenth session").
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("ledger.db")).expect("open");
+    drop(store);
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    for (name, sql) in [
+        ("INSERT_AUDIT", crate::statements::INSERT_AUDIT),
+        ("INSERT_VOUCHER_USE", crate::statements::INSERT_VOUCHER_USE),
+        (
+            "SQLITE_INSERT_PENDING_FINGERPRINT",
+            crate::statements::SQLITE_INSERT_PENDING_FINGERPRINT,
+        ),
+        ("ADVANCE_EVENT_SEQ", crate::statements::ADVANCE_EVENT_SEQ),
+        (
+            "SQLITE_INSERT_ANOMALY_EVENT",
+            crate::statements::SQLITE_INSERT_ANOMALY_EVENT,
+        ),
+        ("INSERT_ANOMALY", crate::statements::INSERT_ANOMALY),
+        ("RESOLVE_ANOMALY", crate::statements::RESOLVE_ANOMALY),
+        ("INSERT_ORDER", crate::statements::INSERT_ORDER),
+        ("INSERT_VOUCHER", crate::statements::INSERT_VOUCHER),
+        ("UPDATE_ISSUE", crate::statements::UPDATE_ISSUE),
+        ("INSERT_REFUND_REQUEST", crate::statements::INSERT_REFUND_REQUEST),
+        ("SETTLE_REFUND", crate::statements::SETTLE_REFUND),
+        ("MARK_REFUND_REVIEW", crate::statements::MARK_REFUND_REVIEW),
+        ("INSERT_REJECTED_CALL", crate::statements::INSERT_REJECTED_CALL),
+    ] {
+        let ops = opcodes(&conn, sql);
+        assert!(ops.len() > 3, "{name}: {ops:?}");
+        assert!(
+            !ops.iter().any(|op| op == "OpenEphemeral"),
+            "{name} opens a temporary B-tree: {ops:?}"
+        );
+    }
+}

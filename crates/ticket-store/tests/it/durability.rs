@@ -117,13 +117,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (13, "folded_app_entries".to_owned()),
             (14, "fingerprints_by_gate_time".to_owned()),
             (15, "uses_by_record_time".to_owned()),
-            (16, "ids_without_autoincrement".to_owned())
+            (16, "ids_without_autoincrement".to_owned()),
+            (17, "checks_without_lists".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 16);
+    assert_eq!(version, 17);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,7 +317,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 16);
+    assert_eq!(store.schema_version(), 17);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -761,7 +761,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 16);
+    assert_eq!(store.schema_version(), 17);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -856,7 +856,7 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 16);
+    assert_eq!(store.schema_version(), 17);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
@@ -1056,7 +1056,7 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     assert_eq!(events_before.len(), 73);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 16);
+    assert_eq!(store.schema_version(), 17);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     // Every row kept, column by column, under the same key.
@@ -1087,6 +1087,10 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     let mut schema_before = schema_before;
     migrations(&mut schema_before);
     migrations(&mut schema_after);
+    // Migration 0017 names the values of three other tables' CHECKs (its own test below).
+    for (_, _, sql) in &mut schema_before {
+        *sql = sql.as_deref().map(checks_without_lists);
+    }
     assert_eq!(schema_after, schema_before);
     // The views rebuilt around the tables read as before.
     assert_eq!(events(&raw), events_before);
@@ -1149,6 +1153,138 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
         assert!(refused.contains("append-only"), "{sql}: {refused}");
     }
     store.close().await;
+}
+
+/// A table's SQL as migration 0017 leaves it: each CHECK's list of values named one by one.
+fn checks_without_lists(sql: &str) -> String {
+    [
+        ("outcome", &["accepted", "replayed", "rejected"][..]),
+        ("issue_state", &["awaiting", "issued", "failed"][..]),
+        ("state", &["pending", "succeeded", "failed"][..]),
+        (
+            "resolution",
+            &["accepted", "reversed", "refund_adjusted", "dismissed"][..],
+        ),
+    ]
+    .iter()
+    .fold(sql.to_owned(), |sql, (column, values)| {
+        let list = values
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let named = values
+            .iter()
+            .map(|v| format!("{column} = '{v}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        sql.replace(
+            &format!("CHECK ({column} IN ({list}))"),
+            &format!("CHECK ({named})"),
+        )
+    })
+}
+
+/// Migration 0017 on a schema 16 ledger (`ledger-schema-16.db`: `ledger-schema-15.db` brought
+/// to 16 by `ticketd migrate` of `f31d25f`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_that_name_their_values_refuse_what_the_lists_refused() {
+    let (_dir, path) = fixture("ledger-schema-16.db");
+    let tables = ["audit_log", "orders", "refund_requests", "anomalies"];
+    let table_sql = |raw: &Connection| -> Vec<String> {
+        tables
+            .iter()
+            .map(|t| {
+                raw.query_row(
+                    "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                    [t],
+                    |r| r.get(0),
+                )
+                .expect(t)
+            })
+            .collect()
+    };
+    // A connection that has read the schema before the upgrade, as another process might have.
+    let early = Connection::open(&path).expect("early");
+    let before = table_sql(&early);
+    for sql in &before {
+        assert!(sql.contains(" IN ('"), "{sql}");
+    }
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 17);
+    store.close().await;
+    let raw = Connection::open(&path).expect("raw");
+    let after = table_sql(&raw);
+    for (old, new) in before.iter().zip(&after) {
+        assert!(!new.contains(" IN ('"), "{new}");
+        assert_eq!(*new, checks_without_lists(old));
+    }
+    let check: String = raw
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+
+    // Every value of each list is taken, any other refused, NULL taken where the column allows
+    // it; each write in a transaction rolled back, so the fixture's rows stay as they are.
+    let audit = "INSERT INTO audit_log (request_id, at_ms, action, app_key, order_id, outcome, \
+                 reason, detail) VALUES ('r', 0, 'verify', NULL, NULL, ?1, 'x', '{}')";
+    let cases: [(&str, &[&str], bool); 4] = [
+        (audit, &["accepted", "replayed", "rejected"], false),
+        (
+            "UPDATE orders SET issue_state = ?1 WHERE order_id = (SELECT min(order_id) FROM orders)",
+            &["awaiting", "issued", "failed"],
+            false,
+        ),
+        (
+            "INSERT INTO refund_requests (flow_id, order_id, quantity, requested_at_ms, \
+             request_id, state) SELECT 'flow-0017', min(order_id), 1, 0, 'r', ?1 FROM orders",
+            &["pending", "succeeded", "failed"],
+            false,
+        ),
+        (
+            "INSERT INTO anomalies (kind, order_id, app_key, request_id, at_ms, detail, \
+             request, resolution) VALUES ('verify_refused', NULL, NULL, 'r', 0, '{}', '{}', ?1)",
+            &["accepted", "reversed", "refund_adjusted", "dismissed"],
+            true,
+        ),
+    ];
+    for conn in [&raw, &early] {
+        for (sql, values, nullable) in &cases {
+            let write = |value: Option<&str>| -> Result<usize, String> {
+                conn.execute_batch("BEGIN").expect("begin");
+                let done = conn.execute(sql, [value]).map_err(|e| e.to_string());
+                conn.execute_batch("ROLLBACK").expect("rollback");
+                done
+            };
+            for value in *values {
+                assert_eq!(write(Some(value)), Ok(1), "{sql} {value}");
+            }
+            for value in ["bogus", "", "Accepted", "accepted "] {
+                let refused = write(Some(value)).expect_err(sql);
+                assert!(refused.contains("CHECK constraint failed"), "{refused}");
+            }
+            let null = write(None);
+            if *nullable {
+                assert_eq!(null, Ok(1), "{sql}");
+            } else {
+                assert!(null.is_err(), "{sql}");
+            }
+        }
+    }
+    // The early connection reads the new schema too (the migration moved `schema_version`):
+    // its audit insert compiles without the list's temporary B-tree.
+    let ops: Vec<String> = {
+        let mut stmt = early.prepare(&format!("EXPLAIN {audit}")).expect("explain");
+        let mut rows = stmt.raw_query();
+        let mut ops = Vec::new();
+        while let Some(row) = rows.next().expect("op") {
+            ops.push(row.get(1).expect("op"));
+        }
+        ops
+    };
+    assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
+    assert_eq!(table_sql(&early), after);
 }
 
 /// A copy of `tests/fixtures/<name>` in a temporary directory (kept while the guard lives).
