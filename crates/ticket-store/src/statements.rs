@@ -742,13 +742,19 @@ macro_rules! sqlite_entry_event_data {
 /// one of the newest entries rebuilds the event's data byte for byte, the event names that
 /// entry instead of storing the data again; otherwise it stores the data. Either way the view
 /// `ledger_events` reads exactly the data bound.
+///
+/// `m` is one row whatever matches (a scalar subquery, `NULL` when none does), first in the
+/// `FROM` list and `CROSS JOIN`ed, so SQLite runs it as a co-routine. As the right side of a
+/// `LEFT JOIN` (this statement's first form) it was materialized: every verify's event opened
+/// and dropped a temporary B-tree of its own.
 pub(crate) const SQLITE_INSERT_EVENT: &str = concat!(
     "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
      SELECT s.last, ?1, ?2, ?3, CASE WHEN m.seq IS NULL THEN ?4 END, m.seq \
-     FROM ledger_event_seq AS s LEFT JOIN (SELECT a.seq FROM audit_log AS a \
+     FROM (SELECT (SELECT a.seq FROM audit_log AS a \
      WHERE a.seq > (SELECT max(seq) FROM audit_log) - 16 AND ",
     sqlite_entry_event_data!(),
-    " = ?4 ORDER BY a.seq DESC LIMIT 1) AS m ON 1 WHERE s.id = 1"
+    " = ?4 ORDER BY a.seq DESC LIMIT 1) AS seq LIMIT 1) AS m \
+     CROSS JOIN ledger_event_seq AS s WHERE s.id = 1"
 );
 /// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored).
 pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows");
