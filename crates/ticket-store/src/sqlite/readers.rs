@@ -106,5 +106,6 @@ fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    super::plans_independent_of_bindings(&conn)?;
     Ok(conn)
 }

@@ -949,7 +949,10 @@ fn the_writers_statements_build_no_temporary_b_tree() {
             crate::statements::SQLITE_INSERT_PENDING_FINGERPRINT,
         ),
         ("ADVANCE_EVENT_SEQ", crate::statements::ADVANCE_EVENT_SEQ),
-        ("SQLITE_INSERT_EVENT", crate::statements::SQLITE_INSERT_EVENT),
+        (
+            "SQLITE_INSERT_EVENT",
+            crate::statements::SQLITE_INSERT_EVENT,
+        ),
         (
             "SQLITE_INSERT_ANOMALY_EVENT",
             crate::statements::SQLITE_INSERT_ANOMALY_EVENT,
@@ -959,10 +962,16 @@ fn the_writers_statements_build_no_temporary_b_tree() {
         ("INSERT_ORDER", crate::statements::INSERT_ORDER),
         ("INSERT_VOUCHER", crate::statements::INSERT_VOUCHER),
         ("UPDATE_ISSUE", crate::statements::UPDATE_ISSUE),
-        ("INSERT_REFUND_REQUEST", crate::statements::INSERT_REFUND_REQUEST),
+        (
+            "INSERT_REFUND_REQUEST",
+            crate::statements::INSERT_REFUND_REQUEST,
+        ),
         ("SETTLE_REFUND", crate::statements::SETTLE_REFUND),
         ("MARK_REFUND_REVIEW", crate::statements::MARK_REFUND_REVIEW),
-        ("INSERT_REJECTED_CALL", crate::statements::INSERT_REJECTED_CALL),
+        (
+            "INSERT_REJECTED_CALL",
+            crate::statements::INSERT_REJECTED_CALL,
+        ),
     ] {
         let ops = opcodes(&conn, sql);
         assert!(ops.len() > 3, "{name}: {ops:?}");
@@ -971,4 +980,47 @@ fn the_writers_statements_build_no_temporary_b_tree() {
             "{name} opens a temporary B-tree: {ops:?}"
         );
     }
+}
+
+#[test]
+fn a_bound_limit_does_not_send_a_statement_back_to_the_compiler() {
+    use rusqlite::config::DbConfig;
+    use rusqlite::StatementStatus;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    drop(SqliteStore::open(&path).expect("open"));
+    // A count slice's read, `LIMIT ?` bound at every run as the fold steps' and the paged
+    // reads' are, run with three limits; how often SQLite compiled it again.
+    let recompiled = |conn: &Connection| -> i32 {
+        let mut stmt = conn
+            .prepare_cached(crate::statements::SQLITE_UNCOUNTED_USES)
+            .expect("prepare");
+        for limit in [1_i64, 2, 3] {
+            let mut rows = stmt.query(rusqlite::params![0_i64, limit]).expect("query");
+            while rows.next().expect("row").is_some() {}
+        }
+        stmt.get_status(StatementStatus::RePrepare)
+    };
+    let plain = Connection::open(&path).expect("plain");
+    assert!(
+        recompiled(&plain) >= 2,
+        "without the QPSG SQLite compiles it again when the limit is bound"
+    );
+    let writer = Connection::open(&path).expect("writer");
+    configure_writer(&writer, Duration::from_secs(1)).expect("configure");
+    assert!(writer
+        .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+        .expect("qpsg"));
+    assert_eq!(recompiled(&writer), 0);
+    let readers = readers::Readers::new(&path, Duration::from_secs(1)).expect("readers");
+    let reader = readers
+        .with(|conn| {
+            Ok((
+                conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                    .expect("qpsg"),
+                recompiled(conn),
+            ))
+        })
+        .expect("read");
+    assert_eq!(reader, (true, 0));
 }
