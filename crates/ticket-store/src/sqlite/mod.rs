@@ -570,17 +570,14 @@ const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// checkpoints does not leave a huge file behind.
 const WAL_SIZE_LIMIT: i64 = 144 * 1024 * 1024;
 
-/// Applies and verifies the write connection's settings. Each is checked after being set
-/// because SQLite ignores some silently (WAL on a file system without shared memory, a PRAGMA
-/// inside a transaction), and the store's promises depend on all of them.
 /// Turns on SQLite's query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) on
 /// one of the store's connections: a statement's plan no longer depends on the values bound
 /// to it. Without it SQLite reads a bound `LIMIT ?` as a constant while it compiles the
 /// statement, and so marks the statement to be compiled again whenever that parameter is
 /// bound: each fold step, count slice and paged read was parsed and planned anew at every
-/// run, 2,045 times in 20,000 verifies at about 200,000 instructions each (a tenth of the
-/// writer's instructions per verify, docs/PERFORMANCE.md, "Tenth session"). The ledger never
-/// runs `ANALYZE`, so no plan had anything to gain from the values.
+/// run, 2,045 times in 20,000 verifies (writer and readers) at about 200,000 instructions
+/// each, 5 % of the writer's instructions per verify (docs/PERFORMANCE.md, "Tenth session").
+/// The ledger never runs `ANALYZE`, so no plan had anything to gain from the values.
 fn plans_independent_of_bindings(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -589,6 +586,9 @@ fn plans_independent_of_bindings(conn: &Connection) -> rusqlite::Result<()> {
     .map(drop)
 }
 
+/// Applies and verifies the write connection's settings. Each is checked after being set
+/// because SQLite ignores some silently (WAL on a file system without shared memory, a PRAGMA
+/// inside a transaction), and the store's promises depend on all of them.
 fn configure_writer(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
     let db = StoreError::db;
     conn.busy_timeout(busy_timeout)
