@@ -33,12 +33,12 @@
 //!   write is a job queued to it. It runs all the jobs already waiting in one `BEGIN IMMEDIATE`
 //!   transaction, each in its own savepoint (a refused job rolls back only itself; a verify,
 //!   which can run again, runs without one, and a verify that fails after writing sends the
-//!   batch round again with savepoints), and commits once. A syncer thread fsyncs the WAL and only then answers the batch's jobs, while the
-//!   writer already runs the next batch; a checkpointer thread copies the WAL into the database
-//!   file. One fsync then serves many requests, which is how the store is fast without
-//!   weakening durability. Serialising writes also serialises verifies of one order, so
-//!   capacity can never be overrun; a conditional `UPDATE … WHERE used + n <= capacity` and a
-//!   `CHECK` constraint back that up.
+//!   batch round again with savepoints), and commits once. A syncer thread fsyncs the WAL and
+//!   only then answers the batch's jobs, while the writer already runs the next batch; a
+//!   checkpointer thread copies the WAL into the database file. One fsync then serves many
+//!   requests, which is how the store is fast without weakening durability. Serialising
+//!   writes also serialises verifies of one order, so capacity can never be overrun; a
+//!   conditional `UPDATE … WHERE used + n <= capacity` and a `CHECK` constraint back that up.
 //! - **Reads beside writes.** `app`, `order`, `audit`, the order and app lists and `ping` use a
 //!   small pool of read-only connections on blocking threads and see the last committed
 //!   snapshot without queueing behind writes. Apps, read on every gateway request, are also

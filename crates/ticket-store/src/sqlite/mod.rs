@@ -3,7 +3,7 @@
 //! How the pieces fit:
 //!
 //! - [`writer`]: one OS thread owns the only read-write connection; every write is a job it
-//!   runs in a group-committed transaction (one savepoint per job, but for verifies, which
+//!   runs in a group-committed transaction (one savepoint per job, except verifies, which
 //!   can run again instead).
 //! - [`durable`]: the syncer thread fsyncs the WAL before a batch is answered (one fsync for
 //!   every batch committed meanwhile), and the checkpointer thread copies the WAL into the
