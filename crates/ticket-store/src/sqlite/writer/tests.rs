@@ -462,6 +462,63 @@ async fn no_job_is_answered_before_its_batch_is_synced_and_the_next_batch_commit
     assert_eq!(writer.stats().syncs, 2);
 }
 
+/// One round of the writer's hold, end to end: a first batch is committed and its fsync held;
+/// a second batch starts with one job, which queues a third job while it runs. The number of
+/// jobs the second commit carried: 2 when the writer held its transaction open and took the
+/// third job into it (`run` handing `Linger::next` to `run_batch`), 1 when it did not.
+async fn second_commit_size() -> u64 {
+    let (writer, outcomes, calls) = gated_writer();
+    let w = Arc::clone(&writer);
+    let first = tokio::spawn(async move { w.submit(insert(1)).await });
+    until(|| calls.load(Ordering::SeqCst) == 1).await;
+    // The first batch counted into the writer's average (one job) and is being synced, so a
+    // small batch now holds.
+    let (reply, third_answer) = oneshot::channel();
+    let third: Box<dyn Job> = Box::new(Pending {
+        work: Some(insert(3)),
+        result: None,
+        reply,
+    });
+    let queue = writer.queue.clone();
+    let w = Arc::clone(&writer);
+    let second = tokio::spawn(async move {
+        w.submit(move |tx: &mut Tx<'_>| {
+            queue
+                .try_send(Message::Job(third))
+                .map_err(|_| LedgerError::Internal("queue the third job".into()))?;
+            insert(2)(tx)
+        })
+        .await
+    });
+    until(|| writer.stats().jobs == 3).await;
+    let size = writer.stats().largest_batch;
+    // Every fsync there may be from here: the two or three batches and the read below.
+    for _ in 0..4 {
+        outcomes.send(Ok(())).expect("the syncer is running");
+    }
+    assert_eq!(first.await.expect("join"), Ok(1));
+    assert_eq!(second.await.expect("join"), Ok(1));
+    assert_eq!(third_answer.await.expect("answered"), Ok(1));
+    assert_eq!(values(&writer).await, [1, 2, 3]);
+    size
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_takes_a_job_that_comes_while_the_fsync_before_it_is_in_flight() {
+    // The hold lasts at most `Linger::MAX` (2 ms) from the batch's start: a writer thread kept
+    // off the CPU longer than that (a loaded machine) commits the job alone, so a few rounds
+    // are allowed; a writer that never holds never takes it in any of them.
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        let size = second_commit_size().await;
+        sizes.push(size);
+        if size == 2 {
+            return;
+        }
+    }
+    panic!("the third job never joined the open batch: largest batches {sizes:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_answers_unavailable_and_refuses_every_later_write() {
     let (writer, outcomes, calls) = gated_writer();
