@@ -125,18 +125,38 @@ impl Fsync for SyncedFile {
 /// container runtimes' default profiles did before it was added), or a system other than
 /// Linux gets `fstat` and its inode writes rather than a ledger that cannot sync.
 fn links(file: &File) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{statx, AtFlags, StatxFlags};
-        use rustix::io::Errno;
-        match statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::NLINK) {
-            Ok(stat) if stat.stx_mask & StatxFlags::NLINK.bits() != 0 => {
-                return Ok(u64::from(stat.stx_nlink));
-            }
-            Ok(_) | Err(Errno::NOSYS | Errno::PERM | Errno::ACCESS) => {}
-            Err(e) => return Err(e.into()),
+        links_asking(file, |file| {
+            statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::NLINK)
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.nlink())
+    }
+}
+
+/// [`links`] with `statx` as a parameter, so the tests can refuse it the ways kernels and
+/// sandboxes do: a link count `statx` gave is the answer; missing (`ENOSYS`), refused
+/// (`EPERM`, `EACCES`) or answered without the count, `fstat` is asked instead; any other
+/// error is the file's and is returned.
+#[cfg(target_os = "linux")]
+fn links_asking(
+    file: &File,
+    statx: impl FnOnce(&File) -> rustix::io::Result<rustix::fs::Statx>,
+) -> io::Result<u64> {
+    use rustix::fs::StatxFlags;
+    use rustix::io::Errno;
+    use std::os::unix::fs::MetadataExt;
+    match statx(file) {
+        Ok(stat) if stat.stx_mask & StatxFlags::NLINK.bits() != 0 => {
+            return Ok(u64::from(stat.stx_nlink));
         }
+        Ok(_) | Err(Errno::NOSYS | Errno::PERM | Errno::ACCESS) => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(file.metadata()?.nlink())
 }
@@ -626,6 +646,41 @@ mod tests {
         assert_eq!(flush.calls.load(Ordering::SeqCst), 0);
         // Only the state query in `wake_up_with` ran: it copies, but nothing checkpointed before.
         assert!(log >= 100 && copied >= 0);
+    }
+
+    /// Where `statx` is missing or refused, the link count comes from `fstat`, and a deleted
+    /// WAL is still seen as deleted; an error of the file itself is not papered over.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn without_statx_the_link_count_comes_from_fstat() {
+        use rustix::fs::{statx, AtFlags, StatxFlags};
+        use rustix::io::Errno;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let file = File::create(&path).expect("create");
+        let counts_without_statx = |file: &File| -> Vec<u64> {
+            let missing = links_asking(file, |_| Err(Errno::NOSYS)).expect("no statx");
+            let refused = links_asking(file, |_| Err(Errno::PERM)).expect("seccomp EPERM");
+            let denied = links_asking(file, |_| Err(Errno::ACCESS)).expect("EACCES");
+            // A `statx` that answers without the count it was asked for.
+            let partial = links_asking(file, |file| {
+                let mut stat = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::NLINK)?;
+                stat.stx_mask &= !StatxFlags::NLINK.bits();
+                stat.stx_nlink = 7;
+                Ok(stat)
+            })
+            .expect("statx without the count");
+            vec![missing, refused, denied, partial]
+        };
+        assert_eq!(counts_without_statx(&file), [1, 1, 1, 1]);
+        std::fs::hard_link(&path, dir.path().join("second name")).expect("link");
+        assert_eq!(counts_without_statx(&file), [2, 2, 2, 2]);
+        std::fs::remove_file(&path).expect("unlink");
+        std::fs::remove_file(dir.path().join("second name")).expect("unlink");
+        assert_eq!(counts_without_statx(&file), [0, 0, 0, 0]);
+        assert_eq!(links(&file).expect("statx"), 0);
+        let failed = links_asking(&file, |_| Err(Errno::IO)).expect_err("EIO is the file's");
+        assert_eq!(failed.raw_os_error(), Some(Errno::IO.raw_os_error()));
     }
 
     #[test]
