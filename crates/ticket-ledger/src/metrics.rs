@@ -23,6 +23,13 @@ pub struct StoreMetrics {
     /// Group commit: transactions committed, jobs run, and the largest batch (stores that
     /// batch writes; `None` elsewhere).
     pub batches: Option<BatchStats>,
+    /// Times the store closed the MySQL/MariaDB tables whose triggers had failed to load in
+    /// the server, so that it loads them again (a Galera node after a state transfer); 0 on
+    /// other engines. Each is a moment the server refused writes to those tables.
+    pub trigger_reloads: u64,
+    /// Such closings that failed (the `RELOAD` privilege is missing): the server goes on
+    /// refusing writes to those tables until an operator closes them.
+    pub failed_trigger_reloads: u64,
 }
 
 /// Group-commit counters.

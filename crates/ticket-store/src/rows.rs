@@ -103,6 +103,8 @@ pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics,
         refunded_tickets: row.float(3)?,
         open_anomalies: row.int(4)?,
         batches: None,
+        trigger_reloads: 0,
+        failed_trigger_reloads: 0,
     })
 }
 

@@ -788,6 +788,8 @@ impl LedgerStore for MemStore {
                 .filter(|a| a.resolution.is_none())
                 .count() as i64,
             batches: None,
+            trigger_reloads: 0,
+            failed_trigger_reloads: 0,
         })
     }
 }

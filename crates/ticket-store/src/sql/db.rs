@@ -74,8 +74,19 @@ pub(crate) struct Db {
     /// Connections outside the pool, to look up a commit that got no answer ([`outcome`](super::outcome))
     /// and to close the tables whose triggers did not load.
     pub(crate) connector: Connector,
-    /// When the tables with triggers were last closed ([`Db::reload_trigger_tables`]).
-    pub(crate) trigger_reloads: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
+    /// When the tables with triggers were last closed, and how often that was done or failed
+    /// ([`Db::reload_trigger_tables`]).
+    pub(crate) trigger_reloads: Arc<TriggerReloads>,
+}
+
+/// The closings of the tables with triggers ([`Db::reload_trigger_tables`]): when the last
+/// was, and how many were done and failed, for `/metrics` (a failed one means writes to those
+/// tables are refused until an operator closes them).
+#[derive(Debug, Default)]
+pub(crate) struct TriggerReloads {
+    last: tokio::sync::Mutex<Option<std::time::Instant>>,
+    pub(crate) closed: std::sync::atomic::AtomicU64,
+    pub(crate) failed: std::sync::atomic::AtomicU64,
 }
 
 impl Db {
@@ -139,7 +150,7 @@ impl Db {
     /// pool full of the writes waiting to retry does not hold it up. It needs the RELOAD
     /// privilege; without it the writes end as busy answers, as before, and the log says so.
     async fn reload_trigger_tables(&self) {
-        let mut last = self.trigger_reloads.lock().await;
+        let mut last = self.trigger_reloads.last.lock().await;
         if last.is_some_and(|at| at.elapsed() < RELOAD_EVERY) {
             return;
         }
@@ -161,6 +172,11 @@ impl Db {
         }
         .await;
         *last = Some(std::time::Instant::now());
+        let count = match reloaded {
+            Ok(()) => &self.trigger_reloads.closed,
+            Err(_) => &self.trigger_reloads.failed,
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match reloaded {
             Ok(()) => tracing::warn!(
                 tables = engine::TRIGGER_TABLES,

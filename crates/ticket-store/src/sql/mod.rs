@@ -47,6 +47,7 @@ mod reconcile;
 mod trace;
 mod transfer;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -546,6 +547,9 @@ impl LedgerStore for SqlStore {
             .await
             .map(|mut totals| {
                 totals.batches = Some(self.batcher.stats());
+                let reloads = &self.db.trigger_reloads;
+                totals.trigger_reloads = reloads.closed.load(Ordering::Relaxed);
+                totals.failed_trigger_reloads = reloads.failed.load(Ordering::Relaxed);
                 totals
             })
     }

@@ -1043,23 +1043,14 @@ async fn a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name(engine: Eng
     drop(holder);
 }
 
-/// A table whose triggers failed to load stays in MariaDB's table cache, and the server
-/// refuses every write to it, from any connection, until the table is closed: what a Galera
-/// node did after donating a state transfer (`ErrorClass::TriggersNotLoaded`). Here the
-/// failure is made on the test's own server: the stored trigger text is spoilt, the table
-/// opened with it, and the text put back, so the file is sound and only the cache is broken.
-/// The store closes the tables and the verify goes through, counted once, totals and all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_through() {
-    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
-        return;
-    };
-    let store = open(&db, &settings()).await;
-    let f = Fresh::new();
-    let a = f.key("app");
-    given_app(&store, &a).await;
-    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
-
+/// Leaves `vouchers` of `db` open in MariaDB's table cache with a trigger that failed to
+/// load, so that the server refuses writes to it until the table is closed (see the test
+/// below); `None` when the server's files are out of reach here. `order` is an order with a
+/// voucher, whose update fires the trigger. Returns the test's own connection to the server.
+async fn break_the_vouchers_triggers(
+    db: &ScratchDatabase,
+    order: i64,
+) -> Option<sqlx::AnyConnection> {
     sqlx::any::install_default_drivers();
     let mut shell = sqlx::AnyConnection::connect(db.url())
         .await
@@ -1079,11 +1070,11 @@ async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_throug
             file.display()
         );
         eprintln!("skipped: {} cannot be read", file.display());
-        return;
+        return None;
     };
     assert!(stored.contains("FOR EACH ROW"), "{stored}");
     // Changes nothing, but fires the update trigger, so the server checks the table's.
-    let touch = || sqlx::query("UPDATE vouchers SET used = used WHERE order_id = ?").bind(f.id(1));
+    let touch = || sqlx::query("UPDATE vouchers SET used = used WHERE order_id = ?").bind(order);
     let spoilt = stored.replacen("FOR EACH ROW", "FOR EACH ROW ROW", 1);
     std::fs::write(&file, spoilt).expect("spoil the trigger");
     sqlx::raw_sql("FLUSH LOCAL TABLES vouchers")
@@ -1109,11 +1100,38 @@ async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_throug
         "{still}"
     );
 
+    Some(shell)
+}
+
+/// A table whose triggers failed to load stays in MariaDB's table cache, and the server
+/// refuses every write to it, from any connection, until the table is closed: what a Galera
+/// node did after donating a state transfer (`ErrorClass::TriggersNotLoaded`). Here the
+/// failure is made on the test's own server: the stored trigger text is spoilt, the table
+/// opened with it, and the text put back, so the file is sound and only the cache is broken.
+/// The store closes the tables and the verify goes through, counted once, totals and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_through() {
+    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
+        return;
+    };
+    let store = open(&db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
+
+    let Some(mut shell) = break_the_vouchers_triggers(&db, f.id(1)).await else {
+        return;
+    };
+    let reloads = |m: ticket_ledger::StoreMetrics| (m.trigger_reloads, m.failed_trigger_reloads);
+    assert_eq!(reloads(store.metrics().await.expect("metrics")), (0, 0));
     let outcome = store
         .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
         .await
         .expect("the verify goes through once the tables are loaded again");
     assert_eq!(outcome.applied_uses, 1);
+    // Counted for `/metrics` (at most one closing per 100 ms, so one here), none failed.
+    assert_eq!(reloads(store.metrics().await.expect("metrics")), (1, 0));
     let totals = stored_and_summed_totals(&mut shell, f.id(1)).await;
     assert_eq!(totals, ((1, Some(3), Some(1)), (1, Some(3), Some(1))));
     let view = store
@@ -1122,4 +1140,69 @@ async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_throug
         .expect("order")
         .expect("the order is there");
     assert_eq!(view.vouchers[0].used, 1, "{view:?}");
+}
+
+/// Without the `RELOAD` privilege the store cannot close the tables: the write ends as a busy
+/// answer, as the docs say, and `/metrics` counts the failed closing for an operator to see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trigger_reload_that_is_not_allowed_is_counted_as_failed() {
+    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
+        return;
+    };
+    let store = open(&db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
+    store.close().await;
+    let Some(mut shell) = break_the_vouchers_triggers(&db, f.id(1)).await else {
+        return;
+    };
+    // A user with every privilege on this database, which does not include the global RELOAD.
+    let user = format!("{}_u", db.name());
+    for grant in [
+        format!("DROP USER IF EXISTS '{user}'@'%'"),
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
+        format!("GRANT ALL ON `{}`.* TO '{user}'@'%'", db.name()),
+    ] {
+        // The names come from the scratch database's own name.
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
+            .execute(&mut shell)
+            .await
+        {
+            // A test server reached as a user who may not create users.
+            assert!(std::env::var_os("CI").is_none(), "creating a user: {e}");
+            eprintln!("skipped: creating a user: {e}");
+            return;
+        }
+    }
+    let after_userinfo = db.url().rsplit_once('@').map_or_else(
+        || db.url().split_once("://").map_or("", |(_, rest)| rest),
+        |(_, rest)| rest,
+    );
+    let url = format!("mysql://{user}:pw@{after_userinfo}");
+    let store = SqlStore::connect(&url, &settings())
+        .await
+        .expect("open as the user");
+
+    let refused = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await
+        .expect_err("the tables stay broken");
+    assert!(
+        matches!(&refused, LedgerError::Unavailable(text) if text.starts_with("busy after")),
+        "{refused:?}"
+    );
+    let m = store.metrics().await.expect("metrics");
+    assert_eq!(m.trigger_reloads, 0);
+    assert!(m.failed_trigger_reloads >= 1, "{m:?}");
+    store.close().await;
+    sqlx::raw_sql("FLUSH LOCAL TABLES vouchers")
+        .execute(&mut shell)
+        .await
+        .expect("close the broken table");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER '{user}'@'%'")))
+        .execute(&mut shell)
+        .await
+        .expect("drop the user");
 }

@@ -165,6 +165,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 ));
             }
             extra.push(gauge(
+                "ticketd_store_trigger_reloads_total",
+                "Closings of the MySQL/MariaDB tables whose triggers failed to load, so that \
+                 the server loads them again.",
+                m.trigger_reloads as f64,
+            ));
+            extra.push(gauge(
+                "ticketd_store_failed_trigger_reloads_total",
+                "Such closings that failed: writes to those tables are refused until an \
+                 operator closes them.",
+                m.failed_trigger_reloads as f64,
+            ));
+            extra.push(gauge(
                 "ticketd_ledger_up",
                 "1 when the ledger answered this scrape.",
                 1.0,
