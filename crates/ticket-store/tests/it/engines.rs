@@ -1043,6 +1043,18 @@ async fn a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name(engine: Eng
     drop(holder);
 }
 
+/// A fresh MariaDB ledger with one app and one order (`f.id(1)`, code `C` of capacity 3), for
+/// the tests that break its `vouchers` triggers; `None` without a MariaDB server.
+async fn one_order_of_code_c() -> Option<(ScratchDatabase, SqlStore, Fresh, String)> {
+    let db = ScratchDatabase::fresh(Engine::MySql)?;
+    let store = open(&db, &settings()).await;
+    let f = Fresh::new();
+    let a = f.key("app");
+    given_app(&store, &a).await;
+    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
+    Some((db, store, f, a))
+}
+
 /// Leaves `vouchers` of `db` open in MariaDB's table cache with a trigger that failed to
 /// load, so that the server refuses writes to it until the table is closed (see the test
 /// below); `None` when the server's files are out of reach here. `order` is an order with a
@@ -1111,14 +1123,9 @@ async fn break_the_vouchers_triggers(
 /// The store closes the tables and the verify goes through, counted once, totals and all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_through() {
-    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
+    let Some((db, store, f, a)) = one_order_of_code_c().await else {
         return;
     };
-    let store = open(&db, &settings()).await;
-    let f = Fresh::new();
-    let a = f.key("app");
-    given_app(&store, &a).await;
-    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
 
     let Some(mut shell) = break_the_vouchers_triggers(&db, f.id(1)).await else {
         return;
@@ -1146,14 +1153,9 @@ async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_throug
 /// answer, as the docs say, and `/metrics` counts the failed closing for an operator to see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trigger_reload_that_is_not_allowed_is_counted_as_failed() {
-    let Some(db) = ScratchDatabase::fresh(Engine::MySql) else {
+    let Some((db, store, f, a)) = one_order_of_code_c().await else {
         return;
     };
-    let store = open(&db, &settings()).await;
-    let f = Fresh::new();
-    let a = f.key("app");
-    given_app(&store, &a).await;
-    given_order(&store, order(f.id(1), &a, &[("C", 3)])).await;
     store.close().await;
     let Some(mut shell) = break_the_vouchers_triggers(&db, f.id(1)).await else {
         return;
