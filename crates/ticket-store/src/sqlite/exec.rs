@@ -9,7 +9,7 @@
 //! success that changed nothing.
 
 use rusqlite::types::{Null, ToSqlOutput, ValueRef};
-use rusqlite::{CachedStatement, Connection, ToSql};
+use rusqlite::{CachedStatement, Connection, Statement, ToSql};
 use ticket_ledger::LedgerError;
 
 use super::rows::{ledger_error, violation, During, Violation};
@@ -30,18 +30,38 @@ impl ToSql for Param<'_> {
 /// statement as its [`Check`] says.
 pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<(), LedgerError> {
     let mut prepared: Option<(&'static str, CachedStatement<'_>)> = None;
+    write_through(rows, |sql, execute| {
+        let statement = match &mut prepared {
+            Some((prepared, statement)) if *prepared == sql => statement,
+            _ => &mut prepared.insert((sql, conn.prepare_cached(sql)?)).1,
+        };
+        Ok(execute(statement))
+    })
+}
+
+/// [`write`] with the statements the writer holds ([`Held`]): the verifies' path, which
+/// takes each of its statements from rusqlite's cache and gives it back otherwise.
+pub(crate) fn write_held(
+    held: &dyn Prepared,
+    rows: &(impl Rows + ?Sized),
+) -> Result<(), LedgerError> {
+    write_through(rows, |sql, execute| held.with_statement(sql, execute))
+}
+
+/// Runs each row's statement through `run` (the outer error: it could not be prepared) and
+/// checks what it changed.
+fn write_through(
+    rows: &(impl Rows + ?Sized),
+    mut run: impl FnMut(&'static str, Execute<'_>) -> rusqlite::Result<rusqlite::Result<usize>>,
+) -> Result<(), LedgerError> {
     for step in rows.steps() {
         let Some(sql) = on_sqlite(step.sql) else {
             continue;
         };
-        let statement = match &mut prepared {
-            Some((prepared, statement)) if *prepared == sql => statement,
-            _ => {
-                let statement = conn.prepare_cached(sql).during(step.during)?;
-                &mut prepared.insert((sql, statement)).1
-            }
-        };
-        let changed = statement.execute(rusqlite::params_from_iter(&step.params));
+        let changed = run(sql, &mut |statement| {
+            statement.execute(rusqlite::params_from_iter(&step.params))
+        })
+        .during(step.during)?;
         let changed = match (changed, &step.check) {
             (Ok(changed), _) => u64::try_from(changed).unwrap_or(u64::MAX),
             (Err(e), Check::OneRowUnique(_, unique)) => {
@@ -63,6 +83,68 @@ pub(crate) fn write(conn: &Connection, rows: &(impl Rows + ?Sized)) -> Result<()
         }
     }
     Ok(())
+}
+
+/// What [`write_through`] does with a prepared statement.
+type Execute<'e> = &'e mut dyn FnMut(&mut Statement<'_>) -> rusqlite::Result<usize>;
+
+/// Statements prepared once and run many times ([`Held`]); a trait so that a [`Tx`] can lend
+/// them without naming the connection's lifetime twice.
+///
+/// [`Tx`]: super::writer::Tx
+pub(crate) trait Prepared {
+    /// Runs `execute` on the statement of `sql`, preparing it the first time; the outer error
+    /// is the preparation's.
+    fn with_statement(
+        &self,
+        sql: &'static str,
+        execute: Execute<'_>,
+    ) -> rusqlite::Result<rusqlite::Result<usize>>;
+}
+
+/// The write statements of the writer's verifies, held for its connection's life.
+///
+/// Why: `prepare_cached` looks a statement up by its text and puts it back afterwards, which
+/// trims the text, hashes it twice, copies it into a new key and clears the bindings: about
+/// 1,800 instructions each time, five times per verify (docs/PERFORMANCE.md, "Eleventh
+/// session"). Held here, a statement is found among a handful by its text's address. They are
+/// the few fixed texts of the verify plan ([`on_sqlite`]), so the set stays that small; each
+/// goes back to rusqlite's cache when the writer drops this, before it closes the connection.
+pub(crate) struct Held<'c> {
+    conn: &'c Connection,
+    statements: std::cell::RefCell<Vec<(&'static str, CachedStatement<'c>)>>,
+}
+
+impl<'c> Held<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            statements: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Prepared for Held<'_> {
+    fn with_statement(
+        &self,
+        sql: &'static str,
+        execute: Execute<'_>,
+    ) -> rusqlite::Result<rusqlite::Result<usize>> {
+        let mut statements = self.statements.borrow_mut();
+        // The same text is the same `&'static str` wherever the plan names it; another copy of
+        // it (the compiler may keep two) compares equal too.
+        let found = statements
+            .iter()
+            .position(|(held, _)| std::ptr::eq(*held, sql) || *held == sql);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                statements.push((sql, self.conn.prepare_cached(sql)?));
+                statements.len() - 1
+            }
+        };
+        Ok(execute(&mut statements[index].1))
+    }
 }
 
 /// The statement SQLite runs for one of the shared plan statements, or `None` when SQLite
@@ -116,4 +198,58 @@ pub(crate) fn write_row<R: WriteRow>(conn: &Connection, row: &R) -> rusqlite::Re
         .prepare_cached(R::SQL)?
         .execute(rusqlite::params_from_iter(row.params()))?;
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scratch() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
+            .unwrap();
+        conn
+    }
+
+    const INSERT: &str = "INSERT INTO t (x) VALUES (?1)";
+
+    fn insert(held: &dyn Prepared, sql: &'static str, x: i64) -> rusqlite::Result<usize> {
+        held.with_statement(sql, &mut |statement| statement.execute([x]))?
+    }
+
+    #[test]
+    fn a_held_statement_is_prepared_once_and_run_again_and_again() {
+        let conn = scratch();
+        let held = Held::new(&conn);
+        for x in 0..3 {
+            assert_eq!(insert(&held, INSERT, x), Ok(1));
+        }
+        // The same text at another address is the same statement.
+        let copy: &'static str = String::from(INSERT).leak();
+        assert!(!std::ptr::eq(copy, INSERT));
+        assert_eq!(insert(&held, copy, 3), Ok(1));
+        assert_eq!(held.statements.borrow().len(), 1);
+        // A refused row is the execution's error; the statement stays usable.
+        let refused = held
+            .with_statement(INSERT, &mut |statement| statement.execute([1]))
+            .expect("prepared");
+        assert!(matches!(
+            violation(&refused.unwrap_err()),
+            Some(Violation::Unique(_))
+        ));
+        assert_eq!(insert(&held, INSERT, 4), Ok(1));
+        // A statement that cannot be prepared is the outer error, and is not held.
+        assert!(held
+            .with_statement("INSERT INTO nowhere VALUES (1)", &mut |s| s.execute([]))
+            .is_err());
+        assert_eq!(held.statements.borrow().len(), 1);
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 5);
+        // Dropped, the statement goes back to the connection, which then closes cleanly.
+        drop(held);
+        assert!(conn.close().is_ok());
+    }
 }

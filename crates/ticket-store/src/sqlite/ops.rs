@@ -152,17 +152,20 @@ pub(crate) fn verify_keeping_anomaly(
     } else {
         Vec::new()
     };
+    // Through the statements the writer holds: a verify's five or so statements are the
+    // writer's most frequent (`exec::Held`).
+    let prepared = tx.prepared;
     let applied = keeping_anomaly(
         tx,
         |e| refusal_anomaly(e, Some(id), Some(&cmd.app_key), &cmd.meta),
         |conn| {
             if direct {
                 fold::fold(conn)?;
-                exec::write(conn, &rows)?;
+                exec::write_held(prepared, &rows)?;
                 fold::write_folded(conn, &folded_fingerprints)?;
                 fold::fold(conn).map(drop)
             } else {
-                exec::write(conn, &rows)
+                exec::write_held(prepared, &rows)
             }
         },
     )?;

@@ -38,15 +38,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::ThreadClock;
 use super::durable::{self, Broken, Fsync, Nudge, RESTART_PAGES, SYNC_QUEUE};
+use super::exec::{Held, Prepared};
 use super::fold;
 use super::rows::ledger_error;
 use super::snapshots::Snapshots;
 
 /// What a write job works with: the write connection, inside its batch's transaction (and its
-/// own savepoint, unless it runs [`Guard::Unguarded`]), and the writer's [`Snapshots`] of
-/// orders.
+/// own savepoint, unless it runs [`Guard::Unguarded`]), the statements the writer holds for
+/// it ([`Held`]), and the writer's [`Snapshots`] of orders.
 pub(crate) struct Tx<'a> {
     pub(crate) conn: &'a Connection,
+    pub(crate) prepared: &'a dyn Prepared,
     pub(crate) snapshots: &'a mut Snapshots,
     guard: Guard,
 }
@@ -503,6 +505,7 @@ fn run(
     let restart_pages = durability.restart_pages;
     conn.wal_hook(Some(remember_wal_pages));
 
+    let statements = Held::new(&conn);
     let mut snapshots = Snapshots::default();
     let mut folds = Folds::default();
     let mut linger = Linger::default();
@@ -533,9 +536,18 @@ fn run(
         let outcome = if broken.is_set() {
             Err(Broken::error())
         } else {
-            run_batch(&conn, &mut snapshots, &mut batch, stats, |batch| {
-                hold.is_some_and(|until| Linger::next(until, &mut queue, batch, stats, &mut held))
-            })
+            run_batch(
+                &conn,
+                &statements,
+                &mut snapshots,
+                &mut batch,
+                stats,
+                |batch| {
+                    hold.is_some_and(|until| {
+                        Linger::next(until, &mut queue, batch, stats, &mut held)
+                    })
+                },
+            )
         };
         linger.count(batch.len());
         let size = batch.len() as u64;
@@ -611,6 +623,7 @@ fn run(
     if let Some(checkpointer) = checkpointer {
         let _ = checkpointer.join();
     }
+    drop(statements);
     if let Err((_, e)) = conn.close() {
         tracing::error!(error = %super::rows::chain(&e), "closing the ledger write connection");
     }
@@ -1068,6 +1081,7 @@ pub(crate) fn micros(d: std::time::Duration) -> u64 {
 /// do the jobs `more` adds after that.
 fn run_batch(
     conn: &Connection,
+    prepared: &dyn Prepared,
     snapshots: &mut Snapshots,
     batch: &mut Vec<Box<dyn Job>>,
     stats: &Stats,
@@ -1080,7 +1094,7 @@ fn run_batch(
             let mut guarded = false;
             loop {
                 let jobs = batch.get_mut(ran..).unwrap_or_default();
-                if run_jobs(conn, snapshots, jobs, &mut guarded)? == Ran::Unguarded {
+                if run_jobs(conn, prepared, snapshots, jobs, &mut guarded)? == Ran::Unguarded {
                     stats.guarded_reruns.fetch_add(1, Ordering::Relaxed);
                     exec(conn, "ROLLBACK", "rolling back to run a batch again")?;
                     // What the jobs put in the snapshots describes writes just undone.
@@ -1089,7 +1103,7 @@ fn run_batch(
                     begin(conn, snapshots)?;
                     guarded = true;
                     // Guarded, every job runs to its end: nothing is left to run again.
-                    run_jobs(conn, snapshots, batch, &mut guarded)?;
+                    run_jobs(conn, prepared, snapshots, batch, &mut guarded)?;
                 }
                 ran = batch.len();
                 if !more(batch) {
@@ -1136,6 +1150,7 @@ enum Ran {
 /// write that changed no row, a full disk), and is worth a second run of its batch.
 fn run_jobs(
     conn: &Connection,
+    prepared: &dyn Prepared,
     snapshots: &mut Snapshots,
     jobs: &mut [Box<dyn Job>],
     guarded: &mut bool,
@@ -1152,6 +1167,7 @@ fn run_jobs(
         };
         let mut tx = Tx {
             conn,
+            prepared,
             snapshots: &mut *snapshots,
             guard,
         };

@@ -667,17 +667,25 @@ fn a_held_batch_runs_each_job_as_it_comes_in_its_one_transaction() {
     let mut batch = vec![job(1)];
     let mut asked = Vec::new();
     let stats = Stats::default();
-    let outcome = run_batch(&conn, &mut snapshots, &mut batch, &stats, |batch| {
-        // Every job taken so far has run, in the open transaction, before the next is taken.
-        asked.push(count(&conn).expect("count"));
-        assert!(!conn.is_autocommit(), "the batch's transaction is open");
-        if batch.len() < 3 {
-            batch.push(job(i64::try_from(batch.len()).expect("len") + 1));
-            true
-        } else {
-            false
-        }
-    });
+    let statements = Held::new(&conn);
+    let outcome = run_batch(
+        &conn,
+        &statements,
+        &mut snapshots,
+        &mut batch,
+        &stats,
+        |batch| {
+            // Every job taken so far has run, in the open transaction, before the next is taken.
+            asked.push(count(&conn).expect("count"));
+            assert!(!conn.is_autocommit(), "the batch's transaction is open");
+            if batch.len() < 3 {
+                batch.push(job(i64::try_from(batch.len()).expect("len") + 1));
+                true
+            } else {
+                false
+            }
+        },
+    );
     assert_eq!(outcome, Ok(()));
     assert_eq!(asked, [1, 2, 3]);
     assert_eq!(*saw.lock().expect("saw"), [0, 1, 2]);
