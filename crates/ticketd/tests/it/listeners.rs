@@ -370,6 +370,54 @@ async fn a_key_that_does_not_match_the_certificate_stops_the_start() {
     assert!(format!("{error:#}").contains("missing.pem"), "{error:#}");
 }
 
+/// The binary's default text log, written to a pipe (as to a file or the journal): plain
+/// lines, no colour escape codes (`telemetry::init` colours only a terminal).
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("TICKETD_LOG", "info")
+        .env_remove("TICKETD_LOG_FORMAT")
+        .env_remove("TICKETD_DATABASE_URL")
+        .env_remove("TICKETD_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut log = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let listening = line.starts_with("ticketd: listening on ");
+            log.push(line);
+            if listening {
+                return log;
+            }
+        }
+        panic!("ticketd exited before listening: {log:?}");
+    })
+    .await
+    .expect("ticketd did not start within 60 s");
+    // The ledger's start-up lines (its migrations) came through the text formatter.
+    let migrations: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("ticket_store::sqlite::migrate"))
+        .collect();
+    assert!(migrations.len() >= 2, "{log:?}");
+    assert!(log.iter().all(|l| !l.contains('\x1b')), "{log:?}");
+    assert!(
+        migrations
+            .iter()
+            .all(|l| l.contains(" INFO ticket_store::sqlite::migrate: applying ledger migration")),
+        "{log:?}"
+    );
+}
+
 /// The binary with `--admin-listen`, TLS and `--log-format json` at the most verbose level:
 /// the startup lines name both HTTPS addresses; every line the gateway logs during a call
 /// carries that call's `request_id`; neither the app secret, nor the confirm code, nor the
