@@ -429,13 +429,24 @@ pub async fn serve_child(
     args: &[&str],
     data_dir: &std::path::Path,
 ) -> (tokio::process::Child, String) {
+    let (child, base, _) = serve_child_logging(args, data_dir, "warn").await;
+    (child, base)
+}
+
+/// [`serve_child`] logging at `level` (`TICKETD_LOG`); also returns the lines it wrote before
+/// its "listening on" line.
+pub async fn serve_child_logging(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    level: &str,
+) -> (tokio::process::Child, String, Vec<String>) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
-        .env("TICKETD_LOG", "warn")
+        .env("TICKETD_LOG", level)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -462,7 +473,7 @@ pub async fn serve_child(
             eprintln!("[ticketd {name}] {line}");
         }
     });
-    (child, format!("http://{addr}"))
+    (child, format!("http://{addr}"), seen)
 }
 
 /// A `ticketd serve` child process ([`serve_child`]) with its own data directory, and the

@@ -18,7 +18,8 @@ use top_client::{TopClient, VerifyParams, VoucherInfo};
 use top_protocol::timestamp::format_beijing;
 
 use crate::helpers::{
-    assert_success_body, minutes_ago, request_id_of, voucher_infos, TopCall, TopReply, ADMIN_TOKEN,
+    assert_success_body, minutes_ago, request_id_of, serve_child_logging, voucher_infos, TopCall,
+    TopReply, ADMIN_TOKEN,
 };
 
 const KEY: &str = "listener-vendor";
@@ -375,34 +376,8 @@ async fn a_key_that_does_not_match_the_certificate_stops_the_start() {
 #[tokio::test]
 async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .env("TICKETD_LOG", "info")
-        .env_remove("TICKETD_LOG_FORMAT")
-        .env_remove("TICKETD_DATABASE_URL")
-        .env_remove("TICKETD_LISTEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut log = Vec::new();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let listening = line.starts_with("ticketd: listening on ");
-            log.push(line);
-            if listening {
-                return log;
-            }
-        }
-        panic!("ticketd exited before listening: {log:?}");
-    })
-    .await
-    .expect("ticketd did not start within 60 s");
+    let (_child, _, log) =
+        serve_child_logging(&["--log-format", "text"], data_dir.path(), "info").await;
     // The ledger's start-up lines (its migrations) came through the text formatter.
     let migrations: Vec<&String> = log
         .iter()
