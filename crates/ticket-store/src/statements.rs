@@ -693,7 +693,8 @@ pub(crate) const BULK_INSERT_ANOMALIES: BulkInsert = BulkInsert {
 // ---------------------------------------------------------------------------------------------
 
 /// Takes the next event `seq` ([`crate::plan_rows::EventSeqRow`]): the counter row stays
-/// locked until the transaction ends, so `seq`s are consecutive and commit in order.
+/// locked until the transaction ends, so `seq`s are consecutive and commit in order. Not run
+/// on SQLite, whose events take the next `seq` themselves ([`SQLITE_INSERT_EVENT`]).
 pub(crate) const ADVANCE_EVENT_SEQ: &str =
     "UPDATE ledger_event_seq SET last = last + 1 WHERE id = 1";
 /// Writes an event with the `seq` just taken ([`crate::plan_rows::EventRow`]).
@@ -713,20 +714,23 @@ macro_rules! anomaly_of_request {
         )
     };
 }
-/// Writes an anomaly's event into `$table` with its anomaly's id.
+/// Writes an anomaly's event into `$table` with its anomaly's id and the `seq` `$seq` (an
+/// expression over the counter row, or `NULL` on SQLite).
 macro_rules! insert_anomaly_event {
-    ($table:literal) => {
+    ($table:literal, $($seq:tt)+) => {
         concat!(
             "INSERT INTO ",
             $table,
-            " (seq, event_type, order_id, at_ms, data, anomaly_id) SELECT last, ?, ?, ?, ?, ",
+            " (seq, event_type, order_id, at_ms, data, anomaly_id) SELECT ",
+            $($seq)+,
+            ", ?, ?, ?, ?, ",
             anomaly_of_request!("?", "?"),
             " FROM ledger_event_seq WHERE id = 1"
         )
     };
 }
 /// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id.
-pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_events");
+pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_events", "last");
 /// An audit entry's event data as `NewEvent::entry_data_json` writes it, rebuilt in SQL from
 /// the entry `a` (the same expression as the view `ledger_events` of SQLite's migration 0012).
 macro_rules! sqlite_entry_event_data {
@@ -743,21 +747,32 @@ macro_rules! sqlite_entry_event_data {
 /// entry instead of storing the data again; otherwise it stores the data. Either way the view
 /// `ledger_events` reads exactly the data bound.
 ///
+/// Its `seq` is `NULL`, which SQLite turns into one more than the newest event's (`seq` is
+/// the table's rowid), so SQLite's writes do not advance the counter row ([`ADVANCE_EVENT_SEQ`]
+/// is not run there, migration 0018): the single writer holds the write lock for its whole
+/// transaction, so `seq`s are as consecutive as the counter made them and commit in the same
+/// order, and no commit rewrites the counter's page (4 KiB of WAL each). Events are never
+/// deleted, so no `seq` is handed out twice. The counter row is still read (`s`), so a ledger
+/// without it writes no event. (A `seq` computed by a subquery of `event_rows` would make
+/// SQLite copy the rows into a temporary table first, as for any `INSERT … SELECT` reading its
+/// own table.)
+///
 /// `m` is one row whatever matches (a scalar subquery, `NULL` when none does), first in the
 /// `FROM` list and `CROSS JOIN`ed, so SQLite runs it as a co-routine. As the right side of a
 /// `LEFT JOIN` (this statement's first form) it was materialized: every verify's event opened
 /// and dropped a temporary B-tree of its own.
 pub(crate) const SQLITE_INSERT_EVENT: &str = concat!(
     "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
-     SELECT s.last, ?1, ?2, ?3, CASE WHEN m.seq IS NULL THEN ?4 END, m.seq \
+     SELECT NULL, ?1, ?2, ?3, CASE WHEN m.seq IS NULL THEN ?4 END, m.seq \
      FROM (SELECT (SELECT a.seq FROM audit_log AS a \
      WHERE a.seq > (SELECT max(seq) FROM audit_log) - 16 AND ",
     sqlite_entry_event_data!(),
     " = ?4 ORDER BY a.seq DESC LIMIT 1) AS seq LIMIT 1) AS m \
      CROSS JOIN ledger_event_seq AS s WHERE s.id = 1"
 );
-/// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored).
-pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows");
+/// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored), its `seq` the
+/// one after the newest event's as in [`SQLITE_INSERT_EVENT`].
+pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows", "NULL");
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";
@@ -811,6 +826,11 @@ pub(crate) const LIST_EVENTS: &str = "SELECT seq, event_type, order_id, at_ms, d
 /// `seq` handed out.
 pub(crate) const SELECT_LEDGER_ID: &str =
     "SELECT ledger_id, last FROM ledger_event_seq WHERE id = 1";
+/// [`SELECT_LEDGER_ID`] on SQLite, where the last `seq` handed out is the newest event's (see
+/// [`SQLITE_INSERT_EVENT`]), the last key of `event_rows`, found without a scan.
+pub(crate) const SQLITE_SELECT_LEDGER_ID: &str = "SELECT ledger_id, \
+     coalesce((SELECT max(r.seq) FROM event_rows AS r), 0) \
+     FROM ledger_event_seq WHERE id = 1";
 /// Takes or renews the relay's lease (bind holder, until, holder, now): one row when `holder`
 /// holds it now.
 pub(crate) const CLAIM_RELAY: &str = "UPDATE ledger_event_relay SET holder = ?, \

@@ -316,7 +316,8 @@ impl Rows for AnomalyRow {
 }
 
 /// A change event as `ledger_events` stores it ([`NewEvent`]); its `seq` is taken from
-/// `ledger_event_seq` by the [`EventSeqRow`] step before it.
+/// `ledger_event_seq` by the [`EventSeqRow`] step before it (on SQLite by the event's own
+/// insert, after the newest event: `statements::SQLITE_INSERT_EVENT`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct EventRow {
     pub(crate) event_type: &'static str,

@@ -108,6 +108,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "checks_without_lists",
         sql: include_str!("../../migrations/sqlite/0017_checks_without_lists.sql"),
     },
+    Migration {
+        version: 18,
+        name: "event_seq_from_events",
+        sql: include_str!("../../migrations/sqlite/0018_event_seq_from_events.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -299,7 +299,7 @@ pub(crate) fn events(
 ) -> Result<ticket_ledger::EventPage, LedgerError> {
     let (after, limit) = shared::events_page(after, limit);
     let ledger: (String, i64) = conn
-        .prepare_cached(statements::SELECT_LEDGER_ID)
+        .prepare_cached(statements::SQLITE_SELECT_LEDGER_ID)
         .during("preparing the ledger id read")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .during("reading the ledger id")?;

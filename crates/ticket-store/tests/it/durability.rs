@@ -118,13 +118,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (14, "fingerprints_by_gate_time".to_owned()),
             (15, "uses_by_record_time".to_owned()),
             (16, "ids_without_autoincrement".to_owned()),
-            (17, "checks_without_lists".to_owned())
+            (17, "checks_without_lists".to_owned()),
+            (18, "event_seq_from_events".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 17);
+    assert_eq!(version, 18);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,7 +317,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 17);
+    assert_eq!(store.schema_version(), 18);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -761,7 +761,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 17);
+    assert_eq!(store.schema_version(), 18);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -856,7 +856,7 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 17);
+    assert_eq!(store.schema_version(), 18);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
@@ -1056,7 +1056,7 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     assert_eq!(events_before.len(), 73);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 17);
+    assert_eq!(store.schema_version(), 18);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     // Every row kept, column by column, under the same key.
@@ -1212,7 +1212,7 @@ async fn checks_that_name_their_values_refuse_what_the_lists_refused() {
     }
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 17);
+    assert_eq!(store.schema_version(), 18);
     store.close().await;
     let raw = Connection::open(&path).expect("raw");
     let after = table_sql(&raw);
@@ -1285,6 +1285,105 @@ async fn checks_that_name_their_values_refuse_what_the_lists_refused() {
     };
     assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
     assert_eq!(table_sql(&early), after);
+}
+
+/// Migration 0018 on a schema 16 ledger (`ledger-schema-16.db`): the events written after
+/// the upgrade take the `seq`s after the newest event's, one each, no write advances the
+/// counter row, and the feed's head follows the events, whatever the counter row says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_after_migration_0018_follow_the_newest_event_and_leave_the_counter_row() {
+    let (_dir, path) = fixture("ledger-schema-16.db");
+    let (newest, before) = {
+        let raw = Connection::open(&path).expect("raw");
+        let (last, newest): (i64, i64) = raw
+            .query_row(
+                "SELECT last, (SELECT max(seq) FROM event_rows) FROM ledger_event_seq",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the counter");
+        assert!(newest > 0, "the fixture has events");
+        assert_eq!(
+            last, newest,
+            "the fixture's counter is its newest event's seq"
+        );
+        let before = read_before(&raw);
+        let ((id, code), n) = before.used.into_iter().next().expect("a code");
+        let app: String = raw
+            .query_row("SELECT app_key FROM orders WHERE order_id = ?", [id], |r| {
+                r.get(0)
+            })
+            .expect("the order's app");
+        (newest, (app, id, code, n))
+    };
+    let (app, id, code, n) = &before;
+    let apply = |k: i64| {
+        let mut cmd = Verify::of(app, *id)
+            .entry(code, 1, Some(Utc::now() + Duration::seconds(k)))
+            .request_id(&format!("after-0018-{k}"))
+            .build();
+        cmd.meta.received_at = Utc::now();
+        cmd
+    };
+    let counter = |raw: &Connection| -> i64 {
+        raw.query_row("SELECT last FROM ledger_event_seq WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("the counter")
+    };
+    // The events after `after`: their `seq`s and the requests of the entries they name.
+    let events_after = |raw: &Connection, after: i64| -> Vec<(i64, String)> {
+        raw.prepare(
+            "SELECT e.seq, a.request_id FROM event_rows e JOIN audit_log a ON a.seq = e.audit_seq \
+             WHERE e.seq > ?1 ORDER BY e.seq",
+        )
+        .expect("events")
+        .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("events")
+        .collect::<Result<_, _>>()
+        .expect("events")
+    };
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.events(0, 1).await.expect("feed").last_seq, newest);
+    for k in 1..=3 {
+        let outcome = store.verify(apply(k)).await.expect("verify");
+        assert_eq!(outcome.kind, OutcomeKind::Applied);
+    }
+    let raw = Connection::open(&path).expect("raw");
+    let expected: Vec<(i64, String)> = (1..=3)
+        .map(|k| (newest + k, format!("after-0018-{k}")))
+        .collect();
+    assert_eq!(events_after(&raw, newest), expected);
+    assert_eq!(counter(&raw), newest, "no write advanced the counter row");
+    let page = store.events(newest, 10).await.expect("feed");
+    assert_eq!(page.last_seq, newest + 3);
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![newest + 1, newest + 2, newest + 3]
+    );
+    assert!(used(&store, *id).await.contains(&(code.clone(), n + 3)));
+    store.close().await;
+    drop(store);
+
+    // The counter row is not what the `seq`s come from: with it set back, the feed's head and
+    // the next event still follow the newest event.
+    raw.execute("UPDATE ledger_event_seq SET last = 0 WHERE id = 1", [])
+        .expect("a stale counter");
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.events(0, 1).await.expect("feed").last_seq, newest + 3);
+    assert_eq!(
+        store.verify(apply(4)).await.expect("verify").kind,
+        OutcomeKind::Applied
+    );
+    assert_eq!(
+        events_after(&raw, newest + 3),
+        vec![(newest + 4, "after-0018-4".to_owned())]
+    );
+    assert_eq!(store.events(0, 1).await.expect("feed").last_seq, newest + 4);
+    assert_eq!(counter(&raw), 0);
+    store.close().await;
 }
 
 /// A copy of `tests/fixtures/<name>` in a temporary directory (kept while the guard lives).
