@@ -752,7 +752,8 @@ macro_rules! sqlite_entry_event_data {
 /// is not run there, migration 0018): the single writer holds the write lock for its whole
 /// transaction, so `seq`s are as consecutive as the counter made them and commit in the same
 /// order, and no commit rewrites the counter's page (4 KiB of WAL each). Events are never
-/// deleted, so no `seq` is handed out twice. The counter row is still read (`s`), so a ledger
+/// deleted or renumbered (migration 0018's triggers refuse it), so no `seq` is handed out
+/// twice. The counter row is still read (`s`), so a ledger
 /// without it writes no event. (A `seq` computed by a subquery of `event_rows` would make
 /// SQLite copy the rows into a temporary table first, as for any `INSERT … SELECT` reading its
 /// own table.)

@@ -10,8 +10,8 @@
 -- `seq` NULL, which SQLite makes one more than the newest event's (`seq` is the rowid of
 -- `event_rows`). SQLite has one writer at a time, holding the write lock for its whole
 -- transaction, so the `seq`s are as consecutive as the counter made them and commit in the
--- same order; events are never deleted, so none is handed out twice
--- (`statements::SQLITE_INSERT_EVENT`). The feed's head is the newest event's `seq`
+-- same order; events are never deleted or renumbered (the two triggers below make sure), so
+-- none is handed out twice (`statements::SQLITE_INSERT_EVENT`). The feed's head is the newest event's `seq`
 -- (`statements::SQLITE_SELECT_LEDGER_ID`); an import still sets `last` to it.
 --
 -- Every ledger ticketd wrote has `last` equal to its newest event's `seq` (each advance and
@@ -24,3 +24,16 @@
 UPDATE ledger_event_seq
    SET last = coalesce((SELECT max(seq) FROM event_rows), 0)
  WHERE id = 1;
+
+-- A deleted or renumbered event would let its `seq` be handed out again, to another event
+-- that a consumer positioned past it never reads. (Nothing in ticketd deletes or renumbers
+-- one; the counter row protected the `seq`s from it before.)
+CREATE TRIGGER event_rows_no_delete BEFORE DELETE ON event_rows
+BEGIN
+    SELECT RAISE(ABORT, 'event_rows is append-only');
+END;
+
+CREATE TRIGGER event_rows_no_renumber BEFORE UPDATE OF seq ON event_rows
+BEGIN
+    SELECT RAISE(ABORT, 'event_rows is append-only');
+END;

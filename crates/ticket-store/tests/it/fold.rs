@@ -1074,13 +1074,19 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     }
     assert_eq!(count("SELECT count(*) FROM sqlite_sequence"), 0);
     // The rest of the schema is as it was (the views and their triggers created again), with
-    // one trigger more.
+    // one trigger more, and migration 0018's two on `event_rows` (its own test below).
     let mut schema_after = schema(&raw);
-    let guard = schema_after
-        .iter()
-        .position(|(_, name, _)| name == "voucher_uses_no_delete")
-        .expect("the new trigger");
-    schema_after.remove(guard);
+    for trigger in [
+        "voucher_uses_no_delete",
+        "event_rows_no_delete",
+        "event_rows_no_renumber",
+    ] {
+        let guard = schema_after
+            .iter()
+            .position(|(_, name, _)| name == trigger)
+            .expect("a new trigger");
+        schema_after.remove(guard);
+    }
     let migrations = |s: &mut Vec<(String, String, Option<String>)>| {
         s.retain(|(_, name, _)| name != "schema_migrations");
     };
@@ -1289,7 +1295,8 @@ async fn checks_that_name_their_values_refuse_what_the_lists_refused() {
 
 /// Migration 0018 on a schema 16 ledger (`ledger-schema-16.db`): the events written after
 /// the upgrade take the `seq`s after the newest event's, one each, no write advances the
-/// counter row, and the feed's head follows the events, whatever the counter row says.
+/// counter row, the feed's head follows the events, whatever the counter row says, and no
+/// event can be deleted or renumbered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_after_migration_0018_follow_the_newest_event_and_leave_the_counter_row() {
     let (_dir, path) = fixture("ledger-schema-16.db");
@@ -1384,6 +1391,16 @@ async fn events_after_migration_0018_follow_the_newest_event_and_leave_the_count
     assert_eq!(store.events(0, 1).await.expect("feed").last_seq, newest + 4);
     assert_eq!(counter(&raw), 0);
     store.close().await;
+
+    // Nor can an event be deleted or renumbered, which would free its `seq` for another.
+    for sql in [
+        "DELETE FROM event_rows WHERE seq = (SELECT max(seq) FROM event_rows)",
+        "UPDATE event_rows SET seq = seq + 100 WHERE seq = (SELECT max(seq) FROM event_rows)",
+    ] {
+        let refused = raw.execute(sql, []).expect_err(sql).to_string();
+        assert!(refused.contains("event_rows is append-only"), "{refused}");
+    }
+    assert_eq!(events_after(&raw, newest).len(), 4);
 }
 
 /// A copy of `tests/fixtures/<name>` in a temporary directory (kept while the guard lives).
