@@ -2,7 +2,8 @@
 //!
 //! [`write`] runs inside the writer's transaction (a job's savepoint): an `Err` undoes the
 //! job. Each statement is prepared once per connection and cached (`prepare_cached`), and
-//! taken from the cache once for a run of rows of one table. Every write that must change
+//! taken from the cache once for a run of rows of one table; a verify's statements are held
+//! by the writer instead ([`write_held`], [`Held`]). Every write that must change
 //! exactly one row checks that it did (`rows::one_row`): one that changes none means the database
 //! disagrees with what the plan was made from, and the whole operation is refused with
 //! [`LedgerError::WriteChangedNoRow`] and recorded as an anomaly — never answered as a
@@ -106,10 +107,11 @@ pub(crate) trait Prepared {
 ///
 /// Why: `prepare_cached` looks a statement up by its text and puts it back afterwards, which
 /// trims the text, hashes it twice, copies it into a new key and clears the bindings: about
-/// 1,800 instructions each time, five times per verify (docs/PERFORMANCE.md, "Eleventh
-/// session"). Held here, a statement is found among a handful by its text's address. They are
-/// the few fixed texts of the verify plan ([`on_sqlite`]), so the set stays that small; each
-/// goes back to rusqlite's cache when the writer drops this, before it closes the connection.
+/// 1,800 instructions each time, once per statement of a verify (five then, four since
+/// migration 0018; docs/PERFORMANCE.md, "Eleventh session"). Held here, a statement is found
+/// among a handful by its text's address. They are the few fixed texts of the verify plan
+/// ([`on_sqlite`]), so the set stays that small; each goes back to rusqlite's cache when the
+/// writer drops this, before it closes the connection.
 pub(crate) struct Held<'c> {
     conn: &'c Connection,
     statements: std::cell::RefCell<Vec<(&'static str, CachedStatement<'c>)>>,

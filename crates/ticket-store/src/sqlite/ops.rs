@@ -152,7 +152,7 @@ pub(crate) fn verify_keeping_anomaly(
     } else {
         Vec::new()
     };
-    // Through the statements the writer holds: a verify's five or so statements are the
+    // Through the statements the writer holds: a verify's four or so statements are the
     // writer's most frequent (`exec::Held`).
     let prepared = tx.prepared;
     let applied = keeping_anomaly(
