@@ -204,6 +204,25 @@ proptest! {
         let _ = top_protocol::params::parse_body(Some("multipart/form-data; boundary=b"), &bytes);
     }
 
+    /// Values decode exactly as the form rules say, one byte at a time: escapes, stray `%`s,
+    /// `+`, and bytes that are not UTF-8 (which refuse the whole body) included.
+    #[test]
+    fn urlencoded_values_decode_as_a_byte_at_a_time(
+        bytes in prop::collection::vec(prop_oneof![
+            Just(b'%'), Just(b'+'), Just(b'2'), Just(b'B'), Just(b'e'), Just(b'9'),
+            Just(0xe9u8), Just(0x97u8), Just(0xa8u8), any::<u8>(),
+        ], 0..64),
+    ) {
+        let value: Vec<u8> = bytes.into_iter().filter(|b| !matches!(b, b'&' | b'=')).collect();
+        let mut body = b"k=".to_vec();
+        body.extend_from_slice(&value);
+        let parsed = parse_urlencoded(&body);
+        match decode_a_byte_at_a_time(&value) {
+            Some(expected) => prop_assert_eq!(parsed.unwrap(), vec![("k".to_owned(), expected)]),
+            None => prop_assert!(matches!(parsed, Err(ParamError::InvalidEncoding(_)))),
+        }
+    }
+
     #[test]
     fn body_parser_never_panics_on_any_content_type(
         ct in "[ -~]{0,60}",
@@ -213,6 +232,26 @@ proptest! {
         let mp = format!("multipart/form-data; {ct}");
         let _ = top_protocol::params::parse_body(Some(&mp), &bytes);
     }
+}
+
+/// A form component decoded by the rules, one byte at a time: `+` is a space, `%` and two hex
+/// digits a byte, any other `%` itself; `None` when the result is not UTF-8.
+fn decode_a_byte_at_a_time(raw: &[u8]) -> Option<String> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < raw.len() {
+        match (raw[i], hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// XML 1.0 `Char`: what a well-formed document may carry, raw or as a reference.
