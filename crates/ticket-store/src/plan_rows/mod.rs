@@ -204,15 +204,21 @@ fn json_text(value: &serde_json::Value) -> String {
 impl AuditRow {
     /// The row of `entry` (its `seq` is the database's to hand out).
     pub(crate) fn of(position: usize, entry: AuditEntry) -> Self {
-        let detail = json_text(&entry.detail);
+        Self::of_rendered(position, entry.map_detail(|detail| json_text(&detail)))
+    }
+
+    /// The row of `entry`, whose detail is JSON text already (a verify's, rendered from its
+    /// plan: `VerifyPlan::rendered_audit_entries`).
+    pub(crate) fn of_rendered(position: usize, entry: AuditEntry<String>) -> Self {
+        let event = EventType::of_entry(&entry).map(|kind| EventRow {
+            event_type: kind.as_str(),
+            order_id: entry.order_id,
+            at_ms: ms(entry.at),
+            data: NewEvent::entry_data_json(&entry, &entry.detail),
+        });
         Self {
             position,
-            event: EventType::of_entry(&entry).map(|kind| EventRow {
-                event_type: kind.as_str(),
-                order_id: entry.order_id,
-                at_ms: ms(entry.at),
-                data: NewEvent::entry_data_json(&entry, &detail),
-            }),
+            event,
             request_id: entry.request_id,
             at_ms: ms(entry.at),
             action: entry.action,
@@ -220,7 +226,7 @@ impl AuditRow {
             order_id: entry.order_id,
             outcome: entry.outcome.as_str(),
             reason: entry.reason,
-            detail,
+            detail: entry.detail,
             client_ip: entry.client_ip,
         }
     }

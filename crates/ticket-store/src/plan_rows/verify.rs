@@ -97,8 +97,9 @@ impl VerifyRows {
                 });
             }
         }
-        for entry in plan.audit_entries(snapshot, cmd) {
-            self.audit.push(AuditRow::of(self.audit.len(), entry));
+        for entry in plan.rendered_audit_entries(snapshot, cmd) {
+            self.audit
+                .push(AuditRow::of_rendered(self.audit.len(), entry));
         }
         for anomaly in plan.anomalies(cmd) {
             self.add_anomaly(&anomaly);

@@ -27,10 +27,10 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use ticket_ledger::{
-    plan_verify, AppKey, ConfirmCode, Fingerprint, Flag, IssueState, LedgerError, OrderId,
-    OrderRecord, OrderRef, OrderSnapshot, OutOrderId, OutcomeKind, RefundRequest, RefundState,
-    RequestMeta, UsedDateProblem, VerifyCommand, VerifyOrigin, VerifyPlan, VerifyPolicy,
-    VerifyUses, VoucherRecord, VoucherUse, WriteOffType,
+    plan_verify, AppKey, AuditEntry, ConfirmCode, Fingerprint, Flag, IssueState, LedgerError,
+    OrderId, OrderRecord, OrderRef, OrderSnapshot, OutOrderId, OutcomeKind, RefundRequest,
+    RefundState, RequestMeta, UsedDateProblem, VerifyCommand, VerifyOrigin, VerifyPlan,
+    VerifyPolicy, VerifyUses, VoucherRecord, VoucherUse, WriteOffType,
 };
 
 const APP: &str = "app-own";

@@ -153,3 +153,56 @@ fn a_large_report_finds_each_code_wherever_it_is_in_the_order() {
         Err(LedgerError::VoucherNotFound { code: code("C99") })
     );
 }
+
+/// A store writes a verify's entries as rendered from the plan's parts
+/// (`rendered_audit_entries`); readers and the behaviour suite see `audit_entries`. The two
+/// must be the same text, byte for byte: with flags, with several changes, with a status
+/// transition after the verify's entry, for replays, and with a summary whose text needs
+/// escaping.
+#[test]
+fn rendered_audit_entries_are_the_entries_as_text() {
+    let summary = serde_json::json!({"order_id": "7", "memo": "门票 \"gate\"\n\u{2028}", "n": [1, 2.5, null]});
+    let late = with(snap(&[("A", 1, 1), ("B", 2, 0)]), |s| {
+        s.order.valid_until = Some(gate(0));
+    });
+    let cases = [
+        (snap(&[("A", 3, 0)]), delta(&[("A", 1, Some(gate(0)))])),
+        (
+            snap(&[("A", 3, 0), ("B", 2, 1), ("C", 1, 0)]),
+            delta(&[
+                ("A", 2, Some(gate(0))),
+                ("B", 1, None),
+                ("C", 1, Some(gate(1))),
+            ]),
+        ),
+        (snap(&[("A", 1, 0)]), delta(&[("A", 1, Some(gate(0)))])),
+        (
+            late,
+            cmd(WriteOffType::Delta, VerifyUses::Order { check_num: 1 }),
+        ),
+        (
+            with(snap(&[("A", 3, 1)]), |s| {
+                s.seen.insert(fp("A", gate(0), 1));
+            }),
+            delta(&[("A", 1, Some(gate(0)))]),
+        ),
+        (snap(&[("A", 3, 1)]), cumul(&[("A", 1, None)])),
+    ];
+    let mut flagged = 0;
+    let mut transitions = 0;
+    for (s, c) in cases {
+        let c = edit(c, |c| c.meta.summary = summary.clone());
+        let plan = plan_verify(&s, &c).expect("planned");
+        let want: Vec<_> = plan
+            .audit_entries(&s, &c)
+            .into_iter()
+            .map(AuditEntry::rendered)
+            .collect();
+        let got = plan.rendered_audit_entries(&s, &c);
+        assert_eq!(got, want, "{:?}", plan.outcome);
+        flagged += usize::from(!plan.outcome.flags.is_empty());
+        transitions += usize::from(got.len() > 1);
+    }
+    assert!(flagged > 0, "a case raises a flag");
+    assert!(transitions > 0, "a case moves the order's status");
+}
