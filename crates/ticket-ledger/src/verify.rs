@@ -214,7 +214,7 @@ impl VerifyPlan {
     /// was serialized and dropped at once, on the one thread that writes (21,000 of the
     /// writer's 95,000 instructions per single-voucher verify went to the entry and its
     /// event; docs/PERFORMANCE.md, "Thirteenth session"). Equal, once parsed, to
-    /// `audit_entries`: both come from [`VerifyDetail`].
+    /// `audit_entries`: both come from one `VerifyDetail`.
     pub fn rendered_audit_entries(
         &self,
         snapshot: &OrderSnapshot,
