@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::order::OrderRecord;
 use crate::status::StatusChange;
+use crate::text::json_text;
 
 /// What an audit entry records: the TOP method of a vendor's call, or an operator's action.
 ///
@@ -177,15 +178,9 @@ impl<D> AuditEntry<D> {
 }
 
 impl AuditEntry {
-    /// The entry with its detail as compact JSON text, the form stores write. Serializing a
-    /// `Value` cannot fail (its keys are strings); were it ever to, `Display` writes the same
-    /// text. (`to_string` writes into one buffer; `Display` hands the text over a fragment at a
-    /// time, twice the instructions for a verify's detail: docs/PERFORMANCE.md, "Tenth
-    /// session".)
+    /// The entry with its detail as the JSON text stores write ([`json_text`]).
     pub fn rendered(self) -> AuditEntry<String> {
-        self.map_detail(|detail| {
-            serde_json::to_string(&detail).unwrap_or_else(|_| detail.to_string())
-        })
+        self.map_detail(|detail| json_text(&detail))
     }
 }
 

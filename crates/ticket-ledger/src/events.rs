@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::anomaly::NewAnomaly;
 use crate::audit::{AuditAction, AuditEntry, AuditOutcome};
+use crate::text::json_text;
 
 /// What happened. Every name starts with `ticketd.`; `docs/EVENTS.md` documents each one's
 /// `data`.
@@ -222,11 +223,6 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
         out.truncate(mark);
         out.extend_from_slice(b"null");
     }
-}
-
-/// `value` as JSON text (strings, integers and options of them cannot fail to serialize).
-fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// A stored event.

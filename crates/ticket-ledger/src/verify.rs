@@ -24,6 +24,7 @@ use crate::order::{IssueState, OrderRecord, VoucherRecord};
 use crate::refund::{RefundRequest, RefundState};
 use crate::snapshot::OrderSnapshot;
 use crate::status::{status_after_uses, StatusChange};
+use crate::text::json_text;
 use crate::LedgerError;
 
 mod command;
@@ -220,13 +221,12 @@ impl VerifyPlan {
         snapshot: &OrderSnapshot,
         cmd: &VerifyCommand,
     ) -> Vec<AuditEntry<String>> {
-        // Numbers, strings and JSON values always serialize; were they not to, the entry
-        // would hold `null` rather than a partial detail.
-        let text = serde_json::to_string(&self.detail(cmd)).unwrap_or_else(|_| "null".to_owned());
-        let entry = self.audit_head(cmd).map_detail(|()| text);
+        let entry = self
+            .audit_head(cmd)
+            .map_detail(|()| json_text(&self.detail(cmd)));
         cmd.meta
             .with_status_as(entry, &self.status, &snapshot.order, |detail| {
-                serde_json::to_string(&detail).unwrap_or_else(|_| detail.to_string())
+                json_text(&detail)
             })
     }
 
@@ -242,7 +242,7 @@ impl VerifyPlan {
 
     /// The audit entry of the verify itself.
     pub fn audit_entry(&self, cmd: &VerifyCommand) -> AuditEntry {
-        // As in `rendered_audit_entries`: `null` rather than a partial detail.
+        // As `json_text` would: `null` rather than a partial detail.
         let detail = serde_json::to_value(self.detail(cmd)).unwrap_or_default();
         self.audit_head(cmd).map_detail(|()| detail)
     }

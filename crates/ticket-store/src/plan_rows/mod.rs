@@ -28,6 +28,8 @@ pub(crate) use self::lifecycle::{
     IssueRows, OrderRows, RefundRequestRows, RefundRows, ResolutionRows, ReversalRows,
 };
 pub(crate) use self::verify::{FingerprintRow, VerifyRows};
+use ticket_ledger::text::json_text;
+
 use crate::rows::{capacity_refusal, ms, one_row};
 use crate::statements;
 
@@ -190,21 +192,10 @@ pub(crate) struct AuditRow {
     pub(crate) event: Option<EventRow>,
 }
 
-/// `value` as compact JSON text, for every JSON column a row writes: the bytes of its
-/// `Display`, written straight into one buffer.
-///
-/// `Display` hands the text to `fmt::Write` a fragment at a time: twice the instructions for
-/// the audit entries' details (321 against 156 million for 21,000 entries, 4.6 % of the
-/// writer's instructions per verify; docs/PERFORMANCE.md, "Tenth session"). Serializing a
-/// `Value` cannot fail (its keys are strings); were it ever to, `Display` writes the same text.
-fn json_text(value: &serde_json::Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
-}
-
 impl AuditRow {
     /// The row of `entry` (its `seq` is the database's to hand out).
     pub(crate) fn of(position: usize, entry: AuditEntry) -> Self {
-        Self::of_rendered(position, entry.map_detail(|detail| json_text(&detail)))
+        Self::of_rendered(position, entry.rendered())
     }
 
     /// The row of `entry`, whose detail is JSON text already (a verify's, rendered from its
