@@ -57,10 +57,10 @@ use super::writer::{Job, Stats};
 /// (`scripts/bench/disk-model`), the WAL's fsyncs had a p99 of 0.54 ms without the copies and
 /// 3.57 ms with them in bursts every 55 ms (1,000 pages). In ticketd at that rate, 500 pages
 /// had the lower half-load p99 in all eight rounds against 1,000 (5.36–6.03 ms against
-/// 5.91–8.81 in 30 s runs, 7.90 / 8.53 / 9.40 against 9.05 / 8.72 / 9.89 in 60 s runs), for the
-/// same bytes written per verify; 999-voucher requests lost about 5 % (docs/PERFORMANCE.md, "Fourteenth
-/// session"). 4,000 and 8,000 pages made it worse: 14–361 ms where 1,000 had 11–37 ms in the
-/// same rounds.
+/// 5.91–8.81 in 30 s runs, 7.90 / 8.53 / 9.40 against 9.05 / 8.72 / 9.89 in 60 s runs), for
+/// the same bytes written per verify; 999-voucher requests lost about 5 %
+/// (docs/PERFORMANCE.md, "Fourteenth session"). 4,000 and 8,000 pages made it worse: 14–361 ms
+/// where 1,000 had 11–37 ms in the same rounds.
 pub(crate) const CHECKPOINT_PAGES: i32 = 500;
 
 /// WAL pages past which the writer finishes a checkpoint itself between batches, so that the
