@@ -215,25 +215,27 @@ pub(crate) const SQLITE_APP_AUDIT: &str = concat!(
     audit_columns!(),
     " FROM audit_log WHERE seq > (SELECT app_seq FROM ledger_fold) AND app_key = ?)"
 );
-/// [`SELECT_LATEST_EVENTS`] on SQLite (bind the order as `?1`, the bound as `?2`): the newest
-/// folded `seq`s walk the `(order_id, seq)` key back from the order's end, and the tail is
-/// scanned, so the read costs what it returns plus the tail.
-pub(crate) const SQLITE_SELECT_LATEST_EVENTS: &str = concat!(
-    "SELECT ",
+/// [`SELECT_LATEST_EVENTS`] and [`COUNT_EVENTS`] in one statement on SQLite (bind the order
+/// as `?1`, the bound as `?2`): each row is an entry, newest first, with the order's total as
+/// its last column (no row: no entry). The newest folded `seq`s walk the `(order_id, seq)` key
+/// back from the order's end; the tail past the fold's mark has no index by order and is
+/// scanned, once (`MATERIALIZED`), for both the entries and the total. Two statements scanned
+/// it twice: 12–15 ms behind 32,768 unfolded entries against 5–6 ms (docs/PERFORMANCE.md,
+/// "Fifteenth session").
+pub(crate) const SQLITE_LATEST_EVENTS_AND_TOTAL: &str = concat!(
+    "WITH mark(m) AS (SELECT audit_seq FROM ledger_fold), \
+     tail(seq) AS MATERIALIZED (SELECT seq FROM audit_log \
+     WHERE seq > (SELECT m FROM mark) AND order_id = ?1) \
+     SELECT ",
     audit_columns!(),
-    " FROM audit_log WHERE seq IN (\
+    ", (SELECT count(*) FROM audit_by_order WHERE order_id = ?1 \
+     AND seq <= (SELECT m FROM mark)) + (SELECT count(*) FROM tail) \
+     FROM audit_log WHERE seq IN (\
      SELECT seq FROM (SELECT seq FROM audit_by_order WHERE order_id = ?1 \
-     AND seq <= (SELECT audit_seq FROM ledger_fold) ORDER BY seq DESC LIMIT ?2) \
-     UNION ALL SELECT seq FROM audit_log \
-     WHERE seq > (SELECT audit_seq FROM ledger_fold) AND order_id = ?1) \
+     AND seq <= (SELECT m FROM mark) ORDER BY seq DESC LIMIT ?2) \
+     UNION ALL SELECT seq FROM tail) \
      ORDER BY seq DESC LIMIT ?2"
 );
-/// [`COUNT_EVENTS`] on SQLite (bind the order once, as `?1`).
-pub(crate) const SQLITE_COUNT_EVENTS: &str =
-    "SELECT (SELECT count(*) FROM audit_by_order WHERE order_id = ?1 \
-     AND seq <= (SELECT audit_seq FROM ledger_fold)) \
-     + (SELECT count(*) FROM audit_log WHERE seq > (SELECT audit_seq FROM ledger_fold) \
-     AND order_id = ?1)";
 
 // ---------------------------------------------------------------------------------------------
 // Verifies

@@ -12,7 +12,7 @@ use ticket_ledger::{
 };
 
 use super::rows::{self, ms, During};
-use crate::rows::{self as shared, ListQuery};
+use crate::rows::{self as shared, ListQuery, AUDIT_COLUMN_COUNT};
 use crate::statements;
 
 /// One app by key.
@@ -210,22 +210,20 @@ pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderV
         return Ok(None);
     };
     let vouchers = vouchers(conn, id)?;
-    let mut events: Vec<AuditEntry> = conn
-        .prepare_cached(statements::SQLITE_SELECT_LATEST_EVENTS)
+    // Each row carries the total after the entry's columns; no row means no entry (the bound
+    // is at least one, so an order with entries returns some).
+    let rows: Vec<(AuditEntry, i64)> = conn
+        .prepare_cached(statements::SQLITE_LATEST_EVENTS_AND_TOTAL)
         .during("preparing the order history")?
         .query_map(
             params![id.get(), i64::from(OrderView::EVENTS_SHOWN)],
-            rows::audit,
+            |row| Ok((rows::audit(row)?, row.get(AUDIT_COLUMN_COUNT)?)),
         )
         .during("listing the order history")?
         .collect::<rusqlite::Result<_>>()
         .during("reading the order history")?;
-    events.reverse();
-    let events_total = conn
-        .prepare_cached(statements::SQLITE_COUNT_EVENTS)
-        .during("preparing the order history count")?
-        .query_row([id.get()], |row| row.get(0))
-        .during("counting the order history")?;
+    let events_total = rows.first().map_or(0, |(_, total)| *total);
+    let events = rows.into_iter().rev().map(|(entry, _)| entry).collect();
     Ok(Some(OrderView {
         refunds: refunds(conn, id)?,
         order,
