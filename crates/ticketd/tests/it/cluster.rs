@@ -1,9 +1,29 @@
 //! A database cluster started by one of the project's scripts (`scripts/cluster/pg-standby`,
 //! `scripts/cluster/galera`) in a directory of its own, stopped when dropped: what the
-//! failover and Galera tests share.
+//! failover and Galera tests share, and the ports those scripts pick, for other servers the
+//! tests start themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A free port on 127.0.0.1 for a server a test starts later, or stops and starts again on
+/// the same port: one below the kernel's ephemeral range, chosen by `scripts/cluster/free-ports`
+/// (its doc says why a port-0 port can be taken in between).
+pub fn free_port() -> u16 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster/free-ports");
+    let out = Command::new(&script).arg("1").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
 
 /// A running cluster.
 pub struct Cluster {

@@ -40,10 +40,9 @@ struct Nats {
 impl Nats {
     /// A server of its own, running. `None`: nats-server is not installed (outside CI).
     async fn start() -> Option<Self> {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // The server is stopped and started again on this port during the outage tests, so a
+        // port-0 port could be taken in between by an outbound connection.
+        let port = crate::cluster::free_port();
         let mut nats = Self {
             port,
             store: tempfile::tempdir().unwrap(),
