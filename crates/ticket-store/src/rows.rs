@@ -93,22 +93,6 @@ pub(crate) const ORDER_COLUMNS: &str = order_columns!();
 pub(crate) const ANOMALY_COLUMNS: &str = anomaly_columns!();
 /// `audit_log` columns in the order [`audit`] reads them.
 pub(crate) const AUDIT_COLUMNS: &str = audit_columns!();
-/// How many [`AUDIT_COLUMNS`] there are: the index of a column a query adds after them.
-pub(crate) const AUDIT_COLUMN_COUNT: usize = column_count(AUDIT_COLUMNS);
-
-/// The columns of a `SELECT` list of plain names (`a, b, c`): its commas plus one.
-const fn column_count(list: &str) -> usize {
-    let bytes = list.as_bytes();
-    let mut i = 0;
-    let mut n = 1;
-    while i < bytes.len() {
-        if bytes[i] == b',' {
-            n += 1;
-        }
-        i += 1;
-    }
-    n
-}
 
 /// Reads the row of [`crate::statements::totals`].
 pub(crate) fn totals<R: ReadRow>(row: &R) -> Result<ticket_ledger::StoreMetrics, R::Error> {

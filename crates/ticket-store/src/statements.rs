@@ -216,8 +216,8 @@ pub(crate) const SQLITE_APP_AUDIT: &str = concat!(
     " FROM audit_log WHERE seq > (SELECT app_seq FROM ledger_fold) AND app_key = ?)"
 );
 /// [`SELECT_LATEST_EVENTS`] and [`COUNT_EVENTS`] in one statement on SQLite (bind the order
-/// as `?1`, the bound as `?2`): each row is an entry, newest first, with the order's total as
-/// its last column (no row: no entry). The newest folded `seq`s walk the `(order_id, seq)` key
+/// as `?1`, the bound as `?2`): each row is an entry, newest first, with the order's total
+/// after it as `events_total` (no row: no entry). The newest folded `seq`s walk the `(order_id, seq)` key
 /// back from the order's end; the tail past the fold's mark has no index by order and is
 /// scanned, once (`MATERIALIZED`), for both the entries and the total. Two statements scanned
 /// it twice: 16.80 ms behind 32,768 unfolded entries against 8.75 ms in the `sqlite3` shell
@@ -229,7 +229,7 @@ pub(crate) const SQLITE_LATEST_EVENTS_AND_TOTAL: &str = concat!(
      SELECT ",
     audit_columns!(),
     ", (SELECT count(*) FROM audit_by_order WHERE order_id = ?1 \
-     AND seq <= (SELECT m FROM mark)) + (SELECT count(*) FROM tail) \
+     AND seq <= (SELECT m FROM mark)) + (SELECT count(*) FROM tail) AS events_total \
      FROM audit_log WHERE seq IN (\
      SELECT seq FROM (SELECT seq FROM audit_by_order WHERE order_id = ?1 \
      AND seq <= (SELECT m FROM mark) ORDER BY seq DESC LIMIT ?2) \

@@ -12,7 +12,7 @@ use ticket_ledger::{
 };
 
 use super::rows::{self, ms, During};
-use crate::rows::{self as shared, ListQuery, AUDIT_COLUMN_COUNT};
+use crate::rows::{self as shared, ListQuery};
 use crate::statements;
 
 /// One app by key.
@@ -210,14 +210,14 @@ pub(crate) fn order_view(conn: &Connection, id: OrderId) -> Result<Option<OrderV
         return Ok(None);
     };
     let vouchers = vouchers(conn, id)?;
-    // Each row carries the total after the entry's columns; no row means no entry (the bound
+    // Each row carries the total as `events_total`; no row means no entry (the bound
     // is at least one, so an order with entries returns some).
     let rows: Vec<(AuditEntry, i64)> = conn
         .prepare_cached(statements::SQLITE_LATEST_EVENTS_AND_TOTAL)
         .during("preparing the order history")?
         .query_map(
             params![id.get(), i64::from(OrderView::EVENTS_SHOWN)],
-            |row| Ok((rows::audit(row)?, row.get(AUDIT_COLUMN_COUNT)?)),
+            |row| Ok((rows::audit(row)?, row.get("events_total")?)),
         )
         .during("listing the order history")?
         .collect::<rusqlite::Result<_>>()
