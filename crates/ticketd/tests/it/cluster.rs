@@ -10,7 +10,7 @@ use std::process::Command;
 /// the same port: one below the kernel's ephemeral range, chosen by `scripts/cluster/free-ports`
 /// (its doc says why a port-0 port can be taken in between).
 pub fn free_port() -> u16 {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster/free-ports");
+    let script = script("free-ports");
     let out = Command::new(&script).arg("1").output().unwrap();
     assert!(
         out.status.success(),
@@ -23,6 +23,13 @@ pub fn free_port() -> u16 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// `scripts/cluster/<name>` in this checkout.
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/cluster")
+        .join(name)
 }
 
 /// A running cluster.
@@ -45,9 +52,7 @@ impl Cluster {
             return None;
         }
         let cluster = Cluster {
-            script: Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../scripts/cluster")
-                .join(name),
+            script: script(name),
             dir: tempfile::tempdir().unwrap(),
         };
         let urls = cluster.run(&["start"]).lines().map(str::to_owned).collect();
