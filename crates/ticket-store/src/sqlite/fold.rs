@@ -62,10 +62,11 @@ use crate::statements;
 /// page per row: at saturation, 30 s runs of 2,000 orders of 10 codes, 8,192 / 16,384 /
 /// 32,768 wrote 12.4 / 9.1 / 8.3 KB per verify.) Each verify between folds also adds a row to
 /// the tail that readers scan past the marks: an order's view (its latest entries and their
-/// count) took 1.9 ms behind 8,192 entries, 3.8 ms behind 16,384 and 8.0 ms behind 32,768.
-/// A fold leaves past the marks what came after its start until it ends, and a paced fold
-/// lasts long (the writer's `FOLD_SHARE`): it stops pacing at twice this (`BEHIND_AT`),
-/// which keeps the readers' worst case about 8 ms.
+/// count, in one scan of the tail) took 4.95 ms behind 16,384 entries and 8.75 ms behind
+/// 32,768 in the `sqlite3` shell (docs/PERFORMANCE.md, "Fifteenth session"). A fold leaves
+/// past the marks what came after its start until it ends, and a paced fold lasts long (the
+/// writer's `FOLD_SHARE`): it stops pacing at twice this (`BEHIND_AT`), which keeps the
+/// readers' worst case about 9 ms.
 pub(crate) const FOLD_AT: u64 = 16_384;
 
 /// Pending fingerprints that make a fold due whatever the jobs (reports of several codes,

@@ -770,12 +770,11 @@ const FOLD_SHARE: u32 = 8;
 
 /// Jobs past the marks (those a staged fold folds, and those committed since it started)
 /// from which the fold is behind and no longer paced: twice [`fold::FOLD_AT`]. Pacing makes a
-/// fold last longer, and until it ends readers scan all of these: an order's view took
-/// 3.8 ms behind 16,384 entries and 8.0 ms behind 32,768 (before the pacing, at most about
-/// 4 ms). The pace measured in docs/PERFORMANCE.md stopped once 16,384 jobs came after the
-/// fold's start, about as many past the marks under load. (The view scans them once since the
-/// fifteenth session: 4.95 ms behind 16,384 and 8.75 ms behind 32,768 in the `sqlite3` shell,
-/// where its two scans took 7.35 and 16.80 ms.)
+/// fold last longer, and until it ends readers scan all of these: an order's view, which
+/// scans them once, took 4.95 ms behind 16,384 entries and 8.75 ms behind 32,768 in the
+/// `sqlite3` shell (docs/PERFORMANCE.md, "Fifteenth session"). The pace measured in
+/// docs/PERFORMANCE.md stopped once 16,384 jobs came after the fold's start, about as many
+/// past the marks under load.
 const BEHIND_AT: u64 = 2 * fold::FOLD_AT;
 
 /// Pending fingerprints from which a staged fold is behind: twice
