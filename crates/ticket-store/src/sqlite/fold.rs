@@ -951,11 +951,16 @@ fn in_transaction(
 /// Uses the writer adds to the counters per transaction ([`count_uses`]). A slice's uses are
 /// summed per voucher and added in key order, so a counter page takes every use of the slice
 /// that falls on it: 10,000 codes fill 84 leaf pages of `counted_vouchers` (`dbstat` of a bench
-/// ledger), so a slice of 1,024 single-voucher verifies writes at most those 84 where the
-/// verifies themselves wrote one each. A slice holds the writer 2.3–2.8 ms on average (p99
-/// 3.8–4.7 ms, from the writer's `counted folded uses` trace events at saturation and at
-/// 10,000/s).
-pub(crate) const COUNT_SLICE: i64 = 1_024;
+/// ledger), so a slice writes at most those 84 where its verifies themselves wrote one each.
+///
+/// A slice holds the writer, and every request that arrives meanwhile waits for it, so its
+/// size is the writer's longest pause as much as its page economy. At 1,024 uses a slice held
+/// the writer 1.8 ms at the median (max 4.0 ms) and was the longest step in flight for 21 % of
+/// the requests over 5 ms at half load; at 256, 0.42 ms (max 3.6 ms) and 4 %, with the same
+/// share of the writer's time (2.0 %), the same bytes per verify within the runs' spread, and
+/// a half-load p99 of 4.8–5.6 ms against 5.2–8.7 (five 30 s runs each, alternating; 128 was
+/// worse, 5.5 and 6.1 ms). docs/PERFORMANCE.md, "Seventeenth session".
+pub(crate) const COUNT_SLICE: i64 = 256;
 
 /// How far the counters go and the newest use: `(counted_use_id, max(voucher_uses.id))`.
 pub(crate) fn count_marks(conn: &Connection) -> Result<(i64, i64), LedgerError> {
