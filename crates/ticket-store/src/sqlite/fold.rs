@@ -957,9 +957,10 @@ fn in_transaction(
 /// size is the writer's longest pause as much as its page economy. At 1,024 uses a slice held
 /// the writer 1.8 ms at the median (max 4.0 ms) and was the longest step in flight for 21 % of
 /// the requests over 5 ms at half load; at 256, 0.42 ms (max 3.6 ms) and 4 %, with the same
-/// share of the writer's time (2.0 %), the same bytes per verify within the runs' spread, and
-/// a half-load p99 of 4.8–5.6 ms against 5.2–8.7 (five 30 s runs each, alternating; 128 was
-/// worse, 5.5 and 6.1 ms). docs/PERFORMANCE.md, "Seventeenth session".
+/// share of the writer's time (2.0 %) and a half-load p99 of 4.8–5.6 ms against 5.2–8.7 (five
+/// 30 s runs each, alternating; 128 was worse, 5.5 and 6.1 ms). The price is the counter
+/// pages written more often: 6.7–6.8 against 6.6–6.7 KB per verify at saturation, 817 against
+/// 780 KB per 999-voucher request. docs/PERFORMANCE.md, "Seventeenth session".
 pub(crate) const COUNT_SLICE: i64 = 256;
 
 /// How far the counters go and the newest use: `(counted_use_id, max(voucher_uses.id))`.
