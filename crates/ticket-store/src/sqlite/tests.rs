@@ -3,6 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use serde_json::json;
+use std::collections::BTreeMap;
 use ticket_ledger::{
     AuditOutcome, ConfirmCode, Fingerprint, NewVoucher, OrderRef, OutcomeKind, RequestMeta,
     VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
@@ -21,6 +22,15 @@ fn code(c: &str) -> ConfirmCode {
 }
 
 async fn store_with_orders(dir: &Path, orders: &[(i64, &str, i64)]) -> Arc<SqliteStore> {
+    let orders: Vec<_> = orders
+        .iter()
+        .map(|&(id, c, capacity)| (id, vec![(c.to_owned(), capacity)]))
+        .collect();
+    store_with_vouchers(dir, &orders).await
+}
+
+/// A store whose app `app-a` holds `orders`: each an id and its codes with their capacities.
+async fn store_with_vouchers(dir: &Path, orders: &[(i64, Vec<(String, i64)>)]) -> Arc<SqliteStore> {
     let store = Arc::new(SqliteStore::open(&dir.join("ledger.db")).expect("open"));
     let app_key = AppKey::parse("app-a").expect("key");
     store
@@ -32,18 +42,22 @@ async fn store_with_orders(dir: &Path, orders: &[(i64, &str, i64)]) -> Arc<Sqlit
         ))
         .await
         .expect("app");
-    for &(id, c, capacity) in orders {
+    for (id, codes) in orders {
+        let id = *id;
         let order = NewOrder {
             order_id: OrderId::new(id).expect("id"),
             app_key: app_key.clone(),
-            quantity: capacity,
+            quantity: codes.iter().map(|(_, capacity)| capacity).sum(),
             out_order_id: None,
             valid_from: None,
             valid_until: None,
-            vouchers: vec![NewVoucher {
-                code: code(c),
-                capacity,
-            }],
+            vouchers: codes
+                .iter()
+                .map(|(c, capacity)| NewVoucher {
+                    code: code(c),
+                    capacity: *capacity,
+                })
+                .collect(),
             created_at: at(0) - chrono::Duration::days(1),
         };
         let audit = AuditEntry {
@@ -591,6 +605,172 @@ async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
         "the reversal counted the verify's uses, then took 2 back from the stored count"
     );
     store.close().await;
+}
+
+/// `n` codes, `V0000` on, each of capacity `capacity`.
+fn codes(n: usize, capacity: i64) -> Vec<(String, i64)> {
+    (0..n).map(|i| (format!("V{i:04}"), capacity)).collect()
+}
+
+/// Every stored counter, `(order, code) -> used`, and the counters' mark against the newest
+/// use: what the file holds, not what a reader (which adds the uses past the mark) sees.
+fn stored_counters(dir: &Path) -> (BTreeMap<(i64, String), i64>, i64, i64) {
+    let conn = Connection::open(dir.join("ledger.db")).expect("shell");
+    let stored = conn
+        .prepare("SELECT order_id, confirm_code, used FROM counted_vouchers")
+        .expect("counters")
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .expect("counters")
+        .collect::<Result<_, _>>()
+        .expect("counters");
+    let (mark, newest) = fold::count_marks(&conn).expect("marks");
+    (stored, mark, newest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_first() {
+    // Two whole count slices and part of a third, logged in the reversal's own batch: the
+    // writer has counted none of them when the reversal runs.
+    let n = usize::try_from(2 * fold::COUNT_SLICE + 88).expect("n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_vouchers(dir.path(), &[(1, codes(n, 1))]).await;
+    let (release, gate) = hold(&store).await;
+    let mut every = verify(1, "V0000", 1, 1);
+    every.uses = VerifyUses::Vouchers {
+        entries: (0..n)
+            .map(|i| VoucherUse {
+                code: code(&format!("V{i:04}")),
+                quantity: 1,
+                used_at: Some(at(1)),
+            })
+            .collect(),
+        legacy_code: None,
+    };
+    let s = Arc::clone(&store);
+    let verified = tokio::spawn(async move {
+        let outcome = s.verify(every).await.expect("verify");
+        assert_eq!(outcome.kind, OutcomeKind::Applied);
+    });
+    until_queued(&store, std::slice::from_ref(&verified)).await;
+    // The last code's use is in the third slice. A count that stopped after the first would
+    // leave that code's stored counter at 0, and the reversal could not take the use back.
+    let last = format!("V{:04}", n - 1);
+    let s = Arc::clone(&store);
+    let reversed = tokio::spawn(async move {
+        let after = s
+            .reverse(ticket_ledger_suite::build::reversal(
+                1,
+                &last,
+                1,
+                chrono::Duration::hours(1),
+                at(2),
+            ))
+            .await
+            .expect("reversal");
+        assert_eq!(after, 0, "the code's one use given back");
+    });
+    let tasks = [verified, reversed];
+    until_queued(&store, &tasks).await;
+    release.send(()).expect("release");
+    gate.await.expect("gate").expect("gate job");
+    for task in tasks {
+        task.await.expect("answered as asserted");
+    }
+    assert_eq!(store.writer_stats().largest_batch, 2, "one batch held both");
+    assert_eq!(
+        used(&view_of(&store, 1).await),
+        i64::try_from(n - 1).expect("n")
+    );
+    store.close().await;
+
+    let (stored, mark, newest) = stored_counters(dir.path());
+    assert_eq!(mark, newest, "every use counted");
+    assert_eq!(stored.len(), n);
+    for ((_, c), used) in &stored {
+        let expected = i64::from(*c != format!("V{:04}", n - 1));
+        assert_eq!(
+            *used, expected,
+            "{c}: its use counted once, the reversed one taken back"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_opened_with_several_slices_of_uncounted_uses_counts_every_one() {
+    let slice = usize::try_from(fold::COUNT_SLICE).expect("slice");
+    let n = 300;
+    // A tail that ends inside a slice, and one that ends on a slice's edge (the count then
+    // needs an empty slice to know it is done).
+    for tail in [2 * slice + 37, 3 * slice] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_vouchers(dir.path(), &[(1, codes(n, 10)), (2, codes(n, 10))]).await;
+        store
+            .verify(verify(1, "V0000", 1, 1))
+            .await
+            .expect("verify");
+        store.close().await;
+        let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+        fold::count_slice(&conn, fold::COUNT_SLICE).expect("count");
+        let (mut expected, first_mark, _) = stored_counters(dir.path());
+        assert_eq!(
+            expected[&(1, "V0000".to_owned())],
+            1,
+            "the mark starts past a use"
+        );
+
+        // What a writer killed between its commit and its count leaves (a batch of large
+        // verifies logs thousands of uses at once): uses past the mark, some of them partly or
+        // wholly reversed before they were counted.
+        for i in 0..tail {
+            let (order, c) = (
+                1 + i64::try_from(i % 2).expect("i"),
+                format!("V{:04}", (i * 7) % n),
+            );
+            let quantity = 1 + i64::try_from(i % 3).expect("i");
+            let reversed = match i {
+                _ if i % 11 == 0 => quantity,
+                _ if i % 5 == 0 => 1,
+                _ => 0,
+            };
+            conn.execute(
+                "INSERT INTO voucher_uses (order_id, confirm_code, quantity, reversed, \
+                 used_at_ms, recorded_at_ms, request_id) VALUES (?, ?, ?, ?, 0, 0, ?)",
+                rusqlite::params![order, c, quantity, reversed, format!("stopped-{i}")],
+            )
+            .expect("log a use");
+            *expected.get_mut(&(order, c)).expect("a code of the order") += quantity - reversed;
+        }
+        drop(conn);
+        let (_, mark, newest) = stored_counters(dir.path());
+        assert_eq!(
+            (mark, newest - mark),
+            (first_mark, i64::try_from(tail).expect("tail")),
+            "the tail is past the mark"
+        );
+
+        let store = SqliteStore::open(&dir.path().join("ledger.db")).expect("reopen");
+        for order in [1, 2] {
+            let view = view_of(&store, order).await;
+            for v in &view.vouchers {
+                assert_eq!(
+                    v.used,
+                    expected[&(order, v.code.as_str().to_owned())],
+                    "a reader sees order {order}'s {}",
+                    v.code.as_str()
+                );
+            }
+        }
+        store.close().await;
+        let (stored, mark, newest) = stored_counters(dir.path());
+        assert_eq!(
+            mark, newest,
+            "a tail of {tail}: the store counted every use when it opened"
+        );
+        assert_eq!(
+            stored, expected,
+            "a tail of {tail}: each counter holds its uses once"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
