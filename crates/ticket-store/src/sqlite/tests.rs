@@ -561,41 +561,54 @@ fn counted(dir: &Path) -> (i64, i64, i64) {
         .expect("counters")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-    let (release, gate) = hold(&store).await;
-    let s = Arc::clone(&store);
+/// Runs `cmd` (a verify of order 1, applied) and a reversal of `quantity` uses of its `code`
+/// in one batch of the writer, the verify first, and checks the reversal leaves `after` uses of
+/// the code. In one batch, the verify's uses are past the counters' mark when the reversal
+/// runs: it must count them before it takes any back.
+async fn verify_then_reverse_in_one_batch(
+    store: &Arc<SqliteStore>,
+    cmd: VerifyCommand,
+    code: &str,
+    quantity: i64,
+    after: i64,
+) {
+    let (release, gate) = hold(store).await;
+    let s = Arc::clone(store);
     let verified = tokio::spawn(async move {
-        let outcome = s.verify(verify(1, "CODE-A", 3, 1)).await.expect("verify");
+        let outcome = s.verify(cmd).await.expect("verify");
         assert_eq!(outcome.kind, OutcomeKind::Applied);
     });
-    until_queued(&store, std::slice::from_ref(&verified)).await;
-    let s = Arc::clone(&store);
+    until_queued(store, std::slice::from_ref(&verified)).await;
+    let (s, code) = (Arc::clone(store), code.to_owned());
     let reversed = tokio::spawn(async move {
-        let after = s
+        let left = s
             .reverse(ticket_ledger_suite::build::reversal(
                 1,
-                "CODE-A",
-                2,
+                &code,
+                quantity,
                 chrono::Duration::hours(1),
                 at(2),
             ))
             .await
             .expect("reversal");
-        assert_eq!(after, 1, "3 uses, 2 given back");
+        assert_eq!(left, after, "{code}: uses left after the reversal");
     });
     let tasks = [verified, reversed];
-    until_queued(&store, &tasks).await;
-    // Both in the writer's next batch: the verify's uses are past the counters' mark when the
-    // reversal runs.
+    until_queued(store, &tasks).await;
     release.send(()).expect("release");
     gate.await.expect("gate").expect("gate job");
     for task in tasks {
         task.await.expect("answered as asserted");
     }
     assert_eq!(store.writer_stats().largest_batch, 2, "one batch held both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
+    // 3 uses, 2 given back.
+    verify_then_reverse_in_one_batch(&store, verify(1, "CODE-A", 3, 1), "CODE-A", 2, 1).await;
     let view = view_of(&store, 1).await;
     assert_eq!(used(&view), 1);
     let (stored, mark, newest) = counted(dir.path());
@@ -634,7 +647,6 @@ async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_firs
     let n = usize::try_from(2 * fold::COUNT_SLICE + 88).expect("n");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_with_vouchers(dir.path(), &[(1, codes(n, 1))]).await;
-    let (release, gate) = hold(&store).await;
     let mut every = verify(1, "V0000", 1, 1);
     every.uses = VerifyUses::Vouchers {
         entries: (0..n)
@@ -646,37 +658,10 @@ async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_firs
             .collect(),
         legacy_code: None,
     };
-    let s = Arc::clone(&store);
-    let verified = tokio::spawn(async move {
-        let outcome = s.verify(every).await.expect("verify");
-        assert_eq!(outcome.kind, OutcomeKind::Applied);
-    });
-    until_queued(&store, std::slice::from_ref(&verified)).await;
     // The last code's use is in the third slice. A count that stopped after the first would
     // leave that code's stored counter at 0, and the reversal could not take the use back.
     let last = format!("V{:04}", n - 1);
-    let s = Arc::clone(&store);
-    let reversed = tokio::spawn(async move {
-        let after = s
-            .reverse(ticket_ledger_suite::build::reversal(
-                1,
-                &last,
-                1,
-                chrono::Duration::hours(1),
-                at(2),
-            ))
-            .await
-            .expect("reversal");
-        assert_eq!(after, 0, "the code's one use given back");
-    });
-    let tasks = [verified, reversed];
-    until_queued(&store, &tasks).await;
-    release.send(()).expect("release");
-    gate.await.expect("gate").expect("gate job");
-    for task in tasks {
-        task.await.expect("answered as asserted");
-    }
-    assert_eq!(store.writer_stats().largest_batch, 2, "one batch held both");
+    verify_then_reverse_in_one_batch(&store, every, &last, 1, 0).await;
     assert_eq!(
         used(&view_of(&store, 1).await),
         i64::try_from(n - 1).expect("n")
@@ -687,7 +672,7 @@ async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_firs
     assert_eq!(mark, newest, "every use counted");
     assert_eq!(stored.len(), n);
     for ((_, c), used) in &stored {
-        let expected = i64::from(*c != format!("V{:04}", n - 1));
+        let expected = i64::from(*c != last);
         assert_eq!(
             *used, expected,
             "{c}: its use counted once, the reversed one taken back"
