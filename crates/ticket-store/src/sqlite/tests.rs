@@ -42,16 +42,16 @@ async fn store_with_vouchers(dir: &Path, orders: &[(i64, Vec<(String, i64)>)]) -
         ))
         .await
         .expect("app");
-    for (id, codes) in orders {
+    for (id, vouchers) in orders {
         let id = *id;
         let order = NewOrder {
             order_id: OrderId::new(id).expect("id"),
             app_key: app_key.clone(),
-            quantity: codes.iter().map(|(_, capacity)| capacity).sum(),
+            quantity: vouchers.iter().map(|(_, capacity)| capacity).sum(),
             out_order_id: None,
             valid_from: None,
             valid_until: None,
-            vouchers: codes
+            vouchers: vouchers
                 .iter()
                 .map(|(c, capacity)| NewVoucher {
                     code: code(c),
@@ -549,16 +549,26 @@ async fn verified_and_closed(dir: &Path, capacity: i64, quantity: i64) {
     store.close().await;
 }
 
-fn counted(dir: &Path) -> (i64, i64, i64) {
-    Connection::open(dir.join("ledger.db"))
-        .expect("shell")
-        .query_row(
-            "SELECT (SELECT used FROM counted_vouchers WHERE order_id = 1), counted_use_id, \
-             (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+/// Every stored counter, `(order, code) -> used`, and the counters' mark against the newest
+/// use: what the file holds, not what a reader (which adds the uses past the mark) sees.
+fn stored_counters(dir: &Path) -> (BTreeMap<(i64, String), i64>, i64, i64) {
+    let conn = Connection::open(dir.join("ledger.db")).expect("shell");
+    let stored = conn
+        .prepare("SELECT order_id, confirm_code, used FROM counted_vouchers")
         .expect("counters")
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .expect("counters")
+        .collect::<Result<_, _>>()
+        .expect("counters");
+    let (mark, newest) = fold::count_marks(&conn).expect("marks");
+    (stored, mark, newest)
+}
+
+/// [`stored_counters`] of a ledger whose order 1 holds the one code `CODE-A`: its stored
+/// count, the mark and the newest use.
+fn counted(dir: &Path) -> (i64, i64, i64) {
+    let (stored, mark, newest) = stored_counters(dir);
+    (stored[&(1, "CODE-A".to_owned())], mark, newest)
 }
 
 /// Runs `cmd` (a verify of order 1, applied) and a reversal of `quantity` uses of its `code`
@@ -620,24 +630,14 @@ async fn a_reversal_in_the_batch_of_the_uses_it_takes_back_counts_them_first() {
     store.close().await;
 }
 
-/// `n` codes, `V0000` on, each of capacity `capacity`.
-fn codes(n: usize, capacity: i64) -> Vec<(String, i64)> {
-    (0..n).map(|i| (format!("V{i:04}"), capacity)).collect()
+/// The `i`-th code of [`codes`].
+fn nth_code(i: usize) -> String {
+    format!("V{i:04}")
 }
 
-/// Every stored counter, `(order, code) -> used`, and the counters' mark against the newest
-/// use: what the file holds, not what a reader (which adds the uses past the mark) sees.
-fn stored_counters(dir: &Path) -> (BTreeMap<(i64, String), i64>, i64, i64) {
-    let conn = Connection::open(dir.join("ledger.db")).expect("shell");
-    let stored = conn
-        .prepare("SELECT order_id, confirm_code, used FROM counted_vouchers")
-        .expect("counters")
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
-        .expect("counters")
-        .collect::<Result<_, _>>()
-        .expect("counters");
-    let (mark, newest) = fold::count_marks(&conn).expect("marks");
-    (stored, mark, newest)
+/// `n` codes, `V0000` on, each of capacity `capacity`.
+fn codes(n: usize, capacity: i64) -> Vec<(String, i64)> {
+    (0..n).map(|i| (nth_code(i), capacity)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,7 +651,7 @@ async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_firs
     every.uses = VerifyUses::Vouchers {
         entries: (0..n)
             .map(|i| VoucherUse {
-                code: code(&format!("V{i:04}")),
+                code: code(&nth_code(i)),
                 quantity: 1,
                 used_at: Some(at(1)),
             })
@@ -660,7 +660,7 @@ async fn a_reversal_behind_several_slices_of_uncounted_uses_counts_them_all_firs
     };
     // The last code's use is in the third slice. A count that stopped after the first would
     // leave that code's stored counter at 0, and the reversal could not take the use back.
-    let last = format!("V{:04}", n - 1);
+    let last = nth_code(n - 1);
     verify_then_reverse_in_one_batch(&store, every, &last, 1, 0).await;
     assert_eq!(
         used(&view_of(&store, 1).await),
@@ -707,15 +707,14 @@ async fn a_ledger_opened_with_several_slices_of_uncounted_uses_counts_every_one(
         // verifies logs thousands of uses at once): uses past the mark, some of them partly or
         // wholly reversed before they were counted.
         for i in 0..tail {
-            let (order, c) = (
-                1 + i64::try_from(i % 2).expect("i"),
-                format!("V{:04}", (i * 7) % n),
-            );
+            let (order, c) = (1 + i64::try_from(i % 2).expect("i"), nth_code((i * 7) % n));
             let quantity = 1 + i64::try_from(i % 3).expect("i");
-            let reversed = match i {
-                _ if i % 11 == 0 => quantity,
-                _ if i % 5 == 0 => 1,
-                _ => 0,
+            let reversed = if i % 11 == 0 {
+                quantity
+            } else if i % 5 == 0 {
+                1
+            } else {
+                0
             };
             conn.execute(
                 "INSERT INTO voucher_uses (order_id, confirm_code, quantity, reversed, \
