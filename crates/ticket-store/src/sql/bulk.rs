@@ -250,13 +250,18 @@ async fn load_orders(
             }
         }
     }
-    let refunds = all(
+    let mut refunds = all(
         conn,
         q_owned(e, e.select_by_ids(&BULK_SELECT_REFUNDS)).bind(ids_json.to_owned()),
         |row| Ok((row.int(0)?, rows::refund(&Shifted(row))?)),
         "reading the batch's refunds",
     )
     .await?;
+    // Each order's in the order `SELECT_REFUNDS` reads one order's: sorted here, not by the
+    // database (see `ByIdsOrder`).
+    refunds.sort_by(|(a, x), (b, y)| {
+        (a, x.requested_at, &x.flow_id).cmp(&(b, y.requested_at, &y.flow_id))
+    });
     for (order, refund) in refunds {
         if let Some(s) = orders.get_mut(&order) {
             s.refunds.push(refund);

@@ -24,7 +24,7 @@ use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::statements::{
-    BulkByIds, BulkInsert, BulkJoin, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
+    BulkByIds, BulkInsert, BulkJoin, ByIdsOrder, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
     BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN, BULK_INSERT_FINGERPRINTS,
     BULK_INSERT_VOUCHER_USES, BULK_MARK_REFUND_REVIEWS,
 };
@@ -141,8 +141,8 @@ impl Engine {
     }
 
     /// `SELECT columns FROM table` for the rows whose `order_id` is one of the integers of one
-    /// JSON array parameter (`[1,2,3]`), in `order_by` order, locked `FOR UPDATE` if `lock`.
-    /// `index` is the table's index that leads with `order_id`.
+    /// JSON array parameter (`[1,2,3]`), sorted where `order` says ([`ByIdsOrder`]), locked
+    /// `FOR UPDATE` if `lock`. `index` is the table's index that leads with `order_id`.
     ///
     /// Written so that each id is looked up in that index whatever the engine's statistics
     /// say: PostgreSQL would hash-join a set-returning function against a whole table it
@@ -154,21 +154,25 @@ impl Engine {
             table,
             index,
             columns,
-            order_by,
+            order,
             lock,
         } = *statement;
         let lock = if lock { " FOR UPDATE" } else { "" };
+        let order = match (self, order) {
+            (_, ByIdsOrder::Rows(list)) | (Self::Postgres, ByIdsOrder::Locks(list)) => {
+                format!(" ORDER BY {list}")
+            }
+            (Self::MySql, ByIdsOrder::Locks(_)) | (_, ByIdsOrder::Any) => String::new(),
+        };
         match self {
             Self::Postgres => format!(
                 "SELECT {columns} FROM {table} WHERE order_id = ANY (ARRAY(\
-                 SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS bigint))) \
-                 ORDER BY {order_by}{lock}"
+                 SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS bigint))){order}{lock}"
             ),
             Self::MySql => format!(
                 "SELECT STRAIGHT_JOIN {columns} \
                  FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) AS ids \
-                 JOIN {table} FORCE INDEX ({index}) ON {table}.order_id = ids.id \
-                 ORDER BY {order_by}{lock}"
+                 JOIN {table} FORCE INDEX ({index}) ON {table}.order_id = ids.id{order}{lock}"
             ),
         }
     }
@@ -296,13 +300,27 @@ impl Engine {
         )
     }
 
-    /// `INSERT INTO into SELECT select FROM <the statement's JSON rows> ORDER BY d.i`: the rows
-    /// in the batch's order, so ids and audit `seq`s are handed out in the order the verifies
+    /// `INSERT INTO into SELECT select FROM <the statement's JSON rows>`, the rows in the
+    /// batch's order, so that ids and audit `seq`s are handed out in the order the verifies
     /// arrived.
+    ///
+    /// PostgreSQL sorts by `d.i` for that, in memory and cheaply. MySQL takes the rows in
+    /// `JSON_TABLE`'s document order, which is the batch's, without `ORDER BY`: with it,
+    /// MariaDB 10.11 sorted every insert that has a `LONGTEXT` column (the use log, the
+    /// fingerprints, the audit entries, the events) by row position, through temporary files,
+    /// and then read each row again by its position, parsing the JSON parameter again. That was
+    /// 8 temporary files and 4 merge passes per batch, and about a fifth of the server's CPU;
+    /// without it a batch cost MariaDB 200–213 µs of CPU per verify instead of 221–279
+    /// (`docs/PERFORMANCE.md`, nineteenth session). The engines' batch test checks that the
+    /// use log, the audit entries and the events of a batch come out in one order.
     pub(crate) fn bulk_insert(self, statement: &BulkInsert) -> String {
         let source = self.json_rows(statement.keys);
+        let order = match self {
+            Self::Postgres => " ORDER BY d.i",
+            Self::MySql => "",
+        };
         format!(
-            "INSERT INTO {} SELECT {} FROM {source} ORDER BY d.i",
+            "INSERT INTO {} SELECT {} FROM {source}{order}",
             statement.into, statement.select
         )
     }

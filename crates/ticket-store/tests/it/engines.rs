@@ -877,6 +877,64 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
             "one accepted audit entry for order {i}"
         );
     }
+    assert_appended_in_one_order(&db, &(1..=32).map(|i| f.id(i)).collect::<Vec<_>>()).await;
+}
+
+/// The rows a batch appends follow the batch's order in every table. Each event's `seq` is
+/// computed from its verify's place in the batch; the audit entries' `seq`s and the uses' ids
+/// are handed out as the database inserts the rows. So if an insert took its rows in another
+/// order than the batch's (MySQL's inserts have no `ORDER BY`, see `Engine::bulk_insert`),
+/// the order ids of `orders` (one verify each) would come out in a different order here.
+async fn assert_appended_in_one_order(db: &ScratchDatabase, orders: &[i64]) {
+    let mut shell = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let events = order_ids_in(
+        &mut shell,
+        orders,
+        "SELECT order_id FROM ledger_events WHERE event_type = 'ticketd.voucher.used' ORDER BY seq",
+    )
+    .await;
+    let audit = order_ids_in(
+        &mut shell,
+        orders,
+        "SELECT order_id FROM audit_log WHERE reason = 'applied' ORDER BY seq",
+    )
+    .await;
+    let uses = order_ids_in(
+        &mut shell,
+        orders,
+        "SELECT order_id FROM voucher_uses ORDER BY id",
+    )
+    .await;
+    let mut sorted = events.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted, orders,
+        "one verify's events per order, each order once: {events:?}"
+    );
+    assert_eq!(audit, events, "audit entries in the events' order");
+    assert_eq!(uses, events, "uses in the events' order");
+}
+
+/// The order ids `sql` answers that are among `orders`, in its order, a run of one id counted
+/// once (a verify may raise several events; its place is its first).
+async fn order_ids_in(
+    shell: &mut sqlx::AnyConnection,
+    orders: &[i64],
+    sql: &'static str,
+) -> Vec<i64> {
+    use sqlx::Row;
+    let mut ids: Vec<i64> = sqlx::query(sql)
+        .fetch_all(&mut *shell)
+        .await
+        .expect(sql)
+        .iter()
+        .map(|row| row.get::<i64, _>(0))
+        .filter(|id| orders.contains(id))
+        .collect();
+    ids.dedup();
+    ids
 }
 
 /// A batch that fails for one of its verifies (here a trigger refuses that verify's use log
