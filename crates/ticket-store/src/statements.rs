@@ -495,7 +495,7 @@ pub(crate) struct BulkByIds {
     pub(crate) index: &'static str,
     /// The `SELECT` list.
     pub(crate) columns: &'static str,
-    /// The `ORDER BY` list.
+    /// Where its rows are sorted, and by what.
     pub(crate) order: ByIdsOrder,
     /// Whether the rows are locked.
     pub(crate) lock: bool,

@@ -308,11 +308,12 @@ impl Engine {
     /// `JSON_TABLE`'s document order, which is the batch's, without `ORDER BY`: with it,
     /// MariaDB 10.11 sorted every insert that has a `LONGTEXT` column (the use log, the
     /// fingerprints, the audit entries, the events) by row position, through temporary files,
-    /// and then read each row again by its position, parsing the JSON parameter again. That was
-    /// 8 temporary files and 4 merge passes per batch, and about a fifth of the server's CPU;
-    /// without it a batch cost MariaDB 200–213 µs of CPU per verify instead of 221–279
-    /// (`docs/PERFORMANCE.md`, nineteenth session). The engines' batch test checks that the
-    /// use log, the audit entries and the events of a batch come out in one order.
+    /// and then read each row again by its position, parsing the JSON parameter again: with
+    /// the reads' sorts ([`ByIdsOrder`]), 8 temporary files and 4 merge passes per batch, and
+    /// a fifth of MariaDB's samples. Without both, MariaDB spent 183–205 µs of CPU per verify
+    /// instead of 217–296 (`docs/PERFORMANCE.md`, nineteenth session). The engines' batch test
+    /// checks that the use log, the audit entries and the events of a batch come out in one
+    /// order.
     pub(crate) fn bulk_insert(self, statement: &BulkInsert) -> String {
         let source = self.json_rows(statement.keys);
         let order = match self {
