@@ -840,16 +840,19 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
     let before = store.metrics().await.expect("metrics").batches.expect("b");
 
     let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
-    let queued: Vec<_> = (1..=32)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            let cmd = verify_cmd(&a, f.id(i))
-                .entry_at("C", 1 + i % 3, Some(gate_time_plus(i)))
-                .build();
-            tokio::spawn(async move { store.verify(cmd).await })
-        })
-        .collect();
-    until_queued(&store, 32).await;
+    // Queued the highest order first, each once the one before waits, so that the batch's
+    // order is not the order ids': an insert that sorted its rows by order id would then fail
+    // `assert_appended_in_one_order` below.
+    let mut queued = Vec::new();
+    for (waiting, i) in (1..=32).rev().enumerate() {
+        let s = Arc::clone(&store);
+        let cmd = verify_cmd(&a, f.id(i))
+            .entry_at("C", 1 + i % 3, Some(gate_time_plus(i)))
+            .build();
+        queued.push(tokio::spawn(async move { s.verify(cmd).await }));
+        until_queued(&store, waiting as u64 + 1).await;
+    }
+    queued.reverse();
 
     let first = held.release().await.expect("the blocked verify");
     assert_eq!(first.applied_uses, 1);
