@@ -70,6 +70,9 @@ use self::outcome::Connector;
 use crate::apps::AppCache;
 use crate::StoreError;
 
+/// How long a pooled connection may have been idle and still be used without a ping first.
+const PING_IDLE: Duration = Duration::from_secs(1);
+
 /// How a [`SqlStore`] uses its server: pool size and the bounds on waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -189,6 +192,17 @@ impl SqlStore {
             .max_connections(settings.max_connections.max(1))
             .min_connections(settings.min_connections.min(settings.max_connections))
             .acquire_timeout(settings.acquire_timeout)
+            // A connection that has just been used is not pinged before its next use: under
+            // load, the ping was a round trip of its own before every batch's `BEGIN`.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 let setup = setup.clone();
                 Box::pin(async move {
