@@ -610,7 +610,7 @@ pub(crate) const BULK_SELECT_REFUNDS: BulkByIds = BulkByIds {
     table: "refund_requests",
     index: "refund_requests_by_order",
     columns: concat!("refund_requests.order_id, ", refund_columns!()),
-    // Sorted by the caller (`bulk::load_orders`), as `SELECT_REFUNDS` sorts one order's.
+    // Sorted by the caller (`bulk::read_batch`), as `SELECT_REFUNDS` sorts one order's.
     order: ByIdsOrder::Any,
     lock: false,
 };

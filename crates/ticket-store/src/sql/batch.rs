@@ -12,10 +12,11 @@
 //!
 //! 1. lock every order of the batch, in `order_id` order (`SELECT … FOR UPDATE`; the same order
 //!    in every process, so two batches can wait for each other but never deadlock), and read
-//!    the codes the batch names with their orders' totals (`bulk::load_orders`: not every
+//!    the codes the batch names with their orders' totals (`bulk::read_batch`: not every
 //!    code of every order), the refund requests and the fingerprints the batch could replay —
 //!    four statements whatever the batch's size (five when a legacy report without a code
-//!    makes its order be read whole);
+//!    makes its order be read whole), which on PostgreSQL go to the server in one round trip
+//!    with the `BEGIN`;
 //! 2. plan each verify with the domain's rules ([`plan_verify`](ticket_ledger::plan_verify)) in arrival order, on snapshots
 //!    that earlier verifies of the batch have already updated, exactly as if they had run one
 //!    after another. A refused verify contributes nothing but the anomaly its refusal raises;
@@ -23,10 +24,10 @@
 //!    `used + n <= capacity`), the use log, fingerprints, review marks, audit entries,
 //!    anomalies — the rows of every plan ([`VerifyRows`]) travelling as one JSON parameter
 //!    per table (`Engine::json_rows`): on MySQL one statement per table, on PostgreSQL one
-//!    statement for them all and one for the events (`Engine::pg_write_verify`), then commit
-//!    once. Only then is any verify of the batch answered.
+//!    statement for them all (`Engine::pg_write_verify`), and its events sent with the
+//!    `COMMIT`; then commit once. Only then is any verify of the batch answered.
 //!
-//! A batch is about a dozen round trips (eight on PostgreSQL) for up to [`MAX_BATCH`] verifies
+//! A batch is about a dozen round trips (three on PostgreSQL) for up to [`MAX_BATCH`] verifies
 //! instead of ten each, and one durable commit instead of one each. A batch the engine asks to
 //! retry (deadlock, serialization failure, lock timeout) runs again from the start, with fresh
 //! reads. A batch that fails otherwise is not answered with its failure: each of its verifies
@@ -60,6 +61,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use sqlx::pool::PoolConnection;
+use sqlx::AssertSqlSafe;
 use ticket_ledger::{LedgerError, VerifyCommand, VerifyOutcome, VerifyUses};
 use tokio::sync::{mpsc, oneshot};
 
@@ -302,34 +305,44 @@ fn changed_no_row(failure: &Failure) -> bool {
 /// One attempt at a batch in one transaction: the answers, in the batch's order, once it has
 /// committed, and whether it did (`false`: its outcome stayed unknown, and the answers say
 /// so).
+///
+/// The transaction is begun and ended by statements ticketd sends (`BEGIN` with the reads,
+/// [`bulk::plan_batch`]; `COMMIT` after the writes, [`bulk::commit_statement`]), not by sqlx:
+/// on PostgreSQL they then travel in the round trips of the reads and of the events, three
+/// round trips a batch instead of eight. [`Open`] sees that its connection never goes back to
+/// the pool inside that transaction.
 async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, bool), Failure> {
-    let mut tx = db.pool.begin().await.during("starting a transaction")?;
-    let planned = bulk::plan_batch(&mut tx, db.engine, cmds).await;
-    let (answers, rows) = match planned {
+    let conn = db
+        .pool
+        .acquire()
+        .await
+        .during("taking a connection for a verify batch")?;
+    let mut open = Open { conn, open: true };
+    let planned = async {
+        let (answers, rows) = bulk::plan_batch(&mut open.conn, db.engine, cmds).await?;
+        bulk::write_verify(&mut open.conn, db.engine, &rows).await?;
+        let commit = bulk::commit_statement(db.engine, &rows)?;
+        Ok::<_, Failure>((answers, rows, commit))
+    }
+    .await;
+    let (answers, rows, commit) = match planned {
         Ok(planned) => planned,
         Err(failure) => {
-            if let Err(e) = tx.rollback().await {
-                tracing::warn!(error = %e, "rolling back a verify batch failed");
-            }
+            open.roll_back().await;
             return Err(failure);
         }
     };
-    if let Err(failure) = bulk::write_verify(&mut tx, db.engine, &rows).await {
-        if let Err(e) = tx.rollback().await {
-            tracing::warn!(error = %e, "rolling back a verify batch failed");
-        }
-        return Err(failure);
-    }
+    let committed = open.commit(commit).await;
     if bulk::mark(&rows).is_none() {
         // Nothing written (every verify refused, no anomaly): the refusals stand whatever
         // became of the commit.
-        if let Err(e) = tx.commit().await {
+        if let Err(e) = committed {
             tracing::debug!(error = %e, "committing a batch that wrote nothing failed");
         }
         return Ok((answers, true));
     }
     // The trace is only built if the commit's answer is lost.
-    match db.commit(tx, || trace(&rows, cmds, &answers)).await {
+    match db.settle(committed, || trace(&rows, cmds, &answers)).await {
         Ok(()) => Ok((answers, true)),
         Err(Failure::OutcomeUnknown { .. }) => {
             let answers = cmds
@@ -345,6 +358,54 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
             Ok((answers, false))
         }
         Err(failure) => Err(failure),
+    }
+}
+
+/// A pooled connection whose transaction ticketd began with a statement of its own, so sqlx
+/// does not know of it: dropped while that transaction may still be open (a failure whose
+/// `ROLLBACK` failed too, a commit whose answer was lost, a cancelled attempt), the connection
+/// is closed, which ends the transaction on the server, instead of going back to the pool.
+struct Open {
+    conn: PoolConnection<sqlx::Any>,
+    /// Whether the transaction may still be open.
+    open: bool,
+}
+
+impl Open {
+    /// Sends `commit` (the statement that ends the batch, `COMMIT` last) and answers the
+    /// server's answer to it. An error the server answered means nothing was committed: what
+    /// is left of the transaction (aborted, on PostgreSQL, by a failed statement before the
+    /// `COMMIT`) is rolled back.
+    async fn commit(&mut self, commit: String) -> Result<(), sqlx::Error> {
+        let answer = sqlx::raw_sql(AssertSqlSafe(commit))
+            .execute(&mut *self.conn)
+            .await
+            .map(drop);
+        match &answer {
+            Ok(()) => self.open = false,
+            Err(sqlx::Error::Database(_)) => self.roll_back().await,
+            Err(_) => {}
+        }
+        answer
+    }
+
+    /// Rolls the transaction back; if that fails, the connection is closed when dropped.
+    async fn roll_back(&mut self) {
+        match sqlx::raw_sql("ROLLBACK").execute(&mut *self.conn).await {
+            Ok(_) => self.open = false,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "rolling back a verify batch failed; its connection will be closed"
+            ),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
     }
 }
 

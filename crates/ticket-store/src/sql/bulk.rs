@@ -5,9 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
+use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AssertSqlSafe, Either};
 use ticket_ledger::{
     plan_verify, refusal_anomaly, ConfirmCode, Fingerprint, LedgerError, OrderId, OrderSnapshot,
     VerifyCommand, VerifyOutcome, VerifyUses, VoucherRecord,
@@ -49,18 +50,7 @@ pub(crate) async fn plan_batch(
     e: Engine,
     cmds: &[&VerifyCommand],
 ) -> Result<(Answers, VerifyRows), Failure> {
-    let ids_json = to_json(&order_ids(cmds))?;
-    let mut orders = load_orders(conn, e, &ids_json, cmds).await?;
-
-    let wanted: Vec<FingerprintRow> = cmds
-        .iter()
-        .filter_map(|c| c.order.order_id().map(|id| (id, c)))
-        .filter(|(id, _)| orders.contains_key(&id.get()))
-        .flat_map(|(id, c)| c.fingerprints().into_iter().map(move |fp| (id.get(), fp)))
-        .enumerate()
-        .map(|(i, (o, fp))| FingerprintRow::new(i, o, &fp, None))
-        .collect();
-    let mut known = known_fingerprints(conn, e, &wanted).await?;
+    let (mut orders, mut known) = read_batch(conn, e, cmds).await?;
 
     let mut answers = Vec::with_capacity(cmds.len());
     let mut rows = VerifyRows::default();
@@ -104,8 +94,9 @@ pub(crate) async fn plan_batch(
     Ok((answers, rows))
 }
 
-/// Locks the batch's orders (in `order_id` order) and reads each one's vouchers and refund
-/// requests: the snapshots the batch is planned on, by `order_id`.
+/// Locks the batch's orders (in `order_id` order) and reads what its verifies are planned on:
+/// each order's vouchers and refund requests (the snapshots, by `order_id`), and those of the
+/// batch's fingerprints already recorded, as `(order_id, fingerprint)`.
 ///
 /// An order whose verifies all name their codes gets a snapshot in brief ([`summarise`]): the
 /// named codes, and the rest of its codes as one voucher holding their totals, which the
@@ -114,32 +105,97 @@ pub(crate) async fn plan_batch(
 /// uses, its status, what a refund holds); only a legacy report without a code draws down the
 /// codes one by one in issuance order, so an order with such a verify in the batch is read
 /// whole, as is an order whose totals are beyond a `BIGINT`.
-async fn load_orders(
+///
+/// The lock and the three reads go out together ([`run_reads`]): what each read asks for
+/// follows from the batch alone, not from what the lock finds. Orders that turn out not to
+/// exist get no snapshot, and an order the brief read cannot summarise is read whole by one
+/// more statement.
+async fn read_batch(
     conn: &mut AnyConnection,
     e: Engine,
-    ids_json: &str,
     cmds: &[&VerifyCommand],
-) -> Result<HashMap<i64, OrderSnapshot>, Failure> {
-    let locked = all(
-        conn,
-        q_owned(e, e.select_by_ids(&BULK_LOCK_ORDERS)).bind(ids_json.to_owned()),
-        |row| {
-            let totals = match (row.opt_int(11)?, row.opt_int(12)?) {
-                (Some(capacity), Some(used)) => Some(Totals {
-                    count: row.int(10)?,
-                    capacity,
-                    used,
-                }),
-                _ => None,
-            };
-            Ok((rows::order(row)?, totals))
-        },
-        "locking the batch's orders",
-    )
-    .await?;
-    let mut totals: HashMap<i64, Option<Totals>> = HashMap::with_capacity(locked.len());
-    let mut orders: HashMap<i64, OrderSnapshot> = HashMap::with_capacity(locked.len());
-    for (order, order_totals) in locked {
+) -> Result<Snapshots, Failure> {
+    let ids_json = to_json(&order_ids(cmds))?;
+    // The codes each order's verifies name; `None` for an order read whole.
+    let mut named: HashMap<i64, Option<HashSet<&ConfirmCode>>> = HashMap::new();
+    for cmd in cmds {
+        let Some(id) = cmd.order.order_id().map(OrderId::get) else {
+            continue;
+        };
+        let codes = named.entry(id).or_insert_with(|| Some(HashSet::new()));
+        match (&cmd.uses, codes.as_mut()) {
+            (VerifyUses::Vouchers { entries, .. }, Some(codes)) => {
+                codes.extend(entries.iter().map(|entry| &entry.code));
+            }
+            (VerifyUses::Code { code, .. }, Some(codes)) => {
+                codes.insert(code);
+            }
+            (VerifyUses::Order { .. }, _) => *codes = None,
+            (_, None) => {}
+        }
+    }
+    let keys: Vec<NamedCode<'_>> = named
+        .iter()
+        .filter_map(|(id, codes)| Some((*id, codes.as_ref()?)))
+        .flat_map(|(id, codes)| {
+            codes.iter().map(move |code| NamedCode {
+                order_id: id,
+                code: code.as_str(),
+            })
+        })
+        .collect();
+    let wanted: Vec<FingerprintRow> = cmds
+        .iter()
+        .filter_map(|c| c.order.order_id().map(|id| (id, c)))
+        .flat_map(|(id, c)| c.fingerprints().into_iter().map(move |fp| (id.get(), fp)))
+        .enumerate()
+        .map(|(i, (o, fp))| FingerprintRow::new(i, o, &fp, None))
+        .collect();
+
+    let mut reads = vec![
+        Read::new(
+            e.select_by_ids(&BULK_LOCK_ORDERS),
+            ids_json.clone(),
+            "locking the batch's orders",
+        ),
+        Read::new(
+            e.select_by_ids(&BULK_SELECT_REFUNDS),
+            ids_json,
+            "reading the batch's refunds",
+        ),
+    ];
+    if !keys.is_empty() {
+        reads.push(Read::new(
+            e.bulk_select(&BULK_NAMED_VOUCHERS),
+            to_json(&keys)?,
+            "reading the batch's vouchers",
+        ));
+    }
+    if !wanted.is_empty() {
+        reads.push(Read::new(
+            e.bulk_select(&BULK_KNOWN_FINGERPRINTS),
+            to_json(&wanted)?,
+            "looking up the batch's fingerprints",
+        ));
+    }
+    let mut results = run_reads(conn, e, &reads).await?.into_iter();
+    let mut next = |during| results.next().ok_or(Failure::Conflict(during));
+
+    let mut totals: HashMap<i64, Option<Totals>> = HashMap::new();
+    let mut orders: HashMap<i64, OrderSnapshot> = HashMap::new();
+    for row in next("the batch's lock answered nothing")? {
+        let order_totals = match (row.opt_int(11), row.opt_int(12)) {
+            (Ok(Some(capacity)), Ok(Some(used))) => Some(Totals {
+                count: row.int(10).during("locking the batch's orders")?,
+                capacity,
+                used,
+            }),
+            (Ok(_), Ok(_)) => None,
+            (Err(error), _) | (_, Err(error)) => {
+                return Err(error).during("locking the batch's orders")
+            }
+        };
+        let order = rows::order(&row).during("locking the batch's orders")?;
         let id = order.order_id.get();
         totals.insert(id, order_totals);
         orders.insert(
@@ -152,87 +208,46 @@ async fn load_orders(
             },
         );
     }
-
-    // The codes each order's verifies name; `None` for an order read whole.
-    let mut named: HashMap<i64, Option<HashSet<&ConfirmCode>>> = HashMap::new();
-    for cmd in cmds {
-        let Some(id) = cmd.order.order_id().map(OrderId::get) else {
-            continue;
-        };
-        let Some(order_totals) = totals.get(&id) else {
-            continue;
-        };
-        let codes = named
-            .entry(id)
-            .or_insert_with(|| order_totals.is_some().then(HashSet::new));
-        match (&cmd.uses, codes.as_mut()) {
-            (VerifyUses::Vouchers { entries, .. }, Some(codes)) => {
-                codes.extend(entries.iter().map(|entry| &entry.code));
-            }
-            (VerifyUses::Code { code, .. }, Some(codes)) => {
-                codes.insert(code);
-            }
-            (VerifyUses::Order { .. }, _) => *codes = None,
-            (_, None) => {}
-        }
-    }
-    let mut whole: Vec<i64> = named
+    let mut refunds = next("the batch's refunds read answered nothing")?
         .iter()
-        .filter(|(_, codes)| codes.is_none())
-        .map(|(id, _)| *id)
-        .collect();
-    let briefly: Vec<(i64, HashSet<&ConfirmCode>)> = named
-        .into_iter()
-        .filter_map(|(id, codes)| Some((id, codes?)))
-        .collect();
-    if !briefly.is_empty() {
-        let keys: Vec<NamedCode<'_>> = briefly
-            .iter()
-            .flat_map(|(id, codes)| {
-                codes.iter().map(|code| NamedCode {
-                    order_id: *id,
-                    code: code.as_str(),
-                })
-            })
-            .collect();
-        let found = if keys.is_empty() {
-            Vec::new()
-        } else {
-            all(
-                conn,
-                q_owned(e, e.bulk_select(&BULK_NAMED_VOUCHERS)).bind(to_json(&keys)?),
-                |row| {
-                    Ok(NamedRow {
-                        order_id: row.int(0)?,
-                        code: row.text(1)?,
-                        seq: row.int(2)?,
-                        capacity: row.int(3)?,
-                        used: row.int(4)?,
-                    })
-                },
-                "reading the batch's vouchers",
-            )
-            .await?
-        };
-        let mut found_by_order: HashMap<i64, Vec<NamedRow>> = HashMap::new();
-        for row in found {
+        .map(|row| Ok((row.int(0)?, rows::refund(&Shifted(row))?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .during("reading the batch's refunds")?;
+    let mut found_by_order: HashMap<i64, Vec<NamedRow>> = HashMap::new();
+    if !keys.is_empty() {
+        for row in next("the batch's vouchers read answered nothing")? {
+            let row = NamedRow::read(&row).during("reading the batch's vouchers")?;
             found_by_order.entry(row.order_id).or_default().push(row);
         }
-        for (id, codes) in &briefly {
-            let rows = found_by_order.remove(id).unwrap_or_default();
-            let brief = totals
-                .get(id)
-                .copied()
-                .flatten()
-                .and_then(|order_totals| summarise(rows, order_totals, codes));
-            match brief {
-                Some(vouchers) => {
-                    if let Some(s) = orders.get_mut(id) {
-                        s.vouchers = vouchers;
-                    }
-                }
-                None => whole.push(*id),
-            }
+    }
+    let known = if wanted.is_empty() {
+        HashSet::new()
+    } else {
+        let found = next("the batch's fingerprints read answered nothing")?
+            .iter()
+            .map(|row| Ok((row.int(0)?, row.text(1)?, row.int(2)?, row.int(3)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .during("looking up the batch's fingerprints")?;
+        known_of(&wanted, found, &orders)
+    };
+
+    let mut whole: Vec<i64> = Vec::new();
+    for (id, codes) in &named {
+        // No snapshot for an order that does not exist.
+        let Some(order_totals) = totals.get(id) else {
+            continue;
+        };
+        let brief = match (codes, order_totals) {
+            (Some(codes), Some(order_totals)) => summarise(
+                found_by_order.remove(id).unwrap_or_default(),
+                *order_totals,
+                codes,
+            ),
+            _ => None,
+        };
+        match (brief, orders.get_mut(id)) {
+            (Some(vouchers), Some(s)) => s.vouchers = vouchers,
+            _ => whole.push(*id),
         }
     }
     if !whole.is_empty() {
@@ -250,13 +265,6 @@ async fn load_orders(
             }
         }
     }
-    let mut refunds = all(
-        conn,
-        q_owned(e, e.select_by_ids(&BULK_SELECT_REFUNDS)).bind(ids_json.to_owned()),
-        |row| Ok((row.int(0)?, rows::refund(&Shifted(row))?)),
-        "reading the batch's refunds",
-    )
-    .await?;
     // Each order's in the order `SELECT_REFUNDS` reads one order's: sorted here, not by the
     // database (see `ByIdsOrder`).
     refunds.sort_by(|(a, x), (b, y)| {
@@ -267,7 +275,117 @@ async fn load_orders(
             s.refunds.push(refund);
         }
     }
-    Ok(orders)
+    Ok((orders, known))
+}
+
+/// What [`read_batch`] answers: the snapshots by `order_id`, and the batch's fingerprints
+/// already recorded.
+type Snapshots = (HashMap<i64, OrderSnapshot>, HashSet<(i64, Fingerprint)>);
+
+/// One of a batch's reads: a statement in the engine's syntax with one parameter (`?`), and
+/// the JSON text it is given.
+struct Read {
+    sql: String,
+    json: String,
+    during: &'static str,
+}
+
+impl Read {
+    fn new(sql: String, json: String, during: &'static str) -> Self {
+        Self { sql, json, during }
+    }
+}
+
+/// What PostgreSQL's reads are called when they fail together.
+const READING_AT_ONCE: &str = "locking and reading the batch";
+
+/// Begins the batch's transaction and runs `reads` in it one after another, and answers each
+/// one's rows.
+///
+/// On PostgreSQL the `BEGIN` and the reads go to the server in one round trip: one
+/// simple-protocol query of as many statements, each parameter written into its statement as
+/// a string literal ([`inline`]). Each statement still runs on a snapshot taken when it
+/// starts, so a read after the lock sees every write committed before the lock was granted,
+/// as it would as a query of its own. A batch on PostgreSQL spent more of its time waiting
+/// for ticketd's next statement, and for the server to wake up to it, than running
+/// statements (half of the batch workers' connections' time at 64 clients, on two cores);
+/// `docs/PERFORMANCE.md` (twentieth session) has what the round trips saved were worth.
+/// MySQL runs them one by one, with their parameters bound.
+async fn run_reads(
+    conn: &mut AnyConnection,
+    e: Engine,
+    reads: &[Read],
+) -> Result<Vec<Vec<AnyRow>>, Failure> {
+    let mut answers = Vec::with_capacity(reads.len());
+    match e {
+        Engine::MySql => {
+            sqlx::raw_sql("BEGIN")
+                .execute(&mut *conn)
+                .await
+                .during("starting a transaction")?;
+            for read in reads {
+                let query = q_owned(e, read.sql.clone()).bind(read.json.clone());
+                answers.push(query.fetch_all(&mut *conn).await.during(read.during)?);
+            }
+        }
+        Engine::Postgres => {
+            let mut text = String::from("BEGIN");
+            for read in reads {
+                text.push_str(";\n");
+                text.push_str(&inline(&read.sql, &[&pg_literal(&read.json)]));
+            }
+            let mut rows = Vec::new();
+            let mut stream = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
+            let mut begun = false;
+            while let Some(item) = stream.try_next().await.during(READING_AT_ONCE)? {
+                match item {
+                    Either::Left(_) if !begun => begun = true,
+                    Either::Left(_) => answers.push(std::mem::take(&mut rows)),
+                    Either::Right(row) => rows.push(row),
+                }
+            }
+        }
+    }
+    if answers.len() != reads.len() {
+        return Err(Failure::Conflict(
+            "the batch's reads answered too few results",
+        ));
+    }
+    Ok(answers)
+}
+
+/// `sql` with each `?` replaced by the next of `params`, in one pass (a parameter's own text
+/// is never searched).
+fn inline(sql: &str, params: &[&str]) -> String {
+    let mut out = String::with_capacity(sql.len() + params.iter().map(|p| p.len()).sum::<usize>());
+    let mut params = params.iter();
+    for c in sql.chars() {
+        match (c, c == '?') {
+            (_, true) => match params.next() {
+                Some(param) => out.push_str(param),
+                None => out.push(c),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` as a PostgreSQL string literal (`E'…'`, quotes and backslashes doubled), whatever
+/// `standard_conforming_strings` says. The text is JSON that ticketd wrote (`to_json`), which
+/// holds no NUL.
+fn pg_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// A code a batch names, as [`BULK_NAMED_VOUCHERS`] reads it.
@@ -287,6 +405,18 @@ struct NamedRow {
     seq: i64,
     capacity: i64,
     used: i64,
+}
+
+impl NamedRow {
+    fn read(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            order_id: row.int(0)?,
+            code: row.text(1)?,
+            seq: row.int(2)?,
+            capacity: row.int(3)?,
+            used: row.int(4)?,
+        })
+    }
 }
 
 /// An order's totals as the database keeps them on its row (`0008_order_totals`).
@@ -358,25 +488,17 @@ fn stand_in_code(named: &HashSet<&ConfirmCode>) -> Option<ConfirmCode> {
     None
 }
 
-/// Those of `wanted` already recorded, as `(order_id, fingerprint)`.
-async fn known_fingerprints(
-    conn: &mut AnyConnection,
-    e: Engine,
+/// Those of `wanted` recorded (`found`: order, code, time, quantity) for an order of
+/// `orders`, as `(order_id, fingerprint)`.
+fn known_of(
     wanted: &[FingerprintRow],
-) -> Result<HashSet<(i64, Fingerprint)>, Failure> {
-    if wanted.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let found = all(
-        conn,
-        q_owned(e, e.bulk_select(&BULK_KNOWN_FINGERPRINTS)).bind(to_json(wanted)?),
-        |row| Ok((row.int(0)?, row.text(1)?, row.int(2)?, row.int(3)?)),
-        "looking up the batch's fingerprints",
-    )
-    .await?;
+    found: Vec<(i64, String, i64, i64)>,
+    orders: &HashMap<i64, OrderSnapshot>,
+) -> HashSet<(i64, Fingerprint)> {
     // Only fingerprints the batch asked about come back, so each matches one it holds.
-    Ok(found
+    found
         .into_iter()
+        .filter(|(order, ..)| orders.contains_key(order))
         .filter_map(|(order, code, used_at_ms, quantity)| {
             wanted
                 .iter()
@@ -388,7 +510,7 @@ async fn known_fingerprints(
                 })
                 .map(|w| (order, w.fingerprint()))
         })
-        .collect())
+        .collect()
 }
 
 /// A row that tells the batch committed: its first audit entry, or without one (every verify
@@ -407,9 +529,9 @@ pub(crate) fn mark(rows: &VerifyRows) -> Option<Mark> {
     })
 }
 
-/// Step 3: the rows of every plan of the batch: on PostgreSQL in one statement and its
-/// events in a second ([`Engine::pg_write_verify`], [`Engine::pg_write_events`]), on MySQL one
-/// statement per table that has rows.
+/// Step 3: the rows of every plan of the batch: on PostgreSQL in one statement
+/// ([`Engine::pg_write_verify`]; its events go with the commit, [`commit_statement`]), on
+/// MySQL one statement per table that has rows, the events last.
 pub(crate) async fn write_verify(
     conn: &mut AnyConnection,
     e: Engine,
@@ -428,15 +550,9 @@ static PG_WRITE_VERIFY: LazyLock<String> = LazyLock::new(|| {
         .0
         .into_owned()
 });
-/// [`Engine::pg_write_events`], numbered for PostgreSQL once.
-static PG_WRITE_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    Engine::Postgres
-        .sql(Engine::pg_write_events())
-        .0
-        .into_owned()
-});
 
-/// Step 3 on PostgreSQL: two round trips, with the checks of [`write_verify_by_table`].
+/// Step 3 on PostgreSQL: one round trip, with the checks of [`write_verify_by_table`]; the
+/// events go with the commit ([`commit_statement`]).
 async fn write_verify_at_once(conn: &mut AnyConnection, rows: &VerifyRows) -> Result<(), Failure> {
     let e = Engine::Postgres;
     let (counted, reviewed) = all(
@@ -467,24 +583,26 @@ async fn write_verify_at_once(conn: &mut AnyConnection, rows: &VerifyRows) -> Re
             write: WRITE_REFUND_REVIEW,
         }));
     }
-    let batch = batch_events(rows);
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let written = q(e, PG_WRITE_EVENTS.as_str())
-        .bind(count(batch.len()))
-        .bind(to_json(&batch)?)
-        .execute(&mut *conn)
-        .await
-        .during("writing the batch's events")?
-        .rows_affected();
-    // Each event is joined with the counter's row: none written means there was no such row.
-    if written != batch.len() as u64 {
-        return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
-            write: WRITE_EVENT_SEQ,
-        }));
-    }
     Ok(())
+}
+
+/// The statement that ends a batch's transaction: `COMMIT`, after the batch's events on
+/// PostgreSQL ([`Engine::pg_write_events`], its parameters written in, [`inline`]), which then
+/// travel in the commit's round trip. The events take the event counter's row, which every
+/// writer of the ledger waits for, so it is held from the events to the commit and no longer
+/// (on MySQL the events are the last write, [`write_events`]). A batch whose events find no
+/// counter row fails (their `seq` is NULL, which the column refuses) and commits nothing.
+pub(crate) fn commit_statement(e: Engine, rows: &VerifyRows) -> Result<String, Failure> {
+    let batch = batch_events(rows);
+    if e == Engine::MySql || batch.is_empty() {
+        return Ok("COMMIT".to_owned());
+    }
+    let n = count(batch.len()).to_string();
+    let events = inline(
+        &Engine::pg_write_events(),
+        &[&n, &pg_literal(&to_json(&batch)?)],
+    );
+    Ok(format!("{events};\nCOMMIT"))
 }
 
 /// `len` as a count the database answers.

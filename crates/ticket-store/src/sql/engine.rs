@@ -287,15 +287,18 @@ impl Engine {
     }
 
     /// PostgreSQL: [`ADVANCE_EVENT_SEQ_BY`] and [`BULK_INSERT_EVENTS`] in one statement, the
-    /// events' `seq`s taken from what the counter's update returns. No counter row, no event
-    /// written (the caller counts them). Bind the number of events, then the events.
+    /// events' `seq`s taken from what the counter's update returns. No counter row makes every
+    /// `seq` NULL, which `ledger_events` refuses: the statement fails, and with it the
+    /// transaction (it is sent with the `COMMIT`, so no count of rows can be checked before
+    /// committing). Its parameters are the number of events, then the events.
     ///
     /// [`BULK_INSERT_EVENTS`]: crate::statements::BULK_INSERT_EVENTS
     pub(crate) fn pg_write_events() -> String {
         let BulkInsert { into, select, keys } = BULK_INSERT_EVENTS_TAKEN;
         format!(
             "WITH taken AS ({ADVANCE_EVENT_SEQ_BY} RETURNING last) \
-             INSERT INTO {into} SELECT {select} FROM {source} CROSS JOIN taken ORDER BY d.i",
+             INSERT INTO {into} SELECT {select} FROM {source} LEFT JOIN taken ON true \
+             ORDER BY d.i",
             source = Self::Postgres.json_rows(keys),
         )
     }

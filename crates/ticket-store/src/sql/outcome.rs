@@ -236,7 +236,17 @@ impl Db {
         tx: sqlx::Transaction<'_, sqlx::Any>,
         trace: impl FnOnce() -> Option<Trace>,
     ) -> Result<(), Failure> {
-        let error = match tx.commit().await {
+        self.settle(tx.commit().await, trace).await
+    }
+
+    /// [`Db::commit`] for a commit already sent: `committed` is the server's answer to it
+    /// (or the error that took its place).
+    pub(crate) async fn settle(
+        &self,
+        committed: Result<(), sqlx::Error>,
+        trace: impl FnOnce() -> Option<Trace>,
+    ) -> Result<(), Failure> {
+        let error = match committed {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };

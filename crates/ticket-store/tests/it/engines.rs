@@ -69,6 +69,8 @@ on_both_engines!(
     import_refuses_a_target_that_holds_rows,
     verifies_queued_behind_a_batch_are_committed_together,
     a_batch_that_fails_runs_its_verifies_one_by_one,
+    a_batch_whose_events_fail_commits_nothing_and_leaves_no_transaction_open,
+    codes_that_quote_and_escape_are_read_and_written_by_a_batch,
     a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name,
     ledger_totals_beyond_i64_are_read_not_refused,
     order_totals_are_built_on_upgrade_and_follow_every_write,
@@ -454,9 +456,10 @@ async fn a_lock_released_during_the_retries_lets_the_verify_apply(engine: Engine
 async fn a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_written(
     engine: Engine,
 ) {
-    let Some(db) = ScratchDatabase::shared(engine) else {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
         return;
     };
+    let db = &db;
     let (store, f, a) = locked_order(db, short_lock_wait(engine), 2).await;
     let mut holder = hold_order_lock(db, f.id(1)).await;
     let answer = store
@@ -477,6 +480,50 @@ async fn a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_wri
         .expect("order");
     assert_eq!(view.vouchers[0].used, 0);
     assert_eq!(view.events.len(), 1, "only the creation entry");
+    // Each attempt's transaction failed with its lock wait and was rolled back: none of the
+    // store's connections went back to its pool inside it.
+    assert_no_transaction_open(db, engine).await;
+}
+
+/// Fails unless, within 5 s, no connection to `db` (a database of the test's own) is inside
+/// a transaction: a batch's transaction is begun by a statement of ticketd's, which the pool
+/// does not know of.
+async fn assert_no_transaction_open(db: &ScratchDatabase, engine: Engine) {
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let sql = match engine {
+        Engine::Postgres => {
+            "SELECT CAST(count(*) AS BIGINT) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND state LIKE 'idle in transaction%'"
+        }
+        Engine::MySql => {
+            "SELECT CAST(count(*) AS SIGNED) FROM information_schema.innodb_trx AS t \
+             JOIN information_schema.processlist AS p ON p.id = t.trx_mysql_thread_id \
+             WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID()"
+        }
+    };
+    // The views lag (InnoDB's `innodb_trx` is a cache, refreshed only when it was last read
+    // over 100 ms ago): a connection left inside its transaction stays listed for good, so
+    // this waits up to 5 s for none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let open: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut admin)
+            .await
+            .expect("count open transactions");
+        if open == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections left inside a transaction"
+        );
+        // Not sooner: each read of `innodb_trx` within 100 ms of the last one answers the
+        // cache without refreshing it, so quicker polls would never see it change.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Append-only is the database's rule too, not only the code's.
@@ -972,6 +1019,115 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
         matches!(poisoned, Err(LedgerError::Internal(_))),
         "{poisoned:?}"
     );
+}
+
+/// A batch whose events cannot be written (here a trigger refuses order 3's) commits nothing
+/// of what it wrote before them: on PostgreSQL the events go to the server with the `COMMIT`,
+/// the failed statement leaves the transaction aborted, and it is rolled back; then each
+/// verify runs alone, the sound ones apply, and no connection is left inside a transaction.
+async fn a_batch_whose_events_fail_commits_nothing_and_leaves_no_transaction_open(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 6).await;
+    let store = Arc::new(store);
+    let third = f.id(3);
+    let refuse = match engine {
+        Engine::Postgres => vec![
+            "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'no events'; END $$"
+                .to_owned(),
+            format!(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON ledger_events FOR EACH ROW \
+                 WHEN (NEW.order_id = {third}) EXECUTE FUNCTION refuse_events()"
+            ),
+        ],
+        Engine::MySql => vec![format!(
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON ledger_events FOR EACH ROW \
+             BEGIN IF NEW.order_id = {third} THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no events'; END IF; END"
+        )],
+    };
+    let refused = six_in_one_batch_the_third_failing(&store, &db, &refuse, &f, &a, |cmd| cmd).await;
+    assert!(
+        matches!(refused, Err(LedgerError::Internal(_))),
+        "{refused:?}"
+    );
+    assert_no_transaction_open(&db, engine).await;
+}
+
+/// Codes may hold any visible ASCII character, quotes, backslashes and question marks
+/// included; on PostgreSQL a batch's reads and events carry them inside string literals.
+/// Each is found, counted and listed as given, in one batch.
+async fn codes_that_quote_and_escape_are_read_and_written_by_a_batch(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 0).await;
+    let store = Arc::new(store);
+    let codes = [
+        "it's",
+        "back\\slash",
+        "''",
+        "\\'",
+        "?$1?",
+        "x');DELETE_FROM_vouchers;--",
+        "E'\\x00'",
+        "\"q\"",
+    ];
+    let id = f.id(1);
+    let issued: Vec<(&str, i64)> = codes.iter().map(|c| (*c, 2)).collect();
+    given_order(store.as_ref(), order(id, &a, &issued)).await;
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+    let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
+    let queued: Vec<_> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            let store = Arc::clone(&store);
+            let cmd = verify_cmd(&a, id)
+                .entry(code, 1)
+                .request_id(&format!("r{i}"))
+                .build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        })
+        // A second use of the first code in the same batch, at a later gate time.
+        .chain(std::iter::once({
+            let store = Arc::clone(&store);
+            let cmd = verify_cmd(&a, id)
+                .entry_at(codes[0], 1, Some(gate_time_plus(60)))
+                .build();
+            tokio::spawn(async move { store.verify(cmd).await })
+        }))
+        .collect();
+    until_queued(&store, codes.len() as u64 + 1).await;
+    held.release().await.expect("the blocked verify");
+    for task in queued {
+        let outcome = task.await.expect("join").expect("applied");
+        assert_eq!(outcome.applied_uses, 1);
+    }
+    let after = store.metrics().await.expect("metrics").batches.expect("b");
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the held batch, then one: {after:?}"
+    );
+    let view = store
+        .order(OrderId::new(id).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    for voucher in &view.vouchers {
+        let want = if voucher.code.as_str() == codes[0] {
+            2
+        } else {
+            1
+        };
+        assert_eq!(voucher.used, want, "{:?}", voucher.code);
+    }
+    let listed: Vec<&str> = view.vouchers.iter().map(|v| v.code.as_str()).collect();
+    assert_eq!(listed, codes);
+    assert_no_transaction_open(&db, engine).await;
 }
 
 /// Runs `setup` on a connection of its own, then verifies of orders `f.id(1..=6)`, one use of

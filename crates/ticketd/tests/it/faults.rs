@@ -438,16 +438,21 @@ async fn relay(
     }
 }
 
-/// Whether `bytes` hold a `COMMIT` as the drivers send it (seen on the wire): PostgreSQL's
-/// simple query message (`'Q'`, length 11, `COMMIT\0`) or MySQL's `COM_QUERY` packet
-/// (length 7, sequence 0, command 3, `COMMIT`). A driver writes a message in one piece, and
-/// waits for the answer to the previous one first, so one read holds it whole.
+/// Whether `bytes` hold a `COMMIT` as the drivers send it (seen on the wire): a PostgreSQL
+/// simple query message (`'Q'`, its length, the text, `\0`) whose text ends with `COMMIT` —
+/// `COMMIT` alone, or a batch's events then `COMMIT` (`bulk::commit_statement`) — or MySQL's
+/// `COM_QUERY` packet (length 7, sequence 0, command 3, `COMMIT`). A driver writes a message
+/// in one piece, and waits for the answer to the previous one first, so one read holds it
+/// whole.
 fn is_commit(bytes: &[u8]) -> bool {
-    const POSTGRES: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
     const MYSQL: &[u8] = b"\x07\0\0\0\x03COMMIT";
-    [POSTGRES, MYSQL]
-        .iter()
-        .any(|m| bytes.windows(m.len()).any(|w| w == *m))
+    let postgres = bytes.first() == Some(&b'Q')
+        && bytes
+            .get(1..5)
+            .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]))
+            == Some(u32::try_from(bytes.len() - 1).unwrap_or(u32::MAX))
+        && (bytes.ends_with(b"\0\0\0\x0bCOMMIT\0") || bytes.ends_with(b";\nCOMMIT\0"));
+    postgres || bytes.windows(MYSQL.len()).any(|w| w == MYSQL)
 }
 
 impl Drop for Proxy {
