@@ -15,8 +15,8 @@
 //!    the codes the batch names with their orders' totals (`bulk::read_batch`: not every
 //!    code of every order), the refund requests and the fingerprints the batch could replay —
 //!    four statements whatever the batch's size (five when a legacy report without a code
-//!    makes its order be read whole), which on PostgreSQL go to the server in one round trip
-//!    with the `BEGIN`;
+//!    makes its order be read whole), which go to the server in one round trip with the
+//!    `BEGIN`;
 //! 2. plan each verify with the domain's rules ([`plan_verify`](ticket_ledger::plan_verify)) in arrival order, on snapshots
 //!    that earlier verifies of the batch have already updated, exactly as if they had run one
 //!    after another. A refused verify contributes nothing but the anomaly its refusal raises;
@@ -27,7 +27,7 @@
 //!    statement for them all (`Engine::pg_write_verify`), and its events sent with the
 //!    `COMMIT`; then commit once. Only then is any verify of the batch answered.
 //!
-//! A batch is about a dozen round trips (three on PostgreSQL) for up to [`MAX_BATCH`] verifies
+//! A batch is about ten round trips (three on PostgreSQL) for up to [`MAX_BATCH`] verifies
 //! instead of ten each, and one durable commit instead of one each. A batch the engine asks to
 //! retry (deadlock, serialization failure, lock timeout) runs again from the start, with fresh
 //! reads. A batch that fails otherwise is not answered with its failure: each of its verifies
@@ -308,9 +308,9 @@ fn changed_no_row(failure: &Failure) -> bool {
 ///
 /// The transaction is begun and ended by statements ticketd sends (`BEGIN` with the reads,
 /// [`bulk::plan_batch`]; `COMMIT` after the writes, [`bulk::commit_statement`]), not by sqlx:
-/// on PostgreSQL they then travel in the round trips of the reads and of the events, three
-/// round trips a batch instead of eight. [`Open`] sees that its connection never goes back to
-/// the pool inside that transaction.
+/// the `BEGIN` then travels in the reads' round trip, and on PostgreSQL the `COMMIT` in the
+/// events' (three round trips a batch there instead of eight). [`Open`] sees that its
+/// connection never goes back to the pool inside that transaction.
 async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, bool), Failure> {
     let conn = db
         .pool

@@ -153,29 +153,19 @@ async fn read_batch(
         .collect();
 
     let mut reads = vec![
-        Read::new(
-            e.select_by_ids(&BULK_LOCK_ORDERS),
-            ids_json.clone(),
-            "locking the batch's orders",
-        ),
-        Read::new(
-            e.select_by_ids(&BULK_SELECT_REFUNDS),
-            ids_json,
-            "reading the batch's refunds",
-        ),
+        Read::new(e.select_by_ids(&BULK_LOCK_ORDERS), ids_json.clone()),
+        Read::new(e.select_by_ids(&BULK_SELECT_REFUNDS), ids_json),
     ];
     if !keys.is_empty() {
         reads.push(Read::new(
             e.bulk_select(&BULK_NAMED_VOUCHERS),
             to_json(&keys)?,
-            "reading the batch's vouchers",
         ));
     }
     if !wanted.is_empty() {
         reads.push(Read::new(
             e.bulk_select(&BULK_KNOWN_FINGERPRINTS),
             to_json(&wanted)?,
-            "looking up the batch's fingerprints",
         ));
     }
     let mut results = run_reads(conn, e, &reads).await?.into_iter();
@@ -287,63 +277,49 @@ type Snapshots = (HashMap<i64, OrderSnapshot>, HashSet<(i64, Fingerprint)>);
 struct Read {
     sql: String,
     json: String,
-    during: &'static str,
 }
 
 impl Read {
-    fn new(sql: String, json: String, during: &'static str) -> Self {
-        Self { sql, json, during }
+    fn new(sql: String, json: String) -> Self {
+        Self { sql, json }
     }
 }
 
-/// What PostgreSQL's reads are called when they fail together.
+/// What a batch's reads are called when they fail: they are sent together.
 const READING_AT_ONCE: &str = "locking and reading the batch";
 
 /// Begins the batch's transaction and runs `reads` in it one after another, and answers each
 /// one's rows.
 ///
-/// On PostgreSQL the `BEGIN` and the reads go to the server in one round trip: one
-/// simple-protocol query of as many statements, each parameter written into its statement as
-/// a string literal ([`inline`]). Each statement still runs on a snapshot taken when it
-/// starts, so a read after the lock sees every write committed before the lock was granted,
-/// as it would as a query of its own. A batch on PostgreSQL spent more of its time waiting
-/// for ticketd's next statement, and for the server to wake up to it, than running
-/// statements (half of the batch workers' connections' time at 64 clients, on two cores);
-/// `docs/PERFORMANCE.md` (twentieth session) has what the round trips saved were worth.
-/// MySQL runs them one by one, with their parameters bound.
+/// The `BEGIN` and the reads go to the server in one round trip: one text-protocol query of
+/// as many statements (PostgreSQL's simple query, MySQL's multi-statement `COM_QUERY`), each
+/// parameter written into its statement as a literal ([`literal`], [`inline`]). Each
+/// statement still runs on a snapshot taken when it starts (READ COMMITTED), and a locking
+/// read reads the latest rows, so a read after the lock sees every write committed before the
+/// lock was granted, as it would as a query of its own. A batch on PostgreSQL spent more of
+/// its time waiting for ticketd's next statement, and for the server to wake up to it, than
+/// running statements (half of the batch workers' connections' time at 64 clients, on two
+/// cores); `docs/PERFORMANCE.md` (twentieth session) has what the round trips saved were
+/// worth.
 async fn run_reads(
     conn: &mut AnyConnection,
     e: Engine,
     reads: &[Read],
 ) -> Result<Vec<Vec<AnyRow>>, Failure> {
+    let mut text = String::from("BEGIN");
+    for read in reads {
+        text.push_str(";\n");
+        text.push_str(&inline(&read.sql, &[&literal(e, &read.json)]));
+    }
     let mut answers = Vec::with_capacity(reads.len());
-    match e {
-        Engine::MySql => {
-            sqlx::raw_sql("BEGIN")
-                .execute(&mut *conn)
-                .await
-                .during("starting a transaction")?;
-            for read in reads {
-                let query = q_owned(e, read.sql.clone()).bind(read.json.clone());
-                answers.push(query.fetch_all(&mut *conn).await.during(read.during)?);
-            }
-        }
-        Engine::Postgres => {
-            let mut text = String::from("BEGIN");
-            for read in reads {
-                text.push_str(";\n");
-                text.push_str(&inline(&read.sql, &[&pg_literal(&read.json)]));
-            }
-            let mut rows = Vec::new();
-            let mut stream = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
-            let mut begun = false;
-            while let Some(item) = stream.try_next().await.during(READING_AT_ONCE)? {
-                match item {
-                    Either::Left(_) if !begun => begun = true,
-                    Either::Left(_) => answers.push(std::mem::take(&mut rows)),
-                    Either::Right(row) => rows.push(row),
-                }
-            }
+    let mut rows = Vec::new();
+    let mut stream = sqlx::raw_sql(AssertSqlSafe(text)).fetch_many(&mut *conn);
+    let mut begun = false;
+    while let Some(item) = stream.try_next().await.during(READING_AT_ONCE)? {
+        match item {
+            Either::Left(_) if !begun => begun = true,
+            Either::Left(_) => answers.push(std::mem::take(&mut rows)),
+            Either::Right(row) => rows.push(row),
         }
     }
     if answers.len() != reads.len() {
@@ -353,6 +329,29 @@ async fn run_reads(
     }
     Ok(answers)
 }
+
+/// `text` (JSON that ticketd wrote, [`to_json`]) as a string literal of the engine's: on
+/// PostgreSQL `E'…'` with quotes and backslashes doubled ([`pg_literal`]); on MySQL a
+/// hexadecimal literal read as `utf8mb4`, which no character of the text can end early,
+/// whatever the session's `sql_mode` says of backslashes.
+fn literal(e: Engine, text: &str) -> String {
+    match e {
+        Engine::Postgres => pg_literal(text),
+        Engine::MySql => {
+            let mut out = String::with_capacity(2 * text.len() + 12);
+            out.push_str("_utf8mb4 X'");
+            for byte in text.bytes() {
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            }
+            out.push('\'');
+            out
+        }
+    }
+}
+
+/// The hexadecimal digits, by value.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `sql` with each `?` replaced by the next of `params`, in one pass (a parameter's own text
 /// is never searched).
@@ -372,8 +371,8 @@ fn inline(sql: &str, params: &[&str]) -> String {
 }
 
 /// `text` as a PostgreSQL string literal (`E'…'`, quotes and backslashes doubled), whatever
-/// `standard_conforming_strings` says. The text is JSON that ticketd wrote (`to_json`), which
-/// holds no NUL.
+/// `standard_conforming_strings` says. The text is JSON that ticketd wrote ([`to_json`]),
+/// which holds no NUL.
 fn pg_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     out.push_str("E'");
@@ -810,6 +809,37 @@ impl ReadRow for Shifted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_are_written_in_order_and_never_searched_for_placeholders() {
+        assert_eq!(inline("a ? b ? c", &["'?'", "2"]), "a '?' b 2 c");
+        assert_eq!(inline("no placeholder", &["x"]), "no placeholder");
+        assert_eq!(
+            inline("? ?", &["1"]),
+            "1 ?",
+            "a placeholder without a parameter stays"
+        );
+    }
+
+    #[test]
+    fn literals_cannot_be_ended_by_their_text() {
+        let text = r#"{"c":"it's","d":"\\'); DROP TABLE vouchers; --","e":"中"}"#;
+        assert_eq!(
+            pg_literal(text),
+            r#"E'{"c":"it''s","d":"\\\\''); DROP TABLE vouchers; --","e":"中"}'"#
+        );
+        let mysql = literal(Engine::MySql, text);
+        let hex = mysql
+            .strip_prefix("_utf8mb4 X'")
+            .and_then(|rest| rest.strip_suffix('\''))
+            .expect("a hexadecimal literal");
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{hex}");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert_eq!(String::from_utf8(bytes).expect("utf-8"), text);
+    }
 
     fn code(text: &str) -> ConfirmCode {
         ConfirmCode::parse(text).expect("a valid code")
