@@ -71,7 +71,7 @@ use super::db::{failure_text, During, Failure};
 use super::engine::ErrorClass;
 use super::trace::{unknown_anomaly, Fence, Trace};
 use super::Db;
-use crate::plan_rows::VerifyRows;
+use crate::plan_rows::{VerifyRows, WRITE_EVENT_SEQ};
 
 /// Most verifies in one transaction.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -332,7 +332,16 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
             return Err(failure);
         }
     };
+    // `open` is gone after this: a connection whose commit answer was lost is closed now,
+    // releasing whatever the server still holds for it before the lookup below looks.
     let committed = open.commit(commit).await;
+    if let Err(sqlx::Error::Database(error)) = &committed {
+        if bulk::is_missing_event_seq(error.as_ref()) {
+            return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
+                write: WRITE_EVENT_SEQ,
+            }));
+        }
+    }
     if bulk::mark(&rows).is_none() {
         // Nothing written (every verify refused, no anomaly): the refusals stand whatever
         // became of the commit.
@@ -375,8 +384,10 @@ impl Open {
     /// Sends `commit` (the statement that ends the batch, `COMMIT` last) and answers the
     /// server's answer to it. An error the server answered means nothing was committed: what
     /// is left of the transaction (aborted, on PostgreSQL, by a failed statement before the
-    /// `COMMIT`) is rolled back.
-    async fn commit(&mut self, commit: String) -> Result<(), sqlx::Error> {
+    /// `COMMIT`) is rolled back. Any other error leaves the transaction's fate unknown: the
+    /// connection is closed as this returns (dropped with `open` set), so that the server
+    /// ends the transaction and releases its locks, which a lookup of the commit waits for.
+    async fn commit(mut self, commit: String) -> Result<(), sqlx::Error> {
         let answer = sqlx::raw_sql(AssertSqlSafe(commit))
             .execute(&mut *self.conn)
             .await

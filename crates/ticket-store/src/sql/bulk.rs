@@ -604,6 +604,14 @@ pub(crate) fn commit_statement(e: Engine, rows: &VerifyRows) -> Result<String, F
     Ok(format!("{events};\nCOMMIT"))
 }
 
+/// Whether `error` is the events statement of [`commit_statement`] finding no event counter
+/// row: a NULL `seq` refused by `ledger_events` (PostgreSQL's `not_null_violation`), which
+/// stands for the count of the counter's row the other engine checks, and so is the same
+/// refusal ([`LedgerError::WriteChangedNoRow`] on `WRITE_EVENT_SEQ`).
+pub(crate) fn is_missing_event_seq(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().as_deref() == Some("23502") && error.table() == Some("ledger_events")
+}
+
 /// `len` as a count the database answers.
 fn count(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)

@@ -15,7 +15,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyConnection, AnyPool, Connection};
 
 /// How often the watcher checks that the pool's host still accepts writes.
@@ -213,7 +212,7 @@ pub(crate) fn watch(hosts: Hosts, pool: AnyPool, current: Current) {
             }
             let url = current.get();
             match hosts.find().await {
-                Ok(found) if *found != *url => match found.parse::<AnyConnectOptions>() {
+                Ok(found) if *found != *url => match super::pool_options(&found) {
                     Ok(options) => {
                         pool.set_connect_options(options);
                         current.set(&found);

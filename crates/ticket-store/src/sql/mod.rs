@@ -52,8 +52,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyConnection;
+use sqlx::ConnectOptions;
 use sqlx::{AssertSqlSafe, Connection};
 use ticket_ledger::{
     refusal_anomaly, Anomaly, AnomalyFilter, App, AppAccess, AppKey, AuditEntry, AuditFilter,
@@ -72,6 +73,17 @@ use crate::StoreError;
 
 /// How long a pooled connection may have been idle and still be used without a ping first.
 const PING_IDLE: Duration = Duration::from_secs(1);
+
+/// The pool's connect options for `url`: sqlx's own logging of statements off. A batch's
+/// reads and events carry their parameters written into the statement's text (codes,
+/// fingerprints, the events' data: `bulk::run_reads`, `bulk::commit_statement`), and sqlx
+/// logs a statement slower than a second at WARN with its whole text: a lock wait would put
+/// unmasked codes in the log. ticketd logs what it does itself.
+pub(crate) fn pool_options(url: &str) -> Result<AnyConnectOptions, sqlx::Error> {
+    Ok(url
+        .parse::<AnyConnectOptions>()?
+        .disable_statement_logging())
+}
 
 /// How a [`SqlStore`] uses its server: pool size and the bounds on waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,8 +226,7 @@ impl SqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy(url)
-            .map_err(|e| unreachable(Box::new(e)))?;
+            .connect_lazy_with(pool_options(url).map_err(|e| unreachable(Box::new(e)))?);
         if let Some(hosts) = hosts {
             hosts::watch(hosts, pool.clone(), current);
         }

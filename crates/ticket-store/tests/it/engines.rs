@@ -71,6 +71,7 @@ on_both_engines!(
     a_batch_that_fails_runs_its_verifies_one_by_one,
     a_batch_whose_events_fail_commits_nothing_and_leaves_no_transaction_open,
     codes_that_quote_and_escape_are_read_and_written_by_a_batch,
+    a_lone_verify_without_an_event_counter_is_refused_as_a_write_that_changed_no_row,
     a_batch_never_waits_for_a_lock_on_an_order_it_does_not_name,
     ledger_totals_beyond_i64_are_read_not_refused,
     order_totals_are_built_on_upgrade_and_follow_every_write,
@@ -1053,6 +1054,42 @@ async fn a_batch_whose_events_fail_commits_nothing_and_leaves_no_transaction_ope
         matches!(refused, Err(LedgerError::Internal(_))),
         "{refused:?}"
     );
+    assert_no_transaction_open(&db, engine).await;
+}
+
+/// Without the event counter's row (a damaged ledger) a verify is refused as a write that
+/// changed no row, on both engines alike, and nothing of it is written: on PostgreSQL the
+/// batch's events, sent with the `COMMIT`, fail on their NULL `seq` instead of being counted,
+/// and that failure is told apart from any other.
+async fn a_lone_verify_without_an_event_counter_is_refused_as_a_write_that_changed_no_row(
+    engine: Engine,
+) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 1).await;
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("DELETE FROM ledger_event_seq")
+        .execute(&mut admin)
+        .await
+        .expect("delete the counter row");
+    let answer = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await;
+    assert_eq!(
+        answer.err(),
+        Some(LedgerError::WriteChangedNoRow {
+            write: "ledger_event_seq"
+        })
+    );
+    let view = store
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(view.vouchers[0].used, 0);
     assert_no_transaction_open(&db, engine).await;
 }
 
