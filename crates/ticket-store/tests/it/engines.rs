@@ -77,6 +77,19 @@ on_both_engines!(
     order_totals_are_built_on_upgrade_and_follow_every_write,
 );
 
+/// On one thread, so that the test's log subscriber sees the store's tasks too.
+mod logs {
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres_a_slow_batch_leaves_no_code_in_the_log() {
+        super::a_slow_batch_leaves_no_code_in_the_log(ticket_store::Engine::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn mysql_a_slow_batch_leaves_no_code_in_the_log() {
+        super::a_slow_batch_leaves_no_code_in_the_log(ticket_store::Engine::MySql).await;
+    }
+}
+
 /// What undoes migration 8 (`0008_order_totals`): a database as schema 7 wrote it.
 fn back_to_schema_7(engine: Engine) -> &'static [&'static str] {
     match engine {
@@ -1091,6 +1104,77 @@ async fn a_lone_verify_without_an_event_counter_is_refused_as_a_write_that_chang
         .expect("order");
     assert_eq!(view.vouchers[0].used, 0);
     assert_no_transaction_open(&db, engine).await;
+}
+
+/// Where a test's log goes: every event of its thread, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+/// A batch's statements carry their parameters in their text (the codes among them), and
+/// sqlx logs a statement slower than a second with its text at WARN: a verify that waits
+/// over a second for its order's lock must leave no code in the log, at any level.
+async fn a_slow_batch_leaves_no_code_in_the_log(engine: Engine) {
+    let Some(db) = ScratchDatabase::fresh(engine) else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let (store, f, a) = locked_order(&db, Duration::from_secs(5), 1).await;
+    let code = "Q7SECRETCODE";
+    given_order(&store, order(f.id(2), &a, &[(code, 2)])).await;
+    let mut holder = hold_order_lock(&db, f.id(2)).await;
+    let verify = store.verify(verify_cmd(&a, f.id(2)).entry(code, 1).build());
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("release");
+    };
+    let (outcome, ()) = tokio::join!(verify, release);
+    assert_eq!(
+        outcome.expect("applied once the lock is free").applied_uses,
+        1
+    );
+    let log = String::from_utf8_lossy(
+        &captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    let hex: String = code.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(!log.is_empty(), "the log was captured");
+    assert!(
+        !log.contains(code) && !log.to_lowercase().contains(&hex),
+        "a code in the log: {log}"
+    );
 }
 
 /// Codes may hold any visible ASCII character, quotes, backslashes and question marks
