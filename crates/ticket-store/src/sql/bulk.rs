@@ -168,24 +168,28 @@ async fn read_batch(
             to_json(&wanted)?,
         ));
     }
+    // `run_reads` answers one result per read, in order.
     let mut results = run_reads(conn, e, &reads).await?.into_iter();
-    let mut next = |during| results.next().ok_or(Failure::Conflict(during));
+    let mut next = || results.next().unwrap_or_default();
 
-    let mut totals: HashMap<i64, Option<Totals>> = HashMap::new();
-    let mut orders: HashMap<i64, OrderSnapshot> = HashMap::new();
-    for row in next("the batch's lock answered nothing")? {
-        let order_totals = match (row.opt_int(11), row.opt_int(12)) {
-            (Ok(Some(capacity)), Ok(Some(used))) => Some(Totals {
-                count: row.int(10).during("locking the batch's orders")?,
-                capacity,
-                used,
-            }),
-            (Ok(_), Ok(_)) => None,
-            (Err(error), _) | (_, Err(error)) => {
-                return Err(error).during("locking the batch's orders")
-            }
-        };
-        let order = rows::order(&row).during("locking the batch's orders")?;
+    let locked = next()
+        .iter()
+        .map(|row| {
+            let totals = match (row.opt_int(11)?, row.opt_int(12)?) {
+                (Some(capacity), Some(used)) => Some(Totals {
+                    count: row.int(10)?,
+                    capacity,
+                    used,
+                }),
+                _ => None,
+            };
+            Ok((rows::order(row)?, totals))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .during("locking the batch's orders")?;
+    let mut totals: HashMap<i64, Option<Totals>> = HashMap::with_capacity(locked.len());
+    let mut orders: HashMap<i64, OrderSnapshot> = HashMap::with_capacity(locked.len());
+    for (order, order_totals) in locked {
         let id = order.order_id.get();
         totals.insert(id, order_totals);
         orders.insert(
@@ -198,14 +202,14 @@ async fn read_batch(
             },
         );
     }
-    let mut refunds = next("the batch's refunds read answered nothing")?
+    let mut refunds = next()
         .iter()
         .map(|row| Ok((row.int(0)?, rows::refund(&Shifted(row))?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .during("reading the batch's refunds")?;
     let mut found_by_order: HashMap<i64, Vec<NamedRow>> = HashMap::new();
     if !keys.is_empty() {
-        for row in next("the batch's vouchers read answered nothing")? {
+        for row in next() {
             let row = NamedRow::read(&row).during("reading the batch's vouchers")?;
             found_by_order.entry(row.order_id).or_default().push(row);
         }
@@ -213,7 +217,7 @@ async fn read_batch(
     let known = if wanted.is_empty() {
         HashSet::new()
     } else {
-        let found = next("the batch's fingerprints read answered nothing")?
+        let found = next()
             .iter()
             .map(|row| Ok((row.int(0)?, row.text(1)?, row.int(2)?, row.int(3)?)))
             .collect::<Result<Vec<_>, sqlx::Error>>()
