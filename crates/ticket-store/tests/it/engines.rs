@@ -812,7 +812,7 @@ const BLOCKER: i64 = 999;
 /// A store whose verifies all go through one batch worker, in a database of its own, with an
 /// app, an order `f.id(BLOCKER)` to block the worker on, and orders `f.id(1..=n)` of one code
 /// `C`.
-async fn one_worker(db: &ScratchDatabase, n: i64) -> (SqlStore, Fresh, String) {
+async fn one_worker(db: &ScratchDatabase, n: i64) -> (Arc<SqlStore>, Fresh, String) {
     let store = open(
         db,
         &PoolSettings {
@@ -827,7 +827,7 @@ async fn one_worker(db: &ScratchDatabase, n: i64) -> (SqlStore, Fresh, String) {
     for i in (1..=n).chain([BLOCKER]) {
         given_order(&store, order(f.id(i), &a, &[("C", 5)])).await;
     }
-    (store, f, a)
+    (Arc::new(store), f, a)
 }
 
 /// Waits until the batch workers have taken `n` verifies out of the queue in all.
@@ -897,7 +897,6 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
         return;
     };
     let (store, f, a) = one_worker(&db, 32).await;
-    let store = Arc::new(store);
     let before = store.metrics().await.expect("metrics").batches.expect("b");
 
     let held = HeldWorker::hold(&db, &store, &f, &a, before.jobs).await;
@@ -1009,7 +1008,6 @@ async fn a_batch_that_fails_runs_its_verifies_one_by_one(engine: Engine) {
         return;
     };
     let (store, f, a) = one_worker(&db, 6).await;
-    let store = Arc::new(store);
     let poison = match engine {
         Engine::Postgres => vec![
             "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -1044,7 +1042,6 @@ async fn a_batch_whose_events_fail_commits_nothing_and_leaves_no_transaction_ope
         return;
     };
     let (store, f, a) = one_worker(&db, 6).await;
-    let store = Arc::new(store);
     let third = f.id(3);
     let refuse = match engine {
         Engine::Postgres => vec![
@@ -1185,7 +1182,6 @@ async fn codes_that_quote_and_escape_are_read_and_written_by_a_batch(engine: Eng
         return;
     };
     let (store, f, a) = one_worker(&db, 0).await;
-    let store = Arc::new(store);
     let codes = [
         "it's",
         "back\\slash",
@@ -1330,7 +1326,6 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
         return;
     };
     let (store, f, a) = one_worker(&db, 6).await;
-    let store = Arc::new(store);
     let skipped = f.id(3);
     let skip = [
         "CREATE FUNCTION skip_counter() RETURNS trigger LANGUAGE plpgsql AS $$ \
