@@ -23,11 +23,12 @@
 //! 3. write every accepted plan in bulk — counters (still the conditional
 //!    `used + n <= capacity`), the use log, fingerprints, review marks, audit entries,
 //!    anomalies — the rows of every plan ([`VerifyRows`]) travelling as one JSON parameter
-//!    per table (`Engine::json_rows`): on MySQL one statement per table, on PostgreSQL one
-//!    statement for them all (`Engine::pg_write_verify`), and its events sent with the
-//!    `COMMIT`; then commit once. Only then is any verify of the batch answered.
+//!    per table (`Engine::json_rows`): on MySQL one statement per table; on PostgreSQL one
+//!    statement for them all (`Engine::pg_write_verify`, which checks its own counts), sent
+//!    with the events and the `COMMIT` in one round trip; then commit once. Only then is any
+//!    verify of the batch answered.
 //!
-//! A batch is about ten round trips (three on PostgreSQL) for up to [`MAX_BATCH`] verifies
+//! A batch is about ten round trips (two on PostgreSQL) for up to [`MAX_BATCH`] verifies
 //! instead of ten each, and one durable commit instead of one each. A batch the engine asks to
 //! retry (deadlock, serialization failure, lock timeout) runs again from the start, with fresh
 //! reads. A batch that fails otherwise is not answered with its failure: each of its verifies
@@ -309,7 +310,7 @@ fn changed_no_row(failure: &Failure) -> bool {
 /// The transaction is begun and ended by statements ticketd sends (`BEGIN` with the reads,
 /// [`bulk::plan_batch`]; `COMMIT` after the writes, [`bulk::commit_statement`]), not by sqlx:
 /// the `BEGIN` then travels in the reads' round trip, and on PostgreSQL the `COMMIT` in the
-/// events' (three round trips a batch there instead of eight). [`Open`] sees that its
+/// writes' (two round trips a batch there instead of eight). [`Open`] sees that its
 /// connection never goes back to the pool inside that transaction.
 async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, bool), Failure> {
     let conn = db
@@ -336,6 +337,9 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
     // releasing whatever the server still holds for it before the lookup below looks.
     let committed = open.commit(commit).await;
     if let Err(sqlx::Error::Database(error)) = &committed {
+        if let Some(refusal) = bulk::write_changed_no_row(error.as_ref()) {
+            return Err(Failure::Refused(refusal));
+        }
         if bulk::is_missing_event_seq(error.as_ref()) {
             return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
                 write: WRITE_EVENT_SEQ,

@@ -23,6 +23,7 @@ use sqlx::error::ErrorKind;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::rows::{WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
     BulkByIds, BulkInsert, BulkJoin, ByIdsOrder, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
     BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN, BULK_INSERT_FINGERPRINTS,
@@ -260,12 +261,18 @@ impl Engine {
     /// ([`Engine::pg_write_events`]), so that the event counter, which every writer waits
     /// for, is taken only once this statement and its triggers are done.
     ///
+    /// It checks its own counts: every counter it updates and every refund it marks must
+    /// change one row, and a count that falls short calls `ticketd_write_changed_no_row`
+    /// (migration `0009_write_checks`), whose error (SQLSTATE `TK001`, the write named as its
+    /// constraint) fails the statement and the transaction. So the statement can travel with
+    /// the events and the `COMMIT` in one round trip (`bulk::commit_statement`): nothing is
+    /// read back before committing.
+    ///
     /// The parts are [`bulk_update`] and [`bulk_insert`] of the same `BULK_*` statements the
     /// MySQL path runs one by one, so the two cannot drift.
     ///
     /// Bind, in order: the counts, the reviews, the uses, the fingerprints, the audit entries,
-    /// the anomalies, each a JSON array. The one row answered is how many counters and how
-    /// many reviews changed.
+    /// the anomalies, each a JSON array; then how many counts and how many reviews there are.
     ///
     /// [`bulk_update`]: Engine::bulk_update
     /// [`bulk_insert`]: Engine::bulk_insert
@@ -278,7 +285,12 @@ impl Engine {
              {review_ctes}, reviewed AS ({review} RETURNING 1), \
              uses AS ({uses}), fingerprints AS ({fingerprints}), audit AS ({audit}), \
              anomalies AS ({anomalies}) \
-             SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM reviewed)",
+             SELECT CASE \
+             WHEN (SELECT count(*) FROM counted) <> ? \
+             THEN ticketd_write_changed_no_row('{WRITE_VOUCHER_USED}') \
+             WHEN (SELECT count(*) FROM reviewed) <> ? \
+             THEN ticketd_write_changed_no_row('{WRITE_REFUND_REVIEW}') \
+             ELSE 0 END",
             uses = insert(&BULK_INSERT_VOUCHER_USES),
             fingerprints = insert(&BULK_INSERT_FINGERPRINTS),
             audit = insert(&BULK_INSERT_AUDIT),
@@ -401,6 +413,34 @@ impl Engine {
                     lock_timeout.as_secs().max(1)
                 ),
             ],
+        }
+    }
+
+    /// Statements every pooled connection prepares once, after the session setup: on
+    /// PostgreSQL the batch's write and its events, which `bulk::commit_statement` runs with
+    /// `EXECUTE` in one simple query with the `COMMIT`, so that they are planned once per
+    /// connection rather than once per batch. Only for the pool's connections, made once the
+    /// migrations are done: the statements name tables and a function the migrations create.
+    ///
+    /// A connection pooler that hands a session's statements to other server connections
+    /// (PgBouncer in transaction mode) loses them: each batch then fails at its `EXECUTE`
+    /// and its verifies run one by one (`docs/OPERATIONS.md`).
+    pub(crate) fn prepared_statements(self) -> Vec<String> {
+        match self {
+            // The types, in the order `Engine::pg_write_verify` and `Engine::pg_write_events`
+            // take their parameters.
+            Self::Postgres => vec![
+                format!(
+                    "PREPARE {PREPARED_WRITE_VERIFY} \
+                     (jsonb, jsonb, jsonb, jsonb, jsonb, jsonb, bigint, bigint) AS {}",
+                    Self::Postgres.sql(Self::pg_write_verify()).0
+                ),
+                format!(
+                    "PREPARE {PREPARED_WRITE_EVENTS} (bigint, jsonb) AS {}",
+                    Self::Postgres.sql(Self::pg_write_events()).0
+                ),
+            ],
+            Self::MySql => Vec::new(),
         }
     }
 
@@ -541,6 +581,13 @@ fn pg_update(statement: &BulkJoin, name: &str) -> (String, String) {
     )
 }
 
+/// The name under which each pooled PostgreSQL connection prepares
+/// [`Engine::pg_write_verify`] ([`Engine::prepared_statements`]).
+pub(crate) const PREPARED_WRITE_VERIFY: &str = "ticketd_write_verify";
+/// The name under which each pooled PostgreSQL connection prepares
+/// [`Engine::pg_write_events`].
+pub(crate) const PREPARED_WRITE_EVENTS: &str = "ticketd_write_events";
+
 /// The tables ticketd's MySQL/MariaDB schema puts triggers on (`migrations/mysql/0001_init.sql`,
 /// `0008_order_totals.sql`): the ones [`ErrorClass::TriggersNotLoaded`] closes.
 pub(crate) const TRIGGER_TABLES: &str = "vouchers, audit_log";
@@ -638,18 +685,38 @@ mod tests {
         );
     }
 
-    /// The bind order the callers follow (`bulk::write_verify_at_once`): six JSON arrays, then
-    /// the number of events and the events.
+    /// The bind order the callers follow (`bulk::commit_statement`): six JSON arrays and two
+    /// counts, then the number of events and the events.
     #[test]
-    fn the_postgres_batch_writes_take_six_and_two_parameters() {
+    fn the_postgres_batch_writes_take_eight_and_two_parameters() {
         let placeholders = |sql: String| sql.matches('?').count();
-        assert_eq!(placeholders(Engine::pg_write_verify()), 6);
+        assert_eq!(placeholders(Engine::pg_write_verify()), 8);
         assert_eq!(placeholders(Engine::pg_write_events()), 2);
-        let numbered = Engine::Postgres.sql(Engine::pg_write_verify()).0;
-        assert!(
-            numbered.contains("$6") && !numbered.contains("$7"),
-            "{numbered}"
-        );
+        // As many types as each prepared statement takes parameters.
+        let types = |prepare: &str| {
+            let (_, list) = prepare.split_once('(').expect("a type list");
+            let (list, _) = list.split_once(')').expect("a type list");
+            list.split(',').count()
+        };
+        let prepared = Engine::Postgres.prepared_statements();
+        assert_eq!(prepared.len(), 2);
+        assert_eq!(types(&prepared[0]), 8, "{}", prepared[0]);
+        assert_eq!(types(&prepared[1]), 2, "{}", prepared[1]);
+        assert!(Engine::MySql.prepared_statements().is_empty());
+    }
+
+    /// The writes the batch statement names are written into it between quotes.
+    #[test]
+    fn the_writes_a_batch_checks_need_no_quoting() {
+        for write in [WRITE_VOUCHER_USED, WRITE_REFUND_REVIEW] {
+            assert!(
+                write
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._".contains(c)),
+                "{write}"
+            );
+            assert!(Engine::pg_write_verify().contains(&format!("no_row('{write}')")));
+        }
     }
 
     #[test]

@@ -64,6 +64,11 @@ const POSTGRES: &[Migration] = &[
         name: "order_totals",
         sql: include_str!("../../migrations/postgres/0008_order_totals.sql"),
     },
+    Migration {
+        version: 9,
+        name: "write_checks",
+        sql: include_str!("../../migrations/postgres/0009_write_checks.sql"),
+    },
 ];
 
 /// MySQL/MariaDB's migrations, oldest first.
@@ -107,6 +112,11 @@ const MYSQL: &[Migration] = &[
         version: 8,
         name: "order_totals",
         sql: include_str!("../../migrations/mysql/0008_order_totals.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "write_checks",
+        sql: include_str!("../../migrations/mysql/0009_write_checks.sql"),
     },
 ];
 

@@ -200,6 +200,12 @@ impl SqlStore {
                 .await
                 .map_err(|e| unreachable(Box::new(e)))?;
         }
+        let server_version = engine.check_server(&mut conn).await?;
+        migrate::migrate(engine, &mut conn).await?;
+        // Only now the pool: its connections prepare statements that name what the
+        // migrations create (`Engine::prepared_statements`), and a pool kept at
+        // `min_connections` starts connecting at once.
+        let prepared = engine.prepared_statements();
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .min_connections(settings.min_connections.min(settings.max_connections))
@@ -216,9 +222,9 @@ impl SqlStore {
                 })
             })
             .after_connect(move |conn, _meta| {
-                let setup = setup.clone();
+                let (setup, prepared) = (setup.clone(), prepared.clone());
                 Box::pin(async move {
-                    for statement in setup {
+                    for statement in setup.into_iter().chain(prepared) {
                         sqlx::raw_sql(AssertSqlSafe(statement))
                             .execute(&mut *conn)
                             .await?;
@@ -230,8 +236,6 @@ impl SqlStore {
         if let Some(hosts) = hosts {
             hosts::watch(hosts, pool.clone(), current);
         }
-        let server_version = engine.check_server(&mut conn).await?;
-        migrate::migrate(engine, &mut conn).await?;
         let apps =
             queries::all_apps(&mut conn, engine)
                 .await

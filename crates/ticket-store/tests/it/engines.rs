@@ -90,10 +90,13 @@ mod logs {
     }
 }
 
-/// What undoes migration 8 (`0008_order_totals`): a database as schema 7 wrote it.
+/// What undoes migrations 9 (`0009_write_checks`) and 8 (`0008_order_totals`): a database as
+/// schema 7 wrote it.
 fn back_to_schema_7(engine: Engine) -> &'static [&'static str] {
     match engine {
         Engine::Postgres => &[
+            "DROP FUNCTION ticketd_write_changed_no_row(TEXT)",
+            "DELETE FROM schema_migrations WHERE version = 9",
             "DROP TRIGGER vouchers_totals_insert ON vouchers",
             "DROP TRIGGER vouchers_totals_update ON vouchers",
             "DROP TRIGGER vouchers_totals_delete ON vouchers",
@@ -112,6 +115,7 @@ fn back_to_schema_7(engine: Engine) -> &'static [&'static str] {
             "ALTER TABLE orders DROP COLUMN voucher_count, DROP COLUMN capacity_total, \
              DROP COLUMN used_total",
             "DELETE FROM schema_migrations WHERE version = 8",
+            "DELETE FROM schema_migrations WHERE version = 9",
         ],
     }
 }
@@ -1316,8 +1320,8 @@ async fn six_in_one_batch_the_third_failing(
 /// update of one order's counter, as a database disagreeing with what the batch read under
 /// its locks would) writes nothing: each verify runs again alone, the sound ones apply, and
 /// the one whose write changes no row is refused with `WriteChangedNoRow` and recorded as an
-/// anomaly, with nothing of it written. PostgreSQL writes a batch in one statement and counts
-/// the counters it changed after the fact; this checks that count. (InnoDB cannot skip a row
+/// anomaly, with nothing of it written. PostgreSQL writes a batch in one statement, sent with
+/// the `COMMIT`, which counts the counters it changed itself; this checks that count. (InnoDB cannot skip a row
 /// from a trigger, and MySQL counts the rows an update matched, so there is no such
 /// disagreement to stage there.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1353,6 +1357,49 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
         .expect("anomalies");
     assert_eq!(anomalies.len(), 1, "{anomalies:?}");
     assert_eq!(anomalies[0].anomaly.detail["write"], "vouchers.used");
+}
+
+/// The review mark's count, as the counters' above: a batch in which a refund that a verify
+/// puts under review changes no row (a trigger skips it) writes nothing, and that verify, run
+/// alone, is refused with `WriteChangedNoRow` naming the review mark, its order's use not
+/// counted, while its neighbours apply. PostgreSQL's batch statement checks this count itself,
+/// in the round trip of the `COMMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_review_mark_that_changes_no_row_in_a_batch_refuses_that_verify_alone() {
+    let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 6).await;
+    let skipped = f.id(3);
+    // The order's five tickets are held by a pending refund; the batch's use of one, dated before
+    // the request, takes it and puts the request under review (R9).
+    store
+        .request_refund(refund_request(skipped, 5, received_at()))
+        .await
+        .expect("refund request");
+    let skip = [
+        "CREATE FUNCTION skip_review() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RETURN NULL; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER skip_review BEFORE UPDATE ON refund_requests FOR EACH ROW \
+             WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_review()"
+        ),
+    ];
+    let skipped_answer =
+        six_in_one_batch_the_third_failing(&store, &db, &skip, &f, &a, |cmd| cmd).await;
+    assert_eq!(
+        skipped_answer.err(),
+        Some(LedgerError::WriteChangedNoRow {
+            write: "refund_requests.needs_review"
+        })
+    );
+    let view = store
+        .order(OrderId::new(skipped).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert!(!view.refunds[0].needs_review, "{:?}", view.refunds);
 }
 
 /// A batch locks only the orders it names: with another order locked elsewhere (a long

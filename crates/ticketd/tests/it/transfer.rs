@@ -220,7 +220,7 @@ async fn a_busy_sqlite_ledger_moves_without_losing_an_event(engine: Engine) {
     let migrated = ticketd(&["migrate", "--database-url", db.url()], Stdio::null());
     assert_eq!(
         String::from_utf8_lossy(&migrated).trim(),
-        "schema version 8"
+        "schema version 9"
     );
     ticketd(
         &["import", "--database-url", db.url()],

@@ -1,0 +1,11 @@
+-- 0009_write_checks (MySQL/MariaDB): nothing to change; kept so that both engines' schemas
+-- carry the same version, which exports record and imports compare.
+--
+-- NEVER EDIT THIS FILE once a database anywhere has applied it; add `0010_<what>.sql` instead
+-- (see `src/sql/migrate.rs`).
+--
+-- PostgreSQL's 0009 adds the function with which a batch's write refuses itself when a count
+-- falls short, because that write travels with the `COMMIT`. MySQL writes a batch one
+-- statement per table and checks each statement's count before it sends the `COMMIT`, so it
+-- needs no such function.
+DO 0;
