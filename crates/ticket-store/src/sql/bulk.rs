@@ -14,7 +14,7 @@ use ticket_ledger::{
 };
 
 use super::db::{During, Failure};
-use super::engine::{Engine, PREPARED_WRITE_EVENTS, PREPARED_WRITE_VERIFY};
+use super::engine::{BatchRead, Engine, PREPARED_WRITE_EVENTS, PREPARED_WRITE_VERIFY};
 use super::queries::{all, q, q_owned};
 use super::trace::Mark;
 use crate::plan_rows::{events, EventRow, FingerprintRow, VerifyRows, WRITE_EVENT_SEQ};
@@ -22,8 +22,7 @@ use crate::rows::{self, ReadRow, WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
     BulkInsert, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES, BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT,
     BULK_INSERT_EVENTS, BULK_INSERT_FINGERPRINTS, BULK_INSERT_VOUCHER_USES,
-    BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS, BULK_MARK_REFUND_REVIEWS, BULK_NAMED_VOUCHERS,
-    BULK_SELECT_REFUNDS, BULK_SELECT_VOUCHERS,
+    BULK_MARK_REFUND_REVIEWS, BULK_SELECT_VOUCHERS,
 };
 
 /// The answers of a batch, in its order.
@@ -152,20 +151,14 @@ async fn read_batch(
         .collect();
 
     let mut reads = vec![
-        Read::new(e.select_by_ids(&BULK_LOCK_ORDERS), ids_json.clone()),
-        Read::new(e.select_by_ids(&BULK_SELECT_REFUNDS), ids_json),
+        (BatchRead::LockOrders, ids_json.clone()),
+        (BatchRead::Refunds, ids_json),
     ];
     if !keys.is_empty() {
-        reads.push(Read::new(
-            e.bulk_select(&BULK_NAMED_VOUCHERS),
-            to_json(&keys)?,
-        ));
+        reads.push((BatchRead::NamedVouchers, to_json(&keys)?));
     }
     if !wanted.is_empty() {
-        reads.push(Read::new(
-            e.bulk_select(&BULK_KNOWN_FINGERPRINTS),
-            to_json(&wanted)?,
-        ));
+        reads.push((BatchRead::KnownFingerprints, to_json(&wanted)?));
     }
     // `run_reads` answers one result per read, in order.
     let mut results = run_reads(conn, e, &reads).await?.into_iter();
@@ -275,28 +268,17 @@ async fn read_batch(
 /// already recorded.
 type Snapshots = (HashMap<i64, OrderSnapshot>, HashSet<(i64, Fingerprint)>);
 
-/// One of a batch's reads: a statement in the engine's syntax with one parameter (`?`), and
-/// the JSON text it is given.
-struct Read {
-    sql: String,
-    json: String,
-}
-
-impl Read {
-    fn new(sql: String, json: String) -> Self {
-        Self { sql, json }
-    }
-}
-
 /// What a batch's reads are called when they fail: they are sent together.
 const READING_AT_ONCE: &str = "locking and reading the batch";
 
-/// Begins the batch's transaction and runs `reads` in it one after another, and answers each
-/// one's rows.
+/// Begins the batch's transaction and runs `reads` (each with its JSON parameter) in it one
+/// after another, and answers each one's rows.
 ///
 /// The `BEGIN` and the reads go to the server in one round trip: one text-protocol query of
 /// as many statements (PostgreSQL's simple query, MySQL's multi-statement `COM_QUERY`), each
-/// parameter written into its statement as a literal ([`literal`], [`inline`]). Each
+/// parameter written in as a literal ([`literal`]): on PostgreSQL into an `EXECUTE` of the
+/// read the connection prepared ([`Engine::prepared_statements`]), planned once per
+/// connection; on MySQL into the statement's text ([`inline`]). Each
 /// statement still runs on a snapshot taken when it starts (READ COMMITTED), and a locking
 /// read reads the latest rows, so a read after the lock sees every write committed before the
 /// lock was granted, as it would as a query of its own. A batch on PostgreSQL spent more of
@@ -307,12 +289,18 @@ const READING_AT_ONCE: &str = "locking and reading the batch";
 async fn run_reads(
     conn: &mut AnyConnection,
     e: Engine,
-    reads: &[Read],
+    reads: &[(BatchRead, String)],
 ) -> Result<Vec<Vec<AnyRow>>, Failure> {
     let mut text = String::from("BEGIN");
-    for read in reads {
+    for (read, json) in reads {
         text.push_str(";\n");
-        text.push_str(&inline(&read.sql, &[&literal(e, &read.json)]));
+        let json = literal(e, json);
+        match e {
+            Engine::Postgres => {
+                text.push_str(&format!("EXECUTE {} ({json})", read.prepared_name()));
+            }
+            Engine::MySql => text.push_str(&inline(&read.sql(e), &[&json])),
+        }
     }
     let mut answers = Vec::with_capacity(reads.len());
     let mut rows = Vec::new();
@@ -390,7 +378,7 @@ fn pg_literal(text: &str) -> String {
     out
 }
 
-/// A code a batch names, as [`BULK_NAMED_VOUCHERS`] reads it.
+/// A code a batch names, as [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS) reads it.
 #[derive(Debug, Serialize)]
 struct NamedCode<'a> {
     #[serde(rename = "o")]
@@ -399,7 +387,7 @@ struct NamedCode<'a> {
     code: &'a str,
 }
 
-/// A row of [`BULK_NAMED_VOUCHERS`]: a named code that exists.
+/// A row of [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS): a named code that exists.
 #[derive(Debug)]
 struct NamedRow {
     order_id: i64,

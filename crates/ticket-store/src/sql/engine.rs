@@ -27,7 +27,8 @@ use crate::rows::{WRITE_REFUND_REVIEW, WRITE_VOUCHER_USED};
 use crate::statements::{
     BulkByIds, BulkInsert, BulkJoin, ByIdsOrder, JsonType, ADVANCE_EVENT_SEQ_BY, BULK_COUNT_USES,
     BULK_INSERT_ANOMALIES, BULK_INSERT_AUDIT, BULK_INSERT_EVENTS_TAKEN, BULK_INSERT_FINGERPRINTS,
-    BULK_INSERT_VOUCHER_USES, BULK_MARK_REFUND_REVIEWS,
+    BULK_INSERT_VOUCHER_USES, BULK_KNOWN_FINGERPRINTS, BULK_LOCK_ORDERS, BULK_MARK_REFUND_REVIEWS,
+    BULK_NAMED_VOUCHERS, BULK_SELECT_REFUNDS,
 };
 use crate::StoreError;
 
@@ -417,9 +418,10 @@ impl Engine {
     }
 
     /// Statements every pooled connection prepares once, after the session setup: on
-    /// PostgreSQL the batch's write and its events, which `bulk::commit_statement` runs with
-    /// `EXECUTE` in one simple query with the `COMMIT`, so that they are planned once per
-    /// connection rather than once per batch. Only for the pool's connections, made once the
+    /// PostgreSQL a batch's reads ([`BatchRead`], run with `EXECUTE` in one simple query with
+    /// the `BEGIN`, `bulk::run_reads`) and its write and events (with the `COMMIT`,
+    /// `bulk::commit_statement`), so that they are planned once per connection rather than
+    /// once per batch. Only for the pool's connections, made once the
     /// migrations are done: the statements name tables and a function the migrations create.
     ///
     /// A connection pooler that hands a session's statements to other server connections
@@ -429,17 +431,24 @@ impl Engine {
         match self {
             // The types, in the order `Engine::pg_write_verify` and `Engine::pg_write_events`
             // take their parameters.
-            Self::Postgres => vec![
-                format!(
-                    "PREPARE {PREPARED_WRITE_VERIFY} \
-                     (jsonb, jsonb, jsonb, jsonb, jsonb, jsonb, bigint, bigint) AS {}",
-                    Self::Postgres.sql(Self::pg_write_verify()).0
-                ),
-                format!(
-                    "PREPARE {PREPARED_WRITE_EVENTS} (bigint, jsonb) AS {}",
-                    Self::Postgres.sql(Self::pg_write_events()).0
-                ),
-            ],
+            Self::Postgres => {
+                let reads = BatchRead::ALL.map(|read| {
+                    let numbered = Self::Postgres.sql(read.sql(Self::Postgres)).0;
+                    format!("PREPARE {} (jsonb) AS {numbered}", read.prepared_name())
+                });
+                let writes = [
+                    format!(
+                        "PREPARE {PREPARED_WRITE_VERIFY} \
+                         (jsonb, jsonb, jsonb, jsonb, jsonb, jsonb, bigint, bigint) AS {}",
+                        Self::Postgres.sql(Self::pg_write_verify()).0
+                    ),
+                    format!(
+                        "PREPARE {PREPARED_WRITE_EVENTS} (bigint, jsonb) AS {}",
+                        Self::Postgres.sql(Self::pg_write_events()).0
+                    ),
+                ];
+                reads.into_iter().chain(writes).collect()
+            }
             Self::MySql => Vec::new(),
         }
     }
@@ -588,6 +597,51 @@ pub(crate) const PREPARED_WRITE_VERIFY: &str = "ticketd_write_verify";
 /// [`Engine::pg_write_events`].
 pub(crate) const PREPARED_WRITE_EVENTS: &str = "ticketd_write_events";
 
+/// The reads a batch of verifies sends with its `BEGIN` (`bulk::read_batch`), each with one
+/// JSON parameter. On PostgreSQL each pooled connection prepares them once
+/// ([`Engine::prepared_statements`]) and a batch `EXECUTE`s them; on MySQL their text goes
+/// into the batch's query with the parameter written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchRead {
+    /// Locks the batch's orders and reads them with their totals.
+    LockOrders,
+    /// The orders' refund requests.
+    Refunds,
+    /// The codes the batch names.
+    NamedVouchers,
+    /// The fingerprints the batch could replay.
+    KnownFingerprints,
+}
+
+impl BatchRead {
+    const ALL: [Self; 4] = [
+        Self::LockOrders,
+        Self::Refunds,
+        Self::NamedVouchers,
+        Self::KnownFingerprints,
+    ];
+
+    /// The read in `e`'s syntax, its parameter a `?`.
+    pub(crate) fn sql(self, e: Engine) -> String {
+        match self {
+            Self::LockOrders => e.select_by_ids(&BULK_LOCK_ORDERS),
+            Self::Refunds => e.select_by_ids(&BULK_SELECT_REFUNDS),
+            Self::NamedVouchers => e.bulk_select(&BULK_NAMED_VOUCHERS),
+            Self::KnownFingerprints => e.bulk_select(&BULK_KNOWN_FINGERPRINTS),
+        }
+    }
+
+    /// The name PostgreSQL's pooled connections prepare it under.
+    pub(crate) fn prepared_name(self) -> &'static str {
+        match self {
+            Self::LockOrders => "ticketd_lock_orders",
+            Self::Refunds => "ticketd_read_refunds",
+            Self::NamedVouchers => "ticketd_read_named_vouchers",
+            Self::KnownFingerprints => "ticketd_read_known_fingerprints",
+        }
+    }
+}
+
 /// The tables ticketd's MySQL/MariaDB schema puts triggers on (`migrations/mysql/0001_init.sql`,
 /// `0008_order_totals.sql`): the ones [`ErrorClass::TriggersNotLoaded`] closes.
 pub(crate) const TRIGGER_TABLES: &str = "vouchers, audit_log";
@@ -699,9 +753,13 @@ mod tests {
             list.split(',').count()
         };
         let prepared = Engine::Postgres.prepared_statements();
-        assert_eq!(prepared.len(), 2);
-        assert_eq!(types(&prepared[0]), 8, "{}", prepared[0]);
-        assert_eq!(types(&prepared[1]), 2, "{}", prepared[1]);
+        assert_eq!(prepared.len(), 6);
+        for (read, prepare) in BatchRead::ALL.iter().zip(&prepared) {
+            assert_eq!(read.sql(Engine::Postgres).matches('?').count(), 1);
+            assert_eq!(types(prepare), 1, "{prepare}");
+        }
+        assert_eq!(types(&prepared[4]), 8, "{}", prepared[4]);
+        assert_eq!(types(&prepared[5]), 2, "{}", prepared[5]);
         assert!(Engine::MySql.prepared_statements().is_empty());
     }
 
