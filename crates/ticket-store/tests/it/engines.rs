@@ -1321,32 +1321,79 @@ async fn six_in_one_batch_the_third_failing(
 /// its locks would) writes nothing: each verify runs again alone, the sound ones apply, and
 /// the one whose write changes no row is refused with `WriteChangedNoRow` and recorded as an
 /// anomaly, with nothing of it written. PostgreSQL writes a batch in one statement, sent with
-/// the `COMMIT`, which counts the counters it changed itself; this checks that count. (InnoDB cannot skip a row
-/// from a trigger, and MySQL counts the rows an update matched, so there is no such
-/// disagreement to stage there.)
+/// the `COMMIT`, which counts the counters it changed itself; this checks that count. (InnoDB
+/// cannot skip a row from a trigger, and MySQL counts the rows an update matched, so there is
+/// no such disagreement to stage there.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_alone() {
     let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
         return;
     };
     let (store, f, a) = one_worker(&db, 6).await;
+    the_third_of_six_refused_alone(&db, &store, &f, &a, "vouchers", "vouchers.used").await;
+}
+
+/// The review mark's count, as the counters' above: a batch in which a refund that a verify
+/// puts under review changes no row (a trigger skips it) writes nothing, and that verify, run
+/// alone, is refused with `WriteChangedNoRow` naming the review mark, its order's use not
+/// counted and its refund not marked, while its neighbours apply. PostgreSQL's batch statement
+/// checks this count itself, in the round trip of the `COMMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_review_mark_that_changes_no_row_in_a_batch_refuses_that_verify_alone() {
+    let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 6).await;
+    // The order's five tickets are held by a pending refund; the batch's use of one, dated
+    // before the request, takes it and puts the request under review (R9).
+    store
+        .request_refund(refund_request(f.id(3), 5, received_at()))
+        .await
+        .expect("refund request");
+    the_third_of_six_refused_alone(
+        &db,
+        &store,
+        &f,
+        &a,
+        "refund_requests",
+        "refund_requests.needs_review",
+    )
+    .await;
+    let view = store
+        .order(OrderId::new(f.id(3)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert!(!view.refunds[0].needs_review, "{:?}", view.refunds);
+}
+
+/// Six verifies in one PostgreSQL batch, every update of `table`'s rows of the third order
+/// skipped by a trigger: the third is refused alone with `WriteChangedNoRow` naming `write`,
+/// and recorded as one anomaly naming it ([`six_in_one_batch_the_third_failing`] checks the
+/// others).
+async fn the_third_of_six_refused_alone(
+    db: &ScratchDatabase,
+    store: &Arc<SqlStore>,
+    f: &Fresh,
+    a: &str,
+    table: &str,
+    write: &'static str,
+) {
     let skipped = f.id(3);
     let skip = [
-        "CREATE FUNCTION skip_counter() RETURNS trigger LANGUAGE plpgsql AS $$ \
+        "CREATE FUNCTION skip_update() RETURNS trigger LANGUAGE plpgsql AS $$ \
          BEGIN RETURN NULL; END $$"
             .to_owned(),
         format!(
-            "CREATE TRIGGER skip_counter BEFORE UPDATE ON vouchers FOR EACH ROW \
-             WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_counter()"
+            "CREATE TRIGGER skip_update BEFORE UPDATE ON {table} FOR EACH ROW \
+             WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_update()"
         ),
     ];
     let skipped_answer =
-        six_in_one_batch_the_third_failing(&store, &db, &skip, &f, &a, |cmd| cmd).await;
+        six_in_one_batch_the_third_failing(store, db, &skip, f, a, |cmd| cmd).await;
     assert_eq!(
         skipped_answer.err(),
-        Some(LedgerError::WriteChangedNoRow {
-            write: "vouchers.used"
-        })
+        Some(LedgerError::WriteChangedNoRow { write })
     );
     let anomalies = store
         .anomalies(AnomalyFilter {
@@ -1356,50 +1403,7 @@ async fn postgres_a_counter_that_changes_no_row_in_a_batch_refuses_that_verify_a
         .await
         .expect("anomalies");
     assert_eq!(anomalies.len(), 1, "{anomalies:?}");
-    assert_eq!(anomalies[0].anomaly.detail["write"], "vouchers.used");
-}
-
-/// The review mark's count, as the counters' above: a batch in which a refund that a verify
-/// puts under review changes no row (a trigger skips it) writes nothing, and that verify, run
-/// alone, is refused with `WriteChangedNoRow` naming the review mark, its order's use not
-/// counted, while its neighbours apply. PostgreSQL's batch statement checks this count itself,
-/// in the round trip of the `COMMIT`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_a_review_mark_that_changes_no_row_in_a_batch_refuses_that_verify_alone() {
-    let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
-        return;
-    };
-    let (store, f, a) = one_worker(&db, 6).await;
-    let skipped = f.id(3);
-    // The order's five tickets are held by a pending refund; the batch's use of one, dated before
-    // the request, takes it and puts the request under review (R9).
-    store
-        .request_refund(refund_request(skipped, 5, received_at()))
-        .await
-        .expect("refund request");
-    let skip = [
-        "CREATE FUNCTION skip_review() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN RETURN NULL; END $$"
-            .to_owned(),
-        format!(
-            "CREATE TRIGGER skip_review BEFORE UPDATE ON refund_requests FOR EACH ROW \
-             WHEN (OLD.order_id = {skipped}) EXECUTE FUNCTION skip_review()"
-        ),
-    ];
-    let skipped_answer =
-        six_in_one_batch_the_third_failing(&store, &db, &skip, &f, &a, |cmd| cmd).await;
-    assert_eq!(
-        skipped_answer.err(),
-        Some(LedgerError::WriteChangedNoRow {
-            write: "refund_requests.needs_review"
-        })
-    );
-    let view = store
-        .order(OrderId::new(skipped).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
-    assert!(!view.refunds[0].needs_review, "{:?}", view.refunds);
+    assert_eq!(anomalies[0].anomaly.detail["write"], write);
 }
 
 /// A batch locks only the orders it names: with another order locked elsewhere (a long
