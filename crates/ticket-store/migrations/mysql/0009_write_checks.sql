@@ -1,5 +1,6 @@
 -- 0009_write_checks (MySQL/MariaDB): nothing to change; kept so that both engines' schemas
--- carry the same version, which exports record and imports compare.
+-- carry the same version (`ticketd migrate` prints it, exports record it, and
+-- `migrate::tests::both_engines_reach_the_same_version` holds the two lists to it).
 --
 -- NEVER EDIT THIS FILE once a database anywhere has applied it; add `0010_<what>.sql` instead
 -- (see `src/sql/migrate.rs`).

@@ -69,7 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::{self, Answers};
 use super::db::{failure_text, During, Failure};
-use super::engine::ErrorClass;
+use super::engine::{Engine, ErrorClass};
 use super::trace::{unknown_anomaly, Fence, Trace};
 use super::Db;
 use crate::plan_rows::{VerifyRows, WRITE_EVENT_SEQ};
@@ -241,6 +241,10 @@ async fn run(db: &Db, batch: Vec<Job>, counters: &Counters) {
             Err(failure) => failure,
         };
         let class = match &failure {
+            // The attempt closed its connection (`Open`): the next one prepares anew.
+            Failure::Db { error, .. } if bulk::is_stale_prepared(db.engine, error) => {
+                ErrorClass::Retry
+            }
             Failure::Db { error, .. } => db.engine.classify(error),
             Failure::Conflict(_) => ErrorClass::Retry,
             Failure::Refused(_) | Failure::OutcomeUnknown { .. } => ErrorClass::Other,
@@ -330,12 +334,15 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
         Ok(planned) => planned,
         Err(failure) => {
             open.roll_back().await;
+            if let Failure::Db { error, .. } = &failure {
+                open.discard_if_stale(db.engine, error);
+            }
             return Err(failure);
         }
     };
     // `open` is gone after this: a connection whose commit answer was lost is closed now,
     // releasing whatever the server still holds for it before the lookup below looks.
-    let committed = open.commit(commit).await;
+    let committed = open.commit(db.engine, commit).await;
     if let Err(sqlx::Error::Database(error)) = &committed {
         if let Some(refusal) = bulk::write_changed_no_row(error.as_ref()) {
             return Err(Failure::Refused(refusal));
@@ -346,7 +353,7 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
             }));
         }
     }
-    if bulk::mark(&rows).is_none() {
+    if bulk::writes_nothing(&rows) {
         // Nothing written (every verify refused, no anomaly): the refusals stand whatever
         // became of the commit.
         if let Err(e) = committed {
@@ -391,17 +398,32 @@ impl Open {
     /// `COMMIT`) is rolled back. Any other error leaves the transaction's fate unknown: the
     /// connection is closed as this returns (dropped with `open` set), so that the server
     /// ends the transaction and releases its locks, which a lookup of the commit waits for.
-    async fn commit(mut self, commit: String) -> Result<(), sqlx::Error> {
+    async fn commit(mut self, e: Engine, commit: String) -> Result<(), sqlx::Error> {
         let answer = sqlx::raw_sql(AssertSqlSafe(commit))
             .execute(&mut *self.conn)
             .await
             .map(drop);
         match &answer {
             Ok(()) => self.open = false,
-            Err(sqlx::Error::Database(_)) => self.roll_back().await,
+            Err(error @ sqlx::Error::Database(_)) => {
+                self.roll_back().await;
+                self.discard_if_stale(e, error);
+            }
             Err(_) => {}
         }
         answer
+    }
+
+    /// Closes the connection instead of returning it to the pool if `error` says its prepared
+    /// statements are stale ([`bulk::is_stale_prepared`]): they would fail every batch on it.
+    fn discard_if_stale(&mut self, e: Engine, error: &sqlx::Error) {
+        if bulk::is_stale_prepared(e, error) {
+            tracing::warn!(
+                error = %error,
+                "a batch found its connection's prepared statements stale; closing it"
+            );
+            self.conn.close_on_drop();
+        }
     }
 
     /// Rolls the transaction back; if that fails, the connection is closed when dropped.

@@ -378,7 +378,8 @@ fn pg_literal(text: &str) -> String {
     out
 }
 
-/// A code a batch names, as [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS) reads it.
+/// A code a batch names, as
+/// [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS) reads it.
 #[derive(Debug, Serialize)]
 struct NamedCode<'a> {
     #[serde(rename = "o")]
@@ -387,7 +388,8 @@ struct NamedCode<'a> {
     code: &'a str,
 }
 
-/// A row of [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS): a named code that exists.
+/// A row of [`BULK_NAMED_VOUCHERS`](crate::statements::BULK_NAMED_VOUCHERS): a named code
+/// that exists.
 #[derive(Debug)]
 struct NamedRow {
     order_id: i64,
@@ -543,22 +545,20 @@ pub(crate) async fn write_verify(
 /// `docs/PERFORMANCE.md` ran 6 % slower than with three round trips).
 ///
 /// A failed statement aborts the transaction, and the server skips what follows it in the
-/// message, the `COMMIT` included. The events take the event counter's row, which every
-/// writer of the ledger waits for, so it is held from the events to the commit and no longer
-/// (on MySQL the events are the last write, [`write_events`]). A batch whose events find no
-/// counter row fails (their `seq` is NULL, which the column refuses) and commits nothing.
+/// message, the `COMMIT` included. A connection lost while this message is out leaves the
+/// batch's fate to the lookup of `Db::settle`, since the `COMMIT` may have run: the window
+/// in which a commit's outcome can be unknown spans the write as well as the commit.
+///
+/// The events take the event counter's row, which every writer of the ledger waits for, so it
+/// is held from the events to the commit and no longer (on MySQL the events are the last
+/// write, [`write_events`]). A batch whose events find no counter row fails (their `seq` is
+/// NULL, which the column refuses) and commits nothing.
 pub(crate) fn commit_statement(e: Engine, rows: &VerifyRows) -> Result<String, Failure> {
     if e == Engine::MySql {
         return Ok("COMMIT".to_owned());
     }
     let mut statement = String::new();
-    let nothing_written = rows.counts.is_empty()
-        && rows.reviews.is_empty()
-        && rows.uses.is_empty()
-        && rows.fingerprints.is_empty()
-        && rows.audit.is_empty()
-        && rows.anomalies.is_empty();
-    if !nothing_written {
+    if !writes_nothing(rows) {
         statement += &format!(
             "EXECUTE {PREPARED_WRITE_VERIFY} ({}, {}, {}, {}, {}, {}, {}, {});\n",
             pg_literal(&to_json(&rows.counts)?),
@@ -581,6 +581,29 @@ pub(crate) fn commit_statement(e: Engine, rows: &VerifyRows) -> Result<String, F
     }
     statement += "COMMIT";
     Ok(statement)
+}
+
+/// Whether a batch's plans write no row at all (every verify refused without an anomaly).
+pub(crate) fn writes_nothing(rows: &VerifyRows) -> bool {
+    rows.counts.is_empty()
+        && rows.reviews.is_empty()
+        && rows.uses.is_empty()
+        && rows.fingerprints.is_empty()
+        && rows.audit.is_empty()
+        && rows.anomalies.is_empty()
+}
+
+/// Whether `error` says the connection's prepared statements ([`Engine::prepared_statements`])
+/// cannot serve the batch: one is missing (`26000`: a pooler handed the session's statements
+/// to another connection, or someone deallocated them) or its result's type changed since it
+/// was prepared (`0A000`, "cached plan must not change result type": a migration changed a
+/// column it reads). Either holds for every later batch on that connection, so the batch
+/// closes it and runs again on another, which prepares them anew.
+pub(crate) fn is_stale_prepared(e: Engine, error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    e == Engine::Postgres && matches!(db.code().as_deref(), Some("26000" | "0A000"))
 }
 
 /// The write [`Engine::pg_write_verify`] found to have changed no row, if that is what

@@ -447,7 +447,13 @@ impl Engine {
                         Self::Postgres.sql(Self::pg_write_events()).0
                     ),
                 ];
-                reads.into_iter().chain(writes).collect()
+                // First, whatever the server session already holds: a connection handed over
+                // by a pooler in session mode without its reset query would refuse `PREPARE`
+                // of a name it has (`42P05`), and sqlx's own statement names too.
+                std::iter::once("DEALLOCATE ALL".to_owned())
+                    .chain(reads)
+                    .chain(writes)
+                    .collect()
             }
             Self::MySql => Vec::new(),
         }
@@ -753,8 +759,10 @@ mod tests {
             list.split(',').count()
         };
         let prepared = Engine::Postgres.prepared_statements();
+        assert_eq!(prepared[0], "DEALLOCATE ALL");
+        let prepared = &prepared[1..];
         assert_eq!(prepared.len(), 6);
-        for (read, prepare) in BatchRead::ALL.iter().zip(&prepared) {
+        for (read, prepare) in BatchRead::ALL.iter().zip(prepared) {
             assert_eq!(read.sql(Engine::Postgres).matches('?').count(), 1);
             assert_eq!(types(prepare), 1, "{prepare}");
         }

@@ -75,8 +75,9 @@ use crate::StoreError;
 const PING_IDLE: Duration = Duration::from_secs(1);
 
 /// The pool's connect options for `url`: sqlx's own logging of statements off. A batch's
-/// reads and events carry their parameters written into the statement's text (codes,
-/// fingerprints, the events' data: `bulk::run_reads`, `bulk::commit_statement`), and sqlx
+/// reads and writes carry their parameters written into the statement's text (codes,
+/// fingerprints, audit details, the events' data: `bulk::run_reads`,
+/// `bulk::commit_statement`), and sqlx
 /// logs a statement slower than a second at WARN with its whole text: a lock wait would put
 /// unmasked codes in the log. ticketd logs what it does itself.
 pub(crate) fn pool_options(url: &str) -> Result<AnyConnectOptions, sqlx::Error> {
@@ -221,14 +222,13 @@ impl SqlStore {
                     Ok(true)
                 })
             })
+            // The session setup and the prepared statements in one round trip.
             .after_connect(move |conn, _meta| {
-                let (setup, prepared) = (setup.clone(), prepared.clone());
+                let statements = setup.iter().chain(&prepared).cloned().collect::<Vec<_>>();
                 Box::pin(async move {
-                    for statement in setup.into_iter().chain(prepared) {
-                        sqlx::raw_sql(AssertSqlSafe(statement))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
+                    sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })

@@ -1406,6 +1406,50 @@ async fn the_third_of_six_refused_alone(
     assert_eq!(anomalies[0].anomaly.detail["write"], write);
 }
 
+/// A pooled connection whose prepared statements went stale is closed, and its batch runs
+/// again on a fresh connection, which prepares them anew: the verify is applied, not refused.
+/// Here a column the lock's prepared read returns changes type, as a later migration could
+/// make it, so PostgreSQL refuses the old plan ("cached plan must not change result type").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_on_stale_prepared_statements_runs_again_on_a_fresh_connection() {
+    let Some(db) = ScratchDatabase::fresh(Engine::Postgres) else {
+        return;
+    };
+    let (store, f, a) = one_worker(&db, 1).await;
+    let first = store
+        .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
+        .await
+        .expect("a verify that prepares the statements");
+    assert_eq!(first.applied_uses, 1);
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("ALTER TABLE orders ALTER COLUMN out_order_id TYPE VARCHAR(200)")
+        .execute(&mut admin)
+        .await
+        .expect("alter");
+    let before = store.metrics().await.expect("metrics").batches.expect("b");
+    for n in 1..=3 {
+        let outcome = store
+            .verify(
+                verify_cmd(&a, f.id(1))
+                    .entry_at("C", 1, Some(gate_time_plus(n)))
+                    .build(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("verify {n} on stale statements: {e:?}"));
+        assert_eq!(outcome.applied_uses, 1, "verify {n}");
+    }
+    let after = store.metrics().await.expect("metrics").batches.expect("b");
+    assert_eq!(after.failed_batches, before.failed_batches, "{after:?}");
+    let view = store
+        .order(OrderId::new(f.id(1)).expect("id"))
+        .await
+        .expect("read")
+        .expect("order");
+    assert_eq!(view.vouchers[0].used, 4);
+}
+
 /// A batch locks only the orders it names: with another order locked elsewhere (a long
 /// transaction), a verify of a different order is answered at once — on a table small enough
 /// that the engine would rather scan it, which on InnoDB would lock every row on the way.

@@ -440,10 +440,10 @@ async fn relay(
 
 /// Whether `bytes` hold a `COMMIT` as the drivers send it (seen on the wire): a PostgreSQL
 /// simple query message (`'Q'`, its length, the text, `\0`) whose text ends with `COMMIT` —
-/// `COMMIT` alone, or a batch's events then `COMMIT` (`bulk::commit_statement`) — or MySQL's
-/// `COM_QUERY` packet (length 7, sequence 0, command 3, `COMMIT`). A driver writes a message
-/// in one piece, and waits for the answer to the previous one first, so one read holds it
-/// whole.
+/// `COMMIT` alone, or a batch's write and events then `COMMIT`
+/// (`bulk::commit_statement`) — or MySQL's `COM_QUERY` packet (length 7, sequence 0,
+/// command 3, `COMMIT`). A driver writes a message in one piece, and waits for the answer to
+/// the previous one first, so one read of the tests' small batches holds it whole.
 fn is_commit(bytes: &[u8]) -> bool {
     const MYSQL: &[u8] = b"\x07\0\0\0\x03COMMIT";
     let postgres = bytes.first() == Some(&b'Q')
