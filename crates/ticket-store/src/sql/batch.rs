@@ -72,7 +72,7 @@ use super::db::{failure_text, During, Failure};
 use super::engine::{Engine, ErrorClass};
 use super::trace::{unknown_anomaly, Fence, Trace};
 use super::Db;
-use crate::plan_rows::{VerifyRows, WRITE_EVENT_SEQ};
+use crate::plan_rows::VerifyRows;
 
 /// Most verifies in one transaction.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -344,13 +344,8 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
     // releasing whatever the server still holds for it before the lookup below looks.
     let committed = open.commit(db.engine, commit).await;
     if let Err(sqlx::Error::Database(error)) = &committed {
-        if let Some(refusal) = bulk::write_changed_no_row(error.as_ref()) {
+        if let Some(refusal) = bulk::refusal_of(error.as_ref()) {
             return Err(Failure::Refused(refusal));
-        }
-        if bulk::is_missing_event_seq(error.as_ref()) {
-            return Err(Failure::Refused(LedgerError::WriteChangedNoRow {
-                write: WRITE_EVENT_SEQ,
-            }));
         }
     }
     if bulk::writes_nothing(&rows) {

@@ -606,27 +606,20 @@ pub(crate) fn is_stale_prepared(e: Engine, error: &sqlx::Error) -> bool {
     e == Engine::Postgres && matches!(db.code().as_deref(), Some("26000" | "0A000"))
 }
 
-/// The write [`Engine::pg_write_verify`] found to have changed no row, if that is what
-/// `error` is: the error `ticketd_write_changed_no_row` raises (SQLSTATE `TK001`, the write
-/// as its constraint). `None` for any other error.
-pub(crate) fn write_changed_no_row(error: &dyn sqlx::error::DatabaseError) -> Option<LedgerError> {
-    if error.code().as_deref() != Some("TK001") {
-        return None;
-    }
-    let write = match error.constraint()? {
-        WRITE_VOUCHER_USED => WRITE_VOUCHER_USED,
-        WRITE_REFUND_REVIEW => WRITE_REFUND_REVIEW,
+/// The refusal a failed commit message ([`commit_statement`]) stands for, if it failed on one
+/// of the batch's own checks: a write that changed no row. Either the write's count fell
+/// short (`ticketd_write_changed_no_row`'s error, SQLSTATE `TK001`, naming the write as its
+/// constraint), or the events found no event counter row (a NULL `seq` refused by
+/// `ledger_events`, PostgreSQL's `not_null_violation`, which stands for the count of the
+/// counter's row MySQL checks). `None` for any other error.
+pub(crate) fn refusal_of(error: &dyn sqlx::error::DatabaseError) -> Option<LedgerError> {
+    let write = match (error.code().as_deref(), error.constraint(), error.table()) {
+        (Some("TK001"), Some(WRITE_VOUCHER_USED), _) => WRITE_VOUCHER_USED,
+        (Some("TK001"), Some(WRITE_REFUND_REVIEW), _) => WRITE_REFUND_REVIEW,
+        (Some("23502"), _, Some("ledger_events")) => WRITE_EVENT_SEQ,
         _ => return None,
     };
     Some(LedgerError::WriteChangedNoRow { write })
-}
-
-/// Whether `error` is the events statement of [`commit_statement`] finding no event counter
-/// row: a NULL `seq` refused by `ledger_events` (PostgreSQL's `not_null_violation`), which
-/// stands for the count of the counter's row the other engine checks, and so is the same
-/// refusal ([`LedgerError::WriteChangedNoRow`] on `WRITE_EVENT_SEQ`).
-pub(crate) fn is_missing_event_seq(error: &dyn sqlx::error::DatabaseError) -> bool {
-    error.code().as_deref() == Some("23502") && error.table() == Some("ledger_events")
 }
 
 /// `len` as a count the database answers.
