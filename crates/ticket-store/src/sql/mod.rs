@@ -77,9 +77,9 @@ const PING_IDLE: Duration = Duration::from_secs(1);
 /// The pool's connect options for `url`: sqlx's own logging of statements off. A batch's
 /// reads and writes carry their parameters written into the statement's text (codes,
 /// fingerprints, audit details, the events' data: `bulk::run_reads`,
-/// `bulk::commit_statement`), and sqlx
-/// logs a statement slower than a second at WARN with its whole text: a lock wait would put
-/// unmasked codes in the log. ticketd logs what it does itself.
+/// `bulk::commit_statement`), and sqlx logs a statement slower than a second at WARN with
+/// its whole text: a lock wait would put unmasked codes in the log. ticketd logs what it does
+/// itself.
 pub(crate) fn pool_options(url: &str) -> Result<AnyConnectOptions, sqlx::Error> {
     Ok(url
         .parse::<AnyConnectOptions>()?
@@ -206,7 +206,14 @@ impl SqlStore {
         // Only now the pool: its connections prepare statements that name what the
         // migrations create (`Engine::prepared_statements`), and a pool kept at
         // `min_connections` starts connecting at once.
-        let prepared = engine.prepared_statements();
+        // The session setup and the prepared statements, sent by each new connection in one
+        // round trip.
+        let on_connect = setup
+            .iter()
+            .chain(&engine.prepared_statements())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(";\n");
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .min_connections(settings.min_connections.min(settings.max_connections))
@@ -222,11 +229,10 @@ impl SqlStore {
                     Ok(true)
                 })
             })
-            // The session setup and the prepared statements in one round trip.
             .after_connect(move |conn, _meta| {
-                let statements = setup.iter().chain(&prepared).cloned().collect::<Vec<_>>();
+                let on_connect = on_connect.clone();
                 Box::pin(async move {
-                    sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+                    sqlx::raw_sql(AssertSqlSafe(on_connect))
                         .execute(&mut *conn)
                         .await?;
                     Ok(())
