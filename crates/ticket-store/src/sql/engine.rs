@@ -421,21 +421,22 @@ impl Engine {
     /// PostgreSQL a batch's reads ([`BatchRead`], run with `EXECUTE` in one simple query with
     /// the `BEGIN`, `bulk::run_reads`) and its write and events (with the `COMMIT`,
     /// `bulk::commit_statement`), so that they are planned once per connection rather than
-    /// once per batch. Only for the pool's connections, made once the
-    /// migrations are done: the statements name tables and a function the migrations create.
+    /// once per batch. Only for the pool's connections, made once the migrations are done:
+    /// the statements name tables and a function the migrations create.
     ///
-    /// A connection pooler that hands a session's statements to other server connections
-    /// (PgBouncer in transaction mode) loses them: each batch then fails at its `EXECUTE`
-    /// and its verifies run one by one (`docs/OPERATIONS.md`).
+    /// A batch that finds them missing or stale closes its connection and runs again on a
+    /// new one (`bulk::is_stale_prepared`). A connection pooler that hands a session's
+    /// statements to other server connections (PgBouncer in transaction mode) loses them for
+    /// every batch, so it is not supported (`docs/OPERATIONS.md`).
     pub(crate) fn prepared_statements(self) -> Vec<String> {
         match self {
-            // The types, in the order `Engine::pg_write_verify` and `Engine::pg_write_events`
-            // take their parameters.
             Self::Postgres => {
                 let reads = BatchRead::ALL.map(|read| {
                     let numbered = Self::Postgres.sql(read.sql(Self::Postgres)).0;
                     format!("PREPARE {} (jsonb) AS {numbered}", read.prepared_name())
                 });
+                // The types, in the order `Engine::pg_write_verify` and
+                // `Engine::pg_write_events` take their parameters.
                 let writes = [
                     format!(
                         "PREPARE {PREPARED_WRITE_VERIFY} \
