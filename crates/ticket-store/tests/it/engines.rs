@@ -503,6 +503,21 @@ async fn a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_wri
     assert_no_transaction_open(db, engine).await;
 }
 
+/// Runs `statements` on `db` from a connection of the test's own, as an operator's hand or a
+/// later migration would: a trigger, a deleted row, a changed column.
+async fn by_hand(db: &ScratchDatabase, statements: &[impl AsRef<str>]) {
+    let mut admin = sqlx::AnyConnection::connect(db.url())
+        .await
+        .expect("connect");
+    for statement in statements {
+        let statement = statement.as_ref();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
 /// Fails unless, within 5 s, no connection to `db` (a database of the test's own) is inside
 /// a transaction: a batch's transaction is begun by a statement of ticketd's, which the pool
 /// does not know of.
@@ -1082,13 +1097,7 @@ async fn a_lone_verify_without_an_event_counter_is_refused_as_a_write_that_chang
         return;
     };
     let (store, f, a) = one_worker(&db, 1).await;
-    let mut admin = sqlx::AnyConnection::connect(db.url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql("DELETE FROM ledger_event_seq")
-        .execute(&mut admin)
-        .await
-        .expect("delete the counter row");
+    by_hand(&db, &["DELETE FROM ledger_event_seq"]).await;
     let answer = store
         .verify(verify_cmd(&a, f.id(1)).entry("C", 1).build())
         .await;
@@ -1263,15 +1272,7 @@ async fn six_in_one_batch_the_third_failing(
     a: &str,
     third: impl Fn(VerifyCommandBuilder) -> VerifyCommandBuilder,
 ) -> Result<ticket_ledger::VerifyOutcome, LedgerError> {
-    let mut admin = sqlx::AnyConnection::connect(db.url())
-        .await
-        .expect("connect");
-    for statement in setup {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str()))
-            .execute(&mut admin)
-            .await
-            .expect("setup");
-    }
+    by_hand(db, setup).await;
     let before = store.metrics().await.expect("metrics").batches.expect("b");
     let held = HeldWorker::hold(db, store, f, a, before.jobs).await;
     let queued: Vec<_> = (1..=6)
@@ -1421,13 +1422,11 @@ async fn postgres_a_batch_on_stale_prepared_statements_runs_again_on_a_fresh_con
         .await
         .expect("a verify that prepares the statements");
     assert_eq!(first.applied_uses, 1);
-    let mut admin = sqlx::AnyConnection::connect(db.url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql("ALTER TABLE orders ALTER COLUMN out_order_id TYPE VARCHAR(200)")
-        .execute(&mut admin)
-        .await
-        .expect("alter");
+    by_hand(
+        &db,
+        &["ALTER TABLE orders ALTER COLUMN out_order_id TYPE VARCHAR(200)"],
+    )
+    .await;
     let before = store.metrics().await.expect("metrics").batches.expect("b");
     for n in 1..=3 {
         let outcome = store
