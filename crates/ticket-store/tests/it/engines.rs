@@ -300,11 +300,7 @@ async fn order_totals_are_built_on_upgrade_and_follow_every_write(engine: Engine
     assert!(full.is_err(), "T-3 is used up: {full:?}");
     let totals = stored_and_summed_totals(&mut shell, one).await;
     assert_eq!(totals, ((3, None, Some(5)), (3, Some(9), Some(5))), "after");
-    let view = store
-        .order(OrderId::new(one).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, one).await;
     let used: Vec<i64> = view.vouchers.iter().map(|v| v.used).collect();
     assert_eq!(used, [1, 3, 1]);
     let _ = shell.close().await;
@@ -461,11 +457,7 @@ async fn a_lock_released_during_the_retries_lets_the_verify_apply(engine: Engine
         .expect("applied after a retry");
     assert_eq!(outcome.kind, OutcomeKind::Applied);
     release.await.expect("join");
-    let view = store
-        .order(OrderId::new(f.id(1)).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, f.id(1)).await;
     assert_eq!(view.vouchers[0].used, 1);
 }
 
@@ -491,16 +483,22 @@ async fn a_lock_held_past_every_retry_is_answered_unavailable_and_nothing_is_wri
         Err(e @ LedgerError::Unavailable(_)) => assert!(e.is_retryable()),
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    let view = store
-        .order(OrderId::new(f.id(1)).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, f.id(1)).await;
     assert_eq!(view.vouchers[0].used, 0);
     assert_eq!(view.events.len(), 1, "only the creation entry");
     // Each attempt's transaction failed with its lock wait and was rolled back: none of the
     // store's connections went back to its pool inside it.
     assert_no_transaction_open(db, engine).await;
+}
+
+/// The order `id` as the store shows it; fails if the store cannot read it or has no such
+/// order.
+async fn view_of(store: &SqlStore, id: i64) -> ticket_ledger::OrderView {
+    store
+        .order(OrderId::new(id).expect("id"))
+        .await
+        .expect("read")
+        .unwrap_or_else(|| panic!("order {id} is not there"))
 }
 
 /// Runs `statements` on `db` from a connection of the test's own, as an operator's hand or a
@@ -947,11 +945,7 @@ async fn verifies_queued_behind_a_batch_are_committed_together(engine: Engine) {
     assert_eq!(after.largest_batch, 32);
     assert_eq!(after.failed_batches, 0);
     for i in 1..=32 {
-        let view = store
-            .order(OrderId::new(f.id(i)).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
+        let view = view_of(&store, f.id(i)).await;
         assert_eq!(view.vouchers[0].used, 1 + i % 3, "order {i}");
         assert_eq!(
             view.events.iter().filter(|e| e.reason == "applied").count(),
@@ -1107,11 +1101,7 @@ async fn a_lone_verify_without_an_event_counter_is_refused_as_a_write_that_chang
             write: "ledger_event_seq"
         })
     );
-    let view = store
-        .order(OrderId::new(f.id(1)).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, f.id(1)).await;
     assert_eq!(view.vouchers[0].used, 0);
     assert_no_transaction_open(&db, engine).await;
 }
@@ -1242,11 +1232,7 @@ async fn codes_that_quote_and_escape_are_read_and_written_by_a_batch(engine: Eng
         2,
         "the held batch, then one: {after:?}"
     );
-    let view = store
-        .order(OrderId::new(id).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, id).await;
     for voucher in &view.vouchers {
         let want = if voucher.code.as_str() == codes[0] {
             2
@@ -1301,11 +1287,7 @@ async fn six_in_one_batch_the_third_failing(
     let after = store.metrics().await.expect("metrics").batches.expect("b");
     assert_eq!(after.failed_batches - before.failed_batches, 1, "{after:?}");
     for i in 1..=6 {
-        let view = store
-            .order(OrderId::new(f.id(i)).expect("id"))
-            .await
-            .expect("read")
-            .expect("order");
+        let view = view_of(store, f.id(i)).await;
         assert_eq!(view.vouchers[0].used, i64::from(i != 3), "order {i}");
         let applied = view.events.iter().filter(|e| e.reason == "applied").count();
         assert_eq!(
@@ -1360,11 +1342,7 @@ async fn postgres_a_review_mark_that_changes_no_row_in_a_batch_refuses_that_veri
         "refund_requests.needs_review",
     )
     .await;
-    let view = store
-        .order(OrderId::new(f.id(3)).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, f.id(3)).await;
     assert!(!view.refunds[0].needs_review, "{:?}", view.refunds);
 }
 
@@ -1441,11 +1419,7 @@ async fn postgres_a_batch_on_stale_prepared_statements_runs_again_on_a_fresh_con
     }
     let after = store.metrics().await.expect("metrics").batches.expect("b");
     assert_eq!(after.failed_batches, before.failed_batches, "{after:?}");
-    let view = store
-        .order(OrderId::new(f.id(1)).expect("id"))
-        .await
-        .expect("read")
-        .expect("order");
+    let view = view_of(&store, f.id(1)).await;
     assert_eq!(view.vouchers[0].used, 4);
 }
 
@@ -1568,11 +1542,7 @@ async fn a_trigger_that_failed_to_load_is_loaded_again_and_the_write_goes_throug
     assert_eq!(reloads(store.metrics().await.expect("metrics")), (1, 0));
     let totals = stored_and_summed_totals(&mut shell, f.id(1)).await;
     assert_eq!(totals, ((1, Some(3), Some(1)), (1, Some(3), Some(1))));
-    let view = store
-        .order(OrderId::new(f.id(1)).expect("id"))
-        .await
-        .expect("order")
-        .expect("the order is there");
+    let view = view_of(&store, f.id(1)).await;
     assert_eq!(view.vouchers[0].used, 1, "{view:?}");
 }
 
