@@ -333,10 +333,11 @@ async fn attempt_batch(db: &Db, cmds: &[&VerifyCommand]) -> Result<(Answers, boo
     let (answers, rows, commit) = match planned {
         Ok(planned) => planned,
         Err(failure) => {
-            open.roll_back().await;
-            if let Failure::Db { error, .. } = &failure {
-                open.discard_if_stale(db.engine, error);
-            }
+            let cause = match &failure {
+                Failure::Db { error, .. } => Some(error),
+                _ => None,
+            };
+            open.roll_back(db.engine, cause).await;
             return Err(failure);
         }
     };
@@ -400,35 +401,30 @@ impl Open {
             .map(drop);
         match &answer {
             Ok(()) => self.open = false,
-            Err(error @ sqlx::Error::Database(_)) => {
-                self.roll_back().await;
-                self.discard_if_stale(e, error);
-            }
+            Err(error @ sqlx::Error::Database(_)) => self.roll_back(e, Some(error)).await,
             Err(_) => {}
         }
         answer
     }
 
-    /// Closes the connection instead of returning it to the pool if `error` says its prepared
-    /// statements are stale ([`bulk::is_stale_prepared`]): they would fail every batch on it.
-    fn discard_if_stale(&mut self, e: Engine, error: &sqlx::Error) {
-        if bulk::is_stale_prepared(e, error) {
-            tracing::warn!(
-                error = %error,
-                "a batch found its connection's prepared statements stale; closing it"
-            );
-            self.conn.close_on_drop();
-        }
-    }
-
-    /// Rolls the transaction back; if that fails, the connection is closed when dropped.
-    async fn roll_back(&mut self) {
+    /// Rolls the transaction back after a failed statement (`cause`, when the database
+    /// answered one); if that fails, the connection is closed when dropped. It is also closed,
+    /// instead of going back to the pool, if `cause` says its prepared statements are stale
+    /// ([`bulk::is_stale_prepared`]): they would fail every batch on it.
+    async fn roll_back(&mut self, engine: Engine, cause: Option<&sqlx::Error>) {
         match sqlx::raw_sql("ROLLBACK").execute(&mut *self.conn).await {
             Ok(_) => self.open = false,
             Err(e) => tracing::warn!(
                 error = %e,
                 "rolling back a verify batch failed; its connection will be closed"
             ),
+        }
+        if let Some(error) = cause.filter(|error| bulk::is_stale_prepared(engine, error)) {
+            tracing::warn!(
+                error = %error,
+                "a batch found its connection's prepared statements stale; closing it"
+            );
+            self.conn.close_on_drop();
         }
     }
 }
