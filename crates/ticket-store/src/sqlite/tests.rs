@@ -971,8 +971,9 @@ fn rows(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }
 
-/// A staged fold reads the pending fingerprints from the oldest, whatever their ids, and
-/// forgets them a slice at a time, each still found by a lookup in between.
+/// A staged fold reads the pending fingerprints from the oldest, whatever their ids, takes
+/// each copied slice out of the writer's memory at once, and forgets them in the table a slice
+/// at a time, each still found by a lookup in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_fold_starts_at_the_oldest_pending_fingerprint_and_forgets_them_in_slices() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -988,8 +989,15 @@ async fn a_staged_fold_starts_at_the_oldest_pending_fingerprint_and_forgets_them
         .expect("start")
         .expect("something to fold");
     let mut memory = fold::Pending::default();
+    // The writer's memory, trusted: read from the table by a first lookup.
+    assert!(fold::seen(&conn, &mut memory, id, &gate_fingerprint(samples[0])).expect("lookup"));
+    assert_eq!(memory.len(), usize::try_from(total).expect("count"));
     let mut steps = 0;
     let mut left = pending();
+    let mut remembered = memory.len();
+    // Whether the memory let go of every fingerprint while the table still held them all:
+    // it forgets each slice once it is copied, not all of them at the fold's end.
+    let mut emptied_first = false;
     let folded = loop {
         steps += 1;
         assert!(
@@ -1004,12 +1012,24 @@ async fn a_staged_fold_starts_at_the_oldest_pending_fingerprint_and_forgets_them
             left - now
         );
         left = now;
-        // Whatever has been forgotten so far is found folded: a fresh memory reads the table.
+        assert!(
+            remembered - memory.len() <= fold::SLICE,
+            "one step took {} fingerprints out of the writer's memory",
+            remembered - memory.len()
+        );
+        remembered = memory.len();
+        emptied_first |= remembered == 0 && now == total;
+        // Whatever has been forgotten so far is found folded, by the writer's memory as it
+        // is now and by a fresh one that reads the table.
         for used_at in samples {
             let mut fresh = fold::Pending::default();
             assert!(
                 fold::seen(&conn, &mut fresh, id, &gate_fingerprint(used_at)).expect("lookup"),
                 "fingerprint {used_at} lost after step {steps}"
+            );
+            assert!(
+                fold::seen(&conn, &mut memory, id, &gate_fingerprint(used_at)).expect("lookup"),
+                "fingerprint {used_at} lost from the writer's view after step {steps}"
             );
         }
         if let fold::Step::Done(folded) = step {
@@ -1018,6 +1038,10 @@ async fn a_staged_fold_starts_at_the_oldest_pending_fingerprint_and_forgets_them
     };
     assert_eq!(folded.fingerprints, u64::try_from(total).expect("count"));
     assert_eq!(pending(), 0);
+    assert!(
+        emptied_first,
+        "the writer's memory held copied fingerprints until the table forgot them"
+    );
     assert_eq!(
         rows(&conn, "SELECT count(*) FROM folded_fingerprints"),
         folded_before + total
