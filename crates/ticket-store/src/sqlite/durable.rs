@@ -207,11 +207,14 @@ impl Broken {
 }
 
 /// The syncer thread's loop: see the module docs. Runs until the writer drops its sender.
+/// After each fsync it unparks `writer`, which may be holding a small batch open until that
+/// fsync returns (`Linger` in `writer.rs`).
 pub(crate) fn sync_loop(
     batches: Receiver<Vec<Box<dyn Job>>>,
     mut wal: Box<dyn Fsync>,
     stats: &Stats,
     broken: &Broken,
+    writer: &std::thread::Thread,
 ) {
     while let Ok(mut jobs) = batches.recv() {
         // Everything committed while the last fsync ran shares the next one.
@@ -255,6 +258,7 @@ pub(crate) fn sync_loop(
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_sub(commits))
             });
+        writer.unpark();
         for job in jobs {
             job.finish(outcome.clone());
         }

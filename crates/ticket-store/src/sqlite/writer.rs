@@ -469,9 +469,10 @@ fn run(
     let syncer = {
         let (stats, broken) = (Arc::clone(stats), Arc::clone(broken));
         let wal = durability.wal;
+        let writer = std::thread::current();
         std::thread::Builder::new()
             .name("ledger-sync".into())
-            .spawn(move || durable::sync_loop(to_sync, wal, &stats, &broken))?
+            .spawn(move || durable::sync_loop(to_sync, wal, &stats, &broken, &writer))?
     };
     let (wake, woken) = std::sync::mpsc::sync_channel(1);
     let pace = durable::Pace::new(durability.checkpoint_pages, durability.restart_pages);
@@ -663,8 +664,6 @@ impl Linger {
     const BELOW: u64 = 8;
     /// The longest a batch holds, whatever the syncer does.
     const MAX: std::time::Duration = std::time::Duration::from_millis(2);
-    /// How often a holding batch looks at the queue and the syncer.
-    const POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
     fn small(len: usize) -> bool {
         (len as u64) < Self::BELOW
@@ -697,26 +696,37 @@ impl Linger {
         next
     }
 
+    /// Parks the writer until a job arrives (the queue's waker unparks it), the syncer's fsync
+    /// returns (the syncer unparks it, `durable::sync_loop`) or `until` passes. (It polled the
+    /// queue every 50 µs before: each poll a timer, a sleep and a wake-up of the writer, 160–800
+    /// a second at 9,000 verifies/s, and a commit up to a poll late after its fsync returned.)
+    /// A wake-up for something else, or for a moment already passed, only costs one more
+    /// look: every condition is checked again after it.
     fn wait_for_next(
         until: std::time::Instant,
         queue: &mut mpsc::Receiver<Message>,
         batch: &mut Vec<Box<dyn Job>>,
         stats: &Stats,
     ) -> bool {
-        while Self::small(batch.len())
-            && stats.unsynced.load(Ordering::Acquire) > 0
-            && std::time::Instant::now() < until
-        {
-            match queue.try_recv() {
-                Ok(message) => {
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        while Self::small(batch.len()) && stats.unsynced.load(Ordering::Acquire) > 0 {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            match queue.poll_recv(&mut cx) {
+                std::task::Poll::Ready(Some(message)) => {
                     let before = batch.len();
                     message.take(queue, batch);
                     if batch.len() > before {
                         return true;
                     }
                 }
-                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Self::POLL),
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                std::task::Poll::Ready(None) => return false,
+                std::task::Poll::Pending => {
+                    std::thread::park_timeout(until.saturating_duration_since(now));
+                }
             }
         }
         false
@@ -726,6 +736,21 @@ impl Linger {
     fn count(&mut self, len: usize) {
         // average += (16 * len - average) / 16, in integers.
         self.average = self.average - self.average / 16 + len as u64;
+    }
+}
+
+/// Wakes a parked thread: the waker a holding batch leaves with the queue
+/// ([`Linger::wait_for_next`]), so that a job sent to it unparks the writer.
+#[derive(Debug)]
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 

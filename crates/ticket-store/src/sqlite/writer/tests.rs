@@ -463,10 +463,11 @@ async fn no_job_is_answered_before_its_batch_is_synced_and_the_next_batch_commit
 }
 
 /// One round of the writer's hold, end to end: a first batch is committed and its fsync held;
-/// a second batch starts with one job, which queues a third job while it runs. The number of
-/// jobs the second commit carried: 2 when the writer held its transaction open and took the
-/// third job into it (`run` handing `Linger::next` to `run_batch`), 1 when it did not.
-async fn second_commit_size() -> u64 {
+/// a second batch starts with one job, which queues a third job while it runs, or `later`
+/// (from another thread, once the writer is waiting). The number of jobs the second commit
+/// carried: 2 when the writer held its transaction open and took the third job into it (`run`
+/// handing `Linger::next` to `run_batch`), 1 when it did not.
+async fn second_commit_size(later: Option<std::time::Duration>) -> u64 {
     let (writer, outcomes, calls) = gated_writer();
     let w = Arc::clone(&writer);
     let first = tokio::spawn(async move { w.submit(insert(1)).await });
@@ -483,9 +484,17 @@ async fn second_commit_size() -> u64 {
     let w = Arc::clone(&writer);
     let second = tokio::spawn(async move {
         w.submit(move |tx: &mut Tx<'_>| {
-            queue
-                .try_send(Message::Job(third))
-                .map_err(|_| LedgerError::Internal("queue the third job".into()))?;
+            match later {
+                None => queue
+                    .try_send(Message::Job(third))
+                    .map_err(|_| LedgerError::Internal("queue the third job".into()))?,
+                Some(delay) => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        let _ = queue.try_send(Message::Job(third));
+                    });
+                }
+            }
             insert(2)(tx)
         })
         .await
@@ -510,13 +519,29 @@ async fn a_small_batch_takes_a_job_that_comes_while_the_fsync_before_it_is_in_fl
     // are allowed; a writer that never holds never takes it in any of them.
     let mut sizes = Vec::new();
     for _ in 0..5 {
-        let size = second_commit_size().await;
+        let size = second_commit_size(None).await;
         sizes.push(size);
         if size == 2 {
             return;
         }
     }
     panic!("the third job never joined the open batch: largest batches {sizes:?}");
+}
+
+/// The same, with the third job sent a little after the second batch's job ran, when the
+/// writer is parked for the fsync: the job's arrival must wake it (the queue's waker,
+/// `Linger::wait_for_next`), or it would sleep to the end of the hold and commit alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holding_writer_wakes_for_a_job_that_arrives_while_it_waits() {
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        let size = second_commit_size(Some(std::time::Duration::from_micros(300))).await;
+        sizes.push(size);
+        if size == 2 {
+            return;
+        }
+    }
+    panic!("the late job never woke the holding writer: largest batches {sizes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
