@@ -113,6 +113,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event_seq_from_events",
         sql: include_str!("../../migrations/sqlite/0018_event_seq_from_events.sql"),
     },
+    Migration {
+        version: 19,
+        name: "audit_detail_unchecked",
+        sql: include_str!("../../migrations/sqlite/0019_audit_detail_unchecked.sql"),
+    },
 ];
 
 /// The schema version this binary expects.

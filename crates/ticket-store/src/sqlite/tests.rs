@@ -1168,6 +1168,32 @@ fn the_writers_statements_build_no_temporary_b_tree() {
 }
 
 #[test]
+fn the_audit_insert_parses_no_detail() {
+    // `CHECK (json_valid(detail))` parsed every entry's detail, about 400 bytes of JSON, and
+    // threw the parse away: a twentieth of the writer's instructions per verify (migration
+    // 0019; docs/PERFORMANCE.md, "Twenty-fourth session"). Every detail is `serde_json`'s text
+    // of a value, JSON by construction.
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(SqliteStore::open(&dir.path().join("ledger.db")).expect("open"));
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN {}", crate::statements::INSERT_AUDIT))
+        .expect("explain");
+    let mut rows = stmt.raw_query();
+    let mut functions = Vec::new();
+    while let Some(row) = rows.next().expect("op") {
+        let (op, p4): (String, Option<String>) = (
+            row.get(1).expect("opcode"),
+            row.get::<_, Option<String>>(5).ok().flatten(),
+        );
+        if op == "Function" || op == "PureFunc" {
+            functions.push(p4);
+        }
+    }
+    assert_eq!(functions, Vec::<Option<String>>::new());
+}
+
+#[test]
 fn a_bound_limit_does_not_send_a_statement_back_to_the_compiler() {
     use rusqlite::config::DbConfig;
     use rusqlite::StatementStatus;

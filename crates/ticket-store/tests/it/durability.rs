@@ -119,13 +119,14 @@ async fn migrations_run_once_and_reopening_applies_nothing_new() {
             (15, "uses_by_record_time".to_owned()),
             (16, "ids_without_autoincrement".to_owned()),
             (17, "checks_without_lists".to_owned()),
-            (18, "event_seq_from_events".to_owned())
+            (18, "event_seq_from_events".to_owned()),
+            (19, "audit_detail_unchecked".to_owned())
         ]
     );
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 18);
+    assert_eq!(version, 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

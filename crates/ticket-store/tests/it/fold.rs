@@ -317,7 +317,7 @@ async fn a_ledger_written_by_schema_4_is_upgraded_in_place_and_keeps_every_fact(
     assert_eq!(before.used.values().sum::<i64>(), 120);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     let (counted, logged): (i64, i64) = raw
         .query_row(
             "SELECT counted_use_id, (SELECT max(id) FROM voucher_uses) FROM ledger_fold",
@@ -761,7 +761,7 @@ async fn a_ledger_written_by_schema_10_is_upgraded_in_place_and_keeps_every_coun
     assert_eq!(events_before.len(), 126);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     let page = store.events(0, 1_000).await.expect("events");
     assert_eq!(page.events.len(), events_before.len());
     for (event, (seq, kind, order_id, at_ms, data, anomaly_id)) in
@@ -856,7 +856,7 @@ async fn a_ledger_written_by_schema_12_is_upgraded_in_place_and_reads_each_apps_
     assert!(before.values().all(|seqs| seqs.len() == 45), "{before:?}");
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT count(*) FROM audit_by_app"), 90);
@@ -1056,7 +1056,7 @@ async fn a_ledger_written_by_schema_15_keeps_every_key_and_hands_out_the_next_on
     assert_eq!(events_before.len(), 73);
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     let raw = Connection::open(&path).expect("raw");
     let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).expect(sql) };
     // Every row kept, column by column, under the same key.
@@ -1191,6 +1191,14 @@ fn checks_without_lists(sql: &str) -> String {
     })
 }
 
+/// `audit_log`'s SQL as migration 0019 leaves it: `detail` without `json_valid`.
+fn detail_unchecked(sql: &str) -> String {
+    sql.replace(
+        "detail     TEXT    NOT NULL CHECK (json_valid(detail)),",
+        "detail     TEXT    NOT NULL,",
+    )
+}
+
 /// Migration 0017 on a schema 16 ledger (`ledger-schema-16.db`: `ledger-schema-15.db` brought
 /// to 16 by `ticketd migrate` of `f31d25f`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1218,13 +1226,13 @@ async fn checks_that_name_their_values_refuse_what_the_lists_refused() {
     }
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     store.close().await;
     let raw = Connection::open(&path).expect("raw");
     let after = table_sql(&raw);
     for (old, new) in before.iter().zip(&after) {
         assert!(!new.contains(" IN ('"), "{new}");
-        assert_eq!(*new, checks_without_lists(old));
+        assert_eq!(*new, detail_unchecked(&checks_without_lists(old)));
     }
     let check: String = raw
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -1352,7 +1360,7 @@ async fn events_after_migration_0018_follow_the_newest_event_and_leave_the_count
     };
 
     let store = SqliteStore::open(&path).expect("open upgrades");
-    assert_eq!(store.schema_version(), 18);
+    assert_eq!(store.schema_version(), 19);
     assert_eq!(store.events(0, 1).await.expect("feed").last_seq, newest);
     for k in 1..=3 {
         let outcome = store.verify(apply(k)).await.expect("verify");
@@ -1414,4 +1422,105 @@ fn fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     )
     .expect("copy the fixture");
     (dir, path)
+}
+
+/// `tests/fixtures/ledger-schema-18.db` was written by `ticketd` at commit bd3417d (schema
+/// version 18): `ticketd bench --spawn process --data-dir DIR --requests 300 --concurrency 4
+/// --orders 12 --vouchers-per-order 5 --warmup 0s --form vouchers --replay-ratio 0.1
+/// --reject-ratio 0.1` (one app; 325 entries, 263 accepted, 35 replayed, 27 rejected; 238
+/// uses, none folded yet), then checkpointed.
+///
+/// Migration 0019 on it: `audit_log` loses `CHECK (json_valid(detail))` and nothing else, no
+/// row changes, the file checks out, a connection that read the old schema before the upgrade
+/// writes without the check too, and every entry written since is JSON all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0019_takes_the_json_check_off_the_audit_trail_and_nothing_else() {
+    let (_dir, path) = fixture("ledger-schema-18.db");
+    let schema = |raw: &Connection| -> Vec<(String, String, Option<String>)> {
+        raw.prepare(
+            "SELECT type, name, sql FROM sqlite_schema \
+             WHERE name <> 'schema_migrations' ORDER BY type, name",
+        )
+        .expect("schema")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("schema")
+        .collect::<Result<_, _>>()
+        .expect("schema")
+    };
+    // An entry as the writer inserts one, with a detail that is not JSON.
+    let audit = "INSERT INTO audit_log (request_id, at_ms, action, app_key, order_id, outcome, \
+                 reason, detail) VALUES ('r', 0, 'verify', NULL, NULL, 'accepted', 'x', ?1)";
+    let calls_json_valid = |conn: &Connection| -> bool {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {audit}")).expect("explain");
+        let mut rows = stmt.raw_query();
+        let mut found = false;
+        while let Some(row) = rows.next().expect("op") {
+            let p4: Option<String> = row.get(5).ok();
+            found |= p4.is_some_and(|p4| p4.contains("json_valid"));
+        }
+        found
+    };
+    // A connection that has read the schema before the upgrade, as another process might have.
+    let early = Connection::open(&path).expect("early");
+    let before = schema(&early);
+    let entries = rows_of(&early, "audit_log", "seq");
+    assert_eq!(entries.len(), 325);
+    assert!(calls_json_valid(&early), "schema 18 checks every detail");
+    let (app, id, code): (String, i64, String) = early
+        .query_row(
+            "SELECT o.app_key, v.order_id, v.confirm_code FROM vouchers v \
+             JOIN orders o ON o.order_id = v.order_id WHERE v.used < v.capacity LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("a code with uses left");
+
+    let store = SqliteStore::open(&path).expect("open upgrades");
+    assert_eq!(store.schema_version(), 19);
+    fresh_use_applies(&store, &app, id, &code).await;
+    store.close().await;
+
+    let raw = Connection::open(&path).expect("raw");
+    let after = schema(&raw);
+    // Only `audit_log`'s text changed, by exactly the check.
+    let expected: Vec<_> = before
+        .iter()
+        .map(|(kind, name, sql)| {
+            let sql = match name.as_str() {
+                "audit_log" => sql.as_deref().map(|s| {
+                    assert!(s.contains("CHECK (json_valid(detail))"), "{s}");
+                    detail_unchecked(s)
+                }),
+                _ => sql.clone(),
+            };
+            (kind.clone(), name.clone(), sql)
+        })
+        .collect();
+    assert_eq!(after, expected);
+    let check: String = raw
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    // Every entry kept as it was, the new one after them, and every detail JSON.
+    let now = rows_of(&raw, "audit_log", "seq");
+    assert_eq!(now.len(), entries.len() + 1);
+    assert_eq!(now[..entries.len()], entries[..]);
+    let (request, invalid): (String, i64) = raw
+        .query_row(
+            "SELECT (SELECT request_id FROM audit_log ORDER BY seq DESC LIMIT 1), \
+             (SELECT count(*) FROM audit_log WHERE NOT json_valid(detail))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the entries");
+    assert_eq!((request.as_str(), invalid), ("fresh-after-upgrade", 0));
+    // Neither this connection nor the early one checks a detail any more: the migration moved
+    // `schema_version`, so the early one reads the schema again at its first statement.
+    for conn in [&raw, &early] {
+        conn.execute_batch("BEGIN").expect("begin");
+        assert_eq!(conn.execute(audit, ["not json"]), Ok(1));
+        conn.execute_batch("ROLLBACK").expect("rollback");
+        assert!(!calls_json_valid(conn));
+    }
+    assert_eq!(schema(&early), after);
 }
