@@ -512,20 +512,28 @@ async fn second_commit_size(later: Option<std::time::Duration>) -> u64 {
     size
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_batch_takes_a_job_that_comes_while_the_fsync_before_it_is_in_flight() {
-    // The hold lasts at most `Linger::MAX` (2 ms) from the batch's start: a writer thread kept
-    // off the CPU longer than that (a loaded machine) commits the job alone, so a few rounds
-    // are allowed; a writer that never holds never takes it in any of them.
+/// Runs [`second_commit_size`] until the third job joins the second commit, at most five
+/// rounds: the sizes of the rounds if it never did. The hold lasts at most `Linger::MAX` (2 ms)
+/// from the batch's start: a writer thread kept off the CPU longer than that (a loaded machine)
+/// commits the job alone, so a few rounds are allowed; a writer that never holds (or never
+/// wakes) never takes it in any of them.
+async fn third_job_joins(later: Option<std::time::Duration>) -> Result<(), Vec<u64>> {
     let mut sizes = Vec::new();
     for _ in 0..5 {
-        let size = second_commit_size(None).await;
+        let size = second_commit_size(later).await;
         sizes.push(size);
         if size == 2 {
-            return;
+            return Ok(());
         }
     }
-    panic!("the third job never joined the open batch: largest batches {sizes:?}");
+    Err(sizes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_takes_a_job_that_comes_while_the_fsync_before_it_is_in_flight() {
+    if let Err(sizes) = third_job_joins(None).await {
+        panic!("the third job never joined the open batch: largest batches {sizes:?}");
+    }
 }
 
 /// The same, with the third job sent a little after the second batch's job ran, when the
@@ -533,15 +541,9 @@ async fn a_small_batch_takes_a_job_that_comes_while_the_fsync_before_it_is_in_fl
 /// `Linger::wait_for_next`), or it would sleep to the end of the hold and commit alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holding_writer_wakes_for_a_job_that_arrives_while_it_waits() {
-    let mut sizes = Vec::new();
-    for _ in 0..5 {
-        let size = second_commit_size(Some(std::time::Duration::from_micros(300))).await;
-        sizes.push(size);
-        if size == 2 {
-            return;
-        }
+    if let Err(sizes) = third_job_joins(Some(std::time::Duration::from_micros(300))).await {
+        panic!("the late job never woke the holding writer: largest batches {sizes:?}");
     }
-    panic!("the late job never woke the holding writer: largest batches {sizes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
