@@ -1106,15 +1106,24 @@ async fn a_staged_fold_never_forgets_a_pending_fingerprint_it_did_not_copy() {
     );
 }
 
-/// The opcodes SQLite compiles `sql` into, as `EXPLAIN` lists them.
-fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+/// The instructions SQLite compiles `sql` into, as `EXPLAIN` lists them: each opcode with its
+/// `p4` operand where it is text (a called function's name, for one).
+fn explain(conn: &Connection, sql: &str) -> Vec<(String, Option<String>)> {
     let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect(sql);
     let mut rows = stmt.raw_query();
     let mut ops = Vec::new();
     while let Some(row) = rows.next().expect(sql) {
-        ops.push(row.get::<_, String>(1).expect(sql));
+        ops.push((
+            row.get::<_, String>(1).expect(sql),
+            row.get::<_, Option<String>>(5).ok().flatten(),
+        ));
     }
     ops
+}
+
+/// The opcodes SQLite compiles `sql` into.
+fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+    explain(conn, sql).into_iter().map(|(op, _)| op).collect()
 }
 
 #[test]
@@ -1176,20 +1185,11 @@ fn the_audit_insert_parses_no_detail() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(SqliteStore::open(&dir.path().join("ledger.db")).expect("open"));
     let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
-    let mut stmt = conn
-        .prepare(&format!("EXPLAIN {}", crate::statements::INSERT_AUDIT))
-        .expect("explain");
-    let mut rows = stmt.raw_query();
-    let mut functions = Vec::new();
-    while let Some(row) = rows.next().expect("op") {
-        let (op, p4): (String, Option<String>) = (
-            row.get(1).expect("opcode"),
-            row.get::<_, Option<String>>(5).ok().flatten(),
-        );
-        if op == "Function" || op == "PureFunc" {
-            functions.push(p4);
-        }
-    }
+    let functions: Vec<Option<String>> = explain(&conn, crate::statements::INSERT_AUDIT)
+        .into_iter()
+        .filter(|(op, _)| op == "Function" || op == "PureFunc")
+        .map(|(_, p4)| p4)
+        .collect();
     assert_eq!(functions, Vec::<Option<String>>::new());
 }
 
