@@ -193,6 +193,23 @@ impl NewEvent {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Whether [`NewEvent::entry_data_json`] writes each of `entry`'s strings (its request id,
+    /// app key and reason) between quotes exactly as it is: every byte printable ASCII but
+    /// `"` and `\`, which JSON never escapes. The data is then a fixed frame around those
+    /// strings, the order id and the detail text, which any JSON writer fills alike, so a
+    /// store may keep such an event as a reference to its entry and rebuild the data when it
+    /// is read (SQLite's `ledger_events`) without comparing the two first. Request ids, app
+    /// keys and reasons that ticketd writes always are; anything else is kept whole.
+    pub fn entry_data_unescaped<D>(entry: &AuditEntry<D>) -> bool {
+        let as_is = |s: &str| {
+            s.bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        };
+        as_is(&entry.request_id)
+            && entry.app_key.as_deref().is_none_or(as_is)
+            && as_is(&entry.reason)
+    }
+
     /// The event recording that `anomaly` was raised.
     pub fn of_anomaly(anomaly: &NewAnomaly) -> Self {
         Self {
@@ -374,6 +391,51 @@ mod tests {
         let text = NewEvent::entry_data_json(&e, &detail);
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, NewEvent::of_entry(&e).unwrap().data);
+    }
+
+    #[test]
+    fn unescaped_entry_data_is_the_strings_between_quotes_as_they_are() {
+        let base = entry(AuditAction::Verify, AuditOutcome::Accepted, "applied");
+        let frame = |e: &AuditEntry, detail: &str| {
+            let quoted = |s: &str| format!("\"{s}\"");
+            format!(
+                "{{\"request_id\":{},\"app_key\":{},\"order_id\":{},\"reason\":{},\"detail\":{detail}}}",
+                quoted(&e.request_id),
+                e.app_key.as_deref().map_or("null".to_owned(), quoted),
+                e.order_id.map_or("null".to_owned(), |id| id.to_string()),
+                quoted(&e.reason),
+            )
+        };
+        let detail = base.detail.to_string();
+        // Every character of the first 256 code points, alone in each of the three strings.
+        for c in (0_u32..256).filter_map(char::from_u32) {
+            for field in 0..3 {
+                let mut e = base.clone();
+                let s = format!("a{c}b");
+                match field {
+                    0 => e.request_id = s,
+                    1 => e.app_key = Some(s),
+                    _ => e.reason = s,
+                }
+                let claimed = NewEvent::entry_data_unescaped(&e);
+                assert_eq!(
+                    claimed,
+                    (' '..='~').contains(&c) && c != '"' && c != '\\',
+                    "{c:?} in field {field}"
+                );
+                if claimed {
+                    assert_eq!(NewEvent::entry_data_json(&e, &detail), frame(&e, &detail));
+                }
+            }
+        }
+        let mut no_app = base.clone();
+        no_app.app_key = None;
+        no_app.order_id = None;
+        assert!(NewEvent::entry_data_unescaped(&no_app));
+        assert_eq!(
+            NewEvent::entry_data_json(&no_app, &detail),
+            frame(&no_app, &detail)
+        );
     }
 
     #[test]

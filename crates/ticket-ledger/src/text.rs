@@ -31,8 +31,8 @@ pub fn clip_bytes(text: &str, max: usize) -> &str {
 }
 
 /// `value` as compact JSON text: the one way an audit detail, an event's data or an anomaly's
-/// detail becomes the text stored (and an event names its entry only when SQL rebuilds those
-/// bytes exactly, so there must be one).
+/// detail becomes the text stored (and SQLite's view rebuilds an entry's event from the
+/// detail's bytes, so there must be one).
 ///
 /// `serde_json::to_string` writes into one buffer; a `Value`'s `Display` writes the same bytes
 /// but hands them to `fmt::Write` a fragment at a time, twice the instructions for the audit

@@ -756,21 +756,10 @@ macro_rules! insert_anomaly_event {
 }
 /// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id.
 pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_events", "last");
-/// An audit entry's event data as `NewEvent::entry_data_json` writes it, rebuilt in SQL from
-/// the entry `a` (the same expression as the view `ledger_events` of SQLite's migration 0012).
-macro_rules! sqlite_entry_event_data {
-    () => {
-        "'{\"request_id\":' || json_quote(a.request_id) \
-         || ',\"app_key\":' || json_quote(a.app_key) \
-         || ',\"order_id\":' || coalesce(a.order_id, 'null') \
-         || ',\"reason\":' || json_quote(a.reason) \
-         || ',\"detail\":' || a.detail || '}'"
-    };
-}
-/// [`INSERT_EVENT`] on SQLite (the same parameters), into `event_rows` (migration 0012): when
-/// one of the newest entries rebuilds the event's data byte for byte, the event names that
-/// entry instead of storing the data again; otherwise it stores the data. Either way the view
-/// `ledger_events` reads exactly the data bound.
+/// [`INSERT_EVENT`] on SQLite (the same parameters), into `event_rows` (migration 0012), the
+/// data stored: an event that records no entry, or whose entry's strings JSON escapes
+/// (`NewEvent::entry_data_unescaped`). An entry's other events name their entry instead
+/// ([`SQLITE_INSERT_ENTRY_EVENT`]).
 ///
 /// Its `seq` is `NULL`, which SQLite turns into one more than the newest event's (`seq` is
 /// the table's rowid), so SQLite's writes do not advance the counter row ([`ADVANCE_EVENT_SEQ`]
@@ -778,24 +767,25 @@ macro_rules! sqlite_entry_event_data {
 /// transaction, so `seq`s are as consecutive as the counter made them and commit in the same
 /// order, and no commit rewrites the counter's page (4 KiB of WAL each). Events are never
 /// deleted or renumbered (migration 0018's triggers refuse it), so no `seq` is handed out
-/// twice. The counter row is still read (`s`), so a ledger
-/// without it writes no event. (A `seq` computed by a subquery of `event_rows` would make
-/// SQLite copy the rows into a temporary table first, as for any `INSERT … SELECT` reading its
-/// own table.)
-///
-/// `m` is one row whatever matches (a scalar subquery, `NULL` when none does), first in the
-/// `FROM` list and `CROSS JOIN`ed, so SQLite runs it as a co-routine. As the right side of a
-/// `LEFT JOIN` (this statement's first form) it was materialized: every verify's event opened
-/// and dropped a temporary B-tree of its own.
-pub(crate) const SQLITE_INSERT_EVENT: &str = concat!(
+/// twice. The counter row is still read (`s`), so a ledger without it writes no event. (A
+/// `seq` computed by a subquery of `event_rows` would make SQLite copy the rows into a
+/// temporary table first, as for any `INSERT … SELECT` reading its own table.)
+pub(crate) const SQLITE_INSERT_EVENT: &str =
     "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
-     SELECT NULL, ?1, ?2, ?3, CASE WHEN m.seq IS NULL THEN ?4 END, m.seq \
-     FROM (SELECT (SELECT a.seq FROM audit_log AS a \
-     WHERE a.seq > (SELECT max(seq) FROM audit_log) - 16 AND ",
-    sqlite_entry_event_data!(),
-    " = ?4 ORDER BY a.seq DESC LIMIT 1) AS seq LIMIT 1) AS m \
-     CROSS JOIN ledger_event_seq AS s WHERE s.id = 1"
-);
+     SELECT NULL, ?1, ?2, ?3, ?4, NULL FROM ledger_event_seq AS s WHERE s.id = 1";
+/// The event of an entry just written, as a reference to it ([`crate::plan_rows::EntryEvent`]:
+/// bind the event's type, order and time, and the entry's `seq`, which the writer took from
+/// the entry's own insert). The view `ledger_events` rebuilds its data from the entry, byte
+/// for byte what `NewEvent::entry_data_json` wrote, since only entries whose strings JSON
+/// copies as they are (`NewEvent::entry_data_unescaped`) are written this way. Its `seq` is
+/// taken as in [`SQLITE_INSERT_EVENT`].
+///
+/// (This statement's earlier form bound the data and compared it with the data rebuilt from
+/// the sixteen newest entries: without that, a verify's job on the writer takes 66,500
+/// instructions instead of 75,300; docs/PERFORMANCE.md, "Twenty-fifth session".)
+pub(crate) const SQLITE_INSERT_ENTRY_EVENT: &str =
+    "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
+     SELECT NULL, ?1, ?2, ?3, NULL, ?4 FROM ledger_event_seq AS s WHERE s.id = 1";
 /// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored), its `seq` the
 /// one after the newest event's as in [`SQLITE_INSERT_EVENT`].
 pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows", "NULL");

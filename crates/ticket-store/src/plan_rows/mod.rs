@@ -138,6 +138,33 @@ pub(crate) struct Step<'a> {
     pub(crate) during: &'static str,
     pub(crate) params: Vec<Param<'a>>,
     pub(crate) check: Check<'a>,
+    /// For the event of an entry that rebuilds its data ([`EventRow::rebuilt`]): the same
+    /// event as a reference to that entry, which a store may write instead of `params`
+    /// (SQLite does, `statements::SQLITE_INSERT_ENTRY_EVENT`), with the same check.
+    pub(crate) entry_event: Option<EntryEvent<'a>>,
+}
+
+/// An entry's event as a reference to its entry: the event's type, order and time, and which
+/// of the entries written before the event steps is its own, counted back from the last one
+/// written (`back`: 0 for the last; [`event_steps`] writes the events right after the entries
+/// they record).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryEvent<'a> {
+    event: &'a EventRow,
+    pub(crate) back: usize,
+}
+
+impl<'a> EntryEvent<'a> {
+    /// The values of `statements::SQLITE_INSERT_ENTRY_EVENT`'s four `?`s, `seq` being the key
+    /// the database gave the entry.
+    pub(crate) fn params(&self, seq: i64) -> [Param<'a>; 4] {
+        [
+            Param::text(self.event.event_type),
+            Param::Int(self.event.order_id),
+            Param::int(self.event.at_ms),
+            Param::int(seq),
+        ]
+    }
 }
 
 impl<'a> Step<'a> {
@@ -148,6 +175,7 @@ impl<'a> Step<'a> {
             during: R::DURING,
             params: row.params().into_iter().collect(),
             check,
+            entry_event: None,
         }
     }
 
@@ -206,6 +234,7 @@ impl AuditRow {
             order_id: entry.order_id,
             at_ms: ms(entry.at),
             data: NewEvent::entry_data_json(&entry, &entry.detail),
+            rebuilt: NewEvent::entry_data_unescaped(&entry),
         });
         Self {
             position,
@@ -323,6 +352,11 @@ pub(crate) struct EventRow {
     pub(crate) at_ms: i64,
     /// JSON text.
     pub(crate) data: String,
+    /// Whether `data` is its entry's, written by a fixed frame from the entry's fields
+    /// (`NewEvent::entry_data_unescaped`), so that a store may keep the event as a reference
+    /// to the entry ([`EntryEvent`]). Never for an event that records no entry.
+    #[serde(skip)]
+    pub(crate) rebuilt: bool,
 }
 
 impl EventRow {
@@ -332,6 +366,7 @@ impl EventRow {
             order_id: event.order_id,
             at_ms: ms(event.at),
             data: json_text(&event.data),
+            rebuilt: false,
         }
     }
 }
@@ -403,17 +438,33 @@ pub(crate) fn events<'a>(
 /// The steps writing the events of `audit` and `anomalies`: for each, take a `seq`, then
 /// write the event with it. Writers put them last, so that the counter row is locked for as
 /// short a time as possible (on PostgreSQL and MySQL other writers wait for it).
+///
+/// `audit` must be the last entries written before these steps, in their order: an entry's
+/// event that may be kept as a reference ([`EntryEvent`]) names its entry by its place among
+/// them, counted back from the last one written. (Every write does so: its entries, then, but
+/// for a verify's anomalies, which are not entries, their events.)
 pub(crate) fn event_steps<'a>(
     audit: &'a [AuditRow],
     anomalies: &'a [AnomalyRow],
 ) -> impl Iterator<Item = Step<'a>> + 'a {
-    events(audit, anomalies).flat_map(|(event, anomaly)| {
+    let written = audit.len();
+    let entries = audit.iter().enumerate().filter_map(move |(place, row)| {
+        let event = row.event.as_ref()?;
+        let mut step = Step::of(event, Check::OneRow(WRITE_EVENT));
+        step.entry_event = event.rebuilt.then(|| EntryEvent {
+            event,
+            // `place` is below `written`.
+            back: written.saturating_sub(place.saturating_add(1)),
+        });
+        Some(step)
+    });
+    let anomalies = anomalies
+        .iter()
+        .map(|row| Step::of(&row.event, Check::OneRow(WRITE_EVENT)));
+    entries.chain(anomalies).flat_map(|event| {
         [
             Step::of(&EventSeqRow, Check::OneRow(WRITE_EVENT_SEQ)),
-            match anomaly {
-                Some(anomaly) => Step::of(anomaly, Check::OneRow(WRITE_EVENT)),
-                None => Step::of(event, Check::OneRow(WRITE_EVENT)),
-            },
+            event,
         ]
     })
 }
@@ -616,9 +667,8 @@ mod tests {
 
     #[test]
     fn json_text_writes_the_bytes_display_writes() {
-        // The detail is stored as this text and an event names its entry only when the SQL
-        // rebuild of the entry matches the bytes byte for byte: the text must not depend on
-        // which serializer wrote it.
+        // The detail is stored as this text, and SQLite's view rebuilds an entry's event from
+        // it: the text must not depend on which serializer wrote it.
         let detail = serde_json::json!({
             "changes": [{"code": "CØDE-\u{1F3AB}", "used": 3, "capacity": 10}],
             "escaped": "quote \" backslash \\ newline \n tab \t nul \u{0} del \u{7f}",

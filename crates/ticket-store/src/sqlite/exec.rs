@@ -55,14 +55,47 @@ fn write_through(
     rows: &(impl Rows + ?Sized),
     mut run: impl FnMut(&'static str, Execute<'_>) -> rusqlite::Result<rusqlite::Result<usize>>,
 ) -> Result<(), LedgerError> {
+    // The keys of the entries written so far, in order: an entry's event written as a
+    // reference names its entry by its place among them.
+    let mut entries: Vec<i64> = Vec::new();
     for step in rows.steps() {
-        let Some(sql) = on_sqlite(step.sql) else {
-            continue;
+        let by_reference;
+        let (sql, params): (_, &[Param<'_>]) = match (&step.entry_event, on_sqlite(step.sql)) {
+            (_, None) => continue,
+            (Some(entry), Some(_)) => {
+                let seq = entries
+                    .len()
+                    .checked_sub(entry.back.saturating_add(1))
+                    .and_then(|place| entries.get(place))
+                    .ok_or_else(|| {
+                        LedgerError::Internal(format!(
+                            "{}: the event's entry is not among the {} written",
+                            step.during,
+                            entries.len()
+                        ))
+                    })?;
+                by_reference = entry.params(*seq);
+                (statements::SQLITE_INSERT_ENTRY_EVENT, &by_reference)
+            }
+            (None, Some(sql)) => (sql, &step.params),
         };
+        let entry = sql == statements::INSERT_AUDIT;
+        let mut seq = None;
         let changed = run(sql, &mut |statement| {
-            statement.execute(rusqlite::params_from_iter(&step.params))
+            let params = rusqlite::params_from_iter(params);
+            if entry {
+                // The key SQLite gave the entry, read from the connection right after its
+                // insert (one row, or an error).
+                statement.insert(params).map(|key| {
+                    seq = Some(key);
+                    1
+                })
+            } else {
+                statement.execute(params)
+            }
         })
         .during(step.during)?;
+        entries.extend(seq);
         let changed = match (changed, &step.check) {
             (Ok(changed), _) => u64::try_from(changed).unwrap_or(u64::MAX),
             (Err(e), Check::OneRowUnique(_, unique)) => {
@@ -160,8 +193,9 @@ impl Prepared for Held<'_> {
 /// - a reversal's count changes the stored counter (`counted_vouchers`; `vouchers` is the view
 ///   that adds the uses not folded yet), after the reversal counted every logged use.
 /// - events are written into `event_rows` (`ledger_events` is the view that rebuilds an
-///   entry's event from the entry, migration 0012), by reference to their entry when it
-///   rebuilds their data exactly.
+///   entry's event from the entry, migration 0012); an entry's event whose data the entry
+///   rebuilds exactly is written as a reference to it instead (the step's
+///   [`crate::plan_rows::EntryEvent`], [`statements::SQLITE_INSERT_ENTRY_EVENT`]).
 /// - fingerprints are written into `pending_fingerprints`, where the view
 ///   `verify_fingerprints`' trigger would put them (migration 0005).
 /// - an event's `seq` ([`statements::ADVANCE_EVENT_SEQ`]) is not taken from the counter row:

@@ -5,8 +5,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 use std::collections::BTreeMap;
 use ticket_ledger::{
-    AuditOutcome, ConfirmCode, Fingerprint, NewVoucher, OrderRef, OutcomeKind, RequestMeta,
-    VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
+    AuditOutcome, ConfirmCode, Fingerprint, NewEvent, NewVoucher, OrderRef, OutcomeKind,
+    RequestMeta, VerifyPolicy, VerifyUses, VoucherUse, WriteOffType,
 };
 
 use super::*;
@@ -811,25 +811,40 @@ async fn uses_are_added_to_the_stored_counters_and_a_counter_that_does_not_fit_s
 async fn an_entrys_event_names_its_entry_and_reads_back_as_the_data_it_would_have_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_with_orders(dir.path(), &[(1, "CODE-A", 5)]).await;
-    let plain = verify(1, "CODE-A", 1, 1);
-    let mut odd = verify(1, "CODE-A", 1, 2);
-    // Everything JSON escapes, and what it need not.
-    odd.meta.request_id = "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀".into();
-    for cmd in [plain, odd] {
+    // Every printable ASCII character JSON copies as it is, which SQLite's `json_quote` in the
+    // view must copy alike; and one of everything JSON escapes, and what it need not.
+    let printable: String = (' '..='~').filter(|c| !matches!(c, '"' | '\\')).collect();
+    let odd = "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀";
+    for (n, request_id) in [("1", "verify-1-1"), ("2", printable.as_str()), ("3", odd)] {
+        let mut cmd = verify(1, "CODE-A", 1, n.parse().expect("n"));
+        cmd.meta.request_id = request_id.into();
         store.verify(cmd).await.expect("verify");
     }
     let view = view_of(&store, 1).await;
     let page = store.events(0, 100).await.expect("events");
+    // Every event of the order (its creation, the uses, the status transitions, several of
+    // them written together with their entries) reads as its own entry's data.
+    for event in &page.events {
+        let entry = view
+            .events
+            .iter()
+            .find(|e| NewEvent::entry_data_json(*e, &e.detail.to_string()) == event.data.get())
+            .unwrap_or_else(|| panic!("no entry reads as event {event:?}"));
+        assert_eq!(
+            (
+                ticket_ledger::EventType::of_entry(entry).map(|t| t.as_str()),
+                entry.at
+            ),
+            (Some(event.kind.as_str()), event.at)
+        );
+    }
     let used: Vec<_> = page
         .events
         .iter()
         .filter(|e| e.kind == "ticketd.voucher.used")
         .collect();
-    assert_eq!(used.len(), 2);
-    for (event, request_id) in used
-        .iter()
-        .zip(["verify-1-1", "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀"])
-    {
+    assert_eq!(used.len(), 3);
+    for (event, request_id) in used.iter().zip(["verify-1-1", printable.as_str(), odd]) {
         let entry = view
             .events
             .iter()
@@ -837,22 +852,83 @@ async fn an_entrys_event_names_its_entry_and_reads_back_as_the_data_it_would_hav
             .expect("the verify's entry");
         assert_eq!(
             event.data.get(),
-            ticket_ledger::NewEvent::entry_data_json(entry, &entry.detail.to_string()),
+            NewEvent::entry_data_json(entry, &entry.detail.to_string()),
             "the event reads as the data it would have stored, byte for byte"
         );
     }
     let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
-    let by_reference: i64 = shell
-        .query_row(
-            "SELECT count(*) FROM event_rows \
-             WHERE event_type = 'ticketd.voucher.used' AND data IS NULL AND audit_seq IS NOT NULL",
-            [],
-            |r| r.get(0),
+    let stored: Vec<(bool, bool)> = shell
+        .prepare(
+            "SELECT e.data IS NULL, a.request_id IS NOT NULL FROM event_rows e \
+             LEFT JOIN audit_log a ON a.seq = e.audit_seq \
+             WHERE e.event_type = 'ticketd.voucher.used' ORDER BY e.seq",
         )
-        .expect("event rows");
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("event rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
     assert_eq!(
-        by_reference, 2,
-        "both events name their entries instead of copying them"
+        stored,
+        [(true, true), (true, true), (false, false)],
+        "the first two name their entries; the one whose request id JSON escapes keeps its data"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrys_event_names_its_own_entry_whatever_is_written_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
+    store
+        .verify(verify(1, "CODE-A", 1, 1))
+        .await
+        .expect("the first verify");
+    // Another entry of the same request appended right after each verify's own, as a trigger
+    // could: the newest entry is no longer the verify's when its event is written.
+    behind_the_snapshots(
+        &store,
+        "CREATE TRIGGER interloper AFTER INSERT ON audit_log WHEN NEW.reason = 'applied' \
+         BEGIN INSERT INTO audit_log \
+         (request_id, at_ms, action, app_key, order_id, outcome, reason, detail) \
+         VALUES (NEW.request_id, NEW.at_ms, NEW.action, NEW.app_key, NEW.order_id, 'accepted', \
+         'interloper', '{}'); END",
+    )
+    .await;
+    store
+        .verify(verify(1, "CODE-A", 1, 2))
+        .await
+        .expect("the second verify");
+    let view = view_of(&store, 1).await;
+    let own = view
+        .events
+        .iter()
+        .find(|e| e.request_id == "verify-1-2" && e.reason == "applied")
+        .expect("the verify's entry");
+    assert!(
+        view.events.iter().any(|e| e.reason == "interloper"),
+        "the interloper was written after it: {:?}",
+        view.events
+    );
+    let page = store.events(0, 100).await.expect("events");
+    let last = page.events.last().expect("the verify's event");
+    assert_eq!(
+        last.data.get(),
+        NewEvent::entry_data_json(own, &own.detail.to_string()),
+        "the event reads as its own entry's data"
+    );
+    let shell = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    let (data_stored, named): (bool, i64) = shell
+        .query_row(
+            "SELECT data IS NOT NULL, audit_seq FROM event_rows ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the event row");
+    assert_eq!(
+        (data_stored, named),
+        (false, own.seq),
+        "a reference to the entry, not to the newest"
     );
     store.close().await;
 }
@@ -1146,6 +1222,10 @@ fn the_writers_statements_build_no_temporary_b_tree() {
         (
             "SQLITE_INSERT_EVENT",
             crate::statements::SQLITE_INSERT_EVENT,
+        ),
+        (
+            "SQLITE_INSERT_ENTRY_EVENT",
+            crate::statements::SQLITE_INSERT_ENTRY_EVENT,
         ),
         (
             "SQLITE_INSERT_ANOMALY_EVENT",
