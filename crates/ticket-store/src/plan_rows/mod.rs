@@ -146,8 +146,8 @@ pub(crate) struct Step<'a> {
 
 /// An entry's event as a reference to its entry: the event's type, order and time, and which
 /// of the entries written before the event steps is its own, counted back from the last one
-/// written (`back`: 0 for the last; [`event_steps`] writes the events right after the entries
-/// they record).
+/// written (`back`: 0 for the last; [`event_steps`] writes the events after the entries they
+/// record).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryEvent<'a> {
     event: &'a EventRow,
@@ -441,8 +441,8 @@ pub(crate) fn events<'a>(
 ///
 /// `audit` must be the last entries written before these steps, in their order: an entry's
 /// event that may be kept as a reference ([`EntryEvent`]) names its entry by its place among
-/// them, counted back from the last one written. (Every write does so: its entries, then, but
-/// for a verify's anomalies, which are not entries, their events.)
+/// them, counted back from the last one written. Every write does: it writes its entries,
+/// then their events (a verify writes its anomalies, which are not entries, in between).
 pub(crate) fn event_steps<'a>(
     audit: &'a [AuditRow],
     anomalies: &'a [AnomalyRow],
