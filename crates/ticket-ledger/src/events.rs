@@ -193,21 +193,20 @@ impl NewEvent {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Whether [`NewEvent::entry_data_json`] writes each of `entry`'s strings (its request id,
-    /// app key and reason) between quotes exactly as it is: every byte printable ASCII but
-    /// `"` and `\`, which JSON never escapes. The data is then a fixed frame around those
-    /// strings, the order id and the detail text, which any JSON writer fills alike, so a
-    /// store may keep such an event as a reference to its entry and rebuild the data when it
-    /// is read (SQLite's `ledger_events`) without comparing the two first. Request ids, app
-    /// keys and reasons that ticketd writes always are; anything else is kept whole.
-    pub fn entry_data_unescaped<D>(entry: &AuditEntry<D>) -> bool {
+    /// Whether [`NewEvent::entry_data_json`] writes each of an entry's strings (its
+    /// `request_id`, `app_key` and `reason`) between quotes exactly as it is: every byte
+    /// printable ASCII but `"` and `\`, which JSON never escapes. The data is then a fixed
+    /// frame around those strings, the order id and the detail text, which any JSON writer
+    /// fills alike, so a store may keep such an event as a reference to its entry and rebuild
+    /// the data when it is read (SQLite's `ledger_events`) without comparing the two first.
+    /// The request ids and reasons ticketd writes always are, and app keys unless an operator
+    /// named the app with a `"` or `\`; anything else is kept whole.
+    pub fn entry_data_unescaped(request_id: &str, app_key: Option<&str>, reason: &str) -> bool {
         let as_is = |s: &str| {
             s.bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
         };
-        as_is(&entry.request_id)
-            && entry.app_key.as_deref().is_none_or(as_is)
-            && as_is(&entry.reason)
+        as_is(request_id) && app_key.is_none_or(as_is) && as_is(reason)
     }
 
     /// The event recording that `anomaly` was raised.
@@ -417,7 +416,8 @@ mod tests {
                     1 => e.app_key = Some(s),
                     _ => e.reason = s,
                 }
-                let claimed = NewEvent::entry_data_unescaped(&e);
+                let claimed =
+                    NewEvent::entry_data_unescaped(&e.request_id, e.app_key.as_deref(), &e.reason);
                 assert_eq!(
                     claimed,
                     (' '..='~').contains(&c) && c != '"' && c != '\\',
@@ -431,7 +431,11 @@ mod tests {
         let mut no_app = base.clone();
         no_app.app_key = None;
         no_app.order_id = None;
-        assert!(NewEvent::entry_data_unescaped(&no_app));
+        assert!(NewEvent::entry_data_unescaped(
+            &no_app.request_id,
+            None,
+            &no_app.reason
+        ));
         assert_eq!(
             NewEvent::entry_data_json(&no_app, &detail),
             frame(&no_app, &detail)

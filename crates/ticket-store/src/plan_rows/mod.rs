@@ -138,8 +138,8 @@ pub(crate) struct Step<'a> {
     pub(crate) during: &'static str,
     pub(crate) params: Vec<Param<'a>>,
     pub(crate) check: Check<'a>,
-    /// For the event of an entry that rebuilds its data ([`EventRow::rebuilt`]): the same
-    /// event as a reference to that entry, which a store may write instead of `params`
+    /// For the event of an entry that rebuilds its data (`NewEvent::entry_data_unescaped`):
+    /// the same event as a reference to that entry, which a store may write instead of `params`
     /// (SQLite does, `statements::SQLITE_INSERT_ENTRY_EVENT`), with the same check.
     pub(crate) entry_event: Option<EntryEvent<'a>>,
 }
@@ -234,7 +234,6 @@ impl AuditRow {
             order_id: entry.order_id,
             at_ms: ms(entry.at),
             data: NewEvent::entry_data_json(&entry, &entry.detail),
-            rebuilt: NewEvent::entry_data_unescaped(&entry),
         });
         Self {
             position,
@@ -352,11 +351,6 @@ pub(crate) struct EventRow {
     pub(crate) at_ms: i64,
     /// JSON text.
     pub(crate) data: String,
-    /// Whether `data` is its entry's, written by a fixed frame from the entry's fields
-    /// (`NewEvent::entry_data_unescaped`), so that a store may keep the event as a reference
-    /// to the entry ([`EntryEvent`]). Never for an event that records no entry.
-    #[serde(skip)]
-    pub(crate) rebuilt: bool,
 }
 
 impl EventRow {
@@ -366,7 +360,6 @@ impl EventRow {
             order_id: event.order_id,
             at_ms: ms(event.at),
             data: json_text(&event.data),
-            rebuilt: false,
         }
     }
 }
@@ -451,7 +444,10 @@ pub(crate) fn event_steps<'a>(
     let entries = audit.iter().enumerate().filter_map(move |(place, row)| {
         let event = row.event.as_ref()?;
         let mut step = Step::of(event, Check::OneRow(WRITE_EVENT));
-        step.entry_event = event.rebuilt.then(|| EntryEvent {
+        // An entry's event is `NewEvent::entry_data_json` of the entry (`AuditRow::of_rendered`).
+        let rebuilt =
+            NewEvent::entry_data_unescaped(&row.request_id, row.app_key.as_deref(), &row.reason);
+        step.entry_event = rebuilt.then(|| EntryEvent {
             event,
             // `place` is below `written`.
             back: written.saturating_sub(place.saturating_add(1)),
