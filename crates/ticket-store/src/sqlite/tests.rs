@@ -815,8 +815,8 @@ async fn an_entrys_event_names_its_entry_and_reads_back_as_the_data_it_would_hav
     // view must copy alike; and one of everything JSON escapes, and what it need not.
     let printable: String = (' '..='~').filter(|c| !matches!(c, '"' | '\\')).collect();
     let odd = "q\"b\\s/\u{1}\n\t\u{7f}é\u{2028}😀";
-    for (n, request_id) in [("1", "verify-1-1"), ("2", printable.as_str()), ("3", odd)] {
-        let mut cmd = verify(1, "CODE-A", 1, n.parse().expect("n"));
+    for (second, request_id) in [(1, "verify-1-1"), (2, printable.as_str()), (3, odd)] {
+        let mut cmd = verify(1, "CODE-A", 1, second);
         cmd.meta.request_id = request_id.into();
         store.verify(cmd).await.expect("verify");
     }
