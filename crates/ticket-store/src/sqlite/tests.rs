@@ -1182,6 +1182,28 @@ async fn a_staged_fold_never_forgets_a_pending_fingerprint_it_did_not_copy() {
     );
 }
 
+#[test]
+fn sqlite_is_built_without_process_wide_locks_on_its_caches_and_allocations() {
+    // `.cargo/config.toml` sets these (why is there); a build that lost the setting would
+    // still pass every other test, only slower.
+    let conn = Connection::open_in_memory().expect("open");
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("options");
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "allocation statistics compiled in: {options:?}"
+    );
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "one page cache group for the process: {options:?}"
+    );
+}
+
 /// The instructions SQLite compiles `sql` into, as `EXPLAIN` lists them: each opcode with its
 /// `p4` operand where it is text (a called function's name, for one).
 fn explain(conn: &Connection, sql: &str) -> Vec<(String, Option<String>)> {
