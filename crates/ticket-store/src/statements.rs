@@ -739,23 +739,14 @@ macro_rules! anomaly_of_request {
         )
     };
 }
-/// Writes an anomaly's event into `$table` with its anomaly's id and the `seq` `$seq` (an
-/// expression over the counter row, or `NULL` on SQLite).
-macro_rules! insert_anomaly_event {
-    ($table:literal, $($seq:tt)+) => {
-        concat!(
-            "INSERT INTO ",
-            $table,
-            " (seq, event_type, order_id, at_ms, data, anomaly_id) SELECT ",
-            $($seq)+,
-            ", ?, ?, ?, ?, ",
-            anomaly_of_request!("?", "?"),
-            " FROM ledger_event_seq WHERE id = 1"
-        )
-    };
-}
-/// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id.
-pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_events", "last");
+/// Writes an anomaly's event ([`crate::plan_rows::AnomalyEventRow`]) with its anomaly's id, its
+/// `seq` the counter row's (taken by the [`ADVANCE_EVENT_SEQ`] step before it).
+pub(crate) const INSERT_ANOMALY_EVENT: &str = concat!(
+    "INSERT INTO ledger_events (seq, event_type, order_id, at_ms, data, anomaly_id) \
+     SELECT last, ?, ?, ?, ?, ",
+    anomaly_of_request!("?", "?"),
+    " FROM ledger_event_seq WHERE id = 1"
+);
 /// [`INSERT_EVENT`] on SQLite (the same parameters), into `event_rows` (migration 0012), the
 /// data stored: an event that records no entry, or whose entry's strings JSON escapes
 /// (`NewEvent::entry_data_unescaped`). An entry's other events name their entry instead
@@ -767,28 +758,41 @@ pub(crate) const INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("ledger_even
 /// transaction, so `seq`s are as consecutive as the counter made them and commit in the same
 /// order, and no commit rewrites the counter's page (4 KiB of WAL each). Events are never
 /// deleted or renumbered (migration 0018's triggers refuse it), so no `seq` is handed out
-/// twice. The counter row is still read (`s`), so a ledger without it writes no event. (A
-/// `seq` computed by a subquery of `event_rows` would make SQLite copy the rows into a
-/// temporary table first, as for any `INSERT … SELECT` reading its own table.)
+/// twice. (A `seq` computed by a subquery of `event_rows` would make SQLite copy the rows into
+/// a temporary table first, as for any `INSERT … SELECT` reading its own table.)
+///
+/// The counter row is still read: the value bound for the event's one non-`NULL` column of
+/// `data` and `audit_seq` is taken through it, so on a ledger without it both are `NULL`, the
+/// table's `CHECK` refuses the row, and the writer reports the write of the counter as one
+/// that changed no row, as the other engines do (`sqlite::exec`). Every SQLite event insert
+/// is one row of `VALUES` for that reason, never an `INSERT … SELECT`: SQLite runs an
+/// `INSERT … SELECT` into a table with a `CHECK` inside a statement journal, copying each page
+/// it changes first, which cost the writer 2.6 % of its instructions per verify
+/// (docs/PERFORMANCE.md, "Twenty-sixth session").
 pub(crate) const SQLITE_INSERT_EVENT: &str =
     "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
-     SELECT NULL, ?1, ?2, ?3, ?4, NULL FROM ledger_event_seq AS s WHERE s.id = 1";
+     VALUES (NULL, ?1, ?2, ?3, (SELECT ?4 FROM ledger_event_seq WHERE id = 1), NULL)";
 /// The event of an entry just written, as a reference to it ([`crate::plan_rows::EntryEvent`]:
 /// bind the event's type, order and time, and the entry's `seq`, which the writer took from
 /// the entry's own insert). The view `ledger_events` rebuilds its data from the entry, byte
 /// for byte what `NewEvent::entry_data_json` wrote, since only entries whose strings JSON
-/// copies as they are (`NewEvent::entry_data_unescaped`) are written this way. Its `seq` is
-/// taken as in [`SQLITE_INSERT_EVENT`].
+/// copies as they are (`NewEvent::entry_data_unescaped`) are written this way. Its `seq`, and
+/// the counter row's part, are as in [`SQLITE_INSERT_EVENT`].
 ///
 /// (This statement's earlier form bound the data and compared it with the data rebuilt from
 /// the sixteen newest entries: without that, a verify's job on the writer takes 66,500
 /// instructions instead of 75,300; docs/PERFORMANCE.md, "Twenty-fifth session".)
 pub(crate) const SQLITE_INSERT_ENTRY_EVENT: &str =
     "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, audit_seq) \
-     SELECT NULL, ?1, ?2, ?3, NULL, ?4 FROM ledger_event_seq AS s WHERE s.id = 1";
-/// [`INSERT_ANOMALY_EVENT`] on SQLite, into `event_rows` (its data is stored), its `seq` the
-/// one after the newest event's as in [`SQLITE_INSERT_EVENT`].
-pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = insert_anomaly_event!("event_rows", "NULL");
+     VALUES (NULL, ?1, ?2, ?3, NULL, (SELECT ?4 FROM ledger_event_seq WHERE id = 1))";
+/// [`INSERT_ANOMALY_EVENT`] on SQLite (the same parameters), into `event_rows` (its data is
+/// stored), its `seq` and the counter row's part as in [`SQLITE_INSERT_EVENT`].
+pub(crate) const SQLITE_INSERT_ANOMALY_EVENT: &str = concat!(
+    "INSERT INTO event_rows (seq, event_type, order_id, at_ms, data, anomaly_id) \
+     VALUES (NULL, ?, ?, ?, (SELECT ? FROM ledger_event_seq WHERE id = 1), ",
+    anomaly_of_request!("?", "?"),
+    ")"
+);
 /// Takes a batch's event `seq`s at once (bind how many).
 pub(crate) const ADVANCE_EVENT_SEQ_BY: &str =
     "UPDATE ledger_event_seq SET last = last + ? WHERE id = 1";

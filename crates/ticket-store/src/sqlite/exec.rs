@@ -105,6 +105,13 @@ fn write_through(
                 })
             }
             (Err(e), Check::NewOrder) => return Err(order_refusal(&e)),
+            // The one way an event's row fails its `CHECK`: no counter row to read the bound
+            // value through (`statements::SQLITE_INSERT_EVENT`).
+            (Err(e), _) if is_event(sql) && violation(&e) == Some(Violation::Check) => {
+                return Err(LedgerError::WriteChangedNoRow {
+                    write: crate::plan_rows::WRITE_EVENT_SEQ,
+                })
+            }
             (Err(e), _) => return Err(ledger_error(step.during, &e)),
         };
         // Only a verify's count checks a capacity, and SQLite does not write it (`on_sqlite`):
@@ -201,7 +208,8 @@ impl Prepared for Held<'_> {
 /// - an event's `seq` ([`statements::ADVANCE_EVENT_SEQ`]) is not taken from the counter row:
 ///   the event's own insert takes the one after the newest event (migration 0018,
 ///   [`statements::SQLITE_INSERT_EVENT`]). The insert still reads the counter row, so on a
-///   ledger without it the event changes no row, which its check refuses.
+///   ledger without it the event's row fails its `CHECK`, reported as the counter's write
+///   changing no row ([`write_through`]), as on the other engines.
 fn on_sqlite(sql: &'static str) -> Option<&'static str> {
     if sql == statements::COUNT_USES || sql == statements::ADVANCE_EVENT_SEQ {
         None
@@ -216,6 +224,16 @@ fn on_sqlite(sql: &'static str) -> Option<&'static str> {
     } else {
         Some(sql)
     }
+}
+
+/// Whether `sql` is one of SQLite's event inserts, which read the counter row.
+fn is_event(sql: &str) -> bool {
+    [
+        statements::SQLITE_INSERT_EVENT,
+        statements::SQLITE_INSERT_ENTRY_EVENT,
+        statements::SQLITE_INSERT_ANOMALY_EVENT,
+    ]
+    .contains(&sql)
 }
 
 /// The refusal an order's insert stands for. `orders` has one foreign key (its app) and two

@@ -81,8 +81,9 @@ pub(crate) fn audit(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     shared::audit(row)
 }
 
-/// A uniqueness or foreign-key violation, the two constraint failures the store turns into
-/// domain refusals (so a race ends as a refusal the caller understands, not a raw database error).
+/// A uniqueness, foreign-key or check violation, the constraint failures the store turns into
+/// domain refusals (so a race ends as a refusal the caller understands, not a raw database error)
+/// or into the failed write they stand for (an event without its counter row, `sqlite::exec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Violation<'a> {
     /// A UNIQUE or PRIMARY KEY constraint; the columns as SQLite names them
@@ -90,6 +91,8 @@ pub(crate) enum Violation<'a> {
     Unique(&'a str),
     /// A FOREIGN KEY constraint (SQLite does not say which).
     ForeignKey,
+    /// A CHECK constraint.
+    Check,
 }
 
 /// Classifies a constraint violation, or `None` for any other error.
@@ -106,6 +109,7 @@ pub(crate) fn violation(err: &rusqlite::Error) -> Option<Violation<'_>> {
             Some(Violation::Unique(columns))
         }
         rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Violation::ForeignKey),
+        rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => Some(Violation::Check),
         _ => None,
     }
 }

@@ -933,6 +933,62 @@ async fn an_entrys_event_names_its_own_entry_whatever_is_written_after_it() {
     store.close().await;
 }
 
+/// Without the event counter's row (a damaged ledger) a verify is refused as a write of the
+/// counter that changed no row, as on PostgreSQL and MariaDB (`tests/it/engines.rs`), and
+/// nothing of it is kept: each of SQLite's three event inserts reads the row (an entry's event
+/// by reference, one whose data is stored, and the anomaly's that the refusal would keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_without_an_event_counter_is_refused_and_keeps_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_orders(dir.path(), &[(1, "CODE-A", 10)]).await;
+    store
+        .verify(verify(1, "CODE-A", 1, 1))
+        .await
+        .expect("a verify with the counter");
+    let count = |dir: &Path| {
+        let shell = Connection::open(dir.join("ledger.db")).expect("shell");
+        [
+            "SELECT count(*) FROM audit_log",
+            "SELECT count(*) FROM event_rows",
+            "SELECT count(*) FROM anomalies",
+            "SELECT count(*) FROM voucher_uses",
+        ]
+        .map(|sql| rows(&shell, sql))
+    };
+    let before = count(dir.path());
+    behind_the_snapshots(&store, "DELETE FROM ledger_event_seq").await;
+    // An entry's event by reference, and (a request id JSON escapes) with its data stored.
+    for request_id in ["verify-1-2", "verify-\"quoted\""] {
+        let mut cmd = verify(1, "CODE-A", 1, 2);
+        cmd.meta.request_id = request_id.to_owned();
+        assert_eq!(
+            store.verify(cmd).await.err(),
+            Some(LedgerError::WriteChangedNoRow {
+                write: "ledger_event_seq"
+            }),
+            "{request_id}"
+        );
+    }
+    assert_eq!(
+        count(dir.path()),
+        before,
+        "nothing of the refused verifies kept"
+    );
+    assert_eq!(used(&view_of(&store, 1).await), 1);
+
+    behind_the_snapshots(
+        &store,
+        "INSERT INTO ledger_event_seq (id, last, ledger_id) VALUES (1, 0, 'restored')",
+    )
+    .await;
+    store
+        .verify(verify(1, "CODE-A", 1, 3))
+        .await
+        .expect("a verify with the counter back");
+    assert_eq!(used(&view_of(&store, 1).await), 2);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_no_entry_rebuilds_keeps_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
