@@ -14,7 +14,7 @@ use rusqlite::{CachedStatement, Connection, Statement, ToSql};
 use ticket_ledger::LedgerError;
 
 use super::rows::{ledger_error, violation, During, Violation};
-use crate::plan_rows::{Check, Param, Rows, WriteRow};
+use crate::plan_rows::{Check, Param, Rows, WriteRow, WRITE_EVENT, WRITE_EVENT_SEQ};
 use crate::statements;
 
 impl ToSql for Param<'_> {
@@ -107,9 +107,9 @@ fn write_through(
             (Err(e), Check::NewOrder) => return Err(order_refusal(&e)),
             // The one way an event's row fails its `CHECK`: no counter row to read the bound
             // value through (`statements::SQLITE_INSERT_EVENT`).
-            (Err(e), _) if is_event(sql) && violation(&e) == Some(Violation::Check) => {
+            (Err(e), Check::OneRow(WRITE_EVENT)) if violation(&e) == Some(Violation::Check) => {
                 return Err(LedgerError::WriteChangedNoRow {
-                    write: crate::plan_rows::WRITE_EVENT_SEQ,
+                    write: WRITE_EVENT_SEQ,
                 })
             }
             (Err(e), _) => return Err(ledger_error(step.during, &e)),
@@ -224,16 +224,6 @@ fn on_sqlite(sql: &'static str) -> Option<&'static str> {
     } else {
         Some(sql)
     }
-}
-
-/// Whether `sql` is one of SQLite's event inserts, which read the counter row.
-fn is_event(sql: &str) -> bool {
-    [
-        statements::SQLITE_INSERT_EVENT,
-        statements::SQLITE_INSERT_ENTRY_EVENT,
-        statements::SQLITE_INSERT_ANOMALY_EVENT,
-    ]
-    .contains(&sql)
 }
 
 /// The refusal an order's insert stands for. `orders` has one foreign key (its app) and two
