@@ -49,7 +49,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, params_from_iter, Connection, ToSql};
 use ticket_ledger::{ConfirmCode, Fingerprint, LedgerError, OrderId};
 
 use super::rows::During;
@@ -890,43 +890,71 @@ fn marks(conn: &Connection) -> Result<Marks, LedgerError> {
 
 /// Copies `range` of `rows` into their folded table.
 fn copy(conn: &Connection, rows: &Rows, range: std::ops::Range<usize>) -> Result<(), LedgerError> {
-    let during = "copying a staged fold's slice";
     match rows {
-        Rows::Fingerprints(rows) => {
-            let mut insert = conn
-                .prepare_cached(statements::SQLITE_STAGE_COPY_FINGERPRINT)
-                .during(during)?;
-            for ((order, code, used_at, quantity), request, _) in rows.get(range).unwrap_or(&[]) {
+        // One row a statement: its foreign key would make a multi-row insert keep a
+        // statement journal (see `statements::STAGE_COPY_ROWS`).
+        Rows::Fingerprints(rows) => copy_rows(
+            conn,
+            statements::SQLITE_STAGE_COPY_FINGERPRINT,
+            None,
+            rows.get(range).unwrap_or(&[]),
+            |((order, code, used_at, quantity), request, _)| {
+                [order as &dyn ToSql, code, used_at, quantity, request]
+            },
+        ),
+        Rows::Uses(rows) => copy_rows(
+            conn,
+            statements::SQLITE_STAGE_COPY_USE,
+            Some(&statements::SQLITE_STAGE_COPY_USES),
+            rows.get(range).unwrap_or(&[]),
+            |(order, code, recorded_at, id)| [order as &dyn ToSql, code, recorded_at, id],
+        ),
+        Rows::Entries(rows) => copy_rows(
+            conn,
+            statements::SQLITE_STAGE_COPY_ENTRY,
+            Some(&statements::SQLITE_STAGE_COPY_ENTRIES),
+            rows.get(range).unwrap_or(&[]),
+            |(order, seq)| [order as &dyn ToSql, seq],
+        ),
+        Rows::AppEntries(rows) => copy_rows(
+            conn,
+            statements::SQLITE_STAGE_COPY_APP_ENTRY,
+            Some(&statements::SQLITE_STAGE_COPY_APP_ENTRIES),
+            rows.get(range).unwrap_or(&[]),
+            |(app, seq)| [app as &dyn ToSql, seq],
+        ),
+    }
+}
+
+/// Inserts `rows`, each bound as `values` gives it: [`statements::STAGE_COPY_ROWS`] at a time
+/// with `many` when there is one, and what is left (or every row) one at a time with `one`.
+fn copy_rows<'r, T, const N: usize>(
+    conn: &Connection,
+    one: &str,
+    many: Option<&str>,
+    rows: &'r [T],
+    values: impl Fn(&'r T) -> [&'r dyn ToSql; N],
+) -> Result<(), LedgerError> {
+    let during = "copying a staged fold's slice";
+    let mut rest = rows;
+    if let Some(many) = many {
+        let mut chunks = rows.chunks_exact(statements::STAGE_COPY_ROWS);
+        if chunks.len() > 0 {
+            let mut insert = conn.prepare_cached(many).during(during)?;
+            for chunk in &mut chunks {
                 insert
-                    .execute(params![order, code, used_at, quantity, request])
+                    .execute(params_from_iter(chunk.iter().flat_map(&values)))
                     .during(during)?;
             }
         }
-        Rows::Uses(rows) => {
-            let mut insert = conn
-                .prepare_cached(statements::SQLITE_STAGE_COPY_USE)
+        rest = chunks.remainder();
+    }
+    if !rest.is_empty() {
+        let mut insert = conn.prepare_cached(one).during(during)?;
+        for row in rest {
+            insert
+                .execute(params_from_iter(values(row)))
                 .during(during)?;
-            for (order, code, recorded_at, id) in rows.get(range).unwrap_or(&[]) {
-                insert
-                    .execute(params![order, code, recorded_at, id])
-                    .during(during)?;
-            }
-        }
-        Rows::Entries(rows) => {
-            let mut insert = conn
-                .prepare_cached(statements::SQLITE_STAGE_COPY_ENTRY)
-                .during(during)?;
-            for (order, seq) in rows.get(range).unwrap_or(&[]) {
-                insert.execute(params![order, seq]).during(during)?;
-            }
-        }
-        Rows::AppEntries(rows) => {
-            let mut insert = conn
-                .prepare_cached(statements::SQLITE_STAGE_COPY_APP_ENTRY)
-                .during(during)?;
-            for (app, seq) in rows.get(range).unwrap_or(&[]) {
-                insert.execute(params![app, seq]).during(during)?;
-            }
         }
     }
     Ok(())

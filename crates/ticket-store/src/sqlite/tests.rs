@@ -10,6 +10,7 @@ use ticket_ledger::{
 };
 
 use super::*;
+use crate::statements;
 
 fn at(s: u32) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 15, 5, 0, s)
@@ -1236,6 +1237,137 @@ async fn a_staged_fold_never_forgets_a_pending_fingerprint_it_did_not_copy() {
         .expect("lookup"),
         "the stray fingerprint is still pending"
     );
+}
+
+/// A staged fold copies every use, entry and app entry past the marks exactly once, in
+/// slices and statements of many rows and the rows left over one at a time, and skips the
+/// copies an interrupted fold left, wherever they fall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 301 verifies, more than a slice and not a multiple of a bulk statement's rows.
+    let orders: Vec<(i64, Vec<(String, i64)>)> = (1..=7)
+        .map(|order| (order, (0..43).map(|c| (format!("CODE-{c}"), 5)).collect()))
+        .collect();
+    let store = store_with_vouchers(dir.path(), &orders).await;
+    for (n, (order, code)) in (1..=7)
+        .flat_map(|order| (0..43).map(move |c| (order, c)))
+        .enumerate()
+    {
+        let second = u32::try_from(n % 59).expect("second");
+        store
+            .verify(verify(order, &format!("CODE-{code}"), 1, second))
+            .await
+            .expect("verify");
+    }
+    store.close().await;
+
+    // Unfold everything, as a ledger whose writer stopped before its first fold would be,
+    // except a few copies an interrupted fold left past the marks: in the first bulk
+    // statement's rows, in the second slice, and among the rows left over.
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    conn.execute_batch(
+        "DELETE FROM uses_by_code; DELETE FROM audit_by_order; DELETE FROM audit_by_app; \
+         UPDATE ledger_fold SET use_id = 0, audit_seq = 0, app_seq = 0;",
+    )
+    .expect("unfold");
+    let uses = "SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses";
+    let entries = "SELECT order_id, seq FROM audit_log WHERE order_id IS NOT NULL";
+    let apps = "SELECT app_key, seq FROM audit_log WHERE app_key IS NOT NULL";
+    for (table, source, key) in [
+        (
+            "uses_by_code (order_id, confirm_code, recorded_at_ms, use_id)",
+            uses,
+            "id",
+        ),
+        ("audit_by_order (order_id, seq)", entries, "seq"),
+        ("audit_by_app (app_key, seq)", apps, "seq"),
+    ] {
+        let total = rows(&conn, &format!("SELECT count(*) FROM ({source})"));
+        assert!(total > 300, "{table}: {total} rows to fold");
+        conn.execute(
+            &format!(
+                "INSERT INTO {table} SELECT * FROM ({source}) WHERE {key} IN \
+                 (SELECT {key} FROM ({source}) ORDER BY {key} LIMIT 3 OFFSET 10) \
+                 OR {key} IN (SELECT {key} FROM ({source}) ORDER BY {key} LIMIT 2 OFFSET 280) \
+                 OR {key} = (SELECT max({key}) FROM ({source}))"
+            ),
+            [],
+        )
+        .expect(table);
+        let table = table.split(' ').next().unwrap_or(table);
+        assert_eq!(rows(&conn, &format!("SELECT count(*) FROM {table}")), 6);
+    }
+
+    let mut staged = fold::Staged::start(&conn)
+        .expect("start")
+        .expect("something to fold");
+    let mut memory = fold::Pending::default();
+    let folded = loop {
+        if let fold::Step::Done(folded) = staged.step(&conn, &mut memory).expect("step") {
+            break folded;
+        }
+    };
+    for (table, columns, source, folded) in [
+        (
+            "uses_by_code",
+            "order_id, confirm_code, recorded_at_ms, use_id",
+            uses,
+            folded.uses,
+        ),
+        ("audit_by_order", "order_id, seq", entries, folded.entries),
+        ("audit_by_app", "app_key, seq", apps, folded.app_entries),
+    ] {
+        let total = rows(&conn, &format!("SELECT count(*) FROM ({source})"));
+        assert_eq!(
+            folded,
+            u64::try_from(total).expect("count"),
+            "{table} folded"
+        );
+        assert_eq!(
+            rows(&conn, &format!("SELECT count(*) FROM {table}")),
+            total,
+            "{table} holds each row once"
+        );
+        assert_eq!(
+            rows(
+                &conn,
+                &format!("SELECT count(*) FROM ({source} EXCEPT SELECT {columns} FROM {table})")
+            ),
+            0,
+            "{table} lacks a row"
+        );
+    }
+}
+
+/// The fold's bulk copies contain nothing that may stop them halfway (`HaltIfNull`, a
+/// foreign key's counter), so SQLite keeps no statement journal for them
+/// (`statements::STAGE_COPY_ROWS` says why that matters).
+#[test]
+fn the_folds_bulk_copies_cannot_abort_halfway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = Connection::open(dir.path().join("ledger.db")).expect("open");
+    migrate::migrate(&mut conn).expect("migrate");
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .expect("foreign keys");
+    for sql in [
+        &*statements::SQLITE_STAGE_COPY_USES,
+        &*statements::SQLITE_STAGE_COPY_ENTRIES,
+        &*statements::SQLITE_STAGE_COPY_APP_ENTRIES,
+    ] {
+        let ops = explain(&conn, sql);
+        assert_eq!(
+            ops.iter().filter(|(op, _)| op == "Variable").count() % statements::STAGE_COPY_ROWS,
+            0,
+            "{sql} binds whole rows"
+        );
+        for (op, p4) in &ops {
+            assert!(
+                !matches!(op.as_str(), "HaltIfNull" | "FkCounter" | "FkIfZero"),
+                "{op} {p4:?} in {sql}"
+            );
+        }
+    }
 }
 
 #[test]
