@@ -270,7 +270,7 @@ impl VerifyCommandBuilder {
                     request_id: request_id(),
                     received_at: received_at(),
                     client_ip: Some("192.0.2.7".to_owned()),
-                    summary: json!({}),
+                    summary: json!({}).into(),
                 },
             },
         }
@@ -387,7 +387,7 @@ impl VerifyCommandBuilder {
 
     /// The command, with a masked summary of its parameters for the audit trail.
     pub fn build(mut self) -> VerifyCommand {
-        self.cmd.meta.summary = summary(&self.cmd);
+        self.cmd.meta.summary = summary(&self.cmd).into();
         self.cmd
     }
 }
@@ -444,7 +444,7 @@ pub fn meta_at(at: DateTime<Utc>, summary: serde_json::Value) -> RequestMeta {
         request_id: request_id(),
         received_at: at,
         client_ip: Some("192.0.2.7".to_owned()),
-        summary,
+        summary: summary.into(),
     }
 }
 
@@ -520,7 +520,8 @@ impl IssueCommandBuilder {
             "issue_type": issue_type,
             "voucher_infos": vouchers,
             "describe": describe,
-        });
+        })
+        .into();
         self.cmd
     }
 }
@@ -614,7 +615,8 @@ impl RefundCommandBuilder {
             "refund_failure_reason": c.failure_reason,
             "refund_type": if c.partial { 3 } else { 1 },
             "fliggy_refund_flow_id": c.flow_id,
-        });
+        })
+        .into();
         self.cmd
     }
 }
@@ -673,6 +675,7 @@ pub fn reconcile_cmd(
         .allow_before_valid_from()
         .build();
     cmd.origin = VerifyOrigin::Reconciliation;
-    cmd.meta.summary = json!({"confirm_code": self::code(code).masked(), "used": vendor_used});
+    cmd.meta.summary =
+        json!({"confirm_code": self::code(code).masked(), "used": vendor_used}).into();
     cmd
 }

@@ -204,7 +204,7 @@ pub fn flag_anomalies(
                 request_id: meta.request_id.clone(),
                 at: meta.received_at,
                 detail: f.to_json(),
-                request: meta.summary.clone(),
+                request: meta.summary.value().clone(),
             })
         })
         .collect()
@@ -258,7 +258,7 @@ pub fn refusal_anomaly(
         request_id: meta.request_id.clone(),
         at: meta.received_at,
         detail,
-        request: meta.summary.clone(),
+        request: meta.summary.value().clone(),
     })
 }
 

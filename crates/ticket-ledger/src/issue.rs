@@ -198,7 +198,7 @@ impl IssuePlan {
                 "confirm_code": v.code.masked(), "capacity": v.capacity,
                 "type": v.voucher_type})).collect::<Vec<_>>(),
             "describe": self.describe.as_deref().map(|d| clip_chars(d, MAX_KEPT_TEXT)),
-            "request": cmd.meta.summary,
+            "request": cmd.meta.summary.value(),
         });
         let entry =
             cmd.meta

@@ -84,7 +84,8 @@ pub use app::{
     App, AppAccess, IpRange, NewApp, PreviousSecret, RateLimit, RatePeriod, SecretRotation,
 };
 pub use audit::{
-    AuditAction, AuditEntry, AuditFilter, AuditOutcome, RequestMeta, ISSUE_ACTION, REFUND_ACTION,
+    AuditAction, AuditEntry, AuditFilter, AuditOutcome, RequestMeta, Summary, ISSUE_ACTION,
+    REFUND_ACTION,
 };
 pub use error::{LedgerError, UsedDateProblem};
 pub use events::{Event, EventPage, EventType, NewEvent};

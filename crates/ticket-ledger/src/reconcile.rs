@@ -129,7 +129,7 @@ impl ReconcileCommand {
                 request_id: count.request_id.clone(),
                 received_at: self.meta.received_at,
                 client_ip: self.meta.client_ip.clone(),
-                summary: json!({"confirm_code": count.code.masked(), "used": count.used}),
+                summary: json!({"confirm_code": count.code.masked(), "used": count.used}).into(),
             },
         }
     }

@@ -318,7 +318,7 @@ impl RefundPlan {
         let detail = json!({
             "fliggy_refund_flow_id": self.flow_id,
             "refunded_tickets": self.refunded_tickets,
-            "request": cmd.meta.summary,
+            "request": cmd.meta.summary.value(),
         });
         let entry = cmd.meta.audit_entry(
             AuditAction::Refund,

@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::anomaly::{flag_anomalies, NewAnomaly};
 use crate::audit::{AuditEntry, AuditOutcome};
@@ -223,7 +223,7 @@ impl VerifyPlan {
     ) -> Vec<AuditEntry<String>> {
         let entry = self
             .audit_head(cmd)
-            .map_detail(|()| json_text(&self.detail(cmd)));
+            .map_detail(|()| json_text(&self.detail(cmd.meta.summary.text())));
         cmd.meta
             .with_status_as(entry, &self.status, &snapshot.order, |detail| {
                 json_text(&detail)
@@ -243,7 +243,8 @@ impl VerifyPlan {
     /// The audit entry of the verify itself.
     pub fn audit_entry(&self, cmd: &VerifyCommand) -> AuditEntry {
         // As `json_text` would: `null` rather than a partial detail.
-        let detail = serde_json::to_value(self.detail(cmd)).unwrap_or_default();
+        let detail =
+            serde_json::to_value(self.detail(cmd.meta.summary.value())).unwrap_or_default();
         self.audit_head(cmd).map_detail(|()| detail)
     }
 
@@ -268,14 +269,16 @@ impl VerifyPlan {
         }
     }
 
-    /// The verify's detail, borrowing the plan and the request.
-    fn detail<'a>(&'a self, cmd: &'a VerifyCommand) -> VerifyDetail<'a> {
+    /// The verify's detail, borrowing the plan and the request's summary in the form that
+    /// serializes cheapest to where it goes: the summary's text for a store, which writes text;
+    /// its value for a `Value` (read back as text, it would be parsed again).
+    fn detail<'a, R: Serialize + ?Sized>(&'a self, request: &'a R) -> VerifyDetail<'a, R> {
         VerifyDetail {
             applied_uses: self.outcome.applied_uses,
             changes: ChangesDetail(&self.changes),
             flags: FlagsDetail(&self.outcome.flags),
             replayed_entries: self.outcome.replayed_entries,
-            request: &cmd.meta.summary,
+            request,
         }
     }
 }
@@ -284,12 +287,12 @@ impl VerifyPlan {
 /// the request's summary. Its fields are in the order of their names, the order a `Value`'s
 /// map keeps, so the text is the same whichever form is serialized.
 #[derive(Serialize)]
-struct VerifyDetail<'a> {
+struct VerifyDetail<'a, R: ?Sized> {
     applied_uses: i64,
     changes: ChangesDetail<'a>,
     flags: FlagsDetail<'a>,
     replayed_entries: usize,
-    request: &'a Value,
+    request: &'a R,
 }
 
 /// The changes of a plan, each as `{capacity, confirm_code, delta, used}`.

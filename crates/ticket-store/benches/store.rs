@@ -134,7 +134,7 @@ impl Fixture {
                 request_id: format!("bench-{n}"),
                 received_at: Utc::now(),
                 client_ip: Some("127.0.0.1".into()),
-                summary: json!({"order_id": order}),
+                summary: json!({"order_id": order}).into(),
             },
         }
     }

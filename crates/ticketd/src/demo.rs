@@ -76,7 +76,7 @@ pub async fn seed(
             request_id: new_request_id(),
             received_at: now,
             client_ip: None,
-            summary: serde_json::Value::Null,
+            summary: serde_json::Value::Null.into(),
         };
         let audit = plan_order_creation(&order, OrderOrigin::DemoSeed, &meta)?.audit;
         match state.store.create_order(order, audit).await {

@@ -217,7 +217,7 @@ async fn refund_notification_is_idempotent_on_batch_no_and_flow_id(store: Arc<dy
     let mut again = first.clone();
     again.meta = crate::build::meta_at(
         first.meta.received_at + Duration::minutes(1),
-        first.meta.summary.clone(),
+        first.meta.summary.value().clone(),
     );
     for (what, cmd) in [
         ("the same notification again", again),

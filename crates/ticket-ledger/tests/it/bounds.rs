@@ -34,7 +34,7 @@ fn meta() -> RequestMeta {
         request_id: "req-bounds".into(),
         received_at: at(),
         client_ip: None,
-        summary: serde_json::json!({}),
+        summary: serde_json::json!({}).into(),
     }
 }
 

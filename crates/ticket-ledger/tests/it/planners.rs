@@ -27,7 +27,7 @@ fn meta(request_id: &str) -> RequestMeta {
         request_id: request_id.to_owned(),
         received_at: at(),
         client_ip: Some("192.0.2.7".to_owned()),
-        summary: json!({}),
+        summary: json!({}).into(),
     }
 }
 

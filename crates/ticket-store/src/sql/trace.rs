@@ -121,7 +121,7 @@ pub(crate) fn unknown_anomaly(
         request_id: meta.request_id.clone(),
         at: meta.received_at,
         detail: serde_json::Value::Null,
-        request: meta.summary.clone(),
+        request: meta.summary.value().clone(),
     }
 }
 
@@ -183,7 +183,7 @@ impl Traced<OrderView> for (NewOrder, AuditEntry) {
             request_id: audit.request_id.clone(),
             received_at: audit.at,
             client_ip: audit.client_ip.clone(),
-            summary: audit.detail.clone(),
+            summary: audit.detail.clone().into(),
         };
         Some(Trace {
             // The new order's row cannot be waited for on PostgreSQL (an uncommitted insert is

@@ -99,7 +99,7 @@ fn verify(id: i64, c: &str, quantity: i64, second: u32) -> VerifyCommand {
             request_id: format!("verify-{id}-{second}"),
             received_at: at(59),
             client_ip: None,
-            summary: json!({}),
+            summary: json!({}).into(),
         },
     }
 }

@@ -177,7 +177,7 @@ impl Verify {
                 request_id: "req-verify".to_owned(),
                 received_at: received_at(),
                 client_ip: Some("192.0.2.9".to_owned()),
-                summary: json!({"test": true}),
+                summary: json!({"test": true}).into(),
             },
         })
     }

@@ -253,7 +253,7 @@ fn operator_meta(state: &AppState, origin: Origin, body: Value) -> RequestMeta {
         request_id: new_request_id(),
         received_at: state.clock.now(),
         client_ip: None,
-        summary: origin.mark(body),
+        summary: origin.mark(body).into(),
     }
 }
 

@@ -132,7 +132,7 @@ async fn create_order(State(state): State<AppState>, body: Bytes) -> Result<Resp
             request_id: new_request_id(),
             received_at: now,
             client_ip: None,
-            summary: Value::Null,
+            summary: Value::Null.into(),
         },
     )?;
     let view = state.store.create_order(order, plan.audit).await?;

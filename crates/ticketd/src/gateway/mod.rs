@@ -70,7 +70,7 @@ impl CallContext {
             request_id: self.request_id.clone(),
             received_at: self.received_at,
             client_ip: self.client_ip.clone(),
-            summary,
+            summary: summary.into(),
         }
     }
 }

@@ -130,7 +130,7 @@ fn cmd(mode: WriteOffType, uses: VerifyUses) -> VerifyCommand {
             request_id: "req-1".into(),
             received_at: received(),
             client_ip: None,
-            summary: serde_json::json!({}),
+            summary: serde_json::json!({}).into(),
         },
     }
 }

@@ -7,7 +7,8 @@ use super::*;
 fn plan_audit_entry_records_outcome_reason_and_request() {
     let s = snap(&[("A", 3, 0)]);
     let mut c = delta(&[("A", 1, Some(gate(0)))]);
-    c.meta.summary = serde_json::json!({"order_id": "7", "voucher_infos": [{"code": "****"}]});
+    c.meta.summary =
+        serde_json::json!({"order_id": "7", "voucher_infos": [{"code": "****"}]}).into();
     let plan = plan_verify(&s, &c).expect("accepted");
     let e = plan.audit_entry(&c);
     assert_eq!(
@@ -191,7 +192,7 @@ fn rendered_audit_entries_are_the_entries_as_text() {
     let mut flagged = 0;
     let mut transitions = 0;
     for (s, c) in cases {
-        let c = edit(c, |c| c.meta.summary = summary.clone());
+        let c = edit(c, |c| c.meta.summary = summary.clone().into());
         let plan = plan_verify(&s, &c).expect("planned");
         let want: Vec<_> = plan
             .audit_entries(&s, &c)
