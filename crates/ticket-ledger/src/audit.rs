@@ -259,7 +259,7 @@ pub struct RequestMeta {
 /// its text rendered once, where the request is parsed.
 ///
 /// Every entry a request leaves embeds its summary. A store's single writer thread used to
-/// serialize the value into each entry's detail, about 4,900 of its instructions per
+/// serialize the value into each entry's detail, about 4,200 of its instructions per
 /// single-voucher verify (callgrind, docs/PERFORMANCE.md, "Twenty-seventh session"); the text
 /// is now made on the thread that parsed the request and copied as is. The text is always the
 /// value's ([`json_text`]'s bytes): both are set together, and only here.
