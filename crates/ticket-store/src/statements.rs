@@ -22,7 +22,7 @@ use crate::rows::{
 };
 
 // The tables written both one row at a time and in bulk, with the columns an insert names:
-// macros, so that both statements are `concat!`ed from one list.
+// macros, so that every statement that writes one is `concat!`ed from one list.
 
 macro_rules! voucher_uses {
     () => {
@@ -43,6 +43,21 @@ macro_rules! audit_log {
 macro_rules! anomalies {
     () => {
         "anomalies (kind, order_id, app_key, request_id, at_ms, detail, request)"
+    };
+}
+macro_rules! uses_by_code {
+    () => {
+        "uses_by_code (order_id, confirm_code, recorded_at_ms, use_id)"
+    };
+}
+macro_rules! audit_by_order {
+    () => {
+        "audit_by_order (order_id, seq)"
+    };
+}
+macro_rules! audit_by_app {
+    () => {
+        "audit_by_app (app_key, seq)"
     };
 }
 
@@ -894,21 +909,29 @@ pub(crate) const SQLITE_FOLD_FINGERPRINTS: &str = "INSERT INTO folded_fingerprin
 pub(crate) const SQLITE_FOLD_FORGET_FINGERPRINTS: &str =
     "DELETE FROM pending_fingerprints WHERE id > ? AND id <= ?";
 /// Folds the uses with `id` in `(?, ?]` into `uses_by_code`.
-pub(crate) const SQLITE_FOLD_USES: &str = "INSERT INTO uses_by_code \
-     (order_id, confirm_code, recorded_at_ms, use_id) \
-     SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
+pub(crate) const SQLITE_FOLD_USES: &str = concat!(
+    "INSERT INTO ",
+    uses_by_code!(),
+    " SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses \
      WHERE id > ? AND id <= ? ORDER BY order_id, recorded_at_ms, id \
-     ON CONFLICT DO NOTHING";
+     ON CONFLICT DO NOTHING"
+);
 /// Folds the entries with `seq` in `(?, ?]` into `audit_by_order`.
-pub(crate) const SQLITE_FOLD_AUDIT: &str = "INSERT INTO audit_by_order (order_id, seq) \
-     SELECT order_id, seq FROM audit_log \
+pub(crate) const SQLITE_FOLD_AUDIT: &str = concat!(
+    "INSERT INTO ",
+    audit_by_order!(),
+    " SELECT order_id, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND order_id IS NOT NULL ORDER BY order_id, seq \
-     ON CONFLICT DO NOTHING";
+     ON CONFLICT DO NOTHING"
+);
 /// Folds the entries with `seq` in `(?, ?]` into `audit_by_app` (migration 0013).
-pub(crate) const SQLITE_FOLD_APPS: &str = "INSERT INTO audit_by_app (app_key, seq) \
-     SELECT app_key, seq FROM audit_log \
+pub(crate) const SQLITE_FOLD_APPS: &str = concat!(
+    "INSERT INTO ",
+    audit_by_app!(),
+    " SELECT app_key, seq FROM audit_log \
      WHERE seq > ? AND seq <= ? AND app_key IS NOT NULL ORDER BY app_key, seq \
-     ON CONFLICT DO NOTHING";
+     ON CONFLICT DO NOTHING"
+);
 /// Moves the uses' mark (bind the new mark, the old: it must change one row, or another
 /// writer folded meanwhile).
 pub(crate) const SQLITE_FOLD_ADVANCE_USES: &str =
@@ -967,14 +990,23 @@ pub(crate) const SQLITE_STAGE_COPY_FINGERPRINT: &str = "INSERT INTO folded_finge
      (order_id, confirm_code, used_at_ms, quantity, request_id) VALUES (?, ?, ?, ?, ?) \
      ON CONFLICT DO NOTHING";
 /// Copies one staged use.
-pub(crate) const SQLITE_STAGE_COPY_USE: &str = "INSERT INTO uses_by_code \
-     (order_id, confirm_code, recorded_at_ms, use_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
+pub(crate) const SQLITE_STAGE_COPY_USE: &str = concat!(
+    "INSERT INTO ",
+    uses_by_code!(),
+    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+);
 /// Copies one staged entry.
-pub(crate) const SQLITE_STAGE_COPY_ENTRY: &str =
-    "INSERT INTO audit_by_order (order_id, seq) VALUES (?, ?) ON CONFLICT DO NOTHING";
+pub(crate) const SQLITE_STAGE_COPY_ENTRY: &str = concat!(
+    "INSERT INTO ",
+    audit_by_order!(),
+    " VALUES (?, ?) ON CONFLICT DO NOTHING"
+);
 /// Copies one staged entry of an app.
-pub(crate) const SQLITE_STAGE_COPY_APP_ENTRY: &str =
-    "INSERT INTO audit_by_app (app_key, seq) VALUES (?, ?) ON CONFLICT DO NOTHING";
+pub(crate) const SQLITE_STAGE_COPY_APP_ENTRY: &str = concat!(
+    "INSERT INTO ",
+    audit_by_app!(),
+    " VALUES (?, ?) ON CONFLICT DO NOTHING"
+);
 
 /// Rows a staged fold copies per statement into the folded tables that have no foreign key
 /// ([`SQLITE_STAGE_COPY_USES`], [`SQLITE_STAGE_COPY_ENTRIES`], [`SQLITE_STAGE_COPY_APP_ENTRIES`]);
@@ -996,24 +1028,20 @@ pub(crate) const STAGE_COPY_ROWS: usize = 64;
 /// Copies [`STAGE_COPY_ROWS`] staged uses.
 pub(crate) static SQLITE_STAGE_COPY_USES: LazyLock<String> = LazyLock::new(|| {
     values_rows(
-        "INSERT OR IGNORE INTO uses_by_code (order_id, confirm_code, recorded_at_ms, use_id)",
+        concat!("INSERT OR IGNORE INTO ", uses_by_code!()),
         "(?, ?, ?, ?)",
     )
 });
 /// Copies [`STAGE_COPY_ROWS`] staged entries.
 pub(crate) static SQLITE_STAGE_COPY_ENTRIES: LazyLock<String> = LazyLock::new(|| {
     values_rows(
-        "INSERT OR IGNORE INTO audit_by_order (order_id, seq)",
+        concat!("INSERT OR IGNORE INTO ", audit_by_order!()),
         "(?, ?)",
     )
 });
 /// Copies [`STAGE_COPY_ROWS`] staged entries of apps.
-pub(crate) static SQLITE_STAGE_COPY_APP_ENTRIES: LazyLock<String> = LazyLock::new(|| {
-    values_rows(
-        "INSERT OR IGNORE INTO audit_by_app (app_key, seq)",
-        "(?, ?)",
-    )
-});
+pub(crate) static SQLITE_STAGE_COPY_APP_ENTRIES: LazyLock<String> =
+    LazyLock::new(|| values_rows(concat!("INSERT OR IGNORE INTO ", audit_by_app!()), "(?, ?)"));
 
 /// `head` followed by [`STAGE_COPY_ROWS`] rows of `row` in one `VALUES` list.
 fn values_rows(head: &str, row: &str) -> String {
