@@ -1264,17 +1264,34 @@ async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
 
     // Unfold everything, as a ledger whose writer stopped before its first fold would be,
     // except a few copies an interrupted fold left past the marks: in the first bulk
-    // statement's rows, in the second slice, and among the rows left over.
+    // statement's rows, in the second slice, and among the rows left over (the fingerprints
+    // go back to the pending table, and the copies are picked in their folded order).
     let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
     conn.execute_batch(
-        "DELETE FROM uses_by_code; DELETE FROM audit_by_order; DELETE FROM audit_by_app; \
+        "INSERT INTO pending_fingerprints \
+             (order_id, confirm_code, used_at_ms, quantity, request_id) \
+         SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
+         FROM folded_fingerprints ORDER BY request_id; \
+         DELETE FROM folded_fingerprints; \
+         DELETE FROM uses_by_code; DELETE FROM audit_by_order; DELETE FROM audit_by_app; \
          UPDATE ledger_fold SET use_id = 0, audit_seq = 0, app_seq = 0;",
     )
     .expect("unfold");
+    let fingerprints = "SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
+         FROM pending_fingerprints";
     let uses = "SELECT order_id, confirm_code, recorded_at_ms, id FROM voucher_uses";
     let entries = "SELECT order_id, seq FROM audit_log WHERE order_id IS NOT NULL";
     let apps = "SELECT app_key, seq FROM audit_log WHERE app_key IS NOT NULL";
+    conn.execute_batch(&format!("CREATE TEMP TABLE was_pending AS {fingerprints}"))
+        .expect("keep what is pending");
     for (table, source, key) in [
+        (
+            "folded_fingerprints (order_id, confirm_code, used_at_ms, quantity, request_id)",
+            fingerprints,
+            // The fold's order (order, then gate time), as one number: each of these
+            // fingerprints has its own pair.
+            "order_id * 1000000000000000 + used_at_ms",
+        ),
         (
             "uses_by_code (order_id, confirm_code, recorded_at_ms, use_id)",
             uses,
@@ -1308,7 +1325,19 @@ async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
             break folded;
         }
     };
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM pending_fingerprints"),
+        0,
+        "every copied fingerprint is forgotten"
+    );
+    let fingerprints = "SELECT * FROM temp.was_pending";
     for (table, columns, source, folded) in [
+        (
+            "folded_fingerprints",
+            "order_id, confirm_code, used_at_ms, quantity, request_id",
+            fingerprints,
+            folded.fingerprints,
+        ),
         (
             "uses_by_code",
             "order_id, confirm_code, recorded_at_ms, use_id",
@@ -1372,6 +1401,81 @@ fn the_folds_bulk_copies_cannot_abort_halfway() {
             );
         }
     }
+}
+
+/// A fingerprint whose voucher is missing stops the copy of its slice, and the slice's
+/// transaction leaves none of the slice's rows: `folded_fingerprints`' foreign key holds for a
+/// staged fold's copies, and a slice stopped halfway is undone with its transaction.
+#[tokio::test]
+async fn a_dangling_fingerprint_stops_its_slice_and_leaves_none_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let orders: Vec<(i64, Vec<(String, i64)>)> = (1..=3)
+        .map(|order| (order, (0..40).map(|c| (format!("CODE-{c}"), 5)).collect()))
+        .collect();
+    let store = store_with_vouchers(dir.path(), &orders).await;
+    for (n, (order, code)) in (1..=3)
+        .flat_map(|order| (0..40).map(move |c| (order, c)))
+        .enumerate()
+    {
+        let second = u32::try_from(n % 59).expect("second");
+        store
+            .verify(verify(order, &format!("CODE-{code}"), 1, second))
+            .await
+            .expect("verify");
+    }
+    store.close().await;
+
+    // Everything pending again, and among it, second in the fold's order (in the middle of
+    // the first slice), a fingerprint of a code the order does not have, written with the
+    // foreign keys off, as only a write from outside the store could.
+    let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .expect("foreign keys off");
+    conn.execute_batch(
+        "INSERT INTO pending_fingerprints \
+             (order_id, confirm_code, used_at_ms, quantity, request_id) \
+         SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
+         FROM folded_fingerprints ORDER BY request_id; \
+         DELETE FROM folded_fingerprints; \
+         INSERT INTO pending_fingerprints \
+             (order_id, confirm_code, used_at_ms, quantity, request_id) \
+         SELECT 1, 'CODE-GONE', min(used_at_ms), 1, 'dangling' \
+         FROM pending_fingerprints WHERE order_id = 1;",
+    )
+    .expect("unfold");
+    let pending = rows(&conn, "SELECT count(*) FROM pending_fingerprints");
+    assert_eq!(pending, 121);
+    configure_writer(&conn, Duration::from_secs(1)).expect("the writer's settings");
+
+    let mut staged = fold::Staged::start(&conn)
+        .expect("start")
+        .expect("something to fold");
+    let mut memory = fold::Pending::default();
+    let failed = loop {
+        match staged.step(&conn, &mut memory) {
+            Ok(fold::Step::More) => {}
+            Ok(fold::Step::Done(folded)) => panic!("folded a dangling fingerprint: {folded:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        failed.to_string().contains("FOREIGN KEY"),
+        "stopped by the foreign key: {failed}"
+    );
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM folded_fingerprints"),
+        0,
+        "the slice's copies are undone"
+    );
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM pending_fingerprints"),
+        pending,
+        "nothing pending is forgotten"
+    );
+    assert!(
+        conn.is_autocommit(),
+        "the failed slice's transaction is over"
+    );
 }
 
 #[test]
