@@ -1020,10 +1020,13 @@ pub(crate) const STAGE_COPY_ROWS: usize = 64;
 // NULL` column, which a bound `i64` or `String` cannot be. The difference matters to SQLite:
 // a statement that writes several rows and may abort halfway (`NOT NULL`'s default action
 // is to abort) makes it keep a statement journal, a copy of every page the statement
-// changes, spilled to a temporary file past 64 KiB, to undo the statement alone. The fold
+// changes, to undo the statement alone (in memory on the writer's connection, whose
+// `temp_store` is `MEMORY`; elsewhere spilled to a temporary file past 64 KiB). The fold
 // undoes a failed slice by rolling back its whole transaction, so that copy is never needed.
-// (`folded_fingerprints`' foreign key makes any multi-row insert keep the journal, so its
-// copies stay one row at a time.)
+// (`folded_fingerprints`' foreign key makes any multi-row insert keep the journal. Its copies
+// stay one row at a time because 64 to a statement measured no faster: there a copy costs
+// the pages its rows fall on, not the statement; docs/PERFORMANCE.md, "Twenty-eighth
+// session".)
 
 /// Copies [`STAGE_COPY_ROWS`] staged uses.
 pub(crate) static SQLITE_STAGE_COPY_USES: LazyLock<String> = LazyLock::new(|| {
