@@ -497,11 +497,9 @@ fn run(
     let ticker = std::thread::Builder::new()
         .name("ledger-fold-tick".into())
         .spawn(move || tick_loop(&waits, &ticks))?;
-    let request_tick = move |wait: Option<std::time::Duration>| {
-        if let Some(wait) = wait {
-            let _ = tick_waits.try_send(wait);
-        }
-    };
+    let mut tick_requests = TickRequests::new(tick_waits);
+    let mut request_tick =
+        move |wait: Option<std::time::Duration>| tick_requests.ask(wait, std::time::Instant::now());
     let mut nudge = Nudge::new(wake, durability.checkpoint_pages);
     let restart_pages = durability.restart_pages;
     conn.wal_hook(Some(remember_wal_pages));
@@ -972,6 +970,49 @@ impl Folds {
 
 /// Requests for a tick the ticker has not read yet, at most.
 const TICK_REQUESTS: usize = 8;
+
+/// The writer's end of the ticker's requests: asks for a tick only when none is due by then.
+///
+/// Why: the writer asks after each commit that leaves its queue empty while the fold's pace
+/// holds its next step, which at saturation was most commits. Each request woke the ticker,
+/// and the thread it wakes often takes the writer's CPU on the spot: in 3 s at saturation
+/// (`perf record -e sched:sched_switch` of the writer) 802 of its preemptions came right after
+/// a tick request, 943 after handing a commit to the syncer (docs/PERFORMANCE.md,
+/// "Twenty-eighth session"). A tick already due no later than the one asked for does what the
+/// new request would, so the request is not sent.
+#[derive(Debug)]
+struct TickRequests {
+    sender: std::sync::mpsc::SyncSender<std::time::Duration>,
+    /// When the earliest tick asked for since the last one fell due is due.
+    due: Option<std::time::Instant>,
+}
+
+impl TickRequests {
+    fn new(sender: std::sync::mpsc::SyncSender<std::time::Duration>) -> Self {
+        Self { sender, due: None }
+    }
+
+    /// Asks for a tick in `wait` from `now`, unless one is due by then. A tick whose time has
+    /// come counts as sent (the ticker may not have delivered it yet, or the writer's full
+    /// queue refused it; either way the writer runs again and asks anew).
+    fn ask(&mut self, wait: Option<std::time::Duration>, now: std::time::Instant) {
+        let Some(wait) = wait else {
+            return;
+        };
+        let at = now.checked_add(wait).unwrap_or(now);
+        if self.due.is_some_and(|due| due > now && due <= at) {
+            return;
+        }
+        // A request that finds the channel full is dropped, as `run` says why, and is not
+        // remembered as due.
+        if self.sender.try_send(wait).is_ok() {
+            self.due = Some(match self.due {
+                Some(due) if due > now => due.min(at),
+                _ => at,
+            });
+        }
+    }
+}
 
 /// The ticker: puts a [`Message::Tick`] in the writer's queue once the earliest wait it was
 /// asked for has passed, so that a paced fold goes on although no job arrives
