@@ -1239,19 +1239,20 @@ async fn a_staged_fold_never_forgets_a_pending_fingerprint_it_did_not_copy() {
     );
 }
 
-/// A staged fold copies every use, entry and app entry past the marks exactly once, in
-/// slices and statements of many rows and the rows left over one at a time, and skips the
-/// copies an interrupted fold left, wherever they fall.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // 301 verifies, more than a slice and not a multiple of a bulk statement's rows.
-    let orders: Vec<(i64, Vec<(String, i64)>)> = (1..=7)
-        .map(|order| (order, (0..43).map(|c| (format!("CODE-{c}"), 5)).collect()))
+/// A closed ledger of `orders` orders of `codes` codes each (`CODE-0`, …), every code used
+/// once, at gate times that differ within an order (for up to 59 codes).
+async fn ledger_with_each_code_used_once(dir: &Path, orders: i64, codes: i64) {
+    let vouchers: Vec<(i64, Vec<(String, i64)>)> = (1..=orders)
+        .map(|order| {
+            (
+                order,
+                (0..codes).map(|c| (format!("CODE-{c}"), 5)).collect(),
+            )
+        })
         .collect();
-    let store = store_with_vouchers(dir.path(), &orders).await;
-    for (n, (order, code)) in (1..=7)
-        .flat_map(|order| (0..43).map(move |c| (order, c)))
+    let store = store_with_vouchers(dir, &vouchers).await;
+    for (n, (order, code)) in (1..=orders)
+        .flat_map(|order| (0..codes).map(move |c| (order, c)))
         .enumerate()
     {
         let second = u32::try_from(n % 59).expect("second");
@@ -1261,19 +1262,32 @@ async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
             .expect("verify");
     }
     store.close().await;
+}
+
+/// Moves every folded fingerprint back to `pending_fingerprints`, as if no fold had copied it.
+const UNFOLD_FINGERPRINTS: &str = "INSERT INTO pending_fingerprints \
+         (order_id, confirm_code, used_at_ms, quantity, request_id) \
+     SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
+     FROM folded_fingerprints ORDER BY request_id; \
+     DELETE FROM folded_fingerprints;";
+
+/// A staged fold copies every fingerprint, use, entry and app entry past the marks exactly
+/// once, in slices and statements of many rows and the rows left over one at a time, and
+/// skips the copies an interrupted fold left, wherever they fall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_fold_copies_every_row_once_in_bulk_and_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 301 verifies, more than a slice and not a multiple of a bulk statement's rows.
+    ledger_with_each_code_used_once(dir.path(), 7, 43).await;
 
     // Unfold everything, as a ledger whose writer stopped before its first fold would be,
     // except a few copies an interrupted fold left past the marks: in the first bulk
     // statement's rows, in the second slice, and among the rows left over (the fingerprints
     // go back to the pending table, and the copies are picked in their folded order).
     let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
+    conn.execute_batch(UNFOLD_FINGERPRINTS).expect("unfold");
     conn.execute_batch(
-        "INSERT INTO pending_fingerprints \
-             (order_id, confirm_code, used_at_ms, quantity, request_id) \
-         SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
-         FROM folded_fingerprints ORDER BY request_id; \
-         DELETE FROM folded_fingerprints; \
-         DELETE FROM uses_by_code; DELETE FROM audit_by_order; DELETE FROM audit_by_app; \
+        "DELETE FROM uses_by_code; DELETE FROM audit_by_order; DELETE FROM audit_by_app; \
          UPDATE ledger_fold SET use_id = 0, audit_seq = 0, app_seq = 0;",
     )
     .expect("unfold");
@@ -1409,21 +1423,7 @@ fn the_folds_bulk_copies_cannot_abort_halfway() {
 #[tokio::test]
 async fn a_dangling_fingerprint_stops_its_slice_and_leaves_none_of_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let orders: Vec<(i64, Vec<(String, i64)>)> = (1..=3)
-        .map(|order| (order, (0..40).map(|c| (format!("CODE-{c}"), 5)).collect()))
-        .collect();
-    let store = store_with_vouchers(dir.path(), &orders).await;
-    for (n, (order, code)) in (1..=3)
-        .flat_map(|order| (0..40).map(move |c| (order, c)))
-        .enumerate()
-    {
-        let second = u32::try_from(n % 59).expect("second");
-        store
-            .verify(verify(order, &format!("CODE-{code}"), 1, second))
-            .await
-            .expect("verify");
-    }
-    store.close().await;
+    ledger_with_each_code_used_once(dir.path(), 3, 40).await;
 
     // Everything pending again, and among it, second in the fold's order (in the middle of
     // the first slice), a fingerprint of a code the order does not have, written with the
@@ -1431,13 +1431,9 @@ async fn a_dangling_fingerprint_stops_its_slice_and_leaves_none_of_it() {
     let conn = Connection::open(dir.path().join("ledger.db")).expect("shell");
     conn.pragma_update(None, "foreign_keys", "OFF")
         .expect("foreign keys off");
+    conn.execute_batch(UNFOLD_FINGERPRINTS).expect("unfold");
     conn.execute_batch(
         "INSERT INTO pending_fingerprints \
-             (order_id, confirm_code, used_at_ms, quantity, request_id) \
-         SELECT order_id, confirm_code, used_at_ms, quantity, request_id \
-         FROM folded_fingerprints ORDER BY request_id; \
-         DELETE FROM folded_fingerprints; \
-         INSERT INTO pending_fingerprints \
              (order_id, confirm_code, used_at_ms, quantity, request_id) \
          SELECT 1, 'CODE-GONE', min(used_at_ms), 1, 'dangling' \
          FROM pending_fingerprints WHERE order_id = 1;",
