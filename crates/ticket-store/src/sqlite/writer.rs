@@ -993,8 +993,8 @@ impl TickRequests {
     }
 
     /// Asks for a tick in `wait` from `now`, unless one is due by then. A tick whose time has
-    /// come counts as sent (the ticker may not have delivered it yet, or the writer's full
-    /// queue refused it; either way the writer runs again and asks anew).
+    /// come no longer counts: the ticker may not have delivered it yet, or the writer's full
+    /// queue may have refused it, so the request is sent.
     fn ask(&mut self, wait: Option<std::time::Duration>, now: std::time::Instant) {
         let Some(wait) = wait else {
             return;
@@ -1003,7 +1003,7 @@ impl TickRequests {
         if self.due.is_some_and(|due| due > now && due <= at) {
             return;
         }
-        // A request that finds the channel full is dropped, as `run` says why, and is not
+        // A request that finds the channel full is dropped (`run` says why), and is not
         // remembered as due.
         if self.sender.try_send(wait).is_ok() {
             self.due = Some(match self.due {
