@@ -498,8 +498,12 @@ fn run(
         .name("ledger-fold-tick".into())
         .spawn(move || tick_loop(&waits, &ticks))?;
     let mut tick_requests = TickRequests::new(tick_waits);
-    let mut request_tick =
-        move |wait: Option<std::time::Duration>| tick_requests.ask(wait, std::time::Instant::now());
+    // Most commits want no tick: the clock is read only for those that do.
+    let mut request_tick = move |wait: Option<std::time::Duration>| {
+        if let Some(wait) = wait {
+            tick_requests.ask(wait, std::time::Instant::now());
+        }
+    };
     let mut nudge = Nudge::new(wake, durability.checkpoint_pages);
     let restart_pages = durability.restart_pages;
     conn.wal_hook(Some(remember_wal_pages));
@@ -983,7 +987,7 @@ const TICK_REQUESTS: usize = 8;
 #[derive(Debug)]
 struct TickRequests {
     sender: std::sync::mpsc::SyncSender<std::time::Duration>,
-    /// When the earliest tick asked for since the last one fell due is due.
+    /// When the earliest tick sent and not yet due falls due (a past instant counts as none).
     due: Option<std::time::Instant>,
 }
 
@@ -995,10 +999,7 @@ impl TickRequests {
     /// Asks for a tick in `wait` from `now`, unless one is due by then. A tick whose time has
     /// come no longer counts: the ticker may not have delivered it yet, or the writer's full
     /// queue may have refused it, so the request is sent.
-    fn ask(&mut self, wait: Option<std::time::Duration>, now: std::time::Instant) {
-        let Some(wait) = wait else {
-            return;
-        };
+    fn ask(&mut self, wait: std::time::Duration, now: std::time::Instant) {
         let at = now.checked_add(wait).unwrap_or(now);
         if self.due.is_some_and(|due| due > now && due <= at) {
             return;

@@ -793,16 +793,15 @@ fn a_tick_is_asked_for_only_when_none_is_due_by_then() {
     let (sender, asked) = std::sync::mpsc::sync_channel(8);
     let mut ticks = TickRequests::new(sender);
     let t0 = std::time::Instant::now();
-    ticks.ask(None, t0);
-    ticks.ask(Some(s(10)), t0);
+    ticks.ask(s(10), t0);
     // A tick is due at 10 s: one at 20 s adds nothing.
-    ticks.ask(Some(s(20)), t0);
+    ticks.ask(s(20), t0);
     // Sooner than that: sent.
-    ticks.ask(Some(s(5)), t0 + s(1));
+    ticks.ask(s(5), t0 + s(1));
     // Due at 6 s, before 11 s: not sent.
-    ticks.ask(Some(s(9)), t0 + s(2));
+    ticks.ask(s(9), t0 + s(2));
     // The 6 s tick's time has come (delivered or not): sent.
-    ticks.ask(Some(s(1)), t0 + s(7));
+    ticks.ask(s(1), t0 + s(7));
     let sent: Vec<_> = asked.try_iter().collect();
     assert_eq!(sent, [s(10), s(5), s(1)]);
 }
@@ -813,11 +812,11 @@ fn a_tick_request_the_full_channel_refused_is_asked_for_again() {
     let (sender, asked) = std::sync::mpsc::sync_channel(1);
     let mut ticks = TickRequests::new(sender);
     let t0 = std::time::Instant::now();
-    ticks.ask(Some(s(10)), t0);
+    ticks.ask(s(10), t0);
     // Sooner, but the ticker has not read the first request: dropped.
-    ticks.ask(Some(s(5)), t0);
+    ticks.ask(s(5), t0);
     assert_eq!(asked.try_iter().collect::<Vec<_>>(), [s(10)]);
     // Not remembered as due: asked again once there is room.
-    ticks.ask(Some(s(5)), t0);
+    ticks.ask(s(5), t0);
     assert_eq!(asked.try_iter().collect::<Vec<_>>(), [s(5)]);
 }
