@@ -1438,7 +1438,7 @@ async fn a_dangling_fingerprint_stops_its_slice_and_leaves_none_of_it() {
          SELECT 1, 'CODE-GONE', min(used_at_ms), 1, 'dangling' \
          FROM pending_fingerprints WHERE order_id = 1;",
     )
-    .expect("unfold");
+    .expect("the dangling fingerprint");
     let pending = rows(&conn, "SELECT count(*) FROM pending_fingerprints");
     assert_eq!(pending, 121);
     configure_writer(&conn, Duration::from_secs(1)).expect("the writer's settings");

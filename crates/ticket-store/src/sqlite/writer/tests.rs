@@ -531,8 +531,8 @@ async fn third_job_joins(later: Option<std::time::Duration>) -> Result<(), Vec<u
 
 /// Rounds [`third_job_joins`] allows. Five were too few on a loaded 2-core machine: with the
 /// crate's other tests running beside it, the late job missed the hold in all five rounds in
-/// two runs of `cargo test -p ticket-store` of three (2026-12-08), and passed alone every time.
-/// A round takes a few milliseconds.
+/// two of three runs of `cargo test -p ticket-store` (2026-12-08), and it passed alone every
+/// time. A round takes a few milliseconds.
 const JOIN_ROUNDS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
